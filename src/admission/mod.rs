@@ -1,0 +1,305 @@
+//! The admission server's request path, top to bottom:
+//! read the body (size and time bounded) → [`Review::decode`] →
+//! [`Decider::decide`] → [`Decision::respond`] → [`Recorder::record`] →
+//! one 200 AdmissionReview.
+//!
+//! A denial is data: every decision is a 200 AdmissionReview. Only a broken
+//! transport (unreadable, oversized, slow or non-AdmissionReview body, or
+//! a server not ready yet) gets a 4xx/5xx, whose JSON body names the
+//! problem and never quotes the request.
+
+pub mod pipeline;
+pub mod review;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use prometheus_client::registry::Registry;
+
+pub use pipeline::{AsyncStage, Decider, Decision, Denial, Endpoint, Flow, Stage, StageFuture};
+pub use review::{AdmissionRequest, AdmissionResponse, Operation, Review};
+
+use crate::metrics::{AdmissionMetrics, EndpointLabels, RejectLabels, ReviewLabels};
+
+/// Bounds on one request.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest body accepted (413 above it).
+    pub max_body_bytes: usize,
+    /// Time allowed to receive the body (408 after it).
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_body_bytes: 4 * 1024 * 1024, request_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Where decisions go after they are made (the audit log, logs).
+pub trait Recorder: Send + Sync {
+    /// Records one decision. An error means the decision could not be
+    /// made durable; with `fail_closed` the request is then denied.
+    fn record(&self, event: &Event<'_>) -> Result<(), RecordError>;
+}
+
+/// One decision, as the recorder sees it.
+pub struct Event<'a> {
+    pub endpoint: Endpoint,
+    pub request: &'a AdmissionRequest,
+    pub decision: &'a Decision,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("failed to record the admission decision: {reason}")]
+pub struct RecordError {
+    pub reason: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// Records decisions as structured log lines: identity and outcome only,
+/// never the object.
+pub struct LogRecorder;
+
+impl Recorder for LogRecorder {
+    fn record(&self, e: &Event<'_>) -> Result<(), RecordError> {
+        let r = e.request;
+        match &e.decision.denial {
+            None => tracing::debug!(
+                endpoint = e.endpoint.as_str(), uid = %r.uid, operation = r.operation.as_str(),
+                kind = %r.kind.kind, namespace = %r.namespace, name = %r.object_name(),
+                user = %r.user_info.username, dry_run = r.dry_run, "admitted"),
+            Some(d) => tracing::info!(
+                endpoint = e.endpoint.as_str(), uid = %r.uid, operation = r.operation.as_str(),
+                kind = %r.kind.kind, namespace = %r.namespace, name = %r.object_name(),
+                user = %r.user_info.username, dry_run = r.dry_run, stage = d.stage,
+                reason = %d.reason, message = %d.message, "denied"),
+        }
+        Ok(())
+    }
+}
+
+/// Everything the request path reads. The decider is swapped whole when a
+/// new commit or policy set is compiled; requests never wait for it.
+pub struct AdmissionState {
+    decider: ArcSwapOption<Decider>,
+    metrics: AdmissionMetrics,
+    registry: Registry,
+    limits: Limits,
+    recorder: Arc<dyn Recorder>,
+    /// Deny when a decision cannot be recorded (the default).
+    fail_closed: bool,
+}
+
+impl AdmissionState {
+    /// Registers the admission metrics into `registry`, which the state
+    /// then owns and serves on `/metrics`.
+    pub fn new(mut registry: Registry, limits: Limits, recorder: Arc<dyn Recorder>) -> Self {
+        let metrics = AdmissionMetrics::register(&mut registry);
+        AdmissionState { decider: ArcSwapOption::empty(), metrics, registry, limits, recorder, fail_closed: true }
+    }
+
+    /// Admit decisions that could not be recorded (audit fail-open).
+    pub fn fail_open_on_record_error(mut self) -> Self {
+        self.fail_closed = false;
+        self
+    }
+
+    /// Publishes a decider; from then on `/readyz` is ready.
+    pub fn publish(&self, decider: Arc<Decider>) {
+        self.decider.store(Some(decider));
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.decider.load().is_some()
+    }
+
+    pub fn metrics(&self) -> &AdmissionMetrics {
+        &self.metrics
+    }
+
+    /// The whole request path for one body; infallible once decoded.
+    pub async fn review(&self, endpoint: Endpoint, body: &[u8]) -> Result<Vec<u8>, Rejection> {
+        let start = Instant::now();
+        let review = Review::decode(body).map_err(Rejection::Decode)?;
+        let decider = self.decider.load_full().ok_or(Rejection::NotReady)?;
+        let request = &review.request;
+
+        let mut decision = decider.decide(endpoint, request).await;
+        let event = Event { endpoint, request, decision: &decision, elapsed: start.elapsed() };
+        if let Err(e) = self.recorder.record(&event) {
+            self.metrics.record_failures.inc();
+            tracing::error!(error = %crate::error_chain(&e), uid = %request.uid, "audit record failed");
+            if self.fail_closed {
+                decision.deny(
+                    "audit",
+                    503,
+                    "AuditUnavailable",
+                    "gitgate could not record this change in its audit log, so it refuses it; retry when the audit log is writable",
+                );
+            }
+        }
+        let response = decision.respond(endpoint, &request.uid);
+        let out = review::encode(review.api_version, &response);
+
+        let label = match (&decision.denial, decision.warnings.is_empty()) {
+            (Some(_), _) => "denied",
+            (None, false) => "warned",
+            (None, true) => "allowed",
+        };
+        self.metrics
+            .reviews
+            .get_or_create(&ReviewLabels {
+                endpoint: endpoint.as_str(),
+                operation: request.operation.as_str(),
+                kind: request.kind.kind.clone(),
+                decision: label,
+            })
+            .inc();
+        self.metrics
+            .duration
+            .get_or_create(&EndpointLabels { endpoint: endpoint.as_str() })
+            .observe(start.elapsed().as_secs_f64());
+        Ok(out)
+    }
+}
+
+/// Why a request got no decision.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error(transparent)]
+    Decode(review::DecodeError),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("request body was not received within {0:?}")]
+    Timeout(Duration),
+    #[error("failed to read request body")]
+    Read,
+    #[error("gitgate is not ready: its desired state is not loaded yet")]
+    NotReady,
+}
+
+impl Rejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::Decode(_) | Rejection::Read => StatusCode::BAD_REQUEST,
+            Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Rejection::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// A `metav1.Status`-shaped JSON error body.
+pub fn error_response(code: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": code.as_u16(),
+        "reason": code.canonical_reason().unwrap_or("Error"),
+        "message": message,
+    });
+    json_response(code, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+fn json_response(code: StatusCode, body: Vec<u8>) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Reads the body within the size and time limits.
+async fn read_body(body: Body, headers: &axum::http::HeaderMap, limits: Limits) -> Result<bytes::Bytes, Rejection> {
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        return Err(Rejection::TooLarge { limit: limits.max_body_bytes });
+    }
+    let limited = Limited::new(body, limits.max_body_bytes);
+    match tokio::time::timeout(limits.request_timeout, limited.collect()).await {
+        Err(_) => Err(Rejection::Timeout(limits.request_timeout)),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(Rejection::TooLarge { limit: limits.max_body_bytes })
+        }
+        Ok(Err(_)) => Err(Rejection::Read),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+async fn handle(state: &AdmissionState, endpoint: Endpoint, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let result = match read_body(body, &parts.headers, state.limits).await {
+        Ok(bytes) => state.review(endpoint, &bytes).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(rejection) => {
+            let code = rejection.status();
+            state
+                .metrics
+                .rejected
+                .get_or_create(&RejectLabels { endpoint: endpoint.as_str(), code: code.as_u16() })
+                .inc();
+            tracing::warn!(endpoint = endpoint.as_str(), code = code.as_u16(), error = %rejection, "rejected admission request");
+            error_response(code, &rejection.to_string())
+        }
+    }
+}
+
+async fn validate(State(state): State<Arc<AdmissionState>>, req: Request) -> Response {
+    handle(&state, Endpoint::Validate, req).await
+}
+
+async fn mutate(State(state): State<Arc<AdmissionState>>, req: Request) -> Response {
+    handle(&state, Endpoint::Mutate, req).await
+}
+
+async fn healthz() -> Response {
+    json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())
+}
+
+async fn readyz(State(state): State<Arc<AdmissionState>>) -> Response {
+    if state.is_ready() {
+        json_response(StatusCode::OK, br#"{"status":"ready"}"#.to_vec())
+    } else {
+        error_response(StatusCode::SERVICE_UNAVAILABLE, "gitgate is not ready: its desired state is not loaded yet")
+    }
+}
+
+async fn metrics(State(state): State<Arc<AdmissionState>>) -> Response {
+    let mut resp = crate::metrics::encode(&state.registry).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}
+
+/// The admission router: `/validate`, `/mutate`, `/healthz`, `/readyz`,
+/// `/metrics`. Other boxes merge their routes into it.
+pub fn router(state: Arc<AdmissionState>) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
+        })
+        .with_state(state)
+}

@@ -1,0 +1,83 @@
+//! Prometheus metrics. One explicit [`Registry`], no global state: every
+//! box registers its own metrics while the server is assembled.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Seconds. Most buckets lie below 1 ms: that is where admission lives.
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.000_75, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 2.5];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    pub endpoint: &'static str,
+    pub operation: &'static str,
+    pub kind: String,
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub endpoint: &'static str,
+    pub code: u16,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS.iter().copied())
+}
+
+/// Admission metrics.
+pub struct AdmissionMetrics {
+    pub reviews: Family<ReviewLabels, Counter>,
+    pub duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    pub rejected: Family<RejectLabels, Counter>,
+    pub record_failures: Counter,
+}
+
+impl AdmissionMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = AdmissionMetrics {
+            reviews: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            rejected: Family::default(),
+            record_failures: Counter::default(),
+        };
+        registry.register(
+            "gitgate_admission_reviews",
+            "AdmissionReviews answered, by endpoint, operation, kind and decision",
+            m.reviews.clone(),
+        );
+        registry.register(
+            "gitgate_admission_duration_seconds",
+            "Time from the end of the request body to the encoded AdmissionReview",
+            m.duration.clone(),
+        );
+        registry.register(
+            "gitgate_admission_rejected_requests",
+            "Requests refused before a decision (bad body, too large, too slow, not ready), by HTTP code",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "gitgate_admission_record_failures",
+            "Decisions that could not be recorded in the audit log",
+            m.record_failures.clone(),
+        );
+        m
+    }
+}
+
+/// Encodes a registry in the Prometheus/OpenMetrics text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}

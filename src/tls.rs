@@ -1,0 +1,309 @@
+//! TLS material: development certificates (`gitgate certs`), the rustls
+//! server configuration (TLS 1.2/1.3, ALPN h2 + http/1.1), and hot reload
+//! of the certificate and key from disk.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+/// File names under the certificate directory (those of a
+/// `kubernetes.io/tls` Secret volume, so cert-manager output mounts as is).
+pub const CA_CERT: &str = "ca.crt";
+pub const CA_KEY: &str = "ca.key";
+pub const SERVING_CERT: &str = "tls.crt";
+pub const SERVING_KEY: &str = "tls.key";
+
+/// Names the development serving certificate covers when none are given.
+pub const DEFAULT_DNS_NAMES: &[&str] =
+    &["localhost", "gitgate", "gitgate.gitgate", "gitgate.gitgate.svc", "gitgate.gitgate.svc.cluster.local"];
+pub const DEFAULT_IPS: &[&str] = &["127.0.0.1", "::1"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("failed to read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to parse PEM in {path}: {what}")]
+    Pem { path: PathBuf, what: &'static str },
+    #[error("failed to build the TLS server configuration from {cert} and {key}")]
+    Config {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("failed to generate a certificate")]
+    Generate(#[source] rcgen::Error),
+    #[error("{name:?} is not a valid DNS name or IP address")]
+    BadName { name: String },
+}
+
+/// What `gitgate certs` wrote.
+pub struct GeneratedCerts {
+    pub ca_cert: PathBuf,
+    pub serving_cert: PathBuf,
+    pub serving_key: PathBuf,
+    /// base64 of the CA certificate PEM: a webhook configuration's `caBundle`.
+    pub ca_bundle: String,
+}
+
+/// Generates a development CA and a serving certificate signed by it for
+/// `names` (DNS names and IP addresses), valid for `days`, under `dir`.
+/// An existing CA in `dir` is reused, so clients that trust it keep working.
+pub fn generate(dir: &Path, names: &[String], days: u32) -> Result<GeneratedCerts, TlsError> {
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write { path: dir.to_path_buf(), source })?;
+    for name in names {
+        if name.parse::<IpAddr>().is_err() && !valid_dns_name(name) {
+            return Err(TlsError::BadName { name: name.clone() });
+        }
+    }
+    let ca_cert_path = dir.join(CA_CERT);
+    let ca_key_path = dir.join(CA_KEY);
+    // The CA's parameters are rebuilt from constants: with the same key they
+    // yield the same issuer name and key identifier as the CA on disk.
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(TlsError::Generate)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "gitgate development CA");
+    ca_params.distinguished_name = dn;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let (ca_pem, issuer) = match (std::fs::read_to_string(&ca_cert_path), std::fs::read_to_string(&ca_key_path)) {
+        (Ok(cert), Ok(key)) => {
+            let key = KeyPair::from_pem(&key).map_err(TlsError::Generate)?;
+            (cert, Issuer::new(ca_params, key))
+        }
+        _ => {
+            let key = KeyPair::generate().map_err(TlsError::Generate)?;
+            set_validity(&mut ca_params, 3650);
+            let cert = ca_params.self_signed(&key).map_err(TlsError::Generate)?;
+            write_file(&ca_cert_path, cert.pem().as_bytes(), false)?;
+            write_file(&ca_key_path, key.serialize_pem().as_bytes(), true)?;
+            (cert.pem(), Issuer::new(ca_params, key))
+        }
+    };
+
+    let key = KeyPair::generate().map_err(TlsError::Generate)?;
+    let mut params = CertificateParams::new(names.to_vec()).map_err(TlsError::Generate)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, names.first().map(String::as_str).unwrap_or("gitgate"));
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    set_validity(&mut params, days);
+    let cert = params.signed_by(&key, &issuer).map_err(TlsError::Generate)?;
+
+    let serving_cert = dir.join(SERVING_CERT);
+    let serving_key = dir.join(SERVING_KEY);
+    // Key first, then certificate: a reloader that sees the new certificate
+    // also sees its key.
+    write_file(&serving_key, key.serialize_pem().as_bytes(), true)?;
+    write_file(&serving_cert, cert.pem().as_bytes(), false)?;
+    use base64::Engine as _;
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
+    Ok(GeneratedCerts { ca_cert: ca_cert_path, serving_cert, serving_key, ca_bundle })
+}
+
+/// RFC 1123 host name, optionally with one leading `*.` wildcard label.
+fn valid_dns_name(name: &str) -> bool {
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn set_validity(params: &mut CertificateParams, days: u32) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let today = (now / 86_400) as i64;
+    let (y, m, d) = civil_from_days(today - 1);
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    let (y, m, d) = civil_from_days(today + i64::from(days));
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i32, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y as i32, m, d)
+}
+
+fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), TlsError> {
+    use std::io::Write as _;
+    let err = |source| TlsError::Write { path: path.to_path_buf(), source };
+    // Write beside, then rename: a reader never sees half a file.
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(if private { 0o600 } else { 0o644 });
+    }
+    let mut f = opts.open(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// Reads a certificate chain and its private key and builds the server
+/// configuration: TLS 1.3 and 1.2 only, ALPN h2 then http/1.1.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let cert_pem = std::fs::read(cert).map_err(|source| TlsError::Read { path: cert.to_path_buf(), source })?;
+    let key_pem = std::fs::read(key).map_err(|source| TlsError::Read { path: key.to_path_buf(), source })?;
+    server_config_from_pem(&cert_pem, &key_pem, cert, key)
+}
+
+fn server_config_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| TlsError::Pem { path: cert.to_path_buf(), what: "malformed certificate" })?;
+    if chain.is_empty() {
+        return Err(TlsError::Pem { path: cert.to_path_buf(), what: "no certificate" });
+    }
+    let private = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|_| TlsError::Pem { path: key.to_path_buf(), what: "no private key" })?;
+    let mut config = ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|source| TlsError::Config { cert: cert.to_path_buf(), key: key.to_path_buf(), source })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Watches the certificate and key files and swaps the served configuration
+/// when their content changes. Polling, not inotify: Kubernetes updates a
+/// Secret volume by swapping a `..data` symlink, which inotify watchers on
+/// the files miss. Open connections keep their session; new handshakes get
+/// the new certificate.
+pub struct Reloader {
+    cert: PathBuf,
+    key: PathBuf,
+    config: RustlsConfig,
+    last: [u8; 32],
+}
+
+impl Reloader {
+    /// Loads the files once and returns the served config and its reloader.
+    pub fn load(cert: &Path, key: &Path) -> Result<(RustlsConfig, Reloader), TlsError> {
+        let (hash, config) = Self::read(cert, key)?;
+        let rustls = RustlsConfig::from_config(config);
+        Ok((rustls.clone(), Reloader { cert: cert.to_path_buf(), key: key.to_path_buf(), config: rustls, last: hash }))
+    }
+
+    fn read(cert: &Path, key: &Path) -> Result<([u8; 32], Arc<ServerConfig>), TlsError> {
+        let cert_pem = std::fs::read(cert).map_err(|source| TlsError::Read { path: cert.to_path_buf(), source })?;
+        let key_pem = std::fs::read(key).map_err(|source| TlsError::Read { path: key.to_path_buf(), source })?;
+        let mut h = Sha256::new();
+        h.update(&cert_pem);
+        h.update(&key_pem);
+        let hash: [u8; 32] = h.finalize().into();
+        Ok((hash, server_config_from_pem(&cert_pem, &key_pem, cert, key)?))
+    }
+
+    /// Checks the files once; returns whether the served config changed.
+    /// A half-written or mismatched pair is reported and the old config kept.
+    pub fn check(&mut self) -> Result<bool, TlsError> {
+        let (hash, config) = Self::read(&self.cert, &self.key)?;
+        if hash == self.last {
+            return Ok(false);
+        }
+        self.config.reload_from_config(config);
+        self.last = hash;
+        Ok(true)
+    }
+
+    /// Polls every `interval` until the task is dropped.
+    pub async fn run(mut self, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match self.check() {
+                Ok(true) => tracing::info!(cert = %self.cert.display(), "reloaded TLS certificate"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %crate::error_chain(&e), "keeping the current TLS certificate"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(20_778), (2026, 11, 21));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn generated_pair_loads_and_ca_is_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let first = generate(dir.path(), &names, 30).unwrap();
+        server_config(&first.serving_cert, &first.serving_key).unwrap();
+        let ca1 = std::fs::read(&first.ca_cert).unwrap();
+        let second = generate(dir.path(), &names, 30).unwrap();
+        assert_eq!(ca1, std::fs::read(&second.ca_cert).unwrap(), "the CA must be kept");
+        assert_eq!(first.ca_bundle, second.ca_bundle);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&first.serving_key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "private key must not be group/world readable");
+        }
+    }
+
+    #[test]
+    fn bad_names_and_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(generate(dir.path(), &["bad name!".into()], 1), Err(TlsError::BadName { .. })));
+        let cert = dir.path().join("c.pem");
+        std::fs::write(&cert, "not pem").unwrap();
+        assert!(matches!(server_config(&cert, &cert), Err(TlsError::Pem { .. })));
+        assert!(matches!(server_config(&dir.path().join("missing"), &cert), Err(TlsError::Read { .. })));
+    }
+}

@@ -1,0 +1,81 @@
+//! Shared test helpers: the captured AdmissionReview fixtures and a server
+//! started on loopback with freshly generated certificates.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gitgate::admission::{self, AdmissionState, Decider, Limits, LogRecorder};
+use gitgate::server::{self, ConnLimits, Running};
+use gitgate::tls;
+
+/// `../shared/fixtures/admission/` (bodies captured from a real
+/// kube-apiserver), or `$GITGATE_FIXTURES`.
+pub fn fixtures_dir() -> PathBuf {
+    let dir = std::env::var_os("GITGATE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission"));
+    assert!(dir.is_dir(), "fixtures not found at {}: set GITGATE_FIXTURES", dir.display());
+    dir
+}
+
+/// Every fixture as (file name, bytes), sorted.
+pub fn fixtures() -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect();
+    out.sort();
+    assert!(out.len() >= 20, "expected the captured fixtures, found {}", out.len());
+    out
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures_dir().join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn state_with(decider: Decider, limits: Limits) -> Arc<AdmissionState> {
+    let state = Arc::new(AdmissionState::new(Default::default(), limits, Arc::new(LogRecorder)));
+    state.publish(Arc::new(decider));
+    state
+}
+
+pub struct TestServer {
+    pub running: Running,
+    pub dir: tempfile::TempDir,
+    pub ca_pem: Vec<u8>,
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{}", self.running.addr.port(), path)
+    }
+
+    /// A client that trusts only the generated CA.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&self.ca_pem).unwrap()])
+            .resolve("localhost", self.running.addr)
+            .build()
+            .unwrap()
+    }
+}
+
+/// Starts the real HTTPS server on 127.0.0.1 with certificates generated
+/// into a temp dir.
+pub async fn start_server(state: Arc<AdmissionState>, conn: ConnLimits) -> TestServer {
+    install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let certs = tls::generate(dir.path(), &names, 30).unwrap();
+    let (config, _reloader) = tls::Reloader::load(&certs.serving_cert, &certs.serving_key).unwrap();
+    let running = server::start("127.0.0.1:0".parse().unwrap(), config, admission::router(state), conn).await.unwrap();
+    let ca_pem = std::fs::read(&certs.ca_cert).unwrap();
+    TestServer { running, dir, ca_pem }
+}
