@@ -85,21 +85,25 @@ impl Stage for Gate {
     }
 }
 
-/// Must never run: the gate stopped the run before it.
-struct Unreachable;
+/// Runs after the gate: must never see what the gate stopped.
+struct AfterGate;
 
-impl Stage for Unreachable {
+impl Stage for AfterGate {
     fn name(&self) -> &'static str {
-        "unreachable"
+        "after-gate"
     }
-    fn decide(&self, _: &AdmissionRequest, d: &mut Decision) -> Flow {
-        d.deny("unreachable", 500, "Bug", "a stage after a stop ran");
-        Flow::Stop
+    fn decide(&self, req: &AdmissionRequest, d: &mut Decision) -> Flow {
+        if req.kind.kind == "Deployment" && req.operation == Operation::Create {
+            d.deny("after-gate", 500, "Bug", "a stage after a stop ran");
+            return Flow::Stop;
+        }
+        d.annotate("after-gate", "ran");
+        Flow::Continue
     }
 }
 
 fn gate() -> Decider {
-    Decider::new().with_validating(Arc::new(Gate)).with_validating(Arc::new(Unreachable)).with_mutating(Arc::new(Gate))
+    Decider::new().with_validating(Arc::new(Gate)).with_validating(Arc::new(AfterGate)).with_mutating(Arc::new(Gate))
 }
 
 #[tokio::test]
@@ -114,6 +118,11 @@ async fn a_denial_is_a_200_review_with_status_warnings_and_audit_annotations() {
     assert_eq!(r["warnings"], json!(["looked at by the test gate"]));
     assert_eq!(r["auditAnnotations"]["commit"], "0123456789abcdef0123456789abcdef01234567");
     assert!(r.get("patch").is_none(), "a denial carries no patch");
+    assert!(r["auditAnnotations"].get("after-gate").is_none(), "no stage runs after a stop");
+    // a request the gate lets through reaches the next stage
+    let (_, got) = call(router(gate()), "/validate", common::fixture("validate-create-namespace.json")).await;
+    assert_eq!(got["response"]["allowed"], true);
+    assert_eq!(got["response"]["auditAnnotations"]["after-gate"], "ran");
 }
 
 #[tokio::test]
@@ -185,14 +194,18 @@ async fn bad_bodies_get_a_clear_400_that_quotes_nothing() {
 
 #[tokio::test]
 async fn json_nested_thousands_deep_is_a_400_not_a_stack_overflow() {
+    let mut review: Value = serde_json::from_slice(&common::fixture("validate-create-configmap-ssa.json")).unwrap();
+    review["request"]["object"] = json!("NESTING");
+    let template = serde_json::to_string(&review).unwrap();
     for depth in [1_000usize, 100_000] {
-        let mut body =
-            String::from(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","x":"#);
-        body.push_str(&"[".repeat(depth));
-        body.push_str(&"]".repeat(depth));
-        body.push_str("}}");
-        let got = rejected(body, StatusCode::BAD_REQUEST).await;
+        let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let got = rejected(template.replace("\"NESTING\"", &nested), StatusCode::BAD_REQUEST).await;
         assert!(got["message"].as_str().unwrap().contains("malformed JSON"), "{got}");
+        // and in a field gitgate does not read (skipped without recursion)
+        let mut body = template.replace("\"NESTING\"", "{}");
+        body.insert_str(1, &format!("\"x\":{nested},"));
+        let (status, got) = call(router(Decider::new()), "/validate", body).await;
+        assert_eq!(status, StatusCode::OK, "{got}");
     }
 }
 
@@ -212,9 +225,12 @@ async fn a_body_over_the_limit_is_413_with_or_without_content_length() {
     let (status, _) = call(app.clone(), "/validate", body).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 
-    // and the default is 4 MiB: a real review well under it passes
-    let (status, _) = call(app, "/validate", common::fixture("validate-create-deployment.json")).await;
+    // a real review under the limit passes
+    let small = common::fixture("validate-create-namespace.json");
+    assert!(small.len() < 4096);
+    let (status, _) = call(app, "/validate", small).await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(Limits::default().max_body_bytes, 4 << 20, "the default limit is 4 MiB");
 }
 
 #[tokio::test]
