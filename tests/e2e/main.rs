@@ -1,0 +1,10 @@
+//! End-to-end tests against a real kube-apiserver (`KUBE_BIN_DIR`); each
+//! says loudly that it skipped when the binaries are not given.
+//! `cargo test --test e2e` runs them.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../support/cluster.rs"]
+mod cluster;
+
+mod webhook;
