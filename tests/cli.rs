@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gitgate");
@@ -37,26 +36,8 @@ fn certs_writes_a_ca_and_serving_pair_and_prints_the_ca_bundle() {
 fn serve_runs_on_its_embedded_default_and_drains_on_sigterm() {
     common::install_crypto();
     let work = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(work.path())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut addr = None;
-    let mut line = String::new();
-    while stderr.read_line(&mut line).unwrap() > 0 {
-        if let Some(rest) = line.split("listening on https://").nth(1) {
-            addr = rest.split_whitespace().next().map(str::to_string);
-            break;
-        }
-        line.clear();
-    }
-    let addr: std::net::SocketAddr = addr.expect("serve prints its address").parse().unwrap();
-    let ca = work.path().join("certs/ca.crt");
+    let serve = common::ServeProcess::spawn(BIN, work.path(), &[]);
+    let (addr, ca) = (serve.addr, serve.ca.clone());
     assert!(ca.is_file(), "serve generated its certificates under certs/");
 
     // what the README tells a user to run
@@ -75,15 +56,6 @@ fn serve_runs_on_its_embedded_default_and_drains_on_sigterm() {
     assert_eq!(got["kind"], "AdmissionReview");
     assert_eq!(got["response"]["uid"], sent["request"]["uid"]);
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(code) = child.try_wait().unwrap() {
-            assert!(code.success(), "serve exits 0 after draining: {code:?}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let code = serve.terminate(Duration::from_secs(20));
+    assert!(code.success(), "serve exits 0 after draining: {code:?}");
 }

@@ -79,3 +79,74 @@ pub async fn start_server(state: Arc<AdmissionState>, conn: ConnLimits) -> TestS
     let ca_pem = std::fs::read(&certs.ca_cert).unwrap();
     TestServer { running, dir, ca_pem }
 }
+
+/// A `gitgate serve` child process listening on a free loopback port.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    pub ca: PathBuf,
+}
+
+impl ServeProcess {
+    /// Starts `bin serve --listen 127.0.0.1:0 <extra>` in `workdir` and waits
+    /// for the address it prints.
+    pub fn spawn(bin: &str, workdir: &std::path::Path, extra: &[&str]) -> ServeProcess {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .current_dir(workdir)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let mut addr = None;
+        while stderr.read_line(&mut line).unwrap() > 0 {
+            if let Some(rest) = line.split("listening on https://").nth(1) {
+                addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+                break;
+            }
+            line.clear();
+        }
+        // keep draining stderr so the child never blocks on a full pipe
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let addr = addr.expect("serve prints the address it listens on");
+        ServeProcess { child, addr, ca: workdir.join("certs/ca.crt") }
+    }
+
+    /// Sends SIGTERM and waits up to `within` for a clean exit.
+    pub fn terminate(mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        let ok = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(code) = self.child.try_wait().unwrap() {
+                return code;
+            }
+            assert!(std::time::Instant::now() < deadline, "serve did not stop on SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// CPU seconds (user + system) the process has used.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// Resident set size in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
