@@ -11,10 +11,10 @@
 //! the path relative to without). Prints a table; exits early with a
 //! message when `KUBE_BIN_DIR` is not set.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,7 +43,11 @@ async fn reviews(http: &reqwest::Client, url: &str) -> u64 {
 
 fn cm(name: String) -> ConfigMap {
     ConfigMap {
-        metadata: ObjectMeta { name: Some(name), labels: Some([("owner".into(), "x".into())].into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name),
+            labels: Some([("owner".into(), "x".into())].into()),
+            ..Default::default()
+        },
         data: Some([("k".to_string(), "v".to_string())].into()),
         ..Default::default()
     }
@@ -130,10 +134,8 @@ async fn main() {
     let work = tempfile::tempdir().unwrap();
     let srv = common::ServeProcess::spawn(env!("CARGO_BIN_EXE_gitgate"), work.path(), &[]);
     let ca_pem = std::fs::read(&srv.ca).unwrap();
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&ca_pem).unwrap()])
-        .build()
-        .unwrap();
+    let http =
+        reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&ca_pem).unwrap()]).build().unwrap();
     let metrics_url = format!("https://127.0.0.1:{}/metrics", srv.addr.port());
     let client = cluster.client().await;
     let hooks: Api<adm::ValidatingWebhookConfiguration> = Api::all(client.clone());
@@ -165,7 +167,9 @@ async fn main() {
         }]),
     };
 
-    println!("| round | config | serial p50 ms | serial p99 ms | webhook round trip (apiserver) ms | parallel objects/s | gitgate CPU ms/admission |");
+    println!(
+        "| round | config | serial p50 ms | serial p99 ms | webhook round trip (apiserver) ms | parallel objects/s | gitgate CPU ms/admission |"
+    );
     println!("|---|---|---|---|---|---|---|");
     let mut ratio = Vec::new();
     for round in 0..ROUNDS {

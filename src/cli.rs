@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::admission::{self, AdmissionState, Decider, Limits, LogRecorder};
 use crate::config::{RawServe, ServeConfig};
+use crate::policy::{PolicySet, PolicyStage, StaticNamespaces};
 use crate::server::{self, ConnLimits};
 use crate::tls;
 
@@ -36,6 +37,13 @@ pub enum Command {
     Serve(ServeArgs),
     /// Generate a development CA and serving certificate.
     Certs(CertsArgs),
+    /// Work with CEL policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print the ValidatingAdmissionPolicy and binding that let only the
+    /// reconciler change objects labelled gitgate.dev/app (holds while the
+    /// webhook is down).
+    Vap(VapArgs),
     /// Print the version.
     Version,
 }
@@ -70,7 +78,42 @@ pub struct ServeArgs {
     /// On SIGTERM, time in-flight requests get to finish.
     #[arg(long, default_value = "15s")]
     pub drain_timeout: String,
+    /// CEL policy files or directories (default: ./policies when it exists).
+    #[arg(long = "policies", env = "GITGATE_POLICIES")]
+    pub policies: Vec<PathBuf>,
+    /// The reconciler's username (the `git.reconciler` variable).
+    #[arg(long, env = "GITGATE_RECONCILER", default_value = DEFAULT_RECONCILER)]
+    pub reconciler: String,
 }
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Evaluate policies against their test cases offline (like `kyverno test`).
+    Test(PolicyTestArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PolicyTestArgs {
+    /// Policy files or directories.
+    #[arg(required = true)]
+    pub policies: Vec<PathBuf>,
+    /// Directory of test files (default: `tests/` under the first policy directory).
+    #[arg(long)]
+    pub fixtures: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct VapArgs {
+    /// The reconciler's username.
+    #[arg(long, env = "GITGATE_RECONCILER", default_value = DEFAULT_RECONCILER)]
+    pub reconciler: String,
+    /// Groups allowed to change managed objects in an emergency (repeatable).
+    #[arg(long = "break-glass-group")]
+    pub break_glass_groups: Vec<String>,
+}
+
+/// gitgate's service account in its Helm chart.
+pub const DEFAULT_RECONCILER: &str = "system:serviceaccount:gitgate:gitgate";
 
 #[derive(Args, Debug)]
 pub struct CertsArgs {
@@ -110,6 +153,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Certs(args) => certs(args),
+        Command::Policy(PolicyCommand::Test(args)) => policy_test(args),
+        Command::Vap(args) => {
+            print!("{}", crate::policy::vap::to_yaml(&args.reconciler, &args.break_glass_groups)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve(args) => {
             let config = ServeConfig::from_raw(RawServe {
                 listen: args.listen,
@@ -122,11 +170,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_body_bytes: args.max_body_bytes,
                 drain_timeout: &args.drain_timeout,
             })?;
+            let policies = load_policies(&args.policies)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("failed to start the runtime")?;
-            rt.block_on(serve(config))?;
+            rt.block_on(serve(config, policies, args.reconciler))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -148,7 +197,47 @@ fn certs(args: CertsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+/// Loads the policies given, or `./policies` when none are given and it exists.
+fn load_policies(paths: &[PathBuf]) -> anyhow::Result<PolicySet> {
+    let paths: Vec<PathBuf> = if paths.is_empty() {
+        let default = PathBuf::from("policies");
+        if default.is_dir() { vec![default] } else { Vec::new() }
+    } else {
+        paths.to_vec()
+    };
+    if paths.is_empty() {
+        return Ok(PolicySet::empty());
+    }
+    let set = PolicySet::load(&paths)?;
+    for w in &set.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(bindings = set.len(), "loaded CEL policies");
+    Ok(set)
+}
+
+fn policy_test(args: PolicyTestArgs) -> anyhow::Result<ExitCode> {
+    let set = PolicySet::load(&args.policies)?;
+    for w in &set.warnings {
+        eprintln!("warning: {w}");
+    }
+    let fixtures = match args.fixtures {
+        Some(f) => f,
+        None => {
+            let first = args.policies.iter().find(|p| p.is_dir()).context("give --fixtures, or a policy directory")?;
+            first.join("tests")
+        }
+    };
+    let results = crate::policy::testing::run(&set, &fixtures)?;
+    print!("{}", crate::policy::testing::table(&results));
+    if results.is_empty() {
+        eprintln!("no test cases found under {}", fixtures.display());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(if results.iter().all(|r| r.passed) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn serve(config: ServeConfig, policies: PolicySet, reconciler: String) -> anyhow::Result<()> {
     if config.generate_certs && !(config.tls_cert.exists() && config.tls_key.exists()) {
         let names: Vec<String> = tls::DEFAULT_DNS_NAMES.iter().chain(tls::DEFAULT_IPS).map(|s| s.to_string()).collect();
         let out = tls::generate(&config.cert_dir, &names, 365)?;
@@ -158,7 +247,15 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     let limits = Limits { max_body_bytes: config.max_body_bytes, request_timeout: config.request_timeout };
     let state = Arc::new(AdmissionState::new(Default::default(), limits, Arc::new(LogRecorder)));
-    state.publish(Arc::new(Decider::new()));
+    let mut decider = Decider::new();
+    if !policies.is_empty() {
+        decider = decider.with_validating(Arc::new(PolicyStage {
+            policies: Arc::new(policies),
+            namespaces: Arc::new(StaticNamespaces::default()),
+            reconciler,
+        }));
+    }
+    state.publish(Arc::new(decider));
 
     let router = admission::router(state.clone());
     let conn = ConnLimits { handshake_timeout: config.header_timeout, header_timeout: config.header_timeout };

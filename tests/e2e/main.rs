@@ -2,9 +2,9 @@
 //! says loudly that it skipped when the binaries are not given.
 //! `cargo test --test e2e` runs them.
 
-#[path = "../common/mod.rs"]
-mod common;
 #[path = "../support/cluster.rs"]
 mod cluster;
+#[path = "../common/mod.rs"]
+mod common;
 
 mod webhook;

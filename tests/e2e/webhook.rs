@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use gitgate::admission::{AdmissionRequest, Decider, Decision, Flow, Limits, Operation, Stage};
 use gitgate::server::ConnLimits;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1 as adm;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
@@ -29,10 +29,13 @@ impl Stage for Demo {
             d.deny("demo", 403, "Forbidden", format!("configmap {} is refused by the e2e gate", req.object_name()));
             return Flow::Stop;
         }
-        d.patch("demo", [json_patch::PatchOperation::Add(json_patch::AddOperation {
-            path: "/metadata/labels".parse().unwrap(),
-            value: json!({"gitgate-e2e/mutated": "yes"}),
-        })]);
+        d.patch(
+            "demo",
+            [json_patch::PatchOperation::Add(json_patch::AddOperation {
+                path: "/metadata/labels".parse().unwrap(),
+                value: json!({"gitgate-e2e/mutated": "yes"}),
+            })],
+        );
         Flow::Continue
     }
 }
@@ -76,7 +79,11 @@ async fn the_apiserver_accepts_our_answers() {
         webhooks: Some(vec![adm::ValidatingWebhook {
             name: "validate.gitgate.dev".into(),
             admission_review_versions: vec!["v1".into()],
-            client_config: adm::WebhookClientConfig { url: Some(url("/validate")), ca_bundle: Some(ca.clone()), service: None },
+            client_config: adm::WebhookClientConfig {
+                url: Some(url("/validate")),
+                ca_bundle: Some(ca.clone()),
+                service: None,
+            },
             failure_policy: Some("Fail".into()),
             side_effects: "None".into(),
             timeout_seconds: Some(5),
@@ -104,7 +111,10 @@ async fn the_apiserver_accepts_our_answers() {
         .create(&PostParams::default(), &validating)
         .await
         .unwrap();
-    Api::<adm::MutatingWebhookConfiguration>::all(client.clone()).create(&PostParams::default(), &mutating).await.unwrap();
+    Api::<adm::MutatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &mutating)
+        .await
+        .unwrap();
 
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let cm = |name: &str| ConfigMap {
@@ -134,7 +144,11 @@ async fn the_apiserver_accepts_our_answers() {
     let kube::Error::Api(status) = err else { panic!("expected an API error, got {err:?}") };
     assert_eq!(status.code, 403, "{status:?}");
     assert!(status.message.contains("configmap deny-me is refused by the e2e gate"), "{}", status.message);
-    assert!(status.message.contains(".gitgate.dev\" denied the request"), "the apiserver names the webhook: {}", status.message);
+    assert!(
+        status.message.contains(".gitgate.dev\" denied the request"),
+        "the apiserver names the webhook: {}",
+        status.message
+    );
 
     // dry-run goes through the same decision
     let dry = PostParams { dry_run: true, ..Default::default() };

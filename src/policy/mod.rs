@@ -1,0 +1,812 @@
+//! CEL policies with the semantics of Kubernetes' ValidatingAdmissionPolicy
+//! (match constraints, match conditions, variables, validations with
+//! message/messageExpression/reason, Deny/Warn/Audit actions, audit
+//! annotations), plus a `git` variable no other engine has.
+//!
+//! Policies are loaded and compiled once into an immutable [`PolicySet`];
+//! evaluation is pure: [`PolicySet::evaluate`] reads a request and writes a
+//! [`Decision`].
+
+pub mod cost;
+pub mod model;
+pub mod testing;
+pub mod vap;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kube_cel::KubeCelExt as _;
+use kube_cel::cel::objects::{Key, Map};
+use kube_cel::cel::{Context, Program, Value};
+use serde_json::Value as Json;
+
+use crate::admission::{AdmissionRequest, Decision, Flow, Stage};
+use cost::{Cost, PER_CALL_LIMIT, PER_POLICY_LIMIT, Sizes};
+use model::{
+    FailurePolicy, LabelSelector, MatchResources, ResourceRule, ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding, ValidationAction,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("failed to read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to parse {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error(
+        "{origin}: document {index} has kind {kind:?}; expected ValidatingAdmissionPolicy or ValidatingAdmissionPolicyBinding"
+    )]
+    Kind { origin: String, index: usize, kind: String },
+    #[error("{origin}: policy {policy:?}: failed to compile {field} {expression:?}: {message}")]
+    Compile { origin: String, policy: String, field: String, expression: String, message: String },
+    #[error("{origin}: {name:?}: {message}")]
+    Invalid { origin: String, name: String, message: String },
+    #[error("binding {binding:?} ({origin}) refers to policy {policy:?}, which is not loaded")]
+    UnknownPolicy { origin: String, binding: String, policy: String },
+    #[error("{what} {name:?} is defined twice: in {first} and in {second}")]
+    Duplicate { what: &'static str, name: String, first: String, second: String },
+}
+
+/// What Git says about the request's object: the `git` variable.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct GitVars {
+    /// Full ID of the commit that owns the object ("" when none does).
+    pub commit: String,
+    pub app: String,
+    /// The manifest's path in the repository.
+    pub path: String,
+    pub author: String,
+    pub subject: String,
+    /// The owning commit carries a valid signature by an allowed key.
+    pub signed: bool,
+    /// Git declares this object.
+    pub managed: bool,
+    /// The request comes from gitgate's reconciler identity.
+    pub reconciler: bool,
+}
+
+/// Looks up Namespace objects (for `namespaceObject` and namespace
+/// selectors). Filled from the cluster by the sync loop.
+pub trait Namespaces: Send + Sync {
+    fn get(&self, name: &str) -> Option<Arc<Json>>;
+}
+
+/// A fixed set of namespaces (tests, `gitgate policy test`).
+#[derive(Default)]
+pub struct StaticNamespaces(pub HashMap<String, Arc<Json>>);
+
+impl Namespaces for StaticNamespaces {
+    fn get(&self, name: &str) -> Option<Arc<Json>> {
+        self.0.get(name).cloned()
+    }
+}
+
+/// CEL functions the interpreter lacks; refused at load instead of failing
+/// at admission.
+const UNSUPPORTED_FUNCTIONS: &[&str] =
+    &["cel.bind", "sortBy", "transformList", "transformMap", "transformMapEntry", "type"];
+
+struct Expression {
+    source: String,
+    program: Program,
+    cost: Cost,
+}
+
+impl Expression {
+    fn compile(origin: &str, policy: &str, field: String, source: &str) -> Result<Expression, PolicyError> {
+        let err = |message: String| PolicyError::Compile {
+            origin: origin.to_owned(),
+            policy: policy.to_owned(),
+            field: field.clone(),
+            expression: source.to_owned(),
+            message,
+        };
+        let program = Program::compile(source).map_err(|e| err(e.to_string()))?;
+        let refs = program.references();
+        let called = cost::function_names(program.expression());
+        if let Some(f) = UNSUPPORTED_FUNCTIONS.iter().find(|f| called.iter().any(|c| c == *f)) {
+            return Err(err(format!("the function {f} is not supported by gitgate's CEL interpreter")));
+        }
+        if refs.has_variable("authorizer") {
+            return Err(err("the authorizer variable is not available to a webhook".into()));
+        }
+        let cost = cost::analyze(program.expression());
+        Ok(Expression { source: source.to_owned(), program, cost })
+    }
+}
+
+struct CompiledValidation {
+    expr: Expression,
+    message: Option<String>,
+    message_expr: Option<Expression>,
+    reason: String,
+}
+
+struct CompiledPolicy {
+    name: String,
+    origin: String,
+    failure: FailurePolicy,
+    constraints: Matcher,
+    conditions: Vec<(String, Expression)>,
+    variables: Vec<(String, Expression)>,
+    validations: Vec<CompiledValidation>,
+    audit: Vec<(String, Expression)>,
+}
+
+struct Bound {
+    policy: Arc<CompiledPolicy>,
+    binding: String,
+    actions: Vec<ValidationAction>,
+    matcher: Option<Matcher>,
+}
+
+/// A compiled, immutable set of policies and their bindings.
+pub struct PolicySet {
+    root: Context<'static>,
+    bound: Vec<Bound>,
+    /// Load-time notes: policies without a binding, expensive expressions.
+    pub warnings: Vec<String>,
+}
+
+/// One parsed policy file's documents.
+#[derive(Debug)]
+pub struct Documents {
+    pub origin: String,
+    pub policies: Vec<ValidatingAdmissionPolicy>,
+    pub bindings: Vec<ValidatingAdmissionPolicyBinding>,
+}
+
+/// Parses a YAML stream of policies and bindings. YAML 1.2 booleans
+/// (`yes`/`no` stay strings), as the apiserver reads YAML.
+pub fn parse_documents(origin: &str, text: &str) -> Result<Documents, PolicyError> {
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let docs: Vec<Json> = serde_saphyr::from_multiple_with_options(text, options)
+        .map_err(|e| PolicyError::Parse { origin: origin.to_owned(), message: e.to_string() })?;
+    let mut out = Documents { origin: origin.to_owned(), policies: Vec::new(), bindings: Vec::new() };
+    for (index, doc) in docs.into_iter().enumerate() {
+        if doc.is_null() {
+            continue;
+        }
+        let kind = doc.get("kind").and_then(Json::as_str).unwrap_or_default().to_owned();
+        let parse_err = |e: serde_json::Error| PolicyError::Parse {
+            origin: format!("{origin} (document {index})"),
+            message: e.to_string(),
+        };
+        match kind.as_str() {
+            "ValidatingAdmissionPolicy" => out.policies.push(serde_json::from_value(doc).map_err(parse_err)?),
+            "ValidatingAdmissionPolicyBinding" => out.bindings.push(serde_json::from_value(doc).map_err(parse_err)?),
+            _ => return Err(PolicyError::Kind { origin: origin.to_owned(), index, kind }),
+        }
+    }
+    Ok(out)
+}
+
+/// Policy files under `paths` (files, or directories searched recursively
+/// for `*.yaml`/`*.yml`, skipping `tests/` folders), sorted.
+pub fn policy_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PolicyError> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PolicyError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::Read { path: dir.to_path_buf(), source })?;
+        for entry in entries {
+            let path = entry.map_err(|source| PolicyError::Read { path: dir.to_path_buf(), source })?.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "tests") {
+                    walk(&path, out)?;
+                }
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut out)?;
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl std::fmt::Debug for PolicySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bound: Vec<(&str, &str)> =
+            self.bound.iter().map(|b| (b.policy.name.as_str(), b.binding.as_str())).collect();
+        f.debug_struct("PolicySet").field("bound", &bound).field("warnings", &self.warnings).finish()
+    }
+}
+
+impl PolicySet {
+    /// Loads and compiles every policy file under `paths`.
+    pub fn load(paths: &[PathBuf]) -> Result<PolicySet, PolicyError> {
+        let mut docs = Vec::new();
+        for path in policy_files(paths)? {
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| PolicyError::Read { path: path.clone(), source })?;
+            docs.push(parse_documents(&path.display().to_string(), &text)?);
+        }
+        PolicySet::compile(docs)
+    }
+
+    /// An empty set: no policy applies.
+    pub fn empty() -> PolicySet {
+        PolicySet { root: Context::default().with_all(), bound: Vec::new(), warnings: Vec::new() }
+    }
+
+    pub fn compile(docs: Vec<Documents>) -> Result<PolicySet, PolicyError> {
+        let mut policies: BTreeMap<String, Arc<CompiledPolicy>> = BTreeMap::new();
+        let mut warnings = Vec::new();
+        for doc in &docs {
+            for p in &doc.policies {
+                let compiled = compile_policy(&doc.origin, p)?;
+                for (what, e) in compiled.expressions() {
+                    if e.cost.degree() >= 3 {
+                        warnings.push(format!(
+                            "{}: policy {:?}: {what} nests {} comprehensions; large objects will exceed the cost limit",
+                            doc.origin,
+                            p.metadata.name,
+                            e.cost.degree()
+                        ));
+                    }
+                }
+                if let Some(prev) = policies.insert(p.metadata.name.clone(), Arc::new(compiled)) {
+                    return Err(PolicyError::Duplicate {
+                        what: "policy",
+                        name: p.metadata.name.clone(),
+                        first: prev.origin.clone(),
+                        second: doc.origin.clone(),
+                    });
+                }
+            }
+        }
+        let mut bound = Vec::new();
+        let mut binding_origins: BTreeMap<String, String> = BTreeMap::new();
+        for doc in &docs {
+            for b in &doc.bindings {
+                let name = b.metadata.name.clone();
+                if let Some(first) = binding_origins.insert(name.clone(), doc.origin.clone()) {
+                    return Err(PolicyError::Duplicate { what: "binding", name, first, second: doc.origin.clone() });
+                }
+                let invalid = |message: String| PolicyError::Invalid {
+                    origin: doc.origin.clone(),
+                    name: b.metadata.name.clone(),
+                    message,
+                };
+                let policy = policies.get(&b.spec.policy_name).ok_or_else(|| PolicyError::UnknownPolicy {
+                    origin: doc.origin.clone(),
+                    binding: b.metadata.name.clone(),
+                    policy: b.spec.policy_name.clone(),
+                })?;
+                if b.spec.param_ref.is_some() {
+                    return Err(invalid("paramRef is not supported".into()));
+                }
+                if b.spec.validation_actions.is_empty() {
+                    return Err(invalid("validationActions must name at least one of Deny, Warn, Audit".into()));
+                }
+                if b.spec.validation_actions.contains(&ValidationAction::Deny)
+                    && b.spec.validation_actions.contains(&ValidationAction::Warn)
+                {
+                    return Err(invalid("validationActions may not contain both Deny and Warn".into()));
+                }
+                let matcher =
+                    b.spec.match_resources.as_ref().map(|m| Matcher::new(m, false)).transpose().map_err(invalid)?;
+                bound.push(Bound {
+                    policy: policy.clone(),
+                    binding: b.metadata.name.clone(),
+                    actions: b.spec.validation_actions.clone(),
+                    matcher,
+                });
+            }
+        }
+        for (name, p) in &policies {
+            if !bound.iter().any(|b| &b.policy.name == name) {
+                warnings.push(format!("{}: policy {name:?} has no binding, so it is never enforced", p.origin));
+            }
+        }
+        Ok(PolicySet { root: Context::default().with_all(), bound, warnings })
+    }
+
+    /// Whether a policy of that name is loaded and bound.
+    pub fn has_policy(&self, name: &str) -> bool {
+        self.bound.iter().any(|b| b.policy.name == name)
+    }
+
+    /// Number of (policy, binding) pairs.
+    pub fn len(&self) -> usize {
+        self.bound.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bound.is_empty()
+    }
+
+    /// Evaluates every bound policy that matches the request, in load order,
+    /// and records violations in `decision` per the binding's actions.
+    pub fn evaluate(
+        &self,
+        req: &AdmissionRequest,
+        namespaces: &dyn Namespaces,
+        git: &GitVars,
+        decision: &mut Decision,
+    ) {
+        self.evaluate_where(req, namespaces, git, decision, &|_| true)
+    }
+
+    /// [`PolicySet::evaluate`] restricted to the policies `only` accepts
+    /// (by name).
+    pub fn evaluate_where(
+        &self,
+        req: &AdmissionRequest,
+        namespaces: &dyn Namespaces,
+        git: &GitVars,
+        decision: &mut Decision,
+        only: &dyn Fn(&str) -> bool,
+    ) {
+        let mut vars: Option<RequestVars> = None;
+        let mut audit_failures: Vec<Json> = Vec::new();
+        let ns_object = if req.namespace.is_empty() { None } else { namespaces.get(&req.namespace) };
+        for b in self.bound.iter().filter(|b| only(&b.policy.name)) {
+            let p = &b.policy;
+            if !p.constraints.matches(req, ns_object.as_deref())
+                || !b.matcher.as_ref().is_none_or(|m| m.matches(req, ns_object.as_deref()))
+            {
+                continue;
+            }
+            let vars = vars.get_or_insert_with(|| RequestVars::new(req, ns_object.as_deref(), git));
+            let outcome = self.run_policy(p, vars, is_secret(req));
+            for v in outcome.violations {
+                let reason = if v.reason.is_empty() { "Invalid".to_owned() } else { v.reason };
+                for action in &b.actions {
+                    match action {
+                        ValidationAction::Deny if decision.allowed() => decision.deny(
+                            "policy",
+                            reason_code(&reason),
+                            reason.clone(),
+                            format!(
+                                "ValidatingAdmissionPolicy '{}' with binding '{}' denied request: {}",
+                                p.name, b.binding, v.message
+                            ),
+                        ),
+                        ValidationAction::Deny => {}
+                        ValidationAction::Warn => decision.warn(
+                            "policy",
+                            format!(
+                                "Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}': {}",
+                                p.name, b.binding, v.message
+                            ),
+                        ),
+                        ValidationAction::Audit => audit_failures.push(serde_json::json!({
+                            "message": v.message,
+                            "policy": p.name,
+                            "binding": b.binding,
+                            "expressionIndex": v.index,
+                            "validationActions": b.actions,
+                        })),
+                    }
+                }
+            }
+            for (key, value) in outcome.annotations {
+                decision.annotate(format!("{}/{}", p.name, key), value);
+            }
+            if outcome.matched && !decision.stages.contains(&"policy") {
+                decision.stages.push("policy");
+            }
+        }
+        if !audit_failures.is_empty() {
+            decision.annotate(
+                "validation.policy.admission.k8s.io/validation_failure",
+                serde_json::to_string(&audit_failures).unwrap_or_default(),
+            );
+        }
+    }
+
+    fn run_policy(&self, p: &CompiledPolicy, vars: &RequestVars, secret: bool) -> Outcome {
+        let mut out = Outcome::default();
+        let mut ctx = self.root.new_inner_scope();
+        ctx.add_variable_from_value("object", vars.object.clone());
+        ctx.add_variable_from_value("oldObject", vars.old_object.clone());
+        ctx.add_variable_from_value("request", vars.request.clone());
+        ctx.add_variable_from_value("namespaceObject", vars.namespace.clone());
+        ctx.add_variable_from_value("params", Value::Null);
+        ctx.add_variable_from_value("git", vars.git.clone());
+        ctx.add_variable_from_value("variables", Value::Map(Map { map: Arc::new(HashMap::new()) }));
+        let mut spent: u64 = 0;
+        let mut eval = |ctx: &Context<'_>, e: &Expression| -> Result<Value, String> {
+            let bound = e.cost.bound(vars.sizes.collection, vars.sizes.string);
+            if bound > PER_CALL_LIMIT {
+                return Err(format!(
+                    "its estimated cost {bound} exceeds the per-expression limit of {PER_CALL_LIMIT} for an object this large"
+                ));
+            }
+            spent = spent.saturating_add(bound);
+            if spent > PER_POLICY_LIMIT {
+                return Err(format!("the policy's estimated cost exceeds the runtime budget of {PER_POLICY_LIMIT}"));
+            }
+            e.program.execute(ctx).map_err(|err| if secret { "evaluation failed".to_owned() } else { err.to_string() })
+        };
+        let failed = |out: &mut Outcome, index: usize, what: &str, e: &Expression, err: String| {
+            if p.failure == FailurePolicy::Fail {
+                out.violations.push(Violation {
+                    index,
+                    message: format!("{what} '{}' resulted in an error: {err}", e.source),
+                    reason: "Invalid".into(),
+                });
+            }
+        };
+
+        for (name, cond) in &p.conditions {
+            match eval(&ctx, cond) {
+                Ok(Value::Bool(true)) => {}
+                Ok(Value::Bool(false)) => return out,
+                Ok(_) => {
+                    failed(&mut out, 0, &format!("matchCondition {name:?}"), cond, "it did not return a bool".into());
+                    return out;
+                }
+                Err(err) => {
+                    failed(&mut out, 0, &format!("matchCondition {name:?}"), cond, err);
+                    return out;
+                }
+            }
+        }
+        out.matched = true;
+
+        let mut computed: HashMap<Key, Value> = HashMap::new();
+        for (name, var) in &p.variables {
+            let value = match eval(&ctx, var) {
+                Ok(v) => v,
+                Err(err) => {
+                    failed(&mut out, 0, &format!("variable {name:?}"), var, err);
+                    return out;
+                }
+            };
+            computed.insert(Key::String(Arc::new(name.clone())), value);
+            ctx.add_variable_from_value("variables", Value::Map(Map { map: Arc::new(computed.clone()) }));
+        }
+
+        for (index, v) in p.validations.iter().enumerate() {
+            match eval(&ctx, &v.expr) {
+                Ok(Value::Bool(true)) => {}
+                Ok(Value::Bool(false)) => {
+                    let message = v
+                        .message_expr
+                        .as_ref()
+                        .and_then(|m| match eval(&ctx, m) {
+                            Ok(Value::String(s)) if !s.trim().is_empty() => Some(s.to_string()),
+                            _ => None,
+                        })
+                        .or_else(|| v.message.clone())
+                        .unwrap_or_else(|| format!("failed expression: {}", v.expr.source));
+                    out.violations.push(Violation { index, message, reason: v.reason.clone() });
+                }
+                Ok(_) => failed(&mut out, index, "expression", &v.expr, "it did not return a bool".into()),
+                Err(err) => failed(&mut out, index, "expression", &v.expr, err),
+            }
+        }
+        for (key, expr) in &p.audit {
+            if let Ok(Value::String(s)) = eval(&ctx, expr) {
+                out.annotations.push((key.clone(), s.to_string()));
+            }
+        }
+        out
+    }
+}
+
+impl CompiledPolicy {
+    fn expressions(&self) -> Vec<(String, &Expression)> {
+        let mut out: Vec<(String, &Expression)> = Vec::new();
+        out.extend(self.conditions.iter().map(|(n, e)| (format!("matchCondition {n:?}"), e)));
+        out.extend(self.variables.iter().map(|(n, e)| (format!("variable {n:?}"), e)));
+        for (i, v) in self.validations.iter().enumerate() {
+            out.push((format!("validation {i}"), &v.expr));
+        }
+        out
+    }
+}
+
+#[derive(Default)]
+struct Outcome {
+    matched: bool,
+    violations: Vec<Violation>,
+    annotations: Vec<(String, String)>,
+}
+
+struct Violation {
+    index: usize,
+    message: String,
+    reason: String,
+}
+
+fn reason_code(reason: &str) -> u16 {
+    match reason {
+        "Unauthorized" => 401,
+        "Forbidden" => 403,
+        "RequestEntityTooLarge" => 413,
+        _ => 422,
+    }
+}
+
+fn is_secret(req: &AdmissionRequest) -> bool {
+    req.resource.group.is_empty() && req.resource.resource == "secrets"
+}
+
+fn compile_policy(origin: &str, p: &ValidatingAdmissionPolicy) -> Result<CompiledPolicy, PolicyError> {
+    let name = p.metadata.name.clone();
+    let invalid = |message: String| PolicyError::Invalid { origin: origin.to_owned(), name: name.clone(), message };
+    if name.is_empty() {
+        return Err(invalid("metadata.name is required".into()));
+    }
+    if p.spec.param_kind.is_some() {
+        return Err(invalid("paramKind is not supported".into()));
+    }
+    let constraints =
+        p.spec.match_constraints.as_ref().ok_or_else(|| invalid("spec.matchConstraints is required".into()))?;
+    let constraints = Matcher::new(constraints, true).map_err(invalid)?;
+    if p.spec.validations.is_empty() && p.spec.audit_annotations.is_empty() {
+        return Err(invalid("a policy needs validations or auditAnnotations".into()));
+    }
+    let compile = |field: String, src: &str| Expression::compile(origin, &name, field, src);
+    let mut conditions = Vec::new();
+    for c in &p.spec.match_conditions {
+        conditions.push((c.name.clone(), compile(format!("matchCondition {:?}", c.name), &c.expression)?));
+    }
+    let mut variables = Vec::new();
+    for v in &p.spec.variables {
+        variables.push((v.name.clone(), compile(format!("variable {:?}", v.name), &v.expression)?));
+    }
+    let mut validations = Vec::new();
+    for (i, v) in p.spec.validations.iter().enumerate() {
+        let reason = v.reason.clone().unwrap_or_default();
+        if !reason.is_empty()
+            && !["Unauthorized", "Forbidden", "Invalid", "RequestEntityTooLarge"].contains(&reason.as_str())
+        {
+            return Err(invalid(format!(
+                "validation {i}: reason {reason:?} is not one of Unauthorized, Forbidden, Invalid, RequestEntityTooLarge"
+            )));
+        }
+        validations.push(CompiledValidation {
+            expr: compile(format!("validation {i}"), &v.expression)?,
+            message: v.message.clone(),
+            message_expr: v
+                .message_expression
+                .as_deref()
+                .map(|m| compile(format!("messageExpression {i}"), m))
+                .transpose()?,
+            reason,
+        });
+    }
+    let mut audit = Vec::new();
+    for a in &p.spec.audit_annotations {
+        audit.push((a.key.clone(), compile(format!("auditAnnotation {:?}", a.key), &a.value_expression)?));
+    }
+    Ok(CompiledPolicy {
+        name: name.clone(),
+        origin: origin.to_owned(),
+        failure: p.spec.failure_policy.unwrap_or_default(),
+        constraints,
+        conditions,
+        variables,
+        validations,
+        audit,
+    })
+}
+
+/// Which requests a policy or binding applies to.
+struct Matcher {
+    rules: Vec<ResourceRule>,
+    exclude: Vec<ResourceRule>,
+    namespaces: Option<LabelSelector>,
+    objects: Option<LabelSelector>,
+}
+
+impl Matcher {
+    fn new(m: &MatchResources, rules_required: bool) -> Result<Matcher, String> {
+        if rules_required && m.resource_rules.is_empty() {
+            return Err("matchConstraints.resourceRules must not be empty".into());
+        }
+        for r in m.resource_rules.iter().chain(&m.exclude_resource_rules) {
+            if r.api_groups.is_empty() || r.api_versions.is_empty() || r.operations.is_empty() || r.resources.is_empty()
+            {
+                return Err("each resource rule needs apiGroups, apiVersions, operations and resources".into());
+            }
+            if let Some(scope) = &r.scope
+                && !["*", "Cluster", "Namespaced"].contains(&scope.as_str())
+            {
+                return Err(format!("scope {scope:?} is not one of *, Cluster, Namespaced"));
+            }
+        }
+        for s in [&m.namespace_selector, &m.object_selector].into_iter().flatten() {
+            for e in &s.match_expressions {
+                if !["In", "NotIn", "Exists", "DoesNotExist"].contains(&e.operator.as_str()) {
+                    return Err(format!(
+                        "label selector operator {:?} is not one of In, NotIn, Exists, DoesNotExist",
+                        e.operator
+                    ));
+                }
+            }
+        }
+        Ok(Matcher {
+            rules: m.resource_rules.clone(),
+            exclude: m.exclude_resource_rules.clone(),
+            namespaces: m.namespace_selector.clone(),
+            objects: m.object_selector.clone(),
+        })
+    }
+
+    fn matches(&self, req: &AdmissionRequest, namespace: Option<&Json>) -> bool {
+        if !self.rules.is_empty() && !self.rules.iter().any(|r| rule_matches(r, req)) {
+            return false;
+        }
+        if self.exclude.iter().any(|r| rule_matches(r, req)) {
+            return false;
+        }
+        if let Some(sel) = &self.namespaces {
+            let is_namespace = req.resource.group.is_empty() && req.resource.resource == "namespaces";
+            let labels = if is_namespace {
+                req.subject().and_then(|o| o.pointer("/metadata/labels"))
+            } else if req.namespace.is_empty() {
+                None
+            } else {
+                namespace.and_then(|n| n.pointer("/metadata/labels"))
+            };
+            // cluster-scoped objects other than namespaces are never skipped
+            if (is_namespace || !req.namespace.is_empty()) && !selector_matches(sel, labels) {
+                return false;
+            }
+        }
+        if let Some(sel) = &self.objects {
+            let new = req.object.as_ref().and_then(|o| o.pointer("/metadata/labels"));
+            let old = req.old_object.as_ref().and_then(|o| o.pointer("/metadata/labels"));
+            let any = [req.object.is_some().then_some(new), req.old_object.is_some().then_some(old)];
+            if !any.into_iter().flatten().any(|labels| selector_matches(sel, labels)) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn listed(list: &[String], value: &str) -> bool {
+    list.iter().any(|v| v == "*" || v == value)
+}
+
+fn rule_matches(rule: &ResourceRule, req: &AdmissionRequest) -> bool {
+    if !listed(&rule.operations, req.operation.as_str()) {
+        return false;
+    }
+    if !listed(&rule.api_groups, &req.resource.group) || !listed(&rule.api_versions, &req.resource.version) {
+        return false;
+    }
+    let sub = req.sub_resource.as_deref().unwrap_or("");
+    let resource_ok = rule.resources.iter().any(|r| match r.split_once('/') {
+        None => sub.is_empty() && (r == "*" || *r == req.resource.resource),
+        Some((res, s)) => (res == "*" || res == req.resource.resource) && (s == "*" || s == sub) && !sub.is_empty(),
+    });
+    if !resource_ok {
+        return false;
+    }
+    if !rule.resource_names.is_empty() && !rule.resource_names.iter().any(|n| n == req.object_name()) {
+        return false;
+    }
+    match rule.scope.as_deref() {
+        Some("Cluster") => !namespaced(req),
+        Some("Namespaced") => namespaced(req),
+        _ => true,
+    }
+}
+
+/// Whether the request is for a namespaced object. A Namespace's own
+/// requests carry its name in `namespace`, yet it is cluster-scoped.
+fn namespaced(req: &AdmissionRequest) -> bool {
+    let is_namespace = req.resource.group.is_empty() && req.resource.resource == "namespaces";
+    !req.namespace.is_empty() && !is_namespace
+}
+
+fn selector_matches(sel: &LabelSelector, labels: Option<&Json>) -> bool {
+    let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Json::as_str);
+    sel.match_labels.iter().all(|(k, v)| get(k) == Some(v.as_str()))
+        && sel.match_expressions.iter().all(|e| match e.operator.as_str() {
+            "In" => get(&e.key).is_some_and(|v| e.values.iter().any(|x| x == v)),
+            "NotIn" => get(&e.key).is_none_or(|v| !e.values.iter().any(|x| x == v)),
+            "Exists" => get(&e.key).is_some(),
+            "DoesNotExist" => get(&e.key).is_none(),
+            _ => false,
+        })
+}
+
+/// The CEL variables of one request, converted once and shared by every
+/// policy that matches it.
+struct RequestVars {
+    object: Value,
+    old_object: Value,
+    request: Value,
+    namespace: Value,
+    git: Value,
+    sizes: Sizes,
+}
+
+impl RequestVars {
+    fn new(req: &AdmissionRequest, namespace: Option<&Json>, git: &GitVars) -> RequestVars {
+        let mut sizes = Sizes::default();
+        let object = req.object.as_ref().map_or(Value::Null, |o| to_cel(o, &mut sizes));
+        let old_object = req.old_object.as_ref().map_or(Value::Null, |o| to_cel(o, &mut sizes));
+        let namespace = namespace.map_or(Value::Null, |n| to_cel(n, &mut sizes));
+        let request = serde_json::json!({
+            "uid": req.uid,
+            "kind": req.kind,
+            "resource": req.resource,
+            "subResource": req.sub_resource.clone().unwrap_or_default(),
+            "requestKind": req.request_kind,
+            "requestResource": req.request_resource,
+            "requestSubResource": req.request_sub_resource.clone().unwrap_or_default(),
+            "name": req.object_name(),
+            "namespace": req.namespace,
+            "operation": req.operation.as_str(),
+            "userInfo": req.user_info,
+            "dryRun": req.dry_run,
+            "options": req.options,
+        });
+        let request = to_cel(&request, &mut sizes);
+        let git = to_cel(&serde_json::to_value(git).unwrap_or(Json::Null), &mut Sizes::default());
+        RequestVars { object, old_object, request, namespace, git, sizes }
+    }
+}
+
+/// JSON → CEL, integers as `int` first (so `object.spec.replicas == 3`
+/// holds, as in Kubernetes), map keys unescaped; records the largest
+/// collection and string for the cost bound.
+pub fn to_cel(v: &Json, sizes: &mut Sizes) -> Value {
+    match v {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::UInt(u)
+            } else {
+                Value::Float(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Json::String(s) => {
+            sizes.string = sizes.string.max(s.len() as u64);
+            Value::String(Arc::new(s.clone()))
+        }
+        Json::Array(items) => {
+            sizes.collection = sizes.collection.max(items.len() as u64);
+            Value::List(Arc::new(items.iter().map(|i| to_cel(i, sizes)).collect()))
+        }
+        Json::Object(map) => {
+            sizes.collection = sizes.collection.max(map.len() as u64);
+            let map: HashMap<Key, Value> =
+                map.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v, sizes))).collect();
+            Value::Map(Map { map: Arc::new(map) })
+        }
+    }
+}
+
+/// The policy engine as a validating admission stage.
+pub struct PolicyStage {
+    pub policies: Arc<PolicySet>,
+    pub namespaces: Arc<dyn Namespaces>,
+    /// gitgate's reconciler identity (a username), for `git.reconciler`.
+    pub reconciler: String,
+}
+
+impl Stage for PolicyStage {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+
+    fn decide(&self, request: &AdmissionRequest, decision: &mut Decision) -> Flow {
+        let git = GitVars { reconciler: request.user_info.username == self.reconciler, ..GitVars::default() };
+        self.policies.evaluate(request, self.namespaces.as_ref(), &git, decision);
+        if decision.allowed() { Flow::Continue } else { Flow::Stop }
+    }
+}
