@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 pub struct Cluster {
@@ -75,14 +75,14 @@ impl Cluster {
             down = down.display(),
             dir = run_dir.display()
         );
-        Command::new("setsid")
-            .args(["sh", "-c", &script])
+        // `sh` forks the reaper into its own session and returns at once.
+        let forked = Command::new("sh")
+            .args(["-c", "setsid sh -c \"$GITGATE_REAPER\" >/dev/null 2>&1 </dev/null &"])
+            .env("GITGATE_REAPER", &script)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("setsid");
+            .status()
+            .expect("sh");
+        assert!(forked.success());
         let out = Command::new("bash")
             .arg(tools_dir().join("kube-up.sh"))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
