@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group};
 use gitgate::admission::{AdmissionState, Decider, Endpoint, Limits, LogRecorder};
+use gitgate::policy::{PolicySet, PolicyStage, StaticNamespaces, parse_documents};
 
 fn fixture(name: &str) -> Vec<u8> {
     let dir = std::env::var_os("GITGATE_FIXTURES")
@@ -25,6 +26,50 @@ fn state() -> AdmissionState {
     state
 }
 
+/// Typical rules a platform team binds to Deployments, on top of the
+/// built-in library: 20 policies that all match the fixture.
+const EXTRA_RULES: &[&str] = &[
+    "has(object.metadata.labels) && 'app.kubernetes.io/name' in object.metadata.labels",
+    "object.spec.replicas <= 50",
+    "!has(object.spec.template.spec.hostNetwork) || object.spec.template.spec.hostNetwork == false",
+    "!has(object.spec.template.spec.hostPID) || object.spec.template.spec.hostPID == false",
+    "!has(object.spec.template.spec.hostIPC) || object.spec.template.spec.hostIPC == false",
+    "object.spec.template.spec.containers.all(c, c.image.startsWith('registry.example.invalid/'))",
+    "object.spec.template.spec.containers.all(c, !has(c.ports) || c.ports.all(p, p.containerPort > 1024))",
+    "object.metadata.name.matches('^[a-z][a-z0-9-]{0,62}$')",
+    "size(object.spec.template.spec.containers) <= 10",
+    "object.spec.template.spec.containers.all(c, !has(c.securityContext) || !has(c.securityContext.allowPrivilegeEscalation) || !c.securityContext.allowPrivilegeEscalation)",
+    "!has(object.spec.template.spec.serviceAccountName) || object.spec.template.spec.serviceAccountName != 'default'",
+    "object.spec.template.spec.containers.all(c, !has(c.env) || c.env.all(e, !e.name.startsWith('AWS_SECRET')))",
+    "request.userInfo.username != 'system:anonymous'",
+    "!has(object.metadata.annotations) || !('gitgate.dev/break-glass' in object.metadata.annotations) || request.userInfo.groups.exists(g, g == 'system:masters')",
+    "object.spec.template.metadata.labels.all(k, size(k) < 64)",
+];
+
+fn policy_state() -> AdmissionState {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let mut docs = Vec::new();
+    for path in gitgate::policy::policy_files(&[dir]).unwrap() {
+        docs.push(parse_documents(&path.display().to_string(), &std::fs::read_to_string(&path).unwrap()).unwrap());
+    }
+    for (i, rule) in EXTRA_RULES.iter().enumerate() {
+        let yaml = format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {{name: extra-{i}}}\nspec:\n  matchConstraints:\n    resourceRules:\n    - {{apiGroups: [apps], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [deployments]}}\n  validations:\n  - expression: {rule:?}\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata: {{name: extra-{i}}}\nspec: {{policyName: extra-{i}, validationActions: [Deny]}}\n"
+        );
+        docs.push(parse_documents("bench", &yaml).unwrap());
+    }
+    let set = PolicySet::compile(docs).unwrap();
+    assert_eq!(set.len(), 20);
+    let stage = PolicyStage {
+        policies: Arc::new(set),
+        namespaces: Arc::new(StaticNamespaces::default()),
+        reconciler: "system:serviceaccount:gitgate:gitgate".into(),
+    };
+    let state = AdmissionState::new(Default::default(), Limits::default(), Arc::new(LogRecorder));
+    state.publish(Arc::new(Decider::new().with_validating(Arc::new(stage))));
+    state
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let state = state();
@@ -36,14 +81,26 @@ fn bench(c: &mut Criterion) {
             b.iter(|| rt.block_on(state.review(Endpoint::Validate, black_box(&body))).unwrap())
         });
     }
+    let with_policies = policy_state();
+    let body = fixture("validate-create-deployment.json");
+    let out = rt.block_on(with_policies.review(Endpoint::Validate, &body)).unwrap();
+    assert!(String::from_utf8_lossy(&out).contains("\"allowed\":true"), "the fixture passes all 20 policies");
+    g.bench_function("validate-create-deployment+20-policies", |b| {
+        b.iter(|| rt.block_on(with_policies.review(Endpoint::Validate, black_box(&body))).unwrap())
+    });
     g.finish();
 }
 
 /// p50/p99/p99.9 over individually timed calls (criterion reports means).
 fn percentiles() {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let state = state();
-    for name in ["validate-create-deployment.json", "validate-update-deployment-kubectl-edit-like.json"] {
+    let plain = state();
+    let with_policies = policy_state();
+    for (label, state, name) in [
+        ("no stages", &plain, "validate-create-deployment.json"),
+        ("no stages", &plain, "validate-update-deployment-kubectl-edit-like.json"),
+        ("20 policies", &with_policies, "validate-create-deployment.json"),
+    ] {
         let body = fixture(name);
         for _ in 0..10_000 {
             rt.block_on(state.review(Endpoint::Validate, &body)).unwrap();
@@ -58,7 +115,7 @@ fn percentiles() {
         samples.sort_unstable();
         let p = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)] as f64 / 1000.0;
         println!(
-            "percentiles {name} ({} bytes, {} calls): p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs",
+            "percentiles {name} [{label}] ({} bytes, {} calls): p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs",
             body.len(),
             samples.len(),
             p(0.50),
