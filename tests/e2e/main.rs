@@ -7,4 +7,5 @@ mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
 
+mod vap;
 mod webhook;
