@@ -105,7 +105,7 @@ fn percentiles() {
         for _ in 0..10_000 {
             rt.block_on(state.review(Endpoint::Validate, &body)).unwrap();
         }
-        let mut samples: Vec<u64> = (0..200_000)
+        let mut samples: Vec<u64> = (0..100_000)
             .map(|_| {
                 let t = Instant::now();
                 black_box(rt.block_on(state.review(Endpoint::Validate, black_box(&body))).unwrap());

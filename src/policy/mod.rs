@@ -8,6 +8,7 @@
 //! [`Decision`].
 
 pub mod cost;
+pub mod functions;
 pub mod model;
 pub mod testing;
 pub mod vap;
@@ -237,7 +238,7 @@ impl PolicySet {
 
     /// An empty set: no policy applies.
     pub fn empty() -> PolicySet {
-        PolicySet { root: Context::default().with_all(), bound: Vec::new(), warnings: Vec::new() }
+        PolicySet { root: root_context(), bound: Vec::new(), warnings: Vec::new() }
     }
 
     pub fn compile(docs: Vec<Documents>) -> Result<PolicySet, PolicyError> {
@@ -310,7 +311,7 @@ impl PolicySet {
                 warnings.push(format!("{}: policy {name:?} has no binding, so it is never enforced", p.origin));
             }
         }
-        Ok(PolicySet { root: Context::default().with_all(), bound, warnings })
+        Ok(PolicySet { root: root_context(), bound, warnings })
     }
 
     /// Whether a policy of that name is loaded and bound.
@@ -521,6 +522,14 @@ struct Violation {
     index: usize,
     message: String,
     reason: String,
+}
+
+/// The shared root context: CEL's standard library, Kubernetes' CEL
+/// libraries, and gitgate's overrides.
+fn root_context() -> Context<'static> {
+    let mut ctx = Context::default().with_all();
+    functions::register(&mut ctx);
+    ctx
 }
 
 fn reason_code(reason: &str) -> u16 {
