@@ -8,6 +8,7 @@ pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod metrics;
+pub mod secrets;
 pub mod server;
 pub mod tls;
 
