@@ -38,6 +38,12 @@ pub enum Command {
     Certs(CertsArgs),
     /// Print the version.
     Version,
+    /// Generate an age X25519 identity for sealing Secrets.
+    Keygen(crate::secrets::cli::KeygenArgs),
+    /// Seal a Secret manifest's values for age recipients (or --check a sealed one).
+    Seal(crate::secrets::cli::SealArgs),
+    /// Re-encrypt a sealed Secret for new recipients with an offline key file.
+    Reseal(crate::secrets::cli::ResealArgs),
 }
 
 #[derive(Args, Debug)]
@@ -70,6 +76,8 @@ pub struct ServeArgs {
     /// On SIGTERM, time in-flight requests get to finish.
     #[arg(long, default_value = "15s")]
     pub drain_timeout: String,
+    #[command(flatten)]
+    pub secrets: Box<crate::secrets::cli::ServeSecretsArgs>,
 }
 
 #[derive(Args, Debug)]
@@ -106,6 +114,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Certs(args) => certs(args),
+        Command::Keygen(args) => crate::secrets::cli::keygen(args),
+        Command::Seal(args) => crate::secrets::cli::seal(args),
+        Command::Reseal(args) => crate::secrets::cli::reseal(args),
         Command::Serve(args) => {
             let config = ServeConfig::from_raw(RawServe {
                 listen: args.listen,
@@ -122,7 +133,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("failed to start the runtime")?;
-            rt.block_on(serve(config))?;
+            rt.block_on(serve(config, args.secrets))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -144,7 +155,7 @@ fn certs(args: CertsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+async fn serve(config: ServeConfig, secrets: Box<crate::secrets::cli::ServeSecretsArgs>) -> anyhow::Result<()> {
     if config.generate_certs && !(config.tls_cert.exists() && config.tls_key.exists()) {
         let names: Vec<String> = tls::DEFAULT_DNS_NAMES.iter().chain(tls::DEFAULT_IPS).map(|s| s.to_string()).collect();
         let out = tls::generate(&config.cert_dir, &names, 365)?;
@@ -154,7 +165,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     let limits = Limits { max_body_bytes: config.max_body_bytes, request_timeout: config.request_timeout };
     let state = Arc::new(AdmissionState::new(Default::default(), limits, Arc::new(LogRecorder)));
-    state.publish(Arc::new(Decider::new()));
+    let (decider, vault_renewal) = crate::secrets::cli::with_secrets_stage(Decider::new(), &secrets).await?;
+    state.publish(Arc::new(decider));
 
     let router = admission::router(state.clone());
     let conn = ConnLimits { handshake_timeout: config.header_timeout, header_timeout: config.header_timeout };
@@ -165,6 +177,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!(drain = ?config.drain_timeout, "shutting down: draining in-flight requests");
     reload.abort();
+    if let Some(task) = vault_renewal {
+        task.abort();
+    }
     running.shutdown(config.drain_timeout).await?;
     Ok(())
 }

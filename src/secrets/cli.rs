@@ -110,7 +110,7 @@ pub struct ServeSecretsArgs {
     pub vault_jwt_path: PathBuf,
     #[arg(long, default_value = "approle")]
     pub vault_approle_mount: String,
-    #[arg(long, env = "VAULT_ROLE_ID")]
+    #[arg(long, env = "VAULT_ROLE_ID", hide_env_values = true)]
     pub vault_role_id: Option<String>,
     #[arg(long, env = "VAULT_SECRET_ID", hide_env_values = true)]
     pub vault_secret_id: Option<String>,

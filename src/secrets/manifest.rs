@@ -43,8 +43,8 @@ pub enum ManifestError {
         #[source]
         source: Box<SealError>,
     },
-    #[error("the scope hint {SEAL_SCOPE} is {found:?}, expected {expected}")]
-    ScopeHint { found: Option<String>, expected: Scope },
+    #[error("the scope hint {SEAL_SCOPE} is {found}, expected {expected}")]
+    ScopeHint { found: String, expected: Scope },
     #[error("the Secret has no values")]
     Empty,
 }
@@ -178,7 +178,7 @@ pub fn check_secret(doc: &Value, expected: Option<Scope>, limits: &Limits) -> Re
         (None, None) => Scope::Strict,
         (_, e) => {
             return Err(ManifestError::ScopeHint {
-                found: hint.map(str::to_owned),
+                found: hint.unwrap_or("(missing)").to_owned(),
                 expected: e.unwrap_or(Scope::Strict),
             });
         }
