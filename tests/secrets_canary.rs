@@ -3,6 +3,7 @@
 //! nowhere but inside the base64 JSONPatch of the successful answer.
 
 mod common;
+mod vault;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -165,7 +166,18 @@ async fn the_canary_appears_only_inside_the_json_patch() {
     let pw = sealed["stringData"]["password"].as_str().unwrap();
     let mut errors = Vec::new();
     errors.push(seal::open_for(pw.as_bytes(), &ids, &SealLimits::default(), "x", "y", "password").err().unwrap());
-    errors.push(seal::open_for(pw.as_bytes(), &ids, &SealLimits { max_value_bytes: 4, max_sealed_bytes: 1 << 20 }, "gitops-demo", "db-credentials", "password").err().unwrap());
+    errors.push(
+        seal::open_for(
+            pw.as_bytes(),
+            &ids,
+            &SealLimits { max_value_bytes: 4, max_sealed_bytes: 1 << 20 },
+            "gitops-demo",
+            "db-credentials",
+            "password",
+        )
+        .err()
+        .unwrap(),
+    );
     for e in &errors {
         assert_clean("an error", &format!("{} / {:?} / {}", e, e, gitgate::error_chain(e)));
     }
@@ -173,6 +185,35 @@ async fn the_canary_appears_only_inside_the_json_patch() {
     moved_manifest["metadata"]["namespace"] = json!("elsewhere");
     let e = manifest::reseal_secret(&moved_manifest, &ids, &ids.recipients(), &SealLimits::default()).err().unwrap();
     assert_clean("a reseal error", &format!("{e} / {e:?} / {}", gitgate::error_chain(&e)));
+
+    // Vault: the canary as a Vault value, read with trace logging on.
+    let fake = vault::FakeVault::start().await;
+    fake.state.put_kv2("secret", "gitops-demo/db", json!({"password": CANARY}));
+    fake.state.forbid("secret/locked");
+    let config = gitgate::secrets::vault::VaultConfig::new(
+        &fake.url(),
+        gitgate::secrets::vault::VaultAuth::Token(age::secrecy::SecretString::from(vault::ROOT_TOKEN.to_owned())),
+    )
+    .unwrap();
+    let resolver = gitgate::secrets::vault::VaultResolver::connect(config).await.unwrap();
+    let vault_state = AdmissionState::new(Default::default(), Limits::default(), Arc::new(Capture(audit.clone())));
+    vault_state.publish(Arc::new(
+        Decider::new().with_async_mutating(Arc::new(SecretsStage::new(ids.clone()).with_vault(resolver))),
+    ));
+    let vault_router = admission::router(Arc::new(vault_state));
+    let mut vault_review = review.clone();
+    vault_review["request"]["object"]["data"] = json!({"password": B64.encode("vault:secret/gitops-demo/db#password")});
+    let ok = post(&vault_router, &vault_review).await;
+    assert_eq!(ok["response"]["allowed"], true, "{ok}");
+    let patch = String::from_utf8(B64.decode(ok["response"]["patch"].as_str().unwrap()).unwrap()).unwrap();
+    assert!(patch.contains(&B64.encode(CANARY)));
+    let mut rest = ok.clone();
+    rest["response"].as_object_mut().unwrap().remove("patch");
+    assert_clean("the Vault response outside the patch", &rest.to_string());
+    vault_review["request"]["object"]["data"] = json!({"password": B64.encode("vault:secret/locked#password")});
+    let denied = post(&vault_router, &vault_review).await;
+    assert_eq!(denied["response"]["allowed"], false);
+    assert_clean("the Vault denial", &denied.to_string());
 
     // Metrics.
     let resp = router.clone().oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();

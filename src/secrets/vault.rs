@@ -222,6 +222,9 @@ pub struct VaultResolver {
 impl VaultResolver {
     /// Builds the client and logs in.
     pub async fn connect(config: VaultConfig) -> Result<Arc<Self>, VaultError> {
+        // reqwest (no-provider build) panics when no rustls provider is
+        // installed; `main` installs ring, this covers library callers.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut settings = VaultClientSettingsBuilder::default();
         settings.address(&config.address).timeout(Some(config.deadline)).token("").ca_certs(config.ca_certs.clone());
         let settings = settings.build().map_err(|e| VaultError::BadConfig { reason: e.to_string() })?;
