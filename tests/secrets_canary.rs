@@ -164,9 +164,10 @@ async fn the_canary_appears_only_inside_the_json_patch() {
 
     // Error strings and Debug views of every failing layer.
     let pw = sealed["stringData"]["password"].as_str().unwrap();
-    let mut errors = Vec::new();
-    errors.push(seal::open_for(pw.as_bytes(), &ids, &SealLimits::default(), "x", "y", "password").err().unwrap());
-    errors.push(
+    let wrong_ids = IdentitySet::new(vec![AgeIdentity::generate()]).unwrap();
+    let errors = [
+        seal::open_for(pw.as_bytes(), &ids, &SealLimits::default(), "x", "y", "password").err().unwrap(),
+        seal::open_for(pw.as_bytes(), &wrong_ids, &SealLimits::default(), "x", "y", "password").err().unwrap(),
         seal::open_for(
             pw.as_bytes(),
             &ids,
@@ -177,7 +178,7 @@ async fn the_canary_appears_only_inside_the_json_patch() {
         )
         .err()
         .unwrap(),
-    );
+    ];
     for e in &errors {
         assert_clean("an error", &format!("{} / {:?} / {}", e, e, gitgate::error_chain(e)));
     }
