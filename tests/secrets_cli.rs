@@ -62,7 +62,8 @@ fn keygen_seal_check_reseal_round_trip() {
     let new_recipient = ok(&gitgate(&["keygen", "-o", path(&new_key)]));
     let recipients = dir.path().join("recipients.txt");
     std::fs::write(&recipients, format!("# new cluster key\n{new_recipient}")).unwrap();
-    let resealed = ok(&gitgate(&["reseal", "-f", path(&sealed_path), "--identity", path(&key), "-R", path(&recipients)]));
+    let resealed =
+        ok(&gitgate(&["reseal", "-f", path(&sealed_path), "--identity", path(&key), "-R", path(&recipients)]));
     let resealed_path = dir.path().join("resealed.yaml");
     std::fs::write(&resealed_path, &resealed).unwrap();
     ok(&gitgate(&["seal", "--check", "-f", path(&resealed_path), "--scope", "strict"]));
