@@ -123,8 +123,8 @@ impl SecretsStage {
             return Ok(values);
         }
         let vault = self.vault.as_ref().ok_or_else(|| {
-            let (key, _) = &refs[0];
-            Failure::new(Some(key), VaultError::NotConfigured.to_string())
+            let key = refs.first().map(|(k, _)| k.as_str());
+            Failure::new(key, VaultError::NotConfigured.to_string())
         })?;
         let resolved = vault.resolve_all(&refs).await.map_err(|(key, err)| {
             let mut f = Failure::new(key, crate::error_chain(&err));
