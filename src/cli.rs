@@ -46,6 +46,12 @@ pub enum Command {
     Vap(VapArgs),
     /// Print the version.
     Version,
+    /// Generate an age X25519 identity for sealing Secrets.
+    Keygen(crate::secrets::cli::KeygenArgs),
+    /// Seal a Secret manifest's values for age recipients (or --check a sealed one).
+    Seal(crate::secrets::cli::SealArgs),
+    /// Re-encrypt a sealed Secret for new recipients with an offline key file.
+    Reseal(crate::secrets::cli::ResealArgs),
 }
 
 #[derive(Args, Debug)]
@@ -84,6 +90,8 @@ pub struct ServeArgs {
     /// The reconciler's username (the `git.reconciler` variable).
     #[arg(long, env = "GITGATE_RECONCILER", default_value = DEFAULT_RECONCILER)]
     pub reconciler: String,
+    #[command(flatten)]
+    pub secrets: Box<crate::secrets::cli::ServeSecretsArgs>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -158,6 +166,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", crate::policy::vap::to_yaml(&args.reconciler, &args.break_glass_groups)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Keygen(args) => crate::secrets::cli::keygen(args),
+        Command::Seal(args) => crate::secrets::cli::seal(args),
+        Command::Reseal(args) => crate::secrets::cli::reseal(args),
         Command::Serve(args) => {
             let config = ServeConfig::from_raw(RawServe {
                 listen: args.listen,
@@ -175,7 +186,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("failed to start the runtime")?;
-            rt.block_on(serve(config, policies, args.reconciler))?;
+            rt.block_on(serve(config, policies, args.reconciler, args.secrets))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -237,7 +248,12 @@ fn policy_test(args: PolicyTestArgs) -> anyhow::Result<ExitCode> {
     Ok(if results.iter().all(|r| r.passed) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-async fn serve(config: ServeConfig, policies: PolicySet, reconciler: String) -> anyhow::Result<()> {
+async fn serve(
+    config: ServeConfig,
+    policies: PolicySet,
+    reconciler: String,
+    secrets: Box<crate::secrets::cli::ServeSecretsArgs>,
+) -> anyhow::Result<()> {
     if config.generate_certs && !(config.tls_cert.exists() && config.tls_key.exists()) {
         let names: Vec<String> = tls::DEFAULT_DNS_NAMES.iter().chain(tls::DEFAULT_IPS).map(|s| s.to_string()).collect();
         let out = tls::generate(&config.cert_dir, &names, 365)?;
@@ -255,6 +271,7 @@ async fn serve(config: ServeConfig, policies: PolicySet, reconciler: String) -> 
             reconciler,
         }));
     }
+    let (decider, vault_renewal) = crate::secrets::cli::with_secrets_stage(decider, &secrets).await?;
     state.publish(Arc::new(decider));
 
     let router = admission::router(state.clone());
@@ -266,6 +283,9 @@ async fn serve(config: ServeConfig, policies: PolicySet, reconciler: String) -> 
     shutdown_signal().await;
     tracing::info!(drain = ?config.drain_timeout, "shutting down: draining in-flight requests");
     reload.abort();
+    if let Some(task) = vault_renewal {
+        task.abort();
+    }
     running.shutdown(config.drain_timeout).await?;
     Ok(())
 }

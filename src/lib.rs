@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod policy;
+pub mod secrets;
 pub mod server;
 pub mod tls;
 

@@ -52,7 +52,9 @@ fn find_all(This(this): This<Arc<String>>, Arguments(args): Arguments) -> Resolv
         Some(Value::Int(n)) if *n >= 0 => usize::try_from(*n).unwrap_or(usize::MAX),
         _ => usize::MAX,
     };
-    Ok(Value::List(Arc::new(re.find_iter(&this).take(limit).map(|m| Value::String(Arc::new(m.as_str().to_owned()))).collect())))
+    Ok(Value::List(Arc::new(
+        re.find_iter(&this).take(limit).map(|m| Value::String(Arc::new(m.as_str().to_owned()))).collect(),
+    )))
 }
 
 /// Registers gitgate's overrides into a root context.

@@ -1,0 +1,277 @@
+//! `gitgate keygen | seal | reseal` and the `serve` flags of the secrets
+//! bridge. Thin: parsing and I/O here, the logic in [`super::manifest`].
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+
+use super::keys::{self, AgeIdentity, IdentitySet, Recipient};
+use super::manifest;
+use super::seal::{Limits, Scope};
+use super::stage::SecretsStage;
+use super::vault::{VaultAuth, VaultConfig, VaultResolver};
+use crate::admission::Decider;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ScopeArg {
+    Strict,
+    Namespace,
+    Cluster,
+}
+
+impl From<ScopeArg> for Scope {
+    fn from(s: ScopeArg) -> Scope {
+        match s {
+            ScopeArg::Strict => Scope::Strict,
+            ScopeArg::Namespace => Scope::Namespace,
+            ScopeArg::Cluster => Scope::Cluster,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Write the identity to this file (mode 0600, never overwritten) and
+    /// print the recipient on stdout; without it the identity goes to
+    /// stdout and the recipient to stderr.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct SealArgs {
+    /// Secret manifest (YAML; `-` for stdin).
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// age recipient (`age1…`), repeatable.
+    #[arg(long = "recipient", short = 'r')]
+    pub recipients: Vec<String>,
+    /// File of recipients, one per line (repeatable).
+    #[arg(long = "recipients-file", short = 'R')]
+    pub recipients_files: Vec<PathBuf>,
+    /// Scope bound inside each ciphertext (default strict); with --check,
+    /// the scope the file must be sealed for.
+    #[arg(long, value_enum)]
+    pub scope: Option<ScopeArg>,
+    /// Verify offline (no keys) that the file is a well-formed sealed Secret.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ResealArgs {
+    /// Sealed Secret manifest (YAML; `-` for stdin).
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// age identity file that can decrypt the values (offline key).
+    #[arg(long = "identity", short = 'i')]
+    pub identity: PathBuf,
+    /// New recipient (`age1…`), repeatable.
+    #[arg(long = "recipient", short = 'r')]
+    pub recipients: Vec<String>,
+    /// File of new recipients (repeatable).
+    #[arg(long = "recipients-file", short = 'R')]
+    pub recipients_files: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum VaultAuthArg {
+    Token,
+    Kubernetes,
+    Approle,
+}
+
+/// `gitgate serve` flags for the secrets bridge. (The in-cluster Secret
+/// holding the identities is read by the sync loop, a later issue; here the
+/// identities come from a file.)
+#[derive(Args, Debug, Default)]
+pub struct ServeSecretsArgs {
+    /// age identity file (newest first) used to unseal Secrets at /mutate.
+    #[arg(long = "age-identity", env = "GITGATE_AGE_IDENTITY")]
+    pub age_identity: Option<PathBuf>,
+    /// Vault address; enables `vault:` references.
+    #[arg(long, env = "VAULT_ADDR")]
+    pub vault_addr: Option<String>,
+    #[arg(long, value_enum, default_value = "kubernetes")]
+    pub vault_auth: Option<VaultAuthArg>,
+    /// Token for `--vault-auth token`.
+    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true)]
+    pub vault_token: Option<String>,
+    #[arg(long, default_value = "kubernetes")]
+    pub vault_kubernetes_mount: String,
+    #[arg(long, default_value = "gitgate")]
+    pub vault_role: String,
+    #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token")]
+    pub vault_jwt_path: PathBuf,
+    #[arg(long, default_value = "approle")]
+    pub vault_approle_mount: String,
+    #[arg(long, env = "VAULT_ROLE_ID", hide_env_values = true)]
+    pub vault_role_id: Option<String>,
+    #[arg(long, env = "VAULT_SECRET_ID", hide_env_values = true)]
+    pub vault_secret_id: Option<String>,
+    /// Mounts that run KV v1 (repeatable); others are read as KV v2.
+    #[arg(long = "vault-kv1-mount")]
+    pub vault_kv1_mounts: Vec<String>,
+    #[arg(long, default_value = "60s")]
+    pub vault_cache_ttl: String,
+    /// Bound on Vault reads for one Secret; keep it under the webhook timeout.
+    #[arg(long, default_value = "1500ms")]
+    pub vault_deadline: String,
+    #[arg(long, default_value = "5m")]
+    pub vault_renew_interval: String,
+    /// CA bundle for an https Vault (repeatable).
+    #[arg(long = "vault-ca-cert")]
+    pub vault_ca_certs: Vec<String>,
+}
+
+pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
+    let id = AgeIdentity::generate();
+    let recipient = id.recipient();
+    match args.output {
+        Some(path) => {
+            keys::write_identity_file(&id, &path)?;
+            eprintln!("wrote the identity to {} (mode 0600)", path.display());
+            println!("{recipient}");
+        }
+        None => {
+            let text = id.to_file_text();
+            std::io::stdout().write_all(text.as_bytes()).context("failed to write the identity")?;
+            eprintln!("public key: {recipient}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn seal(args: SealArgs) -> anyhow::Result<ExitCode> {
+    let docs = read_docs(&args.file)?;
+    let limits = Limits::default();
+    if args.check {
+        let expected = args.scope.map(Scope::from);
+        for (i, doc) in docs.iter().enumerate() {
+            let report = manifest::check_secret(doc, expected, &limits).with_context(|| {
+                format!("{} (document {}) is not a well-formed sealed Secret", args.file.display(), i + 1)
+            })?;
+            eprintln!(
+                "ok: {} (document {}): scope {}, {} age value(s), {} vault reference(s)",
+                args.file.display(),
+                i + 1,
+                report.scope,
+                report.age_values,
+                report.vault_values
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let recipients = recipients(&args.recipients, &args.recipients_files)?;
+    let scope = args.scope.map(Scope::from).unwrap_or(Scope::Strict);
+    let mut out = Vec::with_capacity(docs.len());
+    for doc in &docs {
+        out.push(manifest::seal_secret(doc, &recipients, scope, &limits)?);
+    }
+    write_docs(&out)
+}
+
+pub fn reseal(args: ResealArgs) -> anyhow::Result<ExitCode> {
+    let identities = IdentitySet::load(&args.identity)?;
+    let recipients = recipients(&args.recipients, &args.recipients_files)?;
+    let docs = read_docs(&args.file)?;
+    let mut out = Vec::with_capacity(docs.len());
+    for doc in &docs {
+        out.push(manifest::reseal_secret(doc, &identities, &recipients, &Limits::default())?);
+    }
+    write_docs(&out)
+}
+
+/// Adds the secrets stage to `decider` when `--age-identity` is given
+/// (and connects to Vault when `--vault-addr` is); returns the token
+/// renewal task, if any.
+pub async fn with_secrets_stage(
+    decider: Decider,
+    args: &ServeSecretsArgs,
+) -> anyhow::Result<(Decider, Option<tokio::task::JoinHandle<()>>)> {
+    let Some(path) = &args.age_identity else {
+        if args.vault_addr.is_some() {
+            anyhow::bail!("--vault-addr needs --age-identity (its newest identity keys the plaintext MAC)");
+        }
+        return Ok((decider, None));
+    };
+    let identities = Arc::new(IdentitySet::load(path)?);
+    let mut stage = SecretsStage::new(identities.clone());
+    let mut renewal = None;
+    if let Some(addr) = &args.vault_addr {
+        let auth = match args.vault_auth.unwrap_or(VaultAuthArg::Kubernetes) {
+            VaultAuthArg::Token => VaultAuth::Token(
+                args.vault_token.clone().context("--vault-auth token needs --vault-token or VAULT_TOKEN")?.into(),
+            ),
+            VaultAuthArg::Kubernetes => VaultAuth::Kubernetes {
+                mount: args.vault_kubernetes_mount.clone(),
+                role: args.vault_role.clone(),
+                jwt_path: args.vault_jwt_path.clone(),
+            },
+            VaultAuthArg::Approle => VaultAuth::AppRole {
+                mount: args.vault_approle_mount.clone(),
+                role_id: args.vault_role_id.clone().context("--vault-auth approle needs --vault-role-id")?,
+                secret_id: args
+                    .vault_secret_id
+                    .clone()
+                    .context("--vault-auth approle needs --vault-secret-id or VAULT_SECRET_ID")?
+                    .into(),
+            },
+        };
+        let mut config = VaultConfig::new(addr, auth)?;
+        config.kv1_mounts = args.vault_kv1_mounts.clone();
+        config.cache_ttl = crate::config::parse_duration(&args.vault_cache_ttl)?;
+        config.deadline = crate::config::parse_duration(&args.vault_deadline)?;
+        config.ca_certs = args.vault_ca_certs.clone();
+        let renew = crate::config::parse_duration(&args.vault_renew_interval)?;
+        let resolver = VaultResolver::connect(config).await?;
+        renewal = Some(resolver.spawn_renewal(renew));
+        stage = stage.with_vault(resolver);
+        tracing::info!(addr = %addr, "Vault references enabled");
+    }
+    tracing::info!(identities = identities.len(), "secrets bridge enabled: sealed Secrets are unsealed at /mutate");
+    Ok((decider.with_async_mutating(Arc::new(stage)), renewal))
+}
+
+fn recipients(flags: &[String], files: &[PathBuf]) -> anyhow::Result<Vec<Recipient>> {
+    let mut out = Vec::new();
+    for r in flags {
+        out.push(keys::parse_recipient(r, "--recipient")?);
+    }
+    for f in files {
+        out.extend(keys::load_recipients(f)?);
+    }
+    if out.is_empty() {
+        anyhow::bail!("no recipient: give --recipient age1… or --recipients-file");
+    }
+    Ok(out)
+}
+
+fn read_docs(path: &Path) -> anyhow::Result<Vec<Value>> {
+    let text = if path == Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("failed to read stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?
+    };
+    let opts = serde_saphyr::options! { strict_booleans: true };
+    let docs: Vec<Value> = serde_saphyr::from_str_multiple_with_options(&text, opts)
+        .with_context(|| format!("failed to parse {} as YAML", path.display()))?;
+    let docs: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
+    if docs.is_empty() {
+        anyhow::bail!("{} holds no manifest", path.display());
+    }
+    Ok(docs)
+}
+
+fn write_docs(docs: &[Value]) -> anyhow::Result<ExitCode> {
+    let yaml = serde_saphyr::to_string_multiple(docs).context("failed to write YAML")?;
+    std::io::stdout().write_all(yaml.as_bytes()).context("failed to write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}

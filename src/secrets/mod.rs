@@ -1,0 +1,107 @@
+//! The secrets bridge: age-sealed Secrets in Git (and `vault:` references)
+//! turned into plaintext only at admission, inside the cluster.
+//!
+//! Top to bottom:
+//! - [`plaintext`]: the one type that holds secret bytes (no `Debug`,
+//!   zeroized on drop);
+//! - [`keys`]: age X25519 identities (newest first) and the MAC key derived
+//!   from them;
+//! - [`seal`]: one value ⇄ one armored age file whose plaintext is an
+//!   envelope binding the value to its scope;
+//! - [`manifest`]: `seal`, `seal --check` and `reseal` on Secret manifests
+//!   (offline, used by the CLI);
+//! - [`vault`]: `vault:<mount>/<path>#<key>[#<version>]` references;
+//! - [`stage`]: the mutating admission stage that unseals a Secret into a
+//!   JSONPatch;
+//! - [`cli`]: `gitgate keygen | seal | reseal`.
+
+pub mod cli;
+pub mod keys;
+pub mod manifest;
+pub mod plaintext;
+pub mod seal;
+pub mod stage;
+pub mod vault;
+
+pub use keys::{AgeIdentity, IdentitySet, KeyError, MacKey};
+pub use plaintext::Plaintext;
+pub use seal::{Binding, Limits, Scope, SealError};
+pub use stage::SecretsStage;
+
+/// Marker annotation on a sealed Secret in Git; its value is [`SEALED_AGE`].
+pub const SEALED: &str = "gitgate.dev/sealed";
+/// The only marker value: every value is age ciphertext or a `vault:` reference.
+pub const SEALED_AGE: &str = "age";
+/// Scope annotation: a hint for people and `seal --check`, never trusted.
+pub const SEAL_SCOPE: &str = "gitgate.dev/seal-scope";
+/// `sha256:<hex>` of the sealed (Git) form of the Secret's values.
+pub const SEALED_DIGEST: &str = "gitgate.dev/sealed-digest";
+/// `hmac-sha256:<hex>` of the plaintext values, keyed from the cluster identity.
+pub const PLAINTEXT_MAC: &str = "gitgate.dev/plaintext-mac";
+
+/// The first line of an armored age file.
+pub const ARMOR_BEGIN: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
+/// The first bytes of a binary age file.
+pub const AGE_BINARY_MAGIC: &str = "age-encryption.org/";
+/// The prefix of a Vault reference.
+pub const VAULT_PREFIX: &str = "vault:";
+
+/// Whether a value looks like something that must never be admitted as a
+/// Secret's plaintext (age ciphertext or a Vault reference).
+pub fn looks_sealed(value: &[u8]) -> bool {
+    let trimmed = value.trim_ascii_start();
+    trimmed.starts_with(ARMOR_BEGIN.as_bytes())
+        || trimmed.starts_with(AGE_BINARY_MAGIC.as_bytes())
+        || value.starts_with(VAULT_PREFIX.as_bytes())
+}
+
+/// `sha256:<hex>` over the sealed forms, sorted by key, each framed as
+/// `len(key) key len(value) value` (u64 big-endian lengths), so neither a
+/// key nor a value can be shifted into its neighbour.
+pub fn sealed_digest<'a>(values: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    use sha2::Digest as _;
+    let mut sorted: Vec<(&str, &[u8])> = values.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = sha2::Sha256::new();
+    h.update(b"gitgate.dev/sealed-digest/v1\n");
+    for (k, v) in sorted {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v);
+    }
+    format!("sha256:{}", hex(&h.finalize()))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_is_order_independent_and_framed() {
+        let a = sealed_digest([("a", b"xy".as_slice()), ("b", b"z".as_slice())]);
+        let b = sealed_digest([("b", b"z".as_slice()), ("a", b"xy".as_slice())]);
+        assert_eq!(a, b);
+        let shifted = sealed_digest([("a", b"x".as_slice()), ("b", b"yz".as_slice())]);
+        assert_ne!(a, shifted);
+        assert!(a.starts_with("sha256:") && a.len() == 7 + 64);
+    }
+
+    #[test]
+    fn sealed_looking_values() {
+        assert!(looks_sealed(b"-----BEGIN AGE ENCRYPTED FILE-----\nabc"));
+        assert!(looks_sealed(b"age-encryption.org/v1\n-> X25519"));
+        assert!(looks_sealed(b"vault:secret/app#password"));
+        assert!(!looks_sealed(b"hunter2"));
+    }
+}
