@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::admission::{self, AdmissionState, Decider, Limits, LogRecorder};
+use crate::audit;
 use crate::config::{RawServe, ServeConfig};
 use crate::server::{self, ConnLimits};
 use crate::tls;
@@ -36,6 +37,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Generate a development CA and serving certificate.
     Certs(CertsArgs),
+    /// Verify and query the audit log.
+    Audit(audit::command::AuditArgs),
     /// Print the version.
     Version,
 }
@@ -70,6 +73,8 @@ pub struct ServeArgs {
     /// On SIGTERM, time in-flight requests get to finish.
     #[arg(long, default_value = "15s")]
     pub drain_timeout: String,
+    #[command(flatten)]
+    pub audit: audit::command::ServeAuditArgs,
 }
 
 #[derive(Args, Debug)]
@@ -106,6 +111,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Certs(args) => certs(args),
+        Command::Audit(args) => Ok(audit::command::run(args)?),
         Command::Serve(args) => {
             let config = ServeConfig::from_raw(RawServe {
                 listen: args.listen,
@@ -122,7 +128,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("failed to start the runtime")?;
-            rt.block_on(serve(config))?;
+            rt.block_on(serve(config, args.audit))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -144,7 +150,7 @@ fn certs(args: CertsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+async fn serve(config: ServeConfig, audit_args: audit::command::ServeAuditArgs) -> anyhow::Result<()> {
     if config.generate_certs && !(config.tls_cert.exists() && config.tls_key.exists()) {
         let names: Vec<String> = tls::DEFAULT_DNS_NAMES.iter().chain(tls::DEFAULT_IPS).map(|s| s.to_string()).collect();
         let out = tls::generate(&config.cert_dir, &names, 365)?;
@@ -153,7 +159,11 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let (rustls, reloader) = tls::Reloader::load(&config.tls_cert, &config.tls_key)?;
 
     let limits = Limits { max_body_bytes: config.max_body_bytes, request_timeout: config.request_timeout };
-    let state = Arc::new(AdmissionState::new(Default::default(), limits, Arc::new(LogRecorder)));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let audit_log = audit_args.open(&mut registry)?;
+    let recorder = audit::Tee(vec![audit_log.clone(), Arc::new(LogRecorder)]);
+    let state = AdmissionState::new(registry, limits, Arc::new(recorder));
+    let state = Arc::new(if audit_args.audit_fail_open { state.fail_open_on_record_error() } else { state });
     state.publish(Arc::new(Decider::new()));
 
     let router = admission::router(state.clone());
@@ -166,6 +176,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(drain = ?config.drain_timeout, "shutting down: draining in-flight requests");
     reload.abort();
     running.shutdown(config.drain_timeout).await?;
+    audit_log.close()?;
     Ok(())
 }
 
