@@ -63,7 +63,8 @@ async fn validate(state: &Arc<AdmissionState>, body: Vec<u8>) -> Value {
 /// The kubectl-edit-like UPDATE of gitops-demo/web (replicas changed), as
 /// sent by `user`.
 fn edit_by(user: &str) -> Vec<u8> {
-    let mut review: Value = serde_json::from_slice(&common::fixture("validate-update-deployment-kubectl-edit-like.json")).unwrap();
+    let mut review: Value =
+        serde_json::from_slice(&common::fixture("validate-update-deployment-kubectl-edit-like.json")).unwrap();
     review["request"]["userInfo"]["username"] = json!(user);
     serde_json::to_vec(&review).unwrap()
 }
@@ -97,7 +98,11 @@ async fn query_answers_who_changed_the_deployment_and_in_which_commit() {
     (apply.group, apply.version, apply.kind, apply.resource) =
         ("apps".into(), "v1".into(), "Deployment".into(), "deployments".into());
     (apply.namespace, apply.name, apply.app) = ("gitops-demo".into(), "web".into(), "demo".into());
-    apply.commit = Some(CommitRef { id: COMMIT_1.into(), author: "Dana Ops <dana@example.com>".into(), subject: "web: 3 replicas".into() });
+    apply.commit = Some(CommitRef {
+        id: COMMIT_1.into(),
+        author: "Dana Ops <dana@example.com>".into(),
+        subject: "web: 3 replicas".into(),
+    });
     apply.user = RECONCILER.into();
     log.append(&apply).unwrap();
 
@@ -120,7 +125,9 @@ async fn query_answers_who_changed_the_deployment_and_in_which_commit() {
     let web = query(dir.path(), &["--object", "gitops-demo/Deployment/web"]);
     let summary: Vec<(EventKind, Outcome, &str, Option<&str>)> = web
         .iter()
-        .map(|r| (r.entry.event, r.entry.decision, r.entry.user.as_str(), r.entry.commit.as_ref().map(|c| c.id.as_str())))
+        .map(|r| {
+            (r.entry.event, r.entry.decision, r.entry.user.as_str(), r.entry.commit.as_ref().map(|c| c.id.as_str()))
+        })
         .collect();
     assert_eq!(
         summary,
@@ -166,7 +173,10 @@ async fn query_answers_who_changed_the_deployment_and_in_which_commit() {
     let table = String::from_utf8(table.stdout).unwrap();
     assert_eq!(table.lines().count(), 4, "{table}");
     let last = table.lines().last().unwrap();
-    assert!(last.contains(RECONCILER) && last.contains(&COMMIT_3[..12]) && last.contains("web: scale to 1 replica"), "{table}");
+    assert!(
+        last.contains(RECONCILER) && last.contains(&COMMIT_3[..12]) && last.contains("web: scale to 1 replica"),
+        "{table}"
+    );
 
     // and it all verifies
     assert!(verify_paths(&[dir.path().to_owned()], &[], Some(&dir.path().join("checkpoint.pk8"))).unwrap().ok());
@@ -215,7 +225,8 @@ async fn a_full_disk_denies_and_loses_nothing() {
     assert_eq!(closed.metrics().record_failures.get(), 3, "the failure is on metrics");
 
     // fail-open is a choice
-    let open = Arc::new(AdmissionState::new(Default::default(), Limits::default(), log.clone()).fail_open_on_record_error());
+    let open =
+        Arc::new(AdmissionState::new(Default::default(), Limits::default(), log.clone()).fail_open_on_record_error());
     open.publish(Arc::new(Decider::new()));
     let got = validate(&open, common::fixture("validate-create-deployment-ssa-serviceaccount-token.json")).await;
     assert_eq!(got["response"]["allowed"], true);
@@ -230,5 +241,9 @@ async fn a_full_disk_denies_and_loses_nothing() {
     log.close().unwrap();
     let report = verify_paths(&[dir.path().to_owned()], &[], Some(&dir.path().join("checkpoint.pk8"))).unwrap();
     let s = report.verdict.unwrap();
-    assert_eq!((s.records, s.first, s.last.map(|h| h.seq)), (2, Some(1), Some(2)), "every admitted change has its record");
+    assert_eq!(
+        (s.records, s.first, s.last.map(|h| h.seq)),
+        (2, Some(1), Some(2)),
+        "every admitted change has its record"
+    );
 }

@@ -203,7 +203,9 @@ fn parallel_appends_make_one_gap_free_chain() {
     let threads: Vec<_> = (0..16u64)
         .map(|t| {
             let log = log.clone();
-            std::thread::spawn(move || (0..250u64).map(|i| log.append(&entry(t * 1000 + i)).unwrap().seq).collect::<Vec<_>>())
+            std::thread::spawn(move || {
+                (0..250u64).map(|i| log.append(&entry(t * 1000 + i)).unwrap().seq).collect::<Vec<_>>()
+            })
         })
         .collect();
     let mut seqs: Vec<u64> = threads.into_iter().flat_map(|h| h.join().unwrap()).collect();
@@ -283,7 +285,11 @@ fn the_verify_command_names_the_broken_record_and_exits_non_zero() {
     let key = dir.path().join("checkpoint.pk8");
     let ok = Command::new(bin).args(["audit", "verify"]).arg(&path).arg("--key").arg(&key).output().unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
-    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("OK: 8 records"), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).starts_with("OK: 8 records"),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
 
     let mut ls = lines(&path);
     ls.remove(2);

@@ -12,7 +12,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use gitgate::audit::log::Options;
-use gitgate::audit::{AuditLog, AuditMetrics, CommitRef, Entry, EventKind, NotifyConfig, Notifier, NotifyLabels, Outcome};
+use gitgate::audit::{
+    AuditLog, AuditMetrics, CommitRef, Entry, EventKind, Notifier, NotifyConfig, NotifyLabels, Outcome,
+};
 use serde_json::Value;
 
 #[derive(Clone, Default)]
@@ -80,8 +82,9 @@ async fn wait_for(r: &Receiver, n: usize) -> Vec<(String, Value)> {
 async fn notifications_go_to_their_url_and_are_retried() {
     common::install_crypto();
     let (base, r) = receiver().await;
-    let mut config =
-        NotifyConfig::from_flags(Some(&format!("{base}/all")), &[format!("sync-failed={base}/flaky")]).unwrap().unwrap();
+    let mut config = NotifyConfig::from_flags(Some(&format!("{base}/all")), &[format!("sync-failed={base}/flaky")])
+        .unwrap()
+        .unwrap();
     config.backoff = Duration::from_millis(10);
     let metrics = AuditMetrics::default();
     let dir = tempfile::tempdir().unwrap();

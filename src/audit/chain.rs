@@ -152,18 +152,31 @@ pub struct Location {
 pub enum Problem {
     Line(LineProblem),
     /// The record expected here is absent; a later one is in its place.
-    Missing { found: u64 },
+    Missing {
+        found: u64,
+    },
     /// A record that belongs earlier is in this place.
-    OutOfOrder { found: u64 },
+    OutOfOrder {
+        found: u64,
+    },
     /// `prev` is not the hash of the record before.
-    PrevMismatch { prev: String, expected: String },
+    PrevMismatch {
+        prev: String,
+        expected: String,
+    },
     /// Record 1 does not start from the genesis hash.
     NotGenesis,
     /// A signed checkpoint names a different hash for this record.
-    CheckpointMismatch { signed: String, found: String },
+    CheckpointMismatch {
+        signed: String,
+        found: String,
+    },
     /// A signed checkpoint covers records the files do not hold: the tail
     /// was cut.
-    TailMissing { checkpoint_seq: u64, checkpoint_time: String },
+    TailMissing {
+        checkpoint_seq: u64,
+        checkpoint_time: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -383,9 +396,7 @@ mod tests {
 
     fn walk(bytes: &[u8]) -> Verdict {
         let mut v = Verifier::default();
-        let mut n = 0;
-        for piece in bytes.split_inclusive(|b| *b == b'\n') {
-            n += 1;
+        for (n, piece) in (1..).zip(bytes.split_inclusive(|b| *b == b'\n')) {
             let (line, terminated) = match piece.strip_suffix(b"\n") {
                 Some(l) => (l, true),
                 None => (piece, false),

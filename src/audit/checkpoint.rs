@@ -143,11 +143,7 @@ fn pkcs8_der(bytes: &[u8]) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(bytes).ok();
     match text.map(str::trim) {
         Some(t) if t.starts_with("-----BEGIN PRIVATE KEY-----") => {
-            let body: String = t
-                .lines()
-                .filter(|l| !l.starts_with("-----"))
-                .flat_map(|l| l.trim().chars())
-                .collect();
+            let body: String = t.lines().filter(|l| !l.starts_with("-----")).flat_map(|l| l.trim().chars()).collect();
             STANDARD.decode(body).ok()
         }
         _ => Some(bytes.to_vec()),
@@ -202,9 +198,12 @@ impl CheckpointFile {
     }
 }
 
+/// Lines of a checkpoint file that are not checkpoints: (line number, why).
+pub type Unreadable = Vec<(u64, String)>;
+
 /// Reads a checkpoint file. A line that is not a checkpoint (a torn last
-/// write) is returned as an error string with its line number.
-pub fn read(path: &Path) -> Result<(Vec<Checkpoint>, Vec<(u64, String)>), AuditError> {
+/// write) is returned with its line number.
+pub fn read(path: &Path) -> Result<(Vec<Checkpoint>, Unreadable), AuditError> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
@@ -213,8 +212,7 @@ pub fn read(path: &Path) -> Result<(Vec<Checkpoint>, Vec<(u64, String)>), AuditE
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
-        let line =
-            line.map_err(|source| AuditError::Io { op: "read checkpoints", path: path.to_owned(), source })?;
+        let line = line.map_err(|source| AuditError::Io { op: "read checkpoints", path: path.to_owned(), source })?;
         if line.is_empty() {
             continue;
         }

@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 use super::chain::{self, Verdict};
 use super::checkpoint;
 use super::log::{self, AuditLog, Options, checkpoints_path};
-use super::notify::{NotifyConfig, Notifier};
+use super::notify::{Notifier, NotifyConfig};
 use super::query::{self, Filter, ObjectFilter};
 use super::record::{EventKind, Outcome, now_micros};
 use super::{AuditError, AuditMetrics, DEFAULT_LOG_PATH};
@@ -122,9 +122,10 @@ impl ServeAuditArgs {
             Some(c) => Some(Notifier::start(c, metrics.notifications.clone())?),
             None => None,
         };
-        let key = self.audit_key.clone().unwrap_or_else(|| {
-            self.audit_log.parent().unwrap_or(Path::new("")).join("checkpoint.pk8")
-        });
+        let key = self
+            .audit_key
+            .clone()
+            .unwrap_or_else(|| self.audit_log.parent().unwrap_or(Path::new("")).join("checkpoint.pk8"));
         let mut opts = Options::new(&self.audit_log).with_checkpoints(key);
         if let Some(c) = opts.checkpoints.as_mut() {
             c.every_records = self.audit_checkpoint_every.max(1);
@@ -227,7 +228,8 @@ pub fn verify_paths(
     for f in &cp_files {
         let (good, bad) = checkpoint::read(f)?;
         cps.extend(good);
-        bad_checkpoints.extend(bad.into_iter().map(|(line, e)| (0, format!("{}:{line}: unreadable: {e}", f.display()))));
+        bad_checkpoints
+            .extend(bad.into_iter().map(|(line, e)| (0, format!("{}:{line}: unreadable: {e}", f.display()))));
     }
     let (anchors, unsigned) = checkpoint::anchors(&cps, trusted.as_deref());
     bad_checkpoints.extend(unsigned.into_iter().map(|(seq, p)| (seq, p.to_string())));
@@ -297,11 +299,7 @@ pub fn filter(a: &QueryArgs) -> Result<Filter, AuditError> {
 
 fn query(a: QueryArgs) -> Result<ExitCode, AuditError> {
     let filter = filter(&a)?;
-    let paths = if a.files.is_empty() {
-        log::chain_files(Path::new(DEFAULT_LOG_PATH))
-    } else {
-        expand(&a.files)?
-    };
+    let paths = if a.files.is_empty() { log::chain_files(Path::new(DEFAULT_LOG_PATH)) } else { expand(&a.files)? };
     let found = query::run(&paths, &filter)?;
     match a.output {
         Output::Table => print!("{}", query::table(&found.records)),

@@ -219,8 +219,11 @@ struct OpenFile {
 fn open_file(path: &Path) -> Result<OpenFile, AuditError> {
     let io = |op, source| AuditError::Io { op, path: path.to_owned(), source };
     let dir = dir_of(path);
-    std::fs::create_dir_all(&dir)
-        .map_err(|source| AuditError::Io { op: "create the audit directory", path: dir.clone(), source })?;
+    std::fs::create_dir_all(&dir).map_err(|source| AuditError::Io {
+        op: "create the audit directory",
+        path: dir.clone(),
+        source,
+    })?;
     let existed = path.exists();
     let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(|e| io("open", e))?;
     if !existed {
@@ -250,8 +253,11 @@ fn open_file(path: &Path) -> Result<OpenFile, AuditError> {
 /// Saves the bytes after `good` next to the log, then cuts them off.
 fn cut_tail(file: &File, path: &Path, good: u64, len: u64, after: Option<u64>) -> Result<Torn, AuditError> {
     let mut bytes = vec![0u8; usize::try_from(len - good).unwrap_or(usize::MAX)];
-    file.read_exact_at(&mut bytes, good)
-        .map_err(|source| AuditError::Io { op: "read the torn tail of", path: path.to_owned(), source })?;
+    file.read_exact_at(&mut bytes, good).map_err(|source| AuditError::Io {
+        op: "read the torn tail of",
+        path: path.to_owned(),
+        source,
+    })?;
     let sha256 = hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
     let aside = PathBuf::from(format!("{}.torn-{}", path.display(), now_micros()));
     let saved = match std::fs::write(&aside, &bytes) {
@@ -261,7 +267,11 @@ fn cut_tail(file: &File, path: &Path, good: u64, len: u64, after: Option<u64>) -
             None
         }
     };
-    file.set_len(good).map_err(|source| AuditError::Io { op: "cut the torn tail of", path: path.to_owned(), source })?;
+    file.set_len(good).map_err(|source| AuditError::Io {
+        op: "cut the torn tail of",
+        path: path.to_owned(),
+        source,
+    })?;
     file.sync_all().map_err(|source| AuditError::Io { op: "sync", path: path.to_owned(), source })?;
     tracing::warn!(path = %path.display(), bytes = bytes.len(), after = ?after, "audit log had a torn tail; it was set aside and the chain resumes from the last complete record");
     Ok(Torn { after, bytes: bytes.len() as u64, sha256, saved })
@@ -405,7 +415,11 @@ impl AuditLog {
         if let Some(cp_seq) = lost_tail {
             let have = head.as_ref().map_or(0, |h| h.seq);
             shared.metrics.recoveries.inc();
-            tracing::error!(log_ends_at = have, checkpoint = cp_seq, "the audit log ends before its last signed checkpoint: records are missing");
+            tracing::error!(
+                log_ends_at = have,
+                checkpoint = cp_seq,
+                "the audit log ends before its last signed checkpoint: records are missing"
+            );
             let mut e = Entry::new(EventKind::LogRecovered, Outcome::Failed);
             e.reasons.push(format!(
                 "the log ended at record {have} but a signed checkpoint covers records up to {cp_seq}: records {}..={cp_seq} are missing",
@@ -413,10 +427,10 @@ impl AuditLog {
             ));
             log.append(&e)?;
         }
-        let handle = std::thread::Builder::new()
-            .name("audit-sync".into())
-            .spawn(move || syncer(&shared))
-            .map_err(|source| AuditError::Io { op: "start the sync thread for", path: log.path().to_owned(), source })?;
+        let handle =
+            std::thread::Builder::new().name("audit-sync".into()).spawn(move || syncer(&shared)).map_err(|source| {
+                AuditError::Io { op: "start the sync thread for", path: log.path().to_owned(), source }
+            })?;
         *lock(&log.syncer) = Some(handle);
         Ok(log)
     }
@@ -495,7 +509,10 @@ impl AuditLog {
     /// Rotates if needed, then writes one sealed line; undoes a partial write.
     fn write_locked(&self, w: &mut Writer, line: &[u8]) -> Result<(), AuditError> {
         let path = &self.shared.path;
-        if w.regular && self.shared.rotate_bytes > 0 && w.file_len > 0 && w.file_len + line.len() as u64 > self.shared.rotate_bytes
+        if w.regular
+            && self.shared.rotate_bytes > 0
+            && w.file_len > 0
+            && w.file_len + line.len() as u64 > self.shared.rotate_bytes
         {
             self.rotate_locked(w)?;
         }
@@ -604,7 +621,8 @@ impl Drop for AuditLog {
 
 fn recovered_torn(t: &Torn) -> Entry {
     let mut e = Entry::new(EventKind::LogRecovered, Outcome::Done);
-    let saved = t.saved.as_ref().map_or_else(|| "could not be saved".to_owned(), |p| format!("saved to {}", p.display()));
+    let saved =
+        t.saved.as_ref().map_or_else(|| "could not be saved".to_owned(), |p| format!("saved to {}", p.display()));
     e.reasons.push(format!(
         "a torn tail of {} bytes after record {} (sha256 {}) was set aside ({saved})",
         t.bytes,

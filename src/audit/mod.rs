@@ -28,7 +28,7 @@ use prometheus_client::registry::Registry;
 
 pub use chain::Head;
 pub use log::{AuditLog, Options};
-pub use notify::{NotifyConfig, Notifier};
+pub use notify::{Notifier, NotifyConfig};
 pub use record::{CommitRef, Entry, EventKind, Outcome, Record};
 pub use recorder::Tee;
 

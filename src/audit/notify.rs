@@ -77,7 +77,8 @@ impl NotifyConfig {
     /// From `--notify-url URL` and `--notify TRIGGER=URL` flags.
     pub fn from_flags(default: Option<&str>, routes: &[String]) -> Result<Option<NotifyConfig>, AuditError> {
         let url = |s: &str| {
-            let u = reqwest::Url::parse(s).map_err(|e| AuditError::Invalid { what: "notification URL", reason: e.to_string() })?;
+            let u = reqwest::Url::parse(s)
+                .map_err(|e| AuditError::Invalid { what: "notification URL", reason: e.to_string() })?;
             if !matches!(u.scheme(), "http" | "https") {
                 return Err(AuditError::Invalid { what: "notification URL", reason: "must be http or https".into() });
             }
@@ -87,14 +88,14 @@ impl NotifyConfig {
         let mut map = BTreeMap::new();
         for r in routes {
             let Some((t, u)) = r.split_once('=') else {
-                return Err(AuditError::Invalid { what: "--notify", reason: format!("expected TRIGGER=URL, got {r:?}") });
+                return Err(AuditError::Invalid {
+                    what: "--notify",
+                    reason: format!("expected TRIGGER=URL, got {r:?}"),
+                });
             };
             let trigger = Trigger::parse(t.trim()).ok_or_else(|| AuditError::Invalid {
                 what: "--notify trigger",
-                reason: format!(
-                    "{t:?} is not one of {}",
-                    Trigger::ALL.map(Trigger::as_str).join(", ")
-                ),
+                reason: format!("{t:?} is not one of {}", Trigger::ALL.map(Trigger::as_str).join(", ")),
             })?;
             map.insert(trigger, url(u.trim())?);
         }
@@ -120,7 +121,9 @@ impl NotifyConfig {
 pub fn text(e: &Entry, seq: u64) -> String {
     let object = if e.name.is_empty() { String::new() } else { format!(" {}", e.object()) };
     let what = match e.event {
-        EventKind::Admission => format!("denied {}{object} by {}", e.operation, if e.user.is_empty() { "?" } else { &e.user }),
+        EventKind::Admission => {
+            format!("denied {}{object} by {}", e.operation, if e.user.is_empty() { "?" } else { &e.user })
+        }
         EventKind::BreakGlassOpened => format!("break-glass opened on{object} by {}", e.user),
         EventKind::BreakGlassExpired => format!("break-glass expired on{object}"),
         EventKind::SyncFailed => "sync failed".to_owned(),
@@ -208,7 +211,12 @@ async fn send_loop(
                 }
                 Ok(resp) => {
                     let s = resp.status();
-                    tracing::warn!(status = s.as_u16(), attempt, host = m.url.host_str().unwrap_or(""), "notification refused");
+                    tracing::warn!(
+                        status = s.as_u16(),
+                        attempt,
+                        host = m.url.host_str().unwrap_or(""),
+                        "notification refused"
+                    );
                     s.is_server_error() || s == reqwest::StatusCode::TOO_MANY_REQUESTS
                 }
                 Err(e) => {

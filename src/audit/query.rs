@@ -25,9 +25,11 @@ impl ObjectFilter {
             reason: format!("expected NAMESPACE/KIND/NAME or KIND/NAME, got {s:?}"),
         };
         match parts.as_slice() {
-            [ns, kind, name] if !kind.is_empty() && !name.is_empty() => {
-                Ok(ObjectFilter { namespace: Some((*ns).to_owned()), kind: (*kind).to_owned(), name: (*name).to_owned() })
-            }
+            [ns, kind, name] if !kind.is_empty() && !name.is_empty() => Ok(ObjectFilter {
+                namespace: Some((*ns).to_owned()),
+                kind: (*kind).to_owned(),
+                name: (*name).to_owned(),
+            }),
             [kind, name] if !kind.is_empty() && !name.is_empty() => {
                 Ok(ObjectFilter { namespace: None, kind: (*kind).to_owned(), name: (*name).to_owned() })
             }
