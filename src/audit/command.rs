@@ -245,7 +245,7 @@ fn verify(a: VerifyArgs) -> Result<ExitCode, AuditError> {
     match &report.verdict {
         Ok(s) => {
             let range = match (s.first, &s.last) {
-                (Some(f), Some(l)) => format!("records {f}..={} , head {}", l.seq, l.hash),
+                (Some(f), Some(l)) => format!("records {f}..={}, head {}", l.seq, l.hash),
                 _ => "no records".to_owned(),
             };
             println!(

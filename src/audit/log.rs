@@ -410,6 +410,7 @@ impl AuditLog {
         });
         let log = AuditLog { shared: shared.clone(), syncer: Mutex::new(None) };
         if let Some(t) = opened.torn {
+            shared.metrics.recoveries.inc();
             log.append(&recovered_torn(&t))?;
         }
         if let Some(cp_seq) = lost_tail {
@@ -578,6 +579,7 @@ impl AuditLog {
         }
         w.file_first_seq = opened.first_seq.unwrap_or(w.next_seq);
         if let Some(t) = opened.torn {
+            self.shared.metrics.recoveries.inc();
             self.append_locked(w, &recovered_torn(&t))?;
         }
         if opened.head != expected {
