@@ -299,13 +299,12 @@ pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
         }
         frac_us = padded.parse().ok()?;
     }
-    let offset_secs = match s.get(i..)? {
-        "Z" | "z" => 0,
-        rest if rest.len() == 6 && matches!(rest.as_bytes()[0], b'+' | b'-') && rest.as_bytes()[3] == b':' => {
+    let offset_secs = match s.get(i..)?.as_bytes() {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
             let oh = num(i + 1..i + 3)?;
             let om = num(i + 4..i + 6)?;
-            let sign = if rest.as_bytes()[0] == b'-' { -1 } else { 1 };
-            sign * (oh * 3600 + om * 60)
+            (if *sign == b'-' { -1 } else { 1 }) * (oh * 3600 + om * 60)
         }
         _ => return None,
     };
