@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::admission::{self, AdmissionState, Decider, Limits, LogRecorder};
+use crate::audit;
 use crate::config::{RawServe, ServeConfig};
 use crate::policy::{PolicySet, PolicyStage, StaticNamespaces};
 use crate::server::{self, ConnLimits};
@@ -44,6 +45,8 @@ pub enum Command {
     /// reconciler change objects labelled gitgate.dev/app (holds while the
     /// webhook is down).
     Vap(VapArgs),
+    /// Verify and query the audit log.
+    Audit(audit::command::AuditArgs),
     /// Print the version.
     Version,
     /// Generate an age X25519 identity for sealing Secrets.
@@ -92,6 +95,8 @@ pub struct ServeArgs {
     pub reconciler: String,
     #[command(flatten)]
     pub secrets: Box<crate::secrets::cli::ServeSecretsArgs>,
+    #[command(flatten)]
+    pub audit: audit::command::ServeAuditArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,6 +174,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => crate::secrets::cli::keygen(args),
         Command::Seal(args) => crate::secrets::cli::seal(args),
         Command::Reseal(args) => crate::secrets::cli::reseal(args),
+        Command::Audit(args) => Ok(audit::command::run(args)?),
         Command::Serve(args) => {
             let config = ServeConfig::from_raw(RawServe {
                 listen: args.listen,
@@ -186,7 +192,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("failed to start the runtime")?;
-            rt.block_on(serve(config, policies, args.reconciler, args.secrets))?;
+            rt.block_on(serve(config, policies, args.reconciler, args.secrets, args.audit))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -253,6 +259,7 @@ async fn serve(
     policies: PolicySet,
     reconciler: String,
     secrets: Box<crate::secrets::cli::ServeSecretsArgs>,
+    audit_args: audit::command::ServeAuditArgs,
 ) -> anyhow::Result<()> {
     if config.generate_certs && !(config.tls_cert.exists() && config.tls_key.exists()) {
         let names: Vec<String> = tls::DEFAULT_DNS_NAMES.iter().chain(tls::DEFAULT_IPS).map(|s| s.to_string()).collect();
@@ -262,7 +269,11 @@ async fn serve(
     let (rustls, reloader) = tls::Reloader::load(&config.tls_cert, &config.tls_key)?;
 
     let limits = Limits { max_body_bytes: config.max_body_bytes, request_timeout: config.request_timeout };
-    let state = Arc::new(AdmissionState::new(Default::default(), limits, Arc::new(LogRecorder)));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let audit_log = audit_args.open(&mut registry)?;
+    let recorder = audit::Tee(vec![audit_log.clone(), Arc::new(LogRecorder)]);
+    let state = AdmissionState::new(registry, limits, Arc::new(recorder));
+    let state = Arc::new(if audit_args.audit_fail_open { state.fail_open_on_record_error() } else { state });
     let mut decider = Decider::new();
     if !policies.is_empty() {
         decider = decider.with_validating(Arc::new(PolicyStage {
@@ -287,6 +298,7 @@ async fn serve(
         task.abort();
     }
     running.shutdown(config.drain_timeout).await?;
+    audit_log.close()?;
     Ok(())
 }
 

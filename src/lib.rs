@@ -5,6 +5,7 @@
 //! `config` (validated settings) and `cli`.
 
 pub mod admission;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod metrics;

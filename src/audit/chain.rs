@@ -1,0 +1,444 @@
+//! The hash chain, as pure functions over bytes.
+//!
+//! A record is one JSON line whose last member is `"hash"`:
+//!
+//! ```text
+//! {"seq":7,"time":"…","replica":"…","prev":"<hash of record 6>",…entry…,"hash":"<64 hex>"}
+//! ```
+//!
+//! The record's hash is the lowercase hex SHA-256 of its canonical JSON
+//! with its own `hash` member excluded, which is exactly the line with the
+//! trailing `,"hash":"…"` removed: the writer is the canonicalizer and the
+//! verifier hashes the stored bytes, so no re-serialization (key order,
+//! number formats, escapes) can disagree with what was written. `prev`
+//! chains each record to the one before it; the first record of a log has
+//! 64 zeros there.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use ring::digest;
+use serde::Deserialize;
+
+use super::record::{Entry, hex};
+
+/// `prev` of the first record of a log.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const HASH_MEMBER: &[u8] = b",\"hash\":\"";
+/// `,"hash":"` + 64 hex digits + `"}`.
+pub const HASH_SUFFIX_LEN: usize = HASH_MEMBER.len() + 64 + 2;
+
+/// The chain head: the last record's sequence number and hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// Writes one sealed record line (with its trailing newline) into `buf`
+/// and returns its hash.
+pub fn seal(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    time: &str,
+    replica: &str,
+    prev: &str,
+    entry: &Entry,
+) -> Result<String, serde_json::Error> {
+    use std::io::Write as _;
+    buf.clear();
+    // Writing into a Vec cannot fail; serde_json reports its own errors.
+    let _ = write!(buf, "{{\"seq\":{seq},\"time\":");
+    serde_json::to_writer(&mut *buf, time)?;
+    buf.extend_from_slice(b",\"replica\":");
+    serde_json::to_writer(&mut *buf, replica)?;
+    buf.extend_from_slice(b",\"prev\":");
+    serde_json::to_writer(&mut *buf, prev)?;
+    buf.push(b',');
+    let entry_start = buf.len();
+    serde_json::to_writer(&mut *buf, entry)?;
+    // The entry is a non-empty object (it always has `event`): drop its `{`.
+    buf.remove(entry_start);
+    let hash = hex(digest::digest(&digest::SHA256, buf).as_ref());
+    buf.pop(); // the closing `}`
+    buf.extend_from_slice(HASH_MEMBER);
+    buf.extend_from_slice(hash.as_bytes());
+    buf.extend_from_slice(b"\"}\n");
+    Ok(hash)
+}
+
+/// What is wrong with one line on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LineProblem {
+    /// The line has no newline: a write that did not finish.
+    Torn,
+    /// The line does not end with a well-formed `"hash"` member.
+    NoHash,
+    /// The stored hash is not the hash of the line's content.
+    HashMismatch { stored: String, computed: String },
+    /// The line is not a record (bad JSON, missing `seq` or `prev`).
+    Malformed(String),
+}
+
+impl fmt::Display for LineProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LineProblem::Torn => write!(f, "the line is incomplete (no newline): a torn write"),
+            LineProblem::NoHash => write!(f, "the line does not end with a valid \"hash\" member"),
+            LineProblem::HashMismatch { stored, computed } => {
+                write!(f, "the content does not match its hash (stored {stored}, content hashes to {computed})")
+            }
+            LineProblem::Malformed(e) => write!(f, "the line is not a valid record: {e}"),
+        }
+    }
+}
+
+/// The chain fields of a line that checked out on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub seq: u64,
+    pub prev: String,
+    pub hash: String,
+}
+
+#[derive(Deserialize)]
+struct ChainFields<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    prev: &'a str,
+}
+
+/// Checks one line (without its newline) against its own hash and reads
+/// its chain fields.
+pub fn open_line(line: &[u8]) -> Result<Opened, LineProblem> {
+    let Some(body_len) = line.len().checked_sub(HASH_SUFFIX_LEN) else {
+        return Err(LineProblem::NoHash);
+    };
+    let (body, suffix) = line.split_at(body_len);
+    let Some(stored) = suffix.strip_prefix(HASH_MEMBER).and_then(|s| s.strip_suffix(b"\"}")) else {
+        return Err(LineProblem::NoHash);
+    };
+    if !stored.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(LineProblem::NoHash);
+    }
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(body);
+    ctx.update(b"}");
+    let computed = hex(ctx.finish().as_ref());
+    let stored = String::from_utf8_lossy(stored).into_owned();
+    if stored != computed {
+        return Err(LineProblem::HashMismatch { stored, computed });
+    }
+    let fields: ChainFields<'_> = serde_json::from_slice(line).map_err(|e| LineProblem::Malformed(e.to_string()))?;
+    if fields.prev.len() != 64 {
+        return Err(LineProblem::Malformed("prev is not a sha256 hex digest".into()));
+    }
+    Ok(Opened { seq: fields.seq, prev: fields.prev.to_owned(), hash: stored })
+}
+
+/// Where a line is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    /// 1-based line number in the file.
+    pub line: u64,
+}
+
+/// What breaks the chain at a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    Line(LineProblem),
+    /// The record expected here is absent; a later one is in its place.
+    Missing {
+        found: u64,
+    },
+    /// A record that belongs earlier is in this place.
+    OutOfOrder {
+        found: u64,
+    },
+    /// `prev` is not the hash of the record before.
+    PrevMismatch {
+        prev: String,
+        expected: String,
+    },
+    /// Record 1 does not start from the genesis hash.
+    NotGenesis,
+    /// A signed checkpoint names a different hash for this record.
+    CheckpointMismatch {
+        signed: String,
+        found: String,
+    },
+    /// A signed checkpoint covers records the files do not hold: the tail
+    /// was cut.
+    TailMissing {
+        checkpoint_seq: u64,
+        checkpoint_time: String,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Line(p) => p.fmt(f),
+            Problem::Missing { found } => write!(f, "it is missing: record {found} is in its place"),
+            Problem::OutOfOrder { found } => write!(f, "record {found} is in its place (out of order)"),
+            Problem::PrevMismatch { prev, expected } => {
+                write!(f, "its prev hash {prev} is not the hash of the record before ({expected})")
+            }
+            Problem::NotGenesis => write!(f, "record 1 does not start from the genesis hash"),
+            Problem::CheckpointMismatch { signed, found } => {
+                write!(f, "a signed checkpoint says its hash is {signed}, the log has {found}")
+            }
+            Problem::TailMissing { checkpoint_seq, checkpoint_time } => write!(
+                f,
+                "it is missing: the log ends before it, but a checkpoint signed at {checkpoint_time} covers records up to {checkpoint_seq} (the tail was cut)"
+            ),
+        }
+    }
+}
+
+/// The first broken record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Break {
+    /// The record's sequence number (the one expected at that place);
+    /// `None` only when the very first line read is unreadable.
+    pub seq: Option<u64>,
+    pub at: Option<Location>,
+    pub problem: Problem,
+}
+
+impl fmt::Display for Break {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.seq {
+            Some(seq) => write!(f, "record {seq}")?,
+            None => write!(f, "the first record")?,
+        }
+        if let Some(at) = &self.at {
+            write!(f, " ({}:{})", at.file.display(), at.line)?;
+        }
+        write!(f, " is broken: {}", self.problem)
+    }
+}
+
+/// A checkpoint the chain must agree with (its signature already checked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Anchor {
+    pub hash: String,
+    pub time: String,
+}
+
+/// What a successful verification saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub records: u64,
+    pub first: Option<u64>,
+    pub last: Option<Head>,
+    /// Checkpoints matched against a record.
+    pub checkpoints_matched: u64,
+    /// Checkpoints older than the first record given (earlier files absent).
+    pub checkpoints_before: u64,
+}
+
+/// Walks records in order and stops at the first break.
+#[derive(Default)]
+pub struct Verifier {
+    anchors: BTreeMap<u64, Anchor>,
+    summary: Summary,
+}
+
+impl Verifier {
+    pub fn new(anchors: BTreeMap<u64, Anchor>) -> Self {
+        Verifier { anchors, summary: Summary::default() }
+    }
+
+    fn expected(&self) -> Option<u64> {
+        self.summary.last.as_ref().map(|h| h.seq + 1)
+    }
+
+    /// Feeds one line; `terminated` says whether it ended with a newline.
+    pub fn feed(&mut self, line: &[u8], terminated: bool, at: Location) -> Result<(), Break> {
+        let expected = self.expected();
+        let fail = |problem| Break { seq: expected, at: Some(at.clone()), problem };
+        if !terminated {
+            return Err(fail(Problem::Line(LineProblem::Torn)));
+        }
+        let opened = open_line(line).map_err(|p| fail(Problem::Line(p)))?;
+        match (expected, &self.summary.last) {
+            (Some(want), Some(last)) => {
+                if opened.seq > want {
+                    return Err(fail(Problem::Missing { found: opened.seq }));
+                }
+                if opened.seq < want {
+                    return Err(fail(Problem::OutOfOrder { found: opened.seq }));
+                }
+                if opened.prev != last.hash {
+                    return Err(fail(Problem::PrevMismatch { prev: opened.prev, expected: last.hash.clone() }));
+                }
+            }
+            _ => {
+                if opened.seq == 1 && opened.prev != GENESIS {
+                    return Err(Break { seq: Some(1), at: Some(at), problem: Problem::NotGenesis });
+                }
+                if opened.seq == 0 {
+                    return Err(Break {
+                        seq: Some(0),
+                        at: Some(at),
+                        problem: Problem::Line(LineProblem::Malformed("sequence numbers start at 1".into())),
+                    });
+                }
+                self.summary.first = Some(opened.seq);
+            }
+        }
+        if let Some(anchor) = self.anchors.get(&opened.seq)
+            && anchor.hash != opened.hash
+        {
+            return Err(Break {
+                seq: Some(opened.seq),
+                at: Some(at),
+                problem: Problem::CheckpointMismatch { signed: anchor.hash.clone(), found: opened.hash },
+            });
+        }
+        self.summary.records += 1;
+        self.summary.last = Some(Head { seq: opened.seq, hash: opened.hash });
+        Ok(())
+    }
+
+    /// Ends the walk: a checkpoint past the last record means a cut tail.
+    pub fn finish(mut self) -> Result<Summary, Break> {
+        let first = self.summary.first.unwrap_or(1);
+        let last = self.summary.last.as_ref().map_or(0, |h| h.seq);
+        if let Some((&seq, anchor)) = self.anchors.range(last + 1..).next_back() {
+            return Err(Break {
+                seq: Some(last + 1),
+                at: None,
+                problem: Problem::TailMissing { checkpoint_seq: seq, checkpoint_time: anchor.time.clone() },
+            });
+        }
+        self.summary.checkpoints_before = self.anchors.range(..first).count() as u64;
+        self.summary.checkpoints_matched = self.anchors.range(first..=last).count() as u64;
+        Ok(self.summary)
+    }
+}
+
+/// Why files could not be verified (as opposed to a broken chain).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("failed to read audit log {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The outcome of verifying files: a summary, or the first break.
+pub type Verdict = Result<Summary, Break>;
+
+/// Verifies `files` as one chain, in the order given.
+pub fn verify_files(files: &[PathBuf], anchors: BTreeMap<u64, Anchor>) -> Result<Verdict, ReadError> {
+    let mut v = Verifier::new(anchors);
+    let mut line = Vec::with_capacity(4096);
+    for path in files {
+        let io = |source| ReadError::Io { path: path.clone(), source };
+        let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
+        let mut n = 0u64;
+        loop {
+            line.clear();
+            let read = reader.read_until(b'\n', &mut line).map_err(io)?;
+            if read == 0 {
+                break;
+            }
+            n += 1;
+            let terminated = line.last() == Some(&b'\n');
+            if terminated {
+                line.pop();
+            }
+            if let Err(b) = v.feed(&line, terminated, Location { file: path.clone(), line: n }) {
+                return Ok(Err(b));
+            }
+        }
+    }
+    Ok(v.finish())
+}
+
+/// The sequence number of a file's first record, if it is readable.
+pub fn first_seq(path: &Path) -> Option<u64> {
+    let mut reader = BufReader::new(File::open(path).ok()?);
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).ok()?;
+    #[derive(Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    serde_json::from_slice::<Seq>(line.strip_suffix(b"\n")?).ok().map(|s| s.seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::{EventKind, Outcome};
+
+    fn chain(n: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        let mut prev = GENESIS.to_string();
+        for seq in 1..=n {
+            let mut e = Entry::new(EventKind::Admission, Outcome::Allow);
+            e.name = format!("obj-{seq}");
+            prev = seal(&mut buf, seq, "2026-11-21T00:00:00.000000Z", "r\"1", &prev, &e).unwrap();
+            out.extend_from_slice(&buf);
+        }
+        out
+    }
+
+    fn walk(bytes: &[u8]) -> Verdict {
+        let mut v = Verifier::default();
+        for (n, piece) in (1..).zip(bytes.split_inclusive(|b| *b == b'\n')) {
+            let (line, terminated) = match piece.strip_suffix(b"\n") {
+                Some(l) => (l, true),
+                None => (piece, false),
+            };
+            v.feed(line, terminated, Location { file: "mem".into(), line: n })?;
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn a_sealed_line_is_json_whose_hash_excludes_itself() {
+        let mut buf = Vec::new();
+        let e = Entry::new(EventKind::Prune, Outcome::Done);
+        let hash = seal(&mut buf, 1, "t", "replica", GENESIS, &e).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["hash"], hash.as_str());
+        assert_eq!(v["event"], "prune");
+        let mut without = v.as_object().unwrap().clone();
+        without.remove("hash");
+        let body = &buf[..buf.len() - 1 - HASH_SUFFIX_LEN];
+        assert_eq!(hex(digest::digest(&digest::SHA256, &[body, b"}"].concat()).as_ref()), hash);
+        assert_eq!(open_line(&buf[..buf.len() - 1]).unwrap(), Opened { seq: 1, prev: GENESIS.into(), hash });
+    }
+
+    #[test]
+    fn a_good_chain_verifies() {
+        let s = walk(&chain(20)).unwrap();
+        assert_eq!((s.records, s.first, s.last.unwrap().seq), (20, Some(1), 20));
+    }
+
+    #[test]
+    fn every_single_bit_flip_in_a_record_is_caught_at_that_record() {
+        let good = chain(5);
+        let lines: Vec<&[u8]> = good.split_inclusive(|b| *b == b'\n').collect();
+        let start: usize = lines[..2].iter().map(|l| l.len()).sum();
+        for i in start..start + lines[2].len() {
+            for bit in [0x01u8, 0x20, 0x80] {
+                let mut bad = good.clone();
+                bad[i] ^= bit;
+                let b = walk(&bad).unwrap_err();
+                assert_eq!(b.seq, Some(3), "byte {i} bit {bit:#x}: {b}");
+            }
+        }
+    }
+}

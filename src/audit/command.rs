@@ -1,0 +1,315 @@
+//! The audit CLI: `gitgate audit verify`, `gitgate audit query`, and the
+//! `--audit-*` / `--notify*` flags of `gitgate serve`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand, ValueEnum};
+use prometheus_client::registry::Registry;
+
+use super::chain::{self, Verdict};
+use super::checkpoint;
+use super::log::{self, AuditLog, Options, checkpoints_path};
+use super::notify::{Notifier, NotifyConfig};
+use super::query::{self, Filter, ObjectFilter};
+use super::record::{EventKind, Outcome, now_micros};
+use super::{AuditError, AuditMetrics, DEFAULT_LOG_PATH};
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the hash chain and the signed checkpoints; name the first
+    /// broken record (exit status 1 when broken).
+    Verify(VerifyArgs),
+    /// Find records: who changed what, in which commit.
+    Query(QueryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Log files (rotated ones too) or directories holding them.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Checkpoint files (default: `<stem>.checkpoints.jsonl` next to the logs).
+    #[arg(long)]
+    pub checkpoints: Vec<PathBuf>,
+    /// The trusted checkpoint key: the PKCS#8 key file, or a file holding
+    /// the base64 Ed25519 public key. Without it, checkpoints are checked
+    /// against the key they name (which a forger could replace).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct QueryArgs {
+    /// Log files or directories (default: the default log directory).
+    pub files: Vec<PathBuf>,
+    /// Records traced to this commit (a prefix of its ID).
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// NAMESPACE/KIND/NAME (empty namespace for cluster-scoped) or KIND/NAME.
+    #[arg(long)]
+    pub object: Option<String>,
+    /// Records of this user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Records at or after this RFC 3339 time, or this long ago (15m, 2h, 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// allow, warn, deny, done, refused or failed.
+    #[arg(long)]
+    pub decision: Option<String>,
+    /// admission, apply, prune, driftReverted, breakGlassOpened, …
+    #[arg(long)]
+    pub event: Option<String>,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// The audit flags of `gitgate serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeAuditArgs {
+    /// The audit log (JSON Lines, hash-chained).
+    #[arg(long, env = "GITGATE_AUDIT_LOG", default_value = DEFAULT_LOG_PATH)]
+    pub audit_log: PathBuf,
+    /// Admit changes even when they cannot be recorded (default: deny them).
+    #[arg(long, env = "GITGATE_AUDIT_FAIL_OPEN")]
+    pub audit_fail_open: bool,
+    /// Also write every record to stdout, for log shippers.
+    #[arg(long, env = "GITGATE_AUDIT_STDOUT")]
+    pub audit_stdout: bool,
+    /// Rotate the log when it would grow past this many bytes (0: never).
+    #[arg(long, default_value_t = 128 * 1024 * 1024)]
+    pub audit_rotate_bytes: u64,
+    /// Ed25519 PKCS#8 key that signs checkpoints (mount it from a Secret);
+    /// generated when absent. Default: `checkpoint.pk8` next to the log.
+    #[arg(long, env = "GITGATE_AUDIT_KEY")]
+    pub audit_key: Option<PathBuf>,
+    /// Write a signed checkpoint every N records (and at least every 10 s).
+    #[arg(long, default_value_t = 1000)]
+    pub audit_checkpoint_every: u64,
+    /// This replica's name in records (default: POD_NAME, HOSTNAME).
+    #[arg(long, env = "GITGATE_REPLICA")]
+    pub audit_replica: Option<String>,
+    /// Slack-compatible webhook URL for every notification trigger.
+    #[arg(long, env = "GITGATE_NOTIFY_URL")]
+    pub notify_url: Option<String>,
+    /// TRIGGER=URL for one trigger (deny, break-glass, sync-failed,
+    /// drift-reverted, unsigned-commit); repeatable.
+    #[arg(long = "notify")]
+    pub notify: Vec<String>,
+}
+
+impl ServeAuditArgs {
+    /// Opens the log for `serve`, registering its metrics and starting the
+    /// notifier on the current runtime.
+    pub fn open(&self, registry: &mut Registry) -> Result<Arc<AuditLog>, AuditError> {
+        let metrics = AuditMetrics::register(registry);
+        let notifier = match NotifyConfig::from_flags(self.notify_url.as_deref(), &self.notify)? {
+            Some(c) => Some(Notifier::start(c, metrics.notifications.clone())?),
+            None => None,
+        };
+        let key = self
+            .audit_key
+            .clone()
+            .unwrap_or_else(|| self.audit_log.parent().unwrap_or(Path::new("")).join("checkpoint.pk8"));
+        let mut opts = Options::new(&self.audit_log).with_checkpoints(key);
+        if let Some(c) = opts.checkpoints.as_mut() {
+            c.every_records = self.audit_checkpoint_every.max(1);
+        }
+        if let Some(r) = &self.audit_replica {
+            opts.replica.clone_from(r);
+        }
+        opts.rotate_bytes = self.audit_rotate_bytes;
+        opts.stdout = self.audit_stdout;
+        opts.metrics = metrics;
+        opts.notifier = notifier;
+        let log = AuditLog::open(opts)?;
+        tracing::info!(path = %log.path().display(), head = ?log.head().map(|h| h.seq), fail_open = self.audit_fail_open, "audit log open");
+        Ok(Arc::new(log))
+    }
+}
+
+pub fn run(args: AuditArgs) -> Result<ExitCode, AuditError> {
+    match args.command {
+        AuditCommand::Verify(a) => verify(a),
+        AuditCommand::Query(a) => query(a),
+    }
+}
+
+/// `X.jsonl` and `X-<digits>.jsonl` share `X.checkpoints.jsonl`.
+fn checkpoints_for(file: &Path) -> PathBuf {
+    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let base = match stem.rsplit_once('-') {
+        Some((b, digits)) if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) => b.to_owned(),
+        _ => stem,
+    };
+    let ext = file.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "jsonl".into());
+    checkpoints_path(&file.with_file_name(format!("{base}.{ext}")))
+}
+
+/// Files in chain order: directories expand to their log files (sorted by
+/// name, which puts `audit-<seq>` before `audit.jsonl`); explicit files are
+/// ordered by their first record when every first record is readable.
+pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, AuditError> {
+    let mut out = Vec::new();
+    let mut explicit = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut names: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|source| AuditError::Io { op: "list", path: p.clone(), source })?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| {
+                    let n = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    n.ends_with(".jsonl") && !n.ends_with(".checkpoints.jsonl") && f.is_file()
+                })
+                .collect();
+            names.sort();
+            out.extend(names);
+        } else {
+            explicit.push(p.clone());
+        }
+    }
+    let seqs: Vec<Option<u64>> = explicit.iter().map(|p| chain::first_seq(p)).collect();
+    if seqs.iter().all(Option::is_some) {
+        let mut pairs: Vec<(Option<u64>, PathBuf)> = seqs.into_iter().zip(explicit).collect();
+        pairs.sort_by_key(|(s, _)| *s);
+        out.extend(pairs.into_iter().map(|(_, p)| p));
+    } else {
+        out.extend(explicit);
+    }
+    Ok(out)
+}
+
+/// What `verify` found.
+pub struct VerifyReport {
+    pub files: Vec<PathBuf>,
+    pub verdict: Verdict,
+    /// Checkpoints whose signature does not verify: (seq, why).
+    pub bad_checkpoints: Vec<(u64, String)>,
+    pub key_pinned: bool,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.verdict.is_ok() && self.bad_checkpoints.is_empty()
+    }
+}
+
+/// Verifies the chain in `files` against the checkpoints.
+pub fn verify_paths(
+    files: &[PathBuf],
+    checkpoint_files: &[PathBuf],
+    key: Option<&Path>,
+) -> Result<VerifyReport, AuditError> {
+    let files = expand(files)?;
+    let cp_files: BTreeSet<PathBuf> = if checkpoint_files.is_empty() {
+        files.iter().map(|f| checkpoints_for(f)).filter(|p| p.is_file()).collect()
+    } else {
+        checkpoint_files.iter().cloned().collect()
+    };
+    let trusted = key.map(checkpoint::trusted_key).transpose()?;
+    let mut cps = Vec::new();
+    let mut bad_checkpoints = Vec::new();
+    for f in &cp_files {
+        let (good, bad) = checkpoint::read(f)?;
+        cps.extend(good);
+        bad_checkpoints
+            .extend(bad.into_iter().map(|(line, e)| (0, format!("{}:{line}: unreadable: {e}", f.display()))));
+    }
+    let (anchors, unsigned) = checkpoint::anchors(&cps, trusted.as_deref());
+    bad_checkpoints.extend(unsigned.into_iter().map(|(seq, p)| (seq, p.to_string())));
+    let verdict = chain::verify_files(&files, anchors)?;
+    Ok(VerifyReport { files, verdict, bad_checkpoints, key_pinned: trusted.is_some() })
+}
+
+fn verify(a: VerifyArgs) -> Result<ExitCode, AuditError> {
+    let report = verify_paths(&a.files, &a.checkpoints, a.key.as_deref())?;
+    for (seq, why) in &report.bad_checkpoints {
+        println!("BAD CHECKPOINT for record {seq}: {why}");
+    }
+    match &report.verdict {
+        Ok(s) => {
+            let range = match (s.first, &s.last) {
+                (Some(f), Some(l)) => format!("records {f}..={}, head {}", l.seq, l.hash),
+                _ => "no records".to_owned(),
+            };
+            println!(
+                "{}: {} records in {} file(s) ({range}); {} checkpoint(s) matched{}{}",
+                if report.ok() { "OK" } else { "FAILED" },
+                s.records,
+                report.files.len(),
+                s.checkpoints_matched,
+                if s.checkpoints_before > 0 {
+                    format!(", {} before the first record given", s.checkpoints_before)
+                } else {
+                    String::new()
+                },
+                if report.key_pinned { "" } else { " (key not pinned: pass --key)" }
+            );
+        }
+        Err(b) => println!("BROKEN: {b}"),
+    }
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Builds the filter from the query flags.
+pub fn filter(a: &QueryArgs) -> Result<Filter, AuditError> {
+    Ok(Filter {
+        commit: a.commit.clone(),
+        object: a.object.as_deref().map(ObjectFilter::parse).transpose()?,
+        user: a.user.clone(),
+        since: a.since.as_deref().map(|s| query::parse_since(s, now_micros())).transpose()?,
+        decision: a
+            .decision
+            .as_deref()
+            .map(|d| {
+                Outcome::parse(d).ok_or_else(|| AuditError::Invalid {
+                    what: "--decision",
+                    reason: format!("{d:?} is not one of allow, warn, deny, done, refused, failed"),
+                })
+            })
+            .transpose()?,
+        event: a
+            .event
+            .as_deref()
+            .map(|e| {
+                EventKind::parse(e).ok_or_else(|| AuditError::Invalid {
+                    what: "--event",
+                    reason: format!("{e:?} is not an event kind"),
+                })
+            })
+            .transpose()?,
+    })
+}
+
+fn query(a: QueryArgs) -> Result<ExitCode, AuditError> {
+    let filter = filter(&a)?;
+    let paths = if a.files.is_empty() { log::chain_files(Path::new(DEFAULT_LOG_PATH)) } else { expand(&a.files)? };
+    let found = query::run(&paths, &filter)?;
+    match a.output {
+        Output::Table => print!("{}", query::table(&found.records)),
+        Output::Json => {
+            let json = serde_json::to_string_pretty(&found.records).map_err(|source| AuditError::Encode { source })?;
+            println!("{json}");
+        }
+    }
+    if found.unreadable > 0 {
+        eprintln!("warning: {} line(s) are not records; run `gitgate audit verify`", found.unreadable);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,114 @@
+//! The audit log: one hash-chained record per admission decision and per
+//! sync action, who asked, what changed, the decision and the commit.
+//!
+//! - [`record`]: the record type ([`Entry`] is what a producer fills in).
+//! - [`chain`]: sealing and verifying the hash chain (pure, over bytes).
+//! - [`log`]: the append-only JSON Lines file ([`AuditLog::append`]) with
+//!   group-commit fsync, rotation and crash recovery.
+//! - [`checkpoint`]: Ed25519-signed chain heads in a side file.
+//! - [`recorder`]: the admission server's [`crate::admission::Recorder`].
+//! - [`query`]: `gitgate audit query`; [`command`]: the CLI.
+//! - [`notify`]: Slack-compatible webhook notifications.
+
+pub mod chain;
+pub mod checkpoint;
+pub mod command;
+pub mod log;
+pub mod notify;
+pub mod query;
+pub mod record;
+pub mod recorder;
+
+use std::path::PathBuf;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+pub use chain::Head;
+pub use log::{AuditLog, Options};
+pub use notify::{Notifier, NotifyConfig};
+pub use record::{CommitRef, Entry, EventKind, Outcome, Record};
+pub use recorder::Tee;
+
+/// Default log path, relative to the working directory.
+pub const DEFAULT_LOG_PATH: &str = "gitgate-data/audit/audit.jsonl";
+
+/// Everything that can go wrong in the audit box.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("failed to {op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to encode an audit record")]
+    Encode {
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("failed to use the checkpoint key {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error("the audit log {path} is unusable: {reason}")]
+    Unusable { path: PathBuf, reason: String },
+    #[error("the audit log is closed")]
+    Closed,
+    #[error(transparent)]
+    Read(#[from] chain::ReadError),
+    #[error("invalid {what}: {reason}")]
+    Invalid { what: &'static str, reason: String },
+    #[error("failed to start the notifier")]
+    Notifier {
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotifyLabels {
+    pub result: &'static str,
+}
+
+/// Audit metrics (register them with [`AuditMetrics::register`]; a default
+/// value counts without being exported).
+#[derive(Clone, Default)]
+pub struct AuditMetrics {
+    pub records: Counter,
+    pub write_failures: Counter,
+    pub sync_failures: Counter,
+    pub checkpoints: Counter,
+    pub recoveries: Counter,
+    pub notifications: Family<NotifyLabels, Counter>,
+}
+
+impl AuditMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = AuditMetrics::default();
+        registry.register("gitgate_audit_records", "Records appended to the audit log", m.records.clone());
+        registry.register(
+            "gitgate_audit_write_failures",
+            "Records that could not be written (disk full, read-only); their admissions were denied unless fail-open",
+            m.write_failures.clone(),
+        );
+        registry.register(
+            "gitgate_audit_sync_failures",
+            "Failed fsyncs of the audit log (the log then refuses appends)",
+            m.sync_failures.clone(),
+        );
+        registry.register("gitgate_audit_checkpoints", "Signed checkpoints written", m.checkpoints.clone());
+        registry.register(
+            "gitgate_audit_recoveries",
+            "Torn or missing tails found when the audit log was opened",
+            m.recoveries.clone(),
+        );
+        registry.register(
+            "gitgate_audit_notifications",
+            "Notifications by result (sent, failed, dropped)",
+            m.notifications.clone(),
+        );
+        m
+    }
+}

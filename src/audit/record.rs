@@ -1,0 +1,345 @@
+//! One audit record: what happened, to what, by whom, under which commit,
+//! and what gitgate decided. Never the object's content, never a secret
+//! value: an object is represented by its digest only.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of event a record describes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub enum EventKind {
+    /// An admission decision (allow, warn or deny; dry runs flagged).
+    #[default]
+    Admission,
+    /// The sync loop applied an object.
+    Apply,
+    /// The sync loop deleted an object Git no longer declares.
+    Prune,
+    /// Self-heal put back what Git says after a drift.
+    DriftReverted,
+    /// A break-glass change was admitted.
+    BreakGlassOpened,
+    /// A break-glass window ended; self-heal resumes for the object.
+    BreakGlassExpired,
+    /// The sync loop refused a commit that is not signed.
+    UnsignedCommitRefused,
+    /// A deleted or edited webhook configuration was put back.
+    WebhookConfigRestored,
+    /// A sync run failed.
+    SyncFailed,
+    /// The log found and set aside a torn or lost tail when it opened.
+    LogRecovered,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 10] = [
+        EventKind::Admission,
+        EventKind::Apply,
+        EventKind::Prune,
+        EventKind::DriftReverted,
+        EventKind::BreakGlassOpened,
+        EventKind::BreakGlassExpired,
+        EventKind::UnsignedCommitRefused,
+        EventKind::WebhookConfigRestored,
+        EventKind::SyncFailed,
+        EventKind::LogRecovered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Admission => "admission",
+            EventKind::Apply => "apply",
+            EventKind::Prune => "prune",
+            EventKind::DriftReverted => "driftReverted",
+            EventKind::BreakGlassOpened => "breakGlassOpened",
+            EventKind::BreakGlassExpired => "breakGlassExpired",
+            EventKind::UnsignedCommitRefused => "unsignedCommitRefused",
+            EventKind::WebhookConfigRestored => "webhookConfigRestored",
+            EventKind::SyncFailed => "syncFailed",
+            EventKind::LogRecovered => "logRecovered",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+/// The outcome: an admission decision, or how a sync action ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    #[default]
+    Allow,
+    Warn,
+    Deny,
+    /// A sync action that was carried out.
+    Done,
+    /// A sync action gitgate refused (an unsigned commit, a mass prune).
+    Refused,
+    /// A sync action that failed.
+    Failed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] =
+        [Outcome::Allow, Outcome::Warn, Outcome::Deny, Outcome::Done, Outcome::Refused, Outcome::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Warn => "warn",
+            Outcome::Deny => "deny",
+            Outcome::Done => "done",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+/// The Git commit a change is traced to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRef {
+    /// The full commit ID.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub author: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subject: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The content of one record, as its producer (the admission recorder, the
+/// sync loop) fills it in. The log adds the sequence number, time, replica
+/// and chain hashes when it appends it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub event: EventKind,
+    /// `validate` or `mutate` for admission events.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub endpoint: String,
+    /// The AdmissionRequest uid.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dry_run: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// CREATE, UPDATE, DELETE, CONNECT; for sync events APPLY or DELETE.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub operation: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resource: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subresource: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitRef>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub app: String,
+    /// Path of the manifest in the repository.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    pub decision: Outcome,
+    /// The denial's HTTP-style code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// The denial (`Reason: message`), warnings, or what a sync action did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// The stages/policies that had a say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+    /// `sha256:` of the object (Secret values excluded), never the object.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub digest: String,
+}
+
+impl Entry {
+    /// An entry for a sync action; fill in the object, commit and app.
+    pub fn new(event: EventKind, decision: Outcome) -> Self {
+        Entry { event, decision, ..Entry::default() }
+    }
+
+    /// `namespace/kind/name` (namespace empty for cluster-scoped objects).
+    pub fn object(&self) -> String {
+        format!("{}/{}/{}", self.namespace, self.kind, self.name)
+    }
+}
+
+/// A record as stored: the chain header, the entry and the record's hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    /// RFC 3339, UTC, microseconds.
+    pub time: String,
+    pub replica: String,
+    /// Hash of the previous record (hex sha256), or 64 zeros for the first.
+    pub prev: String,
+    #[serde(flatten)]
+    pub entry: Entry,
+    pub hash: String,
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    out
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
+// Howard Hinnant's civil-from-days and days-from-civil.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `2026-11-21T10:00:00.123456Z`.
+pub fn format_rfc3339_micros(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z", sod / 3600, (sod / 60) % 60, sod % 60)
+}
+
+/// Parses RFC 3339 (`Z` or `±hh:mm` offset, optional fraction) into
+/// microseconds since the epoch.
+pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || !matches!(b.get(10), Some(b'T' | b't' | b' '))
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        if !part.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
+        return None;
+    }
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac_us = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let digits = s.get(start..i)?;
+        if digits.is_empty() {
+            return None;
+        }
+        let mut padded: String = digits.chars().take(6).collect();
+        while padded.len() < 6 {
+            padded.push('0');
+        }
+        frac_us = padded.parse().ok()?;
+    }
+    let offset_secs = match s.get(i..)?.as_bytes() {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let oh = num(i + 1..i + 3)?;
+            let om = num(i + 4..i + 6)?;
+            (if *sign == b'-' { -1 } else { 1 }) * (oh * 3600 + om * 60)
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo as u32, d as u32);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_secs;
+    Some(secs * 1_000_000 + frac_us)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_and_parses_offsets() {
+        for micros in [0, 1, 1_763_000_000_123_456, 951_782_400_000_000, -1_000_000] {
+            let s = format_rfc3339_micros(micros);
+            assert_eq!(parse_rfc3339_micros(&s), Some(micros), "{s}");
+        }
+        assert_eq!(format_rfc3339_micros(951_782_400_000_000), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(parse_rfc3339_micros("2000-02-29T02:00:00+02:00"), parse_rfc3339_micros("2000-02-29T00:00:00Z"));
+        assert_eq!(parse_rfc3339_micros("2000-02-29T00:00:00.5Z"), Some(951_782_400_500_000));
+        for bad in ["", "2000-02-29", "2000-13-01T00:00:00Z", "2000-02-29T00:00:00", "2000-02-29T00:00:00+2"] {
+            assert_eq!(parse_rfc3339_micros(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn event_and_outcome_names_round_trip() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+    }
+}
