@@ -35,7 +35,7 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the admission webhooks (validate, mutate) over HTTPS.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Generate a development CA and serving certificate.
     Certs(CertsArgs),
     /// Work with CEL policies.

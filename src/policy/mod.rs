@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use kube_cel::KubeCelExt as _;
 use kube_cel::cel::objects::{Key, Map};
-use kube_cel::cel::{Context, Program, Value};
+use kube_cel::cel::{Context, IdedExpr, Program, Value};
 use serde_json::Value as Json;
 
 use crate::admission::{AdmissionRequest, Decision, Flow, Stage};
@@ -92,10 +92,55 @@ impl Namespaces for StaticNamespaces {
 const UNSUPPORTED_FUNCTIONS: &[&str] =
     &["cel.bind", "sortBy", "transformList", "transformMap", "transformMapEntry", "type"];
 
+/// Context name a `variables.<name>` reference is rewritten to. cel 0.13
+/// deep-copies a value each time it is added to a context, so each
+/// variable is added once under its own name instead of re-adding a
+/// growing `variables` map.
+const VAR_PREFIX: &str = "__gitgate_variable_";
+
 struct Expression {
     source: String,
-    program: Program,
+    ast: IdedExpr,
     cost: Cost,
+}
+
+/// Rewrites `variables.<name>` into the identifier `VAR_PREFIX<name>`.
+fn rewrite_variables(e: &mut IdedExpr) {
+    use kube_cel::cel::common::ast::{EntryExpr, Expr};
+    if let Expr::Select(sel) = &e.expr
+        && !sel.test
+        && matches!(&sel.operand.expr, Expr::Ident(n) if n == "variables")
+    {
+        e.expr = Expr::Ident(format!("{VAR_PREFIX}{}", sel.field));
+        return;
+    }
+    match &mut e.expr {
+        Expr::Call(call) => {
+            if let Some(t) = call.target.as_deref_mut() {
+                rewrite_variables(t);
+            }
+            call.args.iter_mut().for_each(rewrite_variables);
+        }
+        Expr::Comprehension(c) => {
+            for part in [&mut c.iter_range, &mut c.accu_init, &mut c.loop_cond, &mut c.loop_step, &mut c.result] {
+                rewrite_variables(part);
+            }
+        }
+        Expr::List(l) => l.elements.iter_mut().for_each(rewrite_variables),
+        Expr::Map(m) => m.entries.iter_mut().for_each(|en| {
+            if let EntryExpr::MapEntry(me) = &mut en.expr {
+                rewrite_variables(&mut me.key);
+                rewrite_variables(&mut me.value);
+            }
+        }),
+        Expr::Struct(st) => st.entries.iter_mut().for_each(|en| {
+            if let EntryExpr::StructField(f) = &mut en.expr {
+                rewrite_variables(&mut f.value);
+            }
+        }),
+        Expr::Select(sel) => rewrite_variables(&mut sel.operand),
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
 }
 
 impl Expression {
@@ -117,7 +162,13 @@ impl Expression {
             return Err(err("the authorizer variable is not available to a webhook".into()));
         }
         let cost = cost::analyze(program.expression());
-        Ok(Expression { source: source.to_owned(), program, cost })
+        let mut ast = program.expression().clone();
+        rewrite_variables(&mut ast);
+        Ok(Expression { source: source.to_owned(), ast, cost })
+    }
+
+    fn execute(&self, ctx: &Context<'_>) -> kube_cel::cel::ResolveResult {
+        Value::resolve(&self.ast, ctx)
     }
 }
 
@@ -350,7 +401,7 @@ impl PolicySet {
         decision: &mut Decision,
         only: &dyn Fn(&str) -> bool,
     ) {
-        let mut vars: Option<RequestVars> = None;
+        let mut request_ctx: Option<(Context<'_>, Sizes, bool)> = None;
         let mut audit_failures: Vec<Json> = Vec::new();
         let ns_object = if req.namespace.is_empty() { None } else { namespaces.get(&req.namespace) };
         for b in self.bound.iter().filter(|b| only(&b.policy.name)) {
@@ -360,8 +411,19 @@ impl PolicySet {
             {
                 continue;
             }
-            let vars = vars.get_or_insert_with(|| RequestVars::new(req, ns_object.as_deref(), git));
-            let outcome = self.run_policy(p, vars, is_secret(req));
+            let (ctx, sizes, secret) = request_ctx.get_or_insert_with(|| {
+                let vars = RequestVars::new(req, ns_object.as_deref(), git);
+                let mut ctx = self.root.new_inner_scope();
+                ctx.add_variable_from_value("object", vars.object);
+                ctx.add_variable_from_value("oldObject", vars.old_object);
+                ctx.add_variable_from_value("request", vars.request);
+                ctx.add_variable_from_value("namespaceObject", vars.namespace);
+                ctx.add_variable_from_value("params", Value::Null);
+                ctx.add_variable_from_value("git", vars.git);
+                ctx.add_variable_from_value("variables", Value::Map(Map { map: Arc::new(HashMap::new()) }));
+                (ctx, vars.sizes, is_secret(req))
+            });
+            let outcome = run_policy(p, ctx, *sizes, *secret);
             for v in outcome.violations {
                 let reason = if v.reason.is_empty() { "Invalid".to_owned() } else { v.reason };
                 for action in &b.actions {
@@ -407,20 +469,16 @@ impl PolicySet {
             );
         }
     }
+}
 
-    fn run_policy(&self, p: &CompiledPolicy, vars: &RequestVars, secret: bool) -> Outcome {
+/// Runs one policy in a child of the request's context.
+fn run_policy(p: &CompiledPolicy, request_ctx: &Context<'_>, sizes: Sizes, secret: bool) -> Outcome {
+    {
         let mut out = Outcome::default();
-        let mut ctx = self.root.new_inner_scope();
-        ctx.add_variable_from_value("object", vars.object.clone());
-        ctx.add_variable_from_value("oldObject", vars.old_object.clone());
-        ctx.add_variable_from_value("request", vars.request.clone());
-        ctx.add_variable_from_value("namespaceObject", vars.namespace.clone());
-        ctx.add_variable_from_value("params", Value::Null);
-        ctx.add_variable_from_value("git", vars.git.clone());
-        ctx.add_variable_from_value("variables", Value::Map(Map { map: Arc::new(HashMap::new()) }));
+        let mut ctx = request_ctx.new_inner_scope();
         let mut spent: u64 = 0;
         let mut eval = |ctx: &Context<'_>, e: &Expression| -> Result<Value, String> {
-            let bound = e.cost.bound(vars.sizes.collection, vars.sizes.string);
+            let bound = e.cost.bound(sizes.collection, sizes.string);
             if bound > PER_CALL_LIMIT {
                 return Err(format!(
                     "its estimated cost {bound} exceeds the per-expression limit of {PER_CALL_LIMIT} for an object this large"
@@ -430,7 +488,7 @@ impl PolicySet {
             if spent > PER_POLICY_LIMIT {
                 return Err(format!("the policy's estimated cost exceeds the runtime budget of {PER_POLICY_LIMIT}"));
             }
-            e.program.execute(ctx).map_err(|err| if secret { "evaluation failed".to_owned() } else { err.to_string() })
+            e.execute(ctx).map_err(|err| if secret { "evaluation failed".to_owned() } else { err.to_string() })
         };
         let failed = |out: &mut Outcome, index: usize, what: &str, e: &Expression, err: String| {
             if p.failure == FailurePolicy::Fail {
@@ -458,7 +516,6 @@ impl PolicySet {
         }
         out.matched = true;
 
-        let mut computed: HashMap<Key, Value> = HashMap::new();
         for (name, var) in &p.variables {
             let value = match eval(&ctx, var) {
                 Ok(v) => v,
@@ -467,8 +524,7 @@ impl PolicySet {
                     return out;
                 }
             };
-            computed.insert(Key::String(Arc::new(name.clone())), value);
-            ctx.add_variable_from_value("variables", Value::Map(Map { map: Arc::new(computed.clone()) }));
+            ctx.add_variable_from_value(format!("{VAR_PREFIX}{name}"), value);
         }
 
         for (index, v) in p.validations.iter().enumerate() {
