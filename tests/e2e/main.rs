@@ -7,5 +7,6 @@ mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
 
+mod secrets;
 mod vap;
 mod webhook;
