@@ -8,7 +8,9 @@ pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod metrics;
+pub mod render;
 pub mod server;
+pub mod source;
 pub mod tls;
 
 /// An error and its sources, joined with ": " (for log fields).
