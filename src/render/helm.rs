@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::config::App;
 use super::{RenderError, yaml};
+use crate::source::scratch::ScratchDir;
 use crate::source::{RepoPath, TreeReader};
 
 /// The helm binary used (`$GITGATE_HELM` or `helm` on PATH).
@@ -31,8 +32,8 @@ pub fn template(tree: &TreeReader, app: &App) -> Result<Vec<(Value, RepoPath)>, 
             )));
         }
     }
-    let work = TempDir::new().map_err(|e| fail(format!("failed to create a temp dir: {e}")))?;
-    let chart_dir = work.path.join("chart");
+    let work = ScratchDir::new("helm").map_err(|e| fail(format!("failed to create a temp dir: {e}")))?;
+    let chart_dir = work.path().join("chart");
     for file in tree.walk(&app.path)? {
         let rel = file.as_str().strip_prefix(app.path.as_str()).unwrap_or(file.as_str()).trim_start_matches('/');
         write_file(&chart_dir.join(rel), &tree.read(&file)?).map_err(|e| fail(format!("failed to stage {file}: {e}")))?;
@@ -45,7 +46,7 @@ pub fn template(tree: &TreeReader, app: &App) -> Result<Vec<(Value, RepoPath)>, 
     }
     for (i, vf) in app.helm.value_files.iter().enumerate() {
         let path = app.path.join(vf)?;
-        let staged = work.path.join(format!("values-{i}.yaml"));
+        let staged = work.path().join(format!("values-{i}.yaml"));
         write_file(&staged, &tree.read(&path)?).map_err(|e| fail(format!("failed to stage {path}: {e}")))?;
         cmd.arg("--values").arg(&staged);
     }
@@ -75,35 +76,4 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(path, bytes)
-}
-
-/// A private temp directory removed on drop.
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn new() -> std::io::Result<Self> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "gitgate-helm-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir(&path)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
-        }
-        Ok(TempDir { path })
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }

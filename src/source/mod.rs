@@ -11,7 +11,8 @@ pub mod hooks;
 pub mod local;
 pub mod path;
 pub mod poll;
-// signature
+pub mod scratch;
+pub mod signature;
 pub mod tree;
 
 pub use fetch::GitSource;
