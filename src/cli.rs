@@ -36,6 +36,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Generate a development CA and serving certificate.
     Certs(CertsArgs),
+    /// Render a repository revision and print its desired set.
+    Render(crate::render::command::RenderArgs),
     /// Print the version.
     Version,
 }
@@ -106,6 +108,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Certs(args) => certs(args),
+        Command::Render(args) => {
+            crate::render::command::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve(args) => {
             let config = ServeConfig::from_raw(RawServe {
                 listen: args.listen,

@@ -309,6 +309,10 @@ fn build_dir(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath, stack: &mut Ve
     }
     if let Some(ns) = &k.namespace {
         for r in res.iter_mut() {
+            // kustomize renames Namespace objects to the namespace.
+            if r.group().is_empty() && r.kind() == "Namespace" && r.name() != ns {
+                r.set_name(ns.clone());
+            }
             if !is_cluster_scoped(r.group(), r.kind())
                 && let Some(m) = r.obj.get_mut("metadata").and_then(Value::as_object_mut)
             {
@@ -559,23 +563,29 @@ fn strategic_merge(target: &mut Value, patch: &Value, builtin: bool) {
 }
 
 fn merge_list(target: &mut Vec<Value>, patch: &[Value], key: &str, builtin: bool) {
+    // As kustomize orders a merged list: the patch's elements first, in
+    // patch order (merged into the target's element of the same key, or
+    // dropped for `$patch: delete`), then the target's elements the patch
+    // does not mention, in their order.
+    let mut rest: Vec<Option<Value>> = std::mem::take(target).into_iter().map(Some).collect();
+    let mut out = Vec::with_capacity(rest.len() + patch.len());
     for item in patch {
-        let id = item.get(key).cloned();
+        let id = item.get(key);
         let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
-        let pos = id.as_ref().and_then(|id| target.iter().position(|t| t.get(key) == Some(id)));
-        match (pos, delete) {
-            (Some(i), true) => {
-                target.remove(i);
+        let existing = id.and_then(|id| {
+            rest.iter_mut().find(|t| t.as_ref().is_some_and(|t| t.get(key) == Some(id))).and_then(Option::take)
+        });
+        match (existing, delete) {
+            (_, true) => {}
+            (Some(mut t), false) => {
+                strategic_merge(&mut t, item, builtin);
+                out.push(t);
             }
-            (None, true) => {}
-            (Some(i), false) => {
-                if let Some(t) = target.get_mut(i) {
-                    strategic_merge(t, item, builtin);
-                }
-            }
-            (None, false) => target.push(strip_directives(item)),
+            (None, false) => out.push(strip_directives(item)),
         }
     }
+    out.extend(rest.into_iter().flatten());
+    *target = out;
 }
 
 fn strip_directives(v: &Value) -> Value {
@@ -802,7 +812,7 @@ fn generate(
     let mut binary_map = Map::new();
     for (k, v) in data {
         if secret {
-            data_map.insert(k, Value::String(base64::engine::general_purpose::STANDARD.encode(&v)));
+            data_map.insert(k, Value::String(wrapped_base64(&v)));
         } else {
             match String::from_utf8(v) {
                 Ok(s) => {
@@ -897,6 +907,22 @@ fn generate(
     Ok(())
 }
 
+/// Base64 as kustomize writes Secret data: when 70 characters or longer,
+/// in lines of 70, each ending in a newline.
+fn wrapped_base64(bytes: &[u8]) -> String {
+    const LINE: usize = 70;
+    let enc = base64::engine::general_purpose::STANDARD.encode(bytes);
+    if enc.len() < LINE {
+        return enc;
+    }
+    let mut out = String::with_capacity(enc.len() + enc.len() / LINE + 1);
+    for chunk in enc.as_bytes().chunks(LINE) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out
+}
+
 fn unquote(v: &str) -> &str {
     let b = v.as_bytes();
     if b.len() >= 2 && ((b[0] == b'"' && b[b.len() - 1] == b'"') || (b[0] == b'\'' && b[b.len() - 1] == b'\'')) {
@@ -918,18 +944,24 @@ fn add_hashes(res: &mut [Res]) -> Result<(), RenderError> {
 }
 
 /// kustomize's hash: sha256 over Go's `json.Marshal` of
-/// `{kind, name, data[, binaryData]}` (Secrets: also `type`), the first ten
+/// `{kind, name: "", data[, binaryData]}` (Secrets: `type` and
+/// `stringData` too), the first ten
 /// hex digits with 0,1,3,a,e mapped to g,h,k,m,t (no vowels, no look-alikes).
 pub fn content_hash(obj: &Value) -> String {
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
     let mut m: BTreeMap<&str, Value> = BTreeMap::new();
     m.insert("kind", Value::String(kind.to_string()));
-    m.insert("name", obj.pointer("/metadata/name").cloned().unwrap_or(Value::String(String::new())));
+    // kustomize v5 looks the name up as the single path segment
+    // "metadata/name", which never matches: its hashes always encode "".
+    m.insert("name", Value::String(String::new()));
     m.insert("data", obj.get("data").cloned().unwrap_or(Value::String(String::new())));
     if kind == "Secret" {
         m.insert("type", obj.get("type").cloned().unwrap_or(Value::String(String::new())));
+        if let Some(s) = obj.get("stringData").filter(|s| s.is_object()) {
+            m.insert("stringData", s.clone());
+        }
     } else if let Some(b) = obj.get("binaryData")
-        && b.as_object().is_some_and(|m| !m.is_empty())
+        && b.is_object()
     {
         m.insert("binaryData", b.clone());
     }

@@ -10,9 +10,11 @@
 //! An error anywhere fails the whole commit: the caller keeps the last good
 //! desired set (see [`crate::source::poll`]).
 
+pub mod command;
 pub mod config;
 pub mod desired;
 pub mod engine;
+pub mod example;
 pub mod helm;
 pub mod kustomize;
 pub mod object;
