@@ -48,12 +48,18 @@ fn render_prints_the_example_desired_set_with_manifests_in_json() {
     assert_eq!(prod["destination"]["namespace"], "shop-production");
     let deploy = prod["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "Deployment").unwrap();
     assert_eq!(deploy["manifest"]["spec"]["replicas"], 3);
-    assert_eq!(deploy["manifest"]["spec"]["template"]["spec"]["containers"][0]["image"], "ghcr.io/example/guestbook:1.0.0");
+    assert_eq!(
+        deploy["manifest"]["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/example/guestbook:1.0.0"
+    );
     assert_eq!(deploy["source"], "apps/guestbook/base/deployment.yaml");
     assert!(deploy["digest"].as_str().unwrap().starts_with("sha256:"));
     // The hash-suffixed ConfigMap is referenced by its final name.
     let cm = prod["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "ConfigMap").unwrap();
-    assert_eq!(deploy["manifest"]["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"], cm["name"]);
+    assert_eq!(
+        deploy["manifest"]["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"],
+        cm["name"]
+    );
 }
 
 #[test]
@@ -62,7 +68,10 @@ fn render_yaml_summary_of_one_app_from_a_plain_directory() {
     let out = gitgate(&["render", "--repo", dir.to_str().unwrap(), "--app", "platform"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("name: platform") && text.contains("name: shop-staging") && text.contains("kind: Namespace"), "{text}");
+    assert!(
+        text.contains("name: platform") && text.contains("name: shop-staging") && text.contains("kind: Namespace"),
+        "{text}"
+    );
     assert!(!text.contains("guestbook"), "only the app asked for: {text}");
     assert!(!text.contains("manifest"), "the YAML summary has no manifests");
 }

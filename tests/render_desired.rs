@@ -30,7 +30,11 @@ impl Fixture {
         oid(&c)
     }
 
-    fn render(&self, r: &Renderer, c: gix::ObjectId) -> Result<std::sync::Arc<gitgate::render::DesiredSet>, RenderError> {
+    fn render(
+        &self,
+        r: &Renderer,
+        c: gix::ObjectId,
+    ) -> Result<std::sync::Arc<gitgate::render::DesiredSet>, RenderError> {
         r.desired(&self.src.repo(), c)
     }
 }
@@ -58,7 +62,10 @@ fn renders_plain_yaml_and_json_recursively_with_namespace_defaulting() {
         "apps/web/all.yaml",
         &format!("{}---\n{}", configmap("web-config", "a"), deployment("web", "nginx:1.27")),
     );
-    f.repo.write("apps/web/nested/deeper/svc.json", r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"web"},"spec":{"ports":[{"port":80}]}}"#);
+    f.repo.write(
+        "apps/web/nested/deeper/svc.json",
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"web"},"spec":{"ports":[{"port":80}]}}"#,
+    );
     f.repo.write("apps/web/README.md", "not a manifest");
     f.repo.write("apps/api/list.yaml", "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: v1\n    kind: ConfigMap\n    metadata: {name: a, namespace: other}\n  - apiVersion: v1\n    kind: ConfigMap\n    metadata: {name: b}\n");
     let c = f.commit("apps");
@@ -71,7 +78,13 @@ fn renders_plain_yaml_and_json_recursively_with_namespace_defaulting() {
     assert_eq!(d.app_of(dep).unwrap().name, "web");
     assert!(dep.digest_string().starts_with("sha256:") && dep.digest_string().len() == 71);
     // Canonical: keys sorted, no whitespace, namespace defaulted.
-    assert!(dep.manifest.starts_with(r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"web-prod"}"#), "{}", dep.manifest);
+    assert!(
+        dep.manifest.starts_with(
+            r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"web-prod"}"#
+        ),
+        "{}",
+        dep.manifest
+    );
     assert_eq!(&*d.get("", "Service", "web-prod", "web").unwrap().source, "apps/web/nested/deeper/svc.json");
     // An explicit namespace is kept; List items are expanded.
     assert!(d.get("", "ConfigMap", "other", "a").is_some());
@@ -90,7 +103,10 @@ fn blame_keeps_the_commit_of_unchanged_objects() {
     // Change only `two` inside the multi-document file, reformat `three`
     // without changing its content.
     f.repo.write("apps/web/cms.yaml", &format!("{}---\n{}", configmap("one", "1"), configmap("two", "2")));
-    f.repo.write("apps/web/three.yaml", "# same content, new comment\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: three}\ndata: {value: \"1\"}\n");
+    f.repo.write(
+        "apps/web/three.yaml",
+        "# same content, new comment\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: three}\ndata: {value: \"1\"}\n",
+    );
     let c2 = f.commit("second");
     f.repo.write("README.md", "unrelated change");
     let c3 = f.commit("third");
@@ -108,7 +124,11 @@ fn blame_keeps_the_commit_of_unchanged_objects() {
     f.render(&r2, c2).unwrap();
     let d2 = f.render(&r2, c3).unwrap();
     for name in ["one", "two", "three"] {
-        assert_eq!(d2.get("", "ConfigMap", "web", name).unwrap().commit, d.get("", "ConfigMap", "web", name).unwrap().commit, "{name}");
+        assert_eq!(
+            d2.get("", "ConfigMap", "web", name).unwrap().commit,
+            d.get("", "ConfigMap", "web", name).unwrap().commit,
+            "{name}"
+        );
     }
 }
 
@@ -146,7 +166,10 @@ fn two_apps_declaring_one_object_is_an_error_naming_both() {
     let err = f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, RenderError::Duplicate { .. }), "{msg}");
-    assert!(msg.contains("\"a\"") && msg.contains("\"b\"") && msg.contains("a/cm.yaml") && msg.contains("b/cm.yaml"), "{msg}");
+    assert!(
+        msg.contains("\"a\"") && msg.contains("\"b\"") && msg.contains("a/cm.yaml") && msg.contains("b/cm.yaml"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -189,7 +212,10 @@ fn the_default_project_refuses_cluster_scoped_kinds_and_a_project_can_allow_them
 #[test]
 fn a_bad_config_is_reported_with_file_and_line() {
     let f = Fixture::new();
-    f.repo.write("gitgate.yaml", "apps:\n  - name: web\n    path: apps/web\n    destination: {namespace: web}\n    unknownField: 1\n");
+    f.repo.write(
+        "gitgate.yaml",
+        "apps:\n  - name: web\n    path: apps/web\n    destination: {namespace: web}\n    unknownField: 1\n",
+    );
     let c = f.commit("typo");
     let msg = f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err().to_string();
     assert!(msg.starts_with("gitgate.yaml:5:"), "{msg}");
@@ -288,7 +314,9 @@ fn a_yaml_alias_bomb_is_refused_naming_the_file() {
     let names = ["b", "c", "d", "e", "f", "g", "h", "i"];
     let mut prev = "a";
     for n in names {
-        bomb.push_str(&format!("{n}: &{n} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+        bomb.push_str(&format!(
+            "{n}: &{n} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+        ));
         prev = n;
     }
     f.repo.write("a/bomb.yaml", &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bomb}}\n{bomb}"));
@@ -302,7 +330,11 @@ fn a_yaml_alias_bomb_is_refused_naming_the_file() {
 fn a_document_nested_thousands_deep_is_refused_naming_the_file() {
     let f = Fixture::new();
     f.repo.write("gitgate.yaml", "apps:\n  - {name: a, path: a, destination: {namespace: a}}\n");
-    let deep = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\ndata: {}{}\n", "[".repeat(5000), "]".repeat(5000));
+    let deep = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\ndata: {}{}\n",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
     f.repo.write("a/deep.yaml", &deep);
     let deep_json = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
     f.repo.write("b/deep.json", &deep_json);
@@ -320,7 +352,13 @@ fn a_document_nested_thousands_deep_is_refused_naming_the_file() {
 fn an_oversized_manifest_fails_the_render_naming_the_file() {
     let f = Fixture::new();
     f.repo.write("gitgate.yaml", "apps:\n  - {name: a, path: a, destination: {namespace: a}}\n");
-    f.repo.write("a/big.yaml", &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata: {{x: \"{}\"}}\n", "x".repeat(200_000)));
+    f.repo.write(
+        "a/big.yaml",
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata: {{x: \"{}\"}}\n",
+            "x".repeat(200_000)
+        ),
+    );
     let c = f.commit("big");
     let opts = RenderOptions {
         limits: gitgate::source::ReadLimits { max_file_bytes: 100_000, ..Default::default() },

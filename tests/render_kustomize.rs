@@ -49,7 +49,8 @@ fn ours(tree_dir: &Path, root: &str) -> BTreeMap<ObjectKey, Value> {
     let reader = src.reader(oid(&c), ReadLimits::default()).unwrap();
     let dir = RepoPath::parse(root).unwrap();
     let kfile = kustomize::find_kustomization(&reader, &dir).unwrap().expect("a kustomization");
-    let objs = kustomize::build(&reader, &dir, &kfile, "test").unwrap_or_else(|e| panic!("{}", gitgate::error_chain(&e)));
+    let objs =
+        kustomize::build(&reader, &dir, &kfile, "test").unwrap_or_else(|e| panic!("{}", gitgate::error_chain(&e)));
     by_identity(objs.into_iter().map(|(v, _)| v).collect())
 }
 

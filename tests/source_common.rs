@@ -24,6 +24,12 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+impl Default for Repo {
+    fn default() -> Self {
+        Repo::new()
+    }
+}
+
 impl Repo {
     /// An empty repository on branch `main`.
     pub fn new() -> Repo {

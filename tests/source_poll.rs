@@ -58,17 +58,23 @@ async fn a_trigger_fetches_at_once() {
     let (_t, tr) = tracker(&repo);
     let mut rx = tr.subscribe();
     let task = tokio::spawn(tr.clone().run(Duration::from_secs(3600)));
-    tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|s| s.as_ref().is_some_and(|s| s.commit() == oid(&first))))
-        .await
-        .expect("first sync")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        rx.wait_for(|s| s.as_ref().is_some_and(|s| s.commit() == oid(&first))),
+    )
+    .await
+    .expect("first sync")
+    .unwrap();
 
     repo.write("web/cm.yaml", &configmap("web", "2"));
     let second = repo.commit("second");
     tr.trigger().notify_one();
-    tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|s| s.as_ref().is_some_and(|s| s.commit() == oid(&second))))
-        .await
-        .expect("a trigger syncs without waiting for the interval")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        rx.wait_for(|s| s.as_ref().is_some_and(|s| s.commit() == oid(&second))),
+    )
+    .await
+    .expect("a trigger syncs without waiting for the interval")
+    .unwrap();
     task.abort();
 }

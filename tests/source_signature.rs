@@ -13,7 +13,11 @@ use support::*;
 
 fn keygen(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
     let key = dir.join(name);
-    let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"]).arg(&key).status().unwrap();
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
     assert!(st.success());
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     (key, public.trim().to_string())
@@ -23,7 +27,18 @@ fn signed_commit(repo: &Repo, key: &Path, msg: &str) -> String {
     git(repo.path(), &["add", "-A"]);
     git(
         repo.path(),
-        &["-c", "gpg.format=ssh", "-c", &format!("user.signingkey={}", key.display()), "commit", "-q", "-S", "--allow-empty", "-m", msg],
+        &[
+            "-c",
+            "gpg.format=ssh",
+            "-c",
+            &format!("user.signingkey={}", key.display()),
+            "commit",
+            "-q",
+            "-S",
+            "--allow-empty",
+            "-m",
+            msg,
+        ],
     );
     git(repo.path(), &["rev-parse", "HEAD"])
 }

@@ -47,7 +47,7 @@ pub enum CommandError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
-    Render(#[from] RenderError),
+    Render(Box<RenderError>),
     #[error("no app named {0:?} in the desired set")]
     NoSuchApp(String),
     #[error("failed to prepare {what}")]
@@ -58,6 +58,12 @@ pub enum CommandError {
     },
     #[error("failed to print the output")]
     Output(#[source] std::io::Error),
+}
+
+impl From<RenderError> for CommandError {
+    fn from(e: RenderError) -> Self {
+        CommandError::Render(Box::new(e))
+    }
 }
 
 /// Runs `gitgate render`.
@@ -101,7 +107,8 @@ pub fn write_example(dir: &Path) -> Result<(), CommandError> {
     for (rel, content) in example::FILES {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| CommandError::Io { what: parent.display().to_string(), source: e })?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| CommandError::Io { what: parent.display().to_string(), source: e })?;
         }
         std::fs::write(&path, content).map_err(|e| CommandError::Io { what: path.display().to_string(), source: e })?;
     }

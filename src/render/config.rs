@@ -386,7 +386,11 @@ fn validate(file: &str, raw: RawConfig, tree: &TreeReader) -> Result<Config, Ren
         let line = c.referenced.line() as usize;
         let c = c.value;
         if let Some(prev) = seen.insert(c.name.clone(), line) {
-            return Err(config_error(file, line, format!("cluster {:?} is declared twice (first at line {prev})", c.name)));
+            return Err(config_error(
+                file,
+                line,
+                format!("cluster {:?} is declared twice (first at line {prev})", c.name),
+            ));
         }
         clusters.push(Cluster { name: c.name, server: c.server, labels: c.labels });
     }
@@ -439,7 +443,11 @@ fn validate(file: &str, raw: RawConfig, tree: &TreeReader) -> Result<Config, Ren
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
     for (a, (f, line)) in raw_apps {
         if !is_dns_label(&a.name) {
-            return Err(config_error(&f, line, format!("app name {:?} is not a DNS label (a-z, 0-9, -; at most 63)", a.name)));
+            return Err(config_error(
+                &f,
+                line,
+                format!("app name {:?} is not a DNS label (a-z, 0-9, -; at most 63)", a.name),
+            ));
         }
         if let Some(prev) = names.insert(a.name.clone(), line) {
             return Err(config_error(&f, line, format!("app {:?} is declared twice (first at line {prev})", a.name)));
@@ -447,11 +455,19 @@ fn validate(file: &str, raw: RawConfig, tree: &TreeReader) -> Result<Config, Ren
         let path = RepoPath::parse(&a.path).map_err(|e| config_error(&f, line, format!("app {:?}: {e}", a.name)))?;
         let project_name = a.project.clone().unwrap_or_else(|| DEFAULT_PROJECT.to_string());
         let Some(project) = projects.get(&project_name) else {
-            return Err(config_error(&f, line, format!("app {:?} names project {project_name:?}, which is not declared", a.name)));
+            return Err(config_error(
+                &f,
+                line,
+                format!("app {:?} names project {project_name:?}, which is not declared", a.name),
+            ));
         };
         let cluster = a.destination.cluster.clone().unwrap_or_else(|| DEFAULT_CLUSTER.to_string());
         if !clusters.iter().any(|c| c.name == cluster) {
-            return Err(config_error(&f, line, format!("app {:?} targets cluster {cluster:?}, which is not declared", a.name)));
+            return Err(config_error(
+                &f,
+                line,
+                format!("app {:?} targets cluster {cluster:?}, which is not declared", a.name),
+            ));
         }
         if !project.allows_destination(&cluster, &a.destination.namespace) {
             return Err(config_error(
@@ -497,10 +513,8 @@ fn is_dns_label(s: &str) -> bool {
 type Params = BTreeMap<String, String>;
 
 fn expand_set(g: &RawGeneratorSet, clusters: &[Cluster], tree: &TreeReader) -> Result<Vec<Params>, String> {
-    let count = [g.list.is_some(), g.git.is_some(), g.clusters.is_some(), g.matrix.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let count =
+        [g.list.is_some(), g.git.is_some(), g.clusters.is_some(), g.matrix.is_some()].iter().filter(|b| **b).count();
     if count != 1 {
         return Err("a generator needs exactly one of list, git, clusters, matrix".to_string());
     }
@@ -545,7 +559,11 @@ fn expand_one(g: &RawGenerator, clusters: &[Cluster], tree: &TreeReader) -> Resu
     if count == 0 {
         return Ok(Vec::new());
     }
-    expand_ref(RawGeneratorRef { list: g.list.as_ref(), git: g.git.as_ref(), clusters: g.clusters.as_ref() }, clusters, tree)
+    expand_ref(
+        RawGeneratorRef { list: g.list.as_ref(), git: g.git.as_ref(), clusters: g.clusters.as_ref() },
+        clusters,
+        tree,
+    )
 }
 
 fn expand_ref(g: RawGeneratorRef<'_>, clusters: &[Cluster], tree: &TreeReader) -> Result<Vec<Params>, String> {

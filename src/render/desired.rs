@@ -152,7 +152,8 @@ impl DesiredSet {
     /// Heap bytes held (an accounting of capacities: keys, manifests, the
     /// table), for the memory figure.
     pub fn heap_bytes(&self) -> usize {
-        let table = self.objects.capacity() * (std::mem::size_of::<PackedKey>() + std::mem::size_of::<DesiredObject>() + 1);
+        let table =
+            self.objects.capacity() * (std::mem::size_of::<PackedKey>() + std::mem::size_of::<DesiredObject>() + 1);
         let owned: usize = self.objects.iter().map(|(k, v)| k.0.len() + v.manifest.len()).sum();
         let source_bytes: usize = self
             .objects

@@ -148,10 +148,8 @@ impl Renderer {
                 if let Some((first_app, first_file)) = owners.insert(&o.key, (&app.name, &o.source)) {
                     return Err(RenderError::Duplicate {
                         object: o.key.to_string(),
-                        first_app: first_app.to_string(),
-                        first_file: first_file.to_string(),
-                        second_app: app.name.clone(),
-                        second_file: o.source.to_string(),
+                        first: format!("{first_app:?} ({first_file})"),
+                        second: format!("{:?} ({})", app.name, o.source),
                     });
                 }
             }
@@ -236,8 +234,17 @@ impl Renderer {
 
     /// For each object of `r` (app at `commit`), the oldest commit on the
     /// first-parent chain since which its digest has not changed.
-    fn blame(&self, repo: &gix::Repository, commit: ObjectId, app: &App, r: &AppRender) -> Result<Vec<ObjectId>, RenderError> {
-        let hist = |e: Box<dyn std::error::Error + Send + Sync>| RenderError::History { commit: commit.to_string(), source: e };
+    fn blame(
+        &self,
+        repo: &gix::Repository,
+        commit: ObjectId,
+        app: &App,
+        r: &AppRender,
+    ) -> Result<Vec<ObjectId>, RenderError> {
+        let hist = |e: Box<dyn std::error::Error + Send + Sync>| RenderError::History {
+            commit: commit.to_string(),
+            source: e,
+        };
         let mut out: Vec<Option<ObjectId>> = vec![None; r.objects.len()];
         let mut pending: Vec<usize> = (0..r.objects.len()).collect();
         let mut cur = commit;
@@ -303,7 +310,10 @@ impl Project {
             name: String::new(),
             destinations: vec![(config::Glob("*".into()), config::Glob("*".into()))],
             kinds: vec![config::KindPattern { group: config::Glob("*".into()), kind: config::Glob("*".into()) }],
-            cluster_kinds: vec![config::KindPattern { group: config::Glob("*".into()), kind: config::Glob("*".into()) }],
+            cluster_kinds: vec![config::KindPattern {
+                group: config::Glob("*".into()),
+                kind: config::Glob("*".into()),
+            }],
         }
     }
 }
@@ -408,7 +418,8 @@ fn finalize(app: &App, project: &Project, raw: Vec<(Value, RepoPath)>) -> Result
     let mut out = Vec::with_capacity(raw.len());
     let mut sources: HashMap<RepoPath, Arc<str>> = HashMap::new();
     for (n, (mut v, path)) in raw.into_iter().enumerate() {
-        let invalid = |reason: &str| RenderError::InvalidObject { file: path.to_string(), doc: n + 1, reason: reason.into() };
+        let invalid =
+            |reason: &str| RenderError::InvalidObject { file: path.to_string(), doc: n + 1, reason: reason.into() };
         let api = v.get("apiVersion").and_then(Value::as_str).ok_or_else(|| invalid("no apiVersion"))?.to_string();
         let kind = v.get("kind").and_then(Value::as_str).ok_or_else(|| invalid("no kind"))?.to_string();
         let meta = v.get_mut("metadata").and_then(Value::as_object_mut).ok_or_else(|| invalid("no metadata"))?;
@@ -437,8 +448,7 @@ fn finalize(app: &App, project: &Project, raw: Vec<(Value, RepoPath)>) -> Result
         let out_of_bounds = |reason: String| RenderError::OutOfBounds {
             app: app.name.clone(),
             project: project.name.clone(),
-            object: key.to_string(),
-            file: path.to_string(),
+            object: format!("{key} (from {path})"),
             reason,
         };
         if !project.allows_kind(&key.group, &key.kind, cluster_scoped) {

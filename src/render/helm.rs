@@ -24,7 +24,13 @@ pub fn template(tree: &TreeReader, app: &App) -> Result<Vec<(Value, RepoPath)>, 
     let bin = helm_binary();
     match Command::new(&bin).arg("version").arg("--short").output() {
         Ok(o) if o.status.success() => {}
-        Ok(o) => return Err(fail(format!("`{} version` failed: {}", bin.display(), String::from_utf8_lossy(&o.stderr).trim()))),
+        Ok(o) => {
+            return Err(fail(format!(
+                "`{} version` failed: {}",
+                bin.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            )));
+        }
         Err(e) => {
             return Err(fail(format!(
                 "the chart at {} needs a `helm` binary on PATH (or GITGATE_HELM), and none was found: {e}",
@@ -36,7 +42,8 @@ pub fn template(tree: &TreeReader, app: &App) -> Result<Vec<(Value, RepoPath)>, 
     let chart_dir = work.path().join("chart");
     for file in tree.walk(&app.path)? {
         let rel = file.as_str().strip_prefix(app.path.as_str()).unwrap_or(file.as_str()).trim_start_matches('/');
-        write_file(&chart_dir.join(rel), &tree.read(&file)?).map_err(|e| fail(format!("failed to stage {file}: {e}")))?;
+        write_file(&chart_dir.join(rel), &tree.read(&file)?)
+            .map_err(|e| fail(format!("failed to stage {file}: {e}")))?;
     }
     let mut cmd = Command::new(&bin);
     let release = app.helm.release_name.clone().unwrap_or_else(|| app.name.clone());

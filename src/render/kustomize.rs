@@ -46,7 +46,12 @@ pub fn find_kustomization(tree: &TreeReader, dir: &RepoPath) -> Result<Option<Re
 }
 
 /// Builds the kustomization at `dir` (file `kfile`).
-pub fn build(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath, _app: &str) -> Result<Vec<(Value, RepoPath)>, RenderError> {
+pub fn build(
+    tree: &TreeReader,
+    dir: &RepoPath,
+    kfile: &RepoPath,
+    _app: &str,
+) -> Result<Vec<(Value, RepoPath)>, RenderError> {
     let mut stack = Vec::new();
     let mut res = build_dir(tree, dir, kfile, &mut stack)?;
     add_hashes(&mut res)?;
@@ -248,7 +253,12 @@ fn kerr(file: &RepoPath, reason: impl Into<String>) -> RenderError {
     RenderError::Kustomize { file: file.to_string(), reason: reason.into() }
 }
 
-fn build_dir(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath, stack: &mut Vec<RepoPath>) -> Result<Vec<Res>, RenderError> {
+fn build_dir(
+    tree: &TreeReader,
+    dir: &RepoPath,
+    kfile: &RepoPath,
+    stack: &mut Vec<RepoPath>,
+) -> Result<Vec<Res>, RenderError> {
     if stack.contains(dir) {
         return Err(kerr(kfile, format!("resource cycle through {dir}")));
     }
@@ -265,7 +275,10 @@ fn build_dir(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath, stack: &mut Ve
     let mut res: Vec<Res> = Vec::new();
     for entry in k.resources.iter().chain(&k.bases) {
         if entry.contains("://") || entry.starts_with("github.com/") || entry.starts_with("git@") {
-            return Err(kerr(kfile, format!("remote resource {entry:?} is not supported: vendor it into the repository")));
+            return Err(kerr(
+                kfile,
+                format!("remote resource {entry:?} is not supported: vendor it into the repository"),
+            ));
         }
         let path = dir.join(entry).map_err(|e| kerr(kfile, format!("resource {entry:?}: {e}")))?;
         match tree.resolve(&path)? {
@@ -324,7 +337,12 @@ fn build_dir(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath, stack: &mut Ve
         let prefix = k.name_prefix.clone().unwrap_or_default();
         let suffix = k.name_suffix.clone().unwrap_or_default();
         for r in res.iter_mut() {
-            let skip = matches!((r.group(), r.kind()), ("", "Namespace") | ("apiextensions.k8s.io", "CustomResourceDefinition") | ("apiregistration.k8s.io", "APIService"));
+            let skip = matches!(
+                (r.group(), r.kind()),
+                ("", "Namespace")
+                    | ("apiextensions.k8s.io", "CustomResourceDefinition")
+                    | ("apiregistration.k8s.io", "APIService")
+            );
             if !skip {
                 let n = format!("{prefix}{}{suffix}", r.name());
                 r.set_name(n);
@@ -354,7 +372,7 @@ fn build_dir(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath, stack: &mut Ve
     }
     for rep in &k.replicas {
         for r in res.iter_mut() {
-            if r.names.iter().any(|n| *n == rep.name)
+            if r.names.contains(&rep.name)
                 && let Some(spec) = r.obj.get_mut("spec").and_then(Value::as_object_mut)
             {
                 spec.insert("replicas".into(), Value::from(rep.count));
@@ -398,7 +416,12 @@ fn inside(dir: &RepoPath, kfile: &RepoPath, rel: &str) -> Result<RepoPath, Rende
     Ok(p)
 }
 
-fn patch_docs(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath, p: &PatchSpec) -> Result<(RepoPath, Vec<Value>), RenderError> {
+fn patch_docs(
+    tree: &TreeReader,
+    dir: &RepoPath,
+    kfile: &RepoPath,
+    p: &PatchSpec,
+) -> Result<(RepoPath, Vec<Value>), RenderError> {
     if p.options.is_some() {
         return Err(kerr(kfile, "patch options are not supported"));
     }
@@ -424,7 +447,8 @@ fn apply_patch(doc: &Value, target: Option<&Target>, src: &RepoPath, res: &mut [
             return Err(kerr(src, "a JSON 6902 patch needs a target"));
         };
         for r in res.iter_mut().filter(|r| matches_target(r, t)) {
-            json_patch::patch(&mut r.obj, &ops).map_err(|e| kerr(src, format!("JSON 6902 patch on {}: {e}", r.name())))?;
+            json_patch::patch(&mut r.obj, &ops)
+                .map_err(|e| kerr(src, format!("JSON 6902 patch on {}: {e}", r.name())))?;
             let now = r.name().to_string();
             if r.names.last() != Some(&now) {
                 r.names.push(now);
@@ -469,7 +493,13 @@ fn apply_patch(doc: &Value, target: Option<&Target>, src: &RepoPath, res: &mut [
 fn smp_resource(r: &mut Res, patch: &Value) {
     let builtin = matches!(
         r.group(),
-        "" | "apps" | "batch" | "extensions" | "policy" | "autoscaling" | "networking.k8s.io" | "rbac.authorization.k8s.io"
+        "" | "apps"
+            | "batch"
+            | "extensions"
+            | "policy"
+            | "autoscaling"
+            | "networking.k8s.io"
+            | "rbac.authorization.k8s.io"
     );
     let name_before = r.name().to_string();
     strategic_merge(&mut r.obj, patch, builtin);
@@ -514,7 +544,9 @@ fn selector_matches(map: Option<&Value>, selector: Option<&str>) -> bool {
 /// The merge key of a list field of the built-in API, by field name.
 fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" => Some("name"),
+        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" => {
+            Some("name")
+        }
         "volumeMounts" => Some("mountPath"),
         "volumeDevices" => Some("devicePath"),
         "hostAliases" => Some("ip"),
@@ -591,7 +623,10 @@ fn merge_list(target: &mut Vec<Value>, patch: &[Value], key: &str, builtin: bool
 fn strip_directives(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
-            m.iter().filter(|(k, v)| !k.starts_with('$') && !v.is_null()).map(|(k, v)| (k.clone(), strip_directives(v))).collect(),
+            m.iter()
+                .filter(|(k, v)| !k.starts_with('$') && !v.is_null())
+                .map(|(k, v)| (k.clone(), strip_directives(v)))
+                .collect(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(strip_directives).collect()),
         other => other.clone(),
@@ -600,7 +635,8 @@ fn strip_directives(v: &Value) -> Value {
 
 // --------------------------------------------------- labels, annotations
 
-const TEMPLATE_KINDS: [&str; 6] = ["Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "Job", "ReplicationController"];
+const TEMPLATE_KINDS: [&str; 6] =
+    ["Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "Job", "ReplicationController"];
 
 fn ensure_map<'a>(v: &'a mut Value, path: &[&str], create: bool) -> Option<&'a mut Map<String, Value>> {
     let mut cur = v;
@@ -646,7 +682,10 @@ fn add_labels(obj: &mut Value, pairs: &BTreeMap<String, String>, selectors: bool
             put_all(m, pairs);
         }
         if kind == "CronJob" {
-            for path in [&["spec", "jobTemplate", "metadata", "labels"][..], &["spec", "jobTemplate", "spec", "template", "metadata", "labels"]] {
+            for path in [
+                &["spec", "jobTemplate", "metadata", "labels"][..],
+                &["spec", "jobTemplate", "spec", "template", "metadata", "labels"],
+            ] {
                 if let Some(m) = ensure_map(obj, path, true) {
                     put_all(m, pairs);
                 }
@@ -700,7 +739,10 @@ fn add_annotations(obj: &mut Value, pairs: &BTreeMap<String, String>) {
         put_all(m, pairs);
     }
     if kind == "CronJob" {
-        for path in [&["spec", "jobTemplate", "metadata", "annotations"][..], &["spec", "jobTemplate", "spec", "template", "metadata", "annotations"]] {
+        for path in [
+            &["spec", "jobTemplate", "metadata", "annotations"][..],
+            &["spec", "jobTemplate", "spec", "template", "metadata", "annotations"],
+        ] {
             if let Some(m) = ensure_map(obj, path, true) {
                 put_all(m, pairs);
             }
@@ -835,10 +877,14 @@ fn generate(
 
     let kind = if secret { "Secret" } else { "ConfigMap" };
     let behavior = g.behavior.as_deref().unwrap_or("create");
-    let existing = res.iter().position(|r| r.kind() == kind && r.names.iter().any(|n| *n == g.name));
+    let existing = res.iter().position(|r| r.kind() == kind && r.names.contains(&g.name));
     match (behavior, existing) {
-        ("create", Some(_)) => return Err(kerr(kfile, format!("{kind} {:?} already exists: use behavior merge or replace", g.name))),
-        ("merge" | "replace", None) => return Err(kerr(kfile, format!("{kind} {:?} to {behavior} does not exist", g.name))),
+        ("create", Some(_)) => {
+            return Err(kerr(kfile, format!("{kind} {:?} already exists: use behavior merge or replace", g.name)));
+        }
+        ("merge" | "replace", None) => {
+            return Err(kerr(kfile, format!("{kind} {:?} to {behavior} does not exist", g.name)));
+        }
         ("merge", Some(i)) => {
             if let Some(r) = res.get_mut(i) {
                 if let Some(m) = ensure_map(&mut r.obj, &["data"], true) {
@@ -893,7 +939,8 @@ fn generate(
     if immutable {
         obj.insert("immutable".into(), Value::Bool(true));
     }
-    let r = Res { obj: Value::Object(obj), source: kfile.clone(), names: vec![g.name.clone()], needs_hash: !disable_hash };
+    let r =
+        Res { obj: Value::Object(obj), source: kfile.clone(), names: vec![g.name.clone()], needs_hash: !disable_hash };
     match existing {
         Some(i) if behavior == "replace" => {
             if let Some(slot) = res.get_mut(i) {

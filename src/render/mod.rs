@@ -39,10 +39,12 @@ pub enum RenderError {
     Config { file: String, line: usize, message: String },
     #[error("{file}: document {doc}: {reason}")]
     InvalidObject { file: String, doc: usize, reason: String },
-    #[error("app {app:?}: {object} (from {file}) is outside project {project:?}: {reason}")]
-    OutOfBounds { app: String, project: String, object: String, file: String, reason: String },
-    #[error("{object} is declared by two apps: {first_app:?} ({first_file}) and {second_app:?} ({second_file})")]
-    Duplicate { object: String, first_app: String, first_file: String, second_app: String, second_file: String },
+    /// `object` reads "Kind.group ns/name (from file)".
+    #[error("app {app:?}: {object} is outside project {project:?}: {reason}")]
+    OutOfBounds { app: String, project: String, object: String, reason: String },
+    /// `first` and `second` read "\"app\" (file)".
+    #[error("{object} is declared by two apps: {first} and {second}")]
+    Duplicate { object: String, first: String, second: String },
     #[error("app {app:?}: {object} is declared twice: in {first_file} and in {second_file}")]
     DuplicateInApp { app: String, object: String, first_file: String, second_file: String },
     #[error("app {app:?}: path {path} does not exist")]

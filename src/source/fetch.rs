@@ -60,9 +60,7 @@ impl GitSource {
             .with_refspecs(REFSPECS, Direction::Fetch)
             .map_err(|e| err(Box::new(e)))?;
         let conn = remote.connect(Direction::Fetch).map_err(|e| err(Box::new(e)))?;
-        let prepare = conn
-            .prepare_fetch(gix::progress::Discard, Default::default())
-            .map_err(|e| err(Box::new(e)))?;
+        let prepare = conn.prepare_fetch(gix::progress::Discard, Default::default()).map_err(|e| err(Box::new(e)))?;
         let interrupt = AtomicBool::new(false);
         prepare.receive(gix::progress::Discard, &interrupt).map_err(|e| err(Box::new(e)))?;
         Ok(())
@@ -109,7 +107,7 @@ fn normalise_url(url: &str) -> Result<String, SourceError> {
     if url.contains("://") || (url.contains('@') && url.contains(':')) {
         return Ok(url.to_string());
     }
-    let abs = std::fs::canonicalize(url)
-        .map_err(|e| SourceError::Cache { path: url.to_string(), source: Box::new(e) })?;
+    let abs =
+        std::fs::canonicalize(url).map_err(|e| SourceError::Cache { path: url.to_string(), source: Box::new(e) })?;
     Ok(format!("file://{}", abs.display()))
 }

@@ -75,10 +75,7 @@ impl HookState {
 
 /// The router the server mounts: `POST /hooks/git`.
 pub fn router(state: Arc<HookState>) -> Router {
-    Router::new()
-        .route("/hooks/git", post(handle))
-        .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
-        .with_state(state)
+    Router::new().route("/hooks/git", post(handle)).layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES)).with_state(state)
 }
 
 async fn handle(State(state): State<Arc<HookState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -90,7 +87,8 @@ async fn handle(State(state): State<Arc<HookState>>, headers: HeaderMap, body: B
         }
     };
     if !is_push(provider, &headers) {
-        return (StatusCode::OK, axum::Json(serde_json::json!({"status": "ignored: not a push event"}))).into_response();
+        return (StatusCode::OK, axum::Json(serde_json::json!({"status": "ignored: not a push event"})))
+            .into_response();
     }
     let payload: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     let event = PushEvent {
@@ -143,21 +141,18 @@ fn verify_hmac(secret: &[u8], body: &[u8], hex: &str) -> Result<(), HookError> {
 fn is_push(provider: Provider, headers: &HeaderMap) -> bool {
     match provider {
         Provider::GitHub => header(headers, "x-github-event").is_none_or(|e| e == "push"),
-        Provider::Gitea => header(headers, "x-gitea-event")
-            .or_else(|| header(headers, "x-gogs-event"))
-            .is_none_or(|e| e == "push"),
+        Provider::Gitea => {
+            header(headers, "x-gitea-event").or_else(|| header(headers, "x-gogs-event")).is_none_or(|e| e == "push")
+        }
         Provider::GitLab => header(headers, "x-gitlab-event").is_none_or(|e| e == "Push Hook" || e == "Tag Push Hook"),
     }
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
-        .collect()
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -39,7 +39,10 @@ pub fn init_from_dir(dir: &Path, into: &Path) -> Result<PathBuf, SourceError> {
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<(), SourceError> {
-    let io = |e: std::io::Error, p: &Path| SourceError::Command { command: format!("copy {}", p.display()), reason: e.to_string() };
+    let io = |e: std::io::Error, p: &Path| SourceError::Command {
+        command: format!("copy {}", p.display()),
+        reason: e.to_string(),
+    };
     std::fs::create_dir_all(to).map_err(|e| io(e, to))?;
     for entry in std::fs::read_dir(from).map_err(|e| io(e, from))? {
         let entry = entry.map_err(|e| io(e, from))?;

@@ -102,7 +102,9 @@ impl RepoPath {
 
     /// Whether `self` is `dir` or lies below it.
     pub fn starts_with(&self, dir: &RepoPath) -> bool {
-        dir.0.is_empty() || self.0 == dir.0 || (self.0.starts_with(&dir.0) && self.0.as_bytes().get(dir.0.len()) == Some(&b'/'))
+        dir.0.is_empty()
+            || self.0 == dir.0
+            || (self.0.starts_with(&dir.0) && self.0.as_bytes().get(dir.0.len()) == Some(&b'/'))
     }
 }
 

@@ -124,7 +124,9 @@ impl Tracker {
             match self.sync_once().await {
                 Ok(Synced::Updated(c)) => tracing::info!(commit = %c, "desired set updated"),
                 Ok(Synced::Unchanged(_)) => {}
-                Err(e) => tracing::warn!(error = %crate::error_chain(&e), "sync failed; the last good commit stays in force"),
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(&e), "sync failed; the last good commit stays in force")
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}

@@ -11,10 +11,8 @@ pub struct ScratchDir {
 impl ScratchDir {
     pub fn new(purpose: &str) -> std::io::Result<Self> {
         static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let path = std::env::temp_dir().join(format!(
             "gitgate-{purpose}-{}-{}-{nanos}",
             std::process::id(),

@@ -61,7 +61,8 @@ pub enum SignatureError {
 
 /// Verifies one commit's signature.
 pub fn verify_commit(repo: &gix::Repository, commit: ObjectId, signers: &Signers) -> Result<Verified, SignatureError> {
-    let git = |e: Box<dyn std::error::Error + Send + Sync>| SignatureError::Git { commit: commit.to_string(), source: e };
+    let git =
+        |e: Box<dyn std::error::Error + Send + Sync>| SignatureError::Git { commit: commit.to_string(), source: e };
     let c = repo.find_commit(commit).map_err(|e| git(Box::new(e)))?;
     let Some((sig, signed)) = c.signature().map_err(|e| git(Box::new(e)))? else {
         return Err(SignatureError::Unsigned { commit: commit.to_string() });
@@ -115,7 +116,11 @@ fn verify_ssh(commit: ObjectId, sig: &[u8], payload: &[u8], signers: &Signers) -
     const F: &str = "ssh";
     let c = commit.to_string();
     let Some(allowed) = &signers.ssh_allowed_signers else {
-        return Err(SignatureError::NoVerifier { commit: c, format: F, reason: "no allowed_signers file is configured".into() });
+        return Err(SignatureError::NoVerifier {
+            commit: c,
+            format: F,
+            reason: "no allowed_signers file is configured".into(),
+        });
     };
     let tool = |reason: String| SignatureError::NoVerifier { commit: c.clone(), format: F, reason };
     let dir = ScratchDir::new("sig").map_err(|e| tool(format!("failed to create a temp dir: {e}")))?;
@@ -165,7 +170,11 @@ fn verify_gpg(commit: ObjectId, sig: &[u8], payload: &[u8], signers: &Signers) -
     const F: &str = "gpg";
     let c = commit.to_string();
     let Some(home) = &signers.gpg_home else {
-        return Err(SignatureError::NoVerifier { commit: c, format: F, reason: "no GnuPG keyring is configured".into() });
+        return Err(SignatureError::NoVerifier {
+            commit: c,
+            format: F,
+            reason: "no GnuPG keyring is configured".into(),
+        });
     };
     if !gpg_available() {
         return Err(SignatureError::NoVerifier { commit: c, format: F, reason: "no `gpg` binary on PATH".into() });

@@ -77,8 +77,11 @@ impl TreeReader {
     /// The tree of `commit` in `repo`.
     pub fn new(repo: gix::Repository, commit: ObjectId, limits: ReadLimits) -> Result<Self, SourceError> {
         let root = {
-            let c = repo.find_commit(commit).map_err(|e| SourceError::git(format!("failed to read commit {commit}"), e))?;
-            c.tree_id().map_err(|e| SourceError::git(format!("failed to read the tree of commit {commit}"), e))?.detach()
+            let c =
+                repo.find_commit(commit).map_err(|e| SourceError::git(format!("failed to read commit {commit}"), e))?;
+            c.tree_id()
+                .map_err(|e| SourceError::git(format!("failed to read the tree of commit {commit}"), e))?
+                .detach()
         };
         Ok(TreeReader { repo, commit, root, limits, total: Cell::new(0), deps: RefCell::new(Vec::new()) })
     }
@@ -221,13 +224,10 @@ impl TreeReader {
     }
 
     fn entry(&self, dir: &RepoPath, tree: ObjectId, name: &str) -> Result<Option<(EntryKind, ObjectId)>, SourceError> {
-        let t = self.repo.find_tree(tree).map_err(|e| SourceError::git(format!("failed to read directory {dir}"), e))?;
+        let t =
+            self.repo.find_tree(tree).map_err(|e| SourceError::git(format!("failed to read directory {dir}"), e))?;
         let decoded = t.decode().map_err(|e| SourceError::git(format!("failed to decode directory {dir}"), e))?;
-        Ok(decoded
-            .entries
-            .iter()
-            .find(|e| e.filename == name.as_bytes())
-            .map(|e| (e.mode.kind(), e.oid.to_owned())))
+        Ok(decoded.entries.iter().find(|e| e.filename == name.as_bytes()).map(|e| (e.mode.kind(), e.oid.to_owned())))
     }
 
     /// The entries of a directory, sorted by name: `(name, kind)`. In-tree
@@ -238,7 +238,8 @@ impl TreeReader {
             Some(_) => return Err(SourceError::NotADirectory { path: dir.to_string() }),
             None => return Err(SourceError::NotFound { path: dir.to_string() }),
         };
-        let t = self.repo.find_tree(node.id).map_err(|e| SourceError::git(format!("failed to read directory {dir}"), e))?;
+        let t =
+            self.repo.find_tree(node.id).map_err(|e| SourceError::git(format!("failed to read directory {dir}"), e))?;
         let decoded = t.decode().map_err(|e| SourceError::git(format!("failed to decode directory {dir}"), e))?;
         let mut out = Vec::with_capacity(decoded.entries.len());
         for e in &decoded.entries {
@@ -282,7 +283,8 @@ impl TreeReader {
             Some(_) => return Err(SourceError::NotADirectory { path: dir.to_string() }),
             None => return Err(SourceError::NotFound { path: dir.to_string() }),
         };
-        let t = self.repo.find_tree(node.id).map_err(|e| SourceError::git(format!("failed to read directory {dir}"), e))?;
+        let t =
+            self.repo.find_tree(node.id).map_err(|e| SourceError::git(format!("failed to read directory {dir}"), e))?;
         let decoded = t.decode().map_err(|e| SourceError::git(format!("failed to decode directory {dir}"), e))?;
         let mut entries: Vec<(String, EntryKind)> = Vec::with_capacity(decoded.entries.len());
         for e in &decoded.entries {
