@@ -377,3 +377,15 @@ fn an_app_path_symlinked_out_of_the_repo_is_refused() {
     let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
     assert!(msg.contains("a/etc.yaml") && msg.contains("leaves the repository"), "{msg}");
 }
+
+#[test]
+fn a_chart_without_a_helm_binary_is_an_error_naming_the_app() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: charted, path: chart, destination: {namespace: c}}\n");
+    f.repo.write("chart/Chart.yaml", "apiVersion: v2\nname: demo\nversion: 0.1.0\n");
+    f.repo.write("chart/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: demo}\n");
+    let c = f.commit("chart");
+    let opts = RenderOptions { helm: "/nonexistent/helm".into(), ..Default::default() };
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(opts), c).unwrap_err());
+    assert!(msg.contains("app \"charted\"") && msg.contains("helm"), "{msg}");
+}

@@ -24,6 +24,8 @@ pub struct RenderOptions {
     pub history_depth: usize,
     /// Desired sets and rendered trees kept.
     pub cache_entries: usize,
+    /// The `helm` binary for apps whose path is a chart.
+    pub helm: std::path::PathBuf,
 }
 
 impl Default for RenderOptions {
@@ -33,6 +35,7 @@ impl Default for RenderOptions {
             limits: ReadLimits::default(),
             history_depth: 200,
             cache_entries: 16,
+            helm: helm::default_binary(),
         }
     }
 }
@@ -175,7 +178,7 @@ impl Renderer {
             }
         }
         reader.take_deps();
-        let raw = render_app(reader, app)?;
+        let raw = render_app(reader, app, &self.opts.helm)?;
         let deps = reader.take_deps();
         let objects = finalize(app, project, raw)?;
         let mut index = HashMap::with_capacity(objects.len());
@@ -345,7 +348,11 @@ fn deps_unchanged(reader: &TreeReader, deps: &[Dep]) -> Result<bool, RenderError
 }
 
 /// An app's manifests as parsed documents with their source file.
-fn render_app(reader: &TreeReader, app: &App) -> Result<Vec<(Value, RepoPath)>, RenderError> {
+fn render_app(
+    reader: &TreeReader,
+    app: &App,
+    helm_bin: &std::path::Path,
+) -> Result<Vec<(Value, RepoPath)>, RenderError> {
     let node = reader
         .resolve(&app.path)?
         .ok_or_else(|| RenderError::AppPathMissing { app: app.name.clone(), path: app.path.to_string() })?;
@@ -356,7 +363,7 @@ fn render_app(reader: &TreeReader, app: &App) -> Result<Vec<(Value, RepoPath)>, 
         return kustomize::build(reader, &app.path, &k, &app.name);
     }
     if reader.resolve(&app.path.child("Chart.yaml"))?.is_some() {
-        return helm::template(reader, app);
+        return helm::template(reader, app, helm_bin);
     }
     let mut out = Vec::new();
     for file in reader.walk(&app.path)? {

@@ -13,16 +13,16 @@ use super::{RenderError, yaml};
 use crate::source::scratch::ScratchDir;
 use crate::source::{RepoPath, TreeReader};
 
-/// The helm binary used (`$GITGATE_HELM` or `helm` on PATH).
-pub fn helm_binary() -> PathBuf {
+/// The default helm binary (`$GITGATE_HELM`, else `helm` on PATH).
+pub fn default_binary() -> PathBuf {
     std::env::var_os("GITGATE_HELM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("helm"))
 }
 
-/// Renders the chart at `app.path` with the app's values files.
-pub fn template(tree: &TreeReader, app: &App) -> Result<Vec<(Value, RepoPath)>, RenderError> {
+/// Renders the chart at `app.path` with the app's values files, using the
+/// helm binary `bin`.
+pub fn template(tree: &TreeReader, app: &App, bin: &Path) -> Result<Vec<(Value, RepoPath)>, RenderError> {
     let fail = |reason: String| RenderError::Helm { app: app.name.clone(), reason };
-    let bin = helm_binary();
-    match Command::new(&bin).arg("version").arg("--short").output() {
+    match Command::new(bin).arg("version").arg("--short").output() {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
             return Err(fail(format!(
@@ -33,8 +33,9 @@ pub fn template(tree: &TreeReader, app: &App) -> Result<Vec<(Value, RepoPath)>, 
         }
         Err(e) => {
             return Err(fail(format!(
-                "the chart at {} needs a `helm` binary on PATH (or GITGATE_HELM), and none was found: {e}",
-                app.path
+                "the chart at {} needs a `helm` binary ({}), and none was found: {e}",
+                app.path,
+                bin.display()
             )));
         }
     }
@@ -45,7 +46,7 @@ pub fn template(tree: &TreeReader, app: &App) -> Result<Vec<(Value, RepoPath)>, 
         write_file(&chart_dir.join(rel), &tree.read(&file)?)
             .map_err(|e| fail(format!("failed to stage {file}: {e}")))?;
     }
-    let mut cmd = Command::new(&bin);
+    let mut cmd = Command::new(bin);
     let release = app.helm.release_name.clone().unwrap_or_else(|| app.name.clone());
     cmd.arg("template").arg(&release).arg(&chart_dir);
     if !app.destination.namespace.is_empty() {
