@@ -11,6 +11,7 @@ use arc_swap::ArcSwapOption;
 use gix::ObjectId;
 use tokio::sync::{Notify, watch};
 
+use super::signature::{self, SignatureError, Signers};
 use super::{GitSource, SourceError};
 use crate::render::{DesiredSet, RenderError, Renderer};
 
@@ -26,6 +27,13 @@ pub enum SyncError {
         commit: String,
         #[source]
         source: RenderError,
+    },
+    #[error("commit {commit} is not synced: app {app:?} requires signed commits")]
+    Unsigned {
+        commit: String,
+        app: String,
+        #[source]
+        source: SignatureError,
     },
     #[error("the render task failed")]
     Join(#[from] tokio::task::JoinError),
@@ -49,6 +57,7 @@ pub struct Tracker {
     tx: watch::Sender<Option<Arc<DesiredSet>>>,
     trigger: Arc<Notify>,
     last_error: Mutex<Option<String>>,
+    signers: Signers,
 }
 
 impl Tracker {
@@ -62,7 +71,14 @@ impl Tracker {
             tx,
             trigger: Arc::new(Notify::new()),
             last_error: Mutex::new(None),
+            signers: Signers::default(),
         }
+    }
+
+    /// Who may sign commits, for apps with `requireSigned`.
+    pub fn with_signers(mut self, signers: Signers) -> Self {
+        self.signers = signers;
+        self
     }
 
     /// The desired set in force (None before the first good commit).
@@ -98,6 +114,10 @@ impl Tracker {
         let source = self.source.clone();
         let renderer = self.renderer.clone();
         let rendered = tokio::task::spawn_blocking(move || renderer.desired(&source.repo(), head)).await?;
+        let rendered = match rendered {
+            Ok(set) => self.check_signatures(set).await,
+            Err(e) => Err(SyncError::Render { commit: head.to_string(), source: e }),
+        };
         match rendered {
             Ok(set) => {
                 self.current.store(Some(set.clone()));
@@ -107,13 +127,31 @@ impl Tracker {
                 }
                 Ok(Synced::Updated(head))
             }
-            Err(e) => {
-                let err = SyncError::Render { commit: head.to_string(), source: e };
+            Err(err) => {
                 if let Ok(mut l) = self.last_error.lock() {
                     *l = Some(crate::error_chain(&err));
                 }
                 Err(err)
             }
+        }
+    }
+
+    /// When an app requires signed commits, every commit since the set in
+    /// force (all of history for the first) must carry an allowed signature.
+    async fn check_signatures(&self, set: Arc<DesiredSet>) -> Result<Arc<DesiredSet>, SyncError> {
+        let Some(app) = set.apps().iter().find(|a| a.require_signed).map(|a| a.name.clone()) else {
+            return Ok(set);
+        };
+        let from = self.current().map(|c| c.commit());
+        let head = set.commit();
+        let source = self.source.clone();
+        let signers = self.signers.clone();
+        let checked =
+            tokio::task::spawn_blocking(move || signature::verify_range(&source.repo(), from, head, &signers, 10_000))
+                .await?;
+        match checked {
+            Ok(_) => Ok(set),
+            Err(e) => Err(SyncError::Unsigned { commit: head.to_string(), app, source: e }),
         }
     }
 
