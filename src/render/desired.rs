@@ -19,8 +19,9 @@ pub struct DesiredObject {
     pub app: u32,
     /// Path in the repository of the file that declared it.
     pub source: Arc<str>,
-    /// Canonical JSON (keys sorted, no whitespace).
-    pub manifest: Box<str>,
+    /// Canonical JSON (keys sorted, no whitespace); shared with the
+    /// renderer's cache, never copied.
+    pub manifest: Arc<str>,
     /// sha256 of `manifest`.
     pub digest: [u8; 32],
     /// The commit that introduced this content (`gitgate.dev/commit`).
@@ -154,7 +155,8 @@ impl DesiredSet {
     pub fn heap_bytes(&self) -> usize {
         let table =
             self.objects.capacity() * (std::mem::size_of::<PackedKey>() + std::mem::size_of::<DesiredObject>() + 1);
-        let owned: usize = self.objects.iter().map(|(k, v)| k.0.len() + v.manifest.len()).sum();
+        // An Arc<str> allocation: two counters and the bytes.
+        let owned: usize = self.objects.iter().map(|(k, v)| k.0.len() + 16 + v.manifest.len()).sum();
         let source_bytes: usize = self
             .objects
             .values()

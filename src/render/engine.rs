@@ -45,7 +45,8 @@ impl Default for RenderOptions {
 pub struct RenderedObject {
     pub key: ObjectKey,
     pub source: Arc<str>,
-    pub manifest: Box<str>,
+    /// Shared with the desired sets built from this render.
+    pub manifest: Arc<str>,
     pub digest: [u8; 32],
 }
 
@@ -471,7 +472,7 @@ fn finalize(app: &App, project: &Project, raw: Vec<(Value, RepoPath)>) -> Result
         let manifest = canonical_json(&v);
         let digest = sha256_digest(manifest.as_bytes());
         let source = sources.entry(path.clone()).or_insert_with(|| Arc::from(path.as_str())).clone();
-        out.push(RenderedObject { key, source, manifest: manifest.into_boxed_str(), digest });
+        out.push(RenderedObject { key, source, manifest: Arc::from(manifest), digest });
     }
     Ok(out)
 }
