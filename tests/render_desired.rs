@@ -389,3 +389,29 @@ fn a_chart_without_a_helm_binary_is_an_error_naming_the_app() {
     let msg = gitgate::error_chain(&f.render(&Renderer::new(opts), c).unwrap_err());
     assert!(msg.contains("app \"charted\"") && msg.contains("helm"), "{msg}");
 }
+
+#[test]
+fn kustomize_refuses_files_outside_its_directory_and_paths_above_the_repo() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: a, path: apps/a, destination: {namespace: a}}\n");
+    f.repo.write("secrets/db.yaml", &configmap("stolen", "x"));
+    f.repo.write("apps/a/kustomization.yaml", "resources:\n  - ../../secrets/db.yaml\n");
+    let c = f.commit("file outside");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("apps/a/kustomization.yaml") && msg.contains("outside the kustomization directory"), "{msg}");
+
+    f.repo.write("apps/a/kustomization.yaml", "resources:\n  - ../../../../etc\n");
+    let c = f.commit("above the root");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("apps/a/kustomization.yaml") && msg.contains("leaves the repository"), "{msg}");
+
+    f.repo.write("apps/a/kustomization.yaml", "configMapGenerator:\n  - name: x\n    files: [../../secrets/db.yaml]\n");
+    let c = f.commit("generator file outside");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("outside the kustomization directory"), "{msg}");
+
+    f.repo.write("apps/a/kustomization.yaml", "resources:\n  - https://github.com/example/repo//base\n");
+    let c = f.commit("remote");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("remote resource"), "{msg}");
+}

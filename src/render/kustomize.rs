@@ -11,9 +11,9 @@
 //! and the name-reference fix-up of ConfigMaps, Secrets, ServiceAccounts,
 //! PersistentVolumeClaims, Services, Roles and scale targets after names
 //! change. Transformers run in kustomize's order. Files a kustomization
-//! reads (patches, generator inputs) must lie inside its own directory, as
-//! kustomize's default load restrictor requires; `resources` may climb
-//! (`../base`) but never above the repository root.
+//! reads (resource files, patches, generator inputs) must lie inside its
+//! own directory, as kustomize's default load restrictor requires; resource
+//! *directories* may climb (`../base`) but never above the repository root.
 //!
 //! Not supported (an error naming the field): remote resources, `components`,
 //! `helmCharts`, `replacements`, `vars`, `configurations`, `crds`,
@@ -288,6 +288,14 @@ fn build_dir(
                 res.extend(build_dir(tree, &path, &sub, stack)?);
             }
             Some(_) => {
+                // Like kustomize's load restrictor: resource files (unlike
+                // kustomization directories) must lie inside this directory.
+                if !path.starts_with(dir) {
+                    return Err(kerr(
+                        kfile,
+                        format!("resource file {entry:?} is outside the kustomization directory {dir}"),
+                    ));
+                }
                 for (obj, source) in super::engine::parse_file(tree, &path)? {
                     let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
                     res.push(Res { obj, source, names: vec![name], needs_hash: false });
