@@ -120,3 +120,8 @@ fn the_example_repository_overlays() {
         }
     }
 }
+
+#[test]
+fn service_account_subjects_follow_namespace_and_prefix() {
+    check("rbac", &golden().join("rbac"), ".");
+}

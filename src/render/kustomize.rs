@@ -1093,6 +1093,7 @@ fn go_string(s: &str, out: &mut String) {
 /// new names: a reference equal to any earlier name of a resource of the
 /// referenced kind now carries its final name.
 fn fix_name_references(res: &mut [Res]) {
+    fix_service_account_subjects(res);
     let mut renames: HashMap<(String, String), String> = HashMap::new();
     for r in res.iter() {
         let current = r.name().to_string();
@@ -1162,15 +1163,6 @@ fn fix_name_references(res: &mut [Res]) {
                 if let Some(v) = obj.pointer_mut("/roleRef/name") {
                     rename(&role_kind, v);
                 }
-                if let Some(Value::Array(subjects)) = obj.get_mut("subjects") {
-                    for s in subjects {
-                        if s.get("kind").and_then(Value::as_str) == Some("ServiceAccount")
-                            && let Some(v) = s.get_mut("name")
-                        {
-                            rename("ServiceAccount", v);
-                        }
-                    }
-                }
             }
             "HorizontalPodAutoscaler" => {
                 let k = obj.pointer("/spec/scaleTargetRef/kind").and_then(Value::as_str).unwrap_or("").to_string();
@@ -1190,6 +1182,45 @@ fn fix_name_references(res: &mut [Res]) {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// (Cluster)RoleBinding subjects naming a ServiceAccount of this build
+/// (with no namespace, `default`, or its own) take its final name and
+/// namespace, as kustomize does.
+fn fix_service_account_subjects(res: &mut [Res]) {
+    let mut accounts: HashMap<String, (String, String)> = HashMap::new();
+    for r in res.iter().filter(|r| r.group().is_empty() && r.kind() == "ServiceAccount") {
+        for n in &r.names {
+            accounts.insert(n.clone(), (r.name().to_string(), r.namespace().to_string()));
+        }
+    }
+    if accounts.is_empty() {
+        return;
+    }
+    for r in res.iter_mut() {
+        if !(r.group() == "rbac.authorization.k8s.io" && matches!(r.kind(), "RoleBinding" | "ClusterRoleBinding")) {
+            continue;
+        }
+        let Some(Value::Array(subjects)) = r.obj.get_mut("subjects") else { continue };
+        for s in subjects {
+            if s.get("kind").and_then(Value::as_str) != Some("ServiceAccount") {
+                continue;
+            }
+            let Some((name, ns)) = s.get("name").and_then(Value::as_str).and_then(|n| accounts.get(n)).cloned() else {
+                continue;
+            };
+            let sub_ns = s.get("namespace").and_then(Value::as_str).unwrap_or("");
+            if !(sub_ns.is_empty() || sub_ns == "default" || sub_ns == ns) {
+                continue;
+            }
+            if let Some(m) = s.as_object_mut() {
+                m.insert("name".into(), Value::String(name));
+                if !ns.is_empty() {
+                    m.insert("namespace".into(), Value::String(ns));
+                }
+            }
         }
     }
 }

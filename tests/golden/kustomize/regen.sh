@@ -10,6 +10,7 @@ build patches-smp .
 build patches-json6902 .
 build generators overlay
 build labels .
+build rbac .
 for env in staging production; do
   mkdir -p "example-guestbook-$env"
   kubectl kustomize "../../../examples/gitops/apps/guestbook/overlays/$env" > "example-guestbook-$env/expected.yaml"
