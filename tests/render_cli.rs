@@ -74,6 +74,10 @@ fn render_yaml_summary_of_one_app_from_a_plain_directory() {
     );
     assert!(!text.contains("guestbook"), "only the app asked for: {text}");
     assert!(!text.contains("manifest"), "the YAML summary has no manifests");
+    assert!(text.starts_with("commit: "), "{text}");
+    // The same directory gives the same commit ID (and so the same stamps).
+    let again = gitgate(&["render", "--repo", dir.to_str().unwrap(), "--app", "platform"]);
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{DesiredSet, RenderError, RenderOptions, Renderer, example};
 use crate::source::scratch::ScratchDir;
@@ -115,45 +115,68 @@ pub fn write_example(dir: &Path) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// The desired set as a document: commit, then apps with their objects.
-pub fn to_document(set: &DesiredSet, only_app: Option<&str>, with_manifests: bool) -> Value {
-    let mut apps = Vec::new();
-    for app in set.apps() {
-        if only_app.is_some_and(|a| a != app.name) {
-            continue;
-        }
-        let objects: Vec<Value> = set
-            .app_objects(&app.name)
-            .into_iter()
-            .map(|(key, o)| {
-                let mut v = json!({
-                    "group": key.group,
-                    "kind": key.kind,
-                    "namespace": key.namespace,
-                    "name": key.name,
-                    "source": &*o.source,
-                    "digest": o.digest_string(),
-                    "commit": o.commit.to_string(),
-                });
-                if with_manifests && let Value::Object(m) = &mut v {
-                    m.insert("manifest".into(), o.value());
-                }
-                v
-            })
-            .collect();
-        apps.push(json!({
-            "name": app.name,
-            "project": app.project,
-            "path": app.path.as_str(),
-            "destination": {"cluster": app.destination.cluster, "namespace": app.destination.namespace},
-            "syncPolicy": app.sync_policy,
-            "requireSigned": app.require_signed,
-            "objects": objects,
-        }));
-    }
-    json!({
-        "commit": set.commit().to_string(),
-        "tree": set.tree().to_string(),
-        "apps": apps,
-    })
+/// `gitgate render`'s output, in this field order.
+#[derive(serde::Serialize)]
+pub struct RenderOutput {
+    pub commit: String,
+    pub tree: String,
+    pub apps: Vec<AppOutput>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppOutput {
+    pub name: String,
+    pub project: String,
+    pub path: String,
+    pub destination: super::config::Destination,
+    pub sync_policy: super::config::SyncPolicy,
+    pub require_signed: bool,
+    pub objects: Vec<ObjectOutput>,
+}
+
+#[derive(serde::Serialize)]
+pub struct ObjectOutput {
+    pub group: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub source: String,
+    pub digest: String,
+    pub commit: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Value>,
+}
+
+/// The desired set as a document: commit, then apps with their objects
+/// (and, with `with_manifests`, each object's manifest).
+pub fn to_document(set: &DesiredSet, only_app: Option<&str>, with_manifests: bool) -> RenderOutput {
+    let apps = set
+        .apps()
+        .iter()
+        .filter(|app| only_app.is_none_or(|a| a == app.name))
+        .map(|app| AppOutput {
+            name: app.name.clone(),
+            project: app.project.clone(),
+            path: app.path.as_str().to_string(),
+            destination: app.destination.clone(),
+            sync_policy: app.sync_policy,
+            require_signed: app.require_signed,
+            objects: set
+                .app_objects(&app.name)
+                .into_iter()
+                .map(|(key, o)| ObjectOutput {
+                    group: key.group,
+                    kind: key.kind,
+                    namespace: key.namespace,
+                    name: key.name,
+                    source: o.source.to_string(),
+                    digest: o.digest_string(),
+                    commit: o.commit.to_string(),
+                    manifest: with_manifests.then(|| o.value()),
+                })
+                .collect(),
+        })
+        .collect();
+    RenderOutput { commit: set.commit().to_string(), tree: set.tree().to_string(), apps }
 }

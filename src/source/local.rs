@@ -13,8 +13,9 @@ pub fn is_git_repo(dir: &Path) -> bool {
     dir.join(".git").exists() || (dir.join("HEAD").is_file() && dir.join("objects").is_dir())
 }
 
-/// Copies `dir` into `into/repo`, commits it on branch `main` and returns
-/// the repository's path.
+/// Copies `dir` into `into/repo`, commits it on branch `main` (with a fixed
+/// author, date and message, so the commit ID depends only on the content)
+/// and returns the repository's path.
 pub fn init_from_dir(dir: &Path, into: &Path) -> Result<PathBuf, SourceError> {
     let repo = into.join("repo");
     copy_tree(dir, &repo)?;
@@ -32,7 +33,7 @@ pub fn init_from_dir(dir: &Path, into: &Path) -> Result<PathBuf, SourceError> {
             "commit",
             "-q",
             "-m",
-            &format!("snapshot of {}", dir.display()),
+            "snapshot",
         ],
     )?;
     Ok(repo)
@@ -65,6 +66,9 @@ fn git(dir: &Path, args: &[&str]) -> Result<(), SourceError> {
         .args(args)
         .current_dir(dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
+        // A fixed date: the same directory always gives the same commit ID.
+        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
         .output()
         .map_err(|e| SourceError::Command { command: format!("git {}", args.join(" ")), reason: e.to_string() })?;
     if !out.status.success() {
