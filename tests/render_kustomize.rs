@@ -125,3 +125,8 @@ fn the_example_repository_overlays() {
 fn service_account_subjects_follow_namespace_and_prefix() {
     check("rbac", &golden().join("rbac"), ".");
 }
+
+#[test]
+fn replicas_suffix_generator_namespace_and_references_from_ingress_and_hpa() {
+    check("misc", &golden().join("misc"), ".");
+}

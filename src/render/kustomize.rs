@@ -381,6 +381,7 @@ fn build_dir(
     for rep in &k.replicas {
         for r in res.iter_mut() {
             if r.names.contains(&rep.name)
+                && matches!(r.kind(), "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController")
                 && let Some(spec) = r.obj.get_mut("spec").and_then(Value::as_object_mut)
             {
                 spec.insert("replicas".into(), Value::from(rep.count));
@@ -1094,27 +1095,38 @@ fn go_string(s: &str, out: &mut String) {
 /// referenced kind now carries its final name.
 fn fix_name_references(res: &mut [Res]) {
     fix_service_account_subjects(res);
-    let mut renames: HashMap<(String, String), String> = HashMap::new();
+    // (kind, earlier name, namespace) → final name. Namespaced references
+    // resolve within the referrer's namespace ("" is "default"), as in
+    // kustomize; cluster-scoped targets (ClusterRole) match any referrer.
+    let norm = |ns: &str| if ns.is_empty() { "default".to_string() } else { ns.to_string() };
+    let mut renames: HashMap<(String, String, String), String> = HashMap::new();
     for r in res.iter() {
         let current = r.name().to_string();
+        let ns = if is_cluster_scoped(r.group(), r.kind()) { String::new() } else { norm(r.namespace()) };
         for old in &r.names {
             if *old != current {
-                renames.insert((r.kind().to_string(), old.clone()), current.clone());
+                renames.insert((r.kind().to_string(), old.clone(), ns.clone()), current.clone());
             }
         }
     }
     if renames.is_empty() {
         return;
     }
-    let rename = |kind: &str, v: &mut Value| {
-        if let Value::String(s) = v
-            && let Some(new) = renames.get(&(kind.to_string(), s.clone()))
-        {
-            *s = new.clone();
-        }
-    };
     for r in res.iter_mut() {
         let kind = r.kind().to_string();
+        let referrer_ns = norm(r.namespace());
+        let rename = |target_kind: &str, v: &mut Value| {
+            let ns = if is_cluster_scoped("rbac.authorization.k8s.io", target_kind) {
+                String::new()
+            } else {
+                referrer_ns.clone()
+            };
+            if let Value::String(s) = v
+                && let Some(new) = renames.get(&(target_kind.to_string(), s.clone(), ns))
+            {
+                *s = new.clone();
+            }
+        };
         let obj = &mut r.obj;
         let pod_spec_path: Option<&str> = match kind.as_str() {
             "Pod" => Some("/spec"),

@@ -11,6 +11,7 @@ build patches-json6902 .
 build generators overlay
 build labels .
 build rbac .
+build misc .
 for env in staging production; do
   mkdir -p "example-guestbook-$env"
   kubectl kustomize "../../../examples/gitops/apps/guestbook/overlays/$env" > "example-guestbook-$env/expected.yaml"
