@@ -10,6 +10,8 @@
 //!   allocator's high-water mark from parsing, which is freed but kept by
 //!   malloc).
 //!
+//! - one lookup by identity in that set (the admission hot path).
+//!
 //! `cargo bench --bench render`
 
 use std::hint::black_box;
@@ -106,7 +108,7 @@ fn rss_bytes() -> usize {
         .unwrap_or(0)
 }
 
-fn memory_figure() {
+fn memory_figure(c: &mut Criterion) {
     let f = fixture(100, 100, false);
     let repo = f.src.repo();
     let before = rss_bytes();
@@ -125,11 +127,18 @@ fn memory_figure() {
         after.saturating_sub(before),
         after.saturating_sub(before) as f64 / f.yaml_bytes as f64
     );
+    // The admission hot path: one lookup by identity in the 10k-object set.
+    c.bench_function("desired_set_lookup_10k", |b| {
+        b.iter(|| {
+            black_box(set.get(black_box("apps"), "Deployment", black_box("ns57"), black_box("app57-deploy42")))
+                .is_some()
+        })
+    });
     black_box((set, renderer));
 }
 
 fn bench(c: &mut Criterion) {
-    memory_figure();
+    memory_figure(c);
     let mut g = c.benchmark_group("render");
     g.sample_size(10);
     for (label, kustomize) in [("cold_1000_objects_plain", false), ("cold_1000_objects_kustomize", true)] {
