@@ -415,3 +415,27 @@ fn kustomize_refuses_files_outside_its_directory_and_paths_above_the_repo() {
     let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
     assert!(msg.contains("remote resource"), "{msg}");
 }
+
+#[test]
+fn a_kustomize_diamond_bomb_and_a_cycle_are_refused() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: a, path: k/l0, destination: {namespace: a}}\n");
+    // Each level includes the next twice: 2^15 builds without a bound.
+    for i in 0..15 {
+        f.repo.write(&format!("k/l{i}/kustomization.yaml"), &format!("resources: [../l{n}, ../l{n}b]\n", n = i + 1));
+        f.repo.write(&format!("k/l{i}b/kustomization.yaml"), &format!("resources: [../l{}]\n", i + 1));
+    }
+    f.repo.write("k/l15/kustomization.yaml", "resources: [cm.yaml]\n");
+    f.repo.write("k/l15b/kustomization.yaml", "resources: [../l15]\n");
+    f.repo.write("k/l15/cm.yaml", &configmap("leaf", "1"));
+    let c = f.commit("diamonds");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("kustomization builds"), "{msg}");
+
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: b, path: cyc/a, destination: {namespace: b}}\n");
+    f.repo.write("cyc/a/kustomization.yaml", "resources: [../b]\n");
+    f.repo.write("cyc/b/kustomization.yaml", "resources: [../a]\n");
+    let c = f.commit("cycle");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("cycle"), "{msg}");
+}

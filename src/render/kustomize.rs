@@ -31,6 +31,18 @@ use crate::source::{NodeKind, RepoPath, TreeReader};
 
 const FILE_NAMES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 const MAX_DEPTH: usize = 20;
+/// Kustomization directories built for one app (a base included by many
+/// overlays counts once per inclusion: this bounds diamond blow-ups).
+const MAX_BUILDS: usize = 1_000;
+/// Objects one app's kustomization may produce.
+const MAX_RESOURCES: usize = 100_000;
+
+/// The recursion state of one build: the directories being built (for
+/// cycles) and how many have been built (for blow-ups).
+struct Walk {
+    stack: Vec<RepoPath>,
+    builds: usize,
+}
 
 /// The kustomization file of `dir`, if it has one.
 pub fn find_kustomization(tree: &TreeReader, dir: &RepoPath) -> Result<Option<RepoPath>, RenderError> {
@@ -52,8 +64,8 @@ pub fn build(
     kfile: &RepoPath,
     _app: &str,
 ) -> Result<Vec<(Value, RepoPath)>, RenderError> {
-    let mut stack = Vec::new();
-    let mut res = build_dir(tree, dir, kfile, &mut stack)?;
+    let mut walk = Walk { stack: Vec::new(), builds: 0 };
+    let mut res = build_dir(tree, dir, kfile, &mut walk)?;
     add_hashes(&mut res)?;
     fix_name_references(&mut res);
     Ok(res.into_iter().map(|r| (r.obj, r.source)).collect())
@@ -253,19 +265,18 @@ fn kerr(file: &RepoPath, reason: impl Into<String>) -> RenderError {
     RenderError::Kustomize { file: file.to_string(), reason: reason.into() }
 }
 
-fn build_dir(
-    tree: &TreeReader,
-    dir: &RepoPath,
-    kfile: &RepoPath,
-    stack: &mut Vec<RepoPath>,
-) -> Result<Vec<Res>, RenderError> {
-    if stack.contains(dir) {
+fn build_dir(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath, walk: &mut Walk) -> Result<Vec<Res>, RenderError> {
+    if walk.stack.contains(dir) {
         return Err(kerr(kfile, format!("resource cycle through {dir}")));
     }
-    if stack.len() >= MAX_DEPTH {
+    if walk.stack.len() >= MAX_DEPTH {
         return Err(kerr(kfile, format!("kustomizations nested more than {MAX_DEPTH} deep")));
     }
-    stack.push(dir.clone());
+    walk.builds += 1;
+    if walk.builds > MAX_BUILDS {
+        return Err(kerr(kfile, format!("more than {MAX_BUILDS} kustomization builds for one app")));
+    }
+    walk.stack.push(dir.clone());
     let bytes = tree.read(kfile)?;
     let k: Kustomization = yaml::parse_one(kfile.as_str(), &bytes)?;
     refuse_unsupported(&k, kfile)?;
@@ -285,7 +296,10 @@ fn build_dir(
             Some(n) if n.kind == NodeKind::Dir => {
                 let sub = find_kustomization(tree, &path)?
                     .ok_or_else(|| kerr(kfile, format!("resource directory {path} has no kustomization")))?;
-                res.extend(build_dir(tree, &path, &sub, stack)?);
+                res.extend(build_dir(tree, &path, &sub, walk)?);
+                if res.len() > MAX_RESOURCES {
+                    return Err(kerr(kfile, format!("more than {MAX_RESOURCES} resources")));
+                }
             }
             Some(_) => {
                 // Like kustomize's load restrictor: resource files (unlike
@@ -393,7 +407,7 @@ fn build_dir(
             set_images(&mut r.obj, &k.images);
         }
     }
-    stack.pop();
+    walk.stack.pop();
     Ok(res)
 }
 
