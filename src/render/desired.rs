@@ -47,6 +47,18 @@ struct PackedKey(Box<str>);
 
 const SEP: char = '\u{1f}';
 
+// Box<str> and str hash and compare alike, so a packed key can be looked up
+// by a borrowed string.
+impl std::borrow::Borrow<str> for PackedKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+thread_local! {
+    static LOOKUP_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 impl PackedKey {
     fn pack(group: &str, kind: &str, namespace: &str, name: &str) -> Self {
         let mut s = String::with_capacity(group.len() + kind.len() + namespace.len() + name.len() + 3);
@@ -57,6 +69,18 @@ impl PackedKey {
             s.push_str(part);
         }
         PackedKey(s.into_boxed_str())
+    }
+
+    /// Writes the packed form of the parts into `buf` (no allocation once
+    /// `buf` has grown).
+    fn pack_into(buf: &mut String, group: &str, kind: &str, namespace: &str, name: &str) {
+        buf.clear();
+        for (i, part) in [group, kind, namespace, name].into_iter().enumerate() {
+            if i > 0 {
+                buf.push(SEP);
+            }
+            buf.push_str(part);
+        }
     }
 
     fn unpack(&self) -> ObjectKey {
@@ -118,9 +142,16 @@ impl DesiredSet {
         self.objects.is_empty()
     }
 
-    /// The object with this identity (the admission hot path).
+    /// The object with this identity (the admission hot path: no
+    /// allocation, the key is packed into a reused per-thread buffer).
     pub fn get(&self, group: &str, kind: &str, namespace: &str, name: &str) -> Option<&DesiredObject> {
-        self.objects.get(&PackedKey::pack(group, kind, namespace, name))
+        LOOKUP_KEY.with(|buf| match buf.try_borrow_mut() {
+            Ok(mut buf) => {
+                PackedKey::pack_into(&mut buf, group, kind, namespace, name);
+                self.objects.get(buf.as_str())
+            }
+            Err(_) => self.objects.get(&PackedKey::pack(group, kind, namespace, name)),
+        })
     }
 
     pub fn get_key(&self, key: &ObjectKey) -> Option<&DesiredObject> {
