@@ -47,6 +47,8 @@ pub enum Command {
     Vap(VapArgs),
     /// Verify and query the audit log.
     Audit(audit::command::AuditArgs),
+    /// Render a repository revision and print its desired set.
+    Render(crate::render::command::RenderArgs),
     /// Print the version.
     Version,
     /// Generate an age X25519 identity for sealing Secrets.
@@ -175,6 +177,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Seal(args) => crate::secrets::cli::seal(args),
         Command::Reseal(args) => crate::secrets::cli::reseal(args),
         Command::Audit(args) => Ok(audit::command::run(args)?),
+        Command::Render(args) => {
+            crate::render::command::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve(args) => {
             let config = ServeConfig::from_raw(RawServe {
                 listen: args.listen,

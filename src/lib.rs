@@ -1,8 +1,10 @@
 //! gitgate: Git is the only deploy path.
 //!
-//! One module per box of the data flow (see DESIGN.md): `admission` (the
-//! webhook request path), `tls` and `server` (HTTPS serving), `metrics`,
-//! `config` (validated settings) and `cli`.
+//! One module per box of the data flow (see DESIGN.md): `source` (Git),
+//! `render` (manifests → the desired set of a commit), `admission` (the
+//! webhook request path), `policy` (CEL), `secrets` (the secrets bridge),
+//! `audit` (the hash-chained log); `tls` and `server` (HTTPS serving),
+//! `metrics`, `config` (validated settings) and `cli`.
 
 pub mod admission;
 pub mod audit;
@@ -10,8 +12,10 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod policy;
+pub mod render;
 pub mod secrets;
 pub mod server;
+pub mod source;
 pub mod tls;
 
 /// An error and its sources, joined with ": " (for log fields).

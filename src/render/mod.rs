@@ -1,0 +1,68 @@
+//! The render box: a commit's tree → `gitgate.yaml` ([`config`]) → each
+//! app's objects (plain YAML/JSON, [`kustomize`], [`helm`]) → project
+//! bounds → the desired set D(C) ([`desired`]), with each object's blame.
+//!
+//! [`Renderer`] caches three things, all immutable once built: the desired
+//! set per commit, the rendered apps per tree id, and each app's render
+//! keyed by what it read (the objects it resolved paths to), so a new
+//! commit re-renders only the apps whose inputs changed.
+//!
+//! An error anywhere fails the whole commit: the caller keeps the last good
+//! desired set (see [`crate::source::poll`]).
+
+pub mod command;
+pub mod config;
+pub mod desired;
+pub mod engine;
+pub mod example;
+pub mod helm;
+pub mod kustomize;
+pub mod object;
+pub mod yaml;
+
+pub use config::{App, Config, Project};
+pub use desired::{DesiredObject, DesiredSet};
+pub use engine::{RenderOptions, RenderStats, Renderer};
+pub use object::ObjectKey;
+
+use crate::source::SourceError;
+
+/// Everything rendering can fail at; each names the file (and line where
+/// the parser knows it), the app, or the project concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{file}:{line}:{column}: {message}")]
+    Parse { file: String, line: usize, column: usize, message: String },
+    #[error("{file}:{line}: {message}")]
+    Config { file: String, line: usize, message: String },
+    #[error("{file}: document {doc}: {reason}")]
+    InvalidObject { file: String, doc: usize, reason: String },
+    /// `object` reads "Kind.group ns/name (from file)".
+    #[error("app {app:?}: {object} is outside project {project:?}: {reason}")]
+    OutOfBounds { app: String, project: String, object: String, reason: String },
+    /// `first` and `second` read "\"app\" (file)".
+    #[error("{object} is declared by two apps: {first} and {second}")]
+    Duplicate { object: String, first: String, second: String },
+    #[error("app {app:?}: {object} is declared twice: in {first_file} and in {second_file}")]
+    DuplicateInApp { app: String, object: String, first_file: String, second_file: String },
+    #[error("app {app:?}: path {path} does not exist")]
+    AppPathMissing { app: String, path: String },
+    #[error("{file}: kustomize: {reason}")]
+    Kustomize { file: String, reason: String },
+    #[error("app {app:?}: helm: {reason}")]
+    Helm { app: String, reason: String },
+    #[error("failed to render app {app:?}")]
+    App {
+        app: String,
+        #[source]
+        source: Box<RenderError>,
+    },
+    #[error("failed to read the history of commit {commit}")]
+    History {
+        commit: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}

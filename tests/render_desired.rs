@@ -1,0 +1,441 @@
+//! Rendering real repositories into the desired set: plain YAML/JSON,
+//! config validation with file and line, generators, project bounds,
+//! duplicates, blame (the commit that last changed each object), caching,
+//! and the YAML safety cases.
+
+#[path = "source_common.rs"]
+mod support;
+
+use gitgate::render::{RenderError, RenderOptions, Renderer};
+use gitgate::source::GitSource;
+use support::*;
+
+struct Fixture {
+    repo: Repo,
+    _cache: tempfile::TempDir,
+    src: GitSource,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let repo = Repo::new();
+        let (t, cache) = cache_dir();
+        let src = GitSource::open(&repo.url(), &cache).unwrap();
+        Fixture { repo, _cache: t, src }
+    }
+
+    fn commit(&self, msg: &str) -> gix::ObjectId {
+        let c = self.repo.commit(msg);
+        self.src.fetch().unwrap();
+        oid(&c)
+    }
+
+    fn render(
+        &self,
+        r: &Renderer,
+        c: gix::ObjectId,
+    ) -> Result<std::sync::Arc<gitgate::render::DesiredSet>, RenderError> {
+        r.desired(&self.src.repo(), c)
+    }
+}
+
+const TWO_APPS: &str = "\
+projects:
+  - name: team-web
+    destinations: [{cluster: in-cluster, namespace: \"web-*\"}]
+    kinds: [\"ConfigMap\", \"apps/Deployment\", \"Service\"]
+apps:
+  - name: web
+    project: team-web
+    path: apps/web
+    destination: {namespace: web-prod}
+  - name: api
+    path: apps/api
+    destination: {namespace: api}
+";
+
+#[test]
+fn renders_plain_yaml_and_json_recursively_with_namespace_defaulting() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", TWO_APPS);
+    f.repo.write(
+        "apps/web/all.yaml",
+        &format!("{}---\n{}", configmap("web-config", "a"), deployment("web", "nginx:1.27")),
+    );
+    f.repo.write(
+        "apps/web/nested/deeper/svc.json",
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"web"},"spec":{"ports":[{"port":80}]}}"#,
+    );
+    f.repo.write("apps/web/README.md", "not a manifest");
+    f.repo.write("apps/api/list.yaml", "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: v1\n    kind: ConfigMap\n    metadata: {name: a, namespace: other}\n  - apiVersion: v1\n    kind: ConfigMap\n    metadata: {name: b}\n");
+    let c = f.commit("apps");
+    let r = Renderer::new(RenderOptions::default());
+    let d = f.render(&r, c).unwrap();
+    assert_eq!(d.commit(), c);
+    assert_eq!(d.len(), 5);
+    let dep = d.get("apps", "Deployment", "web-prod", "web").expect("deployment keyed by identity");
+    assert_eq!(&*dep.source, "apps/web/all.yaml");
+    assert_eq!(d.app_of(dep).unwrap().name, "web");
+    assert!(dep.digest_string().starts_with("sha256:") && dep.digest_string().len() == 71);
+    // Canonical: keys sorted, no whitespace, namespace defaulted.
+    assert!(
+        dep.manifest.starts_with(
+            r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"web-prod"}"#
+        ),
+        "{}",
+        dep.manifest
+    );
+    assert_eq!(&*d.get("", "Service", "web-prod", "web").unwrap().source, "apps/web/nested/deeper/svc.json");
+    // An explicit namespace is kept; List items are expanded.
+    assert!(d.get("", "ConfigMap", "other", "a").is_some());
+    assert!(d.get("", "ConfigMap", "api", "b").is_some());
+    // Every object of the first commit is blamed on it.
+    assert!(d.objects().iter().all(|(_, o)| o.commit == c));
+}
+
+#[test]
+fn blame_keeps_the_commit_of_unchanged_objects() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: web, path: apps/web, destination: {namespace: web}}\n");
+    f.repo.write("apps/web/cms.yaml", &format!("{}---\n{}", configmap("one", "1"), configmap("two", "1")));
+    f.repo.write("apps/web/three.yaml", &configmap("three", "1"));
+    let c1 = f.commit("first");
+    // Change only `two` inside the multi-document file, reformat `three`
+    // without changing its content.
+    f.repo.write("apps/web/cms.yaml", &format!("{}---\n{}", configmap("one", "1"), configmap("two", "2")));
+    f.repo.write(
+        "apps/web/three.yaml",
+        "# same content, new comment\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: three}\ndata: {value: \"1\"}\n",
+    );
+    let c2 = f.commit("second");
+    f.repo.write("README.md", "unrelated change");
+    let c3 = f.commit("third");
+
+    // Cold (nothing cached): blame walks history.
+    let r = Renderer::new(RenderOptions::default());
+    let d = f.render(&r, c3).unwrap();
+    assert_eq!(d.get("", "ConfigMap", "web", "one").unwrap().commit, c1);
+    assert_eq!(d.get("", "ConfigMap", "web", "two").unwrap().commit, c2);
+    assert_eq!(d.get("", "ConfigMap", "web", "three").unwrap().commit, c1);
+
+    // Warm (parent's set cached): the same answer.
+    let r2 = Renderer::new(RenderOptions::default());
+    f.render(&r2, c1).unwrap();
+    f.render(&r2, c2).unwrap();
+    let d2 = f.render(&r2, c3).unwrap();
+    for name in ["one", "two", "three"] {
+        assert_eq!(
+            d2.get("", "ConfigMap", "web", name).unwrap().commit,
+            d.get("", "ConfigMap", "web", name).unwrap().commit,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_new_commit_re_renders_only_the_apps_it_touches() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", TWO_APPS);
+    f.repo.write("apps/web/cm.yaml", &configmap("web", "1"));
+    f.repo.write("apps/api/cm.yaml", &configmap("api", "1"));
+    let c1 = f.commit("first");
+    let r = Renderer::new(RenderOptions::default());
+    f.render(&r, c1).unwrap();
+    let before = r.stats();
+    assert_eq!(before.app_renders, 2);
+    f.repo.write("apps/api/cm.yaml", &configmap("api", "2"));
+    let c2 = f.commit("api only");
+    let d = f.render(&r, c2).unwrap();
+    let after = r.stats();
+    assert_eq!(after.app_renders - before.app_renders, 1, "only the api app is rendered again");
+    assert!(after.app_cache_hits > before.app_cache_hits);
+    assert_eq!(d.get("", "ConfigMap", "api", "api").unwrap().commit, c2);
+    assert_eq!(d.get("", "ConfigMap", "web-prod", "web").unwrap().commit, c1);
+    // The same commit again is served from the cache.
+    let again = f.render(&r, c2).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&d, &again));
+}
+
+#[test]
+fn two_apps_declaring_one_object_is_an_error_naming_both() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: a, path: a, destination: {namespace: shared}}\n  - {name: b, path: b, destination: {namespace: shared}}\n");
+    f.repo.write("a/cm.yaml", &configmap("same", "1"));
+    f.repo.write("b/cm.yaml", &configmap("same", "2"));
+    let c = f.commit("dup");
+    let err = f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, RenderError::Duplicate { .. }), "{msg}");
+    assert!(
+        msg.contains("\"a\"") && msg.contains("\"b\"") && msg.contains("a/cm.yaml") && msg.contains("b/cm.yaml"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn objects_outside_the_project_are_refused_naming_the_project() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", TWO_APPS);
+    f.repo.write("apps/api/cm.yaml", &configmap("api", "1"));
+    f.repo.write("apps/web/ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: sneaky}\n");
+    let c = f.commit("cluster-scoped");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("project \"team-web\"") && msg.contains("cluster-scoped kind Namespace"), "{msg}");
+    assert!(msg.contains("apps/web/ns.yaml"), "{msg}");
+
+    f.repo.remove("apps/web/ns.yaml");
+    f.repo.write("apps/web/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: kube-system}\n");
+    let c = f.commit("other namespace");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("project \"team-web\"") && msg.contains("kube-system"), "{msg}");
+
+    f.repo.write("apps/web/cm.yaml", "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: x}\n");
+    let c = f.commit("kind");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("project \"team-web\"") && msg.contains("kind rbac.authorization.k8s.io/Role"), "{msg}");
+}
+
+#[test]
+fn the_default_project_refuses_cluster_scoped_kinds_and_a_project_can_allow_them() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: a, path: a}\n");
+    f.repo.write("a/ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n");
+    let c = f.commit("default project");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("project \"default\""), "{msg}");
+    f.repo.write("gitgate.yaml", "projects:\n  - {name: platform, clusterKinds: [Namespace]}\napps:\n  - {name: a, path: a, project: platform}\n");
+    let c = f.commit("platform project");
+    let d = f.render(&Renderer::new(RenderOptions::default()), c).unwrap();
+    assert!(d.get("", "Namespace", "", "team").is_some());
+}
+
+#[test]
+fn a_bad_config_is_reported_with_file_and_line() {
+    let f = Fixture::new();
+    f.repo.write(
+        "gitgate.yaml",
+        "apps:\n  - name: web\n    path: apps/web\n    destination: {namespace: web}\n    unknownField: 1\n",
+    );
+    let c = f.commit("typo");
+    let msg = f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err().to_string();
+    assert!(msg.starts_with("gitgate.yaml:5:"), "{msg}");
+
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: web, path: a, destination: {namespace: web}}\n  - {name: web, path: b, destination: {namespace: web}}\n");
+    let c = f.commit("duplicate app");
+    let msg = f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err().to_string();
+    assert!(msg.starts_with("gitgate.yaml:3:") && msg.contains("declared twice"), "{msg}");
+
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: web, path: ../outside, destination: {namespace: web}}\n");
+    let c = f.commit("escape");
+    let msg = f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err().to_string();
+    assert!(msg.starts_with("gitgate.yaml:2:") && msg.contains("`..`"), "{msg}");
+
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: web, path: /etc, destination: {namespace: web}}\n");
+    let c = f.commit("absolute");
+    let msg = f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err().to_string();
+    assert!(msg.starts_with("gitgate.yaml:2:") && msg.contains("absolute"), "{msg}");
+
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: web, path: a, project: nope, destination: {namespace: web}}\n");
+    let c = f.commit("unknown project");
+    let msg = f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err().to_string();
+    assert!(msg.starts_with("gitgate.yaml:2:") && msg.contains("nope"), "{msg}");
+}
+
+#[test]
+fn generators_list_git_directories_clusters_and_matrix() {
+    let f = Fixture::new();
+    f.repo.write(
+        "gitgate.yaml",
+        "\
+clusters:
+  - {name: in-cluster, labels: {env: prod}}
+  - {name: edge, labels: {env: edge}}
+generators:
+  - list:
+      elements: [{team: red}, {team: blue}]
+    template:
+      name: \"team-{{team}}\"
+      path: teams/{{team}}
+      destination: {namespace: \"{{team}}\"}
+  - matrix:
+      generators:
+        - git: {directories: [\"services/*\"], exclude: [\"services/skip\"]}
+        - list: {elements: [{env: staging}, {env: production}]}
+    template:
+      name: \"{{path.basename}}-{{env}}\"
+      path: \"{{path}}/{{env}}\"
+      destination: {namespace: \"{{path.basename}}-{{env}}\"}
+  - clusters: {selector: {matchLabels: {env: edge}}}
+    template:
+      name: \"agent-{{name}}\"
+      path: agent
+      destination: {cluster: \"{{name}}\", namespace: agent}
+",
+    );
+    for t in ["red", "blue"] {
+        f.repo.write(&format!("teams/{t}/cm.yaml"), &configmap("team", t));
+    }
+    for s in ["cart", "shop"] {
+        for e in ["staging", "production"] {
+            f.repo.write(&format!("services/{s}/{e}/cm.yaml"), &configmap(s, e));
+        }
+    }
+    f.repo.write("services/skip/staging/cm.yaml", &configmap("skip", "x"));
+    f.repo.write("agent/cm.yaml", &configmap("agent", "1"));
+    let c = f.commit("generators");
+    let d = f.render(&Renderer::new(RenderOptions::default()), c).unwrap();
+    let mut names: Vec<&str> = d.apps().iter().map(|a| a.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["agent-edge", "cart-production", "cart-staging", "shop-production", "shop-staging", "team-blue", "team-red"]
+    );
+    assert_eq!(d.app("agent-edge").unwrap().destination.cluster, "edge");
+    assert!(d.get("", "ConfigMap", "cart-production", "cart").is_some());
+    assert!(d.get("", "ConfigMap", "red", "team").is_some());
+}
+
+#[test]
+fn yaml_1_1_booleans_stay_strings_in_the_desired_set() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: a, path: a, destination: {namespace: a}}\n");
+    f.repo.write("a/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: flags}\ndata:\n  country: NO\n  enabled: on\n  real: \"true\"\n");
+    let c = f.commit("norway");
+    let d = f.render(&Renderer::new(RenderOptions::default()), c).unwrap();
+    let v = d.get("", "ConfigMap", "a", "flags").unwrap().value();
+    assert_eq!(v["data"], serde_json::json!({"country": "NO", "enabled": "on", "real": "true"}));
+}
+
+#[test]
+fn a_yaml_alias_bomb_is_refused_naming_the_file() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: a, path: a, destination: {namespace: a}}\n");
+    let mut bomb = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let names = ["b", "c", "d", "e", "f", "g", "h", "i"];
+    let mut prev = "a";
+    for n in names {
+        bomb.push_str(&format!(
+            "{n}: &{n} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+        ));
+        prev = n;
+    }
+    f.repo.write("a/bomb.yaml", &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bomb}}\n{bomb}"));
+    let c = f.commit("bomb");
+    let err = f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err();
+    let msg = gitgate::error_chain(&err);
+    assert!(msg.contains("a/bomb.yaml") && msg.contains("budget"), "{msg}");
+}
+
+#[test]
+fn a_document_nested_thousands_deep_is_refused_naming_the_file() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: a, path: a, destination: {namespace: a}}\n");
+    let deep = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\ndata: {}{}\n",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    f.repo.write("a/deep.yaml", &deep);
+    let deep_json = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+    f.repo.write("b/deep.json", &deep_json);
+    let c = f.commit("deep");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("a/deep.yaml") && msg.contains("recursion limit"), "{msg}");
+
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: b, path: b, destination: {namespace: b}}\n");
+    let c = f.commit("deep json");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("b/deep.json") && msg.contains("recursion limit"), "{msg}");
+}
+
+#[test]
+fn an_oversized_manifest_fails_the_render_naming_the_file() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: a, path: a, destination: {namespace: a}}\n");
+    f.repo.write(
+        "a/big.yaml",
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata: {{x: \"{}\"}}\n",
+            "x".repeat(200_000)
+        ),
+    );
+    let c = f.commit("big");
+    let opts = RenderOptions {
+        limits: gitgate::source::ReadLimits { max_file_bytes: 100_000, ..Default::default() },
+        ..Default::default()
+    };
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(opts), c).unwrap_err());
+    assert!(msg.contains("a/big.yaml") && msg.contains("limit"), "{msg}");
+}
+
+#[test]
+fn an_app_path_symlinked_out_of_the_repo_is_refused() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: a, path: a, destination: {namespace: a}}\n");
+    f.repo.symlink("a/etc.yaml", "/etc/hostname");
+    let c = f.commit("escape");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("a/etc.yaml") && msg.contains("leaves the repository"), "{msg}");
+}
+
+#[test]
+fn a_chart_without_a_helm_binary_is_an_error_naming_the_app() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: charted, path: chart, destination: {namespace: c}}\n");
+    f.repo.write("chart/Chart.yaml", "apiVersion: v2\nname: demo\nversion: 0.1.0\n");
+    f.repo.write("chart/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: demo}\n");
+    let c = f.commit("chart");
+    let opts = RenderOptions { helm: "/nonexistent/helm".into(), ..Default::default() };
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(opts), c).unwrap_err());
+    assert!(msg.contains("app \"charted\"") && msg.contains("helm"), "{msg}");
+}
+
+#[test]
+fn kustomize_refuses_files_outside_its_directory_and_paths_above_the_repo() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: a, path: apps/a, destination: {namespace: a}}\n");
+    f.repo.write("secrets/db.yaml", &configmap("stolen", "x"));
+    f.repo.write("apps/a/kustomization.yaml", "resources:\n  - ../../secrets/db.yaml\n");
+    let c = f.commit("file outside");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("apps/a/kustomization.yaml") && msg.contains("outside the kustomization directory"), "{msg}");
+
+    f.repo.write("apps/a/kustomization.yaml", "resources:\n  - ../../../../etc\n");
+    let c = f.commit("above the root");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("apps/a/kustomization.yaml") && msg.contains("leaves the repository"), "{msg}");
+
+    f.repo.write("apps/a/kustomization.yaml", "configMapGenerator:\n  - name: x\n    files: [../../secrets/db.yaml]\n");
+    let c = f.commit("generator file outside");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("outside the kustomization directory"), "{msg}");
+
+    f.repo.write("apps/a/kustomization.yaml", "resources:\n  - https://github.com/example/repo//base\n");
+    let c = f.commit("remote");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("remote resource"), "{msg}");
+}
+
+#[test]
+fn a_kustomize_diamond_bomb_and_a_cycle_are_refused() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: a, path: k/l0, destination: {namespace: a}}\n");
+    // Each level includes the next twice: 2^15 builds without a bound.
+    for i in 0..15 {
+        f.repo.write(&format!("k/l{i}/kustomization.yaml"), &format!("resources: [../l{n}, ../l{n}b]\n", n = i + 1));
+        f.repo.write(&format!("k/l{i}b/kustomization.yaml"), &format!("resources: [../l{}]\n", i + 1));
+    }
+    f.repo.write("k/l15/kustomization.yaml", "resources: [cm.yaml]\n");
+    f.repo.write("k/l15b/kustomization.yaml", "resources: [../l15]\n");
+    f.repo.write("k/l15/cm.yaml", &configmap("leaf", "1"));
+    let c = f.commit("diamonds");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("kustomization builds"), "{msg}");
+
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: b, path: cyc/a, destination: {namespace: b}}\n");
+    f.repo.write("cyc/a/kustomization.yaml", "resources: [../b]\n");
+    f.repo.write("cyc/b/kustomization.yaml", "resources: [../a]\n");
+    let c = f.commit("cycle");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("cycle"), "{msg}");
+}
