@@ -113,6 +113,30 @@ fn match_conditions_variables_and_messages() {
 }
 
 #[test]
+fn variables_keep_their_meaning_when_a_comprehension_reuses_a_name() {
+    // `object` inside the comprehension is the iteration variable; the
+    // variable must still mean the request's object
+    let spec = format!(
+        "{ALL}variables:\n- name: name\n  expression: object.metadata.name\n\
+         validations:\n- expression: \"[1, 2].all(object, variables.name == 'web' && object > 0)\"\n"
+    );
+    let s = set(&spec, "[Deny]").unwrap();
+    let d = decide(&s, &request("validate-create-deployment.json"));
+    assert!(d.allowed(), "{}", denied(&d));
+    // and a variable used in a message expression and by another variable
+    let spec = format!(
+        "{ALL}variables:\n- name: spec\n  expression: object.spec.template.spec\n\
+         - name: images\n  expression: variables.spec.containers.map(c, c.image)\n\
+         validations:\n- expression: size(variables.images) == 2\n  messageExpression: \"'images: ' + variables.images.join(',')\"\n"
+    );
+    let s = set(&spec, "[Deny]").unwrap();
+    assert!(
+        denied(&decide(&s, &request("validate-create-deployment.json")))
+            .ends_with("images: registry.example.invalid/demo/web:1.0.0")
+    );
+}
+
+#[test]
 fn failure_policy_decides_errors() {
     let spec = format!("{ALL}validations:\n- expression: object.spec.nothing.here == 1\n");
     let s = set(&spec, "[Deny]").unwrap();

@@ -154,47 +154,6 @@ pub fn analyze(expr: &IdedExpr) -> Cost {
     cost
 }
 
-/// Every function an expression calls, with a namespace-like receiver
-/// joined in (`cel.bind`, `math.ceil`).
-pub fn function_names(expr: &IdedExpr) -> Vec<String> {
-    fn walk(e: &IdedExpr, out: &mut Vec<String>) {
-        match &e.expr {
-            Expr::Call(call) => {
-                match call.target.as_deref().map(|t| &t.expr) {
-                    Some(Expr::Ident(ns)) => out.push(format!("{ns}.{}", call.func_name)),
-                    _ => out.push(call.func_name.clone()),
-                }
-                if let Some(t) = &call.target {
-                    walk(t, out);
-                }
-                call.args.iter().for_each(|a| walk(a, out));
-            }
-            Expr::Comprehension(c) => {
-                for part in [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
-                    walk(part, out);
-                }
-            }
-            Expr::List(l) => l.elements.iter().for_each(|x| walk(x, out)),
-            Expr::Map(m) => m.entries.iter().for_each(|en| {
-                if let EntryExpr::MapEntry(me) = &en.expr {
-                    walk(&me.key, out);
-                    walk(&me.value, out);
-                }
-            }),
-            Expr::Struct(st) => st.entries.iter().for_each(|en| {
-                if let EntryExpr::StructField(f) = &en.expr {
-                    walk(&f.value, out);
-                }
-            }),
-            Expr::Select(sel) => walk(&sel.operand, out),
-            Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk(expr, &mut out);
-    out
-}
-
 /// The largest collection and the longest string in a JSON document.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sizes {

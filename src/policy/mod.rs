@@ -7,6 +7,7 @@
 //! evaluation is pure: [`PolicySet::evaluate`] reads a request and writes a
 //! [`Decision`].
 
+pub mod ast;
 pub mod cost;
 pub mod functions;
 pub mod model;
@@ -106,41 +107,17 @@ struct Expression {
 
 /// Rewrites `variables.<name>` into the identifier `VAR_PREFIX<name>`.
 fn rewrite_variables(e: &mut IdedExpr) {
-    use kube_cel::cel::common::ast::{EntryExpr, Expr};
-    if let Expr::Select(sel) = &e.expr
-        && !sel.test
-        && matches!(&sel.operand.expr, Expr::Ident(n) if n == "variables")
-    {
-        e.expr = Expr::Ident(format!("{VAR_PREFIX}{}", sel.field));
-        return;
-    }
-    match &mut e.expr {
-        Expr::Call(call) => {
-            if let Some(t) = call.target.as_deref_mut() {
-                rewrite_variables(t);
-            }
-            call.args.iter_mut().for_each(rewrite_variables);
+    use kube_cel::cel::common::ast::Expr;
+    ast::rewrite(e, &mut |e| {
+        if let Expr::Select(sel) = &e.expr
+            && !sel.test
+            && matches!(&sel.operand.expr, Expr::Ident(n) if n == "variables")
+        {
+            e.expr = Expr::Ident(format!("{VAR_PREFIX}{}", sel.field));
+            return true;
         }
-        Expr::Comprehension(c) => {
-            for part in [&mut c.iter_range, &mut c.accu_init, &mut c.loop_cond, &mut c.loop_step, &mut c.result] {
-                rewrite_variables(part);
-            }
-        }
-        Expr::List(l) => l.elements.iter_mut().for_each(rewrite_variables),
-        Expr::Map(m) => m.entries.iter_mut().for_each(|en| {
-            if let EntryExpr::MapEntry(me) = &mut en.expr {
-                rewrite_variables(&mut me.key);
-                rewrite_variables(&mut me.value);
-            }
-        }),
-        Expr::Struct(st) => st.entries.iter_mut().for_each(|en| {
-            if let EntryExpr::StructField(f) = &mut en.expr {
-                rewrite_variables(&mut f.value);
-            }
-        }),
-        Expr::Select(sel) => rewrite_variables(&mut sel.operand),
-        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
-    }
+        false
+    });
 }
 
 impl Expression {
@@ -154,7 +131,7 @@ impl Expression {
         };
         let program = Program::compile(source).map_err(|e| err(e.to_string()))?;
         let refs = program.references();
-        let called = cost::function_names(program.expression());
+        let called = ast::function_names(program.expression());
         if let Some(f) = UNSUPPORTED_FUNCTIONS.iter().find(|f| called.iter().any(|c| c == *f)) {
             return Err(err(format!("the function {f} is not supported by gitgate's CEL interpreter")));
         }
@@ -165,6 +142,22 @@ impl Expression {
         let mut ast = program.expression().clone();
         rewrite_variables(&mut ast);
         Ok(Expression { source: source.to_owned(), ast, cost })
+    }
+
+    /// Inlines variable definitions (keyed by their rewritten identifier)
+    /// and recomputes the cost bound of the result.
+    fn substitute(&mut self, defs: &HashMap<String, IdedExpr>) {
+        use kube_cel::cel::common::ast::Expr;
+        ast::rewrite(&mut self.ast, &mut |e| {
+            if let Expr::Ident(n) = &e.expr
+                && let Some(d) = defs.get(n)
+            {
+                *e = d.clone();
+                return true;
+            }
+            false
+        });
+        self.cost = cost::analyze(&self.ast);
     }
 
     fn execute(&self, ctx: &Context<'_>) -> kube_cel::cel::ResolveResult {
@@ -188,6 +181,9 @@ struct CompiledPolicy {
     variables: Vec<(String, Expression)>,
     validations: Vec<CompiledValidation>,
     audit: Vec<(String, Expression)>,
+    /// The variables' definitions were inlined where they are used, so
+    /// they are not evaluated on their own (see [`inline_variables`]).
+    inlined: bool,
 }
 
 struct Bound {
@@ -516,7 +512,7 @@ fn run_policy(p: &CompiledPolicy, request_ctx: &Context<'_>, sizes: Sizes, secre
         }
         out.matched = true;
 
-        for (name, var) in &p.variables {
+        for (name, var) in p.variables.iter().filter(|_| !p.inlined) {
             let value = match eval(&ctx, var) {
                 Ok(v) => v,
                 Err(err) => {
@@ -650,7 +646,7 @@ fn compile_policy(origin: &str, p: &ValidatingAdmissionPolicy) -> Result<Compile
     for a in &p.spec.audit_annotations {
         audit.push((a.key.clone(), compile(format!("auditAnnotation {:?}", a.key), &a.value_expression)?));
     }
-    Ok(CompiledPolicy {
+    let mut policy = CompiledPolicy {
         name: name.clone(),
         origin: origin.to_owned(),
         failure: p.spec.failure_policy.unwrap_or_default(),
@@ -659,7 +655,57 @@ fn compile_policy(origin: &str, p: &ValidatingAdmissionPolicy) -> Result<Compile
         variables,
         validations,
         audit,
-    })
+        inlined: false,
+    };
+    policy.inlined = inline_variables(&mut policy);
+    Ok(policy)
+}
+
+/// Replaces each `variables.<name>` reference with the variable's
+/// definition. CEL is side-effect free, so this is the apiserver's lazy
+/// evaluation; and it spares cel 0.13's deep copies: a variable bound in a
+/// context is copied three times (out of the object, into a `Value`, back
+/// into the context), while an inlined `object.spec.template.spec` is only
+/// borrowed. Refused (variables then bound eagerly) when a comprehension
+/// variable in the policy could capture a name a definition uses.
+fn inline_variables(p: &mut CompiledPolicy) -> bool {
+    use std::collections::HashSet;
+    if p.variables.is_empty() {
+        return false;
+    }
+    let mut bound = HashSet::new();
+    let mut free = HashSet::new();
+    for (_, v) in &p.variables {
+        ast::identifiers(&v.ast, &mut free);
+        ast::comprehension_variables(&v.ast, &mut bound);
+    }
+    for v in &p.validations {
+        ast::comprehension_variables(&v.expr.ast, &mut bound);
+        if let Some(m) = &v.message_expr {
+            ast::comprehension_variables(&m.ast, &mut bound);
+        }
+    }
+    for (_, a) in &p.audit {
+        ast::comprehension_variables(&a.ast, &mut bound);
+    }
+    if !bound.is_disjoint(&free) {
+        return false;
+    }
+    let mut defs: HashMap<String, IdedExpr> = HashMap::new();
+    for (name, v) in &mut p.variables {
+        v.substitute(&defs);
+        defs.insert(format!("{VAR_PREFIX}{name}"), v.ast.clone());
+    }
+    for v in &mut p.validations {
+        v.expr.substitute(&defs);
+        if let Some(m) = &mut v.message_expr {
+            m.substitute(&defs);
+        }
+    }
+    for (_, a) in &mut p.audit {
+        a.substitute(&defs);
+    }
+    true
 }
 
 /// Which requests a policy or binding applies to.
