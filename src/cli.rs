@@ -95,6 +95,23 @@ pub struct ServeArgs {
     /// The reconciler's username (the `git.reconciler` variable).
     #[arg(long, env = "GITGATE_RECONCILER", default_value = DEFAULT_RECONCILER)]
     pub reconciler: String,
+    /// Git repository to track: a URL (https://, ssh://, file://) or a
+    /// local directory (default: the bundled example GitOps repo).
+    #[arg(long, env = "GITGATE_REPO")]
+    pub repo: Option<String>,
+    /// Branch, tag or commit to track.
+    #[arg(long, env = "GITGATE_REV", default_value = "HEAD")]
+    pub rev: String,
+    /// How often to fetch the repository.
+    #[arg(long, default_value = "30s")]
+    pub poll_interval: String,
+    /// Shared secret of push webhooks (GitHub/Gitea HMAC, GitLab token);
+    /// `POST /hooks/git` is served only when it is set.
+    #[arg(long, env = "GITGATE_HOOK_SECRET", hide_env_values = true)]
+    pub hook_secret: Option<secrecy::SecretString>,
+    /// Where fetched repositories are cached.
+    #[arg(long, default_value = "gitgate-data/git")]
+    pub git_cache: PathBuf,
     #[command(flatten)]
     pub secrets: Box<crate::secrets::cli::ServeSecretsArgs>,
     #[command(flatten)]
@@ -194,11 +211,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 drain_timeout: &args.drain_timeout,
             })?;
             let policies = load_policies(&args.policies)?;
+            let poll = crate::config::in_range(
+                "--poll-interval",
+                crate::config::parse_duration(&args.poll_interval)?,
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(24 * 3600),
+            )?;
+            let repo = RepoArgs {
+                repo: args.repo.clone(),
+                rev: args.rev.clone(),
+                poll,
+                hook_secret: args.hook_secret.clone(),
+                cache: args.git_cache.clone(),
+            };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("failed to start the runtime")?;
-            rt.block_on(serve(config, policies, args.reconciler, args.secrets, args.audit))?;
+            rt.block_on(serve(config, policies, args.reconciler, repo, args.secrets, args.audit))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -260,10 +290,51 @@ fn policy_test(args: PolicyTestArgs) -> anyhow::Result<ExitCode> {
     Ok(if results.iter().all(|r| r.passed) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// What `serve` tracks in Git.
+struct RepoArgs {
+    repo: Option<String>,
+    rev: String,
+    poll: std::time::Duration,
+    hook_secret: Option<secrecy::SecretString>,
+    cache: PathBuf,
+}
+
+/// Opens the repository to track (the bundled example when none is given,
+/// committed from its files; a plain directory likewise) and starts the
+/// tracker that keeps its desired set current.
+fn track(repo: &RepoArgs) -> anyhow::Result<Arc<crate::source::poll::Tracker>> {
+    use crate::render::command::write_example;
+    use crate::render::engine::{RenderOptions, Renderer};
+    use crate::source::{fetch::GitSource, local};
+    let work = PathBuf::from("gitgate-data");
+    let url = match &repo.repo {
+        Some(r) if r.contains("://") || local::is_git_repo(std::path::Path::new(r)) => r.clone(),
+        other => {
+            let dir = match other {
+                Some(d) => PathBuf::from(d),
+                None => {
+                    let dir = work.join("example");
+                    let _ = std::fs::remove_dir_all(&dir);
+                    write_example(&dir)?;
+                    dir
+                }
+            };
+            let into = work.join("example-git");
+            let _ = std::fs::remove_dir_all(&into);
+            local::init_from_dir(&dir, &into)?.display().to_string()
+        }
+    };
+    let source = Arc::new(GitSource::open(&url, &repo.cache)?);
+    let renderer = Arc::new(Renderer::new(RenderOptions::default()));
+    tracing::info!(repo = %url, rev = %repo.rev, "tracking Git");
+    Ok(Arc::new(crate::source::poll::Tracker::new(source, repo.rev.clone(), renderer)))
+}
+
 async fn serve(
     config: ServeConfig,
     policies: PolicySet,
     reconciler: String,
+    repo: RepoArgs,
     secrets: Box<crate::secrets::cli::ServeSecretsArgs>,
     audit_args: audit::command::ServeAuditArgs,
 ) -> anyhow::Result<()> {
@@ -291,7 +362,16 @@ async fn serve(
     let (decider, vault_renewal) = crate::secrets::cli::with_secrets_stage(decider, &secrets).await?;
     state.publish(Arc::new(decider));
 
-    let router = admission::router(state.clone());
+    let tracker = track(&repo)?;
+    let tracking = tokio::spawn(tracker.clone().run(repo.poll));
+    let mut router = admission::router(state.clone());
+    match &repo.hook_secret {
+        Some(secret) => {
+            let hooks = crate::source::hooks::HookState::new(secret.clone(), tracker.trigger());
+            router = router.merge(crate::source::hooks::router(Arc::new(hooks)));
+        }
+        None => tracing::info!("no --hook-secret: POST /hooks/git is off; Git is polled every {:?}", repo.poll),
+    }
     let conn = ConnLimits { handshake_timeout: config.header_timeout, header_timeout: config.header_timeout };
     let running = server::start(config.listen, rustls, router, conn).await?;
     let reload = tokio::spawn(reloader.run(config.tls_reload_interval));
@@ -300,6 +380,7 @@ async fn serve(
     shutdown_signal().await;
     tracing::info!(drain = ?config.drain_timeout, "shutting down: draining in-flight requests");
     reload.abort();
+    tracking.abort();
     if let Some(task) = vault_renewal {
         task.abort();
     }

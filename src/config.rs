@@ -46,12 +46,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, ConfigError> {
     Ok(total)
 }
 
-pub(crate) fn in_range(
-    name: &'static str,
-    value: Duration,
-    min: Duration,
-    max: Duration,
-) -> Result<Duration, ConfigError> {
+pub fn in_range(name: &'static str, value: Duration, min: Duration, max: Duration) -> Result<Duration, ConfigError> {
     if value < min || value > max {
         return Err(ConfigError::DurationRange { name, value, min, max });
     }

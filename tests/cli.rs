@@ -10,6 +10,35 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_gitgate");
 
 #[test]
+fn push_hooks_are_verified_and_trigger_a_fetch() {
+    common::install_crypto();
+    let work = tempfile::tempdir().unwrap();
+    let serve =
+        common::ServeProcess::spawn(BIN, work.path(), &["--hook-secret", "hook-s3cret", "--poll-interval", "1h"]);
+    serve.wait_for_log("desired set updated", Duration::from_secs(30));
+    let url = format!("https://127.0.0.1:{}/hooks/git", serve.addr.port());
+    let body = br#"{"ref":"refs/heads/main","after":"0000000000000000000000000000000000000000","repository":{"full_name":"demo/gitops"}}"#;
+    let send = |sig: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&serve.ca)
+            .args(["-H", "content-type: application/json", "-H", "X-GitHub-Event: push", "-H"])
+            .arg(format!("X-Hub-Signature-256: {sig}"))
+            .arg("--data-binary")
+            .arg(std::str::from_utf8(body).unwrap())
+            .arg(&url)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(send("sha256=00"), "401", "a bad signature is refused");
+    let good = gitgate::source::hooks::github_signature(b"hook-s3cret", body);
+    assert_eq!(send(&good), "202", "a signed push is accepted");
+    serve.wait_for_log("git push webhook: fetching now", Duration::from_secs(10));
+    serve.terminate(Duration::from_secs(20));
+}
+
+#[test]
 fn certs_writes_a_ca_and_serving_pair_and_prints_the_ca_bundle() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
@@ -39,6 +68,9 @@ fn serve_runs_on_its_embedded_default_and_drains_on_sigterm() {
     let serve = common::ServeProcess::spawn(BIN, work.path(), &[]);
     let (addr, ca) = (serve.addr, serve.ca.clone());
     assert!(ca.is_file(), "serve generated its certificates under certs/");
+    // it tracks the bundled example GitOps repo
+    let log = serve.wait_for_log("desired set updated", Duration::from_secs(30));
+    assert!(log.contains("tracking Git"), "{log}");
 
     // what the README tells a user to run
     let fixture = common::fixtures_dir().join("validate-create-deployment.json");

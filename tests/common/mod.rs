@@ -85,6 +85,8 @@ pub struct ServeProcess {
     pub child: std::process::Child,
     pub addr: std::net::SocketAddr,
     pub ca: PathBuf,
+    /// Everything the process logged so far.
+    pub log: Arc<std::sync::Mutex<String>>,
 }
 
 impl ServeProcess {
@@ -102,19 +104,43 @@ impl ServeProcess {
             .spawn()
             .unwrap();
         let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
         let mut line = String::new();
         let mut addr = None;
         while stderr.read_line(&mut line).unwrap() > 0 {
+            log.lock().unwrap().push_str(&line);
             if let Some(rest) = line.split("listening on https://").nth(1) {
                 addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
                 break;
             }
             line.clear();
         }
-        // keep draining stderr so the child never blocks on a full pipe
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        let addr = addr.expect("serve prints the address it listens on");
-        ServeProcess { child, addr, ca: workdir.join("certs/ca.crt") }
+        // keep reading stderr so the child never blocks on a full pipe
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+                if let Ok(mut l) = sink.lock() {
+                    l.push_str(&line);
+                }
+                line.clear();
+            }
+        });
+        let addr = addr.unwrap_or_else(|| panic!("serve prints the address it listens on: {}", log.lock().unwrap()));
+        ServeProcess { child, addr, ca: workdir.join("certs/ca.crt"), log }
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, within: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(std::time::Instant::now() < deadline, "{needle:?} never logged:\n{log}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// Sends SIGTERM and waits up to `within` for a clean exit.
