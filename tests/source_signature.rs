@@ -86,6 +86,38 @@ fn ssh_signed_commits_verify_and_unsigned_or_foreign_ones_do_not() {
     assert!(matches!(verify_commit(&r, oid(&c1), &none), Err(SignatureError::NoVerifier { .. })));
 }
 
+#[test]
+fn allowed_signers_options_are_honoured_natively() {
+    let keys = tempfile::tempdir().unwrap();
+    let (alice, alice_pub) = keygen(keys.path(), "alice");
+    let repo = Repo::new();
+    repo.write("a.yaml", "a: 1\n");
+    let c1 = signed_commit(&repo, &alice, "signed by alice");
+    let (_t, cache) = cache_dir();
+    let src = GitSource::open(&repo.url(), &cache).unwrap();
+    src.fetch().unwrap();
+    let r = src.repo();
+    let check = |line: String| {
+        let allowed = keys.path().join("allowed_signers");
+        std::fs::write(&allowed, line).unwrap();
+        verify_commit(&r, oid(&c1), &Signers { ssh_allowed_signers: Some(allowed), ..Default::default() })
+    };
+    // no options; comments and blank lines are skipped; several principals
+    let v = check(format!("# team keys\n\nalice@example.com,ops@example.com {alice_pub}\n")).unwrap();
+    assert_eq!(v.signer, "alice@example.com,ops@example.com");
+    // a key allowed only for another namespace (e.g. file signing)
+    let err = check(format!("alice@example.com namespaces=\"file\" {alice_pub}\n")).unwrap_err();
+    assert!(err.to_string().contains("namespaces"), "{err}");
+    // a key whose validity ended, and one not valid yet
+    let err = check(format!("alice@example.com valid-before=\"20200101\" {alice_pub}\n")).unwrap_err();
+    assert!(err.to_string().contains("valid-after/valid-before"), "{err}");
+    let err = check(format!("alice@example.com valid-after=\"29990101\" {alice_pub}\n")).unwrap_err();
+    assert!(err.to_string().contains("valid-after/valid-before"), "{err}");
+    assert!(check(format!("alice@example.com valid-after=\"20200101\",namespaces=\"git,file\" {alice_pub}\n")).is_ok());
+    // a certificate authority line is not a signer key
+    assert!(check(format!("*@example.com cert-authority {alice_pub}\n")).is_err());
+}
+
 #[tokio::test]
 async fn an_app_requiring_signatures_is_not_synced_from_an_unsigned_commit() {
     use gitgate::render::{RenderOptions, Renderer};

@@ -1,9 +1,13 @@
 //! Signed commits. A commit's signature and the bytes it covers come from
-//! gix; verification runs the standard tools, which read files:
+//! gix:
 //!
-//! - SSH signatures (`-----BEGIN SSH SIGNATURE-----`): `ssh-keygen -Y
-//!   find-principals` then `ssh-keygen -Y verify -n git` against an
-//!   `allowed_signers` file (OpenSSH's format, as `git verify-commit` uses).
+//! - SSH signatures (`-----BEGIN SSH SIGNATURE-----`) are verified natively
+//!   (the `ssh-key` crate's sshsig, namespace `git`) against an OpenSSH
+//!   `allowed_signers` file, as `git verify-commit` does: the signing key
+//!   must be listed, its `namespaces=` option (when given) must include
+//!   `git`, and `valid-after`/`valid-before` must hold now. Ed25519 and
+//!   ECDSA (P-256, P-384) keys; RSA keys are refused with a message that
+//!   says so (the `rsa` crate carries RUSTSEC-2023-0071).
 //! - OpenPGP signatures: `gpg --verify` with a given keyring directory,
 //!   accepted only when the `VALIDSIG` fingerprint is in the allowed list;
 //!   where no `gpg` binary exists this is an error that says so.
@@ -115,6 +119,7 @@ fn run(cmd: &mut Command, stdin: &[u8]) -> std::io::Result<std::process::Output>
 fn verify_ssh(commit: ObjectId, sig: &[u8], payload: &[u8], signers: &Signers) -> Result<Verified, SignatureError> {
     const F: &str = "ssh";
     let c = commit.to_string();
+    let rejected = |reason: String| SignatureError::Rejected { commit: c.clone(), format: F, reason };
     let Some(allowed) = &signers.ssh_allowed_signers else {
         return Err(SignatureError::NoVerifier {
             commit: c,
@@ -122,43 +127,150 @@ fn verify_ssh(commit: ObjectId, sig: &[u8], payload: &[u8], signers: &Signers) -
             reason: "no allowed_signers file is configured".into(),
         });
     };
-    let tool = |reason: String| SignatureError::NoVerifier { commit: c.clone(), format: F, reason };
-    let dir = ScratchDir::new("sig").map_err(|e| tool(format!("failed to create a temp dir: {e}")))?;
-    let sig_path = dir.path().join("commit.sig");
-    std::fs::write(&sig_path, sig).map_err(|e| tool(format!("failed to write the signature: {e}")))?;
+    let text = std::fs::read_to_string(allowed).map_err(|e| SignatureError::NoVerifier {
+        commit: c.clone(),
+        format: F,
+        reason: format!("failed to read {}: {e}", allowed.display()),
+    })?;
+    let sshsig = ssh_key::SshSig::from_pem(sig).map_err(|e| rejected(format!("malformed signature: {e}")))?;
+    if sshsig.namespace() != "git" {
+        return Err(rejected(format!("signed for namespace {:?}, not \"git\"", sshsig.namespace())));
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let entry = parse_allowed_signers(&text)
+        .into_iter()
+        .find(|e| e.key.key_data() == sshsig.public_key())
+        .ok_or_else(|| rejected("the signing key is not in allowed_signers".into()))?;
+    if !entry.namespaces.is_empty() && !entry.namespaces.iter().any(|n| n == "git") {
+        return Err(rejected(format!(
+            "allowed_signers limits {} to namespaces {:?}",
+            entry.principals, entry.namespaces
+        )));
+    }
+    if entry.valid_after.is_some_and(|t| now < t) || entry.valid_before.is_some_and(|t| now >= t) {
+        return Err(rejected(format!(
+            "the key of {} is outside its valid-after/valid-before window",
+            entry.principals
+        )));
+    }
+    if matches!(sshsig.public_key(), ssh_key::public::KeyData::Rsa(_)) {
+        return Err(SignatureError::NoVerifier {
+            commit: c,
+            format: F,
+            reason: "RSA signing keys are not supported; sign with an ed25519 or ecdsa key".into(),
+        });
+    }
+    entry.key.verify("git", payload, &sshsig).map_err(|e| rejected(format!("signature does not verify: {e}")))?;
+    Ok(Verified { commit, format: F, signer: entry.principals })
+}
 
-    let found = run(
-        Command::new("ssh-keygen").args(["-Y", "find-principals", "-f"]).arg(allowed).arg("-s").arg(&sig_path),
-        b"",
-    )
-    .map_err(|e| tool(format!("failed to run ssh-keygen: {e}")))?;
-    let principal = String::from_utf8_lossy(&found.stdout).lines().next().unwrap_or("").trim().to_string();
-    if !found.status.success() || principal.is_empty() {
-        return Err(SignatureError::Rejected {
-            commit: c,
-            format: F,
-            reason: "the signing key is not in allowed_signers".into(),
-        });
+/// One usable line of an OpenSSH `allowed_signers` file.
+struct AllowedSigner {
+    principals: String,
+    key: ssh_key::PublicKey,
+    namespaces: Vec<String>,
+    valid_after: Option<u64>,
+    valid_before: Option<u64>,
+}
+
+/// Parses `principals [options] keytype base64 [comment]` lines; skips
+/// comments, `cert-authority` lines (certificates are not supported) and
+/// lines that do not parse.
+fn parse_allowed_signers(text: &str) -> Vec<AllowedSigner> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let Some((principals, rest)) = line.split_once(char::is_whitespace) else { continue };
+        let rest = rest.trim_start();
+        let (options, key_text) = if ssh_key::PublicKey::from_openssh(rest).is_ok() {
+            ("", rest)
+        } else {
+            match split_options(rest) {
+                Some(parts) => parts,
+                None => continue,
+            }
+        };
+        let Ok(key) = ssh_key::PublicKey::from_openssh(key_text) else { continue };
+        let mut entry = AllowedSigner {
+            principals: principals.to_owned(),
+            key,
+            namespaces: Vec::new(),
+            valid_after: None,
+            valid_before: None,
+        };
+        let mut usable = true;
+        for opt in split_option_list(options) {
+            let (name, value) = opt.split_once('=').unwrap_or((opt.as_str(), ""));
+            let value = value.trim_matches('"');
+            match name.to_ascii_lowercase().as_str() {
+                "namespaces" => entry.namespaces = value.split(',').map(|n| n.trim().to_owned()).collect(),
+                "valid-after" => entry.valid_after = parse_ssh_time(value),
+                "valid-before" => entry.valid_before = parse_ssh_time(value),
+                "cert-authority" => usable = false,
+                _ => {}
+            }
+        }
+        if usable {
+            out.push(entry);
+        }
     }
-    let out = run(
-        Command::new("ssh-keygen")
-            .args(["-Y", "verify", "-n", "git", "-f"])
-            .arg(allowed)
-            .arg("-I")
-            .arg(&principal)
-            .arg("-s")
-            .arg(&sig_path),
-        payload,
-    )
-    .map_err(|e| tool(format!("failed to run ssh-keygen: {e}")))?;
-    if !out.status.success() {
-        return Err(SignatureError::Rejected {
-            commit: c,
-            format: F,
-            reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+    out
+}
+
+/// Splits `options keytype base64 …` at the end of the options field (which
+/// may hold quoted commas and spaces).
+fn split_options(rest: &str) -> Option<(&str, &str)> {
+    let mut quoted = false;
+    for (i, ch) in rest.char_indices() {
+        match ch {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => return Some((&rest[..i], rest[i..].trim_start())),
+            _ => {}
+        }
     }
-    Ok(Verified { commit, format: F, signer: principal })
+    None
+}
+
+fn split_option_list(options: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for ch in options.chars() {
+        match ch {
+            '"' => {
+                quoted = !quoted;
+                cur.push(ch);
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(ch),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// `YYYYMMDD[HHMM[SS]][Z]` → seconds since the epoch (UTC).
+fn parse_ssh_time(s: &str) -> Option<u64> {
+    let s = s.trim_end_matches(['Z', 'z']);
+    if !s.bytes().all(|b| b.is_ascii_digit()) || !matches!(s.len(), 8 | 12 | 14) {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|v| v.parse::<i64>().ok());
+    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hh, mm, ss) = (num(8..10).unwrap_or(0), num(10..12).unwrap_or(0), num(12..14).unwrap_or(0));
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // days from civil (Howard Hinnant)
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
 }
 
 /// Whether a `gpg` binary is on PATH.
