@@ -64,6 +64,8 @@ fn policy_state() -> AdmissionState {
         policies: Arc::new(set),
         namespaces: Arc::new(StaticNamespaces::default()),
         reconciler: "system:serviceaccount:gitgate:gitgate".into(),
+        provenance: None,
+        strict: true,
     };
     let state = AdmissionState::new(Default::default(), Limits::default(), Arc::new(LogRecorder));
     state.publish(Arc::new(Decider::new().with_validating(Arc::new(stage))));

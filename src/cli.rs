@@ -302,7 +302,7 @@ struct RepoArgs {
 /// Opens the repository to track (the bundled example when none is given,
 /// committed from its files; a plain directory likewise) and starts the
 /// tracker that keeps its desired set current.
-fn track(repo: &RepoArgs) -> anyhow::Result<Arc<crate::source::poll::Tracker>> {
+fn track(repo: &RepoArgs) -> anyhow::Result<(Arc<crate::source::poll::Tracker>, Arc<crate::source::fetch::GitSource>)> {
     use crate::render::command::write_example;
     use crate::render::engine::{RenderOptions, Renderer};
     use crate::source::{fetch::GitSource, local};
@@ -327,7 +327,43 @@ fn track(repo: &RepoArgs) -> anyhow::Result<Arc<crate::source::poll::Tracker>> {
     let source = Arc::new(GitSource::open(&url, &repo.cache)?);
     let renderer = Arc::new(Renderer::new(RenderOptions::default()));
     tracing::info!(repo = %url, rev = %repo.rev, "tracking Git");
-    Ok(Arc::new(crate::source::poll::Tracker::new(source, repo.rev.clone(), renderer)))
+    Ok((Arc::new(crate::source::poll::Tracker::new(source.clone(), repo.rev.clone(), renderer)), source))
+}
+
+/// Keeps the provenance snapshot in step with the tracker: each new
+/// desired set is compiled once (commit subjects read off the hot path) and
+/// swapped in whole.
+fn follow(
+    tracker: &crate::source::poll::Tracker,
+    source: Arc<crate::source::fetch::GitSource>,
+    slot: Arc<arc_swap::ArcSwapOption<crate::provenance::Snapshot>>,
+    on_first: impl FnOnce() + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let mut updates = tracker.subscribe();
+    let mut on_first = Some(on_first);
+    tokio::spawn(async move {
+        loop {
+            let current = updates.borrow_and_update().clone();
+            if let Some(desired) = current {
+                let source = source.clone();
+                let commit = desired.commit();
+                match tokio::task::spawn_blocking(move || crate::provenance::Snapshot::build(desired, &source.repo())).await
+                {
+                    Ok(snap) => {
+                        slot.store(Some(Arc::new(snap)));
+                        tracing::info!(commit = %commit, "provenance follows the new commit");
+                        if let Some(ready) = on_first.take() {
+                            ready();
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "failed to build the provenance snapshot"),
+                }
+            }
+            if updates.changed().await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 async fn serve(
@@ -351,18 +387,28 @@ async fn serve(
     let recorder = audit::Tee(vec![audit_log.clone(), Arc::new(LogRecorder)]);
     let state = AdmissionState::new(registry, limits, Arc::new(recorder));
     let state = Arc::new(if audit_args.audit_fail_open { state.fail_open_on_record_error() } else { state });
+    let (tracker, source) = track(&repo)?;
+    let snapshot = Arc::new(arc_swap::ArcSwapOption::empty());
     let mut decider = Decider::new();
     if !policies.is_empty() {
         decider = decider.with_validating(Arc::new(PolicyStage {
             policies: Arc::new(policies),
             namespaces: Arc::new(StaticNamespaces::default()),
             reconciler,
+            provenance: Some(snapshot.clone()),
+            strict: true,
         }));
     }
     let (decider, vault_renewal) = crate::secrets::cli::with_secrets_stage(decider, &secrets).await?;
-    state.publish(Arc::new(decider));
+    // Ready (and deciding) once the first commit is rendered and traced:
+    // before that, /readyz and the webhooks answer 503.
+    let decider = Arc::new(decider);
+    let ready_state = state.clone();
+    let following = follow(&tracker, source, snapshot.clone(), move || {
+        ready_state.publish(decider);
+        tracing::info!("ready: deciding from the commit in force");
+    });
 
-    let tracker = track(&repo)?;
     let tracking = tokio::spawn(tracker.clone().run(repo.poll));
     let mut router = admission::router(state.clone());
     match &repo.hook_secret {
@@ -381,6 +427,7 @@ async fn serve(
     tracing::info!(drain = ?config.drain_timeout, "shutting down: draining in-flight requests");
     reload.abort();
     tracking.abort();
+    following.abort();
     if let Some(task) = vault_renewal {
         task.abort();
     }

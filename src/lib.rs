@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod policy;
+pub mod provenance;
 pub mod render;
 pub mod secrets;
 pub mod server;

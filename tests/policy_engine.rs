@@ -248,7 +248,7 @@ fn the_built_in_library_loads_and_warns_about_nothing() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let s = PolicySet::load(&[dir]).unwrap();
     assert!(s.warnings.is_empty(), "{:?}", s.warnings);
-    assert_eq!(s.len(), 5);
+    assert_eq!(s.len(), 6);
 }
 
 #[tokio::test]
@@ -258,6 +258,8 @@ async fn the_policy_stage_denies_through_the_router() {
         policies: Arc::new(PolicySet::load(&[dir]).unwrap()),
         namespaces: Arc::new(StaticNamespaces::default()),
         reconciler: "system:serviceaccount:gitgate:gitgate".into(),
+        provenance: None,
+        strict: true,
     };
     let app = admission::router(common::state_with(Decider::new().with_validating(Arc::new(stage)), Limits::default()));
     let mut review: Value = serde_json::from_slice(&common::fixture("validate-create-deployment.json")).unwrap();

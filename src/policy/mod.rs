@@ -70,6 +70,52 @@ pub struct GitVars {
     pub managed: bool,
     /// The request comes from gitgate's reconciler identity.
     pub reconciler: bool,
+    /// The object lies where gitgate deploys from Git (an app's destination
+    /// namespace, or an object Git declares).
+    pub enforced: bool,
+    /// The provenance verdict: `allowed`, `reason`, `message`.
+    pub provenance: ProvenanceVars,
+}
+
+/// `git.provenance`: whether Git made this change.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProvenanceVars {
+    pub allowed: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Default for ProvenanceVars {
+    /// Without a desired set nothing is traced to Git: not allowed.
+    fn default() -> Self {
+        ProvenanceVars {
+            allowed: false,
+            reason: "NoDesiredState".into(),
+            message: "gitgate has not loaded a commit from Git yet, so it cannot trace this change to Git".into(),
+        }
+    }
+}
+
+impl GitVars {
+    /// The `git` variable from the provenance facts of a request.
+    pub fn from_facts(f: &crate::provenance::Facts, reconciler: bool) -> GitVars {
+        GitVars {
+            commit: f.commit.clone(),
+            app: f.app.clone(),
+            path: f.path.clone(),
+            author: f.author.clone(),
+            subject: f.subject.clone(),
+            signed: false,
+            managed: f.managed,
+            reconciler,
+            enforced: f.enforced,
+            provenance: ProvenanceVars {
+                allowed: f.verdict.allowed,
+                reason: format!("{:?}", f.verdict.reason),
+                message: f.verdict.message.clone(),
+            },
+        }
+    }
 }
 
 /// Looks up Namespace objects (for `namespaceObject` and namespace
@@ -908,6 +954,11 @@ pub struct PolicyStage {
     pub namespaces: Arc<dyn Namespaces>,
     /// gitgate's reconciler identity (a username), for `git.reconciler`.
     pub reconciler: String,
+    /// The provenance snapshot of the commit in force, swapped whole when a
+    /// new commit is rendered; `None` until the first one is.
+    pub provenance: Option<Arc<arc_swap::ArcSwapOption<crate::provenance::Snapshot>>>,
+    /// Only the reconciler applies Git's content.
+    pub strict: bool,
 }
 
 impl Stage for PolicyStage {
@@ -916,7 +967,23 @@ impl Stage for PolicyStage {
     }
 
     fn decide(&self, request: &AdmissionRequest, decision: &mut Decision) -> Flow {
-        let git = GitVars { reconciler: request.user_info.username == self.reconciler, ..GitVars::default() };
+        let reconciler = request.user_info.username == self.reconciler;
+        let snapshot = self.provenance.as_ref().and_then(|p| p.load_full());
+        let git = match &snapshot {
+            Some(snap) => {
+                let who = crate::provenance::Identity { reconciler: self.reconciler.clone(), strict: self.strict };
+                let facts = crate::provenance::verify(snap, request, &who);
+                if facts.managed {
+                    decision.annotate("commit", facts.commit.clone());
+                    decision.annotate("commit-author", facts.author.clone());
+                    decision.annotate("commit-subject", facts.subject.clone());
+                    decision.annotate("app", facts.app.clone());
+                    decision.annotate("source", facts.path.clone());
+                }
+                GitVars::from_facts(&facts, reconciler)
+            }
+            None => GitVars { reconciler, ..GitVars::default() },
+        };
         self.policies.evaluate(request, self.namespaces.as_ref(), &git, decision);
         if decision.allowed() { Flow::Continue } else { Flow::Stop }
     }

@@ -80,6 +80,21 @@ struct GitInput {
     managed: bool,
     #[serde(default)]
     reconciler: bool,
+    #[serde(default)]
+    enforced: bool,
+    #[serde(default)]
+    provenance: Option<ProvenanceInput>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProvenanceInput {
+    #[serde(default)]
+    allowed: bool,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    message: String,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -109,16 +124,7 @@ fn label(e: Expect) -> &'static str {
     }
 }
 
-/// Kubernetes' resource name for a kind (lowercase plural).
-fn resource_for(kind: &str) -> String {
-    let k = kind.to_ascii_lowercase();
-    match k.as_str() {
-        "endpoints" => k,
-        _ if k.ends_with('y') && !k.ends_with("ey") => format!("{}ies", &k[..k.len() - 1]),
-        _ if k.ends_with('s') || k.ends_with("ch") || k.ends_with("sh") || k.ends_with('x') => format!("{k}es"),
-        _ => format!("{k}s"),
-    }
-}
+use crate::provenance::plural as resource_for;
 
 fn request_for(case: &Case, base: &Path) -> Result<AdmissionRequest, String> {
     if let Some(review) = &case.review {
@@ -222,6 +228,11 @@ fn run_case(set: &PolicySet, file: &str, policy: &str, case: &Case, base: &Path)
         signed: g.is_some_and(|g| g.signed),
         managed: g.is_some_and(|g| g.managed),
         reconciler: g.is_some_and(|g| g.reconciler),
+        enforced: g.is_some_and(|g| g.enforced),
+        provenance: match g.and_then(|g| g.provenance.clone()) {
+            Some(p) => super::ProvenanceVars { allowed: p.allowed, reason: p.reason, message: p.message },
+            None => super::ProvenanceVars::default(),
+        },
     };
     if !policy.is_empty() && !set.has_policy(policy) {
         result.detail = format!("policy {policy:?} is not loaded or has no binding");

@@ -127,7 +127,9 @@ impl ServeProcess {
             }
         });
         let addr = addr.unwrap_or_else(|| panic!("serve prints the address it listens on: {}", log.lock().unwrap()));
-        ServeProcess { child, addr, ca: workdir.join("certs/ca.crt"), log }
+        let serve = ServeProcess { child, addr, ca: workdir.join("certs/ca.crt"), log };
+        serve.wait_for_log("ready: deciding from the commit in force", std::time::Duration::from_secs(60));
+        serve
     }
 
     /// Waits until the log contains `needle`.

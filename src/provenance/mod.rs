@@ -1,0 +1,360 @@
+//! The provenance rule (DESIGN.md): a change passes when Git made it.
+//!
+//! [`verify`] is pure: it reads the [`Snapshot`] of the commit in force and
+//! one admission request, and returns the `git` facts and a [`Verdict`]. It
+//! never denies by itself: the verdict reaches the CEL policies as
+//! `git.provenance`, and `policies/provenance.yaml` decides — its match
+//! conditions are the exemptions (system controllers, leases, opt-in HPA
+//! scale), readable and changeable by users.
+//!
+//! - **From Git**: the object's identity is in D(H); every field the
+//!   manifest sets has the same value in the object; its
+//!   `gitgate.dev/digest` is D(H)'s and its `gitgate.dev/commit` the commit
+//!   D(H) records for it; and, in strict mode, the reconciler sent it.
+//! - **Prune**: the reconciler deletes an object D(H) does not declare.
+//! - Everything else is refused, with a message that names the owning app,
+//!   file and commit, or says that nothing in Git declares the object.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use gix::ObjectId;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::admission::{AdmissionRequest, Operation};
+use crate::render::DesiredSet;
+use crate::render::desired::DesiredObject;
+
+/// Stamped by the sync loop: the commit that introduced the content.
+pub const COMMIT_ANNOTATION: &str = "gitgate.dev/commit";
+/// Stamped by the sync loop: `<app>:<path>` of the manifest.
+pub const SOURCE_ANNOTATION: &str = "gitgate.dev/source";
+/// Stamped by the sync loop: `sha256:` of the canonical desired manifest.
+pub const DIGEST_ANNOTATION: &str = "gitgate.dev/digest";
+/// The inventory label: the app that owns the object.
+pub const APP_LABEL: &str = "gitgate.dev/app";
+
+/// What a commit says about itself, read once per desired set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub short: String,
+    pub subject: String,
+    pub author: String,
+}
+
+/// Everything provenance decides from, built once per desired set.
+pub struct Snapshot {
+    pub desired: Arc<DesiredSet>,
+    commits: HashMap<ObjectId, CommitInfo>,
+    /// (group, resource) → kind, for requests on a subresource (`scale`
+    /// arrives with kind `Scale`, the parent's resource and name).
+    kinds: HashMap<(String, String), String>,
+    /// Namespaces gitgate deploys into: app destinations and the
+    /// namespaces of declared objects.
+    namespaces: HashSet<String>,
+}
+
+impl Snapshot {
+    /// Builds the snapshot, reading the subject and author of every commit
+    /// the desired set names (blocking: Git I/O, once per commit).
+    pub fn build(desired: Arc<DesiredSet>, repo: &gix::Repository) -> Snapshot {
+        let mut commits = HashMap::new();
+        let mut kinds = HashMap::new();
+        let mut namespaces: HashSet<String> = HashSet::new();
+        for app in desired.apps() {
+            if !app.destination.namespace.is_empty() {
+                namespaces.insert(app.destination.namespace.clone());
+            }
+        }
+        for (key, obj) in desired.objects() {
+            if !key.namespace.is_empty() {
+                namespaces.insert(key.namespace.clone());
+            }
+            kinds.entry((key.group.clone(), plural(&key.kind))).or_insert_with(|| key.kind.clone());
+            commits.entry(obj.commit).or_insert_with(|| commit_info(repo, obj.commit));
+        }
+        commits.entry(desired.commit()).or_insert_with(|| commit_info(repo, desired.commit()));
+        Snapshot { desired, commits, kinds, namespaces }
+    }
+
+    fn info(&self, commit: ObjectId) -> CommitInfo {
+        self.commits.get(&commit).cloned().unwrap_or_else(|| CommitInfo {
+            short: short(commit),
+            ..CommitInfo::default()
+        })
+    }
+}
+
+fn short(commit: ObjectId) -> String {
+    commit.to_hex_with_len(7).to_string()
+}
+
+fn commit_info(repo: &gix::Repository, id: ObjectId) -> CommitInfo {
+    let mut info = CommitInfo { short: short(id), ..CommitInfo::default() };
+    if let Ok(commit) = repo.find_commit(id) {
+        if let Ok(msg) = commit.message() {
+            info.subject = msg.summary().to_string();
+        }
+        if let Ok(author) = commit.author() {
+            info.author = format!("{} <{}>", author.name, author.email);
+        }
+    }
+    info
+}
+
+/// Kubernetes' resource name for a kind (lowercase plural).
+pub fn plural(kind: &str) -> String {
+    let k = kind.to_ascii_lowercase();
+    match k.as_str() {
+        "endpoints" => k,
+        _ if k.ends_with('y') && !k.ends_with("ey") => format!("{}ies", &k[..k.len() - 1]),
+        _ if k.ends_with('s') || k.ends_with("ch") || k.ends_with("sh") || k.ends_with('x') => format!("{k}es"),
+        _ => format!("{k}s"),
+    }
+}
+
+/// Who may apply and prune.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The reconciler's username.
+    pub reconciler: String,
+    /// Only the reconciler may apply Git's content (the default).
+    pub strict: bool,
+}
+
+/// Why a request passed or not (`git.provenance.reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Reason {
+    FromGit,
+    Prune,
+    NotDeclared,
+    Modified,
+    Unstamped,
+    NotReconciler,
+    DeleteDeclared,
+    PruneByHand,
+}
+
+/// The provenance verdict (`git.provenance`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub allowed: bool,
+    pub reason: Reason,
+    /// Empty when allowed; otherwise what to do instead.
+    pub message: String,
+}
+
+/// The facts about one request: its owner in Git, if any, and the verdict.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    pub commit: String,
+    pub app: String,
+    pub path: String,
+    pub author: String,
+    pub subject: String,
+    /// Git declares the object.
+    pub managed: bool,
+    /// The object lies where gitgate deploys (a destination namespace, or
+    /// an object Git declares).
+    pub enforced: bool,
+    pub verdict: Verdict,
+}
+
+/// Applies the provenance rule to one request.
+pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts {
+    let d = &snap.desired;
+    let sub = req.sub_resource.as_deref().unwrap_or("");
+    let (group, kind) = if sub.is_empty() {
+        (req.kind.group.clone(), req.kind.kind.clone())
+    } else {
+        let group = req.resource.group.clone();
+        let kind = snap.kinds.get(&(group.clone(), req.resource.resource.clone())).cloned().unwrap_or_default();
+        (group, kind)
+    };
+    let namespace = if req.resource.group.is_empty() && req.resource.resource == "namespaces" {
+        ""
+    } else {
+        req.namespace.as_str()
+    };
+    let name = req.object_name();
+    let id = if namespace.is_empty() { format!("{kind}/{name}") } else { format!("{namespace}/{kind}/{name}") };
+    let declared = d.get(&group, &kind, namespace, name);
+    let from_reconciler = req.user_info.username == who.reconciler;
+
+    let mut facts = Facts {
+        commit: String::new(),
+        app: String::new(),
+        path: String::new(),
+        author: String::new(),
+        subject: String::new(),
+        managed: declared.is_some(),
+        enforced: declared.is_some() || snap.namespaces.contains(&req.namespace),
+        verdict: Verdict { allowed: true, reason: Reason::FromGit, message: String::new() },
+    };
+    let deny = |reason: Reason, message: String| Verdict { allowed: false, reason, message };
+
+    let Some(obj) = declared else {
+        facts.verdict = match req.operation {
+            Operation::Delete if from_reconciler => {
+                Verdict { allowed: true, reason: Reason::Prune, message: String::new() }
+            }
+            Operation::Delete => deny(
+                Reason::PruneByHand,
+                format!(
+                    "{id}: nothing in Git declares it, and in namespace {ns} only gitgate's reconciler deletes objects; \
+                     if it came from Git, it is pruned once its manifest is gone",
+                    ns = req.namespace
+                ),
+            ),
+            _ => deny(Reason::NotDeclared, not_declared(snap, &id, &req.namespace)),
+        };
+        return facts;
+    };
+
+    let app = d.app_of(obj).map(|a| a.name.clone()).unwrap_or_default();
+    let info = snap.info(obj.commit);
+    facts.commit = obj.commit.to_string();
+    facts.app = app.clone();
+    facts.path = obj.source.to_string();
+    facts.author = info.author.clone();
+    facts.subject = info.subject.clone();
+    let owner = format!(
+        "{id} is managed by app {app} from {path} at {short} '{subject}'",
+        path = obj.source,
+        short = info.short,
+        subject = info.subject
+    );
+
+    facts.verdict = if req.operation == Operation::Delete {
+        deny(Reason::DeleteDeclared, format!("{owner}; remove it from Git to delete it"))
+    } else if !sub.is_empty() {
+        deny(Reason::Modified, format!("{owner}; change it there ({sub} is set in Git)"))
+    } else {
+        check_content(obj, req, who, from_reconciler, &owner)
+    };
+    facts
+}
+
+fn check_content(obj: &DesiredObject, req: &AdmissionRequest, who: &Identity, from_reconciler: bool, owner: &str) -> Verdict {
+    let deny = |reason: Reason, detail: String| Verdict {
+        allowed: false,
+        reason,
+        message: format!("{owner}; change it there ({detail})"),
+    };
+    let Some(object) = req.object.as_ref() else {
+        return deny(Reason::Modified, "the request carries no object".into());
+    };
+    if let Some(field) = first_difference(&obj.value(), object, &mut String::new()) {
+        return deny(Reason::Modified, format!("{field} differs from Git"));
+    }
+    let annotation = |k: &str| object.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str);
+    if annotation(DIGEST_ANNOTATION) != Some(obj.digest_string().as_str()) {
+        return deny(Reason::Unstamped, format!("its {DIGEST_ANNOTATION} is not the digest of Git's manifest"));
+    }
+    if annotation(COMMIT_ANNOTATION) != Some(obj.commit.to_string().as_str()) {
+        return deny(Reason::Unstamped, format!("its {COMMIT_ANNOTATION} is not the commit that introduced this content"));
+    }
+    if who.strict && !from_reconciler {
+        return deny(
+            Reason::NotReconciler,
+            format!("only gitgate's reconciler applies it, not {}", req.user_info.username),
+        );
+    }
+    Verdict { allowed: true, reason: Reason::FromGit, message: String::new() }
+}
+
+/// The first JSON pointer where `desired` sets a value that `actual` does
+/// not have. Maps: every key of `desired`, recursively (`actual` may have
+/// more: defaults, other controllers' fields). Lists: same length, element
+/// by element. Numbers compare by value.
+fn first_difference(desired: &Value, actual: &Value, path: &mut String) -> Option<String> {
+    match (desired, actual) {
+        (Value::Object(d), Value::Object(a)) => {
+            for (k, dv) in d {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                let diff = match a.get(k) {
+                    Some(av) => first_difference(dv, av, path),
+                    None if dv.is_null() => None,
+                    None => Some(path.clone()),
+                };
+                path.truncate(len);
+                if diff.is_some() {
+                    return diff;
+                }
+            }
+            None
+        }
+        (Value::Array(d), Value::Array(a)) => {
+            if d.len() != a.len() {
+                return Some(if path.is_empty() { "/".into() } else { path.clone() });
+            }
+            for (i, (dv, av)) in d.iter().zip(a).enumerate() {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&i.to_string());
+                let diff = first_difference(dv, av, path);
+                path.truncate(len);
+                if diff.is_some() {
+                    return diff;
+                }
+            }
+            None
+        }
+        (Value::Number(d), Value::Number(a)) => (d.as_f64() != a.as_f64()).then(|| path.clone()),
+        (d, a) => (d != a).then(|| if path.is_empty() { "/".into() } else { path.clone() }),
+    }
+}
+
+fn not_declared(snap: &Snapshot, id: &str, namespace: &str) -> String {
+    let d = &snap.desired;
+    let short = short(d.commit());
+    let deploying: Vec<String> = d
+        .apps()
+        .iter()
+        .filter(|a| !namespace.is_empty() && a.destination.namespace == namespace)
+        .map(|a| format!("{} ({})", a.name, a.path))
+        .collect();
+    if deploying.is_empty() {
+        format!("nothing in Git declares {id} (commit {short}); add its manifest to an app's path in Git")
+    } else {
+        format!(
+            "nothing in Git declares {id} (commit {short}); namespace {namespace} is deployed from Git by app {}: add its manifest there",
+            deploying.join(", ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fields_git_sets_must_match_and_more_is_fine() {
+        let desired = json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
+        let defaulted = json!({"spec": {"replicas": 3.0, "strategy": {}, "template": {"spec": {"containers": [{"name": "a", "image": "x:1", "imagePullPolicy": "IfNotPresent"}]}}}});
+        assert_eq!(first_difference(&desired, &defaulted, &mut String::new()), None);
+        let edited = json!({"spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
+        assert_eq!(first_difference(&desired, &edited, &mut String::new()).as_deref(), Some("/spec/replicas"));
+        let added = json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y"}]}}}});
+        assert_eq!(
+            first_difference(&desired, &added, &mut String::new()).as_deref(),
+            Some("/spec/template/spec/containers")
+        );
+        let escaped = json!({"metadata": {"labels": {"app.kubernetes.io/name": "web"}}});
+        assert_eq!(
+            first_difference(&escaped, &json!({"metadata": {"labels": {}}}), &mut String::new()).as_deref(),
+            Some("/metadata/labels/app.kubernetes.io~1name")
+        );
+    }
+
+    #[test]
+    fn plurals() {
+        assert_eq!(plural("Deployment"), "deployments");
+        assert_eq!(plural("NetworkPolicy"), "networkpolicies");
+        assert_eq!(plural("Ingress"), "ingresses");
+    }
+}
