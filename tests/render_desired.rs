@@ -439,3 +439,21 @@ fn a_kustomize_diamond_bomb_and_a_cycle_are_refused() {
     let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
     assert!(msg.contains("cycle"), "{msg}");
 }
+
+#[test]
+fn a_matrix_generator_that_multiplies_past_the_app_limit_is_refused() {
+    let f = Fixture::new();
+    let elements = |key: &str| (0..101).map(|i| format!("{{{key}: \"{i}\"}}")).collect::<Vec<_>>().join(", ");
+    f.repo.write(
+        "gitgate.yaml",
+        &format!(
+            "generators:\n  - matrix:\n      generators:\n        - list: {{elements: [{}]}}\n        - list: {{elements: [{}]}}\n    template:\n      name: \"a-{{{{x}}}}-{{{{y}}}}\"\n      path: apps\n      destination: {{namespace: apps}}\n",
+            elements("x"),
+            elements("y")
+        ),
+    );
+    f.repo.write("apps/cm.yaml", &configmap("apps", "1"));
+    let c = f.commit("a 101 x 101 matrix");
+    let msg = f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err().to_string();
+    assert!(msg.starts_with("gitgate.yaml:2:") && msg.contains("10201") && msg.contains("10000"), "{msg}");
+}

@@ -176,3 +176,39 @@ fn missing_files_and_directories_are_named() {
     assert!(matches!(r.read(&p("a")), Err(SourceError::NotAFile { .. })));
     assert_eq!(r.walk(&p("a")).unwrap(), vec![p("a/b.yaml")]);
 }
+
+/// A tree object with one entry `mode name` → `id`, written with
+/// `--literally` (git's own tools refuse names such as `..`).
+fn raw_tree(repo: &Repo, mode: &str, name: &str, id: &str) -> String {
+    let mut bytes = format!("{mode} {name}\0").into_bytes();
+    bytes.extend((0..id.len()).step_by(2).map(|i| u8::from_str_radix(&id[i..i + 2], 16).unwrap()));
+    let file = repo.path().join(".git/raw-tree");
+    std::fs::write(&file, bytes).unwrap();
+    git(repo.path(), &["hash-object", "-t", "tree", "--literally", "-w", file.to_str().unwrap()])
+}
+
+#[test]
+fn a_tree_entry_named_dotdot_is_refused_by_walk() {
+    let repo = Repo::new();
+    repo.write("x.yaml", "x: 1\n");
+    repo.commit("first");
+    let blob = git(repo.path(), &["rev-parse", "HEAD:x.yaml"]);
+    // apps/../../evil.yaml, as a hostile repository can hold it.
+    let evil = raw_tree(&repo, "100644", "evil.yaml", &blob);
+    let inner = raw_tree(&repo, "40000", "..", &evil);
+    let apps = raw_tree(&repo, "40000", "..", &inner);
+    let root = raw_tree(&repo, "40000", "apps", &apps);
+    let c = git(repo.path(), &["commit-tree", &root, "-m", "hostile"]);
+    git(repo.path(), &["update-ref", "refs/heads/main", &c]);
+    let (_t, cache) = cache_dir();
+    let src = GitSource::open(&repo.url(), &cache).unwrap();
+    src.fetch().unwrap();
+    let r = src.reader(oid(&c), ReadLimits::default()).unwrap();
+    let walked = r.walk(&p("apps"));
+    assert!(
+        matches!(walked, Err(SourceError::InvalidPath { .. })),
+        "a `..` entry must be refused, got {:?}",
+        walked.map(|v| v.iter().map(ToString::to_string).collect::<Vec<_>>())
+    );
+    assert!(matches!(r.list(&p("apps")), Err(SourceError::InvalidPath { .. })));
+}

@@ -136,6 +136,10 @@ pub fn open_line(line: &[u8]) -> Result<Opened, LineProblem> {
     if fields.prev.len() != 64 {
         return Err(LineProblem::Malformed("prev is not a sha256 hex digest".into()));
     }
+    // The next record's number must exist: `seq + 1` is computed from it.
+    if fields.seq == u64::MAX {
+        return Err(LineProblem::Malformed("seq is out of range".into()));
+    }
     Ok(Opened { seq: fields.seq, prev: fields.prev.to_owned(), hash: stored })
 }
 
@@ -440,5 +444,20 @@ mod tests {
                 assert_eq!(b.seq, Some(3), "byte {i} bit {bit:#x}: {b}");
             }
         }
+    }
+
+    #[test]
+    fn a_record_at_the_largest_sequence_number_is_refused_not_a_panic() {
+        let mut buf = Vec::new();
+        let e = Entry::new(EventKind::Admission, Outcome::Allow);
+        seal(&mut buf, u64::MAX, "t", "r", GENESIS, &e).unwrap();
+        assert!(matches!(open_line(&buf[..buf.len() - 1]), Err(LineProblem::Malformed(_))));
+        let mut two = buf.clone();
+        seal(&mut buf, 1, "t", "r", GENESIS, &e).unwrap();
+        two.extend_from_slice(&buf);
+        let b = walk(&two).unwrap_err();
+        assert!(matches!(b.problem, Problem::Line(LineProblem::Malformed(_))), "{b}");
+        let b = walk(&two[..two.len() - buf.len()]).unwrap_err();
+        assert!(matches!(b.problem, Problem::Line(LineProblem::Malformed(_))), "{b}");
     }
 }

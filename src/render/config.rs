@@ -45,6 +45,8 @@ use crate::source::{NodeKind, RepoPath, TreeReader};
 pub const DEFAULT_CONFIG_PATH: &str = "gitgate.yaml";
 pub const DEFAULT_CLUSTER: &str = "in-cluster";
 pub const DEFAULT_PROJECT: &str = "default";
+/// Most apps one generator may produce (a matrix multiplies its two sides).
+pub const MAX_GENERATED_APPS: usize = 10_000;
 
 // ---------------------------------------------------------------- raw form
 
@@ -524,7 +526,11 @@ fn expand_set(g: &RawGeneratorSet, clusters: &[Cluster], tree: &TreeReader) -> R
         };
         let left = expand_one(a, clusters, tree)?;
         let right = expand_one(b, clusters, tree)?;
-        let mut out = Vec::with_capacity(left.len() * right.len());
+        let total = left.len().saturating_mul(right.len());
+        if total > MAX_GENERATED_APPS {
+            return Err(too_many_apps(total));
+        }
+        let mut out = Vec::with_capacity(total);
         for l in &left {
             for r in &right {
                 let mut p = l.clone();
@@ -542,7 +548,15 @@ fn expand_set(g: &RawGeneratorSet, clusters: &[Cluster], tree: &TreeReader) -> R
         return Ok(out);
     }
     let single = RawGeneratorRef { list: g.list.as_ref(), git: g.git.as_ref(), clusters: g.clusters.as_ref() };
-    expand_ref(single, clusters, tree)
+    let out = expand_ref(single, clusters, tree)?;
+    if out.len() > MAX_GENERATED_APPS {
+        return Err(too_many_apps(out.len()));
+    }
+    Ok(out)
+}
+
+fn too_many_apps(n: usize) -> String {
+    format!("the generator would produce {n} apps, more than the limit of {MAX_GENERATED_APPS}")
 }
 
 struct RawGeneratorRef<'a> {

@@ -101,7 +101,7 @@ pub struct ServeSecretsArgs {
     pub vault_auth: Option<VaultAuthArg>,
     /// Token for `--vault-auth token`.
     #[arg(long, env = "VAULT_TOKEN", hide_env_values = true)]
-    pub vault_token: Option<String>,
+    pub vault_token: Option<secrecy::SecretString>,
     #[arg(long, default_value = "kubernetes")]
     pub vault_kubernetes_mount: String,
     #[arg(long, default_value = "gitgate")]
@@ -113,7 +113,7 @@ pub struct ServeSecretsArgs {
     #[arg(long, env = "VAULT_ROLE_ID", hide_env_values = true)]
     pub vault_role_id: Option<String>,
     #[arg(long, env = "VAULT_SECRET_ID", hide_env_values = true)]
-    pub vault_secret_id: Option<String>,
+    pub vault_secret_id: Option<secrecy::SecretString>,
     /// Mounts that run KV v1 (repeatable); others are read as KV v2.
     #[arg(long = "vault-kv1-mount")]
     pub vault_kv1_mounts: Vec<String>,
@@ -206,7 +206,7 @@ pub async fn with_secrets_stage(
     if let Some(addr) = &args.vault_addr {
         let auth = match args.vault_auth.unwrap_or(VaultAuthArg::Kubernetes) {
             VaultAuthArg::Token => VaultAuth::Token(
-                args.vault_token.clone().context("--vault-auth token needs --vault-token or VAULT_TOKEN")?.into(),
+                args.vault_token.clone().context("--vault-auth token needs --vault-token or VAULT_TOKEN")?,
             ),
             VaultAuthArg::Kubernetes => VaultAuth::Kubernetes {
                 mount: args.vault_kubernetes_mount.clone(),
@@ -219,8 +219,7 @@ pub async fn with_secrets_stage(
                 secret_id: args
                     .vault_secret_id
                     .clone()
-                    .context("--vault-auth approle needs --vault-secret-id or VAULT_SECRET_ID")?
-                    .into(),
+                    .context("--vault-auth approle needs --vault-secret-id or VAULT_SECRET_ID")?,
             },
         };
         let mut config = VaultConfig::new(addr, auth)?;
@@ -274,4 +273,28 @@ fn write_docs(docs: &[Value]) -> anyhow::Result<ExitCode> {
     let yaml = serde_saphyr::to_string_multiple(docs).context("failed to write YAML")?;
     std::io::stdout().write_all(yaml.as_bytes()).context("failed to write to stdout")?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    #[test]
+    fn serve_args_debug_does_not_print_vault_credentials() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "gitgate",
+            "serve",
+            "--vault-token",
+            "hvs.TOKEN-VALUE",
+            "--vault-secret-id",
+            "SECRET-ID-VALUE",
+            "--hook-secret",
+            "HOOK-SECRET-VALUE",
+        ])
+        .expect("the flags parse");
+        let printed = format!("{cli:?}");
+        for secret in ["hvs.TOKEN-VALUE", "SECRET-ID-VALUE", "HOOK-SECRET-VALUE"] {
+            assert!(!printed.contains(secret), "{secret} is in the Debug output: {printed}");
+        }
+    }
 }

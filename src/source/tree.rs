@@ -243,9 +243,7 @@ impl TreeReader {
         let decoded = t.decode().map_err(|e| SourceError::git(format!("failed to decode directory {dir}"), e))?;
         let mut out = Vec::with_capacity(decoded.entries.len());
         for e in &decoded.entries {
-            let name = std::str::from_utf8(e.filename)
-                .map_err(|_| SourceError::InvalidPath { path: dir.to_string(), reason: "a file name is not UTF-8" })?
-                .to_string();
+            let name = entry_name(dir, e.filename)?.to_string();
             match e.mode.kind() {
                 EntryKind::Tree => out.push((name, NodeKind::Dir)),
                 EntryKind::Blob | EntryKind::BlobExecutable => out.push((name, NodeKind::File)),
@@ -288,9 +286,7 @@ impl TreeReader {
         let decoded = t.decode().map_err(|e| SourceError::git(format!("failed to decode directory {dir}"), e))?;
         let mut entries: Vec<(String, EntryKind)> = Vec::with_capacity(decoded.entries.len());
         for e in &decoded.entries {
-            let name = std::str::from_utf8(e.filename)
-                .map_err(|_| SourceError::InvalidPath { path: dir.to_string(), reason: "a file name is not UTF-8" })?;
-            entries.push((name.to_string(), e.mode.kind()));
+            entries.push((entry_name(dir, e.filename)?.to_string(), e.mode.kind()));
         }
         drop(decoded);
         for (name, kind) in entries {
@@ -311,6 +307,21 @@ impl TreeReader {
         }
         Ok(())
     }
+}
+
+/// A tree entry's name as one path component: UTF-8, and none that a
+/// hostile repository could use to climb or split a path (`..`, `.`, empty,
+/// or holding `/` or NUL; git itself never writes these).
+fn entry_name<'a>(dir: &RepoPath, raw: &'a [u8]) -> Result<&'a str, SourceError> {
+    let name = std::str::from_utf8(raw)
+        .map_err(|_| SourceError::InvalidPath { path: dir.to_string(), reason: "a file name is not UTF-8" })?;
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(SourceError::InvalidPath {
+            path: dir.child(name).to_string(),
+            reason: "a tree entry's name is not a valid file name",
+        });
+    }
+    Ok(name)
 }
 
 fn push_file(out: &mut Vec<RepoPath>, path: RepoPath, limit: usize) -> Result<(), SourceError> {
