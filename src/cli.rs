@@ -347,7 +347,8 @@ fn follow(
             if let Some(desired) = current {
                 let source = source.clone();
                 let commit = desired.commit();
-                match tokio::task::spawn_blocking(move || crate::provenance::Snapshot::build(desired, &source.repo())).await
+                match tokio::task::spawn_blocking(move || crate::provenance::Snapshot::build(desired, &source.repo()))
+                    .await
                 {
                     Ok(snap) => {
                         slot.store(Some(Arc::new(snap)));

@@ -79,10 +79,10 @@ impl Snapshot {
     }
 
     fn info(&self, commit: ObjectId) -> CommitInfo {
-        self.commits.get(&commit).cloned().unwrap_or_else(|| CommitInfo {
-            short: short(commit),
-            ..CommitInfo::default()
-        })
+        self.commits
+            .get(&commit)
+            .cloned()
+            .unwrap_or_else(|| CommitInfo { short: short(commit), ..CommitInfo::default() })
     }
 }
 
@@ -236,7 +236,13 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
     facts
 }
 
-fn check_content(obj: &DesiredObject, req: &AdmissionRequest, who: &Identity, from_reconciler: bool, owner: &str) -> Verdict {
+fn check_content(
+    obj: &DesiredObject,
+    req: &AdmissionRequest,
+    who: &Identity,
+    from_reconciler: bool,
+    owner: &str,
+) -> Verdict {
     let deny = |reason: Reason, detail: String| Verdict {
         allowed: false,
         reason,
@@ -253,7 +259,10 @@ fn check_content(obj: &DesiredObject, req: &AdmissionRequest, who: &Identity, fr
         return deny(Reason::Unstamped, format!("its {DIGEST_ANNOTATION} is not the digest of Git's manifest"));
     }
     if annotation(COMMIT_ANNOTATION) != Some(obj.commit.to_string().as_str()) {
-        return deny(Reason::Unstamped, format!("its {COMMIT_ANNOTATION} is not the commit that introduced this content"));
+        return deny(
+            Reason::Unstamped,
+            format!("its {COMMIT_ANNOTATION} is not the commit that introduced this content"),
+        );
     }
     if who.strict && !from_reconciler {
         return deny(
@@ -334,10 +343,12 @@ mod tests {
 
     #[test]
     fn fields_git_sets_must_match_and_more_is_fine() {
-        let desired = json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
+        let desired =
+            json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
         let defaulted = json!({"spec": {"replicas": 3.0, "strategy": {}, "template": {"spec": {"containers": [{"name": "a", "image": "x:1", "imagePullPolicy": "IfNotPresent"}]}}}});
         assert_eq!(first_difference(&desired, &defaulted, &mut String::new()), None);
-        let edited = json!({"spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
+        let edited =
+            json!({"spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
         assert_eq!(first_difference(&desired, &edited, &mut String::new()).as_deref(), Some("/spec/replicas"));
         let added = json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y"}]}}}});
         assert_eq!(

@@ -1,0 +1,235 @@
+//! The provenance rule on a real rendered desired set and the
+//! AdmissionReviews captured from a real kube-apiserver: what Git made
+//! passes; hand edits, copied stamps, replays of older commits, unmanaged
+//! creates, scale and deletes are refused with the owning app, file and
+//! commit.
+
+mod common;
+#[path = "source_common.rs"]
+mod support;
+
+use std::sync::Arc;
+
+use gitgate::admission::{self, AdmissionRequest, Decider, Limits, Review};
+use gitgate::policy::{PolicySet, PolicyStage, StaticNamespaces};
+use gitgate::provenance::{self, Facts, Identity, Reason, Snapshot};
+use gitgate::render::{RenderOptions, Renderer};
+use gitgate::source::GitSource;
+use serde_json::{Value, json};
+use support::{Repo, cache_dir, oid};
+use tower::ServiceExt as _;
+
+const RECONCILER: &str = "system:serviceaccount:gitgate:gitgate";
+
+/// The captured Deployment as a manifest in Git (what a user committed).
+fn manifest(image: &str) -> String {
+    let review: Value = serde_json::from_slice(&common::fixture("validate-create-deployment.json")).unwrap();
+    let o = &review["request"]["object"];
+    let mut spec = o["spec"].clone();
+    spec["template"]["spec"]["containers"][0]["image"] = json!(image);
+    let m = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": o["metadata"]["name"], "labels": o["metadata"]["labels"]},
+        "spec": {"replicas": spec["replicas"], "selector": spec["selector"], "template": spec["template"]},
+    });
+    serde_json::to_string_pretty(&m).unwrap()
+}
+
+struct World {
+    _repo: Repo,
+    _cache: tempfile::TempDir,
+    snapshots: Vec<Arc<Snapshot>>,
+    commits: Vec<String>,
+}
+
+/// A repo with app `demo` deploying `apps/demo` to `gitops-demo`: commit 1
+/// adds the Deployment at web:1.0.0, commit 2 bumps it to web:2.0.0.
+fn world() -> World {
+    let repo = Repo::new();
+    repo.write("gitgate.yaml", "apps:\n  - {name: demo, path: apps/demo, destination: {namespace: gitops-demo}}\n");
+    repo.write("apps/demo/web.json", &manifest("registry.example.invalid/demo/web:1.0.0"));
+    let c1 = repo.commit("add web");
+    repo.write("apps/demo/web.json", &manifest("registry.example.invalid/demo/web:2.0.0"));
+    let c2 = repo.commit("bump image");
+    let (t, cache) = cache_dir();
+    let src = GitSource::open(&repo.url(), &cache).unwrap();
+    src.fetch().unwrap();
+    let r = Renderer::new(RenderOptions::default());
+    let snapshots = [&c1, &c2]
+        .iter()
+        .map(|c| Arc::new(Snapshot::build(r.desired(&src.repo(), oid(c)).unwrap(), &src.repo())))
+        .collect();
+    World { _repo: repo, _cache: t, snapshots, commits: vec![c1, c2] }
+}
+
+fn request(fixture: &str) -> AdmissionRequest {
+    Review::decode(&common::fixture(fixture)).unwrap().request
+}
+
+/// The request as the reconciler sends Git's content of `snap`, stamped.
+fn stamped(snap: &Snapshot, mut req: AdmissionRequest) -> AdmissionRequest {
+    let obj = snap.desired.get("apps", "Deployment", "gitops-demo", "web").unwrap();
+    let o = req.object.as_mut().unwrap();
+    o["metadata"]["annotations"] = json!({
+        provenance::DIGEST_ANNOTATION: obj.digest_string(),
+        provenance::COMMIT_ANNOTATION: obj.commit.to_string(),
+    });
+    o["spec"]["template"]["spec"]["containers"][0]["image"] = snap
+        .desired
+        .get("apps", "Deployment", "gitops-demo", "web")
+        .unwrap()
+        .value()["spec"]["template"]["spec"]["containers"][0]["image"]
+        .clone();
+    req.user_info.username = RECONCILER.into();
+    req
+}
+
+fn verify(snap: &Snapshot, req: &AdmissionRequest) -> Facts {
+    provenance::verify(snap, req, &Identity { reconciler: RECONCILER.into(), strict: true })
+}
+
+#[test]
+fn the_reconciler_applying_gits_content_passes_and_names_its_commit() {
+    let w = world();
+    let head = &w.snapshots[1];
+    let f = verify(head, &stamped(head, request("validate-create-deployment.json")));
+    assert!(f.verdict.allowed, "{:?}", f.verdict);
+    assert_eq!(f.verdict.reason, Reason::FromGit);
+    assert_eq!(
+        (f.app.as_str(), f.path.as_str(), f.commit.as_str()),
+        ("demo", "apps/demo/web.json", w.commits[1].as_str())
+    );
+    assert_eq!(f.subject, "bump image");
+    assert!(f.managed && f.enforced);
+}
+
+#[test]
+fn hand_edits_copied_stamps_and_replays_are_refused_with_the_owner() {
+    let w = world();
+    let head = &w.snapshots[1];
+    let owner = format!(
+        "gitops-demo/Deployment/web is managed by app demo from apps/demo/web.json at {} 'bump image'",
+        &w.commits[1][..7]
+    );
+
+    // kubectl by a human, sending exactly Git's content with the stamps copied
+    let mut human = stamped(head, request("validate-create-deployment.json"));
+    human.user_info.username = "kubernetes-admin".into();
+    let f = verify(head, &human);
+    assert_eq!(f.verdict.reason, Reason::NotReconciler);
+    assert!(f.verdict.message.starts_with(&owner), "{}", f.verdict.message);
+    assert!(f.verdict.message.contains("change it there"), "{}", f.verdict.message);
+
+    // a hand edit of a field Git sets, stamps copied
+    let mut edited = stamped(head, request("validate-create-deployment.json"));
+    edited.object.as_mut().unwrap()["spec"]["replicas"] = json!(5);
+    let f = verify(head, &edited);
+    assert_eq!(f.verdict.reason, Reason::Modified);
+    assert!(f.verdict.message.ends_with("(/spec/replicas differs from Git)"), "{}", f.verdict.message);
+
+    // a replay of the older commit's manifest with its own (valid) stamps
+    let replay = stamped(&w.snapshots[0], request("validate-create-deployment.json"));
+    let f = verify(head, &replay);
+    assert!(!f.verdict.allowed);
+    assert!(f.verdict.message.contains("/spec/template/spec/containers/0/image differs"), "{}", f.verdict.message);
+
+    // Git's content without stamps
+    let mut unstamped = stamped(head, request("validate-create-deployment.json"));
+    unstamped.object.as_mut().unwrap()["metadata"]["annotations"] = json!({});
+    assert_eq!(verify(head, &unstamped).verdict.reason, Reason::Unstamped);
+
+    // the captured kubectl patch (an image change by hand)
+    let f = verify(head, &request("validate-update-deployment-kubectl-edit-like.json"));
+    assert!(!f.verdict.allowed);
+    assert!(f.verdict.message.starts_with(&owner), "{}", f.verdict.message);
+}
+
+#[test]
+fn scale_deletes_and_unmanaged_creates() {
+    let w = world();
+    let head = &w.snapshots[1];
+    let f = verify(head, &request("validate-scale-deployment.json"));
+    assert_eq!(f.verdict.reason, Reason::Modified);
+    assert!(f.verdict.message.ends_with("(scale is set in Git)"), "{}", f.verdict.message);
+
+    let f = verify(head, &request("validate-delete-deployment.json"));
+    assert_eq!(f.verdict.reason, Reason::DeleteDeclared);
+    assert!(f.verdict.message.ends_with("remove it from Git to delete it"), "{}", f.verdict.message);
+
+    let f = verify(head, &request("validate-create-configmap-ssa.json"));
+    assert_eq!(f.verdict.reason, Reason::NotDeclared);
+    assert!(f.verdict.message.contains("nothing in Git declares gitops-demo/ConfigMap/"), "{}", f.verdict.message);
+    assert!(
+        f.verdict.message.contains("namespace gitops-demo is deployed from Git by app demo (apps/demo)"),
+        "{}",
+        f.verdict.message
+    );
+    assert!(f.enforced && !f.managed);
+
+    // prune: the reconciler deletes what Git no longer declares; a human may not
+    let mut prune = request("validate-delete-configmap.json");
+    prune.user_info.username = RECONCILER.into();
+    assert_eq!(verify(head, &prune).verdict.reason, Reason::Prune);
+    assert_eq!(verify(head, &request("validate-delete-configmap.json")).verdict.reason, Reason::PruneByHand);
+}
+
+#[tokio::test]
+async fn the_gate_through_the_router_with_the_built_in_exemptions() {
+    let w = world();
+    let head = w.snapshots[1].clone();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let stage = PolicyStage {
+        policies: Arc::new(PolicySet::load(&[dir]).unwrap()),
+        namespaces: Arc::new(StaticNamespaces::default()),
+        reconciler: RECONCILER.into(),
+        provenance: Some(Arc::new(arc_swap::ArcSwapOption::from(Some(head.clone())))),
+        strict: true,
+    };
+    let app = admission::router(common::state_with(Decider::new().with_validating(Arc::new(stage)), Limits::default()));
+    let send = |body: Vec<u8>| {
+        let app = app.clone();
+        async move {
+            let req = axum::http::Request::post("/validate").body(axum::body::Body::from(body)).unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            serde_json::from_slice::<Value>(&axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()).unwrap()
+        }
+    };
+    let review = |fixture: &str| common::fixture(fixture);
+
+    // the reconciler's apply passes, and the response names the commit for the apiserver's audit log
+    let mut r: Value = serde_json::from_slice(&review("validate-create-deployment.json")).unwrap();
+    r["request"] = serde_json::to_value(stamped(&head, request("validate-create-deployment.json"))).unwrap();
+    let got = send(serde_json::to_vec(&r).unwrap()).await;
+    assert_eq!(got["response"]["allowed"], true, "{got}");
+    assert_eq!(got["response"]["auditAnnotations"]["commit"], w.commits[1].as_str());
+    assert_eq!(got["response"]["auditAnnotations"]["app"], "demo");
+
+    // a kubectl patch is refused with the owner's message
+    let got = send(review("validate-update-deployment-kubectl-edit-like.json")).await;
+    assert_eq!(got["response"]["allowed"], false);
+    assert_eq!(got["response"]["status"]["code"], 403);
+    let msg = got["response"]["status"]["message"].as_str().unwrap();
+    assert!(msg.contains("is managed by app demo from apps/demo/web.json") && msg.contains("'bump image'"), "{msg}");
+
+    // exemptions: controllers at work in the managed namespace
+    for fixture in [
+        "validate-create-replicaset-by-controller.json",
+        "validate-update-replicaset-by-controller.json",
+        "validate-create-pod-by-controller.json",
+        "validate-update-deployment-status-by-controller.json",
+        "validate-delete-replicaset-by-garbage-collector.json",
+        "validate-deletecollection-configmap-by-namespace-controller.json",
+        "validate-connect-pod-exec.json",
+    ] {
+        let got = send(review(fixture)).await;
+        assert_eq!(got["response"]["allowed"], true, "{fixture}: {got}");
+    }
+    // and the rest of the bypass list
+    for fixture in
+        ["validate-scale-deployment.json", "validate-delete-deployment.json", "validate-create-configmap-ssa.json"]
+    {
+        let got = send(review(fixture)).await;
+        assert_eq!(got["response"]["allowed"], false, "{fixture}: {got}");
+    }
+}
