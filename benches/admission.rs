@@ -66,6 +66,7 @@ fn policy_state() -> AdmissionState {
         reconciler: "system:serviceaccount:gitgate:gitgate".into(),
         provenance: None,
         strict: true,
+        break_glass_groups: Vec::new(),
     };
     let state = AdmissionState::new(Default::default(), Limits::default(), Arc::new(LogRecorder));
     state.publish(Arc::new(Decider::new().with_validating(Arc::new(stage))));

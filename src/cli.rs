@@ -112,6 +112,10 @@ pub struct ServeArgs {
     /// Where fetched repositories are cached.
     #[arg(long, default_value = "gitgate-data/git")]
     pub git_cache: PathBuf,
+    /// Groups whose members may change a managed object in an emergency by
+    /// setting `gitgate.dev/break-glass: "<reason>"` (repeatable).
+    #[arg(long = "break-glass-group", env = "GITGATE_BREAK_GLASS_GROUPS", value_delimiter = ',')]
+    pub break_glass_groups: Vec<String>,
     #[command(flatten)]
     pub secrets: Box<crate::secrets::cli::ServeSecretsArgs>,
     #[command(flatten)]
@@ -223,6 +227,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 poll,
                 hook_secret: args.hook_secret.clone(),
                 cache: args.git_cache.clone(),
+                break_glass_groups: args.break_glass_groups.clone(),
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -297,6 +302,7 @@ struct RepoArgs {
     poll: std::time::Duration,
     hook_secret: Option<secrecy::SecretString>,
     cache: PathBuf,
+    break_glass_groups: Vec<String>,
 }
 
 /// Opens the repository to track (the bundled example when none is given,
@@ -398,6 +404,7 @@ async fn serve(
             reconciler,
             provenance: Some(snapshot.clone()),
             strict: true,
+            break_glass_groups: repo.break_glass_groups.clone(),
         }));
     }
     let (decider, vault_renewal) = crate::secrets::cli::with_secrets_stage(decider, &secrets).await?;

@@ -86,7 +86,11 @@ fn stamped(snap: &Snapshot, mut req: AdmissionRequest) -> AdmissionRequest {
 }
 
 fn verify(snap: &Snapshot, req: &AdmissionRequest) -> Facts {
-    provenance::verify(snap, req, &Identity { reconciler: RECONCILER.into(), strict: true })
+    provenance::verify(
+        snap,
+        req,
+        &Identity { reconciler: RECONCILER.into(), strict: true, break_glass_groups: vec!["oncall".into()] },
+    )
 }
 
 #[test]
@@ -174,6 +178,27 @@ fn scale_deletes_and_unmanaged_creates() {
     assert_eq!(verify(head, &request("validate-delete-configmap.json")).verdict.reason, Reason::PruneByHand);
 }
 
+#[test]
+fn break_glass_lets_a_listed_group_through_with_a_reason() {
+    let w = world();
+    let head = &w.snapshots[1];
+    let with = |groups: &[&str], reason: Option<&str>| {
+        let mut req = request("validate-update-deployment-kubectl-edit-like.json");
+        req.user_info.groups = groups.iter().map(|g| g.to_string()).collect();
+        if let Some(r) = reason {
+            req.object.as_mut().unwrap()["metadata"]["annotations"][provenance::BREAK_GLASS_ANNOTATION] = json!(r);
+        }
+        verify(head, &req).verdict
+    };
+    let v = with(&["oncall", "system:authenticated"], Some("INC-4711 roll back the bad image"));
+    assert!(v.allowed);
+    assert_eq!(v.reason, Reason::BreakGlass);
+    assert_eq!(v.message, "INC-4711 roll back the bad image");
+    assert!(!with(&["oncall"], None).allowed, "no reason, no break-glass");
+    assert!(!with(&["oncall"], Some("  ")).allowed, "an empty reason is no reason");
+    assert!(!with(&["developers"], Some("I really need to")).allowed, "only the listed groups");
+}
+
 #[tokio::test]
 async fn the_gate_through_the_router_with_the_built_in_exemptions() {
     let w = world();
@@ -185,6 +210,7 @@ async fn the_gate_through_the_router_with_the_built_in_exemptions() {
         reconciler: RECONCILER.into(),
         provenance: Some(Arc::new(arc_swap::ArcSwapOption::from(Some(head.clone())))),
         strict: true,
+        break_glass_groups: Vec::new(),
     };
     let app = admission::router(common::state_with(Decider::new().with_validating(Arc::new(stage)), Limits::default()));
     let send = |body: Vec<u8>| {

@@ -959,6 +959,8 @@ pub struct PolicyStage {
     pub provenance: Option<Arc<arc_swap::ArcSwapOption<crate::provenance::Snapshot>>>,
     /// Only the reconciler applies Git's content.
     pub strict: bool,
+    /// Groups whose members may break glass.
+    pub break_glass_groups: Vec<String>,
 }
 
 impl Stage for PolicyStage {
@@ -971,8 +973,22 @@ impl Stage for PolicyStage {
         let snapshot = self.provenance.as_ref().and_then(|p| p.load_full());
         let git = match &snapshot {
             Some(snap) => {
-                let who = crate::provenance::Identity { reconciler: self.reconciler.clone(), strict: self.strict };
+                let who = crate::provenance::Identity {
+                    reconciler: self.reconciler.clone(),
+                    strict: self.strict,
+                    break_glass_groups: self.break_glass_groups.clone(),
+                };
                 let facts = crate::provenance::verify(snap, request, &who);
+                if facts.verdict.reason == crate::provenance::Reason::BreakGlass {
+                    decision.annotate("break-glass", facts.verdict.message.clone());
+                    decision.warn(
+                        "provenance",
+                        format!(
+                            "break-glass by {}: {}; this differs from Git until Git changes or the break-glass expires",
+                            request.user_info.username, facts.verdict.message
+                        ),
+                    );
+                }
                 if facts.managed {
                     decision.annotate("commit", facts.commit.clone());
                     decision.annotate("commit-author", facts.author.clone());

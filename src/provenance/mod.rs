@@ -34,6 +34,8 @@ pub const SOURCE_ANNOTATION: &str = "gitgate.dev/source";
 pub const DIGEST_ANNOTATION: &str = "gitgate.dev/digest";
 /// The inventory label: the app that owns the object.
 pub const APP_LABEL: &str = "gitgate.dev/app";
+/// Set by a human in an emergency: `gitgate.dev/break-glass: "<reason>"`.
+pub const BREAK_GLASS_ANNOTATION: &str = "gitgate.dev/break-glass";
 
 /// What a commit says about itself, read once per desired set.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -121,6 +123,9 @@ pub struct Identity {
     pub reconciler: String,
     /// Only the reconciler may apply Git's content (the default).
     pub strict: bool,
+    /// Members of these groups may change a managed object by setting the
+    /// break-glass annotation with a reason.
+    pub break_glass_groups: Vec<String>,
 }
 
 /// Why a request passed or not (`git.provenance.reason`).
@@ -134,6 +139,8 @@ pub enum Reason {
     NotReconciler,
     DeleteDeclared,
     PruneByHand,
+    /// An emergency change by a break-glass group, with a reason.
+    BreakGlass,
 }
 
 /// The provenance verdict (`git.provenance`).
@@ -213,6 +220,7 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
     };
 
     let app = d.app_of(obj).map(|a| a.name.clone()).unwrap_or_default();
+    let glass = break_glass(req, who);
     let info = snap.info(obj.commit);
     facts.commit = obj.commit.to_string();
     facts.app = app.clone();
@@ -226,7 +234,9 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
         subject = info.subject
     );
 
-    facts.verdict = if req.operation == Operation::Delete {
+    facts.verdict = if let Some(reason) = glass {
+        Verdict { allowed: true, reason: Reason::BreakGlass, message: reason }
+    } else if req.operation == Operation::Delete {
         deny(Reason::DeleteDeclared, format!("{owner}; remove it from Git to delete it"))
     } else if !sub.is_empty() {
         deny(Reason::Modified, format!("{owner}; change it there ({sub} is set in Git)"))
@@ -234,6 +244,17 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
         check_content(obj, req, who, from_reconciler, &owner)
     };
     facts
+}
+
+/// The break-glass reason, when a member of a break-glass group set the
+/// annotation (on the new object, or for a DELETE on the old one).
+fn break_glass(req: &AdmissionRequest, who: &Identity) -> Option<String> {
+    if !req.user_info.groups.iter().any(|g| who.break_glass_groups.contains(g)) {
+        return None;
+    }
+    let obj = if req.operation == Operation::Delete { req.old_object.as_ref() } else { req.object.as_ref() };
+    let reason = obj?.pointer("/metadata/annotations")?.get(BREAK_GLASS_ANNOTATION)?.as_str()?.trim();
+    (!reason.is_empty()).then(|| reason.chars().take(256).collect())
 }
 
 fn check_content(
