@@ -6,7 +6,10 @@
 mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../source_common.rs"]
+mod support;
 
+mod provenance;
 mod secrets;
 mod vap;
 mod webhook;
