@@ -71,6 +71,7 @@ const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web
 #[test]
 fn only_git_changes_what_gitgate_deploys() {
     let Some(c) = cluster::cluster("only_git_changes_what_gitgate_deploys") else { return };
+    let _serial = cluster::cluster_wide();
     let repo = Repo::new();
     repo.write(
         "gitgate.yaml",
@@ -81,7 +82,7 @@ fn only_git_changes_what_gitgate_deploys() {
     let c1 = repo.commit("add shop");
     let r1 = render(&repo);
 
-    c.kubectl_ok(&["create", "namespace", "gitops"]);
+    c.ensure_namespace("gitops");
     c.kubectl_ok(&["create", "namespace", NS]);
     c.kubectl_ok(&["label", "namespace", NS, "gitgate.dev/enforce=true"]);
     c.kubectl_ok(&[

@@ -11,6 +11,7 @@ const RECONCILER: &str = "system:serviceaccount:gitops:reconciler";
 #[test]
 fn the_generated_vap_lets_only_the_reconciler_change_managed_objects() {
     let Some(c) = cluster::cluster("the_generated_vap_lets_only_the_reconciler_change_managed_objects") else { return };
+    let _serial = cluster::cluster_wide();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gitgate"))
         .args(["vap", "--reconciler", RECONCILER, "--break-glass-group", "oncall"])
         .output()
@@ -23,7 +24,7 @@ fn the_generated_vap_lets_only_the_reconciler_change_managed_objects() {
         String::from_utf8_lossy(&applied.stderr)
     );
 
-    c.kubectl_ok(&["create", "namespace", "gitops"]);
+    c.ensure_namespace("gitops");
     c.kubectl_ok(&["create", "namespace", "e2e-vap"]);
     c.kubectl_ok(&["create", "serviceaccount", "reconciler", "-n", "gitops"]);
     c.kubectl_ok(&[
@@ -108,4 +109,7 @@ fn the_generated_vap_lets_only_the_reconciler_change_managed_objects() {
 
     c.kubectl_ok(&["create", "configmap", "unmanaged", "-n", "e2e-vap", "--from-literal=a=b"]);
     c.kubectl_ok(&["patch", "configmap", "unmanaged", "-n", "e2e-vap", "--type=merge", "-p", r#"{"data":{"a":"c"}}"#]);
+
+    // leave the cluster as found: the policy is cluster-wide
+    c.kubectl_stdin(&["delete", "-f", "-"], &out.stdout);
 }

@@ -153,3 +153,22 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
+
+/// Tests that install cluster-wide admission (a ValidatingAdmissionPolicy,
+/// a webhook on every resource) hold this while they run, so they never
+/// see each other's denials.
+pub static CLUSTER_WIDE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`CLUSTER_WIDE`], surviving a test that panicked while holding it.
+pub fn cluster_wide() -> std::sync::MutexGuard<'static, ()> {
+    CLUSTER_WIDE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Cluster {
+    /// Creates a namespace unless it exists.
+    pub fn ensure_namespace(&self, name: &str) {
+        let manifest = format!(r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{name}"}}}}"#);
+        let out = self.kubectl_stdin(&["apply", "-f", "-"], manifest.as_bytes());
+        assert!(out.status.success(), "namespace {name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
