@@ -27,7 +27,8 @@ fn state() -> AdmissionState {
 }
 
 /// Typical rules a platform team binds to Deployments, on top of the
-/// built-in library: 20 policies that all match the fixture.
+/// built-in library (6, with the provenance gate): 20 policies that all
+/// match the fixture.
 const EXTRA_RULES: &[&str] = &[
     "has(object.metadata.labels) && 'app.kubernetes.io/name' in object.metadata.labels",
     "object.spec.replicas <= 50",
@@ -43,8 +44,52 @@ const EXTRA_RULES: &[&str] = &[
     "object.spec.template.spec.containers.all(c, !has(c.env) || c.env.all(e, !e.name.startsWith('AWS_SECRET')))",
     "request.userInfo.username != 'system:anonymous'",
     "!has(object.metadata.annotations) || !('gitgate.dev/break-glass' in object.metadata.annotations) || request.userInfo.groups.exists(g, g == 'system:masters')",
-    "object.spec.template.metadata.labels.all(k, size(k) < 64)",
 ];
+
+const RECONCILER: &str = "system:serviceaccount:gitgate:gitgate";
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git").args(args).current_dir(dir).output().expect("git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A real repository declaring the captured Deployment (app `demo` →
+/// `gitops-demo`), rendered into its desired set and provenance snapshot.
+fn provenance_snapshot(work: &std::path::Path) -> Arc<gitgate::provenance::Snapshot> {
+    use gitgate::render::{RenderOptions, Renderer};
+    let review: serde_json::Value = serde_json::from_slice(&fixture("validate-create-deployment.json")).unwrap();
+    let o = &review["request"]["object"];
+    let manifest = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": o["metadata"]["name"], "labels": o["metadata"]["labels"]},
+        "spec": {"replicas": o["spec"]["replicas"], "selector": o["spec"]["selector"], "template": o["spec"]["template"]},
+    });
+    let repo = work.join("repo");
+    std::fs::create_dir_all(repo.join("apps/demo")).unwrap();
+    std::fs::write(repo.join("gitgate.yaml"), "apps:\n  - {name: demo, path: apps/demo, destination: {namespace: gitops-demo}}\n").unwrap();
+    std::fs::write(repo.join("apps/demo/web.json"), manifest.to_string()).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-q", "-m", "add web"]);
+    let source = gitgate::source::GitSource::open(&format!("file://{}", repo.display()), &work.join("cache.git")).unwrap();
+    source.fetch().unwrap();
+    let head = source.resolve("HEAD").unwrap();
+    let desired = Renderer::new(RenderOptions::default()).desired(&source.repo(), head).unwrap();
+    Arc::new(gitgate::provenance::Snapshot::build(desired, &source.repo()))
+}
+
+/// The Deployment review as the reconciler's apply of Git's content.
+fn stamped_review(snap: &gitgate::provenance::Snapshot) -> Vec<u8> {
+    let mut review: serde_json::Value = serde_json::from_slice(&fixture("validate-create-deployment.json")).unwrap();
+    let obj = snap.desired.get("apps", "Deployment", "gitops-demo", "web").unwrap();
+    review["request"]["object"]["metadata"]["annotations"] = serde_json::json!({
+        "gitgate.dev/digest": obj.digest_string(),
+        "gitgate.dev/commit": obj.commit.to_string(),
+    });
+    review["request"]["userInfo"]["username"] = serde_json::json!(RECONCILER);
+    serde_json::to_vec(&review).unwrap()
+}
 
 fn policy_state() -> AdmissionState {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
@@ -60,17 +105,26 @@ fn policy_state() -> AdmissionState {
     }
     let set = PolicySet::compile(docs).unwrap();
     assert_eq!(set.len(), 20);
+    let work = std::env::temp_dir().join(format!("gitgate-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let snap = provenance_snapshot(&work);
     let stage = PolicyStage {
         policies: Arc::new(set),
         namespaces: Arc::new(StaticNamespaces::default()),
-        reconciler: "system:serviceaccount:gitgate:gitgate".into(),
-        provenance: None,
+        reconciler: RECONCILER.into(),
+        provenance: Some(Arc::new(arc_swap::ArcSwapOption::from(Some(snap.clone())))),
         strict: true,
         break_glass_groups: Vec::new(),
     };
     let state = AdmissionState::new(Default::default(), Limits::default(), Arc::new(LogRecorder));
     state.publish(Arc::new(Decider::new().with_validating(Arc::new(stage))));
+    let _ = std::fs::write(work.join("review.json"), stamped_review(&snap));
     state
+}
+
+/// The stamped review written by [`policy_state`].
+fn stamped_body() -> Vec<u8> {
+    std::fs::read(std::env::temp_dir().join(format!("gitgate-bench-{}", std::process::id())).join("review.json")).unwrap()
 }
 
 fn bench(c: &mut Criterion) {
@@ -85,10 +139,11 @@ fn bench(c: &mut Criterion) {
         });
     }
     let with_policies = policy_state();
-    let body = fixture("validate-create-deployment.json");
+    let body = stamped_body();
     let out = rt.block_on(with_policies.review(Endpoint::Validate, &body)).unwrap();
-    assert!(String::from_utf8_lossy(&out).contains("\"allowed\":true"), "the fixture passes all 20 policies");
-    g.bench_function("validate-create-deployment+20-policies", |b| {
+    assert!(String::from_utf8_lossy(&out).contains("\"allowed\":true"), "provenance and all 20 policies pass");
+    assert!(String::from_utf8_lossy(&out).contains("\"app\":\"demo\""), "provenance traced it: {}", String::from_utf8_lossy(&out));
+    g.bench_function("validate-create-deployment+provenance+20-policies", |b| {
         b.iter(|| rt.block_on(with_policies.review(Endpoint::Validate, black_box(&body))).unwrap())
     });
     g.finish();
@@ -99,12 +154,13 @@ fn percentiles() {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let plain = state();
     let with_policies = policy_state();
+    let stamped = stamped_body();
     for (label, state, name) in [
         ("no stages", &plain, "validate-create-deployment.json"),
         ("no stages", &plain, "validate-update-deployment-kubectl-edit-like.json"),
-        ("20 policies", &with_policies, "validate-create-deployment.json"),
+        ("provenance + 20 policies", &with_policies, "validate-create-deployment.json (stamped, by the reconciler)"),
     ] {
-        let body = fixture(name);
+        let body = if label == "no stages" { fixture(name) } else { stamped.clone() };
         for _ in 0..10_000 {
             rt.block_on(state.review(Endpoint::Validate, &body)).unwrap();
         }
