@@ -67,12 +67,17 @@ fn provenance_snapshot(work: &std::path::Path) -> Arc<gitgate::provenance::Snaps
     });
     let repo = work.join("repo");
     std::fs::create_dir_all(repo.join("apps/demo")).unwrap();
-    std::fs::write(repo.join("gitgate.yaml"), "apps:\n  - {name: demo, path: apps/demo, destination: {namespace: gitops-demo}}\n").unwrap();
+    std::fs::write(
+        repo.join("gitgate.yaml"),
+        "apps:\n  - {name: demo, path: apps/demo, destination: {namespace: gitops-demo}}\n",
+    )
+    .unwrap();
     std::fs::write(repo.join("apps/demo/web.json"), manifest.to_string()).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);
     git(&repo, &["add", "-A"]);
     git(&repo, &["-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-q", "-m", "add web"]);
-    let source = gitgate::source::GitSource::open(&format!("file://{}", repo.display()), &work.join("cache.git")).unwrap();
+    let source =
+        gitgate::source::GitSource::open(&format!("file://{}", repo.display()), &work.join("cache.git")).unwrap();
     source.fetch().unwrap();
     let head = source.resolve("HEAD").unwrap();
     let desired = Renderer::new(RenderOptions::default()).desired(&source.repo(), head).unwrap();
@@ -124,7 +129,8 @@ fn policy_state() -> AdmissionState {
 
 /// The stamped review written by [`policy_state`].
 fn stamped_body() -> Vec<u8> {
-    std::fs::read(std::env::temp_dir().join(format!("gitgate-bench-{}", std::process::id())).join("review.json")).unwrap()
+    std::fs::read(std::env::temp_dir().join(format!("gitgate-bench-{}", std::process::id())).join("review.json"))
+        .unwrap()
 }
 
 fn bench(c: &mut Criterion) {
@@ -142,7 +148,11 @@ fn bench(c: &mut Criterion) {
     let body = stamped_body();
     let out = rt.block_on(with_policies.review(Endpoint::Validate, &body)).unwrap();
     assert!(String::from_utf8_lossy(&out).contains("\"allowed\":true"), "provenance and all 20 policies pass");
-    assert!(String::from_utf8_lossy(&out).contains("\"app\":\"demo\""), "provenance traced it: {}", String::from_utf8_lossy(&out));
+    assert!(
+        String::from_utf8_lossy(&out).contains("\"app\":\"demo\""),
+        "provenance traced it: {}",
+        String::from_utf8_lossy(&out)
+    );
     g.bench_function("validate-create-deployment+provenance+20-policies", |b| {
         b.iter(|| rt.block_on(with_policies.review(Endpoint::Validate, black_box(&body))).unwrap())
     });
