@@ -1053,36 +1053,7 @@ pub fn content_hash(obj: &Value) -> String {
 
 /// Go's `encoding/json` output: sorted keys, HTML-escaped strings.
 fn go_json(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                go_string(k, out);
-                out.push(':');
-                if let Some(child) = m.get(*k) {
-                    go_json(child, out);
-                }
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                go_json(item, out);
-            }
-            out.push(']');
-        }
-        Value::String(s) => go_string(s, out),
-        other => out.push_str(&other.to_string()),
-    }
+    super::object::write_sorted(v, out, go_string);
 }
 
 fn go_string(s: &str, out: &mut String) {

@@ -91,11 +91,14 @@ pub fn is_cluster_scoped(group: &str, kind: &str) -> bool {
 /// form digests are computed over.
 pub fn canonical_json(v: &Value) -> String {
     let mut out = String::with_capacity(256);
-    write_canonical(v, &mut out);
+    write_sorted(v, &mut out, write_string);
     out
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+/// JSON with object keys sorted and no whitespace; strings are written by
+/// `string` (serde's escaping here; Go's HTML-escaping for kustomize's
+/// hashes).
+pub fn write_sorted(v: &Value, out: &mut String, string: fn(&str, &mut String)) {
     match v {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
@@ -105,10 +108,10 @@ fn write_canonical(v: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                write_string(k, out);
+                string(k, out);
                 out.push(':');
                 if let Some(child) = map.get(k) {
-                    write_canonical(child, out);
+                    write_sorted(child, out, string);
                 }
             }
             out.push('}');
@@ -119,11 +122,11 @@ fn write_canonical(v: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                write_canonical(item, out);
+                write_sorted(item, out, string);
             }
             out.push(']');
         }
-        Value::String(s) => write_string(s, out),
+        Value::String(s) => string(s, out),
         // Numbers, booleans and null print the same in every serializer.
         other => out.push_str(&other.to_string()),
     }
