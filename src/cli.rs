@@ -332,7 +332,7 @@ fn track(repo: &RepoArgs) -> anyhow::Result<(Arc<crate::source::poll::Tracker>, 
     };
     let source = Arc::new(GitSource::open(&url, &repo.cache)?);
     let renderer = Arc::new(Renderer::new(RenderOptions::default()));
-    tracing::info!(repo = %url, rev = %repo.rev, "tracking Git");
+    tracing::info!(repo = %source.display_url(), rev = %repo.rev, "tracking Git");
     Ok((Arc::new(crate::source::poll::Tracker::new(source.clone(), repo.rev.clone(), renderer)), source))
 }
 

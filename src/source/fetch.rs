@@ -16,6 +16,8 @@ const REFSPECS: [&str; 3] =
 /// A remote repository mirrored into a bare cache directory.
 pub struct GitSource {
     url: String,
+    /// `url` with any credentials in it masked: what logs and errors show.
+    shown: String,
     cache: PathBuf,
     repo: gix::ThreadSafeRepository,
 }
@@ -34,11 +36,28 @@ impl GitSource {
             gix::init_bare(cache)
                 .map_err(|e| SourceError::Cache { path: cache.display().to_string(), source: Box::new(e) })?
         };
-        Ok(GitSource { url, cache: cache.to_path_buf(), repo: repo.into_sync() })
+        let shown = redact_url(&url);
+        Ok(GitSource { url, shown, cache: cache.to_path_buf(), repo: repo.into_sync() })
     }
 
+    /// The URL fetched from, credentials included: for the transport only.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The URL with credentials masked: for logs and messages.
+    pub fn display_url(&self) -> &str {
+        &self.shown
+    }
+
+    /// A transport error with the URL's credentials scrubbed from its text
+    /// (gix and reqwest errors may quote the URL).
+    fn scrubbed(&self, e: &dyn std::error::Error) -> Box<dyn std::error::Error + Send + Sync> {
+        let mut text = crate::error_chain(e);
+        if let Some(userinfo) = userinfo(&self.url) {
+            text = text.replace(userinfo, "***");
+        }
+        text.into()
     }
 
     pub fn cache_dir(&self) -> &Path {
@@ -53,7 +72,10 @@ impl GitSource {
     /// Fetches every branch and tag (blocking).
     pub fn fetch(&self) -> Result<(), SourceError> {
         let repo = self.repo();
-        let err = |e: Box<dyn std::error::Error + Send + Sync>| SourceError::Fetch { url: self.url.clone(), source: e };
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| SourceError::Fetch {
+            url: self.shown.clone(),
+            source: self.scrubbed(e.as_ref()),
+        };
         let remote = repo
             .remote_at(self.url.as_str())
             .map_err(|e| err(Box::new(e)))?
@@ -71,7 +93,7 @@ impl GitSource {
         let me = self.clone();
         tokio::task::spawn_blocking(move || me.fetch())
             .await
-            .map_err(|e| SourceError::Fetch { url: self.url.clone(), source: Box::new(e) })?
+            .map_err(|e| SourceError::Fetch { url: self.shown.clone(), source: Box::new(e) })?
     }
 
     /// Resolves a branch, tag, full commit ID or revision expression to a
@@ -79,7 +101,7 @@ impl GitSource {
     pub fn resolve(&self, rev: &str) -> Result<ObjectId, SourceError> {
         let repo = self.repo();
         let fail = |source: Option<Box<dyn std::error::Error + Send + Sync>>| SourceError::Resolve {
-            url: self.url.clone(),
+            url: self.shown.clone(),
             rev: rev.to_string(),
             source,
         };
@@ -102,6 +124,23 @@ impl GitSource {
     }
 }
 
+/// The `user[:password]` part of a `scheme://user[:password]@host/…` URL.
+fn userinfo(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let (info, _host) = authority.rsplit_once('@')?;
+    (!info.is_empty()).then_some(info)
+}
+
+/// `url` with its userinfo masked (`https://***@host/repo.git`), so a token
+/// embedded in a repository URL never reaches a log or an error.
+pub fn redact_url(url: &str) -> String {
+    match userinfo(url) {
+        Some(info) => url.replacen(&format!("{info}@"), "***@", 1),
+        None => url.to_owned(),
+    }
+}
+
 /// A local directory becomes an absolute `file://` URL; URLs pass through.
 fn normalise_url(url: &str) -> Result<String, SourceError> {
     if url.contains("://") || (url.contains('@') && url.contains(':')) {
@@ -110,4 +149,31 @@ fn normalise_url(url: &str) -> Result<String, SourceError> {
     let abs =
         std::fs::canonicalize(url).map_err(|e| SourceError::Cache { path: url.to_string(), source: Box::new(e) })?;
     Ok(format!("file://{}", abs.display()))
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_masked() {
+        assert_eq!(redact_url("https://bot:ghp_s3cret@github.com/org/repo.git"), "https://***@github.com/org/repo.git");
+        assert_eq!(redact_url("https://oauth2:tok@gitlab.example/a/b"), "https://***@gitlab.example/a/b");
+        assert_eq!(redact_url("https://github.com/org/repo.git"), "https://github.com/org/repo.git");
+        assert_eq!(redact_url("ssh://git@host:22/repo"), "ssh://***@host:22/repo");
+        assert_eq!(redact_url("file:///tmp/repo"), "file:///tmp/repo");
+        assert_eq!(redact_url("https://host/path@v1"), "https://host/path@v1", "an @ after the host is not userinfo");
+    }
+
+    #[test]
+    fn a_failed_fetch_never_shows_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let src =
+            GitSource::open("https://bot:ghp_s3cret@127.0.0.1:9/org/repo.git", &dir.path().join("c.git")).unwrap();
+        let err = src.fetch().unwrap_err();
+        let text = format!("{} / {}", crate::error_chain(&err), format!("{err:?}"));
+        assert!(!text.contains("ghp_s3cret"), "{text}");
+        assert!(text.contains("https://***@127.0.0.1:9/org/repo.git"), "{text}");
+    }
 }
