@@ -172,7 +172,7 @@ mod redaction_tests {
         let src =
             GitSource::open("https://bot:ghp_s3cret@127.0.0.1:9/org/repo.git", &dir.path().join("c.git")).unwrap();
         let err = src.fetch().unwrap_err();
-        let text = format!("{} / {}", crate::error_chain(&err), format!("{err:?}"));
+        let text = format!("{} / {err:?}", crate::error_chain(&err));
         assert!(!text.contains("ghp_s3cret"), "{text}");
         assert!(text.contains("https://***@127.0.0.1:9/org/repo.git"), "{text}");
     }
