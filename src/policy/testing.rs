@@ -27,6 +27,7 @@ use serde_json::{Value as Json, json};
 
 use super::{GitVars, PolicyError, PolicySet, StaticNamespaces};
 use crate::admission::{AdmissionRequest, Decision, Review};
+use crate::provenance::plural as resource_for;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,8 +124,6 @@ fn label(e: Expect) -> &'static str {
         Expect::Warn => "warn",
     }
 }
-
-use crate::provenance::plural as resource_for;
 
 fn request_for(case: &Case, base: &Path) -> Result<AdmissionRequest, String> {
     if let Some(review) = &case.review {
