@@ -272,8 +272,10 @@ fn check_content(
     let Some(object) = req.object.as_ref() else {
         return deny(Reason::Modified, "the request carries no object".into());
     };
-    if let Some(field) = first_difference(&obj.value(), object, &mut String::new()) {
-        return deny(Reason::Modified, format!("{field} differs from Git"));
+    match first_difference(&obj.manifest, object) {
+        Ok(None) => {}
+        Ok(Some(field)) => return deny(Reason::Modified, format!("{field} differs from Git")),
+        Err(_) => return deny(Reason::Modified, "Git's manifest could not be read".into()),
     }
     let annotation = |k: &str| object.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str);
     if annotation(DIGEST_ANNOTATION) != Some(obj.digest_string().as_str()) {
@@ -294,47 +296,129 @@ fn check_content(
     Verdict { allowed: true, reason: Reason::FromGit, message: String::new() }
 }
 
-/// The first JSON pointer where `desired` sets a value that `actual` does
-/// not have. Maps: every key of `desired`, recursively (`actual` may have
-/// more: defaults, other controllers' fields). Lists: same length, element
-/// by element. Numbers compare by value.
-fn first_difference(desired: &Value, actual: &Value, path: &mut String) -> Option<String> {
-    match (desired, actual) {
-        (Value::Object(d), Value::Object(a)) => {
-            for (k, dv) in d {
-                let len = path.len();
-                path.push('/');
-                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
-                let diff = match a.get(k) {
-                    Some(av) => first_difference(dv, av, path),
-                    None if dv.is_null() => None,
-                    None => Some(path.clone()),
-                };
-                path.truncate(len);
-                if diff.is_some() {
-                    return diff;
-                }
+/// The first JSON pointer where Git's manifest (its canonical JSON text)
+/// sets a value that `actual` does not have. Maps: every key the manifest
+/// sets, recursively (`actual` may have more: defaults, other controllers'
+/// fields). Lists: same length, element by element. Numbers compare by
+/// value. Streams the text against the object: nothing is built, so the
+/// hot path parses no tree (a `null` in Git matches a missing field).
+fn first_difference(desired: &str, actual: &Value) -> Result<Option<String>, serde_json::Error> {
+    use serde::de::DeserializeSeed as _;
+    let mut path = String::new();
+    let mut de = serde_json::Deserializer::from_str(desired);
+    let diff = Compare { actual: Some(actual), path: &mut path }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(diff)
+}
+
+struct Compare<'p> {
+    actual: Option<&'p Value>,
+    path: &'p mut String,
+}
+
+impl Compare<'_> {
+    fn here(&self) -> String {
+        if self.path.is_empty() { "/".into() } else { self.path.clone() }
+    }
+
+    fn verdict(self, same: bool) -> Option<String> {
+        (!same).then(|| self.here())
+    }
+}
+
+fn push_segment(path: &mut String, segment: &str) -> usize {
+    let len = path.len();
+    path.push('/');
+    path.push_str(&segment.replace('~', "~0").replace('/', "~1"));
+    len
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Compare<'_> {
+    type Value = Option<String>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Compare<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        let same = self.actual.and_then(Value::as_bool) == Some(v);
+        Ok(self.verdict(same))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        let same = self.actual.and_then(Value::as_f64) == Some(v as f64);
+        Ok(self.verdict(same))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        let same = self.actual.and_then(Value::as_f64) == Some(v as f64);
+        Ok(self.verdict(same))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        let same = self.actual.and_then(Value::as_f64) == Some(v);
+        Ok(self.verdict(same))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        let same = self.actual.and_then(Value::as_str) == Some(v);
+        Ok(self.verdict(same))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        let same = matches!(self.actual, None | Some(Value::Null));
+        Ok(self.verdict(same))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::IgnoredAny;
+        let Some(Value::Object(actual)) = self.actual else {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(Some(self.here()));
+        };
+        let path = self.path;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let len = push_segment(path, &key);
+            let diff = map.next_value_seed(Compare { actual: actual.get(key.as_ref()), path: &mut *path })?;
+            path.truncate(len);
+            if diff.is_some() {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                return Ok(diff);
             }
-            None
         }
-        (Value::Array(d), Value::Array(a)) => {
-            if d.len() != a.len() {
-                return Some(if path.is_empty() { "/".into() } else { path.clone() });
-            }
-            for (i, (dv, av)) in d.iter().zip(a).enumerate() {
-                let len = path.len();
-                path.push('/');
-                path.push_str(&i.to_string());
-                let diff = first_difference(dv, av, path);
-                path.truncate(len);
-                if diff.is_some() {
-                    return diff;
+        Ok(None)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        use serde::de::IgnoredAny;
+        let Some(Value::Array(actual)) = self.actual else {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Some(self.here()));
+        };
+        let path = self.path;
+        let mut i = 0;
+        loop {
+            let len = push_segment(path, &i.to_string());
+            let diff = seq.next_element_seed(Compare { actual: actual.get(i), path: &mut *path })?;
+            path.truncate(len);
+            match diff {
+                None => break,
+                Some(Some(d)) => {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    return Ok(Some(d));
                 }
+                Some(None) => i += 1,
             }
-            None
         }
-        (Value::Number(d), Value::Number(a)) => (d.as_f64() != a.as_f64()).then(|| path.clone()),
-        (d, a) => (d != a).then(|| if path.is_empty() { "/".into() } else { path.clone() }),
+        let here = if path.is_empty() { "/".to_string() } else { path.clone() };
+        Ok((i != actual.len()).then_some(here))
     }
 }
 
@@ -362,25 +446,40 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The streaming comparison, fed the manifest as canonical JSON text.
+    fn diff(desired: &Value, actual: &Value, _: &mut String) -> Option<String> {
+        first_difference(&desired.to_string(), actual).unwrap()
+    }
+
     #[test]
     fn fields_git_sets_must_match_and_more_is_fine() {
         let desired =
             json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
         let defaulted = json!({"spec": {"replicas": 3.0, "strategy": {}, "template": {"spec": {"containers": [{"name": "a", "image": "x:1", "imagePullPolicy": "IfNotPresent"}]}}}});
-        assert_eq!(first_difference(&desired, &defaulted, &mut String::new()), None);
+        assert_eq!(diff(&desired, &defaulted, &mut String::new()), None);
         let edited =
             json!({"spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
-        assert_eq!(first_difference(&desired, &edited, &mut String::new()).as_deref(), Some("/spec/replicas"));
+        assert_eq!(diff(&desired, &edited, &mut String::new()).as_deref(), Some("/spec/replicas"));
         let added = json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y"}]}}}});
-        assert_eq!(
-            first_difference(&desired, &added, &mut String::new()).as_deref(),
-            Some("/spec/template/spec/containers")
-        );
+        assert_eq!(diff(&desired, &added, &mut String::new()).as_deref(), Some("/spec/template/spec/containers"));
         let escaped = json!({"metadata": {"labels": {"app.kubernetes.io/name": "web"}}});
         assert_eq!(
-            first_difference(&escaped, &json!({"metadata": {"labels": {}}}), &mut String::new()).as_deref(),
+            diff(&escaped, &json!({"metadata": {"labels": {}}}), &mut String::new()).as_deref(),
             Some("/metadata/labels/app.kubernetes.io~1name")
         );
+        // a null in Git matches a missing field; a wrong type or length is a difference
+        assert_eq!(diff(&json!({"a": null}), &json!({}), &mut String::new()), None);
+        assert_eq!(diff(&json!({"a": {"b": 1}}), &json!({"a": [1]}), &mut String::new()).as_deref(), Some("/a"));
+        // Git's element missing from the object is named; extra elements in the object fail the list
+        assert_eq!(diff(&json!({"a": [1, 2]}), &json!({"a": [1]}), &mut String::new()).as_deref(), Some("/a/1"));
+        assert_eq!(diff(&json!({"a": [1]}), &json!({"a": [1, 2]}), &mut String::new()).as_deref(), Some("/a"));
+        assert_eq!(diff(&json!({"a": "é\"x"}), &json!({"a": "é\"x"}), &mut String::new()), None);
+        assert_eq!(
+            diff(&json!({"a": [{"b": 1}, {"c": 2}]}), &json!({"a": [{"b": 1}, {"c": 3}]}), &mut String::new())
+                .as_deref(),
+            Some("/a/1/c")
+        );
+        assert!(first_difference("{not json", &json!({})).is_err());
     }
 
     #[test]
