@@ -233,18 +233,10 @@ impl TreeReader {
     /// The entries of a directory, sorted by name: `(name, kind)`. In-tree
     /// symlinks are resolved to what they point at; submodules are skipped.
     pub fn list(&self, dir: &RepoPath) -> Result<Vec<(String, NodeKind)>, SourceError> {
-        let node = match self.resolve(dir)? {
-            Some(n @ Node { kind: NodeKind::Dir, .. }) => n,
-            Some(_) => return Err(SourceError::NotADirectory { path: dir.to_string() }),
-            None => return Err(SourceError::NotFound { path: dir.to_string() }),
-        };
-        let t =
-            self.repo.find_tree(node.id).map_err(|e| SourceError::git(format!("failed to read directory {dir}"), e))?;
-        let decoded = t.decode().map_err(|e| SourceError::git(format!("failed to decode directory {dir}"), e))?;
-        let mut out = Vec::with_capacity(decoded.entries.len());
-        for e in &decoded.entries {
-            let name = entry_name(dir, e.filename)?.to_string();
-            match e.mode.kind() {
+        let (_, entries) = self.entries(dir, self.resolve(dir)?)?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (name, kind) in entries {
+            match kind {
                 EntryKind::Tree => out.push((name, NodeKind::Dir)),
                 EntryKind::Blob | EntryKind::BlobExecutable => out.push((name, NodeKind::File)),
                 EntryKind::Link => {
@@ -259,6 +251,25 @@ impl TreeReader {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// The entries of the directory `node` resolved `dir` to: `(name, kind)`,
+    /// each name checked by [`entry_name`].
+    fn entries(&self, dir: &RepoPath, node: Option<Node>) -> Result<(Node, Vec<(String, EntryKind)>), SourceError> {
+        let node = match node {
+            Some(n @ Node { kind: NodeKind::Dir, .. }) => n,
+            Some(_) => return Err(SourceError::NotADirectory { path: dir.to_string() }),
+            None => return Err(SourceError::NotFound { path: dir.to_string() }),
+        };
+        let t =
+            self.repo.find_tree(node.id).map_err(|e| SourceError::git(format!("failed to read directory {dir}"), e))?;
+        let decoded = t.decode().map_err(|e| SourceError::git(format!("failed to decode directory {dir}"), e))?;
+        let entries = decoded
+            .entries
+            .iter()
+            .map(|e| Ok((entry_name(dir, e.filename)?.to_string(), e.mode.kind())))
+            .collect::<Result<Vec<_>, SourceError>>()?;
+        Ok((node, entries))
     }
 
     /// Every file below `dir`, recursively, sorted. Symlinked files are
@@ -276,19 +287,7 @@ impl TreeReader {
         if depth > self.limits.max_walk_depth {
             return Err(SourceError::TooDeep { path: dir.to_string(), limit: self.limits.max_walk_depth });
         }
-        let node = match self.resolve_untracked(dir)? {
-            Some(n @ Node { kind: NodeKind::Dir, .. }) => n,
-            Some(_) => return Err(SourceError::NotADirectory { path: dir.to_string() }),
-            None => return Err(SourceError::NotFound { path: dir.to_string() }),
-        };
-        let t =
-            self.repo.find_tree(node.id).map_err(|e| SourceError::git(format!("failed to read directory {dir}"), e))?;
-        let decoded = t.decode().map_err(|e| SourceError::git(format!("failed to decode directory {dir}"), e))?;
-        let mut entries: Vec<(String, EntryKind)> = Vec::with_capacity(decoded.entries.len());
-        for e in &decoded.entries {
-            entries.push((entry_name(dir, e.filename)?.to_string(), e.mode.kind()));
-        }
-        drop(decoded);
+        let (node, entries) = self.entries(dir, self.resolve_untracked(dir)?)?;
         for (name, kind) in entries {
             let child = node.path.child(&name);
             match kind {
