@@ -57,6 +57,10 @@ pub enum Command {
     Seal(crate::secrets::cli::SealArgs),
     /// Re-encrypt a sealed Secret for new recipients with an offline key file.
     Reseal(crate::secrets::cli::ResealArgs),
+    /// Print the apps gitgate syncs: sync status, health, commit.
+    Status(crate::sync::cli::StatusArgs),
+    /// Create the commit that rolls an app back to an earlier commit (for a pull request).
+    Rollback(crate::sync::rollback::RollbackArgs),
 }
 
 #[derive(Args, Debug)]
@@ -120,6 +124,8 @@ pub struct ServeArgs {
     pub secrets: Box<crate::secrets::cli::ServeSecretsArgs>,
     #[command(flatten)]
     pub audit: audit::command::ServeAuditArgs,
+    #[command(flatten)]
+    pub sync: Box<crate::sync::cli::ServeSyncArgs>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -197,6 +203,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => crate::secrets::cli::keygen(args),
         Command::Seal(args) => crate::secrets::cli::seal(args),
         Command::Reseal(args) => crate::secrets::cli::reseal(args),
+        Command::Status(args) => crate::sync::cli::status(args),
+        Command::Rollback(args) => {
+            crate::sync::rollback::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit(args) => Ok(audit::command::run(args)?),
         Command::Render(args) => {
             crate::render::command::run(args)?;
@@ -233,7 +244,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("failed to start the runtime")?;
-            rt.block_on(serve(config, policies, args.reconciler, repo, args.secrets, args.audit))?;
+            rt.block_on(serve(config, policies, args.reconciler, repo, args.secrets, args.audit, args.sync))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -380,6 +391,7 @@ async fn serve(
     repo: RepoArgs,
     secrets: Box<crate::secrets::cli::ServeSecretsArgs>,
     audit_args: audit::command::ServeAuditArgs,
+    sync_args: Box<crate::sync::cli::ServeSyncArgs>,
 ) -> anyhow::Result<()> {
     if config.generate_certs && !(config.tls_cert.exists() && config.tls_key.exists()) {
         let names: Vec<String> = tls::DEFAULT_DNS_NAMES.iter().chain(tls::DEFAULT_IPS).map(|s| s.to_string()).collect();
@@ -392,9 +404,22 @@ async fn serve(
     let mut registry = prometheus_client::registry::Registry::default();
     let audit_log = audit_args.open(&mut registry)?;
     let recorder = audit::Tee(vec![audit_log.clone(), Arc::new(LogRecorder)]);
+    let (tracker, source) = track(&repo)?;
+    let sync = crate::sync::cli::start(
+        &sync_args,
+        crate::sync::cli::Wiring {
+            tracker: &tracker,
+            source: source.clone(),
+            registry: &mut registry,
+            audit: Some(audit_log.clone()),
+            reconciler: reconciler.clone(),
+            break_glass_groups: repo.break_glass_groups.clone(),
+            ca_pem: std::fs::read(config.cert_dir.join("ca.crt")).ok(),
+        },
+    )
+    .await?;
     let state = AdmissionState::new(registry, limits, Arc::new(recorder));
     let state = Arc::new(if audit_args.audit_fail_open { state.fail_open_on_record_error() } else { state });
-    let (tracker, source) = track(&repo)?;
     let snapshot = Arc::new(arc_swap::ArcSwapOption::empty());
     let mut decider = Decider::new();
     if !policies.is_empty() {
@@ -418,7 +443,7 @@ async fn serve(
     });
 
     let tracking = tokio::spawn(tracker.clone().run(repo.poll));
-    let mut router = admission::router(state.clone());
+    let mut router = admission::router(state.clone()).merge(crate::sync::status::router(sync.status.clone()));
     match &repo.hook_secret {
         Some(secret) => {
             let hooks = crate::source::hooks::HookState::new(secret.clone(), tracker.trigger());
@@ -436,6 +461,7 @@ async fn serve(
     reload.abort();
     tracking.abort();
     following.abort();
+    sync.shutdown().await;
     if let Some(task) = vault_renewal {
         task.abort();
     }

@@ -17,6 +17,7 @@ pub mod render;
 pub mod secrets;
 pub mod server;
 pub mod source;
+pub mod sync;
 pub mod tls;
 
 /// An error and its sources, joined with ": " (for log fields).

@@ -34,6 +34,9 @@ pub const SOURCE_ANNOTATION: &str = "gitgate.dev/source";
 pub const DIGEST_ANNOTATION: &str = "gitgate.dev/digest";
 /// The inventory label: the app that owns the object.
 pub const APP_LABEL: &str = "gitgate.dev/app";
+/// In Git: JSON pointers of fields other controllers own (HPA replicas);
+/// neither the sync loop nor the provenance check compares them.
+pub const IGNORE_FIELDS_ANNOTATION: &str = "gitgate.dev/ignore-fields";
 /// Set by a human in an emergency: `gitgate.dev/break-glass: "<reason>"`.
 pub const BREAK_GLASS_ANNOTATION: &str = "gitgate.dev/break-glass";
 
@@ -272,7 +275,7 @@ fn check_content(
     let Some(object) = req.object.as_ref() else {
         return deny(Reason::Modified, "the request carries no object".into());
     };
-    match first_difference(&obj.manifest, object) {
+    match first_difference(&obj.manifest, object, &ignored_fields(&obj.manifest)) {
         Ok(None) => {}
         Ok(Some(field)) => return deny(Reason::Modified, format!("{field} differs from Git")),
         Err(_) => return deny(Reason::Modified, "Git's manifest could not be read".into()),
@@ -302,18 +305,46 @@ fn check_content(
 /// fields). Lists: same length, element by element. Numbers compare by
 /// value. Streams the text against the object: nothing is built, so the
 /// hot path parses no tree (a `null` in Git matches a missing field).
-fn first_difference(desired: &str, actual: &Value) -> Result<Option<String>, serde_json::Error> {
+///
+/// `skip` lists JSON pointers Git leaves to others (`gitgate.dev/ignore-fields`).
+pub fn first_difference(desired: &str, actual: &Value, skip: &[String]) -> Result<Option<String>, serde_json::Error> {
     use serde::de::DeserializeSeed as _;
     let mut path = String::new();
     let mut de = serde_json::Deserializer::from_str(desired);
-    let diff = Compare { actual: Some(actual), path: &mut path }.deserialize(&mut de)?;
+    let diff = Compare { actual: Some(actual), path: &mut path, skip }.deserialize(&mut de)?;
     de.end()?;
     Ok(diff)
+}
+
+/// The JSON pointers a manifest leaves to other controllers: its
+/// `gitgate.dev/ignore-fields` annotation, a JSON list or comma-separated
+/// pointers. Cheap for the common manifest without it.
+pub fn ignored_fields(manifest: &str) -> Vec<String> {
+    if !manifest.contains(IGNORE_FIELDS_ANNOTATION) {
+        return Vec::new();
+    }
+    let Ok(v) = serde_json::from_str::<Value>(manifest) else { return Vec::new() };
+    let Some(raw) = v.pointer("/metadata/annotations").and_then(|a| a.get(IGNORE_FIELDS_ANNOTATION)) else {
+        return Vec::new();
+    };
+    parse_ignore_fields(raw.as_str().unwrap_or_default())
+}
+
+/// Parses an ignore-fields value: `["/spec/replicas"]` or `/spec/replicas, /data/x`.
+pub fn parse_ignore_fields(raw: &str) -> Vec<String> {
+    let raw = raw.trim();
+    let list: Vec<String> = if raw.starts_with('[') {
+        serde_json::from_str(raw).unwrap_or_default()
+    } else {
+        raw.split([',', '\n']).map(|p| p.trim().to_string()).collect()
+    };
+    list.into_iter().filter(|p| p.starts_with('/') && p.len() > 1).collect()
 }
 
 struct Compare<'p> {
     actual: Option<&'p Value>,
     path: &'p mut String,
+    skip: &'p [String],
 }
 
 impl Compare<'_> {
@@ -386,7 +417,13 @@ impl<'de> serde::de::Visitor<'de> for Compare<'_> {
         let path = self.path;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let len = push_segment(path, &key);
-            let diff = map.next_value_seed(Compare { actual: actual.get(key.as_ref()), path: &mut *path })?;
+            if self.skip.iter().any(|p| p == path) {
+                map.next_value::<IgnoredAny>()?;
+                path.truncate(len);
+                continue;
+            }
+            let diff =
+                map.next_value_seed(Compare { actual: actual.get(key.as_ref()), path: &mut *path, skip: self.skip })?;
             path.truncate(len);
             if diff.is_some() {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
@@ -406,7 +443,7 @@ impl<'de> serde::de::Visitor<'de> for Compare<'_> {
         let mut i = 0;
         loop {
             let len = push_segment(path, &i.to_string());
-            let diff = seq.next_element_seed(Compare { actual: actual.get(i), path: &mut *path })?;
+            let diff = seq.next_element_seed(Compare { actual: actual.get(i), path: &mut *path, skip: self.skip })?;
             path.truncate(len);
             match diff {
                 None => break,
@@ -448,7 +485,7 @@ mod tests {
 
     /// The streaming comparison, fed the manifest as canonical JSON text.
     fn diff(desired: &Value, actual: &Value, _: &mut String) -> Option<String> {
-        first_difference(&desired.to_string(), actual).unwrap()
+        first_difference(&desired.to_string(), actual, &[]).unwrap()
     }
 
     #[test]
@@ -479,7 +516,17 @@ mod tests {
                 .as_deref(),
             Some("/a/1/c")
         );
-        assert!(first_difference("{not json", &json!({})).is_err());
+        assert!(first_difference("{not json", &json!({}), &[]).is_err());
+        // ignore-fields: a skipped pointer never differs, its siblings still do
+        let skip = vec!["/spec/replicas".to_string()];
+        let d = json!({"spec": {"replicas": 3, "paused": false}}).to_string();
+        assert_eq!(first_difference(&d, &json!({"spec": {"replicas": 7, "paused": false}}), &skip).unwrap(), None);
+        assert_eq!(
+            first_difference(&d, &json!({"spec": {"replicas": 7, "paused": true}}), &skip).unwrap().as_deref(),
+            Some("/spec/paused")
+        );
+        assert_eq!(parse_ignore_fields("[\"/spec/replicas\"]"), vec!["/spec/replicas"]);
+        assert_eq!(parse_ignore_fields("/a, /b/c ,nope"), vec!["/a", "/b/c"]);
     }
 
     #[test]

@@ -11,5 +11,6 @@ mod support;
 
 mod provenance;
 mod secrets;
+mod sync;
 mod vap;
 mod webhook;

@@ -1,0 +1,283 @@
+//! The sync loop's command-line layer: `serve`'s sync flags, starting the
+//! loop (or plan mode without a cluster), and `gitgate status`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+
+use super::SyncConfig;
+use super::guard::{Endpoint, GuardConfig};
+use super::leader::{Elector, LeaderHandle, LeaseConfig};
+use super::plan::PruneGuard;
+use super::reconcile::{Reconciler, SyncRecorder, Targets};
+use super::status::{StatusStore, SyncMetrics};
+use super::target::Target;
+use crate::config::{in_range, parse_duration};
+use crate::source::fetch::GitSource;
+use crate::source::poll::Tracker;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SyncMode {
+    /// Sync when a cluster is reachable; plan mode (print what would be applied) otherwise.
+    Auto,
+    /// Sync; fail to start without a cluster.
+    On,
+    /// Serve admission only.
+    Off,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeSyncArgs {
+    /// The sync loop.
+    #[arg(long, env = "GITGATE_SYNC", value_enum, default_value_t = SyncMode::Auto)]
+    pub sync: SyncMode,
+    /// kubeconfig of the default cluster (default: in-cluster, then
+    /// $KUBECONFIG, then ~/.kube/config); its other contexts are the
+    /// destination clusters apps name.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// gitgate's namespace: inventories and the leader Lease live there.
+    #[arg(long, env = "GITGATE_NAMESPACE", default_value = "gitgate")]
+    pub namespace: String,
+    /// Applies in flight at once inside a wave.
+    #[arg(long, default_value_t = 16)]
+    pub sync_concurrency: usize,
+    /// Requests per second to the apiserver (sustained).
+    #[arg(long, default_value_t = 500.0)]
+    pub kube_qps: f32,
+    /// Requests to the apiserver at once (burst).
+    #[arg(long, default_value_t = 1000)]
+    pub kube_burst: u32,
+    /// Time a wave may take to become healthy.
+    #[arg(long, default_value = "5m")]
+    pub wave_timeout: String,
+    /// Full re-sync interval, even when Git did not move.
+    #[arg(long, default_value = "3m")]
+    pub resync_interval: String,
+    /// Mass-prune guard: most objects of an app one sync may delete.
+    #[arg(long, default_value_t = 50)]
+    pub prune_guard_count: usize,
+    /// Mass-prune guard: largest share of an app's objects one sync may delete.
+    #[arg(long, default_value_t = 0.5)]
+    pub prune_guard_share: f64,
+    /// How long self-heal leaves a break-glass object alone.
+    #[arg(long, default_value = "1h")]
+    pub break_glass_ttl: String,
+    /// This replica's name (Lease holder, audit records; default $POD_NAME or $HOSTNAME).
+    #[arg(long)]
+    pub replica: Option<String>,
+    /// The leader Lease's duration (failover takes at most this long).
+    #[arg(long, default_value = "15s")]
+    pub lease_duration: String,
+    /// Where the apiserver reaches this server (`https://host:port` or
+    /// `namespace/service[:port]`); gitgate then owns and guards its
+    /// webhook configurations.
+    #[arg(long, env = "GITGATE_WEBHOOK_ENDPOINT")]
+    pub webhook_endpoint: Option<String>,
+    /// failurePolicy of the webhooks gitgate installs.
+    #[arg(long, default_value = "Fail", value_parser = ["Fail", "Ignore"])]
+    pub webhook_failure_policy: String,
+    /// timeoutSeconds of the webhooks gitgate installs.
+    #[arg(long, default_value_t = 5)]
+    pub webhook_timeout_seconds: u8,
+    /// Also install and guard the ValidatingAdmissionPolicy of `gitgate vap`.
+    #[arg(long)]
+    pub install_vap: bool,
+}
+
+/// What `serve` keeps of the sync loop.
+pub struct Running {
+    pub status: Arc<StatusStore>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    leader: Option<LeaderHandle>,
+}
+
+impl Running {
+    /// Stops the loop and hands the Lease over at once.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(l) = self.leader
+            && let Err(e) = l.shutdown().await
+        {
+            tracing::warn!(error = %crate::error_chain(&e), "failed to release the leader Lease");
+        }
+    }
+}
+
+/// What the sync loop needs from `serve`.
+pub struct Wiring<'a> {
+    pub tracker: &'a Tracker,
+    pub source: Arc<GitSource>,
+    pub registry: &'a mut prometheus_client::registry::Registry,
+    pub audit: Option<Arc<dyn SyncRecorder>>,
+    pub reconciler: String,
+    pub break_glass_groups: Vec<String>,
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+async fn connect(args: &ServeSyncArgs) -> anyhow::Result<(kube::Client, Option<kube::config::Kubeconfig>, String)> {
+    let (config, kc) = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("failed to read the kubeconfig {}", path.display()))?;
+            (kube::Config::from_custom_kubeconfig(kc.clone(), &Default::default()).await?, Some(kc))
+        }
+        None => (kube::Config::infer().await?, kube::config::Kubeconfig::read().ok()),
+    };
+    let name = kc.as_ref().and_then(|k| k.current_context.clone()).unwrap_or_else(|| "in-cluster".into());
+    let client = kube::Client::try_from(config)?;
+    tokio::time::timeout(Duration::from_secs(5), client.apiserver_version())
+        .await
+        .map_err(|_| anyhow::anyhow!("the apiserver did not answer within 5s"))??;
+    Ok((client, kc, name))
+}
+
+/// Starts the sync loop on a reachable cluster, plan mode without one.
+pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Running> {
+    let metrics = SyncMetrics::register(w.registry);
+    let status = Arc::new(StatusStore::new(Some(metrics)));
+    if args.sync == SyncMode::Off {
+        tracing::info!("--sync=off: serving admission only");
+        return Ok(Running { status, tasks: Vec::new(), leader: None });
+    }
+    let (client, kubeconfig, name) = match connect(args).await {
+        Ok(c) => c,
+        Err(e) if args.sync == SyncMode::Auto => {
+            tracing::warn!(
+                error = %crate::error_chain(e.as_ref()),
+                "no cluster reachable: the sync loop runs in plan mode and prints what it would apply"
+            );
+            status.set_role("plan");
+            let task = tokio::spawn(plan_mode(w.tracker.subscribe()));
+            return Ok(Running { status, tasks: vec![task], leader: None });
+        }
+        Err(e) => return Err(e.context("--sync=on and no cluster is reachable")),
+    };
+    let duration = |flag: &'static str, v: &str, min: u64, max: u64| -> anyhow::Result<Duration> {
+        Ok(in_range(flag, parse_duration(v)?, Duration::from_secs(min), Duration::from_secs(max))?)
+    };
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.prune_guard_share),
+        "--prune-guard-share must be between 0 and 1, not {}",
+        args.prune_guard_share
+    );
+    let replica = args.replica.clone().unwrap_or_else(super::leader::default_identity);
+    let config = SyncConfig {
+        namespace: args.namespace.clone(),
+        concurrency: args.sync_concurrency.clamp(1, 256),
+        wave_timeout: duration("--wave-timeout", &args.wave_timeout, 1, 24 * 3600)?,
+        prune_guard: PruneGuard { max_count: args.prune_guard_count, max_share: args.prune_guard_share },
+        resync_interval: duration("--resync-interval", &args.resync_interval, 1, 24 * 3600)?,
+        break_glass_ttl: duration("--break-glass-ttl", &args.break_glass_ttl, 1, 7 * 24 * 3600)?,
+        replica: replica.clone(),
+    };
+    let lease_duration = duration("--lease-duration", &args.lease_duration, 2, 600)?;
+    let guard = match (&args.webhook_endpoint, &w.ca_pem) {
+        (Some(e), Some(ca)) => Some(GuardConfig {
+            endpoint: Endpoint::parse(e).map_err(anyhow::Error::msg)?,
+            ca_pem: ca.clone(),
+            namespace: args.namespace.clone(),
+            failure_policy: args.webhook_failure_policy.clone(),
+            timeout_seconds: args.webhook_timeout_seconds.clamp(1, 30),
+            vap: args.install_vap.then(|| (w.reconciler.clone(), w.break_glass_groups.clone())),
+        }),
+        (Some(_), None) => {
+            anyhow::bail!("--webhook-endpoint needs the CA of the serving certificate (ca.crt in --cert-dir)")
+        }
+        (None, _) => None,
+    };
+    ensure_namespace(&client, &args.namespace).await;
+    let target = Arc::new(Target::new(name.clone(), client.clone(), args.kube_qps, args.kube_burst));
+    let targets = Targets::new(target, kubeconfig, args.kube_qps, args.kube_burst);
+    let reconciler = Arc::new(Reconciler::new(config, targets, w.source, status.clone(), w.audit, guard));
+
+    let mut lease = LeaseConfig::new(args.namespace.clone(), "gitgate-leader", replica.clone());
+    lease.lease_duration = lease_duration;
+    lease.renew_interval = (lease_duration / 5).max(Duration::from_millis(500));
+    let (leading, handle) = Elector::new(client, lease).spawn();
+    tracing::info!(cluster = %name, replica = %replica, namespace = %args.namespace, "sync loop started; waiting for the lead");
+    let task = tokio::spawn(reconciler.run(w.tracker.subscribe(), leading));
+    Ok(Running { status, tasks: vec![task], leader: Some(handle) })
+}
+
+/// gitgate's namespace, made when missing (development clusters; in a
+/// real install the chart made it and this is a no-op).
+async fn ensure_namespace(client: &kube::Client, ns: &str) {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
+    if let Ok(None) = api.get_opt(ns).await {
+        let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        let params = kube::api::PatchParams::apply(super::FIELD_MANAGER);
+        if let Err(e) = api.patch(ns, &params, &kube::api::Patch::Apply(&obj)).await {
+            tracing::warn!(namespace = ns, error = %e, "failed to create gitgate's namespace");
+        }
+    }
+}
+
+async fn plan_mode(mut desired: tokio::sync::watch::Receiver<Option<Arc<crate::render::DesiredSet>>>) {
+    let mut last = None;
+    loop {
+        let current = desired.borrow_and_update().clone();
+        if let Some(d) = current
+            && last != Some(d.commit())
+        {
+            last = Some(d.commit());
+            print!("{}", Reconciler::plan_text(&d));
+        }
+        if desired.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// gitgate's HTTPS address.
+    #[arg(long, env = "GITGATE_SERVER", default_value = "https://127.0.0.1:8443")]
+    pub server: String,
+    /// CA certificate to trust (default: certs/ca.crt when it exists).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Also list every object.
+    #[arg(long, short)]
+    pub wide: bool,
+    /// Print the JSON document.
+    #[arg(long)]
+    pub json: bool,
+    /// Only this app.
+    pub app: Option<String>,
+}
+
+/// `gitgate status`.
+pub fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
+    let ca = args.ca.clone().or_else(|| Some(PathBuf::from("certs/ca.crt")).filter(|p| p.exists()));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let body = rt.block_on(async {
+        let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        if let Some(ca) = &ca {
+            let pem = std::fs::read(ca).with_context(|| format!("failed to read {}", ca.display()))?;
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        let url = format!("{}/api/v1/apps", args.server.trim_end_matches('/'));
+        let resp = b.build()?.get(&url).send().await.with_context(|| format!("failed to reach {url}"))?;
+        anyhow::ensure!(resp.status().is_success(), "{url} answered {}", resp.status());
+        Ok::<_, anyhow::Error>(resp.text().await?)
+    })?;
+    let mut overview: super::status::Overview = serde_json::from_str(&body).context("failed to read the status")?;
+    if let Some(app) = &args.app {
+        overview.apps.retain(|a| &a.name == app);
+        anyhow::ensure!(!overview.apps.is_empty(), "no app named {app}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&overview)?);
+    } else {
+        print!("{}", super::status::table(&overview, args.wide));
+    }
+    let healthy = overview.apps.iter().all(|a| a.sync == super::status::SyncStatus::Synced);
+    Ok(if healthy { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(3) })
+}

@@ -1,0 +1,98 @@
+//! The embedded sync loop: Git's desired set, server-side-applied by wave,
+//! stamped with its commit; prune from a recorded inventory; self-heal;
+//! health; leader election; status.
+//!
+//! - [`plan`]: pure — stamps, waves, drift, the prune plan and its guard.
+//! - [`reconcile`]: `sync_once`, the numbered checklist, and the loop.
+//! - [`heal`]: watches the managed kinds and puts Git's fields back.
+//! - [`guard`]: gitgate's own webhook configurations, kept in place.
+//! - [`target`], [`inventory`]: the cluster edge.
+//! - [`health`], [`leader`], [`status`], [`rollback`].
+
+pub mod cli;
+pub mod guard;
+pub mod heal;
+pub mod health;
+pub mod inventory;
+pub mod leader;
+pub mod plan;
+pub mod reconcile;
+pub mod rollback;
+pub mod status;
+pub mod target;
+
+use std::time::Duration;
+
+/// The one field manager of every apply gitgate makes.
+pub const FIELD_MANAGER: &str = "gitgate";
+/// Apply order, in Git.
+pub const SYNC_WAVE: &str = "gitgate.dev/sync-wave";
+/// Argo CD's apply order annotation, honoured too.
+pub const ARGO_SYNC_WAVE: &str = "argocd.argoproj.io/sync-wave";
+/// `gitgate.dev/prune: disabled` keeps an object when it leaves Git.
+pub const PRUNE_ANNOTATION: &str = "gitgate.dev/prune";
+
+/// Errors of the sync loop.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("failed to {action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("failed to resolve kind {kind}: is its CRD installed?")]
+    UnknownKind {
+        kind: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("failed to read the manifest of {object} ({file}): {reason}")]
+    Manifest { object: String, file: String, reason: String },
+    #[error("failed to read the inventory of app {app}: {reason}")]
+    Inventory { app: String, reason: String },
+    #[error("no cluster named {cluster} (no kubeconfig context of that name)")]
+    NoCluster { cluster: String },
+    #[error("wave {wave} did not become healthy within {timeout:?}: {detail}")]
+    WaveTimeout { wave: String, timeout: Duration, detail: String },
+    #[error("wave {wave} is degraded: {detail}")]
+    WaveDegraded { wave: String, detail: String },
+}
+
+impl SyncError {
+    pub(crate) fn kube(action: impl Into<String>, source: kube::Error) -> Self {
+        SyncError::Kube { action: action.into(), source: Box::new(source) }
+    }
+}
+
+/// The sync loop's settings, validated once.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// gitgate's namespace: inventories and the leader Lease live there.
+    pub namespace: String,
+    /// Applies in flight at once inside a wave.
+    pub concurrency: usize,
+    /// How long a wave may take to become healthy before the sync fails.
+    pub wave_timeout: Duration,
+    pub prune_guard: plan::PruneGuard,
+    /// Full re-sync even when Git did not move (drift the watch missed).
+    pub resync_interval: Duration,
+    /// How long self-heal leaves a break-glass object alone.
+    pub break_glass_ttl: Duration,
+    /// This replica's name (audit records, the Lease holder).
+    pub replica: String,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            namespace: "gitgate".into(),
+            concurrency: 16,
+            wave_timeout: Duration::from_secs(300),
+            prune_guard: plan::PruneGuard::default(),
+            resync_interval: Duration::from_secs(180),
+            break_glass_ttl: Duration::from_secs(3600),
+            replica: "gitgate".into(),
+        }
+    }
+}

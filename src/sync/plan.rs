@@ -1,0 +1,460 @@
+//! Pure planning, no I/O: from the desired set of a commit and what the
+//! cluster holds to what the sync loop applies (stamped, by wave), what it
+//! leaves alone, and what it prunes.
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+
+use super::inventory::Entry;
+use super::{ARGO_SYNC_WAVE, PRUNE_ANNOTATION, SYNC_WAVE, SyncError};
+use crate::provenance::{APP_LABEL, COMMIT_ANNOTATION, DIGEST_ANNOTATION, SOURCE_ANNOTATION};
+use crate::render::DesiredSet;
+use crate::render::desired::DesiredObject;
+use crate::render::object::ObjectKey;
+
+/// Apply order: Namespaces and CRDs first (phase 0), then the sync waves
+/// ascending; prune runs the other way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct Wave {
+    pub phase: u8,
+    pub wave: i64,
+}
+
+impl std::fmt::Display for Wave {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.phase == 0 { write!(f, "namespaces+crds") } else { write!(f, "{}", self.wave) }
+    }
+}
+
+/// One object as the sync loop applies it.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    pub key: ObjectKey,
+    pub api_version: String,
+    pub wave: Wave,
+    /// The manifest with the stamps (commit, source, digest, app label).
+    pub object: Value,
+    /// Git's canonical manifest, for the comparison with the live object.
+    pub manifest: std::sync::Arc<str>,
+    pub digest: String,
+    pub commit: String,
+    pub source: String,
+    /// JSON pointers left to other controllers.
+    pub ignore: Vec<String>,
+    /// `gitgate.dev/prune: disabled` in Git.
+    pub keep: bool,
+}
+
+impl Planned {
+    /// `Kind/name` or `namespace/Kind/name`.
+    pub fn id(&self) -> String {
+        id(&self.key)
+    }
+
+    pub fn entry(&self) -> Entry {
+        Entry {
+            group: self.key.group.clone(),
+            version: version_of(&self.api_version).to_string(),
+            kind: self.key.kind.clone(),
+            namespace: self.key.namespace.clone(),
+            name: self.key.name.clone(),
+            wave: self.wave,
+            keep: self.keep,
+        }
+    }
+}
+
+pub fn id(key: &ObjectKey) -> String {
+    if key.namespace.is_empty() {
+        format!("{}/{}", key.kind, key.name)
+    } else {
+        format!("{}/{}/{}", key.namespace, key.kind, key.name)
+    }
+}
+
+/// `apps/v1` → `v1`, `v1` → `v1`.
+pub fn version_of(api_version: &str) -> &str {
+    api_version.rsplit('/').next().unwrap_or(api_version)
+}
+
+/// The wave of a manifest: phase 0 for Namespaces and CRDs, else its
+/// `gitgate.dev/sync-wave` (or Argo CD's) annotation, 0 by default.
+pub fn wave_of(group: &str, kind: &str, manifest: &Value) -> Result<Wave, String> {
+    if (group.is_empty() && kind == "Namespace")
+        || (group == "apiextensions.k8s.io" && kind == "CustomResourceDefinition")
+    {
+        return Ok(Wave { phase: 0, wave: 0 });
+    }
+    let annotations = manifest.pointer("/metadata/annotations");
+    let raw = annotations.and_then(|a| a.get(SYNC_WAVE).or_else(|| a.get(ARGO_SYNC_WAVE)));
+    let wave = match raw {
+        None => 0,
+        Some(Value::String(s)) => s.trim().parse::<i64>().map_err(|_| format!("sync wave {s:?} is not an integer"))?,
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| format!("sync wave {n} is not an integer"))?,
+        Some(other) => return Err(format!("sync wave {other} is not an integer")),
+    };
+    Ok(Wave { phase: 1, wave })
+}
+
+/// Git's manifest with the stamps the provenance check expects.
+pub fn plan_object(app: &str, key: &ObjectKey, obj: &DesiredObject) -> Result<Planned, SyncError> {
+    let bad = |reason: String| SyncError::Manifest { object: id(key), file: obj.source.to_string(), reason };
+    let mut object: Value = serde_json::from_str(&obj.manifest).map_err(|e| bad(e.to_string()))?;
+    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    if api_version.is_empty() {
+        return Err(bad("apiVersion is missing".into()));
+    }
+    let wave = wave_of(&key.group, &key.kind, &object).map_err(bad)?;
+    let digest = obj.digest_string();
+    let commit = obj.commit.to_string();
+    let source = format!("{app}:{}", obj.source);
+    let keep = object
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(PRUNE_ANNOTATION))
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.eq_ignore_ascii_case("disabled") || v.eq_ignore_ascii_case("false"));
+    let ignore = crate::provenance::ignored_fields(&obj.manifest);
+    let meta = object.as_object_mut().and_then(|o| {
+        o.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+        o.get_mut("metadata").and_then(Value::as_object_mut)
+    });
+    let Some(meta) = meta else { return Err(bad("metadata is not a map".into())) };
+    if !key.namespace.is_empty() {
+        meta.insert("namespace".into(), Value::String(key.namespace.clone()));
+    }
+    for (field, k, v) in [
+        ("annotations", COMMIT_ANNOTATION, commit.as_str()),
+        ("annotations", SOURCE_ANNOTATION, source.as_str()),
+        ("annotations", DIGEST_ANNOTATION, digest.as_str()),
+        ("labels", APP_LABEL, app),
+    ] {
+        let map = meta.entry(field).or_insert_with(|| Value::Object(Map::new()));
+        if !map.is_object() {
+            *map = Value::Object(Map::new());
+        }
+        if let Some(map) = map.as_object_mut() {
+            map.insert(k.into(), Value::String(v.into()));
+        }
+    }
+    Ok(Planned {
+        key: key.clone(),
+        api_version,
+        wave,
+        object,
+        manifest: obj.manifest.clone(),
+        digest,
+        commit,
+        source,
+        ignore,
+        keep,
+    })
+}
+
+/// Every object of one app, planned, sorted by (wave, kind order, id).
+pub fn plan_app(desired: &DesiredSet, app: &str) -> Result<Vec<Planned>, SyncError> {
+    let mut out = desired
+        .app_objects(app)
+        .into_iter()
+        .map(|(key, obj)| plan_object(app, &key, obj))
+        .collect::<Result<Vec<_>, _>>()?;
+    out.sort_by(|a, b| (a.wave, kind_order(&a.key.kind), &a.key).cmp(&(b.wave, kind_order(&b.key.kind), &b.key)));
+    Ok(out)
+}
+
+/// Within a wave, the kinds others depend on come first (as Argo CD and
+/// Helm order them); applies inside a wave still run concurrently.
+fn kind_order(kind: &str) -> usize {
+    const ORDER: &[&str] = &[
+        "Namespace",
+        "NetworkPolicy",
+        "ResourceQuota",
+        "LimitRange",
+        "PodSecurityPolicy",
+        "PodDisruptionBudget",
+        "ServiceAccount",
+        "Secret",
+        "ConfigMap",
+        "StorageClass",
+        "PersistentVolume",
+        "PersistentVolumeClaim",
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "DaemonSet",
+        "Pod",
+        "ReplicaSet",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "StatefulSet",
+        "Job",
+        "CronJob",
+        "Ingress",
+        "APIService",
+    ];
+    ORDER.iter().position(|k| *k == kind).unwrap_or(ORDER.len())
+}
+
+/// How the live object stands against Git.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Drift {
+    /// Not in the cluster.
+    Missing,
+    /// Git has new content (the stamps differ): apply.
+    Stale,
+    /// A field Git sets was changed in the cluster (a bypass): the pointer.
+    Changed(String),
+    InSync,
+}
+
+impl Drift {
+    pub fn needs_apply(&self) -> bool {
+        !matches!(self, Drift::InSync)
+    }
+}
+
+/// Compares the live object with the planned one: stamps first (an
+/// unchanged manifest keeps its stamps and is not written again), then
+/// every field Git sets, except the ignored ones.
+pub fn drift(planned: &Planned, live: Option<&Value>) -> Drift {
+    let Some(live) = live else { return Drift::Missing };
+    let annotation = |k: &str| live.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str);
+    let label = live.pointer("/metadata/labels").and_then(|l| l.get(APP_LABEL)).and_then(Value::as_str);
+    let app = planned.source.split(':').next().unwrap_or_default();
+    if annotation(DIGEST_ANNOTATION) != Some(planned.digest.as_str())
+        || annotation(COMMIT_ANNOTATION) != Some(planned.commit.as_str())
+        || annotation(SOURCE_ANNOTATION) != Some(planned.source.as_str())
+        || label != Some(app)
+    {
+        return Drift::Stale;
+    }
+    match crate::provenance::first_difference(&planned.manifest, live, &planned.ignore) {
+        Ok(None) => Drift::InSync,
+        Ok(Some(field)) => Drift::Changed(field),
+        Err(_) => Drift::Changed("/".into()),
+    }
+}
+
+/// For an object that exists, the applied form keeps the live values of
+/// the ignored fields, so the apply neither resets them nor fights the
+/// controller that owns them (Argo CD's RespectIgnoreDifferences).
+pub fn respect_ignored(planned: &Planned, live: Option<&Value>) -> Value {
+    let mut object = planned.object.clone();
+    let Some(live) = live else { return object };
+    for pointer in &planned.ignore {
+        match live.pointer(pointer) {
+            Some(v) => {
+                if let Some(slot) = object.pointer_mut(pointer) {
+                    *slot = v.clone();
+                } else {
+                    set_pointer(&mut object, pointer, v.clone());
+                }
+            }
+            None => remove_pointer(&mut object, pointer),
+        }
+    }
+    object
+}
+
+fn unescape(segment: &str) -> String {
+    segment.replace("~1", "/").replace("~0", "~")
+}
+
+fn set_pointer(root: &mut Value, pointer: &str, value: Value) {
+    let segments: Vec<String> = pointer.split('/').skip(1).map(unescape).collect();
+    let Some((last, parents)) = segments.split_last() else { return };
+    let mut cur = root;
+    for s in parents {
+        let Some(obj) = cur.as_object_mut() else { return };
+        cur = obj.entry(s.clone()).or_insert_with(|| Value::Object(Map::new()));
+    }
+    if let Some(obj) = cur.as_object_mut() {
+        obj.insert(last.clone(), value);
+    }
+}
+
+fn remove_pointer(root: &mut Value, pointer: &str) {
+    let Some((parent, last)) = pointer.rsplit_once('/') else { return };
+    let last = unescape(last);
+    let parent = if parent.is_empty() { Some(root) } else { root.pointer_mut(parent) };
+    match parent {
+        Some(Value::Object(o)) => {
+            o.remove(&last);
+        }
+        Some(Value::Array(a)) => {
+            if let Ok(i) = last.parse::<usize>()
+                && i < a.len()
+            {
+                a.remove(i);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The mass-prune guard's limits.
+#[derive(Clone, Copy, Debug)]
+pub struct PruneGuard {
+    /// Refuse to delete more than this many objects of an app in one sync.
+    pub max_count: usize,
+    /// … or more than this share of its inventory (when deleting ≥ 2).
+    pub max_share: f64,
+}
+
+impl Default for PruneGuard {
+    fn default() -> Self {
+        PruneGuard { max_count: 50, max_share: 0.5 }
+    }
+}
+
+/// What prune would do.
+#[derive(Clone, Debug, Default)]
+pub struct PrunePlan {
+    /// Deletions in reverse wave order.
+    pub delete: Vec<Entry>,
+    /// Left in place by `gitgate.dev/prune: disabled`.
+    pub kept: Vec<Entry>,
+    /// Why the guard stopped the prune, if it did.
+    pub guarded: Option<String>,
+}
+
+/// The commit trailer that lets a sync exceed the mass-prune guard.
+pub const ALLOW_PRUNE_TRAILER: &str = "Gitgate-Allow-Prune";
+
+/// Whether a commit message carries `Gitgate-Allow-Prune: yes`.
+pub fn allows_mass_prune(message: &str) -> bool {
+    message.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case(ALLOW_PRUNE_TRAILER)
+                && matches!(v.trim().to_ascii_lowercase().as_str(), "yes" | "true")
+        })
+    })
+}
+
+/// Inventory entries Git no longer declares, in reverse wave order, under
+/// the mass-prune guard.
+pub fn prune_plan(inventory: &[Entry], desired: &HashSet<ObjectKey>, guard: PruneGuard, allowed: bool) -> PrunePlan {
+    let mut plan = PrunePlan::default();
+    for e in inventory {
+        if desired.contains(&e.key()) {
+            continue;
+        }
+        if e.keep { plan.kept.push(e.clone()) } else { plan.delete.push(e.clone()) }
+    }
+    plan.delete
+        .sort_by(|a, b| (b.wave, kind_order(&b.kind)).cmp(&(a.wave, kind_order(&a.kind))).then(a.key().cmp(&b.key())));
+    let n = plan.delete.len();
+    let share = if inventory.is_empty() { 0.0 } else { n as f64 / inventory.len() as f64 };
+    if !allowed && (n > guard.max_count || (n >= 2 && share > guard.max_share)) {
+        plan.guarded = Some(format!(
+            "prune stopped: this commit would delete {n} of {total} objects (limit {max} or {pct:.0}%); \
+             commit with the trailer '{ALLOW_PRUNE_TRAILER}: yes' to allow it",
+            total = inventory.len(),
+            max = guard.max_count,
+            pct = guard.max_share * 100.0
+        ));
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(kind: &str, name: &str, wave: i64, keep: bool) -> Entry {
+        Entry {
+            group: String::new(),
+            version: "v1".into(),
+            kind: kind.into(),
+            namespace: "shop".into(),
+            name: name.into(),
+            wave: Wave { phase: 1, wave },
+            keep,
+        }
+    }
+
+    fn planned(manifest: Value) -> Planned {
+        let text = manifest.to_string();
+        Planned {
+            key: ObjectKey::new("", "ConfigMap", "shop", "a"),
+            api_version: "v1".into(),
+            wave: Wave { phase: 1, wave: 0 },
+            object: manifest,
+            manifest: text.into(),
+            digest: "sha256:d".into(),
+            commit: "c1".into(),
+            source: "shop:apps/shop/a.yaml".into(),
+            ignore: vec!["/data/replicas".into()],
+            keep: false,
+        }
+    }
+
+    fn live(data: Value, commit: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "shop",
+            "annotations": {"gitgate.dev/commit": commit, "gitgate.dev/digest": "sha256:d", "gitgate.dev/source": "shop:apps/shop/a.yaml"},
+            "labels": {"gitgate.dev/app": "shop"}, "resourceVersion": "7"}, "data": data})
+    }
+
+    #[test]
+    fn waves_put_namespaces_and_crds_first_and_read_both_annotations() {
+        let w = |g: &str, k: &str, m: Value| wave_of(g, k, &m).unwrap();
+        assert_eq!(w("", "Namespace", json!({})), Wave { phase: 0, wave: 0 });
+        assert_eq!(w("apiextensions.k8s.io", "CustomResourceDefinition", json!({})).phase, 0);
+        let ann = |k: &str, v: Value| json!({"metadata": {"annotations": {k: v}}});
+        assert_eq!(w("", "ConfigMap", ann(SYNC_WAVE, json!("-3"))), Wave { phase: 1, wave: -3 });
+        assert_eq!(w("", "ConfigMap", ann(ARGO_SYNC_WAVE, json!("2"))), Wave { phase: 1, wave: 2 });
+        assert_eq!(w("", "ConfigMap", json!({})), Wave { phase: 1, wave: 0 });
+        assert!(wave_of("", "ConfigMap", &ann(SYNC_WAVE, json!("soon"))).unwrap_err().contains("not an integer"));
+        assert!(Wave { phase: 0, wave: 9 } < Wave { phase: 1, wave: -9 });
+    }
+
+    #[test]
+    fn drift_tells_new_content_from_a_hand_edit_and_skips_ignored_fields() {
+        let p = planned(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v", "replicas": "3"}}),
+        );
+        assert_eq!(drift(&p, None), Drift::Missing);
+        assert_eq!(drift(&p, Some(&live(json!({"k": "v", "replicas": "3"}), "c1"))), Drift::InSync);
+        // another controller's value for an ignored field is not drift
+        assert_eq!(drift(&p, Some(&live(json!({"k": "v", "replicas": "5"}), "c1"))), Drift::InSync);
+        assert_eq!(drift(&p, Some(&live(json!({"k": "hacked"}), "c1"))), Drift::Changed("/data/k".into()));
+        // older stamps: Git has moved, apply (not a drift)
+        assert_eq!(drift(&p, Some(&live(json!({"k": "v"}), "c0"))), Drift::Stale);
+        // the applied form keeps the live value of ignored fields
+        let applied = respect_ignored(&p, Some(&live(json!({"k": "v", "replicas": "5"}), "c1")));
+        assert_eq!(applied["data"], json!({"k": "v", "replicas": "5"}));
+        let fresh = respect_ignored(&p, None);
+        assert_eq!(fresh["data"]["replicas"], "3", "on create Git's value is applied");
+    }
+
+    #[test]
+    fn prune_runs_in_reverse_wave_order_and_the_guard_needs_a_trailer() {
+        let inventory = vec![
+            entry("ConfigMap", "a", 0, false),
+            entry("ConfigMap", "b", 2, false),
+            entry("ConfigMap", "c", 1, true),
+        ];
+        let desired: HashSet<ObjectKey> = HashSet::new();
+        let loose = PruneGuard { max_count: 10, max_share: 1.0 };
+        let p = prune_plan(&inventory, &desired, loose, false);
+        assert_eq!(p.delete.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+        assert_eq!(p.kept.len(), 1, "prune: disabled is kept");
+        assert!(p.guarded.is_none());
+        let strict = PruneGuard { max_count: 1, max_share: 1.0 };
+        let g = prune_plan(&inventory, &desired, strict, false);
+        assert!(g.guarded.unwrap().contains("Gitgate-Allow-Prune: yes"));
+        assert!(prune_plan(&inventory, &desired, strict, true).guarded.is_none());
+        let share = PruneGuard { max_count: 10, max_share: 0.5 };
+        assert!(prune_plan(&inventory, &desired, share, false).guarded.is_some(), "2 of 3 is over half");
+        let keep_one: HashSet<ObjectKey> = [inventory[0].key()].into();
+        assert!(prune_plan(&inventory, &keep_one, share, false).guarded.is_none(), "1 deletion is never a mass prune");
+        assert!(allows_mass_prune("drop it\n\nGitgate-Allow-Prune: yes\n"));
+        assert!(allows_mass_prune("x\n\ngitgate-allow-prune: TRUE"));
+        assert!(!allows_mass_prune("Gitgate-Allow-Prune: no"));
+        assert!(!allows_mass_prune("mentions Gitgate-Allow-Prune in prose"));
+    }
+}

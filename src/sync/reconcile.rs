@@ -1,0 +1,872 @@
+//! `sync_once`: the reconcile as a numbered checklist (as Flux's
+//! kustomize-controller reads) — fetch, render, diff, apply by wave,
+//! prune, health, record — and the loop that runs it on the leader.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use serde_json::Value;
+
+use super::guard::{self, GuardConfig};
+use super::heal::{HealEvent, Watches};
+use super::health::{self, Health};
+use super::inventory::{self, Entry, Inventory};
+use super::plan::{self, Drift, Planned, Wave};
+use super::status::{AppStatus, ObjectStatus, StatusStore, SyncStatus, health_str};
+use super::target::{Resource, Target};
+use super::{SyncConfig, SyncError};
+use crate::audit::record::{CommitRef, Entry as AuditEntry, EventKind, Outcome};
+use crate::provenance::{APP_LABEL, BREAK_GLASS_ANNOTATION};
+use crate::render::DesiredSet;
+use crate::render::config::App;
+use crate::render::object::ObjectKey;
+use crate::source::fetch::GitSource;
+
+/// Where audit records of sync actions go.
+pub trait SyncRecorder: Send + Sync {
+    fn record(&self, entry: &AuditEntry);
+}
+
+impl SyncRecorder for crate::audit::AuditLog {
+    fn record(&self, entry: &AuditEntry) {
+        if let Err(e) = self.append(entry) {
+            tracing::error!(error = %crate::error_chain(&e), "failed to record a sync action in the audit log");
+        }
+    }
+}
+
+/// The clusters apps deploy to: the default one (in-cluster, or the
+/// current kubeconfig context) and others by kubeconfig context name.
+pub struct Targets {
+    default: Arc<Target>,
+    others: Mutex<HashMap<String, Arc<Target>>>,
+    kubeconfig: Option<kube::config::Kubeconfig>,
+    qps: f32,
+    burst: u32,
+}
+
+impl Targets {
+    pub fn new(default: Arc<Target>, kubeconfig: Option<kube::config::Kubeconfig>, qps: f32, burst: u32) -> Self {
+        Targets { default, others: Mutex::new(HashMap::new()), kubeconfig, qps, burst }
+    }
+
+    pub fn default_target(&self) -> &Arc<Target> {
+        &self.default
+    }
+
+    /// The target of a destination cluster: `""`, `in-cluster` or the
+    /// default's own name is the default; another name is a kubeconfig
+    /// context (one client each, made once).
+    pub async fn get(&self, cluster: &str) -> Result<Arc<Target>, SyncError> {
+        if cluster.is_empty() || cluster == "in-cluster" || cluster == self.default.name {
+            return Ok(self.default.clone());
+        }
+        if let Some(t) = self.others.lock().unwrap_or_else(|e| e.into_inner()).get(cluster) {
+            return Ok(t.clone());
+        }
+        let no = || SyncError::NoCluster { cluster: cluster.to_string() };
+        let kc = self.kubeconfig.clone().ok_or_else(no)?;
+        if !kc.contexts.iter().any(|c| c.name == cluster) {
+            return Err(no());
+        }
+        let opts = kube::config::KubeConfigOptions { context: Some(cluster.to_string()), ..Default::default() };
+        let config = kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|_| no())?;
+        let client =
+            kube::Client::try_from(config).map_err(|e| SyncError::kube(format!("connect to cluster {cluster}"), e))?;
+        let t = Arc::new(Target::new(cluster, client, self.qps, self.burst));
+        self.others.lock().unwrap_or_else(|e| e.into_inner()).insert(cluster.to_string(), t.clone());
+        Ok(t)
+    }
+}
+
+/// The sync loop.
+pub struct Reconciler {
+    pub config: SyncConfig,
+    targets: Targets,
+    source: Arc<GitSource>,
+    status: Arc<StatusStore>,
+    audit: Option<Arc<dyn SyncRecorder>>,
+    guard: Option<GuardConfig>,
+    /// When a break-glass object was first seen open.
+    break_glass: Mutex<HashMap<ObjectKey, Instant>>,
+}
+
+impl Reconciler {
+    pub fn new(
+        config: SyncConfig,
+        targets: Targets,
+        source: Arc<GitSource>,
+        status: Arc<StatusStore>,
+        audit: Option<Arc<dyn SyncRecorder>>,
+        guard: Option<GuardConfig>,
+    ) -> Self {
+        Reconciler { config, targets, source, status, audit, guard, break_glass: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn status(&self) -> &Arc<StatusStore> {
+        &self.status
+    }
+
+    /// Every app of the desired set, one after the other, then the apps
+    /// that left Git (their inventories are pruned, under the guard).
+    pub async fn sync_once(&self, desired: &Arc<DesiredSet>) -> Vec<AppStatus> {
+        let message = self.commit_message(desired.commit()).await;
+        let inventories = match inventory::read_all(self.targets.default.client(), &self.config.namespace).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(error = %crate::error_chain(&e), "failed to read the inventories; nothing is synced");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for app in desired.apps() {
+            let status = self.sync_app(desired, app, inventories.get(&app.name), &message).await;
+            self.status.put(status.clone());
+            out.push(status);
+        }
+        for (name, inv) in &inventories {
+            if desired.app(name).is_none() {
+                self.forget_app(desired, name, inv, &message).await;
+            }
+        }
+        let names: HashSet<String> = desired.apps().iter().map(|a| a.name.clone()).collect();
+        self.status.retain(|n| names.contains(n));
+        out
+    }
+
+    async fn commit_message(&self, id: gix::ObjectId) -> String {
+        let source = self.source.clone();
+        tokio::task::spawn_blocking(move || {
+            source
+                .repo()
+                .find_commit(id)
+                .ok()
+                .and_then(|c| c.message_raw().ok().map(|m| m.to_string()))
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// One app: the checklist.
+    pub async fn sync_app(
+        &self,
+        desired: &DesiredSet,
+        app: &App,
+        inventory: Option<&Inventory>,
+        message: &str,
+    ) -> AppStatus {
+        let started = Instant::now();
+        let mut status = AppStatus {
+            name: app.name.clone(),
+            sync: SyncStatus::Unknown,
+            health: health_str(Health::Missing),
+            target_commit: desired.commit().to_string(),
+            synced_commit: String::new(),
+            last_sync: crate::audit::record::format_rfc3339_micros(crate::audit::record::now_micros()),
+            message: String::new(),
+            destination: format!(
+                "{}/{}",
+                if app.destination.cluster.is_empty() { "in-cluster" } else { &app.destination.cluster },
+                app.destination.namespace
+            ),
+            path: app.path.to_string(),
+            detect_only: app.sync_policy.detect_only,
+            objects: Vec::new(),
+        };
+        if let Err(e) = self.checklist(desired, app, inventory, message, &mut status).await {
+            status.sync = SyncStatus::Failed;
+            status.message = crate::error_chain(&e);
+            tracing::warn!(app = %app.name, error = %status.message, "sync failed");
+            self.audit(AuditEntry {
+                event: EventKind::SyncFailed,
+                app: app.name.clone(),
+                commit: Some(CommitRef { id: desired.commit().to_string(), ..CommitRef::default() }),
+                decision: Outcome::Failed,
+                reasons: vec![status.message.clone()],
+                ..AuditEntry::default()
+            });
+        }
+        if let Some(m) = self.status.metrics() {
+            m.sync_duration.observe(started.elapsed().as_secs_f64());
+        }
+        status
+    }
+
+    async fn checklist(
+        &self,
+        desired: &DesiredSet,
+        app: &App,
+        inventory: Option<&Inventory>,
+        message: &str,
+        status: &mut AppStatus,
+    ) -> Result<(), SyncError> {
+        // 1. Fetch: the tracker fetched the commit; `desired` is its D(H).
+        // 2. Render: D(H) for this app, stamped with the commit of each
+        //    object's content, ordered by wave.
+        let planned = plan::plan_app(desired, &app.name)?;
+        let target = self.targets.get(&app.destination.cluster).await?;
+        let mut resources = Vec::with_capacity(planned.len());
+        for p in &planned {
+            resources.push(target.resolve(&p.key.group, plan::version_of(&p.api_version), &p.key.kind).await?);
+        }
+
+        // 3. Diff against live: one list per kind, by the app label.
+        let mut live = self.live(&target, &resources, &app.name).await?;
+        let drifts: Vec<Drift> = planned.iter().map(|p| plan::drift(p, live.get(&p.key))).collect();
+        let detect_only = app.sync_policy.detect_only;
+        let previous: Vec<Entry> = inventory.map(|i| i.entries.clone()).unwrap_or_default();
+
+        // 4. Apply by wave (the inventory first records what is about to
+        //    exist, so a crash mid-sync never orphans an object).
+        let mut results: HashMap<usize, Result<(), String>> = HashMap::new();
+        let mut applied = 0usize;
+        if !detect_only {
+            let mut ahead: Vec<Entry> = previous.clone();
+            ahead.extend(planned.iter().map(Planned::entry));
+            self.write_inventory(app, &ahead, inventory, desired).await?;
+            let waves: Vec<Wave> = {
+                let mut w: Vec<Wave> = planned.iter().map(|p| p.wave).collect();
+                w.dedup();
+                w
+            };
+            for (wi, wave) in waves.iter().enumerate() {
+                let idx: Vec<usize> = (0..planned.len())
+                    .filter(|&i| planned[i].wave == *wave && self.should_apply(app, &drifts[i]))
+                    .collect();
+                let jobs: Vec<_> = idx
+                    .into_iter()
+                    .map(|i| {
+                        let object = plan::respect_ignored(&planned[i], live.get(&planned[i].key));
+                        apply_job(target.clone(), resources[i].clone(), planned[i].key.clone(), object, i)
+                    })
+                    .collect();
+                let done = futures_util::stream::iter(jobs)
+                    .buffer_unordered(self.config.concurrency.max(1))
+                    .collect::<Vec<_>>()
+                    .await;
+                let mut first_error = None;
+                for (i, r) in done {
+                    match r {
+                        Ok(obj) => {
+                            applied += 1;
+                            self.audit_apply(EventKind::Apply, &app.name, &planned[i], &resources[i]);
+                            live.insert(planned[i].key.clone(), obj);
+                            results.insert(i, Ok(()));
+                        }
+                        Err(e) => {
+                            let msg = crate::error_chain(&e);
+                            first_error.get_or_insert(e);
+                            results.insert(i, Err(msg));
+                        }
+                    }
+                }
+                if let Some(e) = first_error {
+                    self.fill_status(status, app, &planned, &resources, &live, &drifts, &results);
+                    return Err(e);
+                }
+                // A later wave waits until this one is healthy.
+                if wi + 1 < waves.len() {
+                    let members: Vec<usize> = (0..planned.len()).filter(|&i| planned[i].wave == *wave).collect();
+                    self.wait_healthy(&target, *wave, &planned, &resources, &members, &mut live).await?;
+                }
+            }
+            if let Some(m) = self.status.metrics() {
+                m.applied(&app.name, applied as u64);
+            }
+        }
+
+        // 5. Prune what left Git, in reverse wave order, under the guard.
+        let keys: HashSet<ObjectKey> = planned.iter().map(|p| p.key.clone()).collect();
+        let prune = plan::prune_plan(&previous, &keys, self.config.prune_guard, plan::allows_mass_prune(message));
+        let mut remaining: Vec<Entry> = planned.iter().map(Planned::entry).collect();
+        let mut prune_note = None;
+        if detect_only {
+            if !prune.delete.is_empty() {
+                prune_note = Some(format!("{} objects left Git (detect-only: not pruned)", prune.delete.len()));
+                remaining.extend(prune.delete.iter().cloned());
+            }
+        } else if let Some(why) = &prune.guarded {
+            remaining.extend(prune.delete.iter().cloned());
+            self.audit(AuditEntry {
+                event: EventKind::Prune,
+                app: app.name.clone(),
+                commit: Some(CommitRef { id: desired.commit().to_string(), ..CommitRef::default() }),
+                decision: Outcome::Refused,
+                reasons: vec![why.clone()],
+                ..AuditEntry::default()
+            });
+            prune_note = Some(why.clone());
+        } else if !app.sync_policy.prune {
+            if !prune.delete.is_empty() {
+                prune_note =
+                    Some(format!("{} objects left Git and wait for pruning (prune is off)", prune.delete.len()));
+                remaining.extend(prune.delete.iter().cloned());
+            }
+        } else {
+            let pruned = self.prune(&target, &app.name, &prune.delete, desired).await;
+            if let Some(m) = self.status.metrics() {
+                m.pruned(&app.name, pruned.len() as u64);
+            }
+            for e in &prune.delete {
+                if !pruned.contains(&e.key()) {
+                    remaining.push(e.clone());
+                }
+            }
+        }
+        remaining.extend(prune.kept.iter().cloned());
+
+        // 6. Health.
+        self.fill_status(status, app, &planned, &resources, &live, &drifts, &results);
+        let failed_prune = prune.guarded.is_some();
+
+        // 7. Record: the inventory of what now exists, status, metrics.
+        if !detect_only {
+            self.write_inventory(app, &remaining, inventory, desired).await?;
+        }
+        let out_of_sync = status.objects.iter().any(|o| o.sync != SyncStatus::Synced) || prune_note.is_some();
+        status.sync = if failed_prune {
+            SyncStatus::Failed
+        } else if out_of_sync {
+            SyncStatus::OutOfSync
+        } else {
+            SyncStatus::Synced
+        };
+        if !detect_only && !failed_prune {
+            status.synced_commit = desired.commit().to_string();
+        }
+        status.message = prune_note.unwrap_or_default();
+        tracing::info!(
+            app = %app.name, commit = %desired.commit(), applied, sync = status.sync.as_str(), health = %status.health,
+            "synced"
+        );
+        Ok(())
+    }
+
+    /// Whether a drift is written now: Git changed (stale or missing)
+    /// always; a hand change only with self-heal on.
+    fn should_apply(&self, app: &App, drift: &Drift) -> bool {
+        match drift {
+            Drift::InSync => false,
+            Drift::Missing | Drift::Stale => true,
+            Drift::Changed(_) => app.sync_policy.self_heal,
+        }
+    }
+
+    async fn live(
+        &self,
+        target: &Target,
+        resources: &[Resource],
+        app: &str,
+    ) -> Result<HashMap<ObjectKey, Value>, SyncError> {
+        let mut seen = HashSet::new();
+        let mut out = HashMap::new();
+        for r in resources {
+            if !seen.insert((r.api.group.clone(), r.api.version.clone(), r.api.kind.clone())) {
+                continue;
+            }
+            for obj in target.list(r, &format!("{APP_LABEL}={app}")).await? {
+                let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+                let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                out.insert(ObjectKey::new(&r.api.group, &r.api.kind, ns, name), obj);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Polls the members of a wave until each is healthy; a degraded one
+    /// or the timeout fails the sync.
+    async fn wait_healthy(
+        &self,
+        target: &Target,
+        wave: Wave,
+        planned: &[Planned],
+        resources: &[Resource],
+        members: &[usize],
+        live: &mut HashMap<ObjectKey, Value>,
+    ) -> Result<(), SyncError> {
+        let deadline = Instant::now() + self.config.wave_timeout;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let mut pending = Vec::new();
+            for &i in members {
+                let p = &planned[i];
+                let a = health::assess(&p.key.group, &p.key.kind, live.get(&p.key));
+                match a.health {
+                    Health::Healthy => {}
+                    Health::Degraded => {
+                        return Err(SyncError::WaveDegraded {
+                            wave: wave.to_string(),
+                            detail: format!("{}: {}", p.id(), a.message),
+                        });
+                    }
+                    _ => pending.push((i, a.message)),
+                }
+            }
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let detail = pending
+                    .iter()
+                    .take(5)
+                    .map(|(i, m)| format!("{}: {m}", planned[*i].id()))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(SyncError::WaveTimeout {
+                    wave: wave.to_string(),
+                    timeout: self.config.wave_timeout,
+                    detail,
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+            for (i, _) in pending {
+                let p = &planned[i];
+                match target.get(&resources[i], &p.key.namespace, &p.key.name).await? {
+                    Some(obj) => {
+                        live.insert(p.key.clone(), obj);
+                    }
+                    None => {
+                        live.remove(&p.key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes entries (reverse wave order, concurrently within a wave);
+    /// returns what is gone. An object whose live copy says
+    /// `gitgate.dev/prune: disabled` is kept.
+    async fn prune(
+        &self,
+        target: &Arc<Target>,
+        app: &str,
+        delete: &[Entry],
+        desired: &DesiredSet,
+    ) -> HashSet<ObjectKey> {
+        let mut gone = HashSet::new();
+        let mut i = 0;
+        while i < delete.len() {
+            let wave = delete[i].wave;
+            let mut j = i;
+            while j < delete.len() && delete[j].wave == wave {
+                j += 1;
+            }
+            let batch = &delete[i..j];
+            let jobs: Vec<_> = batch.iter().map(|e| prune_job(target.clone(), e.clone(), app.to_string())).collect();
+            let done = futures_util::stream::iter(jobs)
+                .buffer_unordered(self.config.concurrency.max(1))
+                .collect::<Vec<_>>()
+                .await;
+            for r in done {
+                match r {
+                    Ok((e, true, res)) => {
+                        let e = &e;
+                        gone.insert(e.key());
+                        self.audit(AuditEntry {
+                            event: EventKind::Prune,
+                            operation: "DELETE".into(),
+                            group: e.group.clone(),
+                            version: e.version.clone(),
+                            kind: e.kind.clone(),
+                            resource: res.api.plural.clone(),
+                            namespace: e.namespace.clone(),
+                            name: e.name.clone(),
+                            app: app.to_string(),
+                            commit: Some(CommitRef { id: desired.commit().to_string(), ..CommitRef::default() }),
+                            decision: Outcome::Done,
+                            ..AuditEntry::default()
+                        });
+                    }
+                    Ok((e, false, _)) => {
+                        let e = &e;
+                        // kept by annotation or no longer ours: forget it
+                        gone.insert(e.key());
+                    }
+                    Err(err) => tracing::warn!(app = %app, error = %crate::error_chain(&err), "prune failed"),
+                }
+            }
+            i = j;
+        }
+        gone
+    }
+
+    async fn write_inventory(
+        &self,
+        app: &App,
+        entries: &[Entry],
+        previous: Option<&Inventory>,
+        desired: &DesiredSet,
+    ) -> Result<(), SyncError> {
+        let mut entries = entries.to_vec();
+        entries.sort_by_key(Entry::key);
+        entries.dedup_by(|a, b| a.key() == b.key());
+        let inv = Inventory { entries, commit: desired.commit().to_string(), cluster: app.destination.cluster.clone() };
+        if previous.is_some_and(|p| {
+            inventory::encode(&p.entries) == inventory::encode(&inv.entries) && p.cluster == inv.cluster
+        }) {
+            return Ok(());
+        }
+        inventory::write(self.targets.default.client(), &self.config.namespace, &app.name, &inv).await
+    }
+
+    /// An app that left `gitgate.yaml`: its objects are pruned (under the
+    /// guard), then its inventory.
+    async fn forget_app(&self, desired: &DesiredSet, name: &str, inv: &Inventory, message: &str) {
+        let prune =
+            plan::prune_plan(&inv.entries, &HashSet::new(), self.config.prune_guard, plan::allows_mass_prune(message));
+        if let Some(why) = prune.guarded {
+            tracing::warn!(app = name, "{why}");
+            return;
+        }
+        let Ok(target) = self.targets.get(&inv.cluster).await else { return };
+        let gone = self.prune(&target, name, &prune.delete, desired).await;
+        if gone.len() == prune.delete.len()
+            && let Err(e) = inventory::remove(self.targets.default.client(), &self.config.namespace, name).await
+        {
+            tracing::warn!(app = name, error = %crate::error_chain(&e), "failed to remove the inventory");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fill_status(
+        &self,
+        status: &mut AppStatus,
+        app: &App,
+        planned: &[Planned],
+        resources: &[Resource],
+        live: &HashMap<ObjectKey, Value>,
+        drifts: &[Drift],
+        results: &HashMap<usize, Result<(), String>>,
+    ) {
+        let mut objects = Vec::with_capacity(planned.len());
+        let mut healths = Vec::with_capacity(planned.len());
+        for (i, p) in planned.iter().enumerate() {
+            let obj = live.get(&p.key);
+            let a = health::assess(&p.key.group, &p.key.kind, obj);
+            healths.push(a.health);
+            let (sync, message) = match results.get(&i) {
+                Some(Err(e)) => (SyncStatus::Failed, e.clone()),
+                Some(Ok(())) => (SyncStatus::Synced, a.message.clone()),
+                None => match &drifts[i] {
+                    Drift::InSync => (SyncStatus::Synced, a.message.clone()),
+                    Drift::Changed(f) => (SyncStatus::OutOfSync, format!("{f} differs from Git")),
+                    Drift::Stale => (SyncStatus::OutOfSync, "Git has new content".into()),
+                    Drift::Missing => (SyncStatus::OutOfSync, "missing".into()),
+                },
+            };
+            objects.push(ObjectStatus {
+                group: p.key.group.clone(),
+                version: resources.get(i).map(|r| r.api.version.clone()).unwrap_or_default(),
+                kind: p.key.kind.clone(),
+                namespace: p.key.namespace.clone(),
+                name: p.key.name.clone(),
+                wave: p.wave.to_string(),
+                sync,
+                health: health_str(a.health),
+                message,
+                commit: p.commit.clone(),
+                source: p.source.split_once(':').map(|(_, s)| s.to_string()).unwrap_or_default(),
+            });
+        }
+        status.health = health_str(health::aggregate(healths));
+        status.objects = objects;
+        let _ = app;
+    }
+
+    fn audit(&self, entry: AuditEntry) {
+        if let Some(a) = &self.audit {
+            a.record(&entry);
+        }
+    }
+
+    fn audit_apply(&self, event: EventKind, app: &str, p: &Planned, r: &Resource) {
+        let Some(a) = &self.audit else { return };
+        a.record(&AuditEntry {
+            event,
+            operation: "APPLY".into(),
+            user: String::new(),
+            group: p.key.group.clone(),
+            version: r.api.version.clone(),
+            kind: p.key.kind.clone(),
+            resource: r.api.plural.clone(),
+            namespace: p.key.namespace.clone(),
+            name: p.key.name.clone(),
+            commit: Some(CommitRef { id: p.commit.clone(), ..CommitRef::default() }),
+            app: app.to_string(),
+            source: p.source.split_once(':').map(|(_, s)| s.to_string()).unwrap_or_default(),
+            decision: Outcome::Done,
+            digest: p.digest.clone(),
+            ..AuditEntry::default()
+        });
+    }
+
+    /// Applies the guard's objects that are missing or edited.
+    pub async fn guard_once(&self) -> Result<usize, SyncError> {
+        let Some(g) = &self.guard else { return Ok(0) };
+        let target = &self.targets.default;
+        let mut restored = 0;
+        for (key, obj) in guard::objects(g) {
+            let version =
+                obj.get("apiVersion").and_then(Value::as_str).map(plan::version_of).unwrap_or("v1").to_string();
+            let r = target.resolve(&key.group, &version, &key.kind).await?;
+            let live = target.get(&r, "", &key.name).await?;
+            let needs = match &live {
+                None => Some("deleted".to_string()),
+                Some(l) => guard::tampered(&obj, l).map(|f| format!("{f} edited")),
+            };
+            if let Some(why) = needs {
+                target.apply(&r, "", &key.name, &obj).await?;
+                restored += 1;
+                if live.is_some() || why != "deleted" {
+                    tracing::warn!(kind = %key.kind, name = %key.name, "{why}: restored");
+                }
+                self.audit(AuditEntry {
+                    event: EventKind::WebhookConfigRestored,
+                    operation: "APPLY".into(),
+                    group: key.group.clone(),
+                    version,
+                    kind: key.kind.clone(),
+                    resource: r.api.plural.clone(),
+                    name: key.name.clone(),
+                    decision: Outcome::Done,
+                    reasons: vec![why],
+                    ..AuditEntry::default()
+                });
+            }
+        }
+        Ok(restored)
+    }
+
+    /// One watch event on a managed object: self-heal, detect-only report,
+    /// or the guard's restore.
+    pub async fn heal(&self, desired: Option<&Arc<DesiredSet>>, event: HealEvent) {
+        let (key, live) = match &event {
+            HealEvent::Changed(k, v) => (k, Some(v)),
+            HealEvent::Deleted(k) => (k, None),
+        };
+        if key.group == "admissionregistration.k8s.io" {
+            if let Err(e) = self.guard_once().await {
+                tracing::error!(error = %crate::error_chain(&e), "failed to restore gitgate's webhook configuration");
+            }
+            return;
+        }
+        let Some(desired) = desired else { return };
+        let Some(obj) = desired.get_key(key) else { return };
+        let Some(app) = desired.app_of(obj) else { return };
+        let Ok(planned) = plan::plan_object(&app.name, key, obj) else { return };
+        let drift = plan::drift(&planned, live);
+        let Drift::Changed(field) = &drift else {
+            // Missing after a delete: put back (self-heal); stale content is
+            // the next sync's job.
+            if drift == Drift::Missing && app.sync_policy.self_heal && !app.sync_policy.detect_only {
+                self.revert(app, &planned, None, "deleted").await;
+            }
+            return;
+        };
+        if let Some(m) = self.status.metrics() {
+            m.drift(&app.name);
+        }
+        let glass = live
+            .and_then(|l| l.pointer("/metadata/annotations"))
+            .and_then(|a| a.get(BREAK_GLASS_ANNOTATION))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if let Some(reason) = glass {
+            let first = *self
+                .break_glass
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(key.clone())
+                .or_insert_with(Instant::now);
+            if first.elapsed() < self.config.break_glass_ttl {
+                self.status.update_object(&app.name, key, |o| {
+                    o.sync = SyncStatus::OutOfSync;
+                    o.message =
+                        format!("break-glass ({reason}): {field} differs from Git; left alone until the window ends");
+                });
+                return;
+            }
+            self.break_glass.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+            self.audit(AuditEntry {
+                event: EventKind::BreakGlassExpired,
+                group: key.group.clone(),
+                kind: key.kind.clone(),
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                app: app.name.clone(),
+                decision: Outcome::Done,
+                reasons: vec![reason],
+                ..AuditEntry::default()
+            });
+        }
+        if !app.sync_policy.self_heal || app.sync_policy.detect_only {
+            tracing::warn!(app = %app.name, object = %planned.id(), field = %field, "drift detected (not reverted: self-heal is off)");
+            self.status.update_object(&app.name, key, |o| {
+                o.sync = SyncStatus::OutOfSync;
+                o.message = format!("{field} differs from Git");
+            });
+            return;
+        }
+        self.revert(app, &planned, live, field).await;
+    }
+
+    async fn revert(&self, app: &App, planned: &Planned, live: Option<&Value>, why: &str) {
+        let Ok(target) = self.targets.get(&app.destination.cluster).await else { return };
+        let r = match target
+            .resolve(&planned.key.group, plan::version_of(&planned.api_version), &planned.key.kind)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return tracing::warn!(error = %crate::error_chain(&e), "self-heal could not resolve the kind"),
+        };
+        let object = plan::respect_ignored(planned, live);
+        match target.apply(&r, &planned.key.namespace, &planned.key.name, &object).await {
+            Ok(_) => {
+                tracing::warn!(app = %app.name, object = %planned.id(), what = why, "drift reverted");
+                self.audit_apply(EventKind::DriftReverted, &app.name, planned, &r);
+                self.status.update_object(&app.name, &planned.key, |o| {
+                    o.sync = SyncStatus::Synced;
+                    o.message = format!("drift reverted ({why})");
+                });
+            }
+            Err(e) => tracing::warn!(app = %app.name, error = %crate::error_chain(&e), "self-heal failed"),
+        }
+    }
+
+    /// The kinds to watch for self-heal: every kind the desired set holds,
+    /// per target, and the guard's.
+    pub async fn watch_set(&self, desired: &DesiredSet) -> Vec<(Arc<Target>, Resource)> {
+        let mut kinds: BTreeMap<(String, String, String, String), ()> = BTreeMap::new();
+        let mut out = Vec::new();
+        for app in desired.apps() {
+            let Ok(target) = self.targets.get(&app.destination.cluster).await else { continue };
+            let Ok(planned) = plan::plan_app(desired, &app.name) else { continue };
+            for p in planned {
+                let v = plan::version_of(&p.api_version).to_string();
+                if kinds.insert((target.name.clone(), p.key.group.clone(), v.clone(), p.key.kind.clone()), ()).is_none()
+                    && let Ok(r) = target.resolve(&p.key.group, &v, &p.key.kind).await
+                {
+                    out.push((target.clone(), r));
+                }
+            }
+        }
+        out
+    }
+
+    /// Plan mode (no cluster): what would be applied, by app and wave.
+    pub fn plan_text(desired: &DesiredSet) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!("plan for commit {} (no cluster: nothing is applied)\n", desired.commit());
+        for app in desired.apps() {
+            let _ = writeln!(
+                out,
+                "app {} → {}",
+                app.name,
+                if app.destination.namespace.is_empty() { "-" } else { &app.destination.namespace }
+            );
+            match plan::plan_app(desired, &app.name) {
+                Ok(planned) => {
+                    let mut last = None;
+                    for p in planned {
+                        if last != Some(p.wave) {
+                            let _ = writeln!(out, "  wave {}", p.wave);
+                            last = Some(p.wave);
+                        }
+                        let _ = writeln!(
+                            out,
+                            "    apply {} ({} @ {})",
+                            p.id(),
+                            p.source,
+                            &p.commit[..7.min(p.commit.len())]
+                        );
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "  error: {}", crate::error_chain(&e));
+                }
+            }
+        }
+        out
+    }
+
+    /// The loop: a sync on every new commit, on taking the lead and every
+    /// resync interval; watch events in between. Runs only while leader.
+    pub async fn run(
+        self: Arc<Self>,
+        mut desired: tokio::sync::watch::Receiver<Option<Arc<DesiredSet>>>,
+        mut leader: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<HealEvent>(1024);
+        let mut watches = Watches::new(tx);
+        let mut resync = tokio::time::interval(self.config.resync_interval);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut guard_tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            let is_leader = *leader.borrow();
+            self.status.set_role(if is_leader { "leader" } else { "follower" });
+            if !is_leader {
+                watches.clear();
+                tokio::select! {
+                    r = leader.changed() => if r.is_err() { return },
+                    r = desired.changed() => if r.is_err() { return },
+                }
+                continue;
+            }
+            let current = desired.borrow_and_update().clone();
+            if let Some(d) = &current {
+                if let Err(e) = self.guard_once().await {
+                    tracing::error!(error = %crate::error_chain(&e), "failed to install gitgate's webhook configurations");
+                }
+                self.sync_once(d).await;
+                watches.ensure(self.watch_set(d).await, self.guard.is_some().then(|| self.targets.default.clone()));
+            }
+            loop {
+                tokio::select! {
+                    r = desired.changed() => { if r.is_err() { return } break; }
+                    r = leader.changed() => { if r.is_err() { return } break; }
+                    _ = resync.tick() => break,
+                    _ = guard_tick.tick() => {
+                        if let Err(e) = self.guard_once().await {
+                            tracing::error!(error = %crate::error_chain(&e), "failed to check gitgate's webhook configurations");
+                        }
+                    }
+                    Some(ev) = rx.recv() => self.heal(current.as_ref(), ev).await,
+                }
+            }
+        }
+    }
+}
+
+async fn apply_job(
+    target: Arc<Target>,
+    r: Resource,
+    key: ObjectKey,
+    object: Value,
+    i: usize,
+) -> (usize, Result<Value, SyncError>) {
+    (i, target.apply(&r, &key.namespace, &key.name, &object).await)
+}
+
+/// Deletes one entry unless its live copy is kept by annotation or is no
+/// longer the app's; `(entry, deleted, resource)`.
+async fn prune_job(target: Arc<Target>, e: Entry, app: String) -> Result<(Entry, bool, Resource), SyncError> {
+    let r = target.resolve(&e.group, &e.version, &e.kind).await?;
+    if let Some(live) = target.get(&r, &e.namespace, &e.name).await? {
+        let keep = live
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(super::PRUNE_ANNOTATION))
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.eq_ignore_ascii_case("disabled") || v.eq_ignore_ascii_case("false"));
+        let ours = live.pointer("/metadata/labels").and_then(|l| l.get(APP_LABEL)).and_then(Value::as_str)
+            == Some(app.as_str());
+        if keep || !ours {
+            return Ok((e, false, r));
+        }
+        target.delete(&r, &e.namespace, &e.name).await?;
+    }
+    Ok((e, true, r))
+}

@@ -1,0 +1,314 @@
+//! What the sync loop knows, for people and dashboards: per app its sync
+//! status, health, target commit and objects. Served as JSON at
+//! `GET /api/v1/apps`, printed by `gitgate status`, exported as metrics.
+
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+
+use super::health::Health;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncStatus {
+    Synced,
+    OutOfSync,
+    Failed,
+    Unknown,
+}
+
+impl SyncStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncStatus::Synced => "Synced",
+            SyncStatus::OutOfSync => "OutOfSync",
+            SyncStatus::Failed => "Failed",
+            SyncStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+/// One object of an app.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStatus {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    pub name: String,
+    pub wave: String,
+    pub sync: SyncStatus,
+    pub health: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The commit that introduced its content, and the file.
+    pub commit: String,
+    pub source: String,
+}
+
+/// One app.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppStatus {
+    pub name: String,
+    pub sync: SyncStatus,
+    pub health: String,
+    /// The commit Git is at for this app (the desired set's).
+    pub target_commit: String,
+    /// The commit of the last successful sync.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub synced_commit: String,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_sync: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    pub destination: String,
+    pub path: String,
+    /// Self-heal is off: drift is reported, not reverted.
+    #[serde(default)]
+    pub detect_only: bool,
+    pub objects: Vec<ObjectStatus>,
+}
+
+/// The whole status document.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Overview {
+    /// `leader`, `follower`, `plan` (no cluster) or `off`.
+    pub role: String,
+    pub apps: Vec<AppStatus>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppInfo {
+    app: String,
+    sync_status: String,
+    health_status: String,
+    commit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppLabel {
+    app: String,
+}
+
+/// The sync loop's metrics.
+#[derive(Clone)]
+pub struct SyncMetrics {
+    app_info: Family<AppInfo, Gauge>,
+    pub sync_duration: Histogram,
+    drift: Family<AppLabel, Counter>,
+    applied: Family<AppLabel, Counter>,
+    pruned: Family<AppLabel, Counter>,
+}
+
+impl SyncMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = SyncMetrics {
+            app_info: Family::default(),
+            sync_duration: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+            drift: Family::default(),
+            applied: Family::default(),
+            pruned: Family::default(),
+        };
+        registry.register(
+            "gitgate_app_info",
+            "Apps gitgate syncs, with their sync and health status",
+            m.app_info.clone(),
+        );
+        registry.register("gitgate_sync_duration_seconds", "Time of one sync of one app", m.sync_duration.clone());
+        registry.register(
+            "gitgate_drift",
+            "Drifts found on managed objects (a field Git sets was changed)",
+            m.drift.clone(),
+        );
+        registry.register("gitgate_sync_applied", "Objects written by the sync loop", m.applied.clone());
+        registry.register("gitgate_sync_pruned", "Objects pruned by the sync loop", m.pruned.clone());
+        m
+    }
+
+    pub fn drift(&self, app: &str) {
+        self.drift.get_or_create(&AppLabel { app: app.into() }).inc();
+    }
+
+    pub fn applied(&self, app: &str, n: u64) {
+        self.applied.get_or_create(&AppLabel { app: app.into() }).inc_by(n);
+    }
+
+    pub fn pruned(&self, app: &str, n: u64) {
+        self.pruned.get_or_create(&AppLabel { app: app.into() }).inc_by(n);
+    }
+}
+
+/// The status every replica serves; the leader writes it.
+#[derive(Default)]
+pub struct StatusStore {
+    inner: RwLock<Overview>,
+    metrics: Option<SyncMetrics>,
+}
+
+impl StatusStore {
+    pub fn new(metrics: Option<SyncMetrics>) -> Self {
+        StatusStore { inner: RwLock::new(Overview { role: "off".into(), apps: Vec::new() }), metrics }
+    }
+
+    pub fn metrics(&self) -> Option<&SyncMetrics> {
+        self.metrics.as_ref()
+    }
+
+    pub fn set_role(&self, role: &str) {
+        self.inner.write().unwrap_or_else(|e| e.into_inner()).role = role.into();
+    }
+
+    pub fn overview(&self) -> Overview {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn app(&self, name: &str) -> Option<AppStatus> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).apps.iter().find(|a| a.name == name).cloned()
+    }
+
+    /// Replaces an app's status (and its `gitgate_app_info` series).
+    pub fn put(&self, status: AppStatus) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = inner.apps.iter().position(|a| a.name == status.name) {
+            let old = inner.apps.remove(old);
+            self.forget_info(&old);
+        }
+        if let Some(m) = &self.metrics {
+            m.app_info.get_or_create(&info_labels(&status)).set(1);
+        }
+        inner.apps.push(status);
+        inner.apps.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// Updates one object's status in place (self-heal, detect-only).
+    pub fn update_object(&self, app: &str, key: &crate::render::object::ObjectKey, f: impl FnOnce(&mut ObjectStatus)) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let Some(a) = inner.apps.iter_mut().find(|a| a.name == app) else { return };
+        if let Some(o) = a
+            .objects
+            .iter_mut()
+            .find(|o| o.group == key.group && o.kind == key.kind && o.namespace == key.namespace && o.name == key.name)
+        {
+            f(o);
+        }
+        let before = a.clone();
+        let out_of_sync = a.objects.iter().any(|o| o.sync != SyncStatus::Synced);
+        if a.sync != SyncStatus::Failed {
+            a.sync = if out_of_sync { SyncStatus::OutOfSync } else { SyncStatus::Synced };
+        }
+        if let Some(m) = &self.metrics {
+            m.app_info.remove(&info_labels(&before));
+            m.app_info.get_or_create(&info_labels(a)).set(1);
+        }
+    }
+
+    /// Drops apps that left Git.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut inner.apps).into_iter().partition(|a| keep(&a.name));
+        for a in &gone {
+            self.forget_info(a);
+        }
+        inner.apps = kept;
+    }
+
+    fn forget_info(&self, a: &AppStatus) {
+        if let Some(m) = &self.metrics {
+            m.app_info.remove(&info_labels(a));
+        }
+    }
+}
+
+fn info_labels(a: &AppStatus) -> AppInfo {
+    AppInfo {
+        app: a.name.clone(),
+        sync_status: a.sync.as_str().into(),
+        health_status: a.health.clone(),
+        commit: a.target_commit.clone(),
+    }
+}
+
+pub fn health_str(h: Health) -> String {
+    format!("{h:?}")
+}
+
+/// `GET /api/v1/apps` and `GET /api/v1/apps/{name}`.
+pub fn router(store: Arc<StatusStore>) -> Router {
+    Router::new().route("/api/v1/apps", get(list)).route("/api/v1/apps/{name}", get(one)).with_state(store)
+}
+
+async fn list(State(store): State<Arc<StatusStore>>) -> Json<Overview> {
+    Json(store.overview())
+}
+
+async fn one(State(store): State<Arc<StatusStore>>, Path(name): Path<String>) -> Response {
+    match store.app(&name) {
+        Some(a) => Json(a).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "no such app"}))).into_response(),
+    }
+}
+
+/// `gitgate status`: the overview as a table.
+pub fn table(o: &Overview, wide: bool) -> String {
+    use std::fmt::Write as _;
+    let mut rows: Vec<[String; 6]> =
+        vec![["APP", "SYNC", "HEALTH", "COMMIT", "LAST SYNC", "MESSAGE"].map(String::from)];
+    for a in &o.apps {
+        rows.push([
+            a.name.clone(),
+            a.sync.as_str().into(),
+            a.health.clone(),
+            a.target_commit.chars().take(7).collect(),
+            a.last_sync.clone(),
+            a.message.clone(),
+        ]);
+        if wide {
+            for ob in &a.objects {
+                let id = super::target::display(&ob.kind, &ob.namespace, &ob.name);
+                rows.push([
+                    format!("  {id}"),
+                    ob.sync.as_str().into(),
+                    ob.health.clone(),
+                    ob.commit.chars().take(7).collect(),
+                    format!("wave {}", ob.wave),
+                    ob.message.clone(),
+                ]);
+            }
+        }
+    }
+    let mut widths = [0usize; 6];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = format!("role: {}\n", o.role);
+    for r in &rows {
+        let mut line = String::new();
+        for (i, (w, c)) in widths.iter().zip(r).enumerate() {
+            if i == 5 {
+                line.push_str(c);
+            } else {
+                let _ = write!(line, "{c:<w$}  ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,209 @@
+//! One destination cluster: its client, its resource table, its rate
+//! limit. Every write the sync loop makes goes through here, by server-side
+//! apply under one field manager.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::core::GroupVersionKind;
+use serde_json::Value;
+
+use super::{FIELD_MANAGER, SyncError};
+
+/// A resolved kind: how to reach it and whether it is namespaced.
+#[derive(Clone, Debug)]
+pub struct Resource {
+    pub api: ApiResource,
+    pub namespaced: bool,
+}
+
+/// The kinds every cluster has, resolved without a discovery round trip;
+/// anything else (CRDs) is discovered once and cached.
+const BUILTIN: &[(&str, &str, &str, &str, bool)] = &[
+    ("", "v1", "ConfigMap", "configmaps", true),
+    ("", "v1", "Secret", "secrets", true),
+    ("", "v1", "Service", "services", true),
+    ("", "v1", "ServiceAccount", "serviceaccounts", true),
+    ("", "v1", "Namespace", "namespaces", false),
+    ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true),
+    ("", "v1", "Pod", "pods", true),
+    ("", "v1", "ResourceQuota", "resourcequotas", true),
+    ("", "v1", "LimitRange", "limitranges", true),
+    ("apps", "v1", "Deployment", "deployments", true),
+    ("apps", "v1", "StatefulSet", "statefulsets", true),
+    ("apps", "v1", "DaemonSet", "daemonsets", true),
+    ("batch", "v1", "Job", "jobs", true),
+    ("batch", "v1", "CronJob", "cronjobs", true),
+    ("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
+    ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false),
+    ("networking.k8s.io", "v1", "Ingress", "ingresses", true),
+    ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true),
+    ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true),
+    ("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", true),
+    ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false),
+    ("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", false),
+    ("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", false),
+    ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", false),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+        false,
+    ),
+    ("coordination.k8s.io", "v1", "Lease", "leases", true),
+];
+
+/// A token bucket: `qps` sustained, `burst` at once (client-go's flags).
+pub struct RateLimit {
+    qps: f64,
+    burst: f64,
+    state: tokio::sync::Mutex<(f64, Instant)>,
+}
+
+impl RateLimit {
+    pub fn new(qps: f32, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        RateLimit { qps: f64::from(qps.max(0.1)), burst, state: tokio::sync::Mutex::new((burst, Instant::now())) }
+    }
+
+    pub async fn acquire(&self) {
+        let mut s = self.state.lock().await;
+        let now = Instant::now();
+        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.qps).min(self.burst);
+        s.1 = now;
+        if s.0 < 1.0 {
+            let wait = Duration::from_secs_f64((1.0 - s.0) / self.qps);
+            tokio::time::sleep(wait).await;
+            s.0 = 1.0;
+            s.1 = Instant::now();
+        }
+        s.0 -= 1.0;
+    }
+}
+
+/// A destination cluster.
+pub struct Target {
+    pub name: String,
+    client: kube::Client,
+    resources: Mutex<HashMap<(String, String, String), Resource>>,
+    limit: RateLimit,
+}
+
+impl Target {
+    pub fn new(name: impl Into<String>, client: kube::Client, qps: f32, burst: u32) -> Self {
+        let mut resources = HashMap::new();
+        for (group, version, kind, plural, namespaced) in BUILTIN {
+            let gvk = GroupVersionKind::gvk(group, version, kind);
+            let api = ApiResource::from_gvk_with_plural(&gvk, plural);
+            resources.insert(
+                (group.to_string(), version.to_string(), kind.to_string()),
+                Resource { api, namespaced: *namespaced },
+            );
+        }
+        Target { name: name.into(), client, resources: Mutex::new(resources), limit: RateLimit::new(qps, burst) }
+    }
+
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// The resource of a kind: built in, cached, or discovered (a CRD
+    /// applied in phase 0 is found once it is established).
+    pub async fn resolve(&self, group: &str, version: &str, kind: &str) -> Result<Resource, SyncError> {
+        let key = (group.to_string(), version.to_string(), kind.to_string());
+        if let Some(r) = self.resources.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(r.clone());
+        }
+        self.limit.acquire().await;
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (api, caps) =
+            kube::discovery::pinned_kind(&self.client, &gvk).await.map_err(|e| SyncError::UnknownKind {
+                kind: format!(
+                    "{}/{kind}",
+                    if group.is_empty() { version.to_string() } else { format!("{group}/{version}") }
+                ),
+                source: Box::new(e),
+            })?;
+        let r = Resource { api, namespaced: caps.scope == kube::discovery::Scope::Namespaced };
+        self.resources.lock().unwrap_or_else(|e| e.into_inner()).insert(key, r.clone());
+        Ok(r)
+    }
+
+    fn api(&self, r: &Resource, namespace: &str) -> Api<DynamicObject> {
+        if r.namespaced {
+            Api::namespaced_with(self.client.clone(), namespace, &r.api)
+        } else {
+            Api::all_with(self.client.clone(), &r.api)
+        }
+    }
+
+    /// Server-side apply with gitgate's field manager, taking over fields
+    /// another manager set (Git wins). Returns the object as stored.
+    pub async fn apply(&self, r: &Resource, namespace: &str, name: &str, object: &Value) -> Result<Value, SyncError> {
+        self.limit.acquire().await;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let out = self
+            .api(r, namespace)
+            .patch(name, &params, &Patch::Apply(object))
+            .await
+            .map_err(|e| SyncError::kube(format!("apply {}", display(&r.api.kind, namespace, name)), e))?;
+        serde_json::to_value(out).map_err(|e| SyncError::Manifest {
+            object: display(&r.api.kind, namespace, name),
+            file: String::new(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Reads one object; `None` when it is not there.
+    pub async fn get(&self, r: &Resource, namespace: &str, name: &str) -> Result<Option<Value>, SyncError> {
+        self.limit.acquire().await;
+        let got = self
+            .api(r, namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| SyncError::kube(format!("read {}", display(&r.api.kind, namespace, name)), e))?;
+        Ok(got.and_then(|o| serde_json::to_value(o).ok()))
+    }
+
+    /// Every object of a kind carrying the label selector, in all namespaces.
+    pub async fn list(&self, r: &Resource, selector: &str) -> Result<Vec<Value>, SyncError> {
+        self.limit.acquire().await;
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &r.api);
+        let list = api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|e| SyncError::kube(format!("list {}", r.api.plural), e))?;
+        Ok(list.items.into_iter().filter_map(|o| with_type(serde_json::to_value(o).ok()?, &r.api)).collect())
+    }
+
+    /// Deletes an object (dependents in the background, as kubectl does);
+    /// one that is already gone counts as deleted.
+    pub async fn delete(&self, r: &Resource, namespace: &str, name: &str) -> Result<(), SyncError> {
+        self.limit.acquire().await;
+        let params =
+            DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+        match self.api(r, namespace).delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(SyncError::kube(format!("delete {}", display(&r.api.kind, namespace, name)), e)),
+        }
+    }
+}
+
+pub fn display(kind: &str, namespace: &str, name: &str) -> String {
+    if namespace.is_empty() { format!("{kind}/{name}") } else { format!("{namespace}/{kind}/{name}") }
+}
+
+/// Items of a list (and of a watch's initial list) carry no apiVersion and
+/// kind; the comparison with Git's manifest needs them.
+pub fn with_type(mut v: Value, api: &ApiResource) -> Option<Value> {
+    let o = v.as_object_mut()?;
+    o.entry("apiVersion").or_insert_with(|| Value::String(api.api_version.clone()));
+    o.entry("kind").or_insert_with(|| Value::String(api.kind.clone()));
+    Some(v)
+}

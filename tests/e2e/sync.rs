@@ -1,0 +1,294 @@
+//! The embedded sync loop against a real kube-apiserver and
+//! kube-controller-manager: `gitgate serve` applies Git by wave with its
+//! stamps, updates only what changed, prunes (under the mass-prune guard),
+//! heals a bypass within a second, leaves detect-only apps and ignored
+//! fields alone, restores its own deleted webhook configuration, and hands
+//! the lead over when the leader dies.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cluster::{self, Cluster};
+use crate::common::ServeProcess;
+use crate::support::Repo;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gitgate");
+const RECONCILER: &str = "system:serviceaccount:gitops:gitgate";
+/// A project that may create the app's Namespace.
+const PROJECT: &str =
+    "projects:\n  - {name: e2e, destinations: [{cluster: \"*\", namespace: \"*\"}], clusterKinds: [Namespace]}\n";
+
+/// A kubeconfig that acts as the reconciler (impersonated by the admin).
+fn reconciler_kubeconfig(c: &Cluster, dir: &std::path::Path) -> std::path::PathBuf {
+    let admin = std::fs::read_to_string(&c.kubeconfig).unwrap();
+    let mut out = String::new();
+    for line in admin.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.trim_end() == "  user:" {
+            out.push_str(&format!("    as: {RECONCILER}\n    as-groups: [\"system:masters\"]\n"));
+        }
+    }
+    let path = dir.join("reconciler.kubeconfig");
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+fn serve(c: &Cluster, work: &std::path::Path, repo: &Repo, ns: &str, extra: &[&str]) -> ServeProcess {
+    let kubeconfig = reconciler_kubeconfig(c, work);
+    let mut args = vec![
+        "--repo".to_string(),
+        repo.url(),
+        "--poll-interval".into(),
+        "1s".into(),
+        "--kubeconfig".into(),
+        kubeconfig.display().to_string(),
+        "--namespace".into(),
+        ns.into(),
+        "--sync".into(),
+        "on".into(),
+        "--reconciler".into(),
+        RECONCILER.into(),
+        "--lease-duration".into(),
+        "3s".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ServeProcess::spawn(BIN, work, &args)
+}
+
+/// `GET /api/v1/apps` of a running gitgate.
+fn status(s: &ServeProcess) -> Value {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(&s.ca)
+        .arg(format!("https://127.0.0.1:{}/api/v1/apps", s.addr.port()))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn app<'a>(st: &'a Value, name: &str) -> Option<&'a Value> {
+    st["apps"].as_array()?.iter().find(|a| a["name"] == name)
+}
+
+fn wait_until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The app is Synced at `commit`.
+fn wait_synced(s: &ServeProcess, name: &str, commit: &str) -> Value {
+    wait_until(&format!("app {name} synced at {commit}"), Duration::from_secs(60), || {
+        let st = status(s);
+        let a = app(&st, name)?;
+        (a["sync"] == "Synced" && a["syncedCommit"] == commit).then(|| a.clone())
+    })
+}
+
+fn get(c: &Cluster, args: &[&str]) -> Option<Value> {
+    let mut a = vec!["get"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["-o", "json"]);
+    let out = c.kubectl(&a);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn cm(name: &str, wave: i64, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  annotations:\n    gitgate.dev/sync-wave: \"{wave}\"\ndata:\n  value: \"{value}\"\n"
+    )
+}
+
+const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\n    gitgate.dev/ignore-fields: /spec/replicas\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n          image: registry.example.invalid/web:1.0.0\n";
+
+fn audit_events(work: &std::path::Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(work.join("gitgate-data/audit/audit.jsonl")).unwrap_or_default();
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+#[test]
+fn git_is_applied_by_wave_updated_pruned_and_healed() {
+    let Some(c) = cluster::cluster("git_is_applied_by_wave_updated_pruned_and_healed") else { return };
+    let _serial = cluster::cluster_wide();
+    let ns = "e2e-sync";
+    let repo = Repo::new();
+    repo.write(
+        "gitgate.yaml",
+        &format!(
+            "{PROJECT}apps:\n  - {{name: shop, project: e2e, path: apps/shop, destination: {{namespace: {ns}}}, syncPolicy: {{prune: true, selfHeal: true}}}}\n  - {{name: watch, path: apps/watch, destination: {{namespace: {ns}}}, syncPolicy: {{detectOnly: true}}}}\n"
+        ),
+    );
+    repo.write("apps/shop/ns.yaml", &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"));
+    repo.write("apps/shop/first.yaml", &cm("first", -1, "1"));
+    repo.write("apps/shop/web.yaml", WEB);
+    repo.write("apps/shop/last.yaml", &cm("last", 2, "1"));
+    repo.write("apps/shop/extra-a.yaml", &cm("extra-a", 0, "a"));
+    repo.write("apps/shop/extra-b.yaml", &cm("extra-b", 0, "b"));
+    repo.write("apps/watch/watched.yaml", &cm("watched", 0, "git"));
+    let c1 = repo.commit("shop: first cut");
+
+    let work = tempfile::tempdir().unwrap();
+    let s = serve(c, work.path(), &repo, "gitgate-e2e-sync", &["--prune-guard-count", "1", "--wave-timeout", "30s"]);
+
+    // 1. Applied from cold, stamped, in wave order.
+    let shop = wait_synced(&s, "shop", &c1);
+    assert_eq!(shop["health"], "Healthy", "{shop:#}");
+    assert_eq!(shop["objects"].as_array().unwrap().len(), 6);
+    let first = get(c, &["configmap", "first", "-n", ns, "--show-managed-fields"]).unwrap();
+    let ann = &first["metadata"]["annotations"];
+    assert_eq!(ann["gitgate.dev/commit"], c1);
+    assert_eq!(ann["gitgate.dev/source"], "shop:apps/shop/first.yaml");
+    assert!(ann["gitgate.dev/digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(first["metadata"]["labels"]["gitgate.dev/app"], "shop");
+    let managers: Vec<&str> =
+        first["metadata"]["managedFields"].as_array().unwrap().iter().map(|m| m["manager"].as_str().unwrap()).collect();
+    assert_eq!(managers, ["gitgate"], "one field manager");
+    let order: Vec<String> = audit_events(work.path())
+        .iter()
+        .filter(|e| e["event"] == "apply" && e["app"] == "shop")
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
+    let pos = |n: &str| order.iter().position(|o| o == n).unwrap_or_else(|| panic!("{n} not applied: {order:?}"));
+    assert!(pos(ns) < pos("first") && pos("first") < pos("extra-a") && pos("extra-a") < pos("web"), "{order:?}");
+    assert!(pos("web") < pos("last"), "wave 2 waits for wave 1: {order:?}");
+    // the inventory records what the app applied
+    let inv = get(c, &["configmap", "gitgate-inventory-shop", "-n", "gitgate-e2e-sync"]).unwrap();
+    assert_eq!(inv["data"]["inventory"].as_str().unwrap().lines().count(), 6);
+    // detect-only apps are reported, not written
+    let watch = app(&status(&s), "watch").cloned().unwrap();
+    assert_eq!(watch["sync"], "OutOfSync", "{watch:#}");
+    assert!(get(c, &["configmap", "watched", "-n", ns]).is_none());
+
+    // 2. A commit rewrites only what it changed: no update storm.
+    let web_before = get(c, &["deployment", "web", "-n", ns]).unwrap();
+    repo.write("apps/shop/first.yaml", &cm("first", -1, "2"));
+    let c2 = repo.commit("first: 2");
+    wait_synced(&s, "shop", &c2);
+    let first = get(c, &["configmap", "first", "-n", ns]).unwrap();
+    assert_eq!(first["data"]["value"], "2");
+    assert_eq!(first["metadata"]["annotations"]["gitgate.dev/commit"], c2);
+    let web_after = get(c, &["deployment", "web", "-n", ns]).unwrap();
+    assert_eq!(web_after["metadata"]["resourceVersion"], web_before["metadata"]["resourceVersion"]);
+    assert_eq!(web_after["metadata"]["annotations"]["gitgate.dev/commit"], c1);
+    let applies = audit_events(work.path()).iter().filter(|e| e["event"] == "apply" && e["app"] == "shop").count();
+    assert_eq!(applies, 7, "the second commit wrote one object, not six");
+
+    // 3. Self-heal: a bypass (no webhook here) is reverted within a second.
+    let t = Instant::now();
+    c.kubectl_ok(&["patch", "configmap", "first", "-n", ns, "--type=merge", "-p", r#"{"data":{"value":"hacked"}}"#]);
+    wait_until("the drift to be reverted", Duration::from_secs(10), || {
+        let v = get(c, &["configmap", "first", "-n", ns])?;
+        (v["data"]["value"] == "2").then_some(())
+    });
+    let healed = t.elapsed();
+    eprintln!("drift reverted in {healed:?} (kubectl round trips included)");
+    assert!(audit_events(work.path()).iter().any(|e| e["event"] == "driftReverted" && e["name"] == "first"));
+    // … but a field Git leaves to others (ignore-fields) is not fought over
+    c.kubectl_ok(&["scale", "deployment", "web", "-n", ns, "--replicas=2"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(get(c, &["deployment", "web", "-n", ns]).unwrap()["spec"]["replicas"], 2);
+    // (back to 0: without a kubelet, 2 replicas never become available,
+    // and wave 2 waits for wave 1 to be healthy)
+    c.kubectl_ok(&["scale", "deployment", "web", "-n", ns, "--replicas=0"]);
+
+    // 4. Prune: what left Git is deleted; the mass-prune guard stops a
+    //    sync that would delete more than allowed (here: 1) …
+    repo.remove("apps/shop/extra-a.yaml");
+    repo.remove("apps/shop/extra-b.yaml");
+    let c3 = repo.commit("drop extras");
+    let guarded = wait_until("the prune guard", Duration::from_secs(30), || {
+        let st = status(&s);
+        let a = app(&st, "shop")?;
+        (a["targetCommit"] == c3 && a["sync"] == "Failed")
+            .then(|| a["message"].as_str().unwrap_or_default().to_string())
+    });
+    assert!(guarded.contains("Gitgate-Allow-Prune: yes"), "{guarded}");
+    assert!(get(c, &["configmap", "extra-a", "-n", ns]).is_some());
+    // … until a commit says so.
+    repo.write("apps/shop/README", "extras retired\n");
+    let c4 = repo.commit("retire extras\n\nGitgate-Allow-Prune: yes");
+    wait_synced(&s, "shop", &c4);
+    assert!(get(c, &["configmap", "extra-a", "-n", ns]).is_none());
+    assert!(get(c, &["configmap", "extra-b", "-n", ns]).is_none());
+    assert!(audit_events(work.path()).iter().any(|e| e["event"] == "prune" && e["name"] == "extra-a"));
+
+    s.terminate(Duration::from_secs(20));
+}
+
+#[test]
+fn the_guard_restores_webhooks_and_the_lead_fails_over() {
+    let Some(c) = cluster::cluster("the_guard_restores_webhooks_and_the_lead_fails_over") else { return };
+    let _serial = cluster::cluster_wide();
+    let ns = "e2e-guard";
+    let repo = Repo::new();
+    repo.write(
+        "gitgate.yaml",
+        &format!("{PROJECT}apps:\n  - {{name: guarded, project: e2e, path: app, destination: {{namespace: {ns}}}, syncPolicy: {{prune: true, selfHeal: true}}}}\n"),
+    );
+    repo.write("app/ns.yaml", &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"));
+    repo.write("app/settings.yaml", &cm("settings", 0, "1"));
+    let c1 = repo.commit("guarded app");
+
+    // Two replicas: one leads, the other stands by.
+    let (wa, wb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = serve(c, wa.path(), &repo, "gitgate-e2e-guard", &["--replica", "a"]);
+    wait_synced(&a, "guarded", &c1);
+    let b = serve(c, wb.path(), &repo, "gitgate-e2e-guard", &["--replica", "b"]);
+    wait_until("b to stand by", Duration::from_secs(10), || (status(&b)["role"] == "follower").then_some(()));
+    assert_eq!(status(&a)["role"], "leader");
+
+    // Failover: the leader dies without a word; b takes over within the
+    // lease (3 s) and syncs the next commit.
+    let mut a = a;
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    let t = Instant::now();
+    wait_until("b to lead", Duration::from_secs(15), || (status(&b)["role"] == "leader").then_some(()));
+    eprintln!("failover took {:?}", t.elapsed());
+    repo.write("app/settings.yaml", &cm("settings", 0, "2"));
+    let c2 = repo.commit("settings: 2");
+    wait_synced(&b, "guarded", &c2);
+    b.terminate(Duration::from_secs(20));
+
+    // The guard: with --webhook-endpoint, gitgate owns its webhook
+    // configurations and puts them back when deleted or edited.
+    let wc = tempfile::tempdir().unwrap();
+    let g = serve(
+        c,
+        wc.path(),
+        &repo,
+        "gitgate-e2e-guard",
+        &["--webhook-endpoint", "https://127.0.0.1:1", "--webhook-failure-policy", "Ignore", "--replica", "c"],
+    );
+    let vwc = || get(c, &["validatingwebhookconfiguration", "gitgate-validate"]);
+    wait_until("the validating webhook configuration", Duration::from_secs(30), vwc);
+    c.kubectl_ok(&["delete", "validatingwebhookconfiguration", "gitgate-validate"]);
+    let t = Instant::now();
+    wait_until("the deleted configuration to come back", Duration::from_secs(15), vwc);
+    eprintln!("webhook configuration restored in {:?}", t.elapsed());
+    c.kubectl_ok(&[
+        "patch",
+        "mutatingwebhookconfiguration",
+        "gitgate-mutate",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/webhooks/0/failurePolicy","value":"Fail"}]"#,
+    ]);
+    wait_until("the edit to be undone", Duration::from_secs(15), || {
+        let m = get(c, &["mutatingwebhookconfiguration", "gitgate-mutate"])?;
+        (m["webhooks"][0]["failurePolicy"] == "Ignore").then_some(())
+    });
+    assert!(audit_events(wc.path()).iter().any(|e| e["event"] == "webhookConfigRestored"));
+    g.terminate(Duration::from_secs(20));
+    for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
+        let _ = c.kubectl(&["delete", kind, "-l", "gitgate.dev/guard=true"]);
+    }
+}
