@@ -223,10 +223,11 @@ impl Reconciler {
         //    exist, so a crash mid-sync never orphans an object).
         let mut results: HashMap<usize, Result<(), String>> = HashMap::new();
         let mut applied = 0usize;
+        let mut recorded = inventory.cloned();
         if !detect_only {
             let mut ahead: Vec<Entry> = previous.clone();
             ahead.extend(planned.iter().map(Planned::entry));
-            self.write_inventory(app, &ahead, inventory, desired).await?;
+            recorded = Some(self.write_inventory(app, &ahead, recorded.as_ref(), desired).await?);
             let waves: Vec<Wave> = {
                 let mut w: Vec<Wave> = planned.iter().map(|p| p.wave).collect();
                 w.dedup();
@@ -324,7 +325,7 @@ impl Reconciler {
 
         // 7. Record: the inventory of what now exists, status, metrics.
         if !detect_only {
-            self.write_inventory(app, &remaining, inventory, desired).await?;
+            self.write_inventory(app, &remaining, recorded.as_ref(), desired).await?;
         }
         let out_of_sync = status.objects.iter().any(|o| o.sync != SyncStatus::Synced) || prune_note.is_some();
         status.sync = if failed_prune {
@@ -500,17 +501,19 @@ impl Reconciler {
         entries: &[Entry],
         previous: Option<&Inventory>,
         desired: &DesiredSet,
-    ) -> Result<(), SyncError> {
+    ) -> Result<Inventory, SyncError> {
         let mut entries = entries.to_vec();
         entries.sort_by_key(Entry::key);
         entries.dedup_by(|a, b| a.key() == b.key());
         let inv = Inventory { entries, commit: desired.commit().to_string(), cluster: app.destination.cluster.clone() };
-        if previous.is_some_and(|p| {
-            inventory::encode(&p.entries) == inventory::encode(&inv.entries) && p.cluster == inv.cluster
-        }) {
-            return Ok(());
+        if let Some(p) = previous
+            && inventory::encode(&p.entries) == inventory::encode(&inv.entries)
+            && p.cluster == inv.cluster
+        {
+            return Ok(p.clone());
         }
-        inventory::write(self.targets.default.client(), &self.config.namespace, &app.name, &inv).await
+        inventory::write(self.targets.default.client(), &self.config.namespace, &app.name, &inv).await?;
+        Ok(inv)
     }
 
     /// An app that left `gitgate.yaml`: its objects are pruned (under the
