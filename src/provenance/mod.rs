@@ -275,7 +275,23 @@ fn check_content(
     let Some(object) = req.object.as_ref() else {
         return deny(Reason::Modified, "the request carries no object".into());
     };
-    match first_difference(&obj.manifest, object, &ignored_fields(&obj.manifest)) {
+    let mut skip = ignored_fields(&obj.manifest);
+    // A sealed Secret reaches validation unsealed: its values are checked by
+    // the digest of Git's sealed form the mutating webhook stamped.
+    if obj.manifest.contains(crate::secrets::SEALED)
+        && let Some(sealed) =
+            serde_json::from_str::<Value>(&obj.manifest).ok().as_ref().and_then(crate::secrets::git_sealed_digest)
+    {
+        let stamped = object
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(crate::secrets::SEALED_DIGEST))
+            .and_then(Value::as_str);
+        if stamped != Some(sealed.as_str()) {
+            return deny(Reason::Modified, "its values are not the ones sealed in Git".into());
+        }
+        skip.extend(crate::secrets::SEALED_FORM_FIELDS.map(String::from));
+    }
+    match first_difference(&obj.manifest, object, &skip) {
         Ok(None) => {}
         Ok(Some(field)) => return deny(Reason::Modified, format!("{field} differs from Git")),
         Err(_) => return deny(Reason::Modified, "Git's manifest could not be read".into()),

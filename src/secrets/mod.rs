@@ -73,6 +73,36 @@ pub fn sealed_digest<'a>(values: impl IntoIterator<Item = (&'a str, &'a [u8])>) 
     format!("sha256:{}", hex(&h.finalize()))
 }
 
+/// For a sealed Secret as Git holds it (`gitgate.dev/sealed: age`), the
+/// `gitgate.dev/sealed-digest` the mutating webhook stamps when it unseals
+/// it: the digest of the values exactly as sealed (`data` base64-decoded,
+/// `stringData` winning, as the apiserver folds them). `None` for anything
+/// else. The sync loop and the provenance check compare this instead of the
+/// values, which only the webhook ever sees in plaintext.
+pub fn git_sealed_digest(manifest: &serde_json::Value) -> Option<String> {
+    use base64::Engine as _;
+    if manifest.get("kind").and_then(serde_json::Value::as_str) != Some("Secret") {
+        return None;
+    }
+    let marker = manifest.pointer("/metadata/annotations").and_then(|a| a.get(SEALED))?;
+    if marker.as_str() != Some(SEALED_AGE) {
+        return None;
+    }
+    let mut values: std::collections::BTreeMap<String, Vec<u8>> = std::collections::BTreeMap::new();
+    for (k, v) in manifest.get("data").and_then(serde_json::Value::as_object).into_iter().flatten() {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(v.as_str()?).ok()?;
+        values.insert(k.clone(), bytes);
+    }
+    for (k, v) in manifest.get("stringData").and_then(serde_json::Value::as_object).into_iter().flatten() {
+        values.insert(k.clone(), v.as_str()?.as_bytes().to_vec());
+    }
+    Some(sealed_digest(values.iter().map(|(k, v)| (k.as_str(), v.as_slice()))))
+}
+
+/// The fields of a sealed Secret Git's manifest sets that the cluster holds
+/// in another form (plaintext values, markers the webhook drops).
+pub const SEALED_FORM_FIELDS: [&str; 3] = ["/data", "/stringData", "/metadata/annotations/gitgate.dev~1sealed"];
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);

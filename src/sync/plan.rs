@@ -44,6 +44,9 @@ pub struct Planned {
     pub ignore: Vec<String>,
     /// `gitgate.dev/prune: disabled` in Git.
     pub keep: bool,
+    /// A sealed Secret: the `gitgate.dev/sealed-digest` its unsealed form
+    /// carries (its values are compared by that, never read).
+    pub sealed_digest: Option<String>,
 }
 
 impl Planned {
@@ -114,7 +117,11 @@ pub fn plan_object(app: &str, key: &ObjectKey, obj: &DesiredObject) -> Result<Pl
         .and_then(|a| a.get(PRUNE_ANNOTATION))
         .and_then(Value::as_str)
         .is_some_and(|v| v.eq_ignore_ascii_case("disabled") || v.eq_ignore_ascii_case("false"));
-    let ignore = crate::provenance::ignored_fields(&obj.manifest);
+    let mut ignore = crate::provenance::ignored_fields(&obj.manifest);
+    let sealed_digest = crate::secrets::git_sealed_digest(&object);
+    if sealed_digest.is_some() {
+        ignore.extend(crate::secrets::SEALED_FORM_FIELDS.map(String::from));
+    }
     let meta = object.as_object_mut().and_then(|o| {
         o.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
         o.get_mut("metadata").and_then(Value::as_object_mut)
@@ -148,6 +155,7 @@ pub fn plan_object(app: &str, key: &ObjectKey, obj: &DesiredObject) -> Result<Pl
         source,
         ignore,
         keep,
+        sealed_digest,
     })
 }
 
@@ -231,6 +239,11 @@ pub fn drift(planned: &Planned, live: Option<&Value>) -> Drift {
     {
         return Drift::Stale;
     }
+    if let Some(d) = &planned.sealed_digest
+        && annotation(crate::secrets::SEALED_DIGEST) != Some(d.as_str())
+    {
+        return Drift::Changed("/metadata/annotations/gitgate.dev~1sealed-digest".into());
+    }
     match crate::provenance::first_difference(&planned.manifest, live, &planned.ignore) {
         Ok(None) => Drift::InSync,
         Ok(Some(field)) => Drift::Changed(field),
@@ -245,6 +258,10 @@ pub fn respect_ignored(planned: &Planned, live: Option<&Value>) -> Value {
     let mut object = planned.object.clone();
     let Some(live) = live else { return object };
     for pointer in &planned.ignore {
+        if planned.sealed_digest.is_some() && crate::secrets::SEALED_FORM_FIELDS.contains(&pointer.as_str()) {
+            // Git's sealed form is what gitgate applies; the webhook unseals it.
+            continue;
+        }
         match live.pointer(pointer) {
             Some(v) => {
                 if let Some(slot) = object.pointer_mut(pointer) {
@@ -390,6 +407,7 @@ mod tests {
             source: "shop:apps/shop/a.yaml".into(),
             ignore: vec!["/data/replicas".into()],
             keep: false,
+            sealed_digest: None,
         }
     }
 

@@ -93,9 +93,14 @@ impl ServeProcess {
     /// Starts `bin serve --listen 127.0.0.1:0 <extra>` in `workdir` and waits
     /// for the address it prints.
     pub fn spawn(bin: &str, workdir: &std::path::Path, extra: &[&str]) -> ServeProcess {
+        Self::spawn_on(bin, workdir, "127.0.0.1:0", extra)
+    }
+
+    /// As [`ServeProcess::spawn`], on a given address.
+    pub fn spawn_on(bin: &str, workdir: &std::path::Path, listen: &str, extra: &[&str]) -> ServeProcess {
         use std::io::BufRead as _;
         let mut child = std::process::Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(extra)
             .current_dir(workdir)
             .env("RUST_LOG", "info")

@@ -36,6 +36,10 @@ fn reconciler_kubeconfig(c: &Cluster, dir: &std::path::Path) -> std::path::PathB
 }
 
 fn serve(c: &Cluster, work: &std::path::Path, repo: &Repo, ns: &str, extra: &[&str]) -> ServeProcess {
+    serve_on(c, work, repo, ns, "127.0.0.1:0", extra)
+}
+
+fn serve_on(c: &Cluster, work: &std::path::Path, repo: &Repo, ns: &str, listen: &str, extra: &[&str]) -> ServeProcess {
     let kubeconfig = reconciler_kubeconfig(c, work);
     let mut args = vec![
         "--repo".to_string(),
@@ -55,7 +59,7 @@ fn serve(c: &Cluster, work: &std::path::Path, repo: &Repo, ns: &str, extra: &[&s
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ServeProcess::spawn(BIN, work, &args)
+    ServeProcess::spawn_on(BIN, work, listen, &args)
 }
 
 /// `GET /api/v1/apps` of a running gitgate.
@@ -291,4 +295,102 @@ fn the_guard_restores_webhooks_and_the_lead_fails_over() {
     for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
         let _ = c.kubectl(&["delete", kind, "-l", "gitgate.dev/guard=true"]);
     }
+}
+
+fn run(args: &[&str], dir: &std::path::Path) -> String {
+    let out = std::process::Command::new(BIN).args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "gitgate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The whole path: a Secret sealed in Git is applied by the sync loop
+/// through gitgate's own webhooks (installed by the guard, failurePolicy
+/// Fail, the CEL policies and the provenance gate deciding), unsealed at
+/// /mutate, admitted at /validate, stored with working data, and stays in
+/// sync; a human edit of it is denied.
+#[test]
+fn a_sealed_secret_in_git_is_synced_unsealed_and_stays_in_sync() {
+    let Some(c) = cluster::cluster("a_sealed_secret_in_git_is_synced_unsealed_and_stays_in_sync") else { return };
+    let _serial = cluster::cluster_wide();
+    let ns = "e2e-gitsecret";
+    let work = tempfile::tempdir().unwrap();
+    let recipient = run(&["keygen", "-o", "cluster.key"], work.path()).trim().to_owned();
+    std::fs::write(
+        work.path().join("secret.yaml"),
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: {ns}\ntype: Opaque\nstringData:\n  password: s3cr3t-from-git\n"),
+    )
+    .unwrap();
+    let sealed = run(&["seal", "-f", "secret.yaml", "--recipient", &recipient], work.path());
+    let repo = Repo::new();
+    repo.write(
+        "gitgate.yaml",
+        &format!("{PROJECT}apps:\n  - {{name: creds, project: e2e, path: app, destination: {{namespace: {ns}}}, syncPolicy: {{prune: true, selfHeal: true}}}}\n"),
+    );
+    repo.write("app/ns.yaml", &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"));
+    repo.write("app/db.yaml", &sealed);
+    let c1 = repo.commit("sealed db credentials");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let key = work.path().join("cluster.key");
+    let s = serve_on(
+        c,
+        work.path(),
+        &repo,
+        "gitgate-e2e-secret",
+        &format!("127.0.0.1:{port}"),
+        &[
+            "--webhook-endpoint",
+            &format!("https://127.0.0.1:{port}"),
+            "--policies",
+            policies.to_str().unwrap(),
+            "--age-identity",
+            key.to_str().unwrap(),
+            "--resync-interval",
+            "2s",
+        ],
+    );
+    let cleanup = || {
+        for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
+            let _ = c.kubectl(&["delete", kind, "-l", "gitgate.dev/guard=true"]);
+        }
+    };
+    // A sync that ran before the apiserver loaded the webhooks stored the
+    // sealed form: drift, which the next sync (every 2 s here) corrects
+    // through the webhooks.
+    let synced = wait_until("the Secret unsealed through the webhook", Duration::from_secs(60), || {
+        let st = status(&s);
+        let a = app(&st, "creds")?;
+        let secret = get(c, &["secret", "db", "-n", ns])?;
+        let stamped = secret["metadata"]["annotations"]["gitgate.dev/sealed-digest"].is_string();
+        (stamped && a["sync"] == "Synced" && a["syncedCommit"] == c1).then_some(secret)
+    });
+    use base64::Engine as _;
+    let password =
+        base64::engine::general_purpose::STANDARD.decode(synced["data"]["password"].as_str().unwrap()).unwrap();
+    assert_eq!(password, b"s3cr3t-from-git");
+    assert!(synced["metadata"]["annotations"]["gitgate.dev/sealed"].is_null(), "the marker is dropped");
+    assert_eq!(synced["metadata"]["annotations"]["gitgate.dev/commit"], c1);
+    // It stays in sync: no revert loop against the webhook's plaintext.
+    std::thread::sleep(Duration::from_secs(3));
+    let later = get(c, &["secret", "db", "-n", ns]).unwrap();
+    assert_eq!(later["metadata"]["resourceVersion"], synced["metadata"]["resourceVersion"]);
+    let a = app(&status(&s), "creds").cloned().unwrap();
+    assert_eq!(a["sync"], "Synced", "{a:#}");
+    // A human edit is denied, naming the commit.
+    let out = c.kubectl(&[
+        "patch",
+        "secret",
+        "db",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"stringData":{"password":"by-hand"}}"#,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && err.contains(&c1[..7]), "{err}");
+    assert!(!s.log.lock().unwrap().contains("s3cr3t-from-git"), "plaintext never reaches the log");
+    s.terminate(Duration::from_secs(20));
+    cleanup();
 }
