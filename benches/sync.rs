@@ -14,7 +14,6 @@
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
 #[path = "../tests/source_common.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::sync::Arc;
@@ -61,16 +60,22 @@ fn app_repo(ns: &str, configmaps: usize, deployments: usize) -> (Repo, String) {
     (repo, head)
 }
 
+/// The same 1,000 objects (800 ConfigMaps, 200 Deployments) created plain,
+/// 16 at a time: the apiserver's ceiling in this run.
 async fn raw_creates(client: &kube::Client, ns: &str) -> f64 {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let deploys: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), ns);
     let t = Instant::now();
     futures_util::stream::iter((0..N).map(|i| {
-        let api = api.clone();
+        let (cms, deploys) = (cms.clone(), deploys.clone());
         async move {
-            let cm: ConfigMap =
-                serde_json::from_value(json!({"metadata": {"name": format!("raw-{i:05}")}, "data": {"value": "1"}}))
-                    .unwrap();
-            api.create(&PostParams::default(), &cm).await.unwrap();
+            if i < 800 {
+                let cm: ConfigMap = serde_saphyr::from_str(&configmap(&format!("raw-{i:05}"), "1")).unwrap();
+                cms.create(&PostParams::default(), &cm).await.unwrap();
+            } else {
+                let d = serde_saphyr::from_str(&deployment(&format!("raw-{i:05}"))).unwrap();
+                deploys.create(&PostParams::default(), &d).await.unwrap();
+            }
         }
     }))
     .buffer_unordered(CLIENTS)
@@ -231,7 +236,7 @@ async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let Some(c) = cluster::cluster("benches/sync") else { return };
     let client = c.client().await;
-    for ns in ["bench-raw", "bench-sync"] {
+    for ns in ["bench-raw", "bench-sync", "gitgate-bench"] {
         c.ensure_namespace(ns);
     }
     let raw = raw_creates(&client, "bench-raw").await;

@@ -111,7 +111,8 @@ async fn watch(target: Arc<Target>, r: Resource, label: &'static str, tx: mpsc::
         let ev = if deleted {
             HealEvent::Deleted(key)
         } else {
-            match serde_json::to_value(&obj).ok().and_then(|v| super::target::with_type(v, &r.api)) {
+            match serde_json::to_value(&obj).ok().and_then(|v| super::target::with_type(super::target::slim(v), &r.api))
+            {
                 Some(v) => HealEvent::Changed(key, v),
                 None => continue,
             }

@@ -152,7 +152,7 @@ impl Target {
             .patch(name, &params, &Patch::Apply(object))
             .await
             .map_err(|e| SyncError::kube(format!("apply {}", display(&r.api.kind, namespace, name)), e))?;
-        serde_json::to_value(out).map_err(|e| SyncError::Manifest {
+        serde_json::to_value(out).map(slim).map_err(|e| SyncError::Manifest {
             object: display(&r.api.kind, namespace, name),
             file: String::new(),
             reason: e.to_string(),
@@ -167,18 +167,26 @@ impl Target {
             .get_opt(name)
             .await
             .map_err(|e| SyncError::kube(format!("read {}", display(&r.api.kind, namespace, name)), e))?;
-        Ok(got.and_then(|o| serde_json::to_value(o).ok()))
+        Ok(got.and_then(|o| serde_json::to_value(o).ok()).map(slim))
     }
 
-    /// Every object of a kind carrying the label selector, in all namespaces.
+    /// Every object of a kind carrying the label selector, in all
+    /// namespaces, read in pages of 500 (managedFields dropped: the sync
+    /// loop never reads them, and at 10k objects they are most of the bytes).
     pub async fn list(&self, r: &Resource, selector: &str) -> Result<Vec<Value>, SyncError> {
-        self.limit.acquire().await;
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &r.api);
-        let list = api
-            .list(&ListParams::default().labels(selector))
-            .await
-            .map_err(|e| SyncError::kube(format!("list {}", r.api.plural), e))?;
-        Ok(list.items.into_iter().filter_map(|o| with_type(serde_json::to_value(o).ok()?, &r.api)).collect())
+        let mut out = Vec::new();
+        let mut params = ListParams::default().labels(selector).limit(500);
+        loop {
+            self.limit.acquire().await;
+            let page = api.list(&params).await.map_err(|e| SyncError::kube(format!("list {}", r.api.plural), e))?;
+            let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+            out.extend(page.items.into_iter().filter_map(|o| with_type(slim(serde_json::to_value(o).ok()?), &r.api)));
+            match next {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(out),
+            }
+        }
     }
 
     /// Deletes an object (dependents in the background, as kubectl does);
@@ -206,4 +214,12 @@ pub fn with_type(mut v: Value, api: &ApiResource) -> Option<Value> {
     o.entry("apiVersion").or_insert_with(|| Value::String(api.api_version.clone()));
     o.entry("kind").or_insert_with(|| Value::String(api.kind.clone()));
     Some(v)
+}
+
+/// Drops `metadata.managedFields`: nothing here reads them.
+pub fn slim(mut v: Value) -> Value {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    v
 }

@@ -170,6 +170,30 @@ fn git_is_applied_by_wave_updated_pruned_and_healed() {
     let watch = app(&status(&s), "watch").cloned().unwrap();
     assert_eq!(watch["sync"], "OutOfSync", "{watch:#}");
     assert!(get(c, &["configmap", "watched", "-n", ns]).is_none());
+    // `gitgate status` prints it (exit 3: an app is not Synced) …
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--server", &format!("https://127.0.0.1:{}", s.addr.port()), "--ca"])
+        .arg(&s.ca)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("shop") && l.contains("Synced") && l.contains(&c1[..7])), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("watch") && l.contains("OutOfSync")), "{table}");
+    // … and so do the metrics.
+    let metrics = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&s.ca)
+        .arg(format!("https://127.0.0.1:{}/metrics", s.addr.port()))
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains(&format!(
+            "gitgate_app_info{{app=\"shop\",sync_status=\"Synced\",health_status=\"Healthy\",commit=\"{c1}\"}} 1"
+        )),
+        "{metrics}"
+    );
 
     // 2. A commit rewrites only what it changed: no update storm.
     let web_before = get(c, &["deployment", "web", "-n", ns]).unwrap();
@@ -195,6 +219,13 @@ fn git_is_applied_by_wave_updated_pruned_and_healed() {
     let healed = t.elapsed();
     eprintln!("drift reverted in {healed:?} (kubectl round trips included)");
     assert!(audit_events(work.path()).iter().any(|e| e["event"] == "driftReverted" && e["name"] == "first"));
+    let metrics = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&s.ca)
+        .arg(format!("https://127.0.0.1:{}/metrics", s.addr.port()))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&metrics.stdout).contains("gitgate_drift_total{app=\"shop\"}"));
     // … but a field Git leaves to others (ignore-fields) is not fought over
     c.kubectl_ok(&["scale", "deployment", "web", "-n", ns, "--replicas=2"]);
     std::thread::sleep(Duration::from_secs(2));
