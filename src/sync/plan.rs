@@ -100,6 +100,15 @@ pub fn wave_of(group: &str, kind: &str, manifest: &Value) -> Result<Wave, String
     Ok(Wave { phase: 1, wave })
 }
 
+/// `gitgate.dev/prune: disabled` (or `false`) on an object.
+pub fn prune_disabled(object: &Value) -> bool {
+    object
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(PRUNE_ANNOTATION))
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.eq_ignore_ascii_case("disabled") || v.eq_ignore_ascii_case("false"))
+}
+
 /// Git's manifest with the stamps the provenance check expects.
 pub fn plan_object(app: &str, key: &ObjectKey, obj: &DesiredObject) -> Result<Planned, SyncError> {
     let bad = |reason: String| SyncError::Manifest { object: id(key), file: obj.source.to_string(), reason };
@@ -112,11 +121,7 @@ pub fn plan_object(app: &str, key: &ObjectKey, obj: &DesiredObject) -> Result<Pl
     let digest = obj.digest_string();
     let commit = obj.commit.to_string();
     let source = format!("{app}:{}", obj.source);
-    let keep = object
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(PRUNE_ANNOTATION))
-        .and_then(Value::as_str)
-        .is_some_and(|v| v.eq_ignore_ascii_case("disabled") || v.eq_ignore_ascii_case("false"));
+    let keep = prune_disabled(&object);
     let mut ignore = crate::provenance::ignored_fields(&obj.manifest);
     let sealed_digest = crate::secrets::git_sealed_digest(&object);
     if sealed_digest.is_some() {

@@ -265,7 +265,7 @@ impl Reconciler {
                     }
                 }
                 if let Some(e) = first_error {
-                    self.fill_status(status, app, &planned, &resources, &live, &drifts, &results);
+                    self.fill_status(status, &planned, &resources, &live, &drifts, &results);
                     return Err(e);
                 }
                 // A later wave waits until this one is healthy.
@@ -320,7 +320,7 @@ impl Reconciler {
         remaining.extend(prune.kept.iter().cloned());
 
         // 6. Health.
-        self.fill_status(status, app, &planned, &resources, &live, &drifts, &results);
+        self.fill_status(status, &planned, &resources, &live, &drifts, &results);
         let failed_prune = prune.guarded.is_some();
 
         // 7. Record: the inventory of what now exists, status, metrics.
@@ -538,7 +538,6 @@ impl Reconciler {
     fn fill_status(
         &self,
         status: &mut AppStatus,
-        app: &App,
         planned: &[Planned],
         resources: &[Resource],
         live: &HashMap<ObjectKey, Value>,
@@ -577,7 +576,6 @@ impl Reconciler {
         }
         status.health = health_str(health::aggregate(healths));
         status.objects = objects;
-        let _ = app;
     }
 
     fn audit(&self, entry: AuditEntry) {
@@ -859,11 +857,7 @@ async fn apply_job(
 async fn prune_job(target: Arc<Target>, e: Entry, app: String) -> Result<(Entry, bool, Resource), SyncError> {
     let r = target.resolve(&e.group, &e.version, &e.kind).await?;
     if let Some(live) = target.get(&r, &e.namespace, &e.name).await? {
-        let keep = live
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(super::PRUNE_ANNOTATION))
-            .and_then(Value::as_str)
-            .is_some_and(|v| v.eq_ignore_ascii_case("disabled") || v.eq_ignore_ascii_case("false"));
+        let keep = plan::prune_disabled(&live);
         let ours = live.pointer("/metadata/labels").and_then(|l| l.get(APP_LABEL)).and_then(Value::as_str)
             == Some(app.as_str());
         if keep || !ours {

@@ -244,7 +244,7 @@ fn info_labels(a: &AppStatus) -> AppInfo {
 }
 
 pub fn health_str(h: Health) -> String {
-    format!("{h:?}")
+    h.as_str().to_string()
 }
 
 /// `GET /api/v1/apps` and `GET /api/v1/apps/{name}`.

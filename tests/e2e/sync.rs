@@ -73,6 +73,17 @@ fn status(s: &ServeProcess) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
+/// `GET /metrics` of a running gitgate.
+fn metrics(s: &ServeProcess) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&s.ca)
+        .arg(format!("https://127.0.0.1:{}/metrics", s.addr.port()))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn app<'a>(st: &'a Value, name: &str) -> Option<&'a Value> {
     st["apps"].as_array()?.iter().find(|a| a["name"] == name)
 }
@@ -181,18 +192,12 @@ fn git_is_applied_by_wave_updated_pruned_and_healed() {
     assert!(table.lines().any(|l| l.starts_with("shop") && l.contains("Synced") && l.contains(&c1[..7])), "{table}");
     assert!(table.lines().any(|l| l.starts_with("watch") && l.contains("OutOfSync")), "{table}");
     // … and so do the metrics.
-    let metrics = std::process::Command::new("curl")
-        .args(["-sS", "--cacert"])
-        .arg(&s.ca)
-        .arg(format!("https://127.0.0.1:{}/metrics", s.addr.port()))
-        .output()
-        .unwrap();
-    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let exported = metrics(&s);
     assert!(
-        metrics.contains(&format!(
+        exported.contains(&format!(
             "gitgate_app_info{{app=\"shop\",sync_status=\"Synced\",health_status=\"Healthy\",commit=\"{c1}\"}} 1"
         )),
-        "{metrics}"
+        "{exported}"
     );
 
     // 2. A commit rewrites only what it changed: no update storm.
@@ -219,13 +224,7 @@ fn git_is_applied_by_wave_updated_pruned_and_healed() {
     let healed = t.elapsed();
     eprintln!("drift reverted in {healed:?} (kubectl round trips included)");
     assert!(audit_events(work.path()).iter().any(|e| e["event"] == "driftReverted" && e["name"] == "first"));
-    let metrics = std::process::Command::new("curl")
-        .args(["-sS", "--cacert"])
-        .arg(&s.ca)
-        .arg(format!("https://127.0.0.1:{}/metrics", s.addr.port()))
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&metrics.stdout).contains("gitgate_drift_total{app=\"shop\"}"));
+    assert!(metrics(&s).contains("gitgate_drift_total{app=\"shop\"}"));
     // … but a field Git leaves to others (ignore-fields) is not fought over
     c.kubectl_ok(&["scale", "deployment", "web", "-n", ns, "--replicas=2"]);
     std::thread::sleep(Duration::from_secs(2));
