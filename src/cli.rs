@@ -266,7 +266,8 @@ fn certs(args: CertsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads the policies given, or `./policies` when none are given and it exists.
+/// Loads the policies given, or `./policies` when none are given and it
+/// exists, else the built-in provenance policy.
 fn load_policies(paths: &[PathBuf]) -> anyhow::Result<PolicySet> {
     let paths: Vec<PathBuf> = if paths.is_empty() {
         let default = PathBuf::from("policies");
@@ -275,7 +276,12 @@ fn load_policies(paths: &[PathBuf]) -> anyhow::Result<PolicySet> {
         paths.to_vec()
     };
     if paths.is_empty() {
-        return Ok(PolicySet::empty());
+        let set = PolicySet::builtin()?;
+        tracing::info!(
+            bindings = set.len(),
+            "no policy files (--policies, ./policies): enforcing the built-in provenance policy"
+        );
+        return Ok(set);
     }
     let set = PolicySet::load(&paths)?;
     for w in &set.warnings {
@@ -403,7 +409,8 @@ async fn serve(
     let limits = Limits { max_body_bytes: config.max_body_bytes, request_timeout: config.request_timeout };
     let mut registry = prometheus_client::registry::Registry::default();
     let audit_log = audit_args.open(&mut registry)?;
-    let recorder = audit::Tee(vec![audit_log.clone(), Arc::new(LogRecorder)]);
+    let denials = Arc::new(crate::dashboard::recent::RecentDenials::new(100));
+    let recorder = audit::Tee(vec![audit_log.clone(), Arc::new(LogRecorder), denials.clone()]);
     let (tracker, source) = track(&repo)?;
     let sync = crate::sync::cli::start(
         &sync_args,
@@ -422,28 +429,38 @@ async fn serve(
     let state = Arc::new(if audit_args.audit_fail_open { state.fail_open_on_record_error() } else { state });
     let snapshot = Arc::new(arc_swap::ArcSwapOption::empty());
     let mut decider = Decider::new();
-    if !policies.is_empty() {
-        decider = decider.with_validating(Arc::new(PolicyStage {
-            policies: Arc::new(policies),
-            namespaces: Arc::new(StaticNamespaces::default()),
-            reconciler,
-            provenance: Some(snapshot.clone()),
-            strict: true,
-            break_glass_groups: repo.break_glass_groups.clone(),
-        }));
-    }
+    // Always: the provenance facts (and the built-in provenance policy when
+    // no policy file is given) make Git the only deploy path.
+    decider = decider.with_validating(Arc::new(PolicyStage {
+        policies: Arc::new(policies),
+        namespaces: Arc::new(StaticNamespaces::default()),
+        reconciler,
+        provenance: Some(snapshot.clone()),
+        strict: true,
+        break_glass_groups: repo.break_glass_groups.clone(),
+    }));
     let (decider, vault_renewal) = crate::secrets::cli::with_secrets_stage(decider, &secrets).await?;
     // Ready (and deciding) once the first commit is rendered and traced:
     // before that, /readyz and the webhooks answer 503.
     let decider = Arc::new(decider);
     let ready_state = state.clone();
+    let dashboard_source = source.clone();
     let following = follow(&tracker, source, snapshot.clone(), move || {
         ready_state.publish(decider);
         tracing::info!("ready: deciding from the commit in force");
     });
 
     let tracking = tokio::spawn(tracker.clone().run(repo.poll));
-    let mut router = admission::router(state.clone()).merge(crate::sync::status::router(sync.status.clone()));
+    let dashboard = crate::dashboard::DashboardState {
+        status: sync.status.clone(),
+        snapshot: snapshot.clone(),
+        denials,
+        source: dashboard_source,
+        audit_log: Some(audit_log.path().to_path_buf()),
+    };
+    let mut router = admission::router(state.clone())
+        .merge(crate::sync::status::router(sync.status.clone()))
+        .merge(crate::dashboard::router(Arc::new(dashboard)));
     match &repo.hook_secret {
         Some(secret) => {
             let hooks = crate::source::hooks::HookState::new(secret.clone(), tracker.trigger());

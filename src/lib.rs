@@ -3,13 +3,14 @@
 //! One module per box of the data flow (see DESIGN.md): `source` (Git),
 //! `render` (manifests → the desired set of a commit), `admission` (the
 //! webhook request path), `policy` (CEL), `secrets` (the secrets bridge),
-//! `audit` (the hash-chained log); `tls` and `server` (HTTPS serving),
+//! `audit` (the hash-chained log), `dashboard` (the read-only web UI); `tls` and `server` (HTTPS serving),
 //! `metrics`, `config` (validated settings) and `cli`.
 
 pub mod admission;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod metrics;
 pub mod policy;
 pub mod provenance;

@@ -309,6 +309,9 @@ pub fn policy_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PolicyError> {
     Ok(out)
 }
 
+/// The provenance policy shipped in `policies/`.
+pub const BUILTIN_PROVENANCE: &str = include_str!("../../policies/provenance.yaml");
+
 impl std::fmt::Debug for PolicySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let bound: Vec<(&str, &str)> =
@@ -327,6 +330,13 @@ impl PolicySet {
             docs.push(parse_documents(&path.display().to_string(), &text)?);
         }
         PolicySet::compile(docs)
+    }
+
+    /// The provenance gate alone (`policies/provenance.yaml`, compiled
+    /// into the binary): what `gitgate serve` enforces when it is given no
+    /// policy files, so Git stays the only deploy path in a bare container.
+    pub fn builtin() -> Result<PolicySet, PolicyError> {
+        PolicySet::compile(vec![parse_documents("built-in provenance.yaml", BUILTIN_PROVENANCE)?])
     }
 
     /// An empty set: no policy applies.

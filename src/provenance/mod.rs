@@ -83,6 +83,11 @@ impl Snapshot {
         Snapshot { desired, commits, kinds, namespaces }
     }
 
+    /// What a commit the desired set names (or its head) says about itself.
+    pub fn commit_info(&self, commit: ObjectId) -> Option<&CommitInfo> {
+        self.commits.get(&commit)
+    }
+
     fn info(&self, commit: ObjectId) -> CommitInfo {
         self.commits
             .get(&commit)

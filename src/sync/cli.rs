@@ -153,7 +153,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
                 "no cluster reachable: the sync loop runs in plan mode and prints what it would apply"
             );
             status.set_role("plan");
-            let task = tokio::spawn(plan_mode(w.tracker.subscribe()));
+            let task = tokio::spawn(plan_mode(w.tracker.subscribe(), status.clone()));
             return Ok(Running { status, tasks: vec![task], leader: None });
         }
         Err(e) => return Err(e.context("--sync=on and no cluster is reachable")),
@@ -219,7 +219,10 @@ async fn ensure_namespace(client: &kube::Client, ns: &str) {
     }
 }
 
-async fn plan_mode(mut desired: tokio::sync::watch::Receiver<Option<Arc<crate::render::DesiredSet>>>) {
+async fn plan_mode(
+    mut desired: tokio::sync::watch::Receiver<Option<Arc<crate::render::DesiredSet>>>,
+    status: Arc<StatusStore>,
+) {
     let mut last = None;
     loop {
         let current = desired.borrow_and_update().clone();
@@ -228,6 +231,11 @@ async fn plan_mode(mut desired: tokio::sync::watch::Receiver<Option<Arc<crate::r
         {
             last = Some(d.commit());
             print!("{}", Reconciler::plan_text(&d));
+            let apps = Reconciler::plan_statuses(&d);
+            status.retain(|name| apps.iter().any(|a| a.name == name));
+            for app in apps {
+                status.put(app);
+            }
         }
         if desired.changed().await.is_err() {
             return;

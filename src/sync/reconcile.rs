@@ -794,6 +794,56 @@ impl Reconciler {
         out
     }
 
+    /// What plan mode knows of each app: Git's objects at the commit, their
+    /// waves, commits and files; sync and health Unknown (no cluster).
+    pub fn plan_statuses(desired: &DesiredSet) -> Vec<AppStatus> {
+        desired
+            .apps()
+            .iter()
+            .map(|app| {
+                let (objects, message) = match plan::plan_app(desired, &app.name) {
+                    Ok(planned) => (
+                        planned
+                            .iter()
+                            .map(|p| ObjectStatus {
+                                group: p.key.group.clone(),
+                                version: plan::version_of(&p.api_version).to_string(),
+                                kind: p.key.kind.clone(),
+                                namespace: p.key.namespace.clone(),
+                                name: p.key.name.clone(),
+                                wave: p.wave.to_string(),
+                                sync: SyncStatus::Unknown,
+                                health: "Unknown".into(),
+                                message: String::new(),
+                                commit: p.commit.clone(),
+                                source: p.source.split_once(':').map(|(_, s)| s.to_string()).unwrap_or_default(),
+                            })
+                            .collect(),
+                        "plan mode: no cluster is reachable, nothing is applied".to_string(),
+                    ),
+                    Err(e) => (Vec::new(), crate::error_chain(&e)),
+                };
+                AppStatus {
+                    name: app.name.clone(),
+                    sync: SyncStatus::Unknown,
+                    health: "Unknown".into(),
+                    target_commit: desired.commit().to_string(),
+                    synced_commit: String::new(),
+                    last_sync: String::new(),
+                    message,
+                    destination: format!(
+                        "{}/{}",
+                        if app.destination.cluster.is_empty() { "in-cluster" } else { &app.destination.cluster },
+                        app.destination.namespace
+                    ),
+                    path: app.path.to_string(),
+                    detect_only: app.sync_policy.detect_only,
+                    objects,
+                }
+            })
+            .collect()
+    }
+
     /// The loop: a sync on every new commit, on taking the lead and every
     /// resync interval; watch events in between. Runs only while leader.
     pub async fn run(
