@@ -96,9 +96,11 @@ pub struct ServeArgs {
     /// CEL policy files or directories (default: ./policies when it exists).
     #[arg(long = "policies", env = "GITGATE_POLICIES")]
     pub policies: Vec<PathBuf>,
-    /// The reconciler's username (the `git.reconciler` variable).
-    #[arg(long, env = "GITGATE_RECONCILER", default_value = DEFAULT_RECONCILER)]
-    pub reconciler: String,
+    /// The reconciler's username (the `git.reconciler` variable). Default:
+    /// whoever gitgate's own Kubernetes credentials say it is (a
+    /// SelfSubjectReview), else system:serviceaccount:gitgate:gitgate.
+    #[arg(long, env = "GITGATE_RECONCILER")]
+    pub reconciler: Option<String>,
     /// Git repository to track: a URL (https://, ssh://, file://) or a
     /// local directory (default: the bundled example GitOps repo).
     #[arg(long, env = "GITGATE_REPO")]
@@ -393,7 +395,7 @@ fn follow(
 async fn serve(
     config: ServeConfig,
     policies: PolicySet,
-    reconciler: String,
+    reconciler: Option<String>,
     repo: RepoArgs,
     secrets: Box<crate::secrets::cli::ServeSecretsArgs>,
     audit_args: audit::command::ServeAuditArgs,
@@ -434,7 +436,7 @@ async fn serve(
     decider = decider.with_validating(Arc::new(PolicyStage {
         policies: Arc::new(policies),
         namespaces: Arc::new(StaticNamespaces::default()),
-        reconciler,
+        reconciler: sync.reconciler.clone(),
         provenance: Some(snapshot.clone()),
         strict: true,
         break_glass_groups: repo.break_glass_groups.clone(),

@@ -457,3 +457,20 @@ fn a_matrix_generator_that_multiplies_past_the_app_limit_is_refused() {
     let msg = f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err().to_string();
     assert!(msg.starts_with("gitgate.yaml:2:") && msg.contains("10201") && msg.contains("10000"), "{msg}");
 }
+
+/// Regression: a manifest written by `kubectl create --dry-run=client -o
+/// yaml` carries `creationTimestamp: null`, which no live object can match
+/// (the apiserver sets it), so the reconciler's own apply was denied.
+#[test]
+fn kubectl_generated_null_creation_timestamps_are_not_part_of_gits_manifest() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", "apps:\n  - name: web\n    path: web\n    destination: {namespace: demo}\n");
+    f.repo.write(
+        "web/secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  creationTimestamp: null\n  name: db\n  namespace: demo\ndata:\n  password: Y29ycmVjdC1ob3JzZQ==\n",
+    );
+    let c = f.commit("kubectl-made secret");
+    let d = f.render(&Renderer::new(RenderOptions::default()), c).unwrap();
+    let manifest = &d.get("", "Secret", "demo", "db").unwrap().manifest;
+    assert!(!manifest.contains("creationTimestamp"), "{manifest}");
+}

@@ -435,6 +435,12 @@ fn finalize(app: &App, project: &Project, raw: Vec<(Value, RepoPath)>) -> Result
         if name.is_empty() {
             return Err(invalid("empty metadata.name"));
         }
+        // `kubectl create … --dry-run=client -o yaml` writes
+        // `creationTimestamp: null`; the apiserver always sets it, so Git
+        // cannot mean it: drop it (Argo CD's diff ignores it too).
+        if meta.get("creationTimestamp").is_some_and(Value::is_null) {
+            meta.remove("creationTimestamp");
+        }
         let group = super::object::group_of(&api).to_string();
         let cluster_scoped = is_cluster_scoped(&group, &kind);
         let namespace = if cluster_scoped {

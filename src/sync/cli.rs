@@ -91,6 +91,9 @@ pub struct ServeSyncArgs {
 /// What `serve` keeps of the sync loop.
 pub struct Running {
     pub status: Arc<StatusStore>,
+    /// The reconciler's username: `--reconciler`, else gitgate's own
+    /// identity on the cluster, else [`crate::cli::DEFAULT_RECONCILER`].
+    pub reconciler: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     leader: Option<LeaderHandle>,
 }
@@ -115,7 +118,8 @@ pub struct Wiring<'a> {
     pub source: Arc<GitSource>,
     pub registry: &'a mut prometheus_client::registry::Registry,
     pub audit: Option<Arc<dyn SyncRecorder>>,
-    pub reconciler: String,
+    /// `--reconciler` when given; else who gitgate's credentials say it is.
+    pub reconciler: Option<String>,
     pub break_glass_groups: Vec<String>,
     pub ca_pem: Option<Vec<u8>>,
 }
@@ -143,7 +147,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
     let status = Arc::new(StatusStore::new(Some(metrics)));
     if args.sync == SyncMode::Off {
         tracing::info!("--sync=off: serving admission only");
-        return Ok(Running { status, tasks: Vec::new(), leader: None });
+        return Ok(Running { status, reconciler: fallback(w.reconciler), tasks: Vec::new(), leader: None });
     }
     let (client, kubeconfig, name) = match connect(args).await {
         Ok(c) => c,
@@ -154,7 +158,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
             );
             status.set_role("plan");
             let task = tokio::spawn(plan_mode(w.tracker.subscribe(), status.clone()));
-            return Ok(Running { status, tasks: vec![task], leader: None });
+            return Ok(Running { status, reconciler: fallback(w.reconciler), tasks: vec![task], leader: None });
         }
         Err(e) => return Err(e.context("--sync=on and no cluster is reachable")),
     };
@@ -166,6 +170,20 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
         "--prune-guard-share must be between 0 and 1, not {}",
         args.prune_guard_share
     );
+    let reconciler_name = match w.reconciler {
+        Some(r) => r,
+        None => match whoami(&client).await {
+            Ok(me) => {
+                tracing::info!(reconciler = %me, "the reconciler is who gitgate's credentials say it is");
+                me
+            }
+            Err(e) => {
+                let r = crate::cli::DEFAULT_RECONCILER.to_string();
+                tracing::warn!(error = %format!("{e:#}"), reconciler = %r, "failed to ask the apiserver who gitgate is; assuming");
+                r
+            }
+        },
+    };
     let replica = args.replica.clone().unwrap_or_else(super::leader::default_identity);
     let config = SyncConfig {
         namespace: args.namespace.clone(),
@@ -184,7 +202,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
             namespace: args.namespace.clone(),
             failure_policy: args.webhook_failure_policy.clone(),
             timeout_seconds: args.webhook_timeout_seconds.clamp(1, 30),
-            vap: args.install_vap.then(|| (w.reconciler.clone(), w.break_glass_groups.clone())),
+            vap: args.install_vap.then(|| (reconciler_name.clone(), w.break_glass_groups.clone())),
         }),
         (Some(_), None) => {
             anyhow::bail!("--webhook-endpoint needs the CA of the serving certificate (ca.crt in --cert-dir)")
@@ -202,7 +220,29 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
     let (leading, handle) = Elector::new(client, lease).spawn();
     tracing::info!(cluster = %name, replica = %replica, namespace = %args.namespace, "sync loop started; waiting for the lead");
     let task = tokio::spawn(reconciler.run(w.tracker.subscribe(), leading));
-    Ok(Running { status, tasks: vec![task], leader: Some(handle) })
+    Ok(Running { status, reconciler: reconciler_name, tasks: vec![task], leader: Some(handle) })
+}
+
+fn fallback(reconciler: Option<String>) -> String {
+    reconciler.unwrap_or_else(|| crate::cli::DEFAULT_RECONCILER.to_string())
+}
+
+/// Who the apiserver says gitgate is (a SelfSubjectReview): the username
+/// its writes carry, which the provenance rule must recognise as the
+/// reconciler's.
+pub async fn whoami(client: &kube::Client) -> anyhow::Result<String> {
+    use axum::http;
+    let body = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+    let req = http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(&body)?)?;
+    let review: serde_json::Value = client.request(req).await?;
+    review
+        .pointer("/status/userInfo/username")
+        .and_then(serde_json::Value::as_str)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("the SelfSubjectReview named no user"))
 }
 
 /// gitgate's namespace, made when missing (development clusters; in a
@@ -259,32 +299,73 @@ pub struct StatusArgs {
     pub json: bool,
     /// Only this app.
     pub app: Option<String>,
+    /// Wait up to this long (`90s`, `5m`) until the apps are Synced (at
+    /// `--commit` when given), as `argocd app wait` does.
+    #[arg(long)]
+    pub wait: Option<String>,
+    /// With `--wait`: the commit (full ID or a prefix) the apps must be
+    /// synced at.
+    #[arg(long, requires = "wait")]
+    pub commit: Option<String>,
+}
+
+/// Every app is Synced (at `commit`, when given).
+fn done(o: &super::status::Overview, commit: Option<&str>) -> bool {
+    o.apps
+        .iter()
+        .all(|a| a.sync == super::status::SyncStatus::Synced && commit.is_none_or(|c| a.synced_commit.starts_with(c)))
 }
 
 /// `gitgate status`.
 pub fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
-    let ca = args.ca.clone().or_else(|| Some(PathBuf::from("certs/ca.crt")).filter(|p| p.exists()));
+    let wait = args.wait.as_deref().map(parse_duration).transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let body = rt.block_on(async {
-        let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
-        if let Some(ca) = &ca {
-            let pem = std::fs::read(ca).with_context(|| format!("failed to read {}", ca.display()))?;
-            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    let url = format!("{}/api/v1/apps", args.server.trim_end_matches('/'));
+    let fetch = || {
+        rt.block_on(async {
+            // Looked up on each try: a `serve` started a moment ago may be
+            // writing its development CA right now.
+            let ca = args.ca.clone().or_else(|| Some(PathBuf::from("certs/ca.crt")).filter(|p| p.exists()));
+            let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
+            if let Some(ca) = &ca {
+                let pem = std::fs::read(ca).with_context(|| format!("failed to read {}", ca.display()))?;
+                b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+            }
+            let client = b.build()?;
+            let resp = client.get(&url).send().await.with_context(|| format!("failed to reach {url}"))?;
+            anyhow::ensure!(resp.status().is_success(), "{url} answered {}", resp.status());
+            let body = resp.text().await?;
+            let mut overview: super::status::Overview =
+                serde_json::from_str(&body).context("failed to read the status")?;
+            if let Some(app) = &args.app {
+                overview.apps.retain(|a| &a.name == app);
+                anyhow::ensure!(!overview.apps.is_empty(), "no app named {app}");
+            }
+            Ok::<_, anyhow::Error>(overview)
+        })
+    };
+    let deadline = wait.map(|w| std::time::Instant::now() + w);
+    let overview = loop {
+        let got = fetch();
+        match (&got, deadline) {
+            (Ok(o), Some(d)) if !done(o, args.commit.as_deref()) && std::time::Instant::now() < d => {}
+            // Not up yet, or the app not rendered yet: keep waiting.
+            (Err(_), Some(d)) if std::time::Instant::now() < d => {}
+            _ => break got?,
         }
-        let url = format!("{}/api/v1/apps", args.server.trim_end_matches('/'));
-        let resp = b.build()?.get(&url).send().await.with_context(|| format!("failed to reach {url}"))?;
-        anyhow::ensure!(resp.status().is_success(), "{url} answered {}", resp.status());
-        Ok::<_, anyhow::Error>(resp.text().await?)
-    })?;
-    let mut overview: super::status::Overview = serde_json::from_str(&body).context("failed to read the status")?;
-    if let Some(app) = &args.app {
-        overview.apps.retain(|a| &a.name == app);
-        anyhow::ensure!(!overview.apps.is_empty(), "no app named {app}");
-    }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&overview)?);
     } else {
         print!("{}", super::status::table(&overview, args.wide));
+    }
+    if deadline.is_some() {
+        return Ok(if done(&overview, args.commit.as_deref()) {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::from(3)
+        });
     }
     let healthy = overview.apps.iter().all(|a| a.sync == super::status::SyncStatus::Synced);
     Ok(if healthy { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(3) })

@@ -13,4 +13,5 @@ mod provenance;
 mod secrets;
 mod sync;
 mod vap;
+mod walkthrough;
 mod webhook;

@@ -1,0 +1,129 @@
+//! README's walk-through, run as written: the shell blocks between
+//! `<!-- walkthrough:begin -->` and `<!-- walkthrough:end -->` run in one
+//! bash against the real kube-apiserver, with gitgate and kubectl on PATH
+//! and the cluster's admin kubeconfig, then the outputs a reader is told
+//! to expect are checked: synced at each commit, the hand edit denied
+//! naming the commit and file, the sealed Secret's value in the cluster
+//! (and nowhere in Git or the log), the audit query answering who changed
+//! what.
+
+use std::io::Read as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cluster;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gitgate");
+
+/// The shell blocks of the walk-through, in order.
+fn walkthrough_script() -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let begin = readme.find("<!-- walkthrough:begin -->").expect("README has the walk-through markers");
+    let end = readme.find("<!-- walkthrough:end -->").expect("README has the walk-through markers");
+    let mut script = String::new();
+    let mut in_sh = false;
+    for line in readme[begin..end].lines() {
+        match line.trim_end() {
+            "```sh" if !in_sh => in_sh = true,
+            "```" if in_sh => {
+                in_sh = false;
+                script.push('\n');
+            }
+            l if in_sh => {
+                script.push_str(l);
+                script.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(script.contains("gitgate serve"), "the walk-through starts gitgate:\n{script}");
+    script
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn the_readme_walkthrough_runs_as_written() {
+    let Some(c) = cluster::cluster("the_readme_walkthrough_runs_as_written") else { return };
+    // It installs webhooks on every namespace: no other test may run beside it.
+    let _serial = cluster::cluster_wide();
+    assert!(
+        std::net::TcpListener::bind("127.0.0.1:8443").is_ok(),
+        "the walk-through serves on 127.0.0.1:8443, which something else holds"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}:{}", bin_dir.display(), c.bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let script = format!("set -uo pipefail\nexec 2>&1\n{}", walkthrough_script());
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(work.path())
+        .env("PATH", path)
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env_remove("GITGATE_SERVER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = child.id();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let finished = loop {
+        if child.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Whatever happened: nothing of the walk-through outlives the test.
+    let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status();
+    let _ = child.wait();
+    let _ = c.kubectl(&[
+        "delete",
+        "validatingwebhookconfiguration,mutatingwebhookconfiguration",
+        "-l",
+        "gitgate.dev/guard=true",
+    ]);
+    let out = reader.join().unwrap();
+    let log = std::fs::read_to_string(work.path().join("gitgate.log")).unwrap_or_default();
+    let _ = c.kubectl(&["delete", "namespace", "demo", "--wait=false"]);
+    assert!(finished, "the walk-through did not finish in 5 minutes:\n{out}\n--- gitgate.log\n{log}");
+
+    let demo = work.path().join("demo");
+    let three = git(&demo, &["rev-parse", "HEAD~1"]);
+    let sealed = git(&demo, &["rev-parse", "HEAD"]);
+    let context = format!("--- output\n{out}\n--- gitgate.log\n{log}");
+    // 3. synced at the new commit
+    assert!(out.contains("replicas: 3"), "{context}");
+    // 4. the hand edit is denied, naming the app, the file and the commit
+    let owner = format!("demo/Deployment/web is managed by app web from apps/web/deployment.yaml at {}", &three[..7]);
+    assert!(out.contains(&owner), "{context}");
+    assert!(out.contains("'web: three replicas'"), "{context}");
+    // 5. the sealed Secret works, and its value is in neither Git nor the log
+    assert!(out.contains("plaintext lines in Git: 0"), "{context}");
+    assert!(out.contains("password: correct-horse"), "{context}");
+    assert!(!log.contains("correct-horse"), "plaintext reached gitgate's log");
+    let in_git =
+        Command::new("git").arg("-C").arg(&demo).args(["grep", "-c", "correct-horse", &sealed]).output().unwrap();
+    assert!(!in_git.status.success(), "plaintext reached Git");
+    // 6. the audit query: applies with their commits, the denied edit with its user
+    let table: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("TIME")).collect();
+    assert!(table.iter().any(|l| l.contains("apply") && l.contains(&three[..12])), "{context}");
+    assert!(table.iter().any(|l| l.contains("deny") && l.contains("UPDATE") && l.contains(&three[..12])), "{context}");
+    // 7. gitgate stopped cleanly (exit 0 after draining)
+    assert!(log.contains("shutting down"), "{context}");
+}
