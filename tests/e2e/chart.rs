@@ -177,3 +177,87 @@ fn the_service_account_gets_the_reconcilers_and_the_webhooks_rights_and_no_more(
         assert!(!can(c, &sa, args), "gitgate may {args:?}");
     }
 }
+
+fn live(c: &Cluster, kind: &str, name: &str) -> Option<Value> {
+    let out = c.kubectl(&["get", kind, name, "-o", "json"]);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn restored(work: &std::path::Path) -> usize {
+    let text = std::fs::read_to_string(work.join("gitgate-data/audit/audit.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "webhookConfigRestored")
+        .count()
+}
+
+#[test]
+fn helm_and_a_running_gitgate_agree_on_the_webhook_configurations() {
+    let Some(c) = cluster::cluster("helm_and_a_running_gitgate_agree_on_the_webhook_configurations") else { return };
+    let Some(shim) = shim() else { return };
+    let _serial = cluster::cluster_wide();
+    let ns = "e2e-chart-guard";
+    c.ensure_namespace(ns);
+    // Ignore: nothing answers at the Service, and other tests must not be blocked.
+    let objs = render(&shim, "gitgate", ns, "webhook: {failurePolicy: Ignore}\n");
+    let tls = objs.iter().find(|o| o["kind"] == "Secret" && o["metadata"]["name"] == "gitgate-tls").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("certs")).unwrap();
+    for file in ["ca.crt", "tls.crt", "tls.key"] {
+        use base64::Engine as _;
+        let pem = base64::engine::general_purpose::STANDARD.decode(tls["data"][file].as_str().unwrap()).unwrap();
+        std::fs::write(work.path().join("certs").join(file), pem).unwrap();
+    }
+    let repo = crate::support::Repo::new();
+    repo.write("gitgate.yaml", "apps: []\n");
+    repo.commit("no apps");
+    // The guard flags exactly as the chart's Deployment passes them.
+    let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let guard_flags: Vec<&str> = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|a| a.starts_with("--webhook-") || a.starts_with("--namespace="))
+        .collect();
+    assert_eq!(guard_flags.len(), 5, "{guard_flags:?}");
+    let (url, kubeconfig) = (repo.url(), c.kubeconfig.display().to_string());
+    let mut args = vec!["--repo", &url, "--kubeconfig", &kubeconfig, "--sync", "on", "--lease-duration", "3s"];
+    args.extend(guard_flags);
+    let g = crate::common::ServeProcess::spawn(env!("CARGO_BIN_EXE_gitgate"), work.path(), &args);
+
+    let configs: Vec<&Value> = objs
+        .iter()
+        .filter(|o| o["kind"] == "ValidatingWebhookConfiguration" || o["kind"] == "MutatingWebhookConfiguration")
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for want in &configs {
+        let (kind, name) = (want["kind"].as_str().unwrap(), want["metadata"]["name"].as_str().unwrap());
+        let got = loop {
+            if let Some(v) = live(c, kind, name) {
+                break v;
+            }
+            assert!(std::time::Instant::now() < deadline, "gitgate never applied {kind} {name}");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        };
+        // Every field the chart sets is what gitgate applied.
+        assert_eq!(gitgate::sync::guard::tampered(&serde_json::json!({"webhooks": want["webhooks"]}), &got), None);
+    }
+    let before = restored(work.path());
+    assert!(before >= configs.len(), "gitgate records putting its configurations in place");
+    // Helm applying its copy over gitgate's conflicts on no field...
+    for want in &configs {
+        let out = c.kubectl_stdin(
+            &["apply", "--server-side", "--field-manager=helm", "-f", "-"],
+            &serde_json::to_vec(want).unwrap(),
+        );
+        assert!(out.status.success(), "helm and gitgate fight: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // ...and gitgate finds nothing to restore (its guard checks every 5 s).
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    assert_eq!(restored(work.path()), before, "gitgate re-applied after helm: {}", g.log.lock().unwrap());
+    g.terminate(std::time::Duration::from_secs(20));
+    for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
+        let _ = c.kubectl(&["delete", kind, "-l", "gitgate.dev/guard=true"]);
+    }
+}
