@@ -83,9 +83,24 @@ pub struct ServeSyncArgs {
     /// timeoutSeconds of the webhooks gitgate installs.
     #[arg(long, default_value_t = 5)]
     pub webhook_timeout_seconds: u8,
+    /// Enforce only in namespaces labelled KEY=VALUE (failurePolicy as
+    /// given, plus cluster-scoped objects); other namespaces get webhooks
+    /// that fail open. The Helm chart passes its `webhook.enforceLabel`.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub webhook_enforce_label: Option<(String, String)>,
     /// Also install and guard the ValidatingAdmissionPolicy of `gitgate vap`.
     #[arg(long)]
     pub install_vap: bool,
+}
+
+/// `KEY=VALUE`, a label selector's one requirement.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) && !v.contains(char::is_whitespace) => {
+            Ok((k.to_string(), v.to_string()))
+        }
+        _ => Err(format!("{s:?}: expected KEY=VALUE, e.g. gitgate.dev/enforce=true")),
+    }
 }
 
 /// What `serve` keeps of the sync loop.
@@ -202,6 +217,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
             namespace: args.namespace.clone(),
             failure_policy: args.webhook_failure_policy.clone(),
             timeout_seconds: args.webhook_timeout_seconds.clamp(1, 30),
+            enforce_label: args.webhook_enforce_label.clone(),
             vap: args.install_vap.then(|| (reconciler_name.clone(), w.break_glass_groups.clone())),
         }),
         (Some(_), None) => {

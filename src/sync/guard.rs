@@ -63,6 +63,11 @@ pub struct GuardConfig {
     /// `Fail` (default) or `Ignore`.
     pub failure_policy: String,
     pub timeout_seconds: u8,
+    /// Namespaces labelled `KEY=VALUE` are enforced (`failure_policy`, and
+    /// cluster-scoped objects); the others get a second webhook that fails
+    /// open (`Ignore`). `None`: one webhook for everything (`failure_policy`).
+    /// The Helm chart's webhook configurations are this layout, byte for byte.
+    pub enforce_label: Option<(String, String)>,
     /// Also install the in-apiserver policy (holds while the webhook is down).
     pub vap: Option<(String, Vec<String>)>,
 }
@@ -76,53 +81,114 @@ pub fn excluded_namespaces(own: &str) -> Vec<String> {
     v
 }
 
+/// Leases and Events change every second and are never Git's: skipped
+/// before the request leaves the apiserver.
+const NOT_LEASES_OR_EVENTS: &str = "!(request.resource.group == 'coordination.k8s.io' && request.resource.resource == 'leases') && !(request.resource.resource == 'events')";
+
 /// The objects the guard owns, as applied (labelled, unstamped: they come
 /// from gitgate's configuration, not from Git).
 pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
     use base64::Engine as _;
     let ca = base64::engine::general_purpose::STANDARD.encode(&c.ca_pem);
-    let selector = json!({"matchExpressions": [{
-        "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded_namespaces(&c.namespace),
-    }]});
-    // Leases and Events change every second and are never Git's: skip them
-    // before the request leaves the apiserver.
-    let conditions = json!([{
-        "name": "not-leases-or-events",
-        "expression": "!(request.resource.group == 'coordination.k8s.io' && request.resource.resource == 'leases') && !(request.resource.resource == 'events')",
-    }]);
+    let excluded = excluded_namespaces(&c.namespace);
+    let not_excluded = json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded});
     let labels = json!({GUARD_LABEL: "true"});
-    let validating = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": VALIDATING_NAME, "labels": labels},
-        "webhooks": [{
-            "name": "validate.gitgate.dev",
+    let all_resources = json!({"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["*", "*/scale"], "scope": "*"});
+    let secrets = |scope: &str| json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["secrets"], "scope": scope});
+    let validate = |name: &str, rules: Value, selector: Value, conditions: Value, policy: &str| {
+        json!({
+            "name": name,
             "clientConfig": c.endpoint.client_config("/validate", &ca),
-            "rules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["*", "*/scale"], "scope": "*"}],
+            "rules": rules,
             "namespaceSelector": selector,
             "matchConditions": conditions,
-            "failurePolicy": c.failure_policy,
+            "failurePolicy": policy,
             "sideEffects": "NoneOnDryRun",
             "admissionReviewVersions": ["v1"],
             "timeoutSeconds": c.timeout_seconds,
             "matchPolicy": "Equivalent",
-        }],
+        })
+    };
+    let mutate = |name: &str, selector: Value, conditions: Option<Value>, policy: &str| {
+        let mut w = json!({
+            "name": name,
+            "clientConfig": c.endpoint.client_config("/mutate", &ca),
+            "rules": [secrets("Namespaced")],
+            "namespaceSelector": selector,
+            "failurePolicy": policy,
+            "sideEffects": "NoneOnDryRun",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": c.timeout_seconds,
+            "reinvocationPolicy": "IfNeeded",
+        });
+        if let Some(conditions) = conditions {
+            w["matchConditions"] = conditions;
+        }
+        w
+    };
+    let (validating, mutating) = match &c.enforce_label {
+        None => {
+            let selector = json!({"matchExpressions": [not_excluded]});
+            let conditions = json!([{"name": "not-leases-or-events", "expression": NOT_LEASES_OR_EVENTS}]);
+            (
+                vec![validate(
+                    "validate.gitgate.dev",
+                    json!([all_resources]),
+                    selector.clone(),
+                    conditions,
+                    &c.failure_policy,
+                )],
+                vec![mutate("secrets.gitgate.dev", selector, None, &c.failure_policy)],
+            )
+        }
+        Some((key, value)) => {
+            let enforced =
+                json!({"matchExpressions": [not_excluded, {"key": key, "operator": "In", "values": [value]}]});
+            let observed =
+                json!({"matchExpressions": [not_excluded, {"key": key, "operator": "NotIn", "values": [value]}]});
+            // The namespace selector is the first line; the same exclusion
+            // by the request's namespace is the second.
+            let listed = excluded.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ");
+            let not_excluded_ns =
+                json!({"name": "not-excluded-namespaces", "expression": format!("!(request.namespace in [{listed}])")});
+            let conditions =
+                json!([not_excluded_ns, {"name": "not-leases-or-events", "expression": NOT_LEASES_OR_EVENTS}]);
+            // Unenforced namespaces fail open; a Namespace object is matched
+            // by its own labels, so the observe webhook also takes the
+            // Namespaces outside enforcement (e.g. one losing the label).
+            let observe_rules = json!([
+                {"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["*", "*/scale"], "scope": "Namespaced"},
+                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["namespaces"], "scope": "Cluster"},
+            ]);
+            (
+                vec![
+                    validate(
+                        "validate.gitgate.dev",
+                        json!([all_resources]),
+                        enforced.clone(),
+                        conditions.clone(),
+                        &c.failure_policy,
+                    ),
+                    validate("observe.validate.gitgate.dev", observe_rules, observed.clone(), conditions, "Ignore"),
+                ],
+                vec![
+                    mutate("secrets.gitgate.dev", enforced, Some(json!([not_excluded_ns])), &c.failure_policy),
+                    mutate("observe.secrets.gitgate.dev", observed, Some(json!([not_excluded_ns])), "Ignore"),
+                ],
+            )
+        }
+    };
+    let validating = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": VALIDATING_NAME, "labels": labels},
+        "webhooks": validating,
     });
     let mutating = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": MUTATING_NAME, "labels": labels},
-        "webhooks": [{
-            "name": "secrets.gitgate.dev",
-            "clientConfig": c.endpoint.client_config("/mutate", &ca),
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["secrets"], "scope": "Namespaced"}],
-            "namespaceSelector": selector,
-            "failurePolicy": c.failure_policy,
-            "sideEffects": "NoneOnDryRun",
-            "admissionReviewVersions": ["v1"],
-            "timeoutSeconds": c.timeout_seconds,
-            "reinvocationPolicy": "IfNeeded",
-        }],
+        "webhooks": mutating,
     });
     let key = |kind: &str, name: &str| ObjectKey::new("admissionregistration.k8s.io", kind, "", name);
     let mut out = vec![
@@ -166,6 +232,7 @@ mod tests {
             namespace: "gitgate".into(),
             failure_policy: "Fail".into(),
             timeout_seconds: 5,
+            enforce_label: None,
             vap: Some(("system:serviceaccount:gitgate:gitgate".into(), vec![])),
         };
         let objs = objects(&c);
@@ -182,5 +249,44 @@ mod tests {
         edited["webhooks"][0]["failurePolicy"] = "Ignore".into();
         assert_eq!(tampered(&objs[0].1, &edited).as_deref(), Some("/webhooks/0/failurePolicy"));
         assert_eq!(tampered(&objs[0].1, &objs[0].1), None);
+    }
+
+    #[test]
+    fn an_enforce_label_splits_each_configuration_into_fail_and_ignore_webhooks() {
+        let mut c = GuardConfig {
+            endpoint: Endpoint::parse("gitgate/gitgate").unwrap(),
+            ca_pem: b"ca".to_vec(),
+            namespace: "gitgate".into(),
+            failure_policy: "Fail".into(),
+            timeout_seconds: 5,
+            enforce_label: None,
+            vap: None,
+        };
+        let single = objects(&c);
+        assert_eq!(single[0].1["webhooks"].as_array().unwrap().len(), 1);
+        assert_eq!(single[1].1["webhooks"].as_array().unwrap().len(), 1);
+        assert!(single[1].1["webhooks"][0].get("matchConditions").is_none());
+
+        c.enforce_label = Some(("gitgate.dev/enforce".into(), "true".into()));
+        let split = objects(&c);
+        for (_, config) in &split {
+            let hooks = config["webhooks"].as_array().unwrap();
+            assert_eq!(hooks.len(), 2);
+            for w in hooks {
+                let exprs = w["namespaceSelector"]["matchExpressions"].as_array().unwrap();
+                assert_eq!(exprs[0]["values"], json!(["kube-system", "kube-node-lease", "gitgate"]));
+                let enforced = exprs[1] == json!({"key": "gitgate.dev/enforce", "operator": "In", "values": ["true"]});
+                assert_eq!(w["failurePolicy"], if enforced { "Fail" } else { "Ignore" }, "{w}");
+                assert_eq!(w["name"].as_str().unwrap().starts_with("observe."), !enforced);
+                assert_eq!(
+                    w["matchConditions"][0]["expression"],
+                    "!(request.namespace in ['kube-system', 'kube-node-lease', 'gitgate'])"
+                );
+            }
+        }
+        let observe = &split[0].1["webhooks"][1];
+        assert_eq!(observe["rules"][0]["scope"], "Namespaced");
+        assert_eq!(observe["rules"][1]["resources"], json!(["namespaces"]));
+        assert_eq!(split[0].1["webhooks"][0]["rules"][0]["scope"], "*");
     }
 }

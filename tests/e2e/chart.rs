@@ -1,0 +1,263 @@
+//! The Helm chart against a real kube-apiserver: every object the chart
+//! renders (two values sets) passes the apiserver's validation in a
+//! server-side dry run, and the ServiceAccount's rights, once bound, are the
+//! reconciler's and the webhook's and no more. Rendered by the real Helm v4
+//! engine (helm-python-sdk); skips loudly without it or without
+//! `KUBE_BIN_DIR`.
+//!
+//! cert-manager's CRDs are not installed here, so both values sets render
+//! with `tls.certManager.enabled=false` (tests/chart.rs covers the
+//! cert-manager objects' shape).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::cluster::{self, Cluster};
+
+fn shim() -> Option<PathBuf> {
+    let ok = Command::new("python3").args(["-c", "import helm_python"]).output().is_ok_and(|o| o.status.success());
+    if !ok {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED e2e chart test: helm-python-sdk is not installed (pip install helm-python-sdk) ***\n"
+        );
+        return None;
+    }
+    Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/helm/helm-shim.py"))
+}
+
+/// `helm template RELEASE charts/gitgate -n NS -f values`.
+fn render(shim: &PathBuf, release: &str, ns: &str, values: &str) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("values.yaml");
+    std::fs::write(&file, values).unwrap();
+    let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/gitgate");
+    let out = Command::new("python3")
+        .arg(shim)
+        .args(["template", release])
+        .arg(&chart)
+        .args(["--namespace", ns, "--values"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helm template failed: {}", String::from_utf8_lossy(&out.stderr));
+    gitgate::render::yaml::parse_documents("rendered", &out.stdout).unwrap()
+}
+
+fn display(o: &Value) -> String {
+    format!("{} {}", o["kind"].as_str().unwrap_or("?"), o["metadata"]["name"].as_str().unwrap_or("?"))
+}
+
+/// Server-side dry-run applies each object, cluster-scoped ones first;
+/// returns how many the apiserver admitted.
+fn dry_run(c: &Cluster, objs: &[Value]) -> usize {
+    let mut ordered: Vec<&Value> = objs.iter().filter(|o| o["metadata"].get("namespace").is_none()).collect();
+    ordered.extend(objs.iter().filter(|o| o["metadata"].get("namespace").is_some()));
+    for o in &ordered {
+        let body = serde_json::to_vec(o).unwrap();
+        let out = c.kubectl_stdin(
+            &["apply", "--server-side", "--force-conflicts", "--field-manager=helm", "--dry-run=server", "-f", "-"],
+            &body,
+        );
+        assert!(
+            out.status.success(),
+            "the apiserver refused {}: {}\n{}",
+            display(o),
+            String::from_utf8_lossy(&out.stderr),
+            serde_json::to_string_pretty(o).unwrap()
+        );
+    }
+    ordered.len()
+}
+
+#[test]
+fn every_object_the_chart_renders_passes_the_apiservers_validation() {
+    let Some(c) = cluster::cluster("every_object_the_chart_renders_passes_the_apiservers_validation") else { return };
+    let Some(shim) = shim() else { return };
+    // Webhook configurations are cluster-wide: keep other tests' live
+    // webhooks out of the way (dry runs install nothing).
+    let _serial = cluster::cluster_wide();
+    let ns = "e2e-chart";
+    c.ensure_namespace(ns);
+    let defaults = render(&shim, "gitgate", ns, "repo: {url: https://git.example.com/platform/gitops.git}\n");
+    let kinds: std::collections::BTreeSet<&str> = defaults.iter().filter_map(|o| o["kind"].as_str()).collect();
+    for kind in [
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Secret",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
+        assert!(kinds.contains(kind), "the default render has no {kind}");
+    }
+    let admitted = dry_run(c, &defaults);
+    assert_eq!(admitted, defaults.len());
+
+    let everything = "\
+replicaCount: 3
+repo: {url: https://git.example.com/platform/gitops.git, revision: production, pollInterval: 1m}
+tls: {certManager: {enabled: false}}
+webhook: {guard: false, enforce: all, failurePolicy: Ignore, timeoutSeconds: 10}
+hookSecret: {enabled: true, value: not-a-real-secret}
+breakGlassGroups: [sre]
+age: {identity: AGE-SECRET-KEY-1EXAMPLEONLY}
+vault: {address: https://vault.example.com:8200, auth: token, tokenSecret: {name: vault-token}, kv1Mounts: [legacy], caSecret: vault-ca}
+persistence: {enabled: true, storageClass: standard}
+affinity: {podAntiAffinity: {mode: required}}
+topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}]
+extraArgs: [--sync-concurrency=32]
+";
+    let second = render(&shim, "gitgate", ns, everything);
+    assert!(second.iter().any(|o| o["kind"] == "PersistentVolumeClaim"));
+    assert!(second.iter().any(|o| o["kind"] == "Secret" && o["metadata"]["name"] == "gitgate-age"));
+    let admitted = dry_run(c, &second);
+    assert_eq!(admitted, second.len());
+}
+
+/// `kubectl auth can-i` as `user`.
+fn can(c: &Cluster, user: &str, args: &[&str]) -> bool {
+    let who = format!("--as={user}");
+    let mut all = vec!["auth", "can-i", who.as_str()];
+    all.extend_from_slice(args);
+    let out = c.kubectl(&all);
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+#[test]
+fn the_service_account_gets_the_reconcilers_and_the_webhooks_rights_and_no_more() {
+    let Some(c) = cluster::cluster("the_service_account_gets_the_reconcilers_and_the_webhooks_rights_and_no_more")
+    else {
+        return;
+    };
+    let Some(shim) = shim() else { return };
+    let ns = "e2e-chart-rbac";
+    c.ensure_namespace(ns);
+    let values =
+        "rbac: {reconcilerRules: [{apiGroups: [apps], resources: [deployments], verbs: [get, list, watch, patch]}]}\n";
+    let objs = render(&shim, "e2e-chart", ns, values);
+    let rbac = ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
+    for o in objs.iter().filter(|o| rbac.iter().any(|k| o["kind"] == *k)) {
+        let out = c.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &serde_json::to_vec(o).unwrap());
+        assert!(out.status.success(), "{}: {}", display(o), String::from_utf8_lossy(&out.stderr));
+    }
+    let sa = format!("system:serviceaccount:{ns}:e2e-chart-gitgate");
+    let yes: &[&[&str]] = &[
+        &["patch", "deployments.apps", "-n", "default"],
+        &["watch", "deployments.apps", "--all-namespaces"],
+        &["patch", "validatingwebhookconfigurations/gitgate-validate"],
+        &["update", "mutatingwebhookconfigurations/gitgate-mutate"],
+        &["watch", "validatingwebhookconfigurations"],
+        &["update", "leases.coordination.k8s.io", "-n", ns],
+        &["create", "configmaps", "-n", ns],
+        &["list", "namespaces"],
+    ];
+    let no: &[&[&str]] = &[
+        &["delete", "deployments.apps", "-n", "default"],
+        &["get", "secrets", "-n", "default"],
+        &["patch", "validatingwebhookconfigurations/someone-elses"],
+        &["delete", "validatingwebhookconfigurations/gitgate-validate"],
+        &["update", "leases.coordination.k8s.io", "-n", "kube-system"],
+        &["create", "configmaps", "-n", "default"],
+        &["create", "namespaces"],
+        &["patch", "clusterroles"],
+    ];
+    for args in yes {
+        assert!(can(c, &sa, args), "gitgate may not {args:?}");
+    }
+    for args in no {
+        assert!(!can(c, &sa, args), "gitgate may {args:?}");
+    }
+}
+
+fn live(c: &Cluster, kind: &str, name: &str) -> Option<Value> {
+    let out = c.kubectl(&["get", kind, name, "-o", "json"]);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn restored(work: &std::path::Path) -> usize {
+    let text = std::fs::read_to_string(work.join("gitgate-data/audit/audit.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "webhookConfigRestored")
+        .count()
+}
+
+#[test]
+fn helm_and_a_running_gitgate_agree_on_the_webhook_configurations() {
+    let Some(c) = cluster::cluster("helm_and_a_running_gitgate_agree_on_the_webhook_configurations") else { return };
+    let Some(shim) = shim() else { return };
+    let _serial = cluster::cluster_wide();
+    let ns = "e2e-chart-guard";
+    c.ensure_namespace(ns);
+    // Ignore: nothing answers at the Service, and other tests must not be blocked.
+    let objs = render(&shim, "gitgate", ns, "webhook: {failurePolicy: Ignore}\n");
+    let tls = objs.iter().find(|o| o["kind"] == "Secret" && o["metadata"]["name"] == "gitgate-tls").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("certs")).unwrap();
+    for file in ["ca.crt", "tls.crt", "tls.key"] {
+        use base64::Engine as _;
+        let pem = base64::engine::general_purpose::STANDARD.decode(tls["data"][file].as_str().unwrap()).unwrap();
+        std::fs::write(work.path().join("certs").join(file), pem).unwrap();
+    }
+    let repo = crate::support::Repo::new();
+    repo.write("gitgate.yaml", "apps: []\n");
+    repo.commit("no apps");
+    // The guard flags exactly as the chart's Deployment passes them.
+    let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let guard_flags: Vec<&str> = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|a| a.starts_with("--webhook-") || a.starts_with("--namespace="))
+        .collect();
+    assert_eq!(guard_flags.len(), 5, "{guard_flags:?}");
+    let (url, kubeconfig) = (repo.url(), c.kubeconfig.display().to_string());
+    let mut args = vec!["--repo", &url, "--kubeconfig", &kubeconfig, "--sync", "on", "--lease-duration", "3s"];
+    args.extend(guard_flags);
+    let g = crate::common::ServeProcess::spawn(env!("CARGO_BIN_EXE_gitgate"), work.path(), &args);
+
+    let configs: Vec<&Value> = objs
+        .iter()
+        .filter(|o| o["kind"] == "ValidatingWebhookConfiguration" || o["kind"] == "MutatingWebhookConfiguration")
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for want in &configs {
+        let (kind, name) = (want["kind"].as_str().unwrap(), want["metadata"]["name"].as_str().unwrap());
+        let got = loop {
+            if let Some(v) = live(c, kind, name) {
+                break v;
+            }
+            assert!(std::time::Instant::now() < deadline, "gitgate never applied {kind} {name}");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        };
+        // Every field the chart sets is what gitgate applied.
+        assert_eq!(gitgate::sync::guard::tampered(&serde_json::json!({"webhooks": want["webhooks"]}), &got), None);
+    }
+    let before = restored(work.path());
+    assert!(before >= configs.len(), "gitgate records putting its configurations in place");
+    // Helm applying its copy over gitgate's conflicts on no field...
+    for want in &configs {
+        let out = c.kubectl_stdin(
+            &["apply", "--server-side", "--field-manager=helm", "-f", "-"],
+            &serde_json::to_vec(want).unwrap(),
+        );
+        assert!(out.status.success(), "helm and gitgate fight: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // ...and gitgate finds nothing to restore (its guard checks every 5 s).
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    assert_eq!(restored(work.path()), before, "gitgate re-applied after helm: {}", g.log.lock().unwrap());
+    g.terminate(std::time::Duration::from_secs(20));
+    for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
+        let _ = c.kubectl(&["delete", kind, "-l", "gitgate.dev/guard=true"]);
+    }
+}
