@@ -165,7 +165,7 @@ fn defaults_render_a_highly_available_hardened_deployment() {
     let pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap();
     assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > drain + pre_stop);
     assert_eq!(args.sync.namespace, NS);
-    assert_eq!(args.reconciler, format!("system:serviceaccount:{NS}:gitgate"));
+    assert_eq!(args.reconciler.as_deref(), Some(format!("system:serviceaccount:{NS}:gitgate").as_str()));
     assert_eq!(get(&objs, "ServiceAccount", "gitgate")["metadata"]["namespace"], NS);
     let svc = get(&objs, "Service", "gitgate");
     assert_eq!(svc["spec"]["ports"][0]["port"], 443);
