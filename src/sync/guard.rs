@@ -85,6 +85,13 @@ pub fn excluded_namespaces(own: &str) -> Vec<String> {
 /// before the request leaves the apiserver.
 const NOT_LEASES_OR_EVENTS: &str = "!(request.resource.group == 'coordination.k8s.io' && request.resource.resource == 'leases') && !(request.resource.resource == 'events')";
 
+/// The cluster's own components (nodes, the controller manager, the
+/// scheduler, kube-system's controllers, but not the HorizontalPodAutoscaler)
+/// are never sent to gitgate: provenance exempts them anyway, and this way a
+/// gitgate outage never stalls a kubelet or a controller on a cluster-scoped
+/// object.
+const NOT_CLUSTER_COMPONENTS: &str = "!(request.userInfo.username in ['system:kube-controller-manager', 'system:kube-scheduler'] || 'system:nodes' in request.userInfo.groups || (request.userInfo.username.startsWith('system:serviceaccount:kube-system:') && request.userInfo.username != 'system:serviceaccount:kube-system:horizontal-pod-autoscaler'))";
+
 /// The objects the guard owns, as applied (labelled, unstamped: they come
 /// from gitgate's configuration, not from Git).
 pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
@@ -129,7 +136,10 @@ pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
     let (validating, mutating) = match &c.enforce_label {
         None => {
             let selector = json!({"matchExpressions": [not_excluded]});
-            let conditions = json!([{"name": "not-leases-or-events", "expression": NOT_LEASES_OR_EVENTS}]);
+            let conditions = json!([
+                {"name": "not-leases-or-events", "expression": NOT_LEASES_OR_EVENTS},
+                {"name": "not-cluster-components", "expression": NOT_CLUSTER_COMPONENTS},
+            ]);
             (
                 vec![validate(
                     "validate.gitgate.dev",
@@ -151,8 +161,11 @@ pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
             let listed = excluded.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ");
             let not_excluded_ns =
                 json!({"name": "not-excluded-namespaces", "expression": format!("!(request.namespace in [{listed}])")});
-            let conditions =
-                json!([not_excluded_ns, {"name": "not-leases-or-events", "expression": NOT_LEASES_OR_EVENTS}]);
+            let conditions = json!([
+                not_excluded_ns,
+                {"name": "not-leases-or-events", "expression": NOT_LEASES_OR_EVENTS},
+                {"name": "not-cluster-components", "expression": NOT_CLUSTER_COMPONENTS},
+            ]);
             // Unenforced namespaces fail open; a Namespace object is matched
             // by its own labels, so the observe webhook also takes the
             // Namespaces outside enforcement (e.g. one losing the label).
