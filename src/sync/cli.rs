@@ -91,6 +91,9 @@ pub struct ServeSyncArgs {
 /// What `serve` keeps of the sync loop.
 pub struct Running {
     pub status: Arc<StatusStore>,
+    /// The default cluster's client, when one is connected (not in plan
+    /// mode or with `--sync=off`).
+    pub client: Option<kube::Client>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     leader: Option<LeaderHandle>,
 }
@@ -143,7 +146,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
     let status = Arc::new(StatusStore::new(Some(metrics)));
     if args.sync == SyncMode::Off {
         tracing::info!("--sync=off: serving admission only");
-        return Ok(Running { status, tasks: Vec::new(), leader: None });
+        return Ok(Running { status, client: None, tasks: Vec::new(), leader: None });
     }
     let (client, kubeconfig, name) = match connect(args).await {
         Ok(c) => c,
@@ -154,7 +157,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
             );
             status.set_role("plan");
             let task = tokio::spawn(plan_mode(w.tracker.subscribe()));
-            return Ok(Running { status, tasks: vec![task], leader: None });
+            return Ok(Running { status, client: None, tasks: vec![task], leader: None });
         }
         Err(e) => return Err(e.context("--sync=on and no cluster is reachable")),
     };
@@ -199,10 +202,10 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
     let mut lease = LeaseConfig::new(args.namespace.clone(), "gitgate-leader", replica.clone());
     lease.lease_duration = lease_duration;
     lease.renew_interval = (lease_duration / 5).max(Duration::from_millis(500));
-    let (leading, handle) = Elector::new(client, lease).spawn();
+    let (leading, handle) = Elector::new(client.clone(), lease).spawn();
     tracing::info!(cluster = %name, replica = %replica, namespace = %args.namespace, "sync loop started; waiting for the lead");
     let task = tokio::spawn(reconciler.run(w.tracker.subscribe(), leading));
-    Ok(Running { status, tasks: vec![task], leader: Some(handle) })
+    Ok(Running { status, client: Some(client), tasks: vec![task], leader: Some(handle) })
 }
 
 /// gitgate's namespace, made when missing (development clusters; in a
