@@ -9,6 +9,7 @@ mod common;
 #[path = "../source_common.rs"]
 mod support;
 
+mod keys;
 mod provenance;
 mod secrets;
 mod sync;
