@@ -108,15 +108,13 @@ async fn the_cluster_makes_its_key_publishes_it_and_rotates_without_a_restart() 
     c.kubectl_ok(&["label", "--overwrite", "namespace", app_ns, "gitgate-e2e-keys=on"]);
     let client = c.client().await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), keys_ns);
-    let identity_secrets = || async {
-        secrets.list(&ListParams::default().labels(keys::IDENTITY_SELECTOR)).await.unwrap().items
-    };
+    let identity_secrets =
+        || async { secrets.list(&ListParams::default().labels(keys::IDENTITY_SELECTOR)).await.unwrap().items };
     assert!(identity_secrets().await.is_empty());
 
     // No identity Secret: gitgate makes one; a second replica starting
     // at the same time loads the same one instead of making another.
-    let (first, second) =
-        tokio::join!(keys::start(client.clone(), keys_ns), keys::start(client.clone(), keys_ns));
+    let (first, second) = tokio::join!(keys::start(client.clone(), keys_ns), keys::start(client.clone(), keys_ns));
     let (first, second) = (first.unwrap(), second.unwrap());
     let made = identity_secrets().await;
     assert_eq!(made.len(), 1, "one identity Secret");
@@ -141,10 +139,8 @@ async fn the_cluster_makes_its_key_publishes_it_and_rotates_without_a_restart() 
     let running = server::start("127.0.0.1:0".parse().unwrap(), tls, router, ConnLimits::default()).await.unwrap();
     let ca_pem = std::fs::read(&certs.ca_cert).unwrap();
     let base = format!("https://127.0.0.1:{}", running.addr.port());
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&ca_pem).unwrap()])
-        .build()
-        .unwrap();
+    let http =
+        reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&ca_pem).unwrap()]).build().unwrap();
     let url = format!("{base}{}", keys::RECIPIENTS_PATH);
     assert_eq!(published(&http, &url).await, Some(vec![old.clone()]));
     let ca = path_str(&certs.ca_cert);
