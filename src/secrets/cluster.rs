@@ -55,6 +55,8 @@ pub enum ClusterKeyError {
         "namespace {namespace} holds no usable age identity Secret (labelled {IDENTITY_SELECTOR}) and none could be made"
     )]
     NoIdentity { namespace: String },
+    #[error("failed to create Secret {namespace}/{name}: it already exists (try again in a second)")]
+    Exists { namespace: String, name: String },
 }
 
 /// One identity Secret, parsed. Secret material: no `Debug`.
@@ -320,7 +322,7 @@ pub async fn rotate(client: kube::Client, namespace: &str) -> Result<(Recipient,
     let id = AgeIdentity::generate();
     let name = rotation_name(Timestamp::now());
     if !create(&api, namespace, &id, &name).await? {
-        return Err(ClusterKeyError::NoIdentity { namespace: namespace.to_owned() });
+        return Err(ClusterKeyError::Exists { namespace: namespace.to_owned(), name });
     }
     Ok((id.recipient(), name))
 }
