@@ -57,6 +57,8 @@ pub enum Command {
     Seal(crate::secrets::cli::SealArgs),
     /// Re-encrypt a sealed Secret for new recipients with an offline key file.
     Reseal(crate::secrets::cli::ResealArgs),
+    /// Print the age recipient a running gitgate decrypts for (seal to it).
+    Recipients(crate::secrets::cli::RecipientsArgs),
     /// Print the apps gitgate syncs: sync status, health, commit.
     Status(crate::sync::cli::StatusArgs),
     /// Create the commit that rolls an app back to an earlier commit (for a pull request).
@@ -205,6 +207,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => crate::secrets::cli::keygen(args),
         Command::Seal(args) => crate::secrets::cli::seal(args),
         Command::Reseal(args) => crate::secrets::cli::reseal(args),
+        Command::Recipients(args) => crate::secrets::cli::recipients_cmd(args),
         Command::Status(args) => crate::sync::cli::status(args),
         Command::Rollback(args) => {
             crate::sync::rollback::run(args)?;
@@ -441,7 +444,10 @@ async fn serve(
         strict: true,
         break_glass_groups: repo.break_glass_groups.clone(),
     }));
-    let (decider, vault_renewal) = crate::secrets::cli::with_secrets_stage(decider, &secrets).await?;
+    let cluster = sync.client.clone().map(|c| (c, sync_args.namespace.clone()));
+    let audit_sink = cluster.clone().map(|(c, ns)| audit::cluster::attach(&audit_log, c, &ns));
+    let crate::secrets::cli::SecretsWiring { decider, keyring, tasks: secrets_tasks } =
+        crate::secrets::cli::with_secrets_stage(decider, &secrets, cluster).await?;
     // Ready (and deciding) once the first commit is rendered and traced:
     // before that, /readyz and the webhooks answer 503.
     let decider = Arc::new(decider);
@@ -463,6 +469,9 @@ async fn serve(
     let mut router = admission::router(state.clone())
         .merge(crate::sync::status::router(sync.status.clone()))
         .merge(crate::dashboard::router(Arc::new(dashboard)));
+    if let Some(keyring) = keyring {
+        router = router.merge(crate::secrets::cluster::router(keyring));
+    }
     match &repo.hook_secret {
         Some(secret) => {
             let hooks = crate::source::hooks::HookState::new(secret.clone(), tracker.trigger());
@@ -481,7 +490,7 @@ async fn serve(
     tracking.abort();
     following.abort();
     sync.shutdown().await;
-    if let Some(task) = vault_renewal {
+    for task in secrets_tasks.iter().chain(audit_sink.as_ref()) {
         task.abort();
     }
     running.shutdown(config.drain_timeout).await?;

@@ -321,8 +321,17 @@ fn rbac_keeps_the_reconcilers_rights_apart_from_the_webhooks_read_rights() {
     let role = get(&objs, "Role", "gitgate-reconciler");
     assert_eq!(role["metadata"]["namespace"], NS);
     let resources: Vec<&Value> = role["rules"].as_array().unwrap().iter().map(|r| &r["resources"][0]).collect();
-    assert_eq!(resources, [&json!("leases"), &json!("configmaps")]);
+    assert_eq!(resources, [&json!("leases"), &json!("configmaps"), &json!("events")]);
     assert_eq!(get(&objs, "RoleBinding", "gitgate-reconciler")["roleRef"]["kind"], "Role");
+    // With no age identity given, gitgate keeps the cluster's in Secrets of
+    // its namespace: read and create them there, never update or delete.
+    let keys = get(&objs, "Role", "gitgate-keys");
+    assert_eq!(
+        keys["rules"],
+        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create"]}])
+    );
+    let given = render(&shim, "age: {existingSecret: my-age}\n");
+    assert!(!given.iter().any(|o| o["kind"] == "Role" && o["metadata"]["name"] == "gitgate-keys"));
 
     // The reconciler's kinds narrow with a value; without the guard no
     // webhook-configuration rights remain.

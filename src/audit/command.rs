@@ -45,6 +45,22 @@ pub struct VerifyArgs {
     /// against the key they name (which a forger could replace).
     #[arg(long)]
     pub key: Option<PathBuf>,
+    /// Also check against the checkpoints gitgate keeps in ConfigMaps
+    /// (`gitgate-audit-<replica>`) in the cluster, so a cut tail shows even
+    /// when the side file went with the log.
+    #[arg(long)]
+    pub checkpoints_from_cluster: bool,
+    /// kubeconfig for --checkpoints-from-cluster (default: in-cluster, then
+    /// $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, requires = "checkpoints_from_cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// gitgate's namespace, for --checkpoints-from-cluster.
+    #[arg(long, env = "GITGATE_NAMESPACE", default_value = "gitgate")]
+    pub namespace: String,
+    /// Whose checkpoints to use (repeatable; default: the replicas named by
+    /// the first and last records of the files).
+    #[arg(long = "replica", requires = "checkpoints_from_cluster")]
+    pub replicas: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -216,6 +232,16 @@ pub fn verify_paths(
     checkpoint_files: &[PathBuf],
     key: Option<&Path>,
 ) -> Result<VerifyReport, AuditError> {
+    verify_with(files, checkpoint_files, Vec::new(), key)
+}
+
+/// As [`verify_paths`], with `extra` checkpoints (from the cluster) too.
+pub fn verify_with(
+    files: &[PathBuf],
+    checkpoint_files: &[PathBuf],
+    extra: Vec<checkpoint::Checkpoint>,
+    key: Option<&Path>,
+) -> Result<VerifyReport, AuditError> {
     let files = expand(files)?;
     let cp_files: BTreeSet<PathBuf> = if checkpoint_files.is_empty() {
         files.iter().map(|f| checkpoints_for(f)).filter(|p| p.is_file()).collect()
@@ -223,7 +249,7 @@ pub fn verify_paths(
         checkpoint_files.iter().cloned().collect()
     };
     let trusted = key.map(checkpoint::trusted_key).transpose()?;
-    let mut cps = Vec::new();
+    let mut cps = extra;
     let mut bad_checkpoints = Vec::new();
     for f in &cp_files {
         let (good, bad) = checkpoint::read(f)?;
@@ -237,8 +263,38 @@ pub fn verify_paths(
     Ok(VerifyReport { files, verdict, bad_checkpoints, key_pinned: trusted.is_some() })
 }
 
+/// The checkpoints kept in the cluster for the replicas that wrote `files`.
+fn cluster_checkpoints(a: &VerifyArgs) -> Result<Vec<checkpoint::Checkpoint>, AuditError> {
+    let replicas: BTreeSet<String> = if a.replicas.is_empty() {
+        super::cluster::replicas_of(&expand(&a.files)?)
+    } else {
+        a.replicas.iter().cloned().collect()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|source| AuditError::Io {
+        op: "start a runtime for",
+        path: PathBuf::from("the cluster client"),
+        source,
+    })?;
+    let (cps, bad) = rt.block_on(async {
+        let client = super::cluster::client(a.kubeconfig.as_deref()).await?;
+        super::cluster::fetch(client, &a.namespace, &replicas).await
+    })?;
+    for (cm, line, e) in bad {
+        eprintln!("warning: ConfigMap {}/{cm} line {line} is not a checkpoint: {e}", a.namespace);
+    }
+    let names: Vec<&str> = replicas.iter().map(String::as_str).collect();
+    eprintln!(
+        "{} checkpoint(s) from the cluster (namespace {}, replica(s) {})",
+        cps.len(),
+        a.namespace,
+        names.join(", ")
+    );
+    Ok(cps)
+}
+
 fn verify(a: VerifyArgs) -> Result<ExitCode, AuditError> {
-    let report = verify_paths(&a.files, &a.checkpoints, a.key.as_deref())?;
+    let extra = if a.checkpoints_from_cluster { cluster_checkpoints(&a)? } else { Vec::new() };
+    let report = verify_with(&a.files, &a.checkpoints, extra, a.key.as_deref())?;
     for (seq, why) in &report.bad_checkpoints {
         println!("BAD CHECKPOINT for record {seq}: {why}");
     }

@@ -325,7 +325,12 @@ struct Checkpointer {
     last_at: Instant,
 }
 
+/// Where a signed checkpoint also goes (besides the side file); called on
+/// the sync thread, so it must not block (hand the checkpoint to a task).
+pub type CheckpointSink = Box<dyn Fn(&checkpoint::Checkpoint) + Send + Sync>;
+
 struct Shared {
+    sink: Mutex<Option<CheckpointSink>>,
     path: PathBuf,
     replica: String,
     rotate_bytes: u64,
@@ -396,6 +401,7 @@ impl AuditLog {
             }));
         }
         let shared = Arc::new(Shared {
+            sink: Mutex::new(None),
             path: opts.path,
             replica: opts.replica,
             rotate_bytes: opts.rotate_bytes,
@@ -442,6 +448,17 @@ impl AuditLog {
 
     pub fn replica(&self) -> &str {
         &self.shared.replica
+    }
+
+    /// The log's metrics.
+    pub fn metrics(&self) -> &AuditMetrics {
+        &self.shared.metrics
+    }
+
+    /// Also hands every signed checkpoint to `sink` (e.g. the cluster's
+    /// ConfigMap writer); replaces an earlier sink.
+    pub fn set_checkpoint_sink(&self, sink: CheckpointSink) {
+        *lock(&self.shared.sink) = Some(sink);
     }
 
     /// The last record appended.
@@ -673,6 +690,9 @@ fn checkpoint_if_due(shared: &Shared, force: bool) {
         return;
     }
     let signed = cp.signer.sign(&durable, &format_rfc3339_micros(now_micros()), &shared.replica);
+    if let Some(sink) = lock(&shared.sink).as_ref() {
+        sink(&signed);
+    }
     match cp.file.append(&signed) {
         Ok(()) => {
             cp.last_seq = durable.seq;

@@ -6,12 +6,15 @@
 //! - [`log`]: the append-only JSON Lines file ([`AuditLog::append`]) with
 //!   group-commit fsync, rotation and crash recovery.
 //! - [`checkpoint`]: Ed25519-signed chain heads in a side file.
+//! - [`cluster`]: the same checkpoints in a ConfigMap (+ an Event) when a
+//!   cluster is connected, read back by `audit verify --checkpoints-from-cluster`.
 //! - [`recorder`]: the admission server's [`crate::admission::Recorder`].
 //! - [`query`]: `gitgate audit query`; [`command`]: the CLI.
 //! - [`notify`]: Slack-compatible webhook notifications.
 
 pub mod chain;
 pub mod checkpoint;
+pub mod cluster;
 pub mod command;
 pub mod log;
 pub mod notify;
@@ -60,6 +63,17 @@ pub enum AuditError {
     Read(#[from] chain::ReadError),
     #[error("invalid {what}: {reason}")]
     Invalid { what: &'static str, reason: String },
+    #[error("failed to {op} in the cluster")]
+    Cluster {
+        op: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to configure the cluster client")]
+    ClusterConfig {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("failed to start the notifier")]
     Notifier {
         #[source]
@@ -82,6 +96,10 @@ pub struct AuditMetrics {
     pub checkpoints: Counter,
     pub recoveries: Counter,
     pub notifications: Family<NotifyLabels, Counter>,
+    /// Checkpoints written to the cluster (ConfigMap + Event).
+    pub cluster_checkpoints: Counter,
+    /// Checkpoints that could not be written to the cluster.
+    pub cluster_checkpoint_failures: Counter,
 }
 
 impl AuditMetrics {
@@ -103,6 +121,16 @@ impl AuditMetrics {
             "gitgate_audit_recoveries",
             "Torn or missing tails found when the audit log was opened",
             m.recoveries.clone(),
+        );
+        registry.register(
+            "gitgate_audit_cluster_checkpoints",
+            "Signed checkpoints written to the audit ConfigMap in the cluster",
+            m.cluster_checkpoints.clone(),
+        );
+        registry.register(
+            "gitgate_audit_cluster_checkpoint_failures",
+            "Signed checkpoints (or their Events) that could not be written to the cluster; admission is not blocked",
+            m.cluster_checkpoint_failures.clone(),
         );
         registry.register(
             "gitgate_audit_notifications",

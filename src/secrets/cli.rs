@@ -10,7 +10,8 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use super::keys::{self, AgeIdentity, IdentitySet, Recipient};
+use super::cluster;
+use super::keys::{self, AgeIdentity, IdentitySet, Keyring, Recipient};
 use super::manifest;
 use super::seal::{Limits, Scope};
 use super::stage::SecretsStage;
@@ -39,8 +40,32 @@ pub struct KeygenArgs {
     /// Write the identity to this file (mode 0600, never overwritten) and
     /// print the recipient on stdout; without it the identity goes to
     /// stdout and the recipient to stderr.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "rotate")]
     pub output: Option<PathBuf>,
+    /// Rotate the cluster's key: add a newer identity Secret in gitgate's
+    /// namespace (the old ones stay for decryption) and print its
+    /// recipient. The identity never leaves the cluster.
+    #[arg(long)]
+    pub rotate: bool,
+    /// kubeconfig for --rotate (default: in-cluster, then $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, requires = "rotate")]
+    pub kubeconfig: Option<PathBuf>,
+    /// gitgate's namespace, for --rotate.
+    #[arg(long, env = "GITGATE_NAMESPACE", default_value = "gitgate")]
+    pub namespace: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RecipientsArgs {
+    /// gitgate's HTTPS address.
+    #[arg(long, env = "GITGATE_SERVER", default_value = "https://127.0.0.1:8443")]
+    pub server: String,
+    /// CA certificate to trust (default: certs/ca.crt when it exists).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Print every recipient (newest first), not only the one to seal to.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Args, Debug)]
@@ -86,14 +111,20 @@ pub enum VaultAuthArg {
     Approle,
 }
 
-/// `gitgate serve` flags for the secrets bridge. (The in-cluster Secret
-/// holding the identities is read by the sync loop, a later issue; here the
-/// identities come from a file.)
+/// `gitgate serve` flags for the secrets bridge. The identities come from
+/// `--age-identity` when given, else from the cluster's identity Secrets
+/// (see [`super::cluster`]) when a cluster is connected.
 #[derive(Args, Debug, Default)]
 pub struct ServeSecretsArgs {
-    /// age identity file (newest first) used to unseal Secrets at /mutate.
+    /// age identity file (newest first) used to unseal Secrets at /mutate;
+    /// wins over the cluster's identity Secrets.
     #[arg(long = "age-identity", env = "GITGATE_AGE_IDENTITY")]
     pub age_identity: Option<PathBuf>,
+    /// Without --age-identity and with a cluster: load the identities from
+    /// Secrets labelled gitgate.dev/age-identity=true in gitgate's
+    /// namespace (making one when there is none) and follow rotations.
+    #[arg(long, env = "GITGATE_CLUSTER_KEYS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cluster_keys: bool,
     /// Vault address; enables `vault:` references.
     #[arg(long, env = "VAULT_ADDR")]
     pub vault_addr: Option<String>,
@@ -130,6 +161,19 @@ pub struct ServeSecretsArgs {
 }
 
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
+    if args.rotate {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (recipient, name) = rt.block_on(async {
+            let client = kube_client(args.kubeconfig.as_deref()).await?;
+            Ok::<_, anyhow::Error>(cluster::rotate(client, &args.namespace).await?)
+        })?;
+        eprintln!(
+            "created Secret {}/{name}: gitgate seals to it from now on (old identities stay for decryption)",
+            args.namespace
+        );
+        println!("{recipient}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let id = AgeIdentity::generate();
     let recipient = id.recipient();
     match args.output {
@@ -187,22 +231,83 @@ pub fn reseal(args: ResealArgs) -> anyhow::Result<ExitCode> {
     write_docs(&out)
 }
 
-/// Adds the secrets stage to `decider` when `--age-identity` is given
-/// (and connects to Vault when `--vault-addr` is); returns the token
-/// renewal task, if any.
+/// `gitgate recipients`: the recipients a running gitgate decrypts for,
+/// like `kubeseal --fetch-cert`.
+pub fn recipients_cmd(args: RecipientsArgs) -> anyhow::Result<ExitCode> {
+    let ca = args.ca.clone().or_else(|| Some(PathBuf::from("certs/ca.crt")).filter(|p| p.exists()));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let body = rt.block_on(async {
+        let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
+        if let Some(ca) = &ca {
+            let pem = std::fs::read(ca).with_context(|| format!("failed to read {}", ca.display()))?;
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        let url = format!("{}{}", args.server.trim_end_matches('/'), cluster::RECIPIENTS_PATH);
+        let resp = b.build()?.get(&url).send().await.with_context(|| format!("failed to reach {url}"))?;
+        anyhow::ensure!(resp.status().is_success(), "{url} answered {}", resp.status());
+        Ok::<_, anyhow::Error>(resp.text().await?)
+    })?;
+    let got: cluster::Recipients = serde_json::from_str(&body).context("failed to read the recipients")?;
+    anyhow::ensure!(!got.recipients.is_empty(), "the server has no age identity");
+    for r in &got.recipients {
+        keys::parse_recipient(r, "the server")?;
+    }
+    let shown = if args.all { &got.recipients[..] } else { got.recipients.get(..1).unwrap_or_default() };
+    for r in shown {
+        println!("{r}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("failed to read the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// What the secrets bridge adds to `serve`.
+pub struct SecretsWiring {
+    pub decider: Decider,
+    /// The identities in force (for `GET /api/v1/recipients`); `None` when
+    /// the bridge is off.
+    pub keyring: Option<Keyring>,
+    /// Background tasks (Vault token renewal, the identity watch).
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Adds the secrets stage to `decider`: with the `--age-identity` file, or
+/// else with the identity Secrets of `cluster` (client, gitgate's
+/// namespace) when one is connected; connects to Vault when `--vault-addr`
+/// is given.
 pub async fn with_secrets_stage(
     decider: Decider,
     args: &ServeSecretsArgs,
-) -> anyhow::Result<(Decider, Option<tokio::task::JoinHandle<()>>)> {
-    let Some(path) = &args.age_identity else {
-        if args.vault_addr.is_some() {
-            anyhow::bail!("--vault-addr needs --age-identity (its newest identity keys the plaintext MAC)");
+    cluster: Option<(kube::Client, String)>,
+) -> anyhow::Result<SecretsWiring> {
+    let mut tasks = Vec::new();
+    let keyring = match (&args.age_identity, cluster) {
+        (Some(path), _) => Keyring::new(Arc::new(IdentitySet::load(path)?)),
+        (None, Some((client, namespace))) if args.cluster_keys => {
+            let keys = cluster::start(client, &namespace).await?;
+            tasks.push(keys.task);
+            keys.keyring
         }
-        return Ok((decider, None));
+        (None, _) => {
+            if args.vault_addr.is_some() {
+                anyhow::bail!(
+                    "--vault-addr needs age identities (--age-identity, or a cluster; the newest identity keys the plaintext MAC)"
+                );
+            }
+            return Ok(SecretsWiring { decider, keyring: None, tasks });
+        }
     };
-    let identities = Arc::new(IdentitySet::load(path)?);
-    let mut stage = SecretsStage::new(identities.clone());
-    let mut renewal = None;
+    let mut stage = SecretsStage::with_keyring(keyring.clone());
     if let Some(addr) = &args.vault_addr {
         let auth = match args.vault_auth.unwrap_or(VaultAuthArg::Kubernetes) {
             VaultAuthArg::Token => VaultAuth::Token(
@@ -229,12 +334,15 @@ pub async fn with_secrets_stage(
         config.ca_certs = args.vault_ca_certs.clone();
         let renew = crate::config::parse_duration(&args.vault_renew_interval)?;
         let resolver = VaultResolver::connect(config).await?;
-        renewal = Some(resolver.spawn_renewal(renew));
+        tasks.push(resolver.spawn_renewal(renew));
         stage = stage.with_vault(resolver);
         tracing::info!(addr = %addr, "Vault references enabled");
     }
-    tracing::info!(identities = identities.len(), "secrets bridge enabled: sealed Secrets are unsealed at /mutate");
-    Ok((decider.with_async_mutating(Arc::new(stage)), renewal))
+    tracing::info!(
+        identities = keyring.current().len(),
+        "secrets bridge enabled: sealed Secrets are unsealed at /mutate"
+    );
+    Ok(SecretsWiring { decider: decider.with_async_mutating(Arc::new(stage)), keyring: Some(keyring), tasks })
 }
 
 fn recipients(flags: &[String], files: &[PathBuf]) -> anyhow::Result<Vec<Recipient>> {

@@ -5,6 +5,9 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use age::secrecy::ExposeSecret as _;
 use zeroize::Zeroizing;
@@ -44,6 +47,7 @@ pub enum KeyError {
 
 /// One age X25519 identity. No `Debug`/`Display`; the key material is
 /// zeroized on drop (x25519-dalek `StaticSecret`).
+#[derive(Clone)]
 pub struct AgeIdentity(age::x25519::Identity);
 
 impl AgeIdentity {
@@ -93,20 +97,7 @@ impl IdentitySet {
     /// newest first; blank lines and `#` comments are skipped. Errors name
     /// the line number, never its text.
     pub fn parse(text: &str, origin: &str) -> Result<Self, KeyError> {
-        let mut identities = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let id = age::x25519::Identity::from_str(line)
-                .map_err(|_| KeyError::BadIdentity { origin: origin.to_owned(), line: i + 1 })?;
-            identities.push(AgeIdentity(id));
-        }
-        if identities.is_empty() {
-            return Err(KeyError::NoIdentities { origin: origin.to_owned() });
-        }
-        Self::new(identities)
+        Self::new(parse_identities(text, origin)?)
     }
 
     /// Reads and parses an identity file; the text is zeroized after parsing.
@@ -137,6 +128,52 @@ impl IdentitySet {
 
     pub(crate) fn as_age(&self) -> impl Iterator<Item = &dyn age::Identity> {
         self.identities.iter().map(AgeIdentity::as_age)
+    }
+}
+
+/// Parses identity-file text: one `AGE-SECRET-KEY-1…` per line, in the
+/// order given; blank lines and `#` comments are skipped. At least one.
+pub fn parse_identities(text: &str, origin: &str) -> Result<Vec<AgeIdentity>, KeyError> {
+    let mut identities = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let id = age::x25519::Identity::from_str(line)
+            .map_err(|_| KeyError::BadIdentity { origin: origin.to_owned(), line: i + 1 })?;
+        identities.push(AgeIdentity(id));
+    }
+    if identities.is_empty() {
+        return Err(KeyError::NoIdentities { origin: origin.to_owned() });
+    }
+    Ok(identities)
+}
+
+/// The identities in force, shared by every request and swapped whole when
+/// the cluster's identities change: a request decrypts and MACs with one
+/// snapshot, never half of an old set and half of a new one.
+#[derive(Clone)]
+pub struct Keyring(Arc<ArcSwap<IdentitySet>>);
+
+impl Keyring {
+    pub fn new(identities: Arc<IdentitySet>) -> Self {
+        Keyring(Arc::new(ArcSwap::new(identities)))
+    }
+
+    /// The current snapshot.
+    pub fn current(&self) -> Arc<IdentitySet> {
+        self.0.load_full()
+    }
+
+    /// Replaces the snapshot (a rotation).
+    pub fn replace(&self, identities: Arc<IdentitySet>) {
+        self.0.store(identities);
+    }
+
+    /// The current public recipients, newest first.
+    pub fn recipients(&self) -> Vec<Recipient> {
+        self.0.load().recipients()
     }
 }
 

@@ -13,9 +13,12 @@
 //! - [`vault`]: `vault:<mount>/<path>#<key>[#<version>]` references;
 //! - [`stage`]: the mutating admission stage that unseals a Secret into a
 //!   JSONPatch;
-//! - [`cli`]: `gitgate keygen | seal | reseal`.
+//! - [`cluster`]: the cluster's identities in Secrets (load, bootstrap,
+//!   follow rotations) and `GET /api/v1/recipients`;
+//! - [`cli`]: `gitgate keygen | seal | reseal | recipients`.
 
 pub mod cli;
+pub mod cluster;
 pub mod keys;
 pub mod manifest;
 pub mod plaintext;
@@ -23,7 +26,7 @@ pub mod seal;
 pub mod stage;
 pub mod vault;
 
-pub use keys::{AgeIdentity, IdentitySet, KeyError, MacKey};
+pub use keys::{AgeIdentity, IdentitySet, KeyError, Keyring, MacKey};
 pub use plaintext::Plaintext;
 pub use seal::{Binding, Limits, Scope, SealError};
 pub use stage::SecretsStage;

@@ -71,6 +71,8 @@ const _: fn() = || {
     <crate::secrets::keys::AgeIdentity as AmbiguousIfDisplay<_>>::check();
     <crate::secrets::keys::IdentitySet as AmbiguousIfDebug<_>>::check();
     <crate::secrets::keys::MacKey as AmbiguousIfDebug<_>>::check();
+    <crate::secrets::keys::Keyring as AmbiguousIfDebug<_>>::check();
+    <crate::secrets::cluster::KeyEntry as AmbiguousIfDebug<_>>::check();
 };
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation};
 use serde_json::{Map, Value};
 
-use super::keys::IdentitySet;
+use super::keys::{IdentitySet, Keyring};
 use super::plaintext::Plaintext;
 use super::seal::{self, Limits};
 use super::vault::{VaultError, VaultRef, VaultResolver};
@@ -30,7 +30,7 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 
 /// Unseals sealed Secrets at `/mutate`.
 pub struct SecretsStage {
-    identities: Arc<IdentitySet>,
+    keyring: Keyring,
     limits: Limits,
     vault: Option<Arc<VaultResolver>>,
 }
@@ -70,8 +70,15 @@ struct Plan {
 }
 
 impl SecretsStage {
+    /// A stage with a fixed set of identities (an identity file).
     pub fn new(identities: Arc<IdentitySet>) -> Self {
-        SecretsStage { identities, limits: Limits::default(), vault: None }
+        Self::with_keyring(Keyring::new(identities))
+    }
+
+    /// A stage that follows `keyring` (the cluster's identities, swapped
+    /// on rotation).
+    pub fn with_keyring(keyring: Keyring) -> Self {
+        SecretsStage { keyring, limits: Limits::default(), vault: None }
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
@@ -90,10 +97,13 @@ impl SecretsStage {
             Ok(None) => return Flow::Continue,
             Err(f) => return deny(request, decision, f),
         };
-        match self.materialize(&plan).await {
+        // One snapshot for the whole request: a rotation mid-request cannot
+        // decrypt with one set and MAC with another.
+        let identities = self.keyring.current();
+        match self.materialize(&plan, &identities).await {
             Ok(values) => {
                 let digest = super::sealed_digest(plan.entries.iter().map(|e| (e.key.as_str(), e.sealed.as_slice())));
-                let mac = self.identities.mac_key().mac(values.iter().map(|(k, v)| (k.as_str(), v)));
+                let mac = identities.mac_key().mac(values.iter().map(|(k, v)| (k.as_str(), v)));
                 decision.patch(STAGE, patch_ops(&plan, &values, &digest, &mac));
                 decision.annotate("secrets-unsealed", values.len().to_string());
                 decision.annotate("secrets-sealed-digest", digest);
@@ -105,15 +115,14 @@ impl SecretsStage {
 
     /// Decrypts every age value (no I/O) and then resolves the Vault
     /// references under the resolver's deadline.
-    async fn materialize(&self, plan: &Plan) -> Result<Vec<(String, Plaintext)>, Failure> {
+    async fn materialize(&self, plan: &Plan, identities: &IdentitySet) -> Result<Vec<(String, Plaintext)>, Failure> {
         let mut values = Vec::with_capacity(plan.entries.len());
         let mut refs = Vec::new();
         for e in &plan.entries {
             match &e.source {
                 Source::Age => {
-                    let v =
-                        seal::open_for(&e.sealed, &self.identities, &self.limits, &plan.namespace, &plan.name, &e.key)
-                            .map_err(|err| Failure::new(Some(&e.key), crate::error_chain(&err)))?;
+                    let v = seal::open_for(&e.sealed, identities, &self.limits, &plan.namespace, &plan.name, &e.key)
+                        .map_err(|err| Failure::new(Some(&e.key), crate::error_chain(&err)))?;
                     values.push((e.key.clone(), v));
                 }
                 Source::Vault(r) => refs.push((e.key.clone(), r.clone())),

@@ -109,6 +109,9 @@ pub struct Running {
     /// The reconciler's username: `--reconciler`, else gitgate's own
     /// identity on the cluster, else [`crate::cli::DEFAULT_RECONCILER`].
     pub reconciler: String,
+    /// The default cluster's client, when one is connected (not in plan
+    /// mode or with `--sync=off`).
+    pub client: Option<kube::Client>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     leader: Option<LeaderHandle>,
 }
@@ -162,7 +165,13 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
     let status = Arc::new(StatusStore::new(Some(metrics)));
     if args.sync == SyncMode::Off {
         tracing::info!("--sync=off: serving admission only");
-        return Ok(Running { status, reconciler: fallback(w.reconciler), tasks: Vec::new(), leader: None });
+        return Ok(Running {
+            status,
+            reconciler: fallback(w.reconciler),
+            client: None,
+            tasks: Vec::new(),
+            leader: None,
+        });
     }
     let (client, kubeconfig, name) = match connect(args).await {
         Ok(c) => c,
@@ -173,7 +182,13 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
             );
             status.set_role("plan");
             let task = tokio::spawn(plan_mode(w.tracker.subscribe(), status.clone()));
-            return Ok(Running { status, reconciler: fallback(w.reconciler), tasks: vec![task], leader: None });
+            return Ok(Running {
+                status,
+                reconciler: fallback(w.reconciler),
+                client: None,
+                tasks: vec![task],
+                leader: None,
+            });
         }
         Err(e) => return Err(e.context("--sync=on and no cluster is reachable")),
     };
@@ -233,10 +248,10 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
     let mut lease = LeaseConfig::new(args.namespace.clone(), "gitgate-leader", replica.clone());
     lease.lease_duration = lease_duration;
     lease.renew_interval = (lease_duration / 5).max(Duration::from_millis(500));
-    let (leading, handle) = Elector::new(client, lease).spawn();
+    let (leading, handle) = Elector::new(client.clone(), lease).spawn();
     tracing::info!(cluster = %name, replica = %replica, namespace = %args.namespace, "sync loop started; waiting for the lead");
     let task = tokio::spawn(reconciler.run(w.tracker.subscribe(), leading));
-    Ok(Running { status, reconciler: reconciler_name, tasks: vec![task], leader: Some(handle) })
+    Ok(Running { status, reconciler: reconciler_name, client: Some(client), tasks: vec![task], leader: Some(handle) })
 }
 
 fn fallback(reconciler: Option<String>) -> String {

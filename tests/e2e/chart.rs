@@ -159,10 +159,16 @@ fn the_service_account_gets_the_reconcilers_and_the_webhooks_rights_and_no_more(
         &["update", "leases.coordination.k8s.io", "-n", ns],
         &["create", "configmaps", "-n", ns],
         &["list", "namespaces"],
+        // the cluster's age identities and the audit checkpoints' Events
+        &["watch", "secrets", "-n", ns],
+        &["create", "secrets", "-n", ns],
+        &["create", "events", "-n", ns],
     ];
     let no: &[&[&str]] = &[
         &["delete", "deployments.apps", "-n", "default"],
         &["get", "secrets", "-n", "default"],
+        &["update", "secrets", "-n", ns],
+        &["delete", "secrets", "-n", ns],
         &["patch", "validatingwebhookconfigurations/someone-elses"],
         &["delete", "validatingwebhookconfigurations/gitgate-validate"],
         &["update", "leases.coordination.k8s.io", "-n", "kube-system"],
