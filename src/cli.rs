@@ -110,6 +110,11 @@ pub struct ServeArgs {
     /// Branch, tag or commit to track.
     #[arg(long, env = "GITGATE_REV", default_value = "HEAD")]
     pub rev: String,
+    /// Path of the apps file in the repository (`clusters/production/gitgate.yaml`:
+    /// one repository, one file per cluster); app paths stay relative to the
+    /// repository's root.
+    #[arg(long = "config", env = "GITGATE_CONFIG", default_value = crate::render::config::DEFAULT_CONFIG_PATH)]
+    pub config_path: String,
     /// How often to fetch the repository.
     #[arg(long, default_value = "30s")]
     pub poll_interval: String,
@@ -240,6 +245,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let repo = RepoArgs {
                 repo: args.repo.clone(),
                 rev: args.rev.clone(),
+                config_path: crate::source::RepoPath::parse(&args.config_path)
+                    .with_context(|| format!("--config {:?} is not a path in a repository", args.config_path))?,
                 poll,
                 hook_secret: args.hook_secret.clone(),
                 cache: args.git_cache.clone(),
@@ -321,6 +328,7 @@ fn policy_test(args: PolicyTestArgs) -> anyhow::Result<ExitCode> {
 struct RepoArgs {
     repo: Option<String>,
     rev: String,
+    config_path: crate::source::RepoPath,
     poll: std::time::Duration,
     hook_secret: Option<secrecy::SecretString>,
     cache: PathBuf,
@@ -353,7 +361,8 @@ fn track(repo: &RepoArgs) -> anyhow::Result<(Arc<crate::source::poll::Tracker>, 
         }
     };
     let source = Arc::new(GitSource::open(&url, &repo.cache)?);
-    let renderer = Arc::new(Renderer::new(RenderOptions::default()));
+    let renderer =
+        Arc::new(Renderer::new(RenderOptions { config_path: repo.config_path.clone(), ..RenderOptions::default() }));
     tracing::info!(repo = %source.display_url(), rev = %repo.rev, "tracking Git");
     Ok((Arc::new(crate::source::poll::Tracker::new(source.clone(), repo.rev.clone(), renderer)), source))
 }

@@ -189,7 +189,7 @@ fn values_become_gitgates_flags_and_secret_references() {
     let objs = render(
         &shim,
         "\
-repo: {url: https://git.example.com/platform/gitops.git, revision: production, pollInterval: 1m}
+repo: {url: https://git.example.com/platform/gitops.git, revision: production, path: clusters/prod/gitgate.yaml, pollInterval: 1m}
 hookSecret: {enabled: true}
 breakGlassGroups: [sre, oncall]
 age: {existingSecret: my-age}
@@ -200,6 +200,7 @@ audit: {signingKey: {existingSecret: my-audit-key}}
     let args = serve_args(&objs);
     assert_eq!(args.repo.as_deref(), Some("https://git.example.com/platform/gitops.git"));
     assert_eq!(args.rev, "production");
+    assert_eq!(args.config_path, "clusters/prod/gitgate.yaml");
     assert_eq!(args.poll_interval, "1m");
     assert_eq!(args.break_glass_groups, ["sre", "oncall"]);
     assert_eq!(args.sync.sync, gitgate::sync::cli::SyncMode::Auto);

@@ -3,6 +3,8 @@
 //! directory) answered over TLS, then stopped with SIGTERM.
 
 mod common;
+#[path = "source_common.rs"]
+mod support;
 
 use std::process::Command;
 use std::time::Duration;
@@ -90,4 +92,52 @@ fn serve_runs_on_its_embedded_default_and_drains_on_sigterm() {
 
     let code = serve.terminate(Duration::from_secs(20));
     assert!(code.success(), "serve exits 0 after draining: {code:?}");
+}
+
+/// One repository, one apps file per cluster: `--config` names this
+/// cluster's (Flux's `path: ./clusters/production`).
+#[test]
+fn serve_reads_the_apps_file_named_by_config() {
+    common::install_crypto();
+    let repo = support::Repo::new();
+    repo.write(
+        "clusters/prod/gitgate.yaml",
+        "apps:\n  - {name: prod-web, path: apps/web, destination: {namespace: prod}}\n",
+    );
+    repo.write(
+        "clusters/staging/gitgate.yaml",
+        "apps:\n  - {name: staging-web, path: apps/web, destination: {namespace: staging}}\n",
+    );
+    repo.write("apps/web/cm.yaml", &support::configmap("web", "v1"));
+    repo.commit("two clusters");
+    let work = tempfile::tempdir().unwrap();
+    let kubeconfig = work.path().join("none.kubeconfig");
+    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n").unwrap();
+    let url = repo.url();
+    let args = ["--repo", &url, "--config", "clusters/prod/gitgate.yaml", "--kubeconfig", kubeconfig.to_str().unwrap()];
+    let serve = common::ServeProcess::spawn(BIN, work.path(), &args);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let apps = loop {
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(&serve.ca)
+            .arg(format!("https://127.0.0.1:{}/api/v1/apps", serve.addr.port()))
+            .output()
+            .unwrap();
+        let apps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if apps["apps"].as_array().is_some_and(|a| !a.is_empty()) || std::time::Instant::now() > deadline {
+            break apps;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let names: Vec<&str> = apps["apps"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["prod-web"], "{apps}");
+    serve.terminate(Duration::from_secs(20));
+
+    let bad =
+        Command::new(BIN).args(["serve", "--config", "../outside.yaml"]).current_dir(work.path()).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--config \"../outside.yaml\" is not a path in a repository")
+    );
 }
