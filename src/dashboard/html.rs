@@ -125,6 +125,9 @@ pub fn overview(ctx: &Context<'_>, o: &Overview, denials: &[Denial]) -> String {
     }
     let role = match o.role.as_str() {
         "plan" => "plan mode: no cluster is reachable, nothing is applied".to_string(),
+        "follower" => {
+            "this replica follows: the leader syncs and has the live status; shown here is Git's view".to_string()
+        }
         "" => "starting".to_string(),
         r => format!("sync loop: {r}"),
     };

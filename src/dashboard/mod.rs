@@ -141,12 +141,28 @@ async fn overview(State(s): State<Arc<DashboardState>>) -> Response {
     });
     let repo = s.source.display_url().to_string();
     let ctx = Context { repo: &repo, head };
-    let body = html::overview(&ctx, &s.status.overview(), &s.denials.list());
+    let body = html::overview(&ctx, &overview_of(&s, snap.as_deref()), &s.denials.list());
     html_page(StatusCode::OK, html::page("Apps", "Apps", true, &body))
 }
 
+/// The sync status; on a follower replica (which syncs nothing) Git's view
+/// at the commit in force, so every replica behind a Service shows the apps.
+fn overview_of(s: &DashboardState, snap: Option<&Snapshot>) -> crate::sync::status::Overview {
+    let mut o = s.status.overview();
+    if o.role == "follower"
+        && let Some(snap) = snap
+    {
+        o.apps = crate::sync::reconcile::Reconciler::plan_statuses(&snap.desired);
+        for a in &mut o.apps {
+            a.message = "this replica follows: the leader has the live sync status".into();
+        }
+    }
+    o
+}
+
 async fn app(State(s): State<Arc<DashboardState>>, Path(name): Path<String>) -> Response {
-    match s.status.app(&name) {
+    let snap = s.snapshot.load_full();
+    match overview_of(&s, snap.as_deref()).apps.into_iter().find(|a| a.name == name) {
         Some(a) => html_page(StatusCode::OK, html::page(&a.name, "Apps", true, &html::app_page(&a))),
         None => not_found(&format!("no app named {name:?}")),
     }
@@ -233,9 +249,8 @@ async fn commit(State(s): State<Arc<DashboardState>>, Path(id): Path<String>) ->
         Ok(None) => return not_found(&format!("commit {id} is not in the repository gitgate tracks")),
         Err(e) => return failed(&e),
     };
-    let objects = s
-        .status
-        .overview()
+    let snap = s.snapshot.load_full();
+    let objects = overview_of(&s, snap.as_deref())
         .apps
         .into_iter()
         .flat_map(|a| {
