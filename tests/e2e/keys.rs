@@ -16,10 +16,8 @@ use gitgate::audit::{self, AuditLog, Entry, EventKind, Options, Outcome};
 use gitgate::secrets::SecretsStage;
 use gitgate::secrets::cluster as keys;
 use gitgate::server::{self, ConnLimits};
-use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1 as adm;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, ListParams, PostParams};
 
 use crate::cluster::{self, Cluster, path_str};
@@ -147,34 +145,7 @@ async fn the_cluster_makes_its_key_publishes_it_and_rotates_without_a_restart() 
     let printed = gitgate_ok(&["recipients", "--server", &base, "--ca", ca], dir.path());
     assert_eq!(printed.trim(), old, "`gitgate recipients` prints the recipient to seal to");
 
-    let hook = adm::MutatingWebhookConfiguration {
-        metadata: ObjectMeta { name: Some("e2e-keys".into()), ..Default::default() },
-        webhooks: Some(vec![adm::MutatingWebhook {
-            name: "keys.gitgate.dev".into(),
-            admission_review_versions: vec!["v1".into()],
-            client_config: adm::WebhookClientConfig {
-                url: Some(format!("{base}/mutate")),
-                ca_bundle: Some(ByteString(ca_pem.clone())),
-                service: None,
-            },
-            failure_policy: Some("Fail".into()),
-            side_effects: "None".into(),
-            timeout_seconds: Some(5),
-            reinvocation_policy: Some("IfNeeded".into()),
-            rules: Some(vec![adm::RuleWithOperations {
-                api_groups: Some(vec![String::new()]),
-                api_versions: Some(vec!["v1".into()]),
-                operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
-                resources: Some(vec!["secrets".into()]),
-                scope: Some("Namespaced".into()),
-            }]),
-            namespace_selector: Some(LabelSelector {
-                match_labels: Some([("gitgate-e2e-keys".to_string(), "on".to_string())].into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]),
-    };
+    let hook = crate::hooks::secrets_mutating("e2e-keys", format!("{base}/mutate"), ca_pem.clone(), "gitgate-e2e-keys");
     Api::<adm::MutatingWebhookConfiguration>::all(client.clone()).create(&PostParams::default(), &hook).await.unwrap();
 
     // Sealed to the recipient the cluster published: unsealed at /mutate.

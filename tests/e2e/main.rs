@@ -10,6 +10,7 @@ mod common;
 mod support;
 
 mod chart;
+mod hooks;
 mod keys;
 mod provenance;
 mod secrets;

@@ -9,9 +9,7 @@ use gitgate::admission::{Decider, Limits};
 use gitgate::secrets::SecretsStage;
 use gitgate::secrets::keys::IdentitySet;
 use gitgate::server::ConnLimits;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1 as adm;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, PostParams};
 
 use crate::cluster;
@@ -48,34 +46,12 @@ async fn a_sealed_secret_is_stored_with_working_data_and_refused_elsewhere() {
         c.kubectl_ok(&["create", "namespace", ns]);
         c.kubectl_ok(&["label", "namespace", ns, "gitgate-e2e-secrets=on"]);
     }
-    let hook = adm::MutatingWebhookConfiguration {
-        metadata: ObjectMeta { name: Some("e2e-secrets".into()), ..Default::default() },
-        webhooks: Some(vec![adm::MutatingWebhook {
-            name: "secrets.gitgate.dev".into(),
-            admission_review_versions: vec!["v1".into()],
-            client_config: adm::WebhookClientConfig {
-                url: Some(format!("https://127.0.0.1:{}/mutate", srv.running.addr.port())),
-                ca_bundle: Some(ByteString(srv.ca_pem.clone())),
-                service: None,
-            },
-            failure_policy: Some("Fail".into()),
-            side_effects: "None".into(),
-            timeout_seconds: Some(5),
-            reinvocation_policy: Some("IfNeeded".into()),
-            rules: Some(vec![adm::RuleWithOperations {
-                api_groups: Some(vec![String::new()]),
-                api_versions: Some(vec!["v1".into()]),
-                operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
-                resources: Some(vec!["secrets".into()]),
-                scope: Some("Namespaced".into()),
-            }]),
-            namespace_selector: Some(LabelSelector {
-                match_labels: Some([("gitgate-e2e-secrets".to_string(), "on".to_string())].into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]),
-    };
+    let hook = crate::hooks::secrets_mutating(
+        "e2e-secrets",
+        format!("https://127.0.0.1:{}/mutate", srv.running.addr.port()),
+        srv.ca_pem.clone(),
+        "gitgate-e2e-secrets",
+    );
     let client = c.client().await;
     Api::<adm::MutatingWebhookConfiguration>::all(client).create(&PostParams::default(), &hook).await.unwrap();
 
