@@ -279,7 +279,8 @@ fn certs(args: CertsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Loads the policies given, or `./policies` when none are given and it
-/// exists, else the built-in provenance policy.
+/// exists; the built-in provenance policy is enforced unless one of them
+/// replaces it (same name) — alone when there are no policy files.
 fn load_policies(paths: &[PathBuf]) -> anyhow::Result<PolicySet> {
     let paths: Vec<PathBuf> = if paths.is_empty() {
         let default = PathBuf::from("policies");
@@ -295,7 +296,21 @@ fn load_policies(paths: &[PathBuf]) -> anyhow::Result<PolicySet> {
         );
         return Ok(set);
     }
-    let set = PolicySet::load(&paths)?;
+    let mut docs = Vec::new();
+    for path in crate::policy::policy_files(&paths)? {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("failed to read {}", path.display()))?;
+        docs.push(crate::policy::parse_documents(&path.display().to_string(), &text)?);
+    }
+    // Policy files add to the provenance gate; they replace it only by
+    // defining a policy of the same name (as ./policies/provenance.yaml does).
+    let builtin = crate::policy::parse_documents("built-in provenance.yaml", crate::policy::BUILTIN_PROVENANCE)?;
+    let defines = |d: &crate::policy::Documents, name: &str| d.policies.iter().any(|p| p.metadata.name == name);
+    let provenance = builtin.policies.first().map(|p| p.metadata.name.clone()).unwrap_or_default();
+    if !docs.iter().any(|d| defines(d, &provenance)) {
+        tracing::info!(policy = %provenance, "no policy file defines the provenance gate: the built-in one is enforced too");
+        docs.insert(0, builtin);
+    }
+    let set = PolicySet::compile(docs)?;
     for w in &set.warnings {
         tracing::warn!("{w}");
     }

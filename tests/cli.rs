@@ -141,3 +141,35 @@ fn serve_reads_the_apps_file_named_by_config() {
         String::from_utf8_lossy(&bad.stderr).contains("--config \"../outside.yaml\" is not a path in a repository")
     );
 }
+
+/// Policy files add to the provenance gate: a directory of other policies
+/// does not switch off "Git is the only deploy path".
+#[test]
+fn policy_files_without_the_provenance_gate_still_enforce_it() {
+    common::install_crypto();
+    let (repo, _commit) = support::gitops_demo_repo();
+    let work = tempfile::tempdir().unwrap();
+    let policies = work.path().join("my-policies");
+    std::fs::create_dir(&policies).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(root.join("policies/no-latest-tag.yaml"), policies.join("no-latest-tag.yaml")).unwrap();
+    let kubeconfig = work.path().join("none.kubeconfig");
+    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n").unwrap();
+    let url = repo.url();
+    let args = ["--repo", &url, "--policies", policies.to_str().unwrap(), "--kubeconfig", kubeconfig.to_str().unwrap()];
+    let serve = common::ServeProcess::spawn(BIN, work.path(), &args);
+    let fixture = common::fixtures_dir().join("validate-update-deployment-kubectl-edit-like.json");
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(&serve.ca)
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(format!("@{}", fixture.display()))
+        .arg(format!("https://127.0.0.1:{}/validate", serve.addr.port()))
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    let message = answer["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("gitgate-provenance") && message.contains("managed by app web"), "{message}");
+    serve.terminate(Duration::from_secs(20));
+}

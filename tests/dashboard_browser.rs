@@ -19,36 +19,6 @@ use support::Repo;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gitgate");
 
-const DEPLOY: &str = "\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: gitops-demo
-  labels: {app.kubernetes.io/name: web, app.kubernetes.io/part-of: demo}
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app.kubernetes.io/name: web}
-  template:
-    metadata:
-      labels: {app.kubernetes.io/name: web}
-    spec:
-      containers:
-        - name: web
-          image: nginx:1.27
-";
-
-/// A repo whose app `web` owns the Deployment the captured kubectl-edit
-/// fixture changes (gitops-demo/web).
-fn repo() -> (Repo, String) {
-    let repo = Repo::new();
-    repo.write("gitgate.yaml", "apps:\n  - name: web\n    path: apps/web\n    destination: {namespace: gitops-demo}\n");
-    repo.write("apps/web/deploy.yaml", DEPLOY);
-    let commit = repo.commit("web: two replicas of nginx 1.27");
-    (repo, commit)
-}
-
 fn serve(repo: &Repo, work: &Path) -> common::ServeProcess {
     common::install_crypto();
     // No cluster: the sync loop runs in plan mode, the webhooks decide.
@@ -79,7 +49,7 @@ fn allowed_review() -> Vec<u8> {
 
 #[tokio::test]
 async fn a_hand_edit_is_denied_without_any_policy_file_and_listed_on_the_dashboard() {
-    let (repo, commit) = repo();
+    let (repo, commit) = support::gitops_demo_repo();
     let work = tempfile::tempdir().unwrap();
     let serve = serve(&repo, work.path());
     let base = format!("https://127.0.0.1:{}", serve.addr.port());
@@ -134,7 +104,7 @@ fn chromium() -> Option<PathBuf> {
 #[tokio::test]
 async fn in_chromium_the_dashboard_shows_the_apps_commit_and_a_denial_as_it_happens() {
     let Some(chromium) = chromium() else { return };
-    let (repo, commit) = repo();
+    let (repo, commit) = support::gitops_demo_repo();
     let work = tempfile::tempdir().unwrap();
     let serve = serve(&repo, work.path());
     let base = format!("https://127.0.0.1:{}", serve.addr.port());

@@ -151,3 +151,33 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+const GITOPS_DEMO_DEPLOY: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: gitops-demo
+  labels: {app.kubernetes.io/name: web, app.kubernetes.io/part-of: demo}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app.kubernetes.io/name: web}
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: web}
+    spec:
+      containers:
+        - name: web
+          image: nginx:1.27
+";
+
+/// A repo whose app `web` owns the Deployment the captured kubectl-edit
+/// fixture changes (gitops-demo/web).
+pub fn gitops_demo_repo() -> (Repo, String) {
+    let repo = Repo::new();
+    repo.write("gitgate.yaml", "apps:\n  - name: web\n    path: apps/web\n    destination: {namespace: gitops-demo}\n");
+    repo.write("apps/web/deploy.yaml", GITOPS_DEMO_DEPLOY);
+    let commit = repo.commit("web: two replicas of nginx 1.27");
+    (repo, commit)
+}
