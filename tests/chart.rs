@@ -503,3 +503,32 @@ fn without_the_guard_gitgate_is_not_told_to_keep_webhook_configurations() {
     );
     assert!(!bad.status.success(), "installVAP without the guard renders");
 }
+
+/// Extra CEL policies ride in a ConfigMap gitgate loads with `--policies`;
+/// they parse with gitgate's own policy parser, and a change rolls the pods.
+#[test]
+fn extra_policies_are_mounted_and_passed_to_gitgate() {
+    let Some(shim) = shim() else { return };
+    let policy =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/no-latest-tag.yaml"))
+            .unwrap();
+    let indented: String = policy.lines().map(|l| format!("    {l}\n")).collect();
+    let objs = render(&shim, &format!("policies:\n  no-latest-tag.yaml: |\n{indented}"));
+    let cm = get(&objs, "ConfigMap", "gitgate-policies");
+    let text = cm["data"]["no-latest-tag.yaml"].as_str().unwrap();
+    let docs = gitgate::policy::parse_documents("chart", text).unwrap();
+    assert_eq!(docs.policies[0].metadata.name, "no-latest-tag");
+    assert_eq!(docs.bindings.len(), 1);
+    let args = serve_args(&objs);
+    assert_eq!(args.policies, [std::path::PathBuf::from("/etc/gitgate/policies")]);
+    let pod = &get(&objs, "Deployment", "gitgate")["spec"]["template"];
+    assert!(pod["metadata"]["annotations"]["checksum/policies"].is_string());
+    assert!(pod["spec"]["volumes"].as_array().unwrap().iter().any(|v| v["configMap"]["name"] == "gitgate-policies"));
+    // Without policies: nothing is mounted, the built-in provenance gate alone.
+    let plain = render(&shim, "{}\n");
+    assert!(find(&plain, "ConfigMap", "gitgate-policies").is_none());
+    assert!(serve_args(&plain).policies.is_empty());
+    // A file name that is not YAML is refused by the schema.
+    let out = lint(&shim, "policies: {README: x}\n");
+    assert!(!out.status.success());
+}

@@ -9,7 +9,7 @@
 //! with `tls.certManager.enabled=false` (tests/chart.rs covers the
 //! cert-manager objects' shape).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -116,7 +116,12 @@ affinity: {podAntiAffinity: {mode: required}}
 topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}]
 extraArgs: [--sync-concurrency=32]
 ";
-    let second = render(&shim, "gitgate", ns, everything);
+    let policy =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/no-latest-tag.yaml")).unwrap();
+    let indented: String = policy.lines().map(|l| format!("    {l}\n")).collect();
+    let everything = format!("{everything}policies:\n  no-latest-tag.yaml: |\n{indented}");
+    let second = render(&shim, "gitgate", ns, &everything);
+    assert!(second.iter().any(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "gitgate-policies"));
     assert!(second.iter().any(|o| o["kind"] == "PersistentVolumeClaim"));
     assert!(second.iter().any(|o| o["kind"] == "Secret" && o["metadata"]["name"] == "gitgate-age"));
     let admitted = dry_run(c, &second);
