@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -271,4 +272,80 @@ fn helm_and_a_running_gitgate_agree_on_the_webhook_configurations() {
     for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
         let _ = c.kubectl(&["delete", kind, "-l", "gitgate.dev/guard=true"]);
     }
+}
+
+/// `helm install` as Helm orders it (webhook configurations, a kind Helm
+/// does not know, last), for real: every object is created. With no
+/// gitgate pod behind the Service, the layout shows itself: a namespace
+/// labelled for enforcement fails closed, any other namespace and
+/// kube-system are untouched. Then `helm uninstall` (webhooks first).
+#[test]
+fn the_chart_installs_and_fails_closed_only_where_enforced() {
+    let Some(c) = cluster::cluster("the_chart_installs_and_fails_closed_only_where_enforced") else { return };
+    let Some(shim) = shim() else { return };
+    let _serial = cluster::cluster_wide();
+    let ns = "e2e-chart-install";
+    c.ensure_namespace(ns);
+    c.ensure_namespace("e2e-chart-free");
+    c.ensure_namespace("e2e-chart-enforced");
+    c.kubectl_ok(&["label", "--overwrite", "namespace", "e2e-chart-enforced", "gitgate.dev/enforce=true"]);
+    let objs = render(&shim, "gitgate", ns, "repo: {url: https://git.example.com/platform/gitops.git}\n");
+    let is_webhook = |o: &&Value| o["kind"].as_str().is_some_and(|k| k.ends_with("WebhookConfiguration"));
+    let mut ordered: Vec<&Value> = objs.iter().filter(|o| !is_webhook(o)).collect();
+    ordered.extend(objs.iter().filter(is_webhook));
+    let apply = |o: &Value| {
+        let out = c.kubectl_stdin(
+            &["apply", "--server-side", "--field-manager=helm", "-f", "-"],
+            &serde_json::to_vec(o).unwrap(),
+        );
+        assert!(out.status.success(), "{}: {}", display(o), String::from_utf8_lossy(&out.stderr));
+    };
+    let uninstall = || {
+        for o in objs.iter().filter(is_webhook).chain(objs.iter().filter(|o| !is_webhook(o)).rev()) {
+            let kind = o["kind"].as_str().unwrap().to_lowercase();
+            let name = o["metadata"]["name"].as_str().unwrap();
+            let mut args = vec!["delete", kind.as_str(), name, "--ignore-not-found", "--wait=false"];
+            if o["metadata"].get("namespace").is_some() {
+                args.extend(["-n", ns]);
+            }
+            let _ = c.kubectl(&args);
+        }
+    };
+    for o in &ordered {
+        apply(o);
+    }
+    for o in &objs {
+        let kind = o["kind"].as_str().unwrap().to_lowercase();
+        let name = o["metadata"]["name"].as_str().unwrap();
+        let mut args = vec!["get", kind.as_str(), name];
+        if o["metadata"].get("namespace").is_some() {
+            args.extend(["-n", ns]);
+        }
+        let got = c.kubectl(&args);
+        assert!(got.status.success(), "{} was not installed", display(o));
+    }
+    // The apiserver loads webhook configurations asynchronously: wait for
+    // the enforced namespace to fail closed (no gitgate endpoint answers).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let out = c.kubectl(&["create", "configmap", "probe", "-n", "e2e-chart-enforced"]);
+        if !out.status.success() {
+            break String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        let _ = c.kubectl(&["delete", "configmap", "probe", "-n", "e2e-chart-enforced"]);
+        if Instant::now() > deadline {
+            uninstall();
+            panic!("the enforced namespace never failed closed");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let free = c.kubectl(&["create", "configmap", "probe", "-n", "e2e-chart-free"]);
+    let system = c.kubectl(&["create", "configmap", "gitgate-e2e-probe", "-n", "kube-system"]);
+    let own = c.kubectl(&["create", "configmap", "probe", "-n", ns]);
+    uninstall();
+    let _ = c.kubectl(&["delete", "configmap", "gitgate-e2e-probe", "-n", "kube-system"]);
+    assert!(refused.contains("validate.gitgate.dev"), "{refused}");
+    assert!(free.status.success(), "an unlabelled namespace fails open: {}", String::from_utf8_lossy(&free.stderr));
+    assert!(system.status.success(), "kube-system is never intercepted: {}", String::from_utf8_lossy(&system.stderr));
+    assert!(own.status.success(), "gitgate's namespace is never intercepted: {}", String::from_utf8_lossy(&own.stderr));
 }
