@@ -19,9 +19,9 @@
 use std::cmp::Ordering;
 use std::rc::Rc;
 
+use kube_cel::cel::IdedExpr;
 use kube_cel::cel::common::ast::{CallExpr, ComprehensionExpr, Expr, LiteralValue, operators};
 use kube_cel::cel::objects::{Key, Map, Value};
-use kube_cel::cel::IdedExpr;
 use serde_json::Value as Json;
 
 use super::cost::Sizes;
@@ -121,9 +121,9 @@ impl<'a> V<'a> {
             V::Double(d) => Value::Float(d),
             V::Str(s) => Value::String(std::sync::Arc::new(s.to_owned())),
             V::OwnedStr(s) => Value::String(std::sync::Arc::new(s.to_string())),
-            V::Arr(a) => Value::List(std::sync::Arc::new(
-                a.iter().map(|j| super::to_cel(j, &mut Sizes::default())).collect(),
-            )),
+            V::Arr(a) => {
+                Value::List(std::sync::Arc::new(a.iter().map(|j| super::to_cel(j, &mut Sizes::default())).collect()))
+            }
             V::List(l) => Value::List(std::sync::Arc::new(l.iter().cloned().map(V::into_value).collect())),
             V::Obj(m) => super::to_cel(&Json::Object(m.clone()), &mut Sizes::default()),
             V::EmptyMap => Value::Map(Map { map: std::sync::Arc::new(std::collections::HashMap::<Key, Value>::new()) }),
@@ -179,7 +179,8 @@ fn call_supported(call: &CallExpr) -> bool {
         ("join", Some(_)) => n <= 1,
         _ => false,
     };
-    let qualified = matches!(call.target.as_deref().map(|t| &t.expr), Some(Expr::Ident(ns)) if NAMESPACES.contains(&ns.as_str()));
+    let qualified =
+        matches!(call.target.as_deref().map(|t| &t.expr), Some(Expr::Ident(ns)) if NAMESPACES.contains(&ns.as_str()));
     shape && !qualified && call.target.as_deref().is_none_or(supported) && call.args.iter().all(supported)
 }
 
@@ -272,12 +273,7 @@ impl<'a> Env<'_, 'a> {
         }
     }
 
-    fn comprehension(
-        &mut self,
-        c: &'a ComprehensionExpr,
-        accu: usize,
-        items: Vec<V<'a>>,
-    ) -> R<V<'a>> {
+    fn comprehension(&mut self, c: &'a ComprehensionExpr, accu: usize, items: Vec<V<'a>>) -> R<V<'a>> {
         let mut item_slot = None;
         for item in items {
             if !self.bool(&c.loop_cond)? {
@@ -307,9 +303,7 @@ impl<'a> Env<'_, 'a> {
                     self.eval(arg(2)?)
                 }
             }
-            (operators::LOGICAL_AND, None) => {
-                Ok(V::Bool(self.bool(arg(0)?)? && self.bool(arg(1)?)?))
-            }
+            (operators::LOGICAL_AND, None) => Ok(V::Bool(self.bool(arg(0)?)? && self.bool(arg(1)?)?)),
             (operators::LOGICAL_OR, None) => Ok(V::Bool(self.bool(arg(0)?)? || self.bool(arg(1)?)?)),
             (operators::LOGICAL_NOT, None) => Ok(V::Bool(!self.bool(arg(0)?)?)),
             // the interpreter: false only for a bool false; anything else
@@ -390,7 +384,9 @@ impl<'a> Env<'_, 'a> {
                 let (c, k) = (self.eval(arg(0)?)?, self.eval(arg(1)?)?);
                 match (&c, &k) {
                     (V::Obj(m), _) => m.get(k.as_str().ok_or(Bail)?).map(V::from_json).ok_or(Bail),
-                    (V::Arr(_) | V::List(_), V::Int(i)) => c.list_get(usize::try_from(*i).map_err(|_| Bail)?).ok_or(Bail),
+                    (V::Arr(_) | V::List(_), V::Int(i)) => {
+                        c.list_get(usize::try_from(*i).map_err(|_| Bail)?).ok_or(Bail)
+                    }
                     _ => Err(Bail),
                 }
             }
@@ -502,5 +498,224 @@ fn compare(a: &V<'_>, b: &V<'_>) -> R<Ordering> {
             (Some(x), Some(y)) => Ok(x.cmp(y)),
             _ => Err(Bail),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The interpreter is the oracle: wherever the fast path answers, its
+    //! answer must be the interpreter's.
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use kube_cel::cel::{Context, Program};
+    use serde_json::json;
+
+    use super::*;
+    use crate::policy::{GitVars, PolicySet, RequestScope, root_context};
+
+    fn fixture_request(name: &str) -> crate::admission::AdmissionRequest {
+        let dir = std::env::var_os("GITGATE_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission"));
+        let review: Json = serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap();
+        serde_json::from_value(review["request"].clone()).unwrap()
+    }
+
+    /// Evaluates `src` both ways over the scope's variables; returns the
+    /// fast path's answer (`None` when it bailed) after checking it
+    /// against the interpreter's.
+    fn both(src: &str, scope: &RequestScope<'_>) -> Option<Value> {
+        let program = Program::compile(src).unwrap();
+        let ast = program.expression();
+        assert!(supported(ast), "{src} should be supported");
+        let cel = Value::resolve(ast, scope.cel());
+        let fast = eval(ast, &scope.fast_vars()).ok();
+        if let Some(v) = &fast {
+            assert_eq!(cel.as_ref().ok(), Some(v), "{src}: fast {v:?}, interpreter {cel:?}");
+        }
+        fast
+    }
+
+    fn with_scope(object: Json, old: Option<Json>, f: impl FnOnce(&RequestScope<'_>)) {
+        let root: Context<'static> = root_context();
+        let mut req = fixture_request("validate-create-deployment.json");
+        req.object = Some(object);
+        req.old_object = old;
+        let git = GitVars { commit: "3f2a9c1".into(), managed: true, ..GitVars::default() };
+        let scope = RequestScope::new(&root, &req, None, &git);
+        f(&scope);
+    }
+
+    fn sample() -> Json {
+        json!({
+            "kind": "Deployment",
+            "metadata": {"name": "web", "labels": {"app": "web", "tier": "front"}, "annotations": null},
+            "spec": {
+                "replicas": 3,
+                "ratio": 0.75,
+                "big": 18446744073709551615u64,
+                "template": {"spec": {"containers": [
+                    {"name": "a", "image": "nginx:1.27", "ports": [{"containerPort": 8080}]},
+                    {"name": "b", "image": "registry.example/b:latest", "securityContext": {"privileged": true}},
+                ]}},
+            },
+        })
+    }
+
+    #[test]
+    fn nested_fields_ints_doubles_and_has_answer_as_the_interpreter() {
+        with_scope(sample(), None, |s| {
+            let t = Some(Value::Bool(true));
+            let f = Some(Value::Bool(false));
+            assert_eq!(both("object.spec.replicas == 3", s), t);
+            // cel 0.13: values of different numeric types are never equal
+            assert_eq!(both("object.spec.replicas == 3.0", s), f);
+            assert_eq!(both("object.spec.replicas == 3u", s), f);
+            assert_eq!(both("object.spec.replicas <= 50", s), t);
+            assert_eq!(both("object.spec.ratio > 0.5", s), t);
+            assert_eq!(both("object.spec.big == 18446744073709551615u", s), t);
+            assert_eq!(both("object.spec.replicas + 1 == 4", s), t);
+            assert_eq!(both("object.metadata.name + '-x'", s), Some(Value::String(Arc::new("web-x".into()))));
+            assert_eq!(both("has(object.metadata.labels)", s), t);
+            assert_eq!(both("has(object.spec.hostNetwork)", s), f);
+            assert_eq!(both("has(object.metadata.annotations)", s), t, "a null field is present");
+            assert_eq!(both("object.metadata.annotations == null", s), t);
+            assert_eq!(both("'app' in object.metadata.labels", s), t);
+            assert_eq!(both("1 in object.metadata.labels", s), f);
+            assert_eq!(both("object.metadata.labels['tier'] == 'front'", s), t);
+            assert_eq!(
+                both("object.spec.template.spec.containers[1].name", s),
+                Some(Value::String(Arc::new("b".into())))
+            );
+            assert_eq!(both("size(object.spec.template.spec.containers) == 2", s), t);
+            assert_eq!(both("object.metadata.labels.size()", s), Some(Value::Int(2)));
+            assert_eq!(both("size('héllo')", s), Some(Value::Int(6)), "cel 0.13 counts bytes");
+            assert_eq!(both("object.metadata.name.matches('^[a-z][a-z0-9-]{0,62}$')", s), t);
+            assert_eq!(both("object != null && oldObject == null", s), t);
+            assert_eq!(both("1 in [1.0, 2u]", s), f);
+            assert_eq!(both("[1, 'a'] == [1, 'a'] && {} == {}", s), t);
+            assert_eq!(both("object.metadata.labels == object.metadata.labels", s), t);
+            assert_eq!(both("git.managed && git.commit.startsWith('3f2a')", s), t);
+            assert_eq!(both("request.userInfo.groups.exists(g, g == 'no-such-group')", s), f);
+        });
+    }
+
+    #[test]
+    fn comprehensions_answer_as_the_interpreter() {
+        with_scope(sample(), None, |s| {
+            let t = Some(Value::Bool(true));
+            let f = Some(Value::Bool(false));
+            let containers = "object.spec.template.spec.containers";
+            assert_eq!(both(&format!("{containers}.all(c, c.image.matches(':[^/:]+$'))"), s), t);
+            assert_eq!(both(&format!("{containers}.all(c, !c.image.endsWith(':latest'))"), s), f);
+            assert_eq!(
+                both(&format!("{containers}.all(c, !has(c.ports) || c.ports.all(p, p.containerPort > 1024))"), s),
+                t
+            );
+            assert_eq!(both(&format!("{containers}.exists_one(c, has(c.securityContext))"), s), t);
+            assert_eq!(
+                both(
+                    &format!(
+                        "{containers}.filter(c, c.image.endsWith(':latest')).map(c, c.name + '=' + c.image).join(', ')"
+                    ),
+                    s
+                ),
+                Some(Value::String(Arc::new("b=registry.example/b:latest".into())))
+            );
+            assert_eq!(both(&format!("{containers}.map(c, c.name)"), s), both("['a', 'b']", s));
+            assert_eq!(
+                both(
+                    &format!(
+                        "({containers} + (has(object.spec.initContainers) ? object.spec.initContainers : [])).size()"
+                    ),
+                    s
+                ),
+                Some(Value::Int(2))
+            );
+            assert_eq!(both("object.metadata.labels.filter(k, k.startsWith('ti'))", s), both("['tier']", s));
+            assert_eq!(both("object.metadata.labels.exists(k, object.metadata.labels[k] == 'web')", s), t);
+            assert_eq!(both("[].all(x, x > 1) && ![].exists(x, x > 1)", s), t);
+        });
+    }
+
+    #[test]
+    fn what_the_fast_path_does_not_reproduce_is_left_to_the_interpreter() {
+        with_scope(sample(), None, |s| {
+            // errors: the interpreter's own error and message
+            for src in [
+                "object.spec.missing == 1",
+                "!object.spec.paused",
+                "object.spec.template.spec.containers[5].name == 'x'",
+                "9223372036854775807 + 1 > 0",
+                "'x'.matches('(')",
+                "1 ? true : false",
+                "object.spec.replicas < 2.5",
+            ] {
+                assert_eq!(both(src, s), None, "{src}");
+                assert!(
+                    Value::resolve(Program::compile(src).unwrap().expression(), s.cel()).is_err()
+                        || src.contains("2.5")
+                );
+            }
+            // a selection on null or on a non-map is `false` to cel 0.13
+            assert_eq!(both("has(oldObject.metadata.labels)", s), None);
+            assert_eq!(
+                Value::resolve(Program::compile("has(oldObject.metadata.labels)").unwrap().expression(), s.cel()),
+                Ok(Value::Bool(false))
+            );
+        });
+        for src in
+            ["math.ceil(1.5) == 2.0", "object.spec.replicas * 2 == 6", "sets.contains([1], [1])", "type(1) == int"]
+        {
+            assert!(!supported(Program::compile(src).unwrap().expression()), "{src}");
+        }
+    }
+
+    /// The built-in policies never need the interpreter on the captured
+    /// requests they match (a CREATE with `oldObject` null, a kubectl edit,
+    /// a namespace DELETE with `object` null), and answer as it does.
+    #[test]
+    fn the_builtin_policies_take_the_fast_path() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let set = PolicySet::load(&[dir]).unwrap();
+        let mut checked = std::collections::BTreeSet::new();
+        for fixture in [
+            "validate-create-deployment.json",
+            "validate-update-deployment-kubectl-edit-like.json",
+            "validate-delete-namespace.json",
+        ] {
+            let req = fixture_request(fixture);
+            let git = GitVars { managed: true, enforced: true, ..GitVars::default() };
+            let scope = RequestScope::new(&set.root, &req, None, &git);
+            for b in set.bound.iter().filter(|b| b.policy.constraints.matches(&req, None)) {
+                let p = &b.policy;
+                assert!(p.inlined || p.variables.is_empty(), "{}", p.name);
+                let exprs =
+                    p.conditions.iter().map(|(_, e)| e).chain(
+                        p.validations.iter().flat_map(|v| std::iter::once(&v.expr).chain(v.message_expr.as_ref())),
+                    );
+                for e in exprs {
+                    assert!(e.fast, "{}: {} is not supported", p.name, e.source);
+                    let cel = Value::resolve(&e.ast, scope.cel());
+                    match eval(&e.ast, &scope.fast_vars()) {
+                        Ok(v) => assert_eq!(cel, Ok(v), "{fixture}: {}: {}", p.name, e.source),
+                        // only where cel itself fails (a deny message over
+                        // a field this object lacks)
+                        Err(Bail) => assert!(cel.is_err(), "{fixture}: {}: {} bailed, cel: {cel:?}", p.name, e.source),
+                    }
+                }
+                checked.insert(p.name.clone());
+            }
+        }
+        for name in [
+            "no-latest-tag",
+            "no-privileged",
+            "require-resource-limits",
+            "gitgate-provenance",
+            "protect-enforcement-labels",
+        ] {
+            assert!(checked.contains(name), "{name} was not exercised: {checked:?}");
+        }
     }
 }

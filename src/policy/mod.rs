@@ -739,7 +739,7 @@ fn inline_variables(p: &mut CompiledPolicy) -> bool {
     let mut bound = HashSet::new();
     let mut free = HashSet::new();
     for (_, v) in &p.variables {
-        ast::identifiers(&v.ast, &mut free);
+        ast::free_identifiers(&v.ast, &mut free);
         ast::comprehension_variables(&v.ast, &mut bound);
     }
     for v in &p.validations {
