@@ -166,6 +166,15 @@ fn bench(c: &mut Criterion) {
     g.bench_function("validate-create-deployment+provenance+20-policies", |b| {
         b.iter(|| rt.block_on(with_policies.review(Endpoint::Validate, black_box(&body))).unwrap())
     });
+    // what the apiserver bench sends: a ConfigMap where gitgate does not
+    // deploy, with and without the stages
+    let configmap = fixture("validate-create-configmap-ssa.json");
+    g.bench_function("20-policies: configmap outside gitgate's namespaces, no stages", |b| {
+        b.iter(|| rt.block_on(state.review(Endpoint::Validate, black_box(&configmap))).unwrap())
+    });
+    g.bench_function("20-policies: configmap outside gitgate's namespaces, provenance + 20 policies", |b| {
+        b.iter(|| rt.block_on(with_policies.review(Endpoint::Validate, black_box(&configmap))).unwrap())
+    });
     // where the time goes: each part of that decision alone
     let (set, snap) = policy_parts();
     let req = gitgate::admission::Review::decode(&stamped_body()).unwrap().request;
