@@ -282,15 +282,15 @@ impl<'a> Env<'_, 'a> {
             if !self.bool(&c.loop_cond)? {
                 break;
             }
-            match item_slot {
+            match item_slot.and_then(|i| self.locals.get_mut(i)) {
+                Some(slot) => slot.1 = item,
                 None => {
+                    item_slot = Some(self.locals.len());
                     self.locals.push((c.iter_var.as_str(), item));
-                    item_slot = Some(self.locals.len() - 1);
                 }
-                Some(i) => self.locals[i].1 = item,
             }
             let next = self.eval(&c.loop_step)?;
-            self.locals[accu].1 = next;
+            self.locals.get_mut(accu).ok_or(Bail)?.1 = next;
         }
         self.eval(&c.result)
     }
