@@ -277,7 +277,7 @@ impl<'a> Env<'_, 'a> {
     }
 
     fn comprehension(&mut self, c: &'a ComprehensionExpr, accu: usize, items: Vec<V<'a>>) -> R<V<'a>> {
-        let mut item_slot = None;
+        let mut item_slot: Option<usize> = None;
         for item in items {
             if !self.bool(&c.loop_cond)? {
                 break;
