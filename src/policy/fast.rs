@@ -676,6 +676,90 @@ mod tests {
         }
     }
 
+    /// Every operator and function the fast path knows, over every pair of
+    /// a palette of values of every JSON type: wherever the fast path
+    /// answers, the interpreter answers the same.
+    #[test]
+    fn every_operation_over_every_pair_of_values_answers_as_the_interpreter() {
+        let palette = [
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(0),
+            json!(3),
+            json!(-2),
+            json!(3.0),
+            json!(2.5),
+            json!(18446744073709551615u64),
+            json!(""),
+            json!("abc"),
+            json!("a"),
+            json!([]),
+            json!([1, "a"]),
+            json!(["a", "b"]),
+            json!({}),
+            json!({"a": 1}),
+            json!({"x": "v", "a": [1]}),
+        ];
+        let templates = [
+            "A == B",
+            "A != B",
+            "A < B",
+            "A <= B",
+            "A > B",
+            "A >= B",
+            "A in B",
+            "A + B",
+            "A[B]",
+            "size(A)",
+            "A.size()",
+            "has(A.x)",
+            "A.x",
+            "!A",
+            "A ? 1 : 2",
+            "A && B",
+            "A || B",
+            "A.startsWith(B)",
+            "A.endsWith(B)",
+            "A.contains(B)",
+            "A.matches(B)",
+            "A.join(B)",
+            "A.join()",
+            "A.all(x, x == B)",
+            "A.exists(x, x == B)",
+            "A.exists_one(x, x != B)",
+            "A.filter(x, x == B)",
+            "size(A.map(x, [x, B]))",
+            "[A, B] == [B, A]",
+            "{} == A",
+            "A + B == B + A",
+        ];
+        let programs: Vec<(String, Program)> = templates
+            .iter()
+            .map(|t| {
+                let src = t.replace('A', "object.a").replace('B', "object.b");
+                let program = Program::compile(&src).unwrap();
+                assert!(supported(program.expression()), "{src}");
+                (src, program)
+            })
+            .collect();
+        let mut answered = 0;
+        for a in &palette {
+            for b in &palette {
+                with_scope(json!({"a": a, "b": b}), None, |s| {
+                    for (src, program) in &programs {
+                        if let Ok(v) = eval(program.expression(), &s.fast_vars()) {
+                            let cel = Value::resolve(program.expression(), s.cel());
+                            assert_eq!(cel.as_ref().ok(), Some(&v), "{src} with a = {a}, b = {b}: interpreter {cel:?}");
+                            answered += 1;
+                        }
+                    }
+                });
+            }
+        }
+        assert!(answered > 3000, "{answered}");
+    }
+
     /// The built-in policies never need the interpreter on the captured
     /// requests they match (a CREATE with `oldObject` null, a kubectl edit,
     /// a namespace DELETE with `object` null), and answer as it does.
