@@ -96,7 +96,8 @@ fn stamped_review(snap: &gitgate::provenance::Snapshot) -> Vec<u8> {
     serde_json::to_vec(&review).unwrap()
 }
 
-fn policy_state() -> AdmissionState {
+/// The 20 policies and the provenance snapshot of the Git repository.
+fn policy_parts() -> (Arc<PolicySet>, Arc<gitgate::provenance::Snapshot>) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
     let mut docs = Vec::new();
     for path in gitgate::policy::policy_files(&[dir]).unwrap() {
@@ -113,17 +114,26 @@ fn policy_state() -> AdmissionState {
     let work = std::env::temp_dir().join(format!("gitgate-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let snap = provenance_snapshot(&work);
+    let _ = std::fs::write(work.join("review.json"), stamped_review(&snap));
+    (Arc::new(set), snap)
+}
+
+fn who() -> gitgate::provenance::Identity {
+    gitgate::provenance::Identity { reconciler: RECONCILER.into(), strict: true, break_glass_groups: Vec::new() }
+}
+
+fn policy_state() -> AdmissionState {
+    let (set, snap) = policy_parts();
     let stage = PolicyStage {
-        policies: Arc::new(set),
+        policies: set,
         namespaces: Arc::new(StaticNamespaces::default()),
         reconciler: RECONCILER.into(),
-        provenance: Some(Arc::new(arc_swap::ArcSwapOption::from(Some(snap.clone())))),
+        provenance: Some(Arc::new(arc_swap::ArcSwapOption::from(Some(snap)))),
         strict: true,
         break_glass_groups: Vec::new(),
     };
     let state = AdmissionState::new(Default::default(), Limits::default(), Arc::new(LogRecorder));
     state.publish(Arc::new(Decider::new().with_validating(Arc::new(stage))));
-    let _ = std::fs::write(work.join("review.json"), stamped_review(&snap));
     state
 }
 
@@ -155,6 +165,36 @@ fn bench(c: &mut Criterion) {
     );
     g.bench_function("validate-create-deployment+provenance+20-policies", |b| {
         b.iter(|| rt.block_on(with_policies.review(Endpoint::Validate, black_box(&body))).unwrap())
+    });
+    // what the apiserver bench sends: a ConfigMap where gitgate does not
+    // deploy, with and without the stages
+    let configmap = fixture("validate-create-configmap-ssa.json");
+    g.bench_function("20-policies: configmap outside gitgate's namespaces, no stages", |b| {
+        b.iter(|| rt.block_on(state.review(Endpoint::Validate, black_box(&configmap))).unwrap())
+    });
+    g.bench_function("20-policies: configmap outside gitgate's namespaces, provenance + 20 policies", |b| {
+        b.iter(|| rt.block_on(with_policies.review(Endpoint::Validate, black_box(&configmap))).unwrap())
+    });
+    // where the time goes: each part of that decision alone
+    let (set, snap) = policy_parts();
+    let req = gitgate::admission::Review::decode(&stamped_body()).unwrap().request;
+    g.bench_function("20-policies part: decode", |b| {
+        b.iter(|| gitgate::admission::Review::decode(black_box(&body)).unwrap())
+    });
+    g.bench_function("20-policies part: provenance verify", |b| {
+        b.iter(|| gitgate::provenance::verify(&snap, black_box(&req), &who()))
+    });
+    let facts = gitgate::provenance::verify(&snap, &req, &who());
+    assert!(facts.verdict.allowed, "{}", facts.verdict.message);
+    let git = gitgate::policy::GitVars::from_facts(&facts, true);
+    let namespaces = StaticNamespaces::default();
+    g.bench_function("20-policies part: policies", |b| {
+        b.iter(|| {
+            let mut decision = gitgate::admission::Decision::default();
+            set.evaluate(black_box(&req), &namespaces, &git, &mut decision);
+            assert!(decision.allowed());
+            decision
+        })
     });
     g.finish();
 }

@@ -107,3 +107,50 @@ pub fn comprehension_variables(expr: &IdedExpr, out: &mut HashSet<String>) {
         }
     });
 }
+
+/// Every identifier an expression reads that none of its own
+/// comprehensions binds.
+pub fn free_identifiers(expr: &IdedExpr, out: &mut HashSet<String>) {
+    fn walk(e: &IdedExpr, bound: &mut Vec<String>, out: &mut HashSet<String>) {
+        match &e.expr {
+            Expr::Ident(n) => {
+                if !bound.contains(n) {
+                    out.insert(n.clone());
+                }
+            }
+            Expr::Comprehension(c) => {
+                walk(&c.iter_range, bound, out);
+                walk(&c.accu_init, bound, out);
+                let depth = bound.len();
+                bound.push(c.iter_var.clone());
+                bound.extend(c.iter_var2.clone());
+                bound.push(c.accu_var.clone());
+                for part in [&c.loop_cond, &c.loop_step, &c.result] {
+                    walk(part, bound, out);
+                }
+                bound.truncate(depth);
+            }
+            Expr::Call(call) => {
+                if let Some(t) = &call.target {
+                    walk(t, bound, out);
+                }
+                call.args.iter().for_each(|a| walk(a, bound, out));
+            }
+            Expr::List(l) => l.elements.iter().for_each(|x| walk(x, bound, out)),
+            Expr::Map(m) => m.entries.iter().for_each(|en| {
+                if let EntryExpr::MapEntry(me) = &en.expr {
+                    walk(&me.key, bound, out);
+                    walk(&me.value, bound, out);
+                }
+            }),
+            Expr::Struct(st) => st.entries.iter().for_each(|en| {
+                if let EntryExpr::StructField(fe) = &en.expr {
+                    walk(&fe.value, bound, out);
+                }
+            }),
+            Expr::Select(sel) => walk(&sel.operand, bound, out),
+            Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+    walk(expr, &mut Vec::new(), out);
+}

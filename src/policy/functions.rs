@@ -17,7 +17,7 @@ const CACHE_CAP: usize = 4096;
 
 static CACHE: LazyLock<RwLock<HashMap<String, Arc<Regex>>>> = LazyLock::new(Default::default);
 
-fn compiled(function: &str, pattern: &str) -> Result<Arc<Regex>, ExecutionError> {
+pub(crate) fn compiled(function: &str, pattern: &str) -> Result<Arc<Regex>, ExecutionError> {
     if let Ok(cache) = CACHE.read()
         && let Some(re) = cache.get(pattern)
     {

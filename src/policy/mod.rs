@@ -9,6 +9,7 @@
 
 pub mod ast;
 pub mod cost;
+mod fast;
 pub mod functions;
 pub mod model;
 pub mod testing;
@@ -149,6 +150,8 @@ struct Expression {
     source: String,
     ast: IdedExpr,
     cost: Cost,
+    /// [`fast::supported`]: evaluated over the request's JSON first.
+    fast: bool,
 }
 
 /// Rewrites `variables.<name>` into the identifier `VAR_PREFIX<name>`.
@@ -187,7 +190,8 @@ impl Expression {
         let cost = cost::analyze(program.expression());
         let mut ast = program.expression().clone();
         rewrite_variables(&mut ast);
-        Ok(Expression { source: source.to_owned(), ast, cost })
+        let fast = fast::supported(&ast);
+        Ok(Expression { source: source.to_owned(), ast, cost, fast })
     }
 
     /// Inlines variable definitions (keyed by their rewritten identifier)
@@ -204,6 +208,7 @@ impl Expression {
             false
         });
         self.cost = cost::analyze(&self.ast);
+        self.fast = fast::supported(&self.ast);
     }
 
     fn execute(&self, ctx: &Context<'_>) -> kube_cel::cel::ResolveResult {
@@ -453,7 +458,7 @@ impl PolicySet {
         decision: &mut Decision,
         only: &dyn Fn(&str) -> bool,
     ) {
-        let mut request_ctx: Option<(Context<'_>, Sizes, bool)> = None;
+        let mut scope: Option<RequestScope<'_>> = None;
         let mut audit_failures: Vec<Json> = Vec::new();
         let ns_object = if req.namespace.is_empty() { None } else { namespaces.get(&req.namespace) };
         for b in self.bound.iter().filter(|b| only(&b.policy.name)) {
@@ -463,19 +468,8 @@ impl PolicySet {
             {
                 continue;
             }
-            let (ctx, sizes, secret) = request_ctx.get_or_insert_with(|| {
-                let vars = RequestVars::new(req, ns_object.as_deref(), git);
-                let mut ctx = self.root.new_inner_scope();
-                ctx.add_variable_from_value("object", vars.object);
-                ctx.add_variable_from_value("oldObject", vars.old_object);
-                ctx.add_variable_from_value("request", vars.request);
-                ctx.add_variable_from_value("namespaceObject", vars.namespace);
-                ctx.add_variable_from_value("params", Value::Null);
-                ctx.add_variable_from_value("git", vars.git);
-                ctx.add_variable_from_value("variables", Value::Map(Map { map: Arc::new(HashMap::new()) }));
-                (ctx, vars.sizes, is_secret(req))
-            });
-            let outcome = run_policy(p, ctx, *sizes, *secret);
+            let scope = scope.get_or_insert_with(|| RequestScope::new(&self.root, req, ns_object.as_deref(), git));
+            let outcome = run_policy(p, scope);
             for v in outcome.violations {
                 let reason = if v.reason.is_empty() { "Invalid".to_owned() } else { v.reason };
                 for action in &b.actions {
@@ -523,13 +517,17 @@ impl PolicySet {
     }
 }
 
-/// Runs one policy in a child of the request's context.
-fn run_policy(p: &CompiledPolicy, request_ctx: &Context<'_>, sizes: Sizes, secret: bool) -> Outcome {
+/// Runs one policy over the request's variables.
+fn run_policy(p: &CompiledPolicy, scope: &RequestScope<'_>) -> Outcome {
     {
         let mut out = Outcome::default();
-        let mut ctx = request_ctx.new_inner_scope();
+        // variables bound eagerly (not inlined) live in a child context,
+        // and are evaluated by the interpreter alone
+        let mut local = (!p.inlined && !p.variables.is_empty()).then(|| scope.cel().new_inner_scope());
         let mut spent: u64 = 0;
-        let mut eval = |ctx: &Context<'_>, e: &Expression| -> Result<Value, String> {
+        let (sizes, secret) = (scope.sizes, scope.secret);
+        let vars = scope.fast_vars();
+        let mut eval = |local: Option<&Context<'_>>, e: &Expression| -> Result<Value, String> {
             let bound = e.cost.bound(sizes.collection, sizes.string);
             if bound > PER_CALL_LIMIT {
                 return Err(format!(
@@ -540,6 +538,13 @@ fn run_policy(p: &CompiledPolicy, request_ctx: &Context<'_>, sizes: Sizes, secre
             if spent > PER_POLICY_LIMIT {
                 return Err(format!("the policy's estimated cost exceeds the runtime budget of {PER_POLICY_LIMIT}"));
             }
+            if local.is_none()
+                && e.fast
+                && let Ok(v) = fast::eval(&e.ast, &vars)
+            {
+                return Ok(v);
+            }
+            let ctx = local.unwrap_or_else(|| scope.cel());
             e.execute(ctx).map_err(|err| if secret { "evaluation failed".to_owned() } else { err.to_string() })
         };
         let failed = |out: &mut Outcome, index: usize, what: &str, e: &Expression, err: String| {
@@ -553,7 +558,7 @@ fn run_policy(p: &CompiledPolicy, request_ctx: &Context<'_>, sizes: Sizes, secre
         };
 
         for (name, cond) in &p.conditions {
-            match eval(&ctx, cond) {
+            match eval(local.as_ref(), cond) {
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => return out,
                 Ok(_) => {
@@ -569,24 +574,26 @@ fn run_policy(p: &CompiledPolicy, request_ctx: &Context<'_>, sizes: Sizes, secre
         out.matched = true;
 
         for (name, var) in p.variables.iter().filter(|_| !p.inlined) {
-            let value = match eval(&ctx, var) {
+            let value = match eval(local.as_ref(), var) {
                 Ok(v) => v,
                 Err(err) => {
                     failed(&mut out, 0, &format!("variable {name:?}"), var, err);
                     return out;
                 }
             };
-            ctx.add_variable_from_value(format!("{VAR_PREFIX}{name}"), value);
+            if let Some(ctx) = local.as_mut() {
+                ctx.add_variable_from_value(format!("{VAR_PREFIX}{name}"), value);
+            }
         }
 
         for (index, v) in p.validations.iter().enumerate() {
-            match eval(&ctx, &v.expr) {
+            match eval(local.as_ref(), &v.expr) {
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => {
                     let message = v
                         .message_expr
                         .as_ref()
-                        .and_then(|m| match eval(&ctx, m) {
+                        .and_then(|m| match eval(local.as_ref(), m) {
                             Ok(Value::String(s)) if !s.trim().is_empty() => Some(s.to_string()),
                             _ => None,
                         })
@@ -599,7 +606,7 @@ fn run_policy(p: &CompiledPolicy, request_ctx: &Context<'_>, sizes: Sizes, secre
             }
         }
         for (key, expr) in &p.audit {
-            if let Ok(Value::String(s)) = eval(&ctx, expr) {
+            if let Ok(Value::String(s)) = eval(local.as_ref(), expr) {
                 out.annotations.push((key.clone(), s.to_string()));
             }
         }
@@ -732,7 +739,7 @@ fn inline_variables(p: &mut CompiledPolicy) -> bool {
     let mut bound = HashSet::new();
     let mut free = HashSet::new();
     for (_, v) in &p.variables {
-        ast::identifiers(&v.ast, &mut free);
+        ast::free_identifiers(&v.ast, &mut free);
         ast::comprehension_variables(&v.ast, &mut bound);
     }
     for v in &p.validations {
@@ -887,23 +894,28 @@ fn selector_matches(sel: &LabelSelector, labels: Option<&Json>) -> bool {
         })
 }
 
-/// The CEL variables of one request, converted once and shared by every
-/// policy that matches it.
-struct RequestVars {
-    object: Value,
-    old_object: Value,
-    request: Value,
-    namespace: Value,
-    git: Value,
+/// The variables of one request, shared by every policy that matches it:
+/// borrowed as JSON for [`fast`] evaluation, and converted into the
+/// interpreter's context only when an expression needs the interpreter.
+struct RequestScope<'r> {
+    object: Option<&'r Json>,
+    old_object: Option<&'r Json>,
+    namespace: Option<&'r Json>,
+    request: Json,
+    git: Json,
     sizes: Sizes,
+    secret: bool,
+    root: &'r Context<'static>,
+    cel: std::cell::OnceCell<Context<'r>>,
 }
 
-impl RequestVars {
-    fn new(req: &AdmissionRequest, namespace: Option<&Json>, git: &GitVars) -> RequestVars {
-        let mut sizes = Sizes::default();
-        let object = req.object.as_ref().map_or(Value::Null, |o| to_cel(o, &mut sizes));
-        let old_object = req.old_object.as_ref().map_or(Value::Null, |o| to_cel(o, &mut sizes));
-        let namespace = namespace.map_or(Value::Null, |n| to_cel(n, &mut sizes));
+impl<'r> RequestScope<'r> {
+    fn new(
+        root: &'r Context<'static>,
+        req: &'r AdmissionRequest,
+        namespace: Option<&'r Json>,
+        git: &GitVars,
+    ) -> RequestScope<'r> {
         let request = serde_json::json!({
             "uid": req.uid,
             "kind": req.kind,
@@ -919,9 +931,64 @@ impl RequestVars {
             "dryRun": req.dry_run,
             "options": req.options,
         });
-        let request = to_cel(&request, &mut sizes);
-        let git = to_cel(&serde_json::to_value(git).unwrap_or(Json::Null), &mut Sizes::default());
-        RequestVars { object, old_object, request, namespace, git, sizes }
+        let mut sizes = Sizes::default();
+        for v in [req.object.as_ref(), req.old_object.as_ref(), namespace, Some(&request)].into_iter().flatten() {
+            measure(v, &mut sizes);
+        }
+        RequestScope {
+            object: req.object.as_ref(),
+            old_object: req.old_object.as_ref(),
+            namespace,
+            request,
+            git: serde_json::to_value(git).unwrap_or(Json::Null),
+            sizes,
+            secret: is_secret(req),
+            root,
+            cel: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn fast_vars(&self) -> fast::Vars<'_> {
+        fast::Vars {
+            object: self.object,
+            old_object: self.old_object,
+            namespace: self.namespace,
+            request: &self.request,
+            git: &self.git,
+        }
+    }
+
+    /// The interpreter's context, converted on first use.
+    fn cel(&self) -> &Context<'r> {
+        self.cel.get_or_init(|| {
+            let mut sizes = Sizes::default();
+            let mut cel = |v: Option<&Json>| v.map_or(Value::Null, |v| to_cel(v, &mut sizes));
+            let mut ctx = self.root.new_inner_scope();
+            ctx.add_variable_from_value("object", cel(self.object));
+            ctx.add_variable_from_value("oldObject", cel(self.old_object));
+            ctx.add_variable_from_value("request", cel(Some(&self.request)));
+            ctx.add_variable_from_value("namespaceObject", cel(self.namespace));
+            ctx.add_variable_from_value("params", Value::Null);
+            ctx.add_variable_from_value("git", cel(Some(&self.git)));
+            ctx.add_variable_from_value("variables", Value::Map(Map { map: Arc::new(HashMap::new()) }));
+            ctx
+        })
+    }
+}
+
+/// Records the largest collection and string of `v`, as [`to_cel`] does.
+fn measure(v: &Json, sizes: &mut Sizes) {
+    match v {
+        Json::String(s) => sizes.string = sizes.string.max(s.len() as u64),
+        Json::Array(items) => {
+            sizes.collection = sizes.collection.max(items.len() as u64);
+            items.iter().for_each(|i| measure(i, sizes));
+        }
+        Json::Object(map) => {
+            sizes.collection = sizes.collection.max(map.len() as u64);
+            map.values().for_each(|i| measure(i, sizes));
+        }
+        Json::Null | Json::Bool(_) | Json::Number(_) => {}
     }
 }
 
