@@ -2,18 +2,18 @@
 //! kustomize-controller reads) — fetch, render, diff, apply by wave,
 //! prune, health, record — and the loop that runs it on the leader.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use serde_json::Value;
 
 use super::guard::{self, GuardConfig};
 use super::heal::{HealEvent, Watches};
 use super::health::{self, Health};
 use super::inventory::{self, Entry, Inventory};
-use super::plan::{self, Drift, Planned, Wave};
+use super::plan::{self, Drift, Observed, Planned, Wave};
 use super::status::{AppStatus, ObjectStatus, StatusStore, SyncStatus, health_str};
 use super::target::{Resource, Target};
 use super::{SyncConfig, SyncError};
@@ -208,16 +208,24 @@ impl Reconciler {
         //    object's content, ordered by wave.
         let planned = plan::plan_app(desired, &app.name)?;
         let target = self.targets.get(&app.destination.cluster).await?;
-        let mut resources = Vec::with_capacity(planned.len());
-        for p in &planned {
-            resources.push(target.resolve(&p.key.group, plan::version_of(&p.api_version), &p.key.kind).await?);
-        }
+        let resources = resolve_all(&target, &planned).await?;
 
-        // 3. Diff against live: one list per kind, by the app label.
-        let mut live = self.live(&target, &resources, &app.name).await?;
-        let drifts: Vec<Drift> = planned.iter().map(|p| plan::drift(p, live.get(&p.key))).collect();
+        // 3. Diff against live: one list per kind, by the app label; each
+        //    live object is summarised (drift, health, ignored values) as
+        //    it is read, and dropped.
+        let mut seen = self.observe_live(&target, &planned, &resources, &app.name).await?;
         let detect_only = app.sync_policy.detect_only;
         let previous: Vec<Entry> = inventory.map(|i| i.entries.clone()).unwrap_or_default();
+        let mut notes: HashMap<usize, String> = HashMap::new();
+        for (i, p) in planned.iter().enumerate() {
+            if let (Drift::Changed(field), Some(reason)) = (&seen[i].drift, &seen[i].break_glass)
+                && app.sync_policy.self_heal
+                && !detect_only
+                && let Some(note) = self.glass_window(app, &p.key, reason, field)
+            {
+                notes.insert(i, note);
+            }
+        }
 
         // 4. Apply by wave (the inventory first records what is about to
         //    exist, so a crash mid-sync never orphans an object).
@@ -235,15 +243,29 @@ impl Reconciler {
             };
             for (wi, wave) in waves.iter().enumerate() {
                 let idx: Vec<usize> = (0..planned.len())
-                    .filter(|&i| planned[i].wave == *wave && self.should_apply(app, &drifts[i]))
-                    .collect();
-                let jobs: Vec<_> = idx
-                    .into_iter()
-                    .map(|i| {
-                        let object = plan::respect_ignored(&planned[i], live.get(&planned[i].key));
-                        apply_job(target.clone(), resources[i].clone(), planned[i].key.clone(), object, i)
+                    .filter(|&i| {
+                        planned[i].wave == *wave && !notes.contains_key(&i) && self.should_apply(app, &seen[i].drift)
                     })
                     .collect();
+                let jobs = idx.into_iter().map(|i| {
+                    let (target, r, p, ignored) =
+                        (target.clone(), resources[i].clone(), &planned[i], seen[i].ignored.as_ref());
+                    // Git's content replaces a break-glass change (its window
+                    // ended, or Git moved): the annotation goes too.
+                    let glass = seen[i].break_glass.is_some();
+                    async move {
+                        let object = plan::respect_ignored(p, ignored)?;
+                        let mut live = target.apply(&r, &p.key.namespace, &p.key.name, &object).await?;
+                        if glass {
+                            target.remove_annotation(&r, &p.key.namespace, &p.key.name, BREAK_GLASS_ANNOTATION).await?;
+                            if let Some(a) = live.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+                                a.remove(BREAK_GLASS_ANNOTATION);
+                            }
+                        }
+                        Ok::<_, SyncError>(plan::observe(p, Some(&live)))
+                    }
+                    .map(move |r| (i, r))
+                });
                 let done = futures_util::stream::iter(jobs)
                     .buffer_unordered(self.config.concurrency.max(1))
                     .collect::<Vec<_>>()
@@ -251,10 +273,20 @@ impl Reconciler {
                 let mut first_error = None;
                 for (i, r) in done {
                     match r {
-                        Ok(obj) => {
+                        Ok(obs) => {
                             applied += 1;
+                            if let Some(reason) = &seen[i].break_glass
+                                && self
+                                    .break_glass
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .remove(&planned[i].key)
+                                    .is_some()
+                            {
+                                self.audit_glass(EventKind::BreakGlassExpired, &app.name, &planned[i].key, reason, "/");
+                            }
                             self.audit_apply(EventKind::Apply, &app.name, &planned[i], &resources[i]);
-                            live.insert(planned[i].key.clone(), obj);
+                            seen[i] = obs;
                             results.insert(i, Ok(()));
                         }
                         Err(e) => {
@@ -265,13 +297,13 @@ impl Reconciler {
                     }
                 }
                 if let Some(e) = first_error {
-                    self.fill_status(status, &planned, &resources, &live, &drifts, &results);
+                    self.fill_status(status, &planned, &resources, &seen, &results, &notes);
                     return Err(e);
                 }
                 // A later wave waits until this one is healthy.
                 if wi + 1 < waves.len() {
                     let members: Vec<usize> = (0..planned.len()).filter(|&i| planned[i].wave == *wave).collect();
-                    self.wait_healthy(&target, *wave, &planned, &resources, &members, &mut live).await?;
+                    self.wait_healthy(&target, *wave, &planned, &resources, &members, &mut seen).await?;
                 }
             }
             if let Some(m) = self.status.metrics() {
@@ -320,7 +352,7 @@ impl Reconciler {
         remaining.extend(prune.kept.iter().cloned());
 
         // 6. Health.
-        self.fill_status(status, &planned, &resources, &live, &drifts, &results);
+        self.fill_status(status, &planned, &resources, &seen, &results, &notes);
         let failed_prune = prune.guarded.is_some();
 
         // 7. Record: the inventory of what now exists, status, metrics.
@@ -356,25 +388,35 @@ impl Reconciler {
         }
     }
 
-    async fn live(
+    /// One list per kind (label `gitgate.dev/app=<app>`), each live object
+    /// summarised against its planned one as it arrives; objects Git does
+    /// not plan are the inventory's business (prune), not kept here.
+    async fn observe_live(
         &self,
         target: &Target,
-        resources: &[Resource],
+        planned: &[Planned],
+        resources: &[Arc<Resource>],
         app: &str,
-    ) -> Result<HashMap<ObjectKey, Value>, SyncError> {
-        let mut seen = HashSet::new();
-        let mut out = HashMap::new();
+    ) -> Result<Vec<Observed>, SyncError> {
+        let index: HashMap<&ObjectKey, usize> = planned.iter().enumerate().map(|(i, p)| (&p.key, i)).collect();
+        let mut seen: Vec<Option<Observed>> = vec![None; planned.len()];
+        let mut kinds = HashSet::new();
         for r in resources {
-            if !seen.insert((r.api.group.clone(), r.api.version.clone(), r.api.kind.clone())) {
+            if !kinds.insert((&r.api.group, &r.api.version, &r.api.kind)) {
                 continue;
             }
-            for obj in target.list(r, &format!("{APP_LABEL}={app}")).await? {
-                let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
-                let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-                out.insert(ObjectKey::new(&r.api.group, &r.api.kind, ns, name), obj);
-            }
+            target
+                .list_each(r, &format!("{APP_LABEL}={app}"), |obj| {
+                    let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+                    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                    let key = ObjectKey::new(&r.api.group, &r.api.kind, ns, name);
+                    if let Some(&i) = index.get(&key) {
+                        seen[i] = Some(plan::observe(&planned[i], Some(&obj)));
+                    }
+                })
+                .await?;
         }
-        Ok(out)
+        Ok(seen.into_iter().zip(planned).map(|(o, p)| o.unwrap_or_else(|| plan::observe(p, None))).collect())
     }
 
     /// Polls the members of a wave until each is healthy; a degraded one
@@ -384,9 +426,9 @@ impl Reconciler {
         target: &Target,
         wave: Wave,
         planned: &[Planned],
-        resources: &[Resource],
+        resources: &[Arc<Resource>],
         members: &[usize],
-        live: &mut HashMap<ObjectKey, Value>,
+        seen: &mut [Observed],
     ) -> Result<(), SyncError> {
         let deadline = Instant::now() + self.config.wave_timeout;
         let mut pause = Duration::from_millis(100);
@@ -394,7 +436,7 @@ impl Reconciler {
             let mut pending = Vec::new();
             for &i in members {
                 let p = &planned[i];
-                let a = health::assess(&p.key.group, &p.key.kind, live.get(&p.key));
+                let a = &seen[i].health;
                 match a.health {
                     Health::Healthy => {}
                     Health::Degraded => {
@@ -403,7 +445,7 @@ impl Reconciler {
                             detail: format!("{}: {}", p.id(), a.message),
                         });
                     }
-                    _ => pending.push((i, a.message)),
+                    _ => pending.push((i, a.message.clone())),
                 }
             }
             if pending.is_empty() {
@@ -426,14 +468,8 @@ impl Reconciler {
             pause = (pause * 2).min(Duration::from_secs(2));
             for (i, _) in pending {
                 let p = &planned[i];
-                match target.get(&resources[i], &p.key.namespace, &p.key.name).await? {
-                    Some(obj) => {
-                        live.insert(p.key.clone(), obj);
-                    }
-                    None => {
-                        live.remove(&p.key);
-                    }
-                }
+                let live = target.get(&resources[i], &p.key.namespace, &p.key.name).await?;
+                seen[i] = plan::observe(p, live.as_ref());
             }
         }
     }
@@ -534,26 +570,25 @@ impl Reconciler {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn fill_status(
         &self,
         status: &mut AppStatus,
         planned: &[Planned],
-        resources: &[Resource],
-        live: &HashMap<ObjectKey, Value>,
-        drifts: &[Drift],
+        resources: &[Arc<Resource>],
+        seen: &[Observed],
         results: &HashMap<usize, Result<(), String>>,
+        notes: &HashMap<usize, String>,
     ) {
         let mut objects = Vec::with_capacity(planned.len());
         let mut healths = Vec::with_capacity(planned.len());
         for (i, p) in planned.iter().enumerate() {
-            let obj = live.get(&p.key);
-            let a = health::assess(&p.key.group, &p.key.kind, obj);
+            let a = &seen[i].health;
             healths.push(a.health);
-            let (sync, message) = match results.get(&i) {
-                Some(Err(e)) => (SyncStatus::Failed, e.clone()),
-                Some(Ok(())) => (SyncStatus::Synced, a.message.clone()),
-                None => match &drifts[i] {
+            let (sync, message) = match (results.get(&i), notes.get(&i)) {
+                (Some(Err(e)), _) => (SyncStatus::Failed, e.clone()),
+                (Some(Ok(())), _) => (SyncStatus::Synced, a.message.clone()),
+                (None, Some(note)) => (SyncStatus::OutOfSync, note.clone()),
+                (None, None) => match &seen[i].drift {
                     Drift::InSync => (SyncStatus::Synced, a.message.clone()),
                     Drift::Changed(f) => (SyncStatus::OutOfSync, format!("{f} differs from Git")),
                     Drift::Stale => (SyncStatus::OutOfSync, "Git has new content".into()),
@@ -571,7 +606,7 @@ impl Reconciler {
                 health: health_str(a.health),
                 message,
                 commit: p.commit.clone(),
-                source: p.source.split_once(':').map(|(_, s)| s.to_string()).unwrap_or_default(),
+                source: p.file().to_string(),
             });
         }
         status.health = health_str(health::aggregate(healths));
@@ -664,45 +699,22 @@ impl Reconciler {
             // Missing after a delete: put back (self-heal); stale content is
             // the next sync's job.
             if drift == Drift::Missing && app.sync_policy.self_heal && !app.sync_policy.detect_only {
-                self.revert(app, &planned, None, "deleted").await;
+                self.revert(app, &planned, None, "deleted", false).await;
             }
             return;
         };
         if let Some(m) = self.status.metrics() {
             m.drift(&app.name);
         }
-        let glass = live
-            .and_then(|l| l.pointer("/metadata/annotations"))
-            .and_then(|a| a.get(BREAK_GLASS_ANNOTATION))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        if let Some(reason) = glass {
-            let first = *self
-                .break_glass
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(key.clone())
-                .or_insert_with(Instant::now);
-            if first.elapsed() < self.config.break_glass_ttl {
-                self.status.update_object(&app.name, key, |o| {
-                    o.sync = SyncStatus::OutOfSync;
-                    o.message =
-                        format!("break-glass ({reason}): {field} differs from Git; left alone until the window ends");
-                });
-                return;
-            }
-            self.break_glass.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
-            self.audit(AuditEntry {
-                event: EventKind::BreakGlassExpired,
-                group: key.group.clone(),
-                kind: key.kind.clone(),
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-                app: app.name.clone(),
-                decision: Outcome::Done,
-                reasons: vec![reason],
-                ..AuditEntry::default()
+        let glass = live.and_then(plan::break_glass);
+        if let Some(reason) = &glass
+            && let Some(note) = self.glass_window(app, key, reason, field)
+        {
+            self.status.update_object(&app.name, key, |o| {
+                o.sync = SyncStatus::OutOfSync;
+                o.message = note;
             });
+            return;
         }
         if !app.sync_policy.self_heal || app.sync_policy.detect_only {
             tracing::warn!(app = %app.name, object = %planned.id(), field = %field, "drift detected (not reverted: self-heal is off)");
@@ -712,10 +724,111 @@ impl Reconciler {
             });
             return;
         }
-        self.revert(app, &planned, live, field).await;
+        self.revert(app, &planned, live, field, glass.is_some()).await;
     }
 
-    async fn revert(&self, app: &App, planned: &Planned, live: Option<&Value>, why: &str) {
+    /// The break-glass window of an object changed by hand under
+    /// `gitgate.dev/break-glass: "<reason>"`: opened (and audited) when
+    /// first seen, `Some(note)` while it lasts (self-heal leaves the object
+    /// alone), `None` once `--break-glass-ttl` has passed (audited; the
+    /// object goes back to Git).
+    fn glass_window(&self, app: &App, key: &ObjectKey, reason: &str, field: &str) -> Option<String> {
+        let ttl = self.config.break_glass_ttl;
+        let mut open = self.break_glass.lock().unwrap_or_else(|e| e.into_inner());
+        match open.get(key) {
+            Some(opened) if opened.elapsed() >= ttl => {
+                open.remove(key);
+                drop(open);
+                self.audit_glass(EventKind::BreakGlassExpired, &app.name, key, reason, field);
+                tracing::warn!(app = %app.name, object = %plan::id(key), "break-glass expired: back to Git");
+                return None;
+            }
+            Some(_) => {}
+            None => {
+                open.insert(key.clone(), Instant::now());
+                drop(open);
+                self.audit_glass(EventKind::BreakGlassOpened, &app.name, key, reason, field);
+                tracing::warn!(app = %app.name, object = %plan::id(key), reason, ttl = ?ttl, "break-glass: self-heal leaves the object alone");
+            }
+        }
+        Some(format!("break-glass ({reason}): {field} differs from Git; left alone until the window ends"))
+    }
+
+    fn audit_glass(&self, event: EventKind, app: &str, key: &ObjectKey, reason: &str, field: &str) {
+        let detail = match event {
+            EventKind::BreakGlassOpened => {
+                format!("{field} differs from Git; self-heal resumes in {:?}", self.config.break_glass_ttl)
+            }
+            _ => format!("{field} differs from Git; reverted to Git"),
+        };
+        self.audit(AuditEntry {
+            event,
+            group: key.group.clone(),
+            kind: key.kind.clone(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            app: app.to_string(),
+            decision: Outcome::Done,
+            reasons: vec![reason.to_string(), detail],
+            ..AuditEntry::default()
+        });
+    }
+
+    /// When the next break-glass window ends.
+    pub fn next_glass_expiry(&self) -> Option<Instant> {
+        let ttl = self.config.break_glass_ttl;
+        self.break_glass.lock().unwrap_or_else(|e| e.into_inner()).values().map(|t| *t + ttl).min()
+    }
+
+    /// Windows that ended with no watch event since: each object is read
+    /// again and healed (back to Git), or forgotten when it is gone or
+    /// already matches Git.
+    pub async fn expire_glass(&self, desired: Option<&Arc<DesiredSet>>) {
+        let ttl = self.config.break_glass_ttl;
+        let due: Vec<ObjectKey> = self
+            .break_glass
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= ttl)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            let live = match self.read_managed(desired, &key).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(object = %plan::id(&key), error = %crate::error_chain(&e), "failed to read a break-glass object");
+                    None
+                }
+            };
+            match live {
+                Some(v) => self.heal(desired, HealEvent::Changed(key.clone(), v)).await,
+                None => tracing::info!(object = %plan::id(&key), "break-glass window ended on an object that is gone"),
+            }
+            // Healed (and audited) above, or nothing left to revert.
+            self.break_glass.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        }
+    }
+
+    /// The live copy of one of Git's objects, from its app's cluster.
+    async fn read_managed(
+        &self,
+        desired: Option<&Arc<DesiredSet>>,
+        key: &ObjectKey,
+    ) -> Result<Option<Value>, SyncError> {
+        let Some(d) = desired else { return Ok(None) };
+        let Some(obj) = d.get_key(key) else { return Ok(None) };
+        let Some(app) = d.app_of(obj) else { return Ok(None) };
+        let planned = plan::plan_object(&app.name, key, obj)?;
+        let target = self.targets.get(&app.destination.cluster).await?;
+        let r = target.resolve(&key.group, plan::version_of(&planned.api_version), &key.kind).await?;
+        target.get(&r, &key.namespace, &key.name).await
+    }
+
+    /// Puts Git's content back; a break-glass object also loses its
+    /// `gitgate.dev/break-glass` annotation (another manager's field, which
+    /// an apply cannot drop), so the window is visibly closed.
+    async fn revert(&self, app: &App, planned: &Planned, live: Option<&Value>, why: &str, glass: bool) {
         let Ok(target) = self.targets.get(&app.destination.cluster).await else { return };
         let r = match target
             .resolve(&planned.key.group, plan::version_of(&planned.api_version), &planned.key.kind)
@@ -724,8 +837,11 @@ impl Reconciler {
             Ok(r) => r,
             Err(e) => return tracing::warn!(error = %crate::error_chain(&e), "self-heal could not resolve the kind"),
         };
-        let object = plan::respect_ignored(planned, live);
-        match target.apply(&r, &planned.key.namespace, &planned.key.name, &object).await {
+        let applied = match plan::respect_ignored(planned, live) {
+            Ok(object) => target.apply(&r, &planned.key.namespace, &planned.key.name, &object).await,
+            Err(e) => Err(e),
+        };
+        match applied {
             Ok(_) => {
                 tracing::warn!(app = %app.name, object = %planned.id(), what = why, "drift reverted");
                 self.audit_apply(EventKind::DriftReverted, &app.name, planned, &r);
@@ -733,6 +849,13 @@ impl Reconciler {
                     o.sync = SyncStatus::Synced;
                     o.message = format!("drift reverted ({why})");
                 });
+                if glass
+                    && let Err(e) = target
+                        .remove_annotation(&r, &planned.key.namespace, &planned.key.name, BREAK_GLASS_ANNOTATION)
+                        .await
+                {
+                    tracing::warn!(object = %planned.id(), error = %crate::error_chain(&e), "failed to drop the break-glass annotation");
+                }
             }
             Err(e) => tracing::warn!(app = %app.name, error = %crate::error_chain(&e), "self-heal failed"),
         }
@@ -741,16 +864,17 @@ impl Reconciler {
     /// The kinds to watch for self-heal: every kind the desired set holds,
     /// per target, and the guard's.
     pub async fn watch_set(&self, desired: &DesiredSet) -> Vec<(Arc<Target>, Resource)> {
-        let mut kinds: BTreeMap<(String, String, String, String), ()> = BTreeMap::new();
+        let mut kinds: HashSet<(String, String, String)> = HashSet::new();
         let mut out = Vec::new();
         for app in desired.apps() {
             let Ok(target) = self.targets.get(&app.destination.cluster).await else { continue };
-            let Ok(planned) = plan::plan_app(desired, &app.name) else { continue };
-            for p in planned {
-                let v = plan::version_of(&p.api_version).to_string();
-                if kinds.insert((target.name.clone(), p.key.group.clone(), v.clone(), p.key.kind.clone()), ()).is_none()
-                    && let Ok(r) = target.resolve(&p.key.group, &v, &p.key.kind).await
-                {
+            // One manifest per kind is read for its version; the rest are skipped.
+            for (key, obj) in desired.app_objects(&app.name) {
+                if !kinds.insert((target.name.clone(), key.group.clone(), key.kind.clone())) {
+                    continue;
+                }
+                let Ok(p) = plan::plan_object(&app.name, &key, obj) else { continue };
+                if let Ok(r) = target.resolve(&key.group, plan::version_of(&p.api_version), &key.kind).await {
                     out.push((target.clone(), r));
                 }
             }
@@ -876,6 +1000,9 @@ impl Reconciler {
                 watches.ensure(self.watch_set(d).await, self.guard.is_some().then(|| self.targets.default.clone()));
             }
             loop {
+                let next = self.next_glass_expiry();
+                let glass_due = next.is_some();
+                let glass = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
                 tokio::select! {
                     r = desired.changed() => { if r.is_err() { return } break; }
                     r = leader.changed() => { if r.is_err() { return } break; }
@@ -886,20 +1013,30 @@ impl Reconciler {
                         }
                     }
                     Some(ev) = rx.recv() => self.heal(current.as_ref(), ev).await,
+                    _ = tokio::time::sleep_until(glass.into()), if glass_due => self.expire_glass(current.as_ref()).await,
                 }
             }
         }
     }
 }
 
-async fn apply_job(
-    target: Arc<Target>,
-    r: Resource,
-    key: ObjectKey,
-    object: Value,
-    i: usize,
-) -> (usize, Result<Value, SyncError>) {
-    (i, target.apply(&r, &key.namespace, &key.name, &object).await)
+/// The resource of each planned object; one shared `Resource` per kind.
+async fn resolve_all(target: &Target, planned: &[Planned]) -> Result<Vec<Arc<Resource>>, SyncError> {
+    let mut kinds: HashMap<(&str, &str, &str), Arc<Resource>> = HashMap::new();
+    let mut out = Vec::with_capacity(planned.len());
+    for p in planned {
+        let k = (p.key.group.as_str(), plan::version_of(&p.api_version), p.key.kind.as_str());
+        let r = match kinds.get(&k) {
+            Some(r) => r.clone(),
+            None => {
+                let r = Arc::new(target.resolve(k.0, k.1, k.2).await?);
+                kinds.insert(k, r.clone());
+                r
+            }
+        };
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// Deletes one entry unless its live copy is kept by annotation or is no
