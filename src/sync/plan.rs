@@ -295,6 +295,18 @@ pub fn observe(planned: &Planned, live: Option<&Value>) -> Observed {
     }
 }
 
+/// What is known of an object just applied: Git's content (the apply
+/// wrote it) and the health of what the apiserver stored
+/// ([`crate::sync::target::Stored`]).
+pub fn applied(planned: &Planned, stored: &Value) -> Observed {
+    Observed {
+        drift: Drift::InSync,
+        health: crate::sync::health::assess(&planned.key.group, &planned.key.kind, Some(stored)),
+        ignored: None,
+        break_glass: None,
+    }
+}
+
 /// `gitgate.dev/break-glass: "<reason>"` of a live object (non-empty).
 pub fn break_glass(live: &Value) -> Option<String> {
     let reason = live.pointer("/metadata/annotations")?.get(crate::provenance::BREAK_GLASS_ANNOTATION)?.as_str()?;

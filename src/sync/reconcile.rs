@@ -255,14 +255,11 @@ impl Reconciler {
                     let glass = seen[i].break_glass.is_some();
                     async move {
                         let object = plan::respect_ignored(p, ignored)?;
-                        let mut live = target.apply(&r, &p.key.namespace, &p.key.name, &object).await?;
+                        let stored = target.apply(&r, &p.key.namespace, &p.key.name, &object).await?;
                         if glass {
                             target.remove_annotation(&r, &p.key.namespace, &p.key.name, BREAK_GLASS_ANNOTATION).await?;
-                            if let Some(a) = live.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
-                                a.remove(BREAK_GLASS_ANNOTATION);
-                            }
                         }
-                        Ok::<_, SyncError>(plan::observe(p, Some(&live)))
+                        Ok::<_, SyncError>(plan::applied(p, &stored))
                     }
                     .map(move |r| (i, r))
                 });

@@ -143,8 +143,9 @@ impl Target {
     }
 
     /// Server-side apply with gitgate's field manager, taking over fields
-    /// another manager set (Git wins). Returns the object as stored
-    /// (read straight into JSON: no typed round trip).
+    /// another manager set (Git wins). Returns what health needs of the
+    /// object as stored ([`Stored`]: generation, deletion, spec, status):
+    /// the rest of the reply (data, managedFields) is skipped as it is read.
     pub async fn apply(&self, r: &Resource, namespace: &str, name: &str, object: &Value) -> Result<Value, SyncError> {
         self.limit.acquire().await;
         let action = || format!("apply {}", display(&r.api.kind, namespace, name));
@@ -152,8 +153,8 @@ impl Target {
         let req = kube::core::Request::new(self.api(r, namespace).resource_url())
             .patch(name, &params, &Patch::Apply(object))
             .map_err(|e| SyncError::kube(action(), kube::Error::BuildRequest(e)))?;
-        let out: Value = self.client.request(req).await.map_err(|e| SyncError::kube(action(), e))?;
-        Ok(slim(out))
+        let out: Stored = self.client.request(req).await.map_err(|e| SyncError::kube(action(), e))?;
+        Ok(out.into_value())
     }
 
     /// Reads one object; `None` when it is not there.
@@ -241,6 +242,49 @@ impl Target {
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(SyncError::kube(format!("delete {}", display(&r.api.kind, namespace, name)), e)),
         }
+    }
+}
+
+/// The parts of a stored object its health reads.
+#[derive(serde::Deserialize)]
+pub struct Stored {
+    #[serde(default)]
+    metadata: StoredMeta,
+    #[serde(default)]
+    spec: Option<Value>,
+    #[serde(default)]
+    status: Option<Value>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct StoredMeta {
+    #[serde(default)]
+    generation: Option<Value>,
+    #[serde(default)]
+    deletion_timestamp: Option<Value>,
+}
+
+impl Stored {
+    /// `{metadata: {generation, deletionTimestamp}, spec, status}`, the
+    /// absent ones left out.
+    pub fn into_value(self) -> Value {
+        let mut meta = serde_json::Map::new();
+        if let Some(g) = self.metadata.generation {
+            meta.insert("generation".into(), g);
+        }
+        if let Some(d) = self.metadata.deletion_timestamp {
+            meta.insert("deletionTimestamp".into(), d);
+        }
+        let mut out = serde_json::Map::new();
+        out.insert("metadata".into(), Value::Object(meta));
+        if let Some(s) = self.spec {
+            out.insert("spec".into(), s);
+        }
+        if let Some(s) = self.status {
+            out.insert("status".into(), s);
+        }
+        Value::Object(out)
     }
 }
 
