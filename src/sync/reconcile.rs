@@ -112,19 +112,24 @@ impl Reconciler {
     /// Every app of the desired set, one after the other, then the apps
     /// that left Git (their inventories are pruned, under the guard).
     pub async fn sync_once(&self, desired: &Arc<DesiredSet>) -> Vec<AppStatus> {
+        self.sync_all(desired).await;
+        desired.apps().iter().filter_map(|a| self.status.app(&a.name)).collect()
+    }
+
+    /// [`Reconciler::sync_once`] keeping each app's status in the store
+    /// only (at 10,000 objects a status is megabytes: the loop holds one).
+    async fn sync_all(&self, desired: &Arc<DesiredSet>) {
         let message = self.commit_message(desired.commit()).await;
         let inventories = match inventory::read_all(self.targets.default.client(), &self.config.namespace).await {
             Ok(i) => i,
             Err(e) => {
                 tracing::error!(error = %crate::error_chain(&e), "failed to read the inventories; nothing is synced");
-                return Vec::new();
+                return;
             }
         };
-        let mut out = Vec::new();
         for app in desired.apps() {
             let status = self.sync_app(desired, app, inventories.get(&app.name), &message).await;
-            self.status.put(status.clone());
-            out.push(status);
+            self.status.put(status);
         }
         for (name, inv) in &inventories {
             if desired.app(name).is_none() {
@@ -133,7 +138,6 @@ impl Reconciler {
         }
         let names: HashSet<String> = desired.apps().iter().map(|a| a.name.clone()).collect();
         self.status.retain(|n| names.contains(n));
-        out
     }
 
     async fn commit_message(&self, id: gix::ObjectId) -> String {
@@ -993,7 +997,7 @@ impl Reconciler {
                 if let Err(e) = self.guard_once().await {
                     tracing::error!(error = %crate::error_chain(&e), "failed to install gitgate's webhook configurations");
                 }
-                self.sync_once(d).await;
+                self.sync_all(d).await;
                 watches.ensure(self.watch_set(d).await, self.guard.is_some().then(|| self.targets.default.clone()));
             }
             loop {
