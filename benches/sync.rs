@@ -84,6 +84,52 @@ async fn raw_creates(client: &kube::Client, ns: &str) -> f64 {
     N as f64 / t.elapsed().as_secs_f64()
 }
 
+/// The same objects server-side-applied plain, 16 at a time (one field
+/// manager, force): the apiserver's ceiling for applies in this run.
+async fn raw_applies(client: &kube::Client, ns: &str) -> f64 {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let deploys: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), ns);
+    let params = PatchParams::apply("bench").force();
+    let t = Instant::now();
+    futures_util::stream::iter((0..N).map(|i| {
+        let (cms, deploys, params) = (cms.clone(), deploys.clone(), params.clone());
+        async move {
+            let name = format!("ssa-{i:05}");
+            if i < 800 {
+                let cm: Value = serde_saphyr::from_str(&configmap(&name, "1")).unwrap();
+                cms.patch(&name, &params, &Patch::Apply(&cm)).await.unwrap();
+            } else {
+                let d: Value = serde_saphyr::from_str(&deployment(&name)).unwrap();
+                deploys.patch(&name, &params, &Patch::Apply(&d)).await.unwrap();
+            }
+        }
+    }))
+    .buffer_unordered(CLIENTS)
+    .collect::<Vec<_>>()
+    .await;
+    N as f64 / t.elapsed().as_secs_f64()
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) + field(12)) / 100.0
+}
+
+/// CPU used by (this process, kube-apiserver, etcd) so far.
+fn cpu(c: &cluster::Cluster) -> [f64; 3] {
+    let pid = |name: &str| std::fs::read_to_string(c.run_dir.join(format!("pids/{name}.pid"))).unwrap_or_default();
+    [cpu_secs("self"), cpu_secs(pid("kube-apiserver").trim()), cpu_secs(pid("etcd").trim())]
+}
+
+/// `per object: client X ms, apiserver Y ms, etcd Z ms of CPU`.
+fn cpu_per_object(before: [f64; 3], after: [f64; 3]) -> String {
+    let ms = |i: usize| (after[i] - before[i]) * 1000.0 / N as f64;
+    format!("CPU per object: client {:.2} ms, apiserver {:.2} ms, etcd {:.2} ms", ms(0), ms(1), ms(2))
+}
+
 async fn sync_from_cold(client: &kube::Client, ns: &str) -> f64 {
     let (repo, head) = app_repo(ns, 800, 200);
     let (_t, cache) = cache_dir();
@@ -236,15 +282,28 @@ async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let Some(c) = cluster::cluster("benches/sync") else { return };
     let client = c.client().await;
-    for ns in ["bench-raw", "bench-sync", "gitgate-bench"] {
+    for ns in ["bench-raw", "bench-ssa", "bench-sync", "gitgate-bench"] {
         c.ensure_namespace(ns);
     }
+    let t0 = cpu(c);
     let raw = raw_creates(&client, "bench-raw").await;
+    let t1 = cpu(c);
+    let ssa = raw_applies(&client, "bench-ssa").await;
+    let t2 = cpu(c);
     let synced = sync_from_cold(&client, "bench-sync").await;
+    let t3 = cpu(c);
     println!(
         "1,000 objects: raw creates ({CLIENTS} clients) {raw:.0}/s; gitgate sync_once from cold {synced:.0}/s = {:.0}% of raw",
         synced / raw * 100.0
     );
+    println!(
+        "  plain server-side applies ({CLIENTS} clients) {ssa:.0}/s = {:.0}% of raw creates; sync_once = {:.0}% of them",
+        ssa / raw * 100.0,
+        synced / ssa * 100.0
+    );
+    println!("  raw creates: {}", cpu_per_object(t0, t1));
+    println!("  raw applies: {}", cpu_per_object(t1, t2));
+    println!("  sync_once:   {}", cpu_per_object(t2, t3));
 
     // push → applied, drift → reverted, through the real binary
     c.ensure_namespace("bench-loop");
