@@ -285,11 +285,22 @@ async fn main() {
     for ns in ["bench-raw", "bench-ssa", "bench-sync", "gitgate-bench"] {
         c.ensure_namespace(ns);
     }
+    // Warm-up (connections, the apiserver's caches), then each phase on a
+    // quiet control plane: the controller manager's work on one phase's
+    // 200 Deployments (ReplicaSets) must not land in the next one.
+    c.ensure_namespace("bench-warm");
+    raw_creates(&client, "bench-warm").await;
+    let settle = || tokio::time::sleep(Duration::from_secs(5));
+    settle().await;
     let t0 = cpu(c);
     let raw = raw_creates(&client, "bench-raw").await;
     let t1 = cpu(c);
+    settle().await;
+    let t1b = cpu(c);
     let ssa = raw_applies(&client, "bench-ssa").await;
     let t2 = cpu(c);
+    settle().await;
+    let t2b = cpu(c);
     let synced = sync_from_cold(&client, "bench-sync").await;
     let t3 = cpu(c);
     println!(
@@ -302,8 +313,8 @@ async fn main() {
         synced / ssa * 100.0
     );
     println!("  raw creates: {}", cpu_per_object(t0, t1));
-    println!("  raw applies: {}", cpu_per_object(t1, t2));
-    println!("  sync_once:   {}", cpu_per_object(t2, t3));
+    println!("  raw applies: {}", cpu_per_object(t1b, t2));
+    println!("  sync_once:   {}", cpu_per_object(t2b, t3));
 
     // push → applied, drift → reverted, through the real binary
     c.ensure_namespace("bench-loop");

@@ -219,7 +219,7 @@ impl Reconciler {
         //    it is read, and dropped.
         let mut seen = self.observe_live(&target, &planned, &resources, &app.name).await?;
         let detect_only = app.sync_policy.detect_only;
-        let previous: Vec<Entry> = inventory.map(|i| i.entries.clone()).unwrap_or_default();
+        let previous: &[Entry] = inventory.map(|i| i.entries.as_slice()).unwrap_or_default();
         let mut notes: HashMap<usize, String> = HashMap::new();
         for (i, p) in planned.iter().enumerate() {
             if let (Drift::Changed(field), Some(reason)) = (&seen[i].drift, &seen[i].break_glass)
@@ -235,11 +235,12 @@ impl Reconciler {
         //    exist, so a crash mid-sync never orphans an object).
         let mut results: HashMap<usize, Result<(), String>> = HashMap::new();
         let mut applied = 0usize;
-        let mut recorded = inventory.cloned();
+        // What the inventory holds now, encoded (one string, not 10,000 entries).
+        let mut recorded: Option<(String, String)> =
+            inventory.map(|i| (inventory::encode(&i.entries), i.cluster.clone()));
         if !detect_only {
-            let mut ahead: Vec<Entry> = previous.clone();
-            ahead.extend(planned.iter().map(Planned::entry));
-            recorded = Some(self.write_inventory(app, &ahead, recorded.as_ref(), desired).await?);
+            let ahead: Vec<Entry> = previous.iter().cloned().chain(planned.iter().map(Planned::entry)).collect();
+            recorded = Some(self.write_inventory(app, ahead, recorded.as_ref(), desired).await?);
             let waves: Vec<Wave> = {
                 let mut w: Vec<Wave> = planned.iter().map(|p| p.wave).collect();
                 w.dedup();
@@ -314,7 +315,7 @@ impl Reconciler {
 
         // 5. Prune what left Git, in reverse wave order, under the guard.
         let keys: HashSet<ObjectKey> = planned.iter().map(|p| p.key.clone()).collect();
-        let prune = plan::prune_plan(&previous, &keys, self.config.prune_guard, plan::allows_mass_prune(message));
+        let prune = plan::prune_plan(previous, &keys, self.config.prune_guard, plan::allows_mass_prune(message));
         let mut remaining: Vec<Entry> = planned.iter().map(Planned::entry).collect();
         let mut prune_note = None;
         if detect_only {
@@ -358,7 +359,7 @@ impl Reconciler {
 
         // 7. Record: the inventory of what now exists, status, metrics.
         if !detect_only {
-            self.write_inventory(app, &remaining, recorded.as_ref(), desired).await?;
+            self.write_inventory(app, remaining, recorded.as_ref(), desired).await?;
         }
         let out_of_sync = status.objects.iter().any(|o| o.sync != SyncStatus::Synced) || prune_note.is_some();
         status.sync = if failed_prune {
@@ -532,25 +533,28 @@ impl Reconciler {
         gone
     }
 
+    /// Writes an app's inventory unless it already holds exactly these
+    /// entries; returns what it holds now (encoded, and its cluster).
     async fn write_inventory(
         &self,
         app: &App,
-        entries: &[Entry],
-        previous: Option<&Inventory>,
+        mut entries: Vec<Entry>,
+        previous: Option<&(String, String)>,
         desired: &DesiredSet,
-    ) -> Result<Inventory, SyncError> {
-        let mut entries = entries.to_vec();
-        entries.sort_by_key(Entry::key);
-        entries.dedup_by(|a, b| a.key() == b.key());
-        let inv = Inventory { entries, commit: desired.commit().to_string(), cluster: app.destination.cluster.clone() };
-        if let Some(p) = previous
-            && inventory::encode(&p.entries) == inventory::encode(&inv.entries)
-            && p.cluster == inv.cluster
-        {
-            return Ok(p.clone());
+    ) -> Result<(String, String), SyncError> {
+        fn key(e: &Entry) -> (&str, &str, &str, &str) {
+            (&e.group, &e.kind, &e.namespace, &e.name)
         }
+        entries.sort_by(|a, b| key(a).cmp(&key(b)));
+        entries.dedup_by(|a, b| key(a) == key(b));
+        let text = inventory::encode(&entries);
+        let cluster = app.destination.cluster.clone();
+        if previous.is_some_and(|(t, c)| *t == text && *c == cluster) {
+            return Ok((text, cluster));
+        }
+        let inv = Inventory { entries, commit: desired.commit().to_string(), cluster };
         inventory::write(self.targets.default.client(), &self.config.namespace, &app.name, &inv).await?;
-        Ok(inv)
+        Ok((text, inv.cluster))
     }
 
     /// An app that left `gitgate.yaml`: its objects are pruned (under the
@@ -976,7 +980,9 @@ impl Reconciler {
         mut desired: tokio::sync::watch::Receiver<Option<Arc<DesiredSet>>>,
         mut leader: tokio::sync::watch::Receiver<bool>,
     ) {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<HealEvent>(1024);
+        // Small: a watch's initial list of 10,000 objects waits here for
+        // self-heal rather than piling up whole objects in memory.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<HealEvent>(64);
         let mut watches = Watches::new(tx);
         let mut resync = tokio::time::interval(self.config.resync_interval);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
