@@ -130,7 +130,9 @@ fn cpu_per_object(before: [f64; 3], after: [f64; 3]) -> String {
     format!("CPU per object: client {:.2} ms, apiserver {:.2} ms, etcd {:.2} ms", ms(0), ms(1), ms(2))
 }
 
-async fn sync_from_cold(client: &kube::Client, ns: &str) -> f64 {
+/// objects/s of `sync_once` from cold, and the CPU used by the sync
+/// alone (the repository and its render are made before).
+async fn sync_from_cold(c: &cluster::Cluster, client: &kube::Client, ns: &str) -> (f64, [f64; 3], [f64; 3]) {
     let (repo, head) = app_repo(ns, 800, 200);
     let (_t, cache) = cache_dir();
     let src = Arc::new(GitSource::open(&repo.url(), &cache).unwrap());
@@ -150,12 +152,14 @@ async fn sync_from_cold(client: &kube::Client, ns: &str) -> f64 {
         None,
         None,
     );
+    let before = cpu(c);
     let t = Instant::now();
     let out = r.sync_once(&desired).await;
     let secs = t.elapsed().as_secs_f64();
+    let after = cpu(c);
     assert_eq!(out[0].objects.len(), N, "{}", out[0].message);
     assert!(out[0].objects.iter().all(|o| o.sync == gitgate::sync::status::SyncStatus::Synced), "{}", out[0].message);
-    N as f64 / secs
+    (N as f64 / secs, before, after)
 }
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
@@ -256,10 +260,19 @@ impl Serve {
     }
 
     fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    /// The resident peak (VmHWM).
+    fn peak_mib(&self) -> f64 {
+        self.status_mib("VmHWM:")
+    }
+
+    fn status_mib(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
             .unwrap_or(0.0)
             / 1024.0
@@ -300,9 +313,7 @@ async fn main() {
     let ssa = raw_applies(&client, "bench-ssa").await;
     let t2 = cpu(c);
     settle().await;
-    let t2b = cpu(c);
-    let synced = sync_from_cold(&client, "bench-sync").await;
-    let t3 = cpu(c);
+    let (synced, t2b, t3) = sync_from_cold(c, &client, "bench-sync").await;
     println!(
         "1,000 objects: raw creates ({CLIENTS} clients) {raw:.0}/s; gitgate sync_once from cold {synced:.0}/s = {:.0}% of raw",
         synced / raw * 100.0
@@ -364,5 +375,12 @@ async fn main() {
     s.wait_synced(&head, Duration::from_secs(600)).await;
     let took = t.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    println!("10,000 objects: first sync {:.1} s; RSS managing them {:.1} MiB", took.as_secs_f64(), s.rss_mib());
+    let at3 = s.rss_mib();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    println!(
+        "10,000 objects: first sync {:.1} s; RSS managing them {at3:.1} MiB (3 s after the sync), {:.1} MiB (10 s after), peak {:.1} MiB",
+        took.as_secs_f64(),
+        s.rss_mib(),
+        s.peak_mib()
+    );
 }
