@@ -390,9 +390,11 @@ impl Reconciler {
         }
     }
 
-    /// One list per kind (label `gitgate.dev/app=<app>`), each live object
-    /// summarised against its planned one as it arrives; objects Git does
-    /// not plan are the inventory's business (prune), not kept here.
+    /// One list per kind (label `gitgate.dev/app=<app>`) — per namespace
+    /// when the app's objects of that kind live in a few namespaces —, each
+    /// live object summarised against its planned one as it arrives;
+    /// objects Git does not plan are the inventory's business (prune), not
+    /// kept here.
     async fn observe_live(
         &self,
         target: &Target,
@@ -400,23 +402,42 @@ impl Reconciler {
         resources: &[Arc<Resource>],
         app: &str,
     ) -> Result<Vec<Observed>, SyncError> {
+        /// More namespaces than this for one kind: one cluster-wide list.
+        const PER_NAMESPACE: usize = 8;
         let index: HashMap<&ObjectKey, usize> = planned.iter().enumerate().map(|(i, p)| (&p.key, i)).collect();
+        let mut scopes: Vec<(&Arc<Resource>, std::collections::BTreeSet<&str>)> = Vec::new();
+        for (p, r) in planned.iter().zip(resources) {
+            let scope = match scopes.iter_mut().find(|(k, _)| Arc::ptr_eq(k, r)) {
+                Some(s) => s,
+                None => {
+                    scopes.push((r, std::collections::BTreeSet::new()));
+                    let last = scopes.len() - 1;
+                    &mut scopes[last]
+                }
+            };
+            scope.1.insert(p.key.namespace.as_str());
+        }
         let mut seen: Vec<Option<Observed>> = vec![None; planned.len()];
-        let mut kinds = HashSet::new();
-        for r in resources {
-            if !kinds.insert((&r.api.group, &r.api.version, &r.api.kind)) {
-                continue;
+        let selector = format!("{APP_LABEL}={app}");
+        for (r, namespaces) in scopes {
+            let lists: Vec<Option<&str>> =
+                if r.namespaced && namespaces.len() <= PER_NAMESPACE && !namespaces.contains("") {
+                    namespaces.into_iter().map(Some).collect()
+                } else {
+                    vec![None]
+                };
+            for ns in lists {
+                target
+                    .list_each(r, ns, &selector, |obj| {
+                        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+                        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                        let key = ObjectKey::new(&r.api.group, &r.api.kind, ns, name);
+                        if let Some(&i) = index.get(&key) {
+                            seen[i] = Some(plan::observe(&planned[i], Some(&obj)));
+                        }
+                    })
+                    .await?;
             }
-            target
-                .list_each(r, &format!("{APP_LABEL}={app}"), |obj| {
-                    let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
-                    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-                    let key = ObjectKey::new(&r.api.group, &r.api.kind, ns, name);
-                    if let Some(&i) = index.get(&key) {
-                        seen[i] = Some(plan::observe(&planned[i], Some(&obj)));
-                    }
-                })
-                .await?;
         }
         Ok(seen.into_iter().zip(planned).map(|(o, p)| o.unwrap_or_else(|| plan::observe(p, None))).collect())
     }

@@ -175,7 +175,18 @@ impl Target {
     /// namespaces, read in pages of 500 and handed to `each` one at a time
     /// (managedFields dropped: the sync loop never reads them, and at 10k
     /// objects they are most of the bytes); no page outlives its turn.
-    pub async fn list_each(&self, r: &Resource, selector: &str, mut each: impl FnMut(Value)) -> Result<(), SyncError> {
+    ///
+    /// `namespace`: only that namespace (`None`: all of them). A
+    /// consistent list reads every object of the kind in its scope from
+    /// etcd before the label selector filters them, so a list scoped to the
+    /// app's namespace costs the apiserver that namespace, not the cluster.
+    pub async fn list_each(
+        &self,
+        r: &Resource,
+        namespace: Option<&str>,
+        selector: &str,
+        mut each: impl FnMut(Value),
+    ) -> Result<(), SyncError> {
         #[derive(serde::Deserialize)]
         struct Page {
             #[serde(default)]
@@ -183,7 +194,12 @@ impl Target {
             #[serde(default)]
             items: Vec<Value>,
         }
-        let url = Api::<DynamicObject>::all_with(self.client.clone(), &r.api).resource_url().to_string();
+        let url = match namespace {
+            Some(ns) if r.namespaced => Api::<DynamicObject>::namespaced_with(self.client.clone(), ns, &r.api),
+            _ => Api::<DynamicObject>::all_with(self.client.clone(), &r.api),
+        }
+        .resource_url()
+        .to_string();
         let action = || format!("list {}", r.api.plural);
         let mut params = ListParams::default().labels(selector).limit(500);
         loop {
@@ -208,7 +224,7 @@ impl Target {
     /// [`Target::list_each`]).
     pub async fn list(&self, r: &Resource, selector: &str) -> Result<Vec<Value>, SyncError> {
         let mut out = Vec::new();
-        self.list_each(r, selector, |v| out.push(v)).await?;
+        self.list_each(r, None, selector, |v| out.push(v)).await?;
         Ok(out)
     }
 
