@@ -352,15 +352,22 @@ impl Reconciler {
             }
         }
         remaining.extend(prune.kept.iter().cloned());
-
-        // 6. Health.
-        self.fill_status(status, &planned, &resources, &seen, &results, &notes);
         let failed_prune = prune.guarded.is_some();
+        drop((prune, keys));
 
-        // 7. Record: the inventory of what now exists, status, metrics.
-        if !detect_only {
-            self.write_inventory(app, remaining, recorded.as_ref(), desired).await?;
-        }
+        // 6. Record the inventory of what now exists (before the status is
+        //    built: at 10,000 objects the sync's scratch is freed first, and
+        //    the status that stays is not scattered among it).
+        let recorded_now = if detect_only {
+            Ok(Default::default())
+        } else {
+            self.write_inventory(app, remaining, recorded.as_ref(), desired).await
+        };
+        drop(recorded);
+
+        // 7. Health, status, metrics.
+        self.fill_status(status, &planned, &resources, &seen, &results, &notes);
+        recorded_now?;
         let out_of_sync = status.objects.iter().any(|o| o.sync != SyncStatus::Synced) || prune_note.is_some();
         status.sync = if failed_prune {
             SyncStatus::Failed
