@@ -84,7 +84,55 @@ async fn raw_creates(client: &kube::Client, ns: &str) -> f64 {
     N as f64 / t.elapsed().as_secs_f64()
 }
 
-async fn sync_from_cold(client: &kube::Client, ns: &str) -> f64 {
+/// The same objects server-side-applied plain, 16 at a time (one field
+/// manager, force): the apiserver's ceiling for applies in this run.
+async fn raw_applies(client: &kube::Client, ns: &str) -> f64 {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let deploys: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), ns);
+    let params = PatchParams::apply("bench").force();
+    let t = Instant::now();
+    futures_util::stream::iter((0..N).map(|i| {
+        let (cms, deploys, params) = (cms.clone(), deploys.clone(), params.clone());
+        async move {
+            let name = format!("ssa-{i:05}");
+            if i < 800 {
+                let cm: Value = serde_saphyr::from_str(&configmap(&name, "1")).unwrap();
+                cms.patch(&name, &params, &Patch::Apply(&cm)).await.unwrap();
+            } else {
+                let d: Value = serde_saphyr::from_str(&deployment(&name)).unwrap();
+                deploys.patch(&name, &params, &Patch::Apply(&d)).await.unwrap();
+            }
+        }
+    }))
+    .buffer_unordered(CLIENTS)
+    .collect::<Vec<_>>()
+    .await;
+    N as f64 / t.elapsed().as_secs_f64()
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) + field(12)) / 100.0
+}
+
+/// CPU used by (this process, kube-apiserver, etcd) so far.
+fn cpu(c: &cluster::Cluster) -> [f64; 3] {
+    let pid = |name: &str| std::fs::read_to_string(c.run_dir.join(format!("pids/{name}.pid"))).unwrap_or_default();
+    [cpu_secs("self"), cpu_secs(pid("kube-apiserver").trim()), cpu_secs(pid("etcd").trim())]
+}
+
+/// `per object: client X ms, apiserver Y ms, etcd Z ms of CPU`.
+fn cpu_per_object(before: [f64; 3], after: [f64; 3]) -> String {
+    let ms = |i: usize| (after[i] - before[i]) * 1000.0 / N as f64;
+    format!("CPU per object: client {:.2} ms, apiserver {:.2} ms, etcd {:.2} ms", ms(0), ms(1), ms(2))
+}
+
+/// objects/s of `sync_once` from cold, and the CPU used by the sync
+/// alone (the repository and its render are made before).
+async fn sync_from_cold(c: &cluster::Cluster, client: &kube::Client, ns: &str) -> (f64, [f64; 3], [f64; 3]) {
     let (repo, head) = app_repo(ns, 800, 200);
     let (_t, cache) = cache_dir();
     let src = Arc::new(GitSource::open(&repo.url(), &cache).unwrap());
@@ -104,12 +152,14 @@ async fn sync_from_cold(client: &kube::Client, ns: &str) -> f64 {
         None,
         None,
     );
+    let before = cpu(c);
     let t = Instant::now();
     let out = r.sync_once(&desired).await;
     let secs = t.elapsed().as_secs_f64();
+    let after = cpu(c);
     assert_eq!(out[0].objects.len(), N, "{}", out[0].message);
     assert!(out[0].objects.iter().all(|o| o.sync == gitgate::sync::status::SyncStatus::Synced), "{}", out[0].message);
-    N as f64 / secs
+    (N as f64 / secs, before, after)
 }
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
@@ -210,10 +260,19 @@ impl Serve {
     }
 
     fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    /// The resident peak (VmHWM).
+    fn peak_mib(&self) -> f64 {
+        self.status_mib("VmHWM:")
+    }
+
+    fn status_mib(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
             .unwrap_or(0.0)
             / 1024.0
@@ -236,15 +295,37 @@ async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let Some(c) = cluster::cluster("benches/sync") else { return };
     let client = c.client().await;
-    for ns in ["bench-raw", "bench-sync", "gitgate-bench"] {
+    for ns in ["bench-raw", "bench-ssa", "bench-sync", "gitgate-bench"] {
         c.ensure_namespace(ns);
     }
+    // Warm-up (connections, the apiserver's caches), then each phase on a
+    // quiet control plane: the controller manager's work on one phase's
+    // 200 Deployments (ReplicaSets) must not land in the next one.
+    c.ensure_namespace("bench-warm");
+    raw_creates(&client, "bench-warm").await;
+    let settle = || tokio::time::sleep(Duration::from_secs(5));
+    settle().await;
+    let t0 = cpu(c);
     let raw = raw_creates(&client, "bench-raw").await;
-    let synced = sync_from_cold(&client, "bench-sync").await;
+    let t1 = cpu(c);
+    settle().await;
+    let t1b = cpu(c);
+    let ssa = raw_applies(&client, "bench-ssa").await;
+    let t2 = cpu(c);
+    settle().await;
+    let (synced, t2b, t3) = sync_from_cold(c, &client, "bench-sync").await;
     println!(
         "1,000 objects: raw creates ({CLIENTS} clients) {raw:.0}/s; gitgate sync_once from cold {synced:.0}/s = {:.0}% of raw",
         synced / raw * 100.0
     );
+    println!(
+        "  plain server-side applies ({CLIENTS} clients) {ssa:.0}/s = {:.0}% of raw creates; sync_once = {:.0}% of them",
+        ssa / raw * 100.0,
+        synced / ssa * 100.0
+    );
+    println!("  raw creates: {}", cpu_per_object(t0, t1));
+    println!("  raw applies: {}", cpu_per_object(t1b, t2));
+    println!("  sync_once:   {}", cpu_per_object(t2b, t3));
 
     // push → applied, drift → reverted, through the real binary
     c.ensure_namespace("bench-loop");
@@ -294,5 +375,12 @@ async fn main() {
     s.wait_synced(&head, Duration::from_secs(600)).await;
     let took = t.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    println!("10,000 objects: first sync {:.1} s; RSS managing them {:.1} MiB", took.as_secs_f64(), s.rss_mib());
+    let at3 = s.rss_mib();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    println!(
+        "10,000 objects: first sync {:.1} s; RSS managing them {at3:.1} MiB (3 s after the sync), {:.1} MiB (10 s after), peak {:.1} MiB",
+        took.as_secs_f64(),
+        s.rss_mib(),
+        s.peak_mib()
+    );
 }

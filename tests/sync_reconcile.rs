@@ -145,12 +145,12 @@ async fn a_sync_reads_lists_records_then_applies_by_wave_and_a_resync_writes_not
         calls,
         [
             "GET /api/v1/namespaces/gitgate/configmaps", // 1. the inventories
-            "GET /api/v1/namespaces",                    // 3. live, one list per kind
-            "GET /api/v1/configmaps",
+            "GET /api/v1/namespaces",                    // 3. live, one list per kind …
+            "GET /api/v1/namespaces/shop/configmaps",    // … in the app's namespace only
             "PATCH /api/v1/namespaces/gitgate/configmaps/gitgate-inventory-shop", // recorded ahead
-            "PATCH /api/v1/namespaces/shop",                                      // 4. namespaces first
-            "PATCH /api/v1/namespaces/shop/configmaps/a",                         // wave 0
-            "PATCH /api/v1/namespaces/shop/configmaps/b",                         // wave 1, after wave 0 is healthy
+            "PATCH /api/v1/namespaces/shop",             // 4. namespaces first
+            "PATCH /api/v1/namespaces/shop/configmaps/a", // wave 0
+            "PATCH /api/v1/namespaces/shop/configmaps/b", // wave 1, after wave 0 is healthy
         ]
     );
     let a = store.lock().unwrap()["/api/v1/namespaces/shop/configmaps/a"].clone();

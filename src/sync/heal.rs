@@ -111,6 +111,10 @@ async fn watch(target: Arc<Target>, r: Resource, label: &'static str, tx: mpsc::
         let ev = if deleted {
             HealEvent::Deleted(key)
         } else {
+            // Never read, and most of an object's bytes: dropped before the
+            // conversion, not after.
+            let mut obj = obj;
+            obj.metadata.managed_fields = None;
             match serde_json::to_value(&obj).ok().and_then(|v| super::target::with_type(super::target::slim(v), &r.api))
             {
                 Some(v) => HealEvent::Changed(key, v),

@@ -33,9 +33,9 @@ pub struct Planned {
     pub key: ObjectKey,
     pub api_version: String,
     pub wave: Wave,
-    /// The manifest with the stamps (commit, source, digest, app label).
-    pub object: Value,
-    /// Git's canonical manifest, for the comparison with the live object.
+    /// Git's canonical manifest (shared with the desired set, never
+    /// copied): compared with the live object, and stamped into the applied
+    /// form only when it is applied ([`Planned::stamped`]).
     pub manifest: std::sync::Arc<str>,
     pub digest: String,
     pub commit: String,
@@ -50,6 +50,43 @@ pub struct Planned {
 }
 
 impl Planned {
+    /// The manifest with the stamps (commit, source, digest, app label):
+    /// what is applied. Made on demand, so a sync of 10,000 objects never
+    /// holds 10,000 parsed manifests.
+    pub fn stamped(&self) -> Result<Value, SyncError> {
+        let bad = |reason: String| SyncError::Manifest { object: self.id(), file: self.file().to_string(), reason };
+        let mut object: Value = serde_json::from_str(&self.manifest).map_err(|e| bad(e.to_string()))?;
+        let app = self.source.split(':').next().unwrap_or_default();
+        let meta = object.as_object_mut().and_then(|o| {
+            o.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+            o.get_mut("metadata").and_then(Value::as_object_mut)
+        });
+        let Some(meta) = meta else { return Err(bad("metadata is not a map".into())) };
+        if !self.key.namespace.is_empty() {
+            meta.insert("namespace".into(), Value::String(self.key.namespace.clone()));
+        }
+        for (field, k, v) in [
+            ("annotations", COMMIT_ANNOTATION, self.commit.as_str()),
+            ("annotations", SOURCE_ANNOTATION, self.source.as_str()),
+            ("annotations", DIGEST_ANNOTATION, self.digest.as_str()),
+            ("labels", APP_LABEL, app),
+        ] {
+            let map = meta.entry(field).or_insert_with(|| Value::Object(Map::new()));
+            if !map.is_object() {
+                *map = Value::Object(Map::new());
+            }
+            if let Some(map) = map.as_object_mut() {
+                map.insert(k.into(), Value::String(v.into()));
+            }
+        }
+        Ok(object)
+    }
+
+    /// The file in the repository that declared it.
+    pub fn file(&self) -> &str {
+        self.source.split_once(':').map(|(_, f)| f).unwrap_or_default()
+    }
+
     /// `Kind/name` or `namespace/Kind/name`.
     pub fn id(&self) -> String {
         id(&self.key)
@@ -109,55 +146,33 @@ pub fn prune_disabled(object: &Value) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("disabled") || v.eq_ignore_ascii_case("false"))
 }
 
-/// Git's manifest with the stamps the provenance check expects.
+/// What the sync loop needs of one of Git's objects: its wave, stamps,
+/// ignored fields (the manifest is parsed once here, then dropped).
 pub fn plan_object(app: &str, key: &ObjectKey, obj: &DesiredObject) -> Result<Planned, SyncError> {
     let bad = |reason: String| SyncError::Manifest { object: id(key), file: obj.source.to_string(), reason };
-    let mut object: Value = serde_json::from_str(&obj.manifest).map_err(|e| bad(e.to_string()))?;
+    let object: Value = serde_json::from_str(&obj.manifest).map_err(|e| bad(e.to_string()))?;
     let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
     if api_version.is_empty() {
         return Err(bad("apiVersion is missing".into()));
     }
+    if object.get("metadata").is_some_and(|m| !m.is_object()) {
+        return Err(bad("metadata is not a map".into()));
+    }
     let wave = wave_of(&key.group, &key.kind, &object).map_err(bad)?;
-    let digest = obj.digest_string();
-    let commit = obj.commit.to_string();
-    let source = format!("{app}:{}", obj.source);
     let keep = prune_disabled(&object);
     let mut ignore = crate::provenance::ignored_fields(&obj.manifest);
     let sealed_digest = crate::secrets::git_sealed_digest(&object);
     if sealed_digest.is_some() {
         ignore.extend(crate::secrets::SEALED_FORM_FIELDS.map(String::from));
     }
-    let meta = object.as_object_mut().and_then(|o| {
-        o.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
-        o.get_mut("metadata").and_then(Value::as_object_mut)
-    });
-    let Some(meta) = meta else { return Err(bad("metadata is not a map".into())) };
-    if !key.namespace.is_empty() {
-        meta.insert("namespace".into(), Value::String(key.namespace.clone()));
-    }
-    for (field, k, v) in [
-        ("annotations", COMMIT_ANNOTATION, commit.as_str()),
-        ("annotations", SOURCE_ANNOTATION, source.as_str()),
-        ("annotations", DIGEST_ANNOTATION, digest.as_str()),
-        ("labels", APP_LABEL, app),
-    ] {
-        let map = meta.entry(field).or_insert_with(|| Value::Object(Map::new()));
-        if !map.is_object() {
-            *map = Value::Object(Map::new());
-        }
-        if let Some(map) = map.as_object_mut() {
-            map.insert(k.into(), Value::String(v.into()));
-        }
-    }
     Ok(Planned {
         key: key.clone(),
         api_version,
         wave,
-        object,
         manifest: obj.manifest.clone(),
-        digest,
-        commit,
-        source,
+        digest: obj.digest_string(),
+        commit: obj.commit.to_string(),
+        source: format!("{app}:{}", obj.source),
         ignore,
         keep,
         sealed_digest,
@@ -256,12 +271,67 @@ pub fn drift(planned: &Planned, live: Option<&Value>) -> Drift {
     }
 }
 
+/// What the sync keeps of a live object instead of the object: how it
+/// stands against Git, its health, the live values of the ignored fields
+/// (a sparse copy) and its break-glass reason.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    pub drift: Drift,
+    pub health: crate::sync::health::Assessment,
+    /// The live values of the planned object's ignored fields, as a sparse
+    /// object [`respect_ignored`] reads; `None` when it does not exist.
+    pub ignored: Option<Value>,
+    /// `gitgate.dev/break-glass` on the live object.
+    pub break_glass: Option<String>,
+}
+
+/// Summarises a live object against its planned one.
+pub fn observe(planned: &Planned, live: Option<&Value>) -> Observed {
+    Observed {
+        drift: drift(planned, live),
+        health: crate::sync::health::assess(&planned.key.group, &planned.key.kind, live),
+        ignored: live.map(|l| sparse(l, &planned.ignore)),
+        break_glass: live.and_then(break_glass),
+    }
+}
+
+/// What is known of an object just applied: Git's content (the apply
+/// wrote it) and the health of what the apiserver stored
+/// ([`crate::sync::target::Stored`]).
+pub fn applied(planned: &Planned, stored: &Value) -> Observed {
+    Observed {
+        drift: Drift::InSync,
+        health: crate::sync::health::assess(&planned.key.group, &planned.key.kind, Some(stored)),
+        ignored: None,
+        break_glass: None,
+    }
+}
+
+/// `gitgate.dev/break-glass: "<reason>"` of a live object (non-empty).
+pub fn break_glass(live: &Value) -> Option<String> {
+    let reason = live.pointer("/metadata/annotations")?.get(crate::provenance::BREAK_GLASS_ANNOTATION)?.as_str()?;
+    let reason = reason.trim();
+    (!reason.is_empty()).then(|| reason.chars().take(256).collect())
+}
+
+/// Only the values at `pointers`, in an otherwise empty object.
+fn sparse(live: &Value, pointers: &[String]) -> Value {
+    let mut out = Value::Object(Map::new());
+    for p in pointers {
+        if let Some(v) = live.pointer(p) {
+            set_pointer(&mut out, p, v.clone());
+        }
+    }
+    out
+}
+
 /// For an object that exists, the applied form keeps the live values of
 /// the ignored fields, so the apply neither resets them nor fights the
-/// controller that owns them (Argo CD's RespectIgnoreDifferences).
-pub fn respect_ignored(planned: &Planned, live: Option<&Value>) -> Value {
-    let mut object = planned.object.clone();
-    let Some(live) = live else { return object };
+/// controller that owns them (Argo CD's RespectIgnoreDifferences). `live`
+/// may be the whole object or [`Observed::ignored`].
+pub fn respect_ignored(planned: &Planned, live: Option<&Value>) -> Result<Value, SyncError> {
+    let mut object = planned.stamped()?;
+    let Some(live) = live else { return Ok(object) };
     for pointer in &planned.ignore {
         if planned.sealed_digest.is_some() && crate::secrets::SEALED_FORM_FIELDS.contains(&pointer.as_str()) {
             // Git's sealed form is what gitgate applies; the webhook unseals it.
@@ -278,7 +348,7 @@ pub fn respect_ignored(planned: &Planned, live: Option<&Value>) -> Value {
             None => remove_pointer(&mut object, pointer),
         }
     }
-    object
+    Ok(object)
 }
 
 fn unescape(segment: &str) -> String {
@@ -405,7 +475,6 @@ mod tests {
             key: ObjectKey::new("", "ConfigMap", "shop", "a"),
             api_version: "v1".into(),
             wave: Wave { phase: 1, wave: 0 },
-            object: manifest,
             manifest: text.into(),
             digest: "sha256:d".into(),
             commit: "c1".into(),
@@ -448,10 +517,20 @@ mod tests {
         // older stamps: Git has moved, apply (not a drift)
         assert_eq!(drift(&p, Some(&live(json!({"k": "v"}), "c0"))), Drift::Stale);
         // the applied form keeps the live value of ignored fields
-        let applied = respect_ignored(&p, Some(&live(json!({"k": "v", "replicas": "5"}), "c1")));
+        let applied = respect_ignored(&p, Some(&live(json!({"k": "v", "replicas": "5"}), "c1"))).unwrap();
         assert_eq!(applied["data"], json!({"k": "v", "replicas": "5"}));
-        let fresh = respect_ignored(&p, None);
+        assert_eq!(applied["metadata"]["annotations"]["gitgate.dev/commit"], "c1", "stamped");
+        assert_eq!(applied["metadata"]["labels"]["gitgate.dev/app"], "shop");
+        assert_eq!(applied["metadata"]["namespace"], "shop");
+        let fresh = respect_ignored(&p, None).unwrap();
         assert_eq!(fresh["data"]["replicas"], "3", "on create Git's value is applied");
+        // what a sync keeps of a live object is enough to do the same
+        let seen = observe(&p, Some(&live(json!({"k": "hacked", "replicas": "5"}), "c1")));
+        assert_eq!(seen.drift, Drift::Changed("/data/k".into()));
+        assert_eq!(seen.ignored, Some(json!({"data": {"replicas": "5"}})));
+        let applied = respect_ignored(&p, seen.ignored.as_ref()).unwrap();
+        assert_eq!(applied["data"], json!({"k": "v", "replicas": "5"}));
+        assert_eq!(observe(&p, None).ignored, None);
     }
 
     #[test]

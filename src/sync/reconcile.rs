@@ -2,18 +2,18 @@
 //! kustomize-controller reads) — fetch, render, diff, apply by wave,
 //! prune, health, record — and the loop that runs it on the leader.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use serde_json::Value;
 
 use super::guard::{self, GuardConfig};
 use super::heal::{HealEvent, Watches};
 use super::health::{self, Health};
 use super::inventory::{self, Entry, Inventory};
-use super::plan::{self, Drift, Planned, Wave};
+use super::plan::{self, Drift, Observed, Planned, Wave};
 use super::status::{AppStatus, ObjectStatus, StatusStore, SyncStatus, health_str};
 use super::target::{Resource, Target};
 use super::{SyncConfig, SyncError};
@@ -112,19 +112,24 @@ impl Reconciler {
     /// Every app of the desired set, one after the other, then the apps
     /// that left Git (their inventories are pruned, under the guard).
     pub async fn sync_once(&self, desired: &Arc<DesiredSet>) -> Vec<AppStatus> {
+        self.sync_all(desired).await;
+        desired.apps().iter().filter_map(|a| self.status.app(&a.name)).collect()
+    }
+
+    /// [`Reconciler::sync_once`] keeping each app's status in the store
+    /// only (at 10,000 objects a status is megabytes: the loop holds one).
+    async fn sync_all(&self, desired: &Arc<DesiredSet>) {
         let message = self.commit_message(desired.commit()).await;
         let inventories = match inventory::read_all(self.targets.default.client(), &self.config.namespace).await {
             Ok(i) => i,
             Err(e) => {
                 tracing::error!(error = %crate::error_chain(&e), "failed to read the inventories; nothing is synced");
-                return Vec::new();
+                return;
             }
         };
-        let mut out = Vec::new();
         for app in desired.apps() {
             let status = self.sync_app(desired, app, inventories.get(&app.name), &message).await;
-            self.status.put(status.clone());
-            out.push(status);
+            self.status.put(status);
         }
         for (name, inv) in &inventories {
             if desired.app(name).is_none() {
@@ -133,7 +138,6 @@ impl Reconciler {
         }
         let names: HashSet<String> = desired.apps().iter().map(|a| a.name.clone()).collect();
         self.status.retain(|n| names.contains(n));
-        out
     }
 
     async fn commit_message(&self, id: gix::ObjectId) -> String {
@@ -208,26 +212,35 @@ impl Reconciler {
         //    object's content, ordered by wave.
         let planned = plan::plan_app(desired, &app.name)?;
         let target = self.targets.get(&app.destination.cluster).await?;
-        let mut resources = Vec::with_capacity(planned.len());
-        for p in &planned {
-            resources.push(target.resolve(&p.key.group, plan::version_of(&p.api_version), &p.key.kind).await?);
-        }
+        let resources = resolve_all(&target, &planned).await?;
 
-        // 3. Diff against live: one list per kind, by the app label.
-        let mut live = self.live(&target, &resources, &app.name).await?;
-        let drifts: Vec<Drift> = planned.iter().map(|p| plan::drift(p, live.get(&p.key))).collect();
+        // 3. Diff against live: one list per kind, by the app label; each
+        //    live object is summarised (drift, health, ignored values) as
+        //    it is read, and dropped.
+        let mut seen = self.observe_live(&target, &planned, &resources, &app.name).await?;
         let detect_only = app.sync_policy.detect_only;
-        let previous: Vec<Entry> = inventory.map(|i| i.entries.clone()).unwrap_or_default();
+        let previous: &[Entry] = inventory.map(|i| i.entries.as_slice()).unwrap_or_default();
+        let mut notes: HashMap<usize, String> = HashMap::new();
+        for (i, p) in planned.iter().enumerate() {
+            if let (Drift::Changed(field), Some(reason)) = (&seen[i].drift, &seen[i].break_glass)
+                && app.sync_policy.self_heal
+                && !detect_only
+                && let Some(note) = self.glass_window(app, &p.key, reason, field)
+            {
+                notes.insert(i, note);
+            }
+        }
 
         // 4. Apply by wave (the inventory first records what is about to
         //    exist, so a crash mid-sync never orphans an object).
         let mut results: HashMap<usize, Result<(), String>> = HashMap::new();
         let mut applied = 0usize;
-        let mut recorded = inventory.cloned();
+        // What the inventory holds now, encoded (one string, not 10,000 entries).
+        let mut recorded: Option<(String, String)> =
+            inventory.map(|i| (inventory::encode(&i.entries), i.cluster.clone()));
         if !detect_only {
-            let mut ahead: Vec<Entry> = previous.clone();
-            ahead.extend(planned.iter().map(Planned::entry));
-            recorded = Some(self.write_inventory(app, &ahead, recorded.as_ref(), desired).await?);
+            let ahead: Vec<Entry> = previous.iter().cloned().chain(planned.iter().map(Planned::entry)).collect();
+            recorded = Some(self.write_inventory(app, ahead, recorded.as_ref(), desired).await?);
             let waves: Vec<Wave> = {
                 let mut w: Vec<Wave> = planned.iter().map(|p| p.wave).collect();
                 w.dedup();
@@ -235,15 +248,26 @@ impl Reconciler {
             };
             for (wi, wave) in waves.iter().enumerate() {
                 let idx: Vec<usize> = (0..planned.len())
-                    .filter(|&i| planned[i].wave == *wave && self.should_apply(app, &drifts[i]))
-                    .collect();
-                let jobs: Vec<_> = idx
-                    .into_iter()
-                    .map(|i| {
-                        let object = plan::respect_ignored(&planned[i], live.get(&planned[i].key));
-                        apply_job(target.clone(), resources[i].clone(), planned[i].key.clone(), object, i)
+                    .filter(|&i| {
+                        planned[i].wave == *wave && !notes.contains_key(&i) && self.should_apply(app, &seen[i].drift)
                     })
                     .collect();
+                let jobs = idx.into_iter().map(|i| {
+                    let (target, r, p, ignored) =
+                        (target.clone(), resources[i].clone(), &planned[i], seen[i].ignored.as_ref());
+                    // Git's content replaces a break-glass change (its window
+                    // ended, or Git moved): the annotation goes too.
+                    let glass = seen[i].break_glass.is_some();
+                    async move {
+                        let object = plan::respect_ignored(p, ignored)?;
+                        let stored = target.apply(&r, &p.key.namespace, &p.key.name, &object).await?;
+                        if glass {
+                            target.remove_annotation(&r, &p.key.namespace, &p.key.name, BREAK_GLASS_ANNOTATION).await?;
+                        }
+                        Ok::<_, SyncError>(plan::applied(p, &stored))
+                    }
+                    .map(move |r| (i, r))
+                });
                 let done = futures_util::stream::iter(jobs)
                     .buffer_unordered(self.config.concurrency.max(1))
                     .collect::<Vec<_>>()
@@ -251,10 +275,20 @@ impl Reconciler {
                 let mut first_error = None;
                 for (i, r) in done {
                     match r {
-                        Ok(obj) => {
+                        Ok(obs) => {
                             applied += 1;
+                            if let Some(reason) = &seen[i].break_glass
+                                && self
+                                    .break_glass
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .remove(&planned[i].key)
+                                    .is_some()
+                            {
+                                self.audit_glass(EventKind::BreakGlassExpired, &app.name, &planned[i].key, reason, "/");
+                            }
                             self.audit_apply(EventKind::Apply, &app.name, &planned[i], &resources[i]);
-                            live.insert(planned[i].key.clone(), obj);
+                            seen[i] = obs;
                             results.insert(i, Ok(()));
                         }
                         Err(e) => {
@@ -265,13 +299,13 @@ impl Reconciler {
                     }
                 }
                 if let Some(e) = first_error {
-                    self.fill_status(status, &planned, &resources, &live, &drifts, &results);
+                    self.fill_status(status, &planned, &resources, &seen, &results, &notes);
                     return Err(e);
                 }
                 // A later wave waits until this one is healthy.
                 if wi + 1 < waves.len() {
                     let members: Vec<usize> = (0..planned.len()).filter(|&i| planned[i].wave == *wave).collect();
-                    self.wait_healthy(&target, *wave, &planned, &resources, &members, &mut live).await?;
+                    self.wait_healthy(&target, *wave, &planned, &resources, &members, &mut seen).await?;
                 }
             }
             if let Some(m) = self.status.metrics() {
@@ -281,7 +315,7 @@ impl Reconciler {
 
         // 5. Prune what left Git, in reverse wave order, under the guard.
         let keys: HashSet<ObjectKey> = planned.iter().map(|p| p.key.clone()).collect();
-        let prune = plan::prune_plan(&previous, &keys, self.config.prune_guard, plan::allows_mass_prune(message));
+        let prune = plan::prune_plan(previous, &keys, self.config.prune_guard, plan::allows_mass_prune(message));
         let mut remaining: Vec<Entry> = planned.iter().map(Planned::entry).collect();
         let mut prune_note = None;
         if detect_only {
@@ -318,15 +352,22 @@ impl Reconciler {
             }
         }
         remaining.extend(prune.kept.iter().cloned());
-
-        // 6. Health.
-        self.fill_status(status, &planned, &resources, &live, &drifts, &results);
         let failed_prune = prune.guarded.is_some();
+        drop((prune, keys));
 
-        // 7. Record: the inventory of what now exists, status, metrics.
-        if !detect_only {
-            self.write_inventory(app, &remaining, recorded.as_ref(), desired).await?;
-        }
+        // 6. Record the inventory of what now exists (before the status is
+        //    built: at 10,000 objects the sync's scratch is freed first, and
+        //    the status that stays is not scattered among it).
+        let recorded_now = if detect_only {
+            Ok(Default::default())
+        } else {
+            self.write_inventory(app, remaining, recorded.as_ref(), desired).await
+        };
+        drop(recorded);
+
+        // 7. Health, status, metrics.
+        self.fill_status(status, &planned, &resources, &seen, &results, &notes);
+        recorded_now?;
         let out_of_sync = status.objects.iter().any(|o| o.sync != SyncStatus::Synced) || prune_note.is_some();
         status.sync = if failed_prune {
             SyncStatus::Failed
@@ -356,25 +397,56 @@ impl Reconciler {
         }
     }
 
-    async fn live(
+    /// One list per kind (label `gitgate.dev/app=<app>`) — per namespace
+    /// when the app's objects of that kind live in a few namespaces —, each
+    /// live object summarised against its planned one as it arrives;
+    /// objects Git does not plan are the inventory's business (prune), not
+    /// kept here.
+    async fn observe_live(
         &self,
         target: &Target,
-        resources: &[Resource],
+        planned: &[Planned],
+        resources: &[Arc<Resource>],
         app: &str,
-    ) -> Result<HashMap<ObjectKey, Value>, SyncError> {
-        let mut seen = HashSet::new();
-        let mut out = HashMap::new();
-        for r in resources {
-            if !seen.insert((r.api.group.clone(), r.api.version.clone(), r.api.kind.clone())) {
-                continue;
-            }
-            for obj in target.list(r, &format!("{APP_LABEL}={app}")).await? {
-                let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
-                let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-                out.insert(ObjectKey::new(&r.api.group, &r.api.kind, ns, name), obj);
+    ) -> Result<Vec<Observed>, SyncError> {
+        /// More namespaces than this for one kind: one cluster-wide list.
+        const PER_NAMESPACE: usize = 8;
+        let index: HashMap<&ObjectKey, usize> = planned.iter().enumerate().map(|(i, p)| (&p.key, i)).collect();
+        let mut scopes: Vec<(&Arc<Resource>, std::collections::BTreeSet<&str>)> = Vec::new();
+        for (p, r) in planned.iter().zip(resources) {
+            let scope = match scopes.iter_mut().find(|(k, _)| Arc::ptr_eq(k, r)) {
+                Some(s) => s,
+                None => {
+                    scopes.push((r, std::collections::BTreeSet::new()));
+                    let last = scopes.len() - 1;
+                    &mut scopes[last]
+                }
+            };
+            scope.1.insert(p.key.namespace.as_str());
+        }
+        let mut seen: Vec<Option<Observed>> = vec![None; planned.len()];
+        let selector = format!("{APP_LABEL}={app}");
+        for (r, namespaces) in scopes {
+            let lists: Vec<Option<&str>> =
+                if r.namespaced && namespaces.len() <= PER_NAMESPACE && !namespaces.contains("") {
+                    namespaces.into_iter().map(Some).collect()
+                } else {
+                    vec![None]
+                };
+            for ns in lists {
+                target
+                    .list_each(r, ns, &selector, |obj| {
+                        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+                        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                        let key = ObjectKey::new(&r.api.group, &r.api.kind, ns, name);
+                        if let Some(&i) = index.get(&key) {
+                            seen[i] = Some(plan::observe(&planned[i], Some(&obj)));
+                        }
+                    })
+                    .await?;
             }
         }
-        Ok(out)
+        Ok(seen.into_iter().zip(planned).map(|(o, p)| o.unwrap_or_else(|| plan::observe(p, None))).collect())
     }
 
     /// Polls the members of a wave until each is healthy; a degraded one
@@ -384,9 +456,9 @@ impl Reconciler {
         target: &Target,
         wave: Wave,
         planned: &[Planned],
-        resources: &[Resource],
+        resources: &[Arc<Resource>],
         members: &[usize],
-        live: &mut HashMap<ObjectKey, Value>,
+        seen: &mut [Observed],
     ) -> Result<(), SyncError> {
         let deadline = Instant::now() + self.config.wave_timeout;
         let mut pause = Duration::from_millis(100);
@@ -394,7 +466,7 @@ impl Reconciler {
             let mut pending = Vec::new();
             for &i in members {
                 let p = &planned[i];
-                let a = health::assess(&p.key.group, &p.key.kind, live.get(&p.key));
+                let a = &seen[i].health;
                 match a.health {
                     Health::Healthy => {}
                     Health::Degraded => {
@@ -403,7 +475,7 @@ impl Reconciler {
                             detail: format!("{}: {}", p.id(), a.message),
                         });
                     }
-                    _ => pending.push((i, a.message)),
+                    _ => pending.push((i, a.message.clone())),
                 }
             }
             if pending.is_empty() {
@@ -426,14 +498,8 @@ impl Reconciler {
             pause = (pause * 2).min(Duration::from_secs(2));
             for (i, _) in pending {
                 let p = &planned[i];
-                match target.get(&resources[i], &p.key.namespace, &p.key.name).await? {
-                    Some(obj) => {
-                        live.insert(p.key.clone(), obj);
-                    }
-                    None => {
-                        live.remove(&p.key);
-                    }
-                }
+                let live = target.get(&resources[i], &p.key.namespace, &p.key.name).await?;
+                seen[i] = plan::observe(p, live.as_ref());
             }
         }
     }
@@ -495,25 +561,28 @@ impl Reconciler {
         gone
     }
 
+    /// Writes an app's inventory unless it already holds exactly these
+    /// entries; returns what it holds now (encoded, and its cluster).
     async fn write_inventory(
         &self,
         app: &App,
-        entries: &[Entry],
-        previous: Option<&Inventory>,
+        mut entries: Vec<Entry>,
+        previous: Option<&(String, String)>,
         desired: &DesiredSet,
-    ) -> Result<Inventory, SyncError> {
-        let mut entries = entries.to_vec();
-        entries.sort_by_key(Entry::key);
-        entries.dedup_by(|a, b| a.key() == b.key());
-        let inv = Inventory { entries, commit: desired.commit().to_string(), cluster: app.destination.cluster.clone() };
-        if let Some(p) = previous
-            && inventory::encode(&p.entries) == inventory::encode(&inv.entries)
-            && p.cluster == inv.cluster
-        {
-            return Ok(p.clone());
+    ) -> Result<(String, String), SyncError> {
+        fn key(e: &Entry) -> (&str, &str, &str, &str) {
+            (&e.group, &e.kind, &e.namespace, &e.name)
         }
+        entries.sort_by(|a, b| key(a).cmp(&key(b)));
+        entries.dedup_by(|a, b| key(a) == key(b));
+        let text = inventory::encode(&entries);
+        let cluster = app.destination.cluster.clone();
+        if previous.is_some_and(|(t, c)| *t == text && *c == cluster) {
+            return Ok((text, cluster));
+        }
+        let inv = Inventory { entries, commit: desired.commit().to_string(), cluster };
         inventory::write(self.targets.default.client(), &self.config.namespace, &app.name, &inv).await?;
-        Ok(inv)
+        Ok((text, inv.cluster))
     }
 
     /// An app that left `gitgate.yaml`: its objects are pruned (under the
@@ -534,26 +603,25 @@ impl Reconciler {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn fill_status(
         &self,
         status: &mut AppStatus,
         planned: &[Planned],
-        resources: &[Resource],
-        live: &HashMap<ObjectKey, Value>,
-        drifts: &[Drift],
+        resources: &[Arc<Resource>],
+        seen: &[Observed],
         results: &HashMap<usize, Result<(), String>>,
+        notes: &HashMap<usize, String>,
     ) {
         let mut objects = Vec::with_capacity(planned.len());
         let mut healths = Vec::with_capacity(planned.len());
         for (i, p) in planned.iter().enumerate() {
-            let obj = live.get(&p.key);
-            let a = health::assess(&p.key.group, &p.key.kind, obj);
+            let a = &seen[i].health;
             healths.push(a.health);
-            let (sync, message) = match results.get(&i) {
-                Some(Err(e)) => (SyncStatus::Failed, e.clone()),
-                Some(Ok(())) => (SyncStatus::Synced, a.message.clone()),
-                None => match &drifts[i] {
+            let (sync, message) = match (results.get(&i), notes.get(&i)) {
+                (Some(Err(e)), _) => (SyncStatus::Failed, e.clone()),
+                (Some(Ok(())), _) => (SyncStatus::Synced, a.message.clone()),
+                (None, Some(note)) => (SyncStatus::OutOfSync, note.clone()),
+                (None, None) => match &seen[i].drift {
                     Drift::InSync => (SyncStatus::Synced, a.message.clone()),
                     Drift::Changed(f) => (SyncStatus::OutOfSync, format!("{f} differs from Git")),
                     Drift::Stale => (SyncStatus::OutOfSync, "Git has new content".into()),
@@ -571,7 +639,7 @@ impl Reconciler {
                 health: health_str(a.health),
                 message,
                 commit: p.commit.clone(),
-                source: p.source.split_once(':').map(|(_, s)| s.to_string()).unwrap_or_default(),
+                source: p.file().to_string(),
             });
         }
         status.health = health_str(health::aggregate(healths));
@@ -664,45 +732,22 @@ impl Reconciler {
             // Missing after a delete: put back (self-heal); stale content is
             // the next sync's job.
             if drift == Drift::Missing && app.sync_policy.self_heal && !app.sync_policy.detect_only {
-                self.revert(app, &planned, None, "deleted").await;
+                self.revert(app, &planned, None, "deleted", false).await;
             }
             return;
         };
         if let Some(m) = self.status.metrics() {
             m.drift(&app.name);
         }
-        let glass = live
-            .and_then(|l| l.pointer("/metadata/annotations"))
-            .and_then(|a| a.get(BREAK_GLASS_ANNOTATION))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        if let Some(reason) = glass {
-            let first = *self
-                .break_glass
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(key.clone())
-                .or_insert_with(Instant::now);
-            if first.elapsed() < self.config.break_glass_ttl {
-                self.status.update_object(&app.name, key, |o| {
-                    o.sync = SyncStatus::OutOfSync;
-                    o.message =
-                        format!("break-glass ({reason}): {field} differs from Git; left alone until the window ends");
-                });
-                return;
-            }
-            self.break_glass.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
-            self.audit(AuditEntry {
-                event: EventKind::BreakGlassExpired,
-                group: key.group.clone(),
-                kind: key.kind.clone(),
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-                app: app.name.clone(),
-                decision: Outcome::Done,
-                reasons: vec![reason],
-                ..AuditEntry::default()
+        let glass = live.and_then(plan::break_glass);
+        if let Some(reason) = &glass
+            && let Some(note) = self.glass_window(app, key, reason, field)
+        {
+            self.status.update_object(&app.name, key, |o| {
+                o.sync = SyncStatus::OutOfSync;
+                o.message = note;
             });
+            return;
         }
         if !app.sync_policy.self_heal || app.sync_policy.detect_only {
             tracing::warn!(app = %app.name, object = %planned.id(), field = %field, "drift detected (not reverted: self-heal is off)");
@@ -712,10 +757,111 @@ impl Reconciler {
             });
             return;
         }
-        self.revert(app, &planned, live, field).await;
+        self.revert(app, &planned, live, field, glass.is_some()).await;
     }
 
-    async fn revert(&self, app: &App, planned: &Planned, live: Option<&Value>, why: &str) {
+    /// The break-glass window of an object changed by hand under
+    /// `gitgate.dev/break-glass: "<reason>"`: opened (and audited) when
+    /// first seen, `Some(note)` while it lasts (self-heal leaves the object
+    /// alone), `None` once `--break-glass-ttl` has passed (audited; the
+    /// object goes back to Git).
+    fn glass_window(&self, app: &App, key: &ObjectKey, reason: &str, field: &str) -> Option<String> {
+        let ttl = self.config.break_glass_ttl;
+        let mut open = self.break_glass.lock().unwrap_or_else(|e| e.into_inner());
+        match open.get(key) {
+            Some(opened) if opened.elapsed() >= ttl => {
+                open.remove(key);
+                drop(open);
+                self.audit_glass(EventKind::BreakGlassExpired, &app.name, key, reason, field);
+                tracing::warn!(app = %app.name, object = %plan::id(key), "break-glass expired: back to Git");
+                return None;
+            }
+            Some(_) => {}
+            None => {
+                open.insert(key.clone(), Instant::now());
+                drop(open);
+                self.audit_glass(EventKind::BreakGlassOpened, &app.name, key, reason, field);
+                tracing::warn!(app = %app.name, object = %plan::id(key), reason, ttl = ?ttl, "break-glass: self-heal leaves the object alone");
+            }
+        }
+        Some(format!("break-glass ({reason}): {field} differs from Git; left alone until the window ends"))
+    }
+
+    fn audit_glass(&self, event: EventKind, app: &str, key: &ObjectKey, reason: &str, field: &str) {
+        let detail = match event {
+            EventKind::BreakGlassOpened => {
+                format!("{field} differs from Git; self-heal resumes in {:?}", self.config.break_glass_ttl)
+            }
+            _ => format!("{field} differs from Git; reverted to Git"),
+        };
+        self.audit(AuditEntry {
+            event,
+            group: key.group.clone(),
+            kind: key.kind.clone(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            app: app.to_string(),
+            decision: Outcome::Done,
+            reasons: vec![reason.to_string(), detail],
+            ..AuditEntry::default()
+        });
+    }
+
+    /// When the next break-glass window ends.
+    pub fn next_glass_expiry(&self) -> Option<Instant> {
+        let ttl = self.config.break_glass_ttl;
+        self.break_glass.lock().unwrap_or_else(|e| e.into_inner()).values().map(|t| *t + ttl).min()
+    }
+
+    /// Windows that ended with no watch event since: each object is read
+    /// again and healed (back to Git), or forgotten when it is gone or
+    /// already matches Git.
+    pub async fn expire_glass(&self, desired: Option<&Arc<DesiredSet>>) {
+        let ttl = self.config.break_glass_ttl;
+        let due: Vec<ObjectKey> = self
+            .break_glass
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= ttl)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            let live = match self.read_managed(desired, &key).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(object = %plan::id(&key), error = %crate::error_chain(&e), "failed to read a break-glass object");
+                    None
+                }
+            };
+            match live {
+                Some(v) => self.heal(desired, HealEvent::Changed(key.clone(), v)).await,
+                None => tracing::info!(object = %plan::id(&key), "break-glass window ended on an object that is gone"),
+            }
+            // Healed (and audited) above, or nothing left to revert.
+            self.break_glass.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        }
+    }
+
+    /// The live copy of one of Git's objects, from its app's cluster.
+    async fn read_managed(
+        &self,
+        desired: Option<&Arc<DesiredSet>>,
+        key: &ObjectKey,
+    ) -> Result<Option<Value>, SyncError> {
+        let Some(d) = desired else { return Ok(None) };
+        let Some(obj) = d.get_key(key) else { return Ok(None) };
+        let Some(app) = d.app_of(obj) else { return Ok(None) };
+        let planned = plan::plan_object(&app.name, key, obj)?;
+        let target = self.targets.get(&app.destination.cluster).await?;
+        let r = target.resolve(&key.group, plan::version_of(&planned.api_version), &key.kind).await?;
+        target.get(&r, &key.namespace, &key.name).await
+    }
+
+    /// Puts Git's content back; a break-glass object also loses its
+    /// `gitgate.dev/break-glass` annotation (another manager's field, which
+    /// an apply cannot drop), so the window is visibly closed.
+    async fn revert(&self, app: &App, planned: &Planned, live: Option<&Value>, why: &str, glass: bool) {
         let Ok(target) = self.targets.get(&app.destination.cluster).await else { return };
         let r = match target
             .resolve(&planned.key.group, plan::version_of(&planned.api_version), &planned.key.kind)
@@ -724,8 +870,11 @@ impl Reconciler {
             Ok(r) => r,
             Err(e) => return tracing::warn!(error = %crate::error_chain(&e), "self-heal could not resolve the kind"),
         };
-        let object = plan::respect_ignored(planned, live);
-        match target.apply(&r, &planned.key.namespace, &planned.key.name, &object).await {
+        let applied = match plan::respect_ignored(planned, live) {
+            Ok(object) => target.apply(&r, &planned.key.namespace, &planned.key.name, &object).await,
+            Err(e) => Err(e),
+        };
+        match applied {
             Ok(_) => {
                 tracing::warn!(app = %app.name, object = %planned.id(), what = why, "drift reverted");
                 self.audit_apply(EventKind::DriftReverted, &app.name, planned, &r);
@@ -733,6 +882,13 @@ impl Reconciler {
                     o.sync = SyncStatus::Synced;
                     o.message = format!("drift reverted ({why})");
                 });
+                if glass
+                    && let Err(e) = target
+                        .remove_annotation(&r, &planned.key.namespace, &planned.key.name, BREAK_GLASS_ANNOTATION)
+                        .await
+                {
+                    tracing::warn!(object = %planned.id(), error = %crate::error_chain(&e), "failed to drop the break-glass annotation");
+                }
             }
             Err(e) => tracing::warn!(app = %app.name, error = %crate::error_chain(&e), "self-heal failed"),
         }
@@ -741,16 +897,17 @@ impl Reconciler {
     /// The kinds to watch for self-heal: every kind the desired set holds,
     /// per target, and the guard's.
     pub async fn watch_set(&self, desired: &DesiredSet) -> Vec<(Arc<Target>, Resource)> {
-        let mut kinds: BTreeMap<(String, String, String, String), ()> = BTreeMap::new();
+        let mut kinds: HashSet<(String, String, String)> = HashSet::new();
         let mut out = Vec::new();
         for app in desired.apps() {
             let Ok(target) = self.targets.get(&app.destination.cluster).await else { continue };
-            let Ok(planned) = plan::plan_app(desired, &app.name) else { continue };
-            for p in planned {
-                let v = plan::version_of(&p.api_version).to_string();
-                if kinds.insert((target.name.clone(), p.key.group.clone(), v.clone(), p.key.kind.clone()), ()).is_none()
-                    && let Ok(r) = target.resolve(&p.key.group, &v, &p.key.kind).await
-                {
+            // One manifest per kind is read for its version; the rest are skipped.
+            for (key, obj) in desired.app_objects(&app.name) {
+                if !kinds.insert((target.name.clone(), key.group.clone(), key.kind.clone())) {
+                    continue;
+                }
+                let Ok(p) = plan::plan_object(&app.name, &key, obj) else { continue };
+                if let Ok(r) = target.resolve(&key.group, plan::version_of(&p.api_version), &key.kind).await {
                     out.push((target.clone(), r));
                 }
             }
@@ -851,7 +1008,9 @@ impl Reconciler {
         mut desired: tokio::sync::watch::Receiver<Option<Arc<DesiredSet>>>,
         mut leader: tokio::sync::watch::Receiver<bool>,
     ) {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<HealEvent>(1024);
+        // Small: a watch's initial list of 10,000 objects waits here for
+        // self-heal rather than piling up whole objects in memory.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<HealEvent>(64);
         let mut watches = Watches::new(tx);
         let mut resync = tokio::time::interval(self.config.resync_interval);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -872,10 +1031,13 @@ impl Reconciler {
                 if let Err(e) = self.guard_once().await {
                     tracing::error!(error = %crate::error_chain(&e), "failed to install gitgate's webhook configurations");
                 }
-                self.sync_once(d).await;
+                self.sync_all(d).await;
                 watches.ensure(self.watch_set(d).await, self.guard.is_some().then(|| self.targets.default.clone()));
             }
             loop {
+                let next = self.next_glass_expiry();
+                let glass_due = next.is_some();
+                let glass = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
                 tokio::select! {
                     r = desired.changed() => { if r.is_err() { return } break; }
                     r = leader.changed() => { if r.is_err() { return } break; }
@@ -886,20 +1048,30 @@ impl Reconciler {
                         }
                     }
                     Some(ev) = rx.recv() => self.heal(current.as_ref(), ev).await,
+                    _ = tokio::time::sleep_until(glass.into()), if glass_due => self.expire_glass(current.as_ref()).await,
                 }
             }
         }
     }
 }
 
-async fn apply_job(
-    target: Arc<Target>,
-    r: Resource,
-    key: ObjectKey,
-    object: Value,
-    i: usize,
-) -> (usize, Result<Value, SyncError>) {
-    (i, target.apply(&r, &key.namespace, &key.name, &object).await)
+/// The resource of each planned object; one shared `Resource` per kind.
+async fn resolve_all(target: &Target, planned: &[Planned]) -> Result<Vec<Arc<Resource>>, SyncError> {
+    let mut kinds: HashMap<(&str, &str, &str), Arc<Resource>> = HashMap::new();
+    let mut out = Vec::with_capacity(planned.len());
+    for p in planned {
+        let k = (p.key.group.as_str(), plan::version_of(&p.api_version), p.key.kind.as_str());
+        let r = match kinds.get(&k) {
+            Some(r) => r.clone(),
+            None => {
+                let r = Arc::new(target.resolve(k.0, k.1, k.2).await?);
+                kinds.insert(k, r.clone());
+                r
+            }
+        };
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// Deletes one entry unless its live copy is kept by annotation or is no

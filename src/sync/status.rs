@@ -173,6 +173,12 @@ impl StatusStore {
         self.inner.write().unwrap_or_else(|e| e.into_inner()).role = role.into();
     }
 
+    /// The overview as JSON, written under the read lock: no copy of a
+    /// status that holds 10,000 objects.
+    pub fn overview_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&*self.inner.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
     pub fn overview(&self) -> Overview {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -252,8 +258,13 @@ pub fn router(store: Arc<StatusStore>) -> Router {
     Router::new().route("/api/v1/apps", get(list)).route("/api/v1/apps/{name}", get(one)).with_state(store)
 }
 
-async fn list(State(store): State<Arc<StatusStore>>) -> Json<Overview> {
-    Json(store.overview())
+async fn list(State(store): State<Arc<StatusStore>>) -> Response {
+    match store.overview_json() {
+        Ok(body) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({"error": e.to_string()}))).into_response()
+        }
+    }
 }
 
 async fn one(State(store): State<Arc<StatusStore>>, Path(name): Path<String>) -> Response {

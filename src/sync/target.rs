@@ -143,49 +143,107 @@ impl Target {
     }
 
     /// Server-side apply with gitgate's field manager, taking over fields
-    /// another manager set (Git wins). Returns the object as stored.
+    /// another manager set (Git wins). Returns what health needs of the
+    /// object as stored ([`Stored`]: generation, deletion, spec, status):
+    /// the rest of the reply (data, managedFields) is skipped as it is read.
     pub async fn apply(&self, r: &Resource, namespace: &str, name: &str, object: &Value) -> Result<Value, SyncError> {
         self.limit.acquire().await;
+        let action = || format!("apply {}", display(&r.api.kind, namespace, name));
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let out = self
-            .api(r, namespace)
+        let req = kube::core::Request::new(self.api(r, namespace).resource_url())
             .patch(name, &params, &Patch::Apply(object))
-            .await
-            .map_err(|e| SyncError::kube(format!("apply {}", display(&r.api.kind, namespace, name)), e))?;
-        serde_json::to_value(out).map(slim).map_err(|e| SyncError::Manifest {
-            object: display(&r.api.kind, namespace, name),
-            file: String::new(),
-            reason: e.to_string(),
-        })
+            .map_err(|e| SyncError::kube(action(), kube::Error::BuildRequest(e)))?;
+        let out: Stored = self.client.request(req).await.map_err(|e| SyncError::kube(action(), e))?;
+        Ok(out.into_value())
     }
 
     /// Reads one object; `None` when it is not there.
     pub async fn get(&self, r: &Resource, namespace: &str, name: &str) -> Result<Option<Value>, SyncError> {
         self.limit.acquire().await;
-        let got = self
-            .api(r, namespace)
-            .get_opt(name)
-            .await
-            .map_err(|e| SyncError::kube(format!("read {}", display(&r.api.kind, namespace, name)), e))?;
-        Ok(got.and_then(|o| serde_json::to_value(o).ok()).map(slim))
+        let action = || format!("read {}", display(&r.api.kind, namespace, name));
+        let req = kube::core::Request::new(self.api(r, namespace).resource_url())
+            .get(name, &Default::default())
+            .map_err(|e| SyncError::kube(action(), kube::Error::BuildRequest(e)))?;
+        match self.client.request::<Value>(req).await {
+            Ok(v) => Ok(Some(slim(v))),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+            Err(e) => Err(SyncError::kube(action(), e)),
+        }
     }
 
     /// Every object of a kind carrying the label selector, in all
-    /// namespaces, read in pages of 500 (managedFields dropped: the sync
-    /// loop never reads them, and at 10k objects they are most of the bytes).
-    pub async fn list(&self, r: &Resource, selector: &str) -> Result<Vec<Value>, SyncError> {
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &r.api);
-        let mut out = Vec::new();
+    /// namespaces, read in pages of 500 and handed to `each` one at a time
+    /// (managedFields dropped: the sync loop never reads them, and at 10k
+    /// objects they are most of the bytes); no page outlives its turn.
+    ///
+    /// `namespace`: only that namespace (`None`: all of them). A
+    /// consistent list reads every object of the kind in its scope from
+    /// etcd before the label selector filters them, so a list scoped to the
+    /// app's namespace costs the apiserver that namespace, not the cluster.
+    pub async fn list_each(
+        &self,
+        r: &Resource,
+        namespace: Option<&str>,
+        selector: &str,
+        mut each: impl FnMut(Value),
+    ) -> Result<(), SyncError> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(default)]
+            metadata: kube::core::ListMeta,
+            #[serde(default)]
+            items: Vec<Value>,
+        }
+        let url = match namespace {
+            Some(ns) if r.namespaced => Api::<DynamicObject>::namespaced_with(self.client.clone(), ns, &r.api),
+            _ => Api::<DynamicObject>::all_with(self.client.clone(), &r.api),
+        }
+        .resource_url()
+        .to_string();
+        let action = || format!("list {}", r.api.plural);
         let mut params = ListParams::default().labels(selector).limit(500);
         loop {
             self.limit.acquire().await;
-            let page = api.list(&params).await.map_err(|e| SyncError::kube(format!("list {}", r.api.plural), e))?;
-            let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
-            out.extend(page.items.into_iter().filter_map(|o| with_type(slim(serde_json::to_value(o).ok()?), &r.api)));
-            match next {
-                Some(token) => params = params.continue_token(&token),
-                None => return Ok(out),
+            let req = kube::core::Request::new(&url)
+                .list(&params)
+                .map_err(|e| SyncError::kube(action(), kube::Error::BuildRequest(e)))?;
+            let page: Page = self.client.request(req).await.map_err(|e| SyncError::kube(action(), e))?;
+            for item in page.items {
+                if let Some(v) = with_type(slim(item), &r.api) {
+                    each(v);
+                }
             }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Every object of a kind carrying the label selector (see
+    /// [`Target::list_each`]).
+    pub async fn list(&self, r: &Resource, selector: &str) -> Result<Vec<Value>, SyncError> {
+        let mut out = Vec::new();
+        self.list_each(r, None, selector, |v| out.push(v)).await?;
+        Ok(out)
+    }
+
+    /// Removes one annotation (a JSON merge patch under gitgate's field
+    /// manager): fields another manager owns, which an apply cannot drop.
+    pub async fn remove_annotation(
+        &self,
+        r: &Resource,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<(), SyncError> {
+        self.limit.acquire().await;
+        let patch = serde_json::json!({"metadata": {"annotations": {key: null}}});
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+        match self.api(r, namespace).patch(name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(SyncError::kube(format!("update {}", display(&r.api.kind, namespace, name)), e)),
         }
     }
 
@@ -200,6 +258,49 @@ impl Target {
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(SyncError::kube(format!("delete {}", display(&r.api.kind, namespace, name)), e)),
         }
+    }
+}
+
+/// The parts of a stored object its health reads.
+#[derive(serde::Deserialize)]
+pub struct Stored {
+    #[serde(default)]
+    metadata: StoredMeta,
+    #[serde(default)]
+    spec: Option<Value>,
+    #[serde(default)]
+    status: Option<Value>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct StoredMeta {
+    #[serde(default)]
+    generation: Option<Value>,
+    #[serde(default)]
+    deletion_timestamp: Option<Value>,
+}
+
+impl Stored {
+    /// `{metadata: {generation, deletionTimestamp}, spec, status}`, the
+    /// absent ones left out.
+    pub fn into_value(self) -> Value {
+        let mut meta = serde_json::Map::new();
+        if let Some(g) = self.metadata.generation {
+            meta.insert("generation".into(), g);
+        }
+        if let Some(d) = self.metadata.deletion_timestamp {
+            meta.insert("deletionTimestamp".into(), d);
+        }
+        let mut out = serde_json::Map::new();
+        out.insert("metadata".into(), Value::Object(meta));
+        if let Some(s) = self.spec {
+            out.insert("spec".into(), s);
+        }
+        if let Some(s) = self.status {
+            out.insert("status".into(), s);
+        }
+        Value::Object(out)
     }
 }
 

@@ -15,6 +15,7 @@ mod keys;
 mod provenance;
 mod secrets;
 mod sync;
+mod sync_targets;
 mod vap;
 mod walkthrough;
 mod webhook;

@@ -13,14 +13,14 @@ use crate::cluster::{self, Cluster};
 use crate::common::ServeProcess;
 use crate::support::Repo;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gitgate");
-const RECONCILER: &str = "system:serviceaccount:gitops:gitgate";
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_gitgate");
+pub(crate) const RECONCILER: &str = "system:serviceaccount:gitops:gitgate";
 /// A project that may create the app's Namespace.
-const PROJECT: &str =
+pub(crate) const PROJECT: &str =
     "projects:\n  - {name: e2e, destinations: [{cluster: \"*\", namespace: \"*\"}], clusterKinds: [Namespace]}\n";
 
 /// A kubeconfig that acts as the reconciler (impersonated by the admin).
-fn reconciler_kubeconfig(c: &Cluster, dir: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn reconciler_kubeconfig(c: &Cluster, dir: &std::path::Path) -> std::path::PathBuf {
     let admin = std::fs::read_to_string(&c.kubeconfig).unwrap();
     let mut out = String::new();
     for line in admin.lines() {
@@ -35,12 +35,31 @@ fn reconciler_kubeconfig(c: &Cluster, dir: &std::path::Path) -> std::path::PathB
     path
 }
 
-fn serve(c: &Cluster, work: &std::path::Path, repo: &Repo, ns: &str, extra: &[&str]) -> ServeProcess {
+pub(crate) fn serve(c: &Cluster, work: &std::path::Path, repo: &Repo, ns: &str, extra: &[&str]) -> ServeProcess {
     serve_on(c, work, repo, ns, "127.0.0.1:0", extra)
 }
 
-fn serve_on(c: &Cluster, work: &std::path::Path, repo: &Repo, ns: &str, listen: &str, extra: &[&str]) -> ServeProcess {
-    let kubeconfig = reconciler_kubeconfig(c, work);
+pub(crate) fn serve_on(
+    c: &Cluster,
+    work: &std::path::Path,
+    repo: &Repo,
+    ns: &str,
+    listen: &str,
+    extra: &[&str],
+) -> ServeProcess {
+    serve_with(&reconciler_kubeconfig(c, work), work, repo, ns, listen, extra)
+}
+
+/// `gitgate serve --sync on` with a given kubeconfig (its current context
+/// is the default cluster; other contexts are destinations by name).
+pub(crate) fn serve_with(
+    kubeconfig: &std::path::Path,
+    work: &std::path::Path,
+    repo: &Repo,
+    ns: &str,
+    listen: &str,
+    extra: &[&str],
+) -> ServeProcess {
     let mut args = vec![
         "--repo".to_string(),
         repo.url(),
@@ -63,7 +82,7 @@ fn serve_on(c: &Cluster, work: &std::path::Path, repo: &Repo, ns: &str, listen: 
 }
 
 /// `GET /api/v1/apps` of a running gitgate.
-fn status(s: &ServeProcess) -> Value {
+pub(crate) fn status(s: &ServeProcess) -> Value {
     let out = std::process::Command::new("curl")
         .args(["-sS", "--max-time", "5", "--cacert"])
         .arg(&s.ca)
@@ -84,11 +103,11 @@ fn metrics(s: &ServeProcess) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn app<'a>(st: &'a Value, name: &str) -> Option<&'a Value> {
+pub(crate) fn app<'a>(st: &'a Value, name: &str) -> Option<&'a Value> {
     st["apps"].as_array()?.iter().find(|a| a["name"] == name)
 }
 
-fn wait_until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = f() {
@@ -100,7 +119,7 @@ fn wait_until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>)
 }
 
 /// The app is Synced at `commit`.
-fn wait_synced(s: &ServeProcess, name: &str, commit: &str) -> Value {
+pub(crate) fn wait_synced(s: &ServeProcess, name: &str, commit: &str) -> Value {
     wait_until(&format!("app {name} synced at {commit}"), Duration::from_secs(60), || {
         let st = status(s);
         let a = app(&st, name)?;
@@ -108,7 +127,7 @@ fn wait_synced(s: &ServeProcess, name: &str, commit: &str) -> Value {
     })
 }
 
-fn get(c: &Cluster, args: &[&str]) -> Option<Value> {
+pub(crate) fn get(c: &Cluster, args: &[&str]) -> Option<Value> {
     let mut a = vec!["get"];
     a.extend_from_slice(args);
     a.extend_from_slice(&["-o", "json"]);
@@ -116,7 +135,7 @@ fn get(c: &Cluster, args: &[&str]) -> Option<Value> {
     out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
-fn cm(name: &str, wave: i64, value: &str) -> String {
+pub(crate) fn cm(name: &str, wave: i64, value: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  annotations:\n    gitgate.dev/sync-wave: \"{wave}\"\ndata:\n  value: \"{value}\"\n"
     )
@@ -124,7 +143,7 @@ fn cm(name: &str, wave: i64, value: &str) -> String {
 
 const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\n    gitgate.dev/ignore-fields: /spec/replicas\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n          image: registry.example.invalid/web:1.0.0\n";
 
-fn audit_events(work: &std::path::Path) -> Vec<Value> {
+pub(crate) fn audit_events(work: &std::path::Path) -> Vec<Value> {
     let text = std::fs::read_to_string(work.join("gitgate-data/audit/audit.jsonl")).unwrap_or_default();
     text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
@@ -327,7 +346,7 @@ fn the_guard_restores_webhooks_and_the_lead_fails_over() {
     }
 }
 
-fn run(args: &[&str], dir: &std::path::Path) -> String {
+pub(crate) fn run(args: &[&str], dir: &std::path::Path) -> String {
     let out = std::process::Command::new(BIN).args(args).current_dir(dir).output().unwrap();
     assert!(out.status.success(), "gitgate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()

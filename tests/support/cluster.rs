@@ -44,11 +44,38 @@ pub fn cluster(test: &str) -> Option<&'static Cluster> {
     c
 }
 
+static SECOND: OnceLock<Option<Cluster>> = OnceLock::new();
+
+/// A second control plane of the process, independent of [`cluster`]'s
+/// (its own etcd, apiserver, CA and admin credentials; no
+/// controller-manager), started on first use: a destination cluster other
+/// than the default one. `None` (and a loud message) without `KUBE_BIN_DIR`.
+pub fn second_cluster(test: &str) -> Option<&'static Cluster> {
+    let c = SECOND.get_or_init(|| Cluster::start_named("second", false)).as_ref();
+    if c.is_none() {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED e2e test `{test}`: KUBE_BIN_DIR is not set (a second control plane is needed). ***\n"
+        );
+    }
+    c
+}
+
 impl Cluster {
     fn start(controller_manager: bool) -> Option<Cluster> {
+        Self::start_named("", controller_manager)
+    }
+
+    fn start_named(suffix: &str, controller_manager: bool) -> Option<Cluster> {
         let bin_dir = PathBuf::from(std::env::var_os("KUBE_BIN_DIR")?);
         assert!(bin_dir.join("kube-apiserver").is_file(), "KUBE_BIN_DIR={} has no kube-apiserver", bin_dir.display());
-        let run_dir = std::env::temp_dir().join(format!("gitgate-e2e-{}", std::process::id()));
+        let dir = if suffix.is_empty() {
+            format!("gitgate-e2e-{}", std::process::id())
+        } else {
+            format!("gitgate-e2e-{}-{suffix}", std::process::id())
+        };
+        let run_dir = std::env::temp_dir().join(dir);
         std::fs::create_dir_all(&run_dir).unwrap();
         let port = free_port();
         let etcd = free_port();
