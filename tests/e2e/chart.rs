@@ -145,6 +145,8 @@ fn the_service_account_gets_the_reconcilers_and_the_webhooks_rights_and_no_more(
         return;
     };
     let Some(shim) = shim() else { return };
+    // It creates cluster-scoped RBAC: keep the install test's fail-closed webhooks away.
+    let _serial = cluster::cluster_wide();
     let ns = "e2e-chart-rbac";
     c.ensure_namespace(ns);
     let values =
