@@ -163,23 +163,12 @@ impl Reconciler {
         message: &str,
     ) -> AppStatus {
         let started = Instant::now();
-        let mut status = AppStatus {
-            name: app.name.clone(),
-            sync: SyncStatus::Unknown,
-            health: health_str(Health::Missing),
-            target_commit: desired.commit().to_string(),
-            synced_commit: String::new(),
-            last_sync: crate::audit::record::format_rfc3339_micros(crate::audit::record::now_micros()),
-            message: String::new(),
-            destination: format!(
-                "{}/{}",
-                if app.destination.cluster.is_empty() { "in-cluster" } else { &app.destination.cluster },
-                app.destination.namespace
-            ),
-            path: app.path.to_string(),
-            detect_only: app.sync_policy.detect_only,
-            objects: Vec::new(),
-        };
+        let mut status = app_status(
+            app,
+            desired,
+            health_str(Health::Missing),
+            crate::audit::record::format_rfc3339_micros(crate::audit::record::now_micros()),
+        );
         if let Err(e) = self.checklist(desired, app, inventory, message, &mut status).await {
             status.sync = SyncStatus::Failed;
             status.message = crate::error_chain(&e);
@@ -980,23 +969,7 @@ impl Reconciler {
                     ),
                     Err(e) => (Vec::new(), crate::error_chain(&e)),
                 };
-                AppStatus {
-                    name: app.name.clone(),
-                    sync: SyncStatus::Unknown,
-                    health: "Unknown".into(),
-                    target_commit: desired.commit().to_string(),
-                    synced_commit: String::new(),
-                    last_sync: String::new(),
-                    message,
-                    destination: format!(
-                        "{}/{}",
-                        if app.destination.cluster.is_empty() { "in-cluster" } else { &app.destination.cluster },
-                        app.destination.namespace
-                    ),
-                    path: app.path.to_string(),
-                    detect_only: app.sync_policy.detect_only,
-                    objects,
-                }
+                AppStatus { message, objects, ..app_status(app, desired, "Unknown".into(), String::new()) }
             })
             .collect()
     }
@@ -1088,4 +1061,25 @@ async fn prune_job(target: Arc<Target>, e: Entry, app: String) -> Result<(Entry,
         target.delete(&r, &e.namespace, &e.name).await?;
     }
     Ok((e, true, r))
+}
+
+/// An app's status before anything is known of its objects.
+fn app_status(app: &App, desired: &DesiredSet, health: String, last_sync: String) -> AppStatus {
+    AppStatus {
+        name: app.name.clone(),
+        sync: SyncStatus::Unknown,
+        health,
+        target_commit: desired.commit().to_string(),
+        synced_commit: String::new(),
+        last_sync,
+        message: String::new(),
+        destination: format!(
+            "{}/{}",
+            if app.destination.cluster.is_empty() { "in-cluster" } else { &app.destination.cluster },
+            app.destination.namespace
+        ),
+        path: app.path.to_string(),
+        detect_only: app.sync_policy.detect_only,
+        objects: Vec::new(),
+    }
 }
