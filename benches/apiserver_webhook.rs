@@ -119,6 +119,57 @@ async fn parallel(client: &kube::Client, ns: &str) -> f64 {
     PARALLEL as f64 / t.elapsed().as_secs_f64()
 }
 
+/// CPU seconds the kube-apiserver has used so far.
+fn apiserver_cpu(c: &cluster::Cluster) -> f64 {
+    let pid = std::fs::read_to_string(c.run_dir.join("pids/kube-apiserver.pid")).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) + field(12)) / 100.0
+}
+
+/// The peers' parallel client (`benches/peers_client.py`), run with the
+/// cluster's admin certificate; `None` (said once) without python3 and
+/// `requests`.
+struct PeersClient {
+    server: String,
+    pki: std::path::PathBuf,
+}
+
+impl PeersClient {
+    fn new(c: &cluster::Cluster) -> Option<Self> {
+        let this = PeersClient { server: format!("https://127.0.0.1:{}", c.port), pki: c.run_dir.join("pki") };
+        let ok = std::process::Command::new("python3")
+            .args(["-c", "import requests"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("*** the peers' client needs python3 with `requests`; its column is left out ***");
+            return None;
+        }
+        Some(this)
+    }
+
+    /// objects/s of 16 threads making PARALLEL ConfigMaps in `ns`.
+    fn run(&self, ns: &str) -> Option<f64> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers_client.py");
+        let pki = |f: &str| self.pki.join(f).to_string_lossy().into_owned();
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .args(["--server", &self.server, "--ca", &pki("ca.crt"), "--cert", &pki("admin.crt")])
+            .args(["--key", &pki("admin.key"), "--namespace", ns, "--prefix", "py"])
+            .args(["--count", &PARALLEL.to_string(), "--threads", &CLIENTS.to_string()])
+            .output()
+            .ok()?;
+        let line = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+        if let Some(e) = v.get("error") {
+            panic!("the peers' client failed: {e}");
+        }
+        v["objects_per_s"].as_f64()
+    }
+}
+
 fn pct(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
@@ -132,7 +183,10 @@ async fn main() {
     let Some(cluster) = cluster::cluster("apiserver_webhook bench") else { return };
     common::install_crypto();
     let work = tempfile::tempdir().unwrap();
-    let srv = common::ServeProcess::spawn(env!("CARGO_BIN_EXE_gitgate"), work.path(), &[]);
+    // GITGATE_BENCH_SERVE_ARGS: extra `serve` arguments, to measure a variant
+    let extra = std::env::var("GITGATE_BENCH_SERVE_ARGS").unwrap_or_default();
+    let extra: Vec<&str> = extra.split_whitespace().collect();
+    let srv = common::ServeProcess::spawn(env!("CARGO_BIN_EXE_gitgate"), work.path(), &extra);
     let ca_pem = std::fs::read(&srv.ca).unwrap();
     let http =
         reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&ca_pem).unwrap()]).build().unwrap();
@@ -167,13 +221,16 @@ async fn main() {
         }]),
     };
 
+    let py = PeersClient::new(cluster);
     println!(
-        "| round | config | serial p50 ms | serial p99 ms | webhook round trip (apiserver) ms | parallel objects/s | gitgate CPU ms/admission |"
+        "| round | config | serial p50 ms | serial p99 ms | webhook round trip (apiserver) ms | kube-rs 16× objects/s | apiserver CPU ms/object | gitgate CPU ms/admission | peers' client 16× objects/s |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut ratio = Vec::new();
+    let mut py_ratio = Vec::new();
     for round in 0..ROUNDS {
         let mut tput = [0.0; 2];
+        let mut py_tput = [None; 2];
         for (i, with) in [false, true].into_iter().enumerate() {
             if with {
                 hooks.create(&PostParams::default(), &config).await.unwrap();
@@ -202,20 +259,28 @@ async fn main() {
             let ns = format!("p-{round}-{with}");
             namespace(&client, &ns).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
+            let api0 = apiserver_cpu(cluster);
             tput[i] = parallel(&client, &ns).await;
+            let api_cpu = (apiserver_cpu(cluster) - api0) * 1000.0 / PARALLEL as f64;
             let calls = reviews(&http, &metrics_url).await - calls0;
             let cpu = srv.cpu_seconds() - cpu0;
+            let ns = format!("py-{round}-{with}");
+            namespace(&client, &ns).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            py_tput[i] = py.as_ref().and_then(|py| py.run(&ns));
             let trip = if c1 > c0 { format!("{:.3}", (s1 - s0) / (c1 - c0) * 1000.0) } else { "—".into() };
             let cpu_per = if with && calls > 0 { format!("{:.3}", cpu * 1000.0 / calls as f64) } else { "—".into() };
             println!(
-                "| {} | {} | {:.2} | {:.2} | {} | {:.0} | {} |",
+                "| {} | {} | {:.2} | {:.2} | {} | {:.0} | {:.3} | {} | {} |",
                 round + 1,
                 if with { "gitgate webhook" } else { "no webhook" },
                 pct(&mut lat, 0.5),
                 pct(&mut lat, 0.99),
                 trip,
                 tput[i],
-                cpu_per
+                api_cpu,
+                cpu_per,
+                py_tput[i].map_or("—".into(), |t| format!("{t:.0}")),
             );
             if with {
                 hooks.delete("gitgate-bench", &DeleteParams::default()).await.unwrap();
@@ -223,11 +288,14 @@ async fn main() {
             }
         }
         ratio.push(tput[1] / tput[0]);
+        if let [Some(a), Some(b)] = py_tput {
+            py_ratio.push(b / a);
+        }
     }
-    println!(
-        "\nparallel throughput with the webhook relative to without, per round: {}",
-        ratio.iter().map(|r| format!("{:.0}%", r * 100.0)).collect::<Vec<_>>().join(", ")
-    );
+    let show = |r: &[f64]| r.iter().map(|r| format!("{:.0}%", r * 100.0)).collect::<Vec<_>>().join(", ");
+    println!("\nparallel throughput with the webhook relative to without, per round:");
+    println!("  kube-rs client (this process): {}", show(&ratio));
+    println!("  peers' client (benches/peers_client.py, as ../shared/notes/peers.md): {}", show(&py_ratio));
     println!("gitgate RSS after the runs: {} KiB", srv.rss_kib());
     srv.terminate(Duration::from_secs(20));
 }

@@ -114,6 +114,12 @@ pub struct ServeAuditArgs {
     /// generated when absent. Default: `checkpoint.pk8` next to the log.
     #[arg(long, env = "GITGATE_AUDIT_KEY")]
     pub audit_key: Option<PathBuf>,
+    /// How often appended records are made durable (`fdatasync`), between
+    /// 1ms and 1s. A crash of gitgate loses nothing it acknowledged; a power
+    /// loss can lose the records of the last interval, and no checkpoint
+    /// ever covers records that were not yet durable.
+    #[arg(long, env = "GITGATE_AUDIT_SYNC_INTERVAL", default_value = "10ms", value_parser = sync_interval)]
+    pub audit_sync_interval: std::time::Duration,
     /// Write a signed checkpoint every N records (and at least every 10 s).
     #[arg(long, default_value_t = 1000)]
     pub audit_checkpoint_every: u64,
@@ -150,6 +156,7 @@ impl ServeAuditArgs {
             opts.replica.clone_from(r);
         }
         opts.rotate_bytes = self.audit_rotate_bytes;
+        opts.sync_interval = self.audit_sync_interval;
         opts.stdout = self.audit_stdout;
         opts.metrics = metrics;
         opts.notifier = notifier;
@@ -157,6 +164,14 @@ impl ServeAuditArgs {
         tracing::info!(path = %log.path().display(), head = ?log.head().map(|h| h.seq), fail_open = self.audit_fail_open, "audit log open");
         Ok(Arc::new(log))
     }
+}
+
+fn sync_interval(input: &str) -> Result<std::time::Duration, String> {
+    let d = crate::config::parse_duration(input).map_err(|e| e.to_string())?;
+    if !(std::time::Duration::from_millis(1)..=std::time::Duration::from_secs(1)).contains(&d) {
+        return Err(format!("{input} is outside 1ms..1s"));
+    }
+    Ok(d)
 }
 
 pub fn run(args: AuditArgs) -> Result<ExitCode, AuditError> {
@@ -368,4 +383,33 @@ fn query(a: QueryArgs) -> Result<ExitCode, AuditError> {
         eprintln!("warning: {} line(s) are not records; run `gitgate audit verify`", found.unreadable);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::ServeAuditArgs;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        audit: ServeAuditArgs,
+    }
+
+    #[test]
+    fn the_sync_interval_defaults_to_10ms_and_refuses_values_outside_1ms_to_1s() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()));
+        assert_eq!(parse(&[]).unwrap().audit.audit_sync_interval, Duration::from_millis(10));
+        let cli = parse(&["--audit-sync-interval", "50ms"]).unwrap();
+        assert_eq!(cli.audit.audit_sync_interval, Duration::from_millis(50));
+        for bad in ["0ms", "2s", "soon"] {
+            let err = parse(&["--audit-sync-interval", bad]).err().unwrap().to_string();
+            assert!(err.contains("--audit-sync-interval"), "{bad}: {err}");
+        }
+        let err = parse(&["--audit-sync-interval", "2s"]).err().unwrap().to_string();
+        assert!(err.contains("outside 1ms..1s"), "{err}");
+    }
 }
