@@ -8,13 +8,19 @@
 //! serial creates (the apiserver's own
 //! `apiserver_admission_webhook_admission_duration_seconds` gives the round
 //! trip per call) and 16 parallel clients (throughput with the webhook in
-//! the path relative to without). Prints a table; exits early with a
-//! message when `KUBE_BIN_DIR` is not set.
+//! the path relative to without), once with kube-rs from this process and
+//! once with the peers' client (`benches/peers_client.py`: python
+//! `requests`, the harness of `../shared/notes/peers.md`, when python3 has
+//! `requests`). `GITGATE_BENCH_SERVE_ARGS` adds `serve` flags (a variant).
+//! Prints a table; exits early with a message when `KUBE_BIN_DIR` is not
+//! set.
 
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/peers.rs"]
+mod peers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,48 +134,6 @@ fn apiserver_cpu(c: &cluster::Cluster) -> f64 {
     (field(11) + field(12)) / 100.0
 }
 
-/// The peers' parallel client (`benches/peers_client.py`), run with the
-/// cluster's admin certificate; `None` (said once) without python3 and
-/// `requests`.
-struct PeersClient {
-    server: String,
-    pki: std::path::PathBuf,
-}
-
-impl PeersClient {
-    fn new(c: &cluster::Cluster) -> Option<Self> {
-        let this = PeersClient { server: format!("https://127.0.0.1:{}", c.port), pki: c.run_dir.join("pki") };
-        let ok = std::process::Command::new("python3")
-            .args(["-c", "import requests"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("*** the peers' client needs python3 with `requests`; its column is left out ***");
-            return None;
-        }
-        Some(this)
-    }
-
-    /// objects/s of 16 threads making PARALLEL ConfigMaps in `ns`.
-    fn run(&self, ns: &str) -> Option<f64> {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers_client.py");
-        let pki = |f: &str| self.pki.join(f).to_string_lossy().into_owned();
-        let out = std::process::Command::new("python3")
-            .arg(script)
-            .args(["--server", &self.server, "--ca", &pki("ca.crt"), "--cert", &pki("admin.crt")])
-            .args(["--key", &pki("admin.key"), "--namespace", ns, "--prefix", "py"])
-            .args(["--count", &PARALLEL.to_string(), "--threads", &CLIENTS.to_string()])
-            .output()
-            .ok()?;
-        let line = String::from_utf8_lossy(&out.stdout);
-        let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
-        if let Some(e) = v.get("error") {
-            panic!("the peers' client failed: {e}");
-        }
-        v["objects_per_s"].as_f64()
-    }
-}
-
 fn pct(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
@@ -221,7 +185,7 @@ async fn main() {
         }]),
     };
 
-    let py = PeersClient::new(cluster);
+    let py = peers::PeersClient::new(cluster);
     println!(
         "| round | config | serial p50 ms | serial p99 ms | webhook round trip (apiserver) ms | kube-rs 16× objects/s | apiserver CPU ms/object | gitgate CPU ms/admission | peers' client 16× objects/s |"
     );
@@ -267,7 +231,7 @@ async fn main() {
             let ns = format!("py-{round}-{with}");
             namespace(&client, &ns).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
-            py_tput[i] = py.as_ref().and_then(|py| py.run(&ns));
+            py_tput[i] = py.as_ref().and_then(|py| py.run(&ns, PARALLEL, 0));
             let trip = if c1 > c0 { format!("{:.3}", (s1 - s0) / (c1 - c0) * 1000.0) } else { "—".into() };
             let cpu_per = if with && calls > 0 { format!("{:.3}", cpu * 1000.0 / calls as f64) } else { "—".into() };
             println!(

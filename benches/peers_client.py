@@ -36,9 +36,16 @@ def main():
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--threads", type=int, default=16)
     p.add_argument("--prefix", default="py")
+    p.add_argument(
+        "--deployments",
+        type=int,
+        default=0,
+        help="make the last N objects Deployments (replicas 0), as benches/sync.rs's mix",
+    )
     a = p.parse_args()
 
-    url = f"{a.server}/api/v1/namespaces/{a.namespace}/configmaps"
+    cm_url = f"{a.server}/api/v1/namespaces/{a.namespace}/configmaps"
+    deploy_url = f"{a.server}/apis/apps/v1/namespaces/{a.namespace}/deployments"
     lock = threading.Lock()
     next_index = [0]
     latencies = []
@@ -54,6 +61,26 @@ def main():
             "data": {"k": "v"},
         }
 
+    def deployment(name):
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": f"registry.example.invalid/{name}:1"}]},
+                },
+            },
+        }
+
+    def create(s, i):
+        if i >= a.count - a.deployments:
+            return s.post(deploy_url, json=deployment(f"{a.prefix}-{i}"))
+        return s.post(cm_url, json=body(f"{a.prefix}-{i}"))
+
     def worker(t):
         s = requests.Session()
         # REQUESTS_CA_BUNDLE in the environment would override s.verify
@@ -61,7 +88,7 @@ def main():
         s.verify = a.ca
         s.cert = (a.cert, a.key)
         try:
-            r = s.post(url, json=body(f"{a.prefix}-warm-{t}"))
+            r = s.post(cm_url, json=body(f"{a.prefix}-warm-{t}"))
             if r.status_code != 201:
                 errors.append(f"warm-up: {r.status_code} {r.text[:200]}")
         except Exception as e:  # noqa: BLE001 - reported, and the barrier still releases
@@ -78,7 +105,7 @@ def main():
                 break
             t0 = time.perf_counter()
             try:
-                r = s.post(url, json=body(f"{a.prefix}-{i}"))
+                r = create(s, i)
             except Exception as e:  # noqa: BLE001 - reported below
                 errors.append(str(e))
                 break

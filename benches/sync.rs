@@ -1,10 +1,14 @@
 //! The sync loop's figures against a real kube-apiserver and
 //! kube-controller-manager (`KUBE_BIN_DIR`; skips loudly without):
 //!
-//! 1. raw apiserver throughput: 1,000 ConfigMaps created by 16 parallel
-//!    clients (the ceiling);
+//! 1. raw apiserver throughput: the same 1,000 objects created by 16
+//!    parallel clients (the ceiling), and server-side-applied plain;
 //! 2. `sync_once` of 1,000 objects (800 ConfigMaps, 200 Deployments) from
 //!    cold, in one wave, same apiserver, same run: objects/s and the ratio;
+//!    three rounds of 1 and 2, each in fresh namespaces, and the median
+//!    ratio; with python3 + `requests`, also the same mix created by the
+//!    peers' client (`benches/peers_client.py`, the harness of the issue's
+//!    ≈ 620/s); `GITGATE_BENCH_PHASES=throughput` stops after this;
 //! 3. `gitgate serve` (release build): git push → applied with the push
 //!    hook, and drift reverted (a bypass → Git's value back), each repeated;
 //! 4. RSS of `gitgate serve` while it manages 10,000 objects.
@@ -13,6 +17,8 @@
 
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
+#[path = "support/peers.rs"]
+mod peers;
 #[path = "../tests/source_common.rs"]
 mod support;
 
@@ -33,6 +39,7 @@ use support::{Repo, cache_dir, oid};
 
 const N: usize = 1000;
 const CLIENTS: usize = 16;
+const ROUNDS: usize = 3;
 
 fn configmap(name: &str, value: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n")
@@ -139,8 +146,12 @@ async fn sync_from_cold(c: &cluster::Cluster, client: &kube::Client, ns: &str) -
     src.fetch().unwrap();
     let desired = Renderer::new(RenderOptions::default()).desired(&src.repo(), oid(&head)).unwrap();
     let target = Arc::new(Target::new("bench", client.clone(), 5000.0, 5000));
+    // each round keeps its own inventory: a shared one would prune the
+    // previous round's objects during the measured sync
+    let inventory_ns = format!("{ns}-gitgate");
+    c.ensure_namespace(&inventory_ns);
     let config = SyncConfig {
-        namespace: "gitgate-bench".into(),
+        namespace: inventory_ns,
         prune_guard: PruneGuard { max_count: 100_000, max_share: 1.0 },
         ..SyncConfig::default()
     };
@@ -295,9 +306,6 @@ async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let Some(c) = cluster::cluster("benches/sync") else { return };
     let client = c.client().await;
-    for ns in ["bench-raw", "bench-ssa", "bench-sync", "gitgate-bench"] {
-        c.ensure_namespace(ns);
-    }
     // Warm-up (connections, the apiserver's caches), then each phase on a
     // quiet control plane: the controller manager's work on one phase's
     // 200 Deployments (ReplicaSets) must not land in the next one.
@@ -305,27 +313,68 @@ async fn main() {
     raw_creates(&client, "bench-warm").await;
     let settle = || tokio::time::sleep(Duration::from_secs(5));
     settle().await;
-    let t0 = cpu(c);
-    let raw = raw_creates(&client, "bench-raw").await;
-    let t1 = cpu(c);
-    settle().await;
-    let t1b = cpu(c);
-    let ssa = raw_applies(&client, "bench-ssa").await;
-    let t2 = cpu(c);
-    settle().await;
-    let (synced, t2b, t3) = sync_from_cold(c, &client, "bench-sync").await;
+    // Three rounds of (raw creates, plain applies, sync_once), each in fresh
+    // namespaces; the ratios are per round, the figure is their median.
+    let mut ratios = Vec::new();
+    let mut py_ratios = Vec::new();
+    let py = peers::PeersClient::new(c);
+    for round in 0..ROUNDS {
+        let ns = |what: &str| {
+            let ns = format!("bench-{what}-{round}");
+            c.ensure_namespace(&ns);
+            ns
+        };
+        let (raw_ns, ssa_ns, sync_ns) = (ns("raw"), ns("ssa"), ns("sync"));
+        let t0 = cpu(c);
+        let raw = raw_creates(&client, &raw_ns).await;
+        let t1 = cpu(c);
+        settle().await;
+        let t1b = cpu(c);
+        let ssa = raw_applies(&client, &ssa_ns).await;
+        let t2 = cpu(c);
+        settle().await;
+        let (synced, t2b, t3) = sync_from_cold(c, &client, &sync_ns).await;
+        settle().await;
+        // the same mix created by the peers' client (the issue's ≈620/s)
+        let py_raw = py.as_ref().and_then(|py| py.run(&ns("py"), N, 200));
+        settle().await;
+        ratios.push(synced / raw);
+        println!(
+            "round {}: 1,000 objects: raw creates ({CLIENTS} clients) {raw:.0}/s; gitgate sync_once from cold {synced:.0}/s = {:.0}% of raw",
+            round + 1,
+            synced / raw * 100.0
+        );
+        println!(
+            "  plain server-side applies ({CLIENTS} clients) {ssa:.0}/s = {:.0}% of raw creates; sync_once = {:.0}% of them",
+            ssa / raw * 100.0,
+            synced / ssa * 100.0
+        );
+        println!("  raw creates: {}", cpu_per_object(t0, t1));
+        println!("  raw applies: {}", cpu_per_object(t1b, t2));
+        println!("  sync_once:   {}", cpu_per_object(t2b, t3));
+        if let Some(p) = py_raw {
+            py_ratios.push(synced / p);
+            println!(
+                "  the peers' client (16 threads, python requests) creates the same mix at {p:.0}/s; sync_once = {:.0}% of it",
+                synced / p * 100.0
+            );
+        }
+    }
     println!(
-        "1,000 objects: raw creates ({CLIENTS} clients) {raw:.0}/s; gitgate sync_once from cold {synced:.0}/s = {:.0}% of raw",
-        synced / raw * 100.0
+        "sync_once from cold relative to raw creates, per round: {}; median {:.0}%",
+        ratios.iter().map(|r| format!("{:.0}%", r * 100.0)).collect::<Vec<_>>().join(", "),
+        percentile(ratios.clone(), 0.5) * 100.0
     );
-    println!(
-        "  plain server-side applies ({CLIENTS} clients) {ssa:.0}/s = {:.0}% of raw creates; sync_once = {:.0}% of them",
-        ssa / raw * 100.0,
-        synced / ssa * 100.0
-    );
-    println!("  raw creates: {}", cpu_per_object(t0, t1));
-    println!("  raw applies: {}", cpu_per_object(t1b, t2));
-    println!("  sync_once:   {}", cpu_per_object(t2b, t3));
+    if !py_ratios.is_empty() {
+        println!(
+            "sync_once from cold relative to the peers' client's creates, per round: {}; median {:.0}%",
+            py_ratios.iter().map(|r| format!("{:.0}%", r * 100.0)).collect::<Vec<_>>().join(", "),
+            percentile(py_ratios.clone(), 0.5) * 100.0
+        );
+    }
+    if std::env::var("GITGATE_BENCH_PHASES").is_ok_and(|p| p == "throughput") {
+        return;
+    }
 
     // push → applied, drift → reverted, through the real binary
     c.ensure_namespace("bench-loop");

@@ -143,6 +143,35 @@ pub(crate) fn cm(name: &str, wave: i64, value: &str) -> String {
 
 const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\n    gitgate.dev/ignore-fields: /spec/replicas\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n          image: registry.example.invalid/web:1.0.0\n";
 
+/// A field the kind does not have (a typo in Git) fails that object's
+/// apply with the apiserver's own message, naming the field, as `kubectl
+/// apply` does; it is not dropped in silence (gitgate applies with
+/// `fieldValidation=Ignore`, which must not change that).
+#[test]
+fn a_typo_in_git_fails_the_apply_naming_the_field() {
+    let Some(c) = cluster::cluster("a_typo_in_git_fails_the_apply_naming_the_field") else { return };
+    let ns = "e2e-typo";
+    c.ensure_namespace(ns);
+    let repo = Repo::new();
+    repo.write("gitgate.yaml", &format!("apps:\n  - {{name: typo, path: app, destination: {{namespace: {ns}}}}}\n"));
+    repo.write("app/good.yaml", &cm("good", 0, "1"));
+    repo.write("app/bad.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\ndta:\n  value: \"1\"\n");
+    repo.commit("a typo");
+    let work = tempfile::tempdir().unwrap();
+    let s = serve(c, work.path(), &repo, "gitgate-e2e-typo", &[]);
+    let typo = wait_until("the typo reported", Duration::from_secs(60), || {
+        let st = status(&s);
+        let a = app(&st, "typo")?;
+        (a["sync"] == "Failed").then(|| a.clone())
+    });
+    let bad = typo["objects"].as_array().unwrap().iter().find(|o| o["name"] == "bad").cloned().unwrap();
+    let message = bad["message"].as_str().unwrap_or_default();
+    assert!(message.contains(".dta: field not declared in schema"), "{typo:#}");
+    let good = typo["objects"].as_array().unwrap().iter().find(|o| o["name"] == "good").cloned().unwrap();
+    assert_eq!(good["sync"], "Synced", "the rest of the app is applied: {typo:#}");
+    assert!(get(c, &["configmap", "bad", "-n", ns]).is_none(), "nothing half-applied");
+}
+
 pub(crate) fn audit_events(work: &std::path::Path) -> Vec<Value> {
     let text = std::fs::read_to_string(work.join("gitgate-data/audit/audit.jsonl")).unwrap_or_default();
     text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
