@@ -21,6 +21,8 @@ mod cluster;
 mod common;
 #[path = "support/peers.rs"]
 mod peers;
+#[path = "support/proc.rs"]
+mod proc;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,10 +130,7 @@ async fn parallel(client: &kube::Client, ns: &str) -> f64 {
 /// CPU seconds the kube-apiserver has used so far.
 fn apiserver_cpu(c: &cluster::Cluster) -> f64 {
     let pid = std::fs::read_to_string(c.run_dir.join("pids/kube-apiserver.pid")).unwrap_or_default();
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (field(11) + field(12)) / 100.0
+    proc::cpu_seconds(pid.trim())
 }
 
 fn pct(v: &mut [f64], q: f64) -> f64 {

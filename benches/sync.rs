@@ -19,6 +19,8 @@
 mod cluster;
 #[path = "support/peers.rs"]
 mod peers;
+#[path = "support/proc.rs"]
+mod proc;
 #[path = "../tests/source_common.rs"]
 mod support;
 
@@ -34,6 +36,7 @@ use gitgate::sync::target::Target;
 use gitgate::sync::{SyncConfig, plan::PruneGuard};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use proc::cpu_seconds;
 use serde_json::{Value, json};
 use support::{Repo, cache_dir, oid};
 
@@ -117,18 +120,10 @@ async fn raw_applies(client: &kube::Client, ns: &str) -> f64 {
     N as f64 / t.elapsed().as_secs_f64()
 }
 
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_secs(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (field(11) + field(12)) / 100.0
-}
-
 /// CPU used by (this process, kube-apiserver, etcd) so far.
 fn cpu(c: &cluster::Cluster) -> [f64; 3] {
     let pid = |name: &str| std::fs::read_to_string(c.run_dir.join(format!("pids/{name}.pid"))).unwrap_or_default();
-    [cpu_secs("self"), cpu_secs(pid("kube-apiserver").trim()), cpu_secs(pid("etcd").trim())]
+    [cpu_seconds("self"), cpu_seconds(pid("kube-apiserver").trim()), cpu_seconds(pid("etcd").trim())]
 }
 
 /// `per object: client X ms, apiserver Y ms, etcd Z ms of CPU`.

@@ -296,21 +296,7 @@ fn load_policies(paths: &[PathBuf]) -> anyhow::Result<PolicySet> {
         );
         return Ok(set);
     }
-    let mut docs = Vec::new();
-    for path in crate::policy::policy_files(&paths)? {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("failed to read {}", path.display()))?;
-        docs.push(crate::policy::parse_documents(&path.display().to_string(), &text)?);
-    }
-    // Policy files add to the provenance gate; they replace it only by
-    // defining a policy of the same name (as ./policies/provenance.yaml does).
-    let builtin = crate::policy::parse_documents("built-in provenance.yaml", crate::policy::BUILTIN_PROVENANCE)?;
-    let defines = |d: &crate::policy::Documents, name: &str| d.policies.iter().any(|p| p.metadata.name == name);
-    let provenance = builtin.policies.first().map(|p| p.metadata.name.clone()).unwrap_or_default();
-    if !docs.iter().any(|d| defines(d, &provenance)) {
-        tracing::info!(policy = %provenance, "no policy file defines the provenance gate: the built-in one is enforced too");
-        docs.insert(0, builtin);
-    }
-    let set = PolicySet::compile(docs)?;
+    let set = PolicySet::load_over_builtin(&paths)?;
     for w in &set.warnings {
         tracing::warn!("{w}");
     }

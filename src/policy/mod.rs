@@ -287,6 +287,20 @@ pub fn parse_documents(origin: &str, text: &str) -> Result<Documents, PolicyErro
 
 /// Policy files under `paths` (files, or directories searched recursively
 /// for `*.yaml`/`*.yml`, skipping `tests/` folders), sorted.
+/// Every policy file under `paths`, read and parsed.
+fn read_documents(paths: &[PathBuf]) -> Result<Vec<Documents>, PolicyError> {
+    let mut docs = Vec::new();
+    for path in policy_files(paths)? {
+        let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read { path: path.clone(), source })?;
+        docs.push(parse_documents(&path.display().to_string(), &text)?);
+    }
+    Ok(docs)
+}
+
+fn builtin_documents() -> Result<Documents, PolicyError> {
+    parse_documents("built-in provenance.yaml", BUILTIN_PROVENANCE)
+}
+
 pub fn policy_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PolicyError> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PolicyError> {
         let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::Read { path: dir.to_path_buf(), source })?;
@@ -328,20 +342,28 @@ impl std::fmt::Debug for PolicySet {
 impl PolicySet {
     /// Loads and compiles every policy file under `paths`.
     pub fn load(paths: &[PathBuf]) -> Result<PolicySet, PolicyError> {
-        let mut docs = Vec::new();
-        for path in policy_files(paths)? {
-            let text =
-                std::fs::read_to_string(&path).map_err(|source| PolicyError::Read { path: path.clone(), source })?;
-            docs.push(parse_documents(&path.display().to_string(), &text)?);
-        }
-        PolicySet::compile(docs)
+        PolicySet::compile(read_documents(paths)?)
     }
 
     /// The provenance gate alone (`policies/provenance.yaml`, compiled
     /// into the binary): what `gitgate serve` enforces when it is given no
     /// policy files, so Git stays the only deploy path in a bare container.
     pub fn builtin() -> Result<PolicySet, PolicyError> {
-        PolicySet::compile(vec![parse_documents("built-in provenance.yaml", BUILTIN_PROVENANCE)?])
+        PolicySet::compile(vec![builtin_documents()?])
+    }
+
+    /// The policy files at `paths` on top of the built-in provenance gate:
+    /// they add to it, and replace it only by defining a policy of the same
+    /// name (as `policies/provenance.yaml` does).
+    pub fn load_over_builtin(paths: &[PathBuf]) -> Result<PolicySet, PolicyError> {
+        let mut docs = read_documents(paths)?;
+        let builtin = builtin_documents()?;
+        let defined = |name: &str| docs.iter().flat_map(|d| &d.policies).any(|p| p.metadata.name == name);
+        if !builtin.policies.iter().all(|b| defined(&b.metadata.name)) {
+            tracing::info!("no policy file defines the provenance gate: the built-in one is enforced too");
+            docs.insert(0, builtin);
+        }
+        PolicySet::compile(docs)
     }
 
     /// An empty set: no policy applies.
