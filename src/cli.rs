@@ -80,6 +80,16 @@ pub struct ServeArgs {
     /// Serving private key (PEM).
     #[arg(long, env = "GITGATE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Answer /validate and /mutate only for TLS clients whose certificate
+    /// chains to this CA (PEM) — the apiserver, set up to present a client
+    /// certificate to webhooks. /healthz and /readyz stay open. Reloaded
+    /// with the serving certificate.
+    #[arg(long, env = "GITGATE_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// With --client-ca: also require the client certificate's common
+    /// name or a DNS name to be one of these (repeatable).
+    #[arg(long = "client-name", env = "GITGATE_CLIENT_NAMES", value_delimiter = ',', requires = "client_ca")]
+    pub client_names: Vec<String>,
     /// How often to check the certificate files for a rotation.
     #[arg(long, default_value = "10s")]
     pub tls_reload_interval: String,
@@ -256,7 +266,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("failed to start the runtime")?;
-            rt.block_on(serve(config, policies, args.reconciler, repo, args.secrets, args.audit, args.sync))?;
+            let callers = Callers { client_ca: args.client_ca, names: args.client_names };
+            rt.block_on(serve(config, callers, policies, args.reconciler, repo, args.secrets, args.audit, args.sync))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -405,8 +416,16 @@ fn follow(
     })
 }
 
+/// Who may call the webhooks (`--client-ca`, `--client-name`).
+struct Callers {
+    client_ca: Option<PathBuf>,
+    names: Vec<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     config: ServeConfig,
+    callers: Callers,
     policies: PolicySet,
     reconciler: Option<String>,
     repo: RepoArgs,
@@ -419,7 +438,23 @@ async fn serve(
         let out = tls::generate(&config.cert_dir, &names, 365)?;
         tracing::info!(dir = %config.cert_dir.display(), ca = %out.ca_cert.display(), "generated a development certificate");
     }
-    let (rustls, reloader) = tls::Reloader::load(&config.tls_cert, &config.tls_key)?;
+    let (rustls, reloader) = tls::Reloader::load_files(tls::Files {
+        cert: config.tls_cert.clone(),
+        key: config.tls_key.clone(),
+        client_ca: callers.client_ca.clone(),
+    })?;
+    let caller_policy = match &callers.client_ca {
+        Some(ca) => {
+            tracing::info!(ca = %ca.display(), names = ?callers.names, "webhooks answer only clients with a certificate from the client CA");
+            admission::CallerPolicy::ClientCertificate { names: callers.names.clone() }
+        }
+        None => {
+            tracing::warn!(
+                "no --client-ca: any caller that reaches the port gets admission decisions, and its userInfo is recorded as unauthenticated"
+            );
+            admission::CallerPolicy::Open
+        }
+    };
 
     let limits = Limits { max_body_bytes: config.max_body_bytes, request_timeout: config.request_timeout };
     let mut registry = prometheus_client::registry::Registry::default();
@@ -440,7 +475,7 @@ async fn serve(
         },
     )
     .await?;
-    let state = AdmissionState::new(registry, limits, Arc::new(recorder));
+    let state = AdmissionState::new(registry, limits, Arc::new(recorder)).with_callers(caller_policy);
     let state = Arc::new(if audit_args.audit_fail_open { state.fail_open_on_record_error() } else { state });
     let snapshot = Arc::new(arc_swap::ArcSwapOption::empty());
     let mut decider = Decider::new();
@@ -457,7 +492,17 @@ async fn serve(
     let cluster = sync.client.clone().map(|c| (c, sync_args.namespace.clone()));
     let audit_sink = cluster.clone().map(|(c, ns)| audit::cluster::attach(&audit_log, c, &ns));
     let crate::secrets::cli::SecretsWiring { decider, keyring, tasks: secrets_tasks } =
-        crate::secrets::cli::with_secrets_stage(decider, &secrets, cluster).await?;
+        crate::secrets::cli::with_secrets_stage(
+            decider,
+            &secrets,
+            cluster,
+            crate::secrets::cli::UnsealWiring {
+                reconciler: sync.reconciler.clone(),
+                commit: snapshot.clone(),
+                client_auth: callers.client_ca.is_some(),
+            },
+        )
+        .await?;
     // Ready (and deciding) once the first commit is rendered and traced:
     // before that, /readyz and the webhooks answer 503.
     let decider = Arc::new(decider);
@@ -490,7 +535,8 @@ async fn serve(
         None => tracing::info!("no --hook-secret: POST /hooks/git is off; Git is polled every {:?}", repo.poll),
     }
     let conn = ConnLimits { handshake_timeout: config.header_timeout, header_timeout: config.header_timeout };
-    let running = server::start(config.listen, rustls, router, conn).await?;
+    let handshake_failures = state.metrics().handshake_failures.clone();
+    let running = server::start_counting(config.listen, rustls, router, conn, handshake_failures).await?;
     let reload = tokio::spawn(reloader.run(config.tls_reload_interval));
     tracing::info!(addr = %running.addr, "gitgate admission server listening on https://{}", running.addr);
 

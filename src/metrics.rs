@@ -30,6 +30,17 @@ pub struct RejectLabels {
     pub code: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnauthenticatedLabels {
+    pub endpoint: &'static str,
+    pub reason: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS.iter().copied())
 }
@@ -40,6 +51,12 @@ pub struct AdmissionMetrics {
     pub duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     pub rejected: Family<RejectLabels, Counter>,
     pub record_failures: Counter,
+    /// Webhook requests refused because the caller did not prove it is
+    /// the apiserver (no or wrong client certificate).
+    pub unauthenticated: Family<UnauthenticatedLabels, Counter>,
+    /// TLS handshakes that failed, by reason (a client certificate of
+    /// another CA, an expired one, a timeout, …).
+    pub handshake_failures: Family<ReasonLabels, Counter>,
 }
 
 impl AdmissionMetrics {
@@ -49,6 +66,8 @@ impl AdmissionMetrics {
             duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             rejected: Family::default(),
             record_failures: Counter::default(),
+            unauthenticated: Family::default(),
+            handshake_failures: Family::default(),
         };
         registry.register(
             "gitgate_admission_reviews",
@@ -69,6 +88,16 @@ impl AdmissionMetrics {
             "gitgate_admission_record_failures",
             "Decisions that could not be recorded in the audit log",
             m.record_failures.clone(),
+        );
+        registry.register(
+            "gitgate_admission_unauthenticated_requests",
+            "Webhook requests refused before a decision because the caller presented no accepted client certificate",
+            m.unauthenticated.clone(),
+        );
+        registry.register(
+            "gitgate_tls_handshake_failures",
+            "TLS handshakes that failed, by reason (unknown_ca, expired, bad_certificate, timeout, closed, tls_error)",
+            m.handshake_failures.clone(),
         );
         m
     }

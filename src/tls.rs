@@ -1,6 +1,7 @@
 //! TLS material: development certificates (`gitgate certs`), the rustls
-//! server configuration (TLS 1.2/1.3, ALPN h2 + http/1.1), and hot reload
-//! of the certificate and key from disk.
+//! server configuration (TLS 1.2/1.3, ALPN h2 + http/1.1, optionally
+//! verifying client certificates against a CA), the verified caller of a
+//! connection ([`Peer`]), and hot reload of the files from disk.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,12 @@ pub enum TlsError {
         key: PathBuf,
         #[source]
         source: rustls::Error,
+    },
+    #[error("failed to use {path} as the client CA")]
+    ClientCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::server::VerifierBuilderError,
     },
     #[error("failed to generate a certificate")]
     Generate(#[source] rcgen::Error),
@@ -182,9 +189,145 @@ fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), TlsError> 
 /// Reads a certificate chain and its private key and builds the server
 /// configuration: TLS 1.3 and 1.2 only, ALPN h2 then http/1.1.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let cert_pem = std::fs::read(cert).map_err(|source| TlsError::Read { path: cert.to_path_buf(), source })?;
-    let key_pem = std::fs::read(key).map_err(|source| TlsError::Read { path: key.to_path_buf(), source })?;
-    server_config_from_pem(&cert_pem, &key_pem, cert, key)
+    let files = Files { cert: cert.to_path_buf(), key: key.to_path_buf(), client_ca: None };
+    Ok(files.read()?.1)
+}
+
+/// The files a server configuration is built from.
+#[derive(Clone, Debug)]
+pub struct Files {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA that client certificates must chain to (`--client-ca`).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl Files {
+    /// Reads the files: the hash of their bytes and the configuration.
+    fn read(&self) -> Result<([u8; 32], Arc<ServerConfig>), TlsError> {
+        let read =
+            |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source });
+        let cert_pem = read(&self.cert)?;
+        let key_pem = read(&self.key)?;
+        let ca_pem = self.client_ca.as_deref().map(read).transpose()?;
+        let mut h = Sha256::new();
+        h.update(&cert_pem);
+        h.update(&key_pem);
+        if let Some(ca) = &ca_pem {
+            h.update(ca);
+        }
+        let hash: [u8; 32] = h.finalize().into();
+        let client = match (&self.client_ca, &ca_pem) {
+            (Some(path), Some(pem)) => Some(client_verifier(path, pem)?),
+            _ => None,
+        };
+        Ok((hash, server_config_from_pem(&cert_pem, &key_pem, &self.cert, &self.key, client)?))
+    }
+}
+
+/// Verifies client certificates against the CA in `pem`. A client without
+/// a certificate still completes the handshake (health probes have none);
+/// the routes that need a caller refuse it. A certificate that does not
+/// chain to the CA, or is expired, fails the handshake.
+fn client_verifier(path: &Path, pem: &[u8]) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| TlsError::Pem { path: path.to_path_buf(), what: "malformed certificate" })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem { path: path.to_path_buf(), what: "no certificate" });
+    }
+    for c in certs {
+        roots.add(c).map_err(|_| TlsError::Pem { path: path.to_path_buf(), what: "not a CA certificate" })?;
+    }
+    rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .allow_unauthenticated()
+        .build()
+        .map_err(|source| TlsError::ClientCa { path: path.to_path_buf(), source })
+}
+
+/// Who is at the other end of a connection, as TLS proved it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Peer {
+    /// No client certificate (or no TLS at all).
+    #[default]
+    Anonymous,
+    /// A client certificate that chains to `--client-ca`: its common name
+    /// first, then its DNS subject alternative names.
+    Verified { names: Arc<[String]> },
+}
+
+impl Peer {
+    /// The peer of an established server connection. rustls only keeps
+    /// certificates it verified, so any certificate here is trusted.
+    pub fn of(conn: &rustls::ServerConnection) -> Peer {
+        match conn.peer_certificates().and_then(<[_]>::first) {
+            Some(leaf) => Peer::Verified { names: certificate_names(leaf).into() },
+            None => Peer::Anonymous,
+        }
+    }
+}
+
+/// The common name and DNS subject alternative names of a certificate.
+pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok(ee) = webpki::EndEntityCert::try_from(cert) else { return Vec::new() };
+    let mut names: Vec<String> = common_name(ee.subject()).into_iter().collect();
+    for dns in ee.valid_dns_names() {
+        if !names.iter().any(|n| n == dns) {
+            names.push(dns.to_owned());
+        }
+    }
+    names
+}
+
+/// The first commonName (2.5.4.3) of a DER Name's contents (a sequence of
+/// RDN sets), as UTF-8; `None` when absent or malformed.
+fn common_name(mut rdns: &[u8]) -> Option<String> {
+    const CN: &[u8] = &[0x55, 0x04, 0x03];
+    while !rdns.is_empty() {
+        let (tag, set, rest) = der_tlv(rdns)?;
+        rdns = rest;
+        if tag != 0x31 {
+            return None;
+        }
+        let mut atvs = set;
+        while !atvs.is_empty() {
+            let (tag, atv, rest) = der_tlv(atvs)?;
+            atvs = rest;
+            if tag != 0x30 {
+                return None;
+            }
+            let (oid_tag, oid, value) = der_tlv(atv)?;
+            if oid_tag == 0x06 && oid == CN {
+                let (_, text, _) = der_tlv(value)?;
+                return std::str::from_utf8(text).ok().map(str::to_owned);
+            }
+        }
+    }
+    None
+}
+
+/// One DER tag-length-value: (tag, value, rest). Short and long lengths
+/// up to four bytes; anything else is malformed.
+fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let (bytes, tail) = rest.split_at(n);
+        rest = tail;
+        bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let (value, tail) = rest.split_at(len);
+    Some((tag, value, tail))
 }
 
 fn server_config_from_pem(
@@ -192,6 +335,7 @@ fn server_config_from_pem(
     key_pem: &[u8],
     cert: &Path,
     key: &Path,
+    client: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
@@ -201,10 +345,16 @@ fn server_config_from_pem(
     }
     let private = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|_| TlsError::Pem { path: key.to_path_buf(), what: "no private key" })?;
-    let mut config = ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .with_no_client_auth()
-        .with_single_cert(chain, private)
-        .map_err(|source| TlsError::Config { cert: cert.to_path_buf(), key: key.to_path_buf(), source })?;
+    let builder = ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12]);
+    let builder = match client {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, private).map_err(|source| TlsError::Config {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        source,
+    })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -215,8 +365,7 @@ fn server_config_from_pem(
 /// the files miss. Open connections keep their session; new handshakes get
 /// the new certificate.
 pub struct Reloader {
-    cert: PathBuf,
-    key: PathBuf,
+    files: Files,
     config: RustlsConfig,
     last: [u8; 32],
 }
@@ -224,25 +373,20 @@ pub struct Reloader {
 impl Reloader {
     /// Loads the files once and returns the served config and its reloader.
     pub fn load(cert: &Path, key: &Path) -> Result<(RustlsConfig, Reloader), TlsError> {
-        let (hash, config) = Self::read(cert, key)?;
-        let rustls = RustlsConfig::from_config(config);
-        Ok((rustls.clone(), Reloader { cert: cert.to_path_buf(), key: key.to_path_buf(), config: rustls, last: hash }))
+        Self::load_files(Files { cert: cert.to_path_buf(), key: key.to_path_buf(), client_ca: None })
     }
 
-    fn read(cert: &Path, key: &Path) -> Result<([u8; 32], Arc<ServerConfig>), TlsError> {
-        let cert_pem = std::fs::read(cert).map_err(|source| TlsError::Read { path: cert.to_path_buf(), source })?;
-        let key_pem = std::fs::read(key).map_err(|source| TlsError::Read { path: key.to_path_buf(), source })?;
-        let mut h = Sha256::new();
-        h.update(&cert_pem);
-        h.update(&key_pem);
-        let hash: [u8; 32] = h.finalize().into();
-        Ok((hash, server_config_from_pem(&cert_pem, &key_pem, cert, key)?))
+    /// Like [`Reloader::load`], with a client CA that is reloaded too.
+    pub fn load_files(files: Files) -> Result<(RustlsConfig, Reloader), TlsError> {
+        let (hash, config) = files.read()?;
+        let rustls = RustlsConfig::from_config(config);
+        Ok((rustls.clone(), Reloader { files, config: rustls, last: hash }))
     }
 
     /// Checks the files once; returns whether the served config changed.
     /// A half-written or mismatched pair is reported and the old config kept.
     pub fn check(&mut self) -> Result<bool, TlsError> {
-        let (hash, config) = Self::read(&self.cert, &self.key)?;
+        let (hash, config) = self.files.read()?;
         if hash == self.last {
             return Ok(false);
         }
@@ -259,7 +403,7 @@ impl Reloader {
         loop {
             tick.tick().await;
             match self.check() {
-                Ok(true) => tracing::info!(cert = %self.cert.display(), "reloaded TLS certificate"),
+                Ok(true) => tracing::info!(cert = %self.files.cert.display(), "reloaded TLS certificate"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %crate::error_chain(&e), "keeping the current TLS certificate"),
             }

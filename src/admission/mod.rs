@@ -25,9 +25,10 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use prometheus_client::registry::Registry;
 
 pub use pipeline::{AsyncStage, Decider, Decision, Denial, Endpoint, Flow, Stage, StageFuture};
-pub use review::{AdmissionRequest, AdmissionResponse, Operation, Review};
+pub use review::{AdmissionRequest, AdmissionResponse, Caller, Operation, Review};
 
-use crate::metrics::{AdmissionMetrics, EndpointLabels, RejectLabels, ReviewLabels};
+use crate::metrics::{AdmissionMetrics, EndpointLabels, RejectLabels, ReviewLabels, UnauthenticatedLabels};
+use crate::tls::Peer;
 
 /// Bounds on one request.
 #[derive(Clone, Copy, Debug)]
@@ -89,6 +90,83 @@ impl Recorder for LogRecorder {
     }
 }
 
+/// Who may call `/validate` and `/mutate`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CallerPolicy {
+    /// Anyone who reaches the port (no `--client-ca`): every review is
+    /// recorded as `unauthenticated`.
+    #[default]
+    Open,
+    /// Only a TLS client whose certificate chained to `--client-ca` and,
+    /// when `names` is not empty, whose common name or DNS name is one of
+    /// them (`--client-name`).
+    ClientCertificate { names: Vec<String> },
+}
+
+/// Why a caller got no decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unauthenticated {
+    NoCertificate,
+    NameNotAllowed,
+}
+
+impl CallerPolicy {
+    /// The caller of a request whose connection proved `peer`, or why it
+    /// may not ask.
+    fn authenticate(&self, peer: Option<&Peer>) -> Result<Caller, Unauthenticated> {
+        let names = match self {
+            CallerPolicy::Open => return Ok(Caller::Unauthenticated),
+            CallerPolicy::ClientCertificate { names } => names,
+        };
+        match peer {
+            Some(Peer::Verified { names: presented }) => {
+                if names.is_empty() || presented.iter().any(|p| names.contains(p)) {
+                    Ok(Caller::Apiserver)
+                } else {
+                    Err(Unauthenticated::NameNotAllowed)
+                }
+            }
+            Some(Peer::Anonymous) | None => Err(Unauthenticated::NoCertificate),
+        }
+    }
+
+    fn mode(&self) -> &'static str {
+        match self {
+            CallerPolicy::Open => "unauthenticated",
+            CallerPolicy::ClientCertificate { .. } => "client-certificate",
+        }
+    }
+}
+
+impl Unauthenticated {
+    fn label(self) -> &'static str {
+        match self {
+            Unauthenticated::NoCertificate => "no_certificate",
+            Unauthenticated::NameNotAllowed => "name_not_allowed",
+        }
+    }
+
+    /// The response body's message: says what is needed, names nothing
+    /// the caller could use (the accepted names stay in gitgate's log).
+    fn message(self) -> &'static str {
+        match self {
+            Unauthenticated::NoCertificate => {
+                "gitgate answers admission reviews only from the apiserver: present a client certificate signed by the CA gitgate trusts (--client-ca)"
+            }
+            Unauthenticated::NameNotAllowed => {
+                "gitgate answers admission reviews only from the apiserver: this client certificate's name is not one gitgate accepts (--client-name)"
+            }
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Unauthenticated::NoCertificate => StatusCode::UNAUTHORIZED,
+            Unauthenticated::NameNotAllowed => StatusCode::FORBIDDEN,
+        }
+    }
+}
+
 /// Everything the request path reads. The decider is swapped whole when a
 /// new commit or policy set is compiled; requests never wait for it.
 pub struct AdmissionState {
@@ -99,6 +177,7 @@ pub struct AdmissionState {
     recorder: Arc<dyn Recorder>,
     /// Deny when a decision cannot be recorded (the default).
     fail_closed: bool,
+    callers: CallerPolicy,
 }
 
 impl AdmissionState {
@@ -106,7 +185,26 @@ impl AdmissionState {
     /// then owns and serves on `/metrics`.
     pub fn new(mut registry: Registry, limits: Limits, recorder: Arc<dyn Recorder>) -> Self {
         let metrics = AdmissionMetrics::register(&mut registry);
-        AdmissionState { decider: ArcSwapOption::empty(), metrics, registry, limits, recorder, fail_closed: true }
+        AdmissionState {
+            decider: ArcSwapOption::empty(),
+            metrics,
+            registry,
+            limits,
+            recorder,
+            fail_closed: true,
+            callers: CallerPolicy::Open,
+        }
+    }
+
+    /// Who may call the webhooks (default: anyone, recorded as
+    /// `unauthenticated`).
+    pub fn with_callers(mut self, callers: CallerPolicy) -> Self {
+        self.callers = callers;
+        self
+    }
+
+    pub fn callers(&self) -> &CallerPolicy {
+        &self.callers
     }
 
     /// Admit decisions that could not be recorded (audit fail-open).
@@ -128,10 +226,17 @@ impl AdmissionState {
         &self.metrics
     }
 
-    /// The whole request path for one body; infallible once decoded.
+    /// The whole request path for one body from an unauthenticated caller.
     pub async fn review(&self, endpoint: Endpoint, body: &[u8]) -> Result<Vec<u8>, Rejection> {
+        self.review_from(endpoint, body, Caller::Unauthenticated).await
+    }
+
+    /// The whole request path for one body sent by `caller`; infallible
+    /// once decoded.
+    pub async fn review_from(&self, endpoint: Endpoint, body: &[u8], caller: Caller) -> Result<Vec<u8>, Rejection> {
         let start = Instant::now();
-        let review = Review::decode(body).map_err(Rejection::Decode)?;
+        let mut review = Review::decode(body).map_err(Rejection::Decode)?;
+        review.request.caller = caller;
         let decider = self.decider.load_full().ok_or(Rejection::NotReady)?;
         let request = &review.request;
 
@@ -240,8 +345,32 @@ async fn read_body(body: Body, headers: &axum::http::HeaderMap, limits: Limits) 
 
 async fn handle(state: &AdmissionState, endpoint: Endpoint, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    // Who is asking is settled before the body is read: a caller that is
+    // not the apiserver gets no decision and leaves no audit record.
+    let caller = match state.callers.authenticate(parts.extensions.get::<Peer>()) {
+        Ok(caller) => caller,
+        Err(why) => {
+            state
+                .metrics
+                .unauthenticated
+                .get_or_create(&UnauthenticatedLabels { endpoint: endpoint.as_str(), reason: why.label() })
+                .inc();
+            let presented = match parts.extensions.get::<Peer>() {
+                Some(Peer::Verified { names }) => names.join(","),
+                _ => String::new(),
+            };
+            tracing::warn!(
+                endpoint = endpoint.as_str(),
+                reason = why.label(),
+                presented = %presented,
+                accepted = ?state.callers,
+                "refused an admission request from a caller that is not the apiserver"
+            );
+            return error_response(why.status(), why.message());
+        }
+    };
     let result = match read_body(body, &parts.headers, state.limits).await {
-        Ok(bytes) => state.review(endpoint, &bytes).await,
+        Ok(bytes) => state.review_from(endpoint, &bytes, caller).await,
         Err(e) => Err(e),
     };
     match result {
@@ -273,7 +402,8 @@ async fn healthz() -> Response {
 
 async fn readyz(State(state): State<Arc<AdmissionState>>) -> Response {
     if state.is_ready() {
-        json_response(StatusCode::OK, br#"{"status":"ready"}"#.to_vec())
+        let body = serde_json::json!({"status": "ready", "callers": state.callers.mode()});
+        json_response(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default())
     } else {
         error_response(StatusCode::SERVICE_UNAVAILABLE, "gitgate is not ready: its desired state is not loaded yet")
     }

@@ -106,6 +106,28 @@ pub struct UserInfo {
     pub extra: BTreeMap<String, Vec<String>>,
 }
 
+/// Who sent a review, as the transport proved it. `userInfo` is whatever
+/// the sender typed; only a caller that presented a client certificate
+/// from `--client-ca` is known to be the apiserver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Caller {
+    /// No accepted client certificate (client authentication off).
+    #[default]
+    Unauthenticated,
+    /// A client certificate that chains to `--client-ca` (and names one
+    /// of `--client-name`, when given).
+    Apiserver,
+}
+
+impl Caller {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Caller::Unauthenticated => "unauthenticated",
+            Caller::Apiserver => "apiserver",
+        }
+    }
+}
+
 /// One admission request. `object`/`oldObject` may hold Secret data, so the
 /// `Debug` impl prints only the identity of the request.
 #[derive(Clone, Deserialize, Serialize)]
@@ -140,6 +162,9 @@ pub struct AdmissionRequest {
     pub dry_run: bool,
     #[serde(default)]
     pub options: Option<Value>,
+    /// Set by the server from the connection, never read from the body.
+    #[serde(skip)]
+    pub caller: Caller,
 }
 
 impl AdmissionRequest {
@@ -172,6 +197,7 @@ impl fmt::Debug for AdmissionRequest {
             .field("name", &self.name)
             .field("user", &self.user_info.username)
             .field("dry_run", &self.dry_run)
+            .field("caller", &self.caller)
             .finish_non_exhaustive()
     }
 }

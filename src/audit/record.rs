@@ -133,6 +133,11 @@ pub struct Entry {
     pub uid: String,
     #[serde(default, skip_serializing_if = "is_false")]
     pub dry_run: bool,
+    /// Who sent an admission review, as the transport proved it:
+    /// `apiserver` (a client certificate from `--client-ca`) or
+    /// `unauthenticated` (then `user` is only what the sender typed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub caller: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub user: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -81,6 +81,7 @@ pub fn admission_entry(e: &Event<'_>) -> Entry {
     entry.endpoint = e.endpoint.as_str().to_owned();
     entry.uid.clone_from(&r.uid);
     entry.dry_run = r.dry_run;
+    entry.caller = r.caller.as_str().to_owned();
     entry.user.clone_from(&r.user_info.username);
     entry.groups.clone_from(&r.user_info.groups);
     entry.operation = r.operation.as_str().to_owned();

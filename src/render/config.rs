@@ -12,6 +12,9 @@
 //!     destinations: [{cluster: in-cluster, namespace: "web-*"}]
 //!     kinds: ["*"]                  # namespaced kinds: "Kind", "group/Kind", "group/*", "*"
 //!     clusterKinds: ["Namespace"]   # cluster-scoped kinds allowed (none by default)
+//!     vault:                        # Vault paths its sealed Secrets may name (none by default)
+//!       paths: ["secret/team-web/*"]
+//!       role: team-web              # optional: its own role for Vault's Kubernetes auth
 //! apps:
 //!   - name: web-staging
 //!     project: team-web
@@ -83,6 +86,17 @@ struct RawProject {
     kinds: Option<Vec<String>>,
     #[serde(default)]
     cluster_kinds: Vec<String>,
+    #[serde(default)]
+    vault: Option<RawVaultAccess>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawVaultAccess {
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    role: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -313,6 +327,26 @@ pub struct Project {
     pub destinations: Vec<(Glob, Glob)>,
     pub kinds: Vec<KindPattern>,
     pub cluster_kinds: Vec<KindPattern>,
+    /// The Vault paths the project's sealed Secrets may name.
+    pub vault: VaultAccess,
+}
+
+/// Which Vault paths a project's Secrets may reference (`<mount>/<path>`
+/// globs; `*` matches any characters, `/` included), and the role its
+/// reads use with Vault's Kubernetes auth (gitgate's own when `None`).
+/// No paths: the project may name none — a `vault:` reference is then
+/// denied, naming the project.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct VaultAccess {
+    pub paths: Vec<Glob>,
+    pub role: Option<String>,
+}
+
+impl VaultAccess {
+    /// Whether `location` (`<mount>/<path>`) is one of the paths.
+    pub fn allows(&self, location: &str) -> bool {
+        self.paths.iter().any(|g| g.matches(location))
+    }
 }
 
 impl Project {
@@ -322,6 +356,7 @@ impl Project {
             destinations: vec![(Glob("*".into()), Glob("*".into()))],
             kinds: vec![KindPattern::parse("*")],
             cluster_kinds: Vec::new(),
+            vault: VaultAccess::default(),
         }
     }
 
@@ -418,7 +453,29 @@ fn validate(file: &str, raw: RawConfig, tree: &TreeReader) -> Result<Config, Ren
         };
         let kinds = p.kinds.unwrap_or_else(|| vec!["*".to_string()]).iter().map(|k| KindPattern::parse(k)).collect();
         let cluster_kinds = p.cluster_kinds.iter().map(|k| KindPattern::parse(k)).collect();
-        let project = Project { name: p.name.clone(), destinations, kinds, cluster_kinds };
+        let vault = match p.vault {
+            None => VaultAccess::default(),
+            Some(v) => {
+                for path in &v.paths {
+                    let bad = path.split('/').any(|seg| seg == ".." || seg == ".");
+                    if path.trim_matches('/').is_empty() || !path.contains('/') || bad {
+                        return Err(config_error(
+                            file,
+                            line,
+                            format!(
+                                "project {:?}: vault path {path:?} must be <mount>/<path> without . or .. segments, e.g. secret/{}/*",
+                                p.name, p.name
+                            ),
+                        ));
+                    }
+                }
+                if v.role.as_deref().is_some_and(|r| r.trim().is_empty()) {
+                    return Err(config_error(file, line, format!("project {:?}: vault role is empty", p.name)));
+                }
+                VaultAccess { paths: v.paths.into_iter().map(Glob).collect(), role: v.role }
+            }
+        };
+        let project = Project { name: p.name.clone(), destinations, kinds, cluster_kinds, vault };
         if p.name != DEFAULT_PROJECT && projects.contains_key(&p.name) {
             return Err(config_error(file, line, format!("project {:?} is declared twice", p.name)));
         }

@@ -14,7 +14,7 @@ use super::cluster;
 use super::keys::{self, AgeIdentity, IdentitySet, Keyring, Recipient};
 use super::manifest;
 use super::seal::{Limits, Scope};
-use super::stage::SecretsStage;
+use super::stage::{Principal, SecretsStage, UnsealPolicy};
 use super::vault::{VaultAuth, VaultConfig, VaultResolver};
 use crate::admission::Decider;
 
@@ -158,6 +158,31 @@ pub struct ServeSecretsArgs {
     /// CA bundle for an https Vault (repeatable).
     #[arg(long = "vault-ca-cert")]
     pub vault_ca_certs: Vec<String>,
+    /// Besides the reconciler applying Git's own sealed Secrets, unseal
+    /// any sealed Secret for this identity: `user:NAME` or `group:NAME`
+    /// (repeatable; none by default).
+    #[arg(long = "unseal-for", env = "GITGATE_UNSEAL_FOR", value_delimiter = ',', value_parser = parse_principal)]
+    pub unseal_for: Vec<Principal>,
+    /// Unseal at /mutate even though callers are not authenticated (no
+    /// --client-ca): `userInfo` is then whatever the sender typed. Only for
+    /// a laptop cluster, or where a NetworkPolicy lets only the apiserver
+    /// reach the port.
+    #[arg(long, env = "GITGATE_UNSEAL_WITHOUT_CLIENT_AUTH")]
+    pub unseal_without_client_auth: bool,
+}
+
+fn parse_principal(s: &str) -> Result<Principal, String> {
+    Principal::parse(s)
+}
+
+/// What the unseal policy is decided from besides the flags.
+pub struct UnsealWiring {
+    /// The reconciler's username.
+    pub reconciler: String,
+    /// The commit in force.
+    pub commit: Arc<arc_swap::ArcSwapOption<crate::provenance::Snapshot>>,
+    /// Whether /mutate's callers are authenticated (--client-ca).
+    pub client_auth: bool,
 }
 
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
@@ -289,6 +314,7 @@ pub async fn with_secrets_stage(
     decider: Decider,
     args: &ServeSecretsArgs,
     cluster: Option<(kube::Client, String)>,
+    unseal: UnsealWiring,
 ) -> anyhow::Result<SecretsWiring> {
     let mut tasks = Vec::new();
     let keyring = match (&args.age_identity, cluster) {
@@ -307,7 +333,22 @@ pub async fn with_secrets_stage(
             return Ok(SecretsWiring { decider, keyring: None, tasks });
         }
     };
-    let mut stage = SecretsStage::with_keyring(keyring.clone());
+    if !unseal.client_auth && !args.unseal_without_client_auth {
+        tracing::warn!(
+            "no --client-ca: /mutate unseals nothing (any pod could type the reconciler into a review); give --client-ca, or --unseal-without-client-auth where a NetworkPolicy is the guard"
+        );
+    } else if !unseal.client_auth {
+        tracing::warn!(
+            "--unseal-without-client-auth: /mutate unseals for whoever a review's userInfo names; only a NetworkPolicy keeps other pods from typing the reconciler's name"
+        );
+    }
+    let policy = UnsealPolicy {
+        reconciler: unseal.reconciler,
+        extra: args.unseal_for.clone(),
+        without_client_auth: args.unseal_without_client_auth,
+        commit: unseal.commit,
+    };
+    let mut stage = SecretsStage::with_keyring(keyring.clone()).with_policy(policy);
     if let Some(addr) = &args.vault_addr {
         let auth = match args.vault_auth.unwrap_or(VaultAuthArg::Kubernetes) {
             VaultAuthArg::Token => VaultAuth::Token(

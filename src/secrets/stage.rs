@@ -5,6 +5,15 @@
 //! JSONPatch writes the plaintext `data`, drops the marker and records
 //! `gitgate.dev/sealed-digest` and `gitgate.dev/plaintext-mac`.
 //!
+//! Who gets plaintext ([`UnsealPolicy`], always set by `serve`): a review
+//! sent by a caller the transport authenticated (the apiserver with its
+//! client certificate; or any caller with `--unseal-without-client-auth`),
+//! whose `userInfo` is the reconciler applying a Secret whose sealed form
+//! is exactly the one Git declares for that namespace/name at the commit in
+//! force — or one of the `--unseal-for` identities. A `vault:` reference
+//! must name a path of the Secret's project (`projects[].vault.paths`). A
+//! dry run is checked the same way and never gets plaintext.
+//!
 //! Fail closed: any value that cannot be materialized denies the Secret
 //! with a reason naming the key and the cause, never the value. A Secret
 //! without the marker is left alone (that makes reinvocation safe) unless
@@ -13,6 +22,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation};
@@ -23,7 +33,9 @@ use super::plaintext::Plaintext;
 use super::seal::{self, Limits};
 use super::vault::{VaultError, VaultRef, VaultResolver};
 use super::{PLAINTEXT_MAC, SEALED, SEALED_AGE, SEALED_DIGEST, VAULT_PREFIX};
-use crate::admission::{AdmissionRequest, AsyncStage, Decision, Flow, Operation, StageFuture};
+use crate::admission::{AdmissionRequest, AsyncStage, Caller, Decision, Flow, Operation, StageFuture};
+use crate::provenance::Snapshot;
+use crate::render::config::{DEFAULT_PROJECT, VaultAccess};
 
 const STAGE: &str = "secrets";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -33,6 +45,108 @@ pub struct SecretsStage {
     keyring: Keyring,
     limits: Limits,
     vault: Option<Arc<VaultResolver>>,
+    /// Who may have which Secrets unsealed. `None` (offline tools,
+    /// benches) unseals for anyone; `serve` always sets one.
+    policy: Option<UnsealPolicy>,
+}
+
+/// A user or group that may have any sealed Secret unsealed
+/// (`--unseal-for user:NAME` / `group:NAME`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    User(String),
+    Group(String),
+}
+
+impl Principal {
+    /// Parses `user:NAME` or `group:NAME`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some(("user", name)) if !name.trim().is_empty() => Ok(Principal::User(name.to_owned())),
+            Some(("group", name)) if !name.trim().is_empty() => Ok(Principal::Group(name.to_owned())),
+            _ => Err(format!("{s:?}: expected user:NAME or group:NAME")),
+        }
+    }
+
+    fn matches(&self, request: &AdmissionRequest) -> bool {
+        match self {
+            Principal::User(u) => request.user_info.username == *u,
+            Principal::Group(g) => request.user_info.groups.iter().any(|x| x == g),
+        }
+    }
+}
+
+/// Who gets plaintext, and of which Secrets.
+pub struct UnsealPolicy {
+    /// The reconciler's username: it gets Git's own sealed Secrets.
+    pub reconciler: String,
+    /// `--unseal-for`: these get any sealed Secret they may create.
+    pub extra: Vec<Principal>,
+    /// `--unseal-without-client-auth`: believe the `userInfo` of callers
+    /// the transport did not authenticate (a laptop cluster; a cluster
+    /// where a NetworkPolicy is the guard).
+    pub without_client_auth: bool,
+    /// The commit in force (the provenance snapshot).
+    pub commit: Arc<ArcSwapOption<Snapshot>>,
+}
+
+/// What a request may have unsealed.
+struct Grant {
+    /// The Vault paths of the Secret's project.
+    vault: VaultAccess,
+    project: String,
+}
+
+impl UnsealPolicy {
+    /// Decides whether `request` gets `plan`'s Secret unsealed; no I/O.
+    fn authorize(&self, request: &AdmissionRequest, plan: &Plan) -> Result<Grant, Failure> {
+        let refuse = |cause: String| Failure { key: None, cause, code: 403, reason: "UnsealRefused" };
+        if request.caller != Caller::Apiserver && !self.without_client_auth {
+            return Err(refuse(
+                "gitgate unseals only for the apiserver, proven by a client certificate (--client-ca); this caller presented none, and --unseal-without-client-auth is off".into(),
+            ));
+        }
+        let user = &request.user_info.username;
+        let extra = self.extra.iter().any(|p| p.matches(request));
+        if !extra && *user != self.reconciler {
+            return Err(refuse(format!(
+                "only gitgate's reconciler ({}) is given Git's sealed Secrets; {user:?} is not, and is not listed in --unseal-for",
+                self.reconciler
+            )));
+        }
+        let snapshot = self.commit.load();
+        let Some(snap) = snapshot.as_ref() else {
+            return Err(Failure {
+                key: None,
+                cause: "no commit is in force yet".into(),
+                code: 503,
+                reason: "NotReady",
+            });
+        };
+        let desired = &snap.desired;
+        let short = desired.commit().to_hex_with_len(7).to_string();
+        let declared = desired.get("", "Secret", &plan.namespace, &plan.name);
+        if !extra {
+            let target = format!("{}/{}", plan.namespace, plan.name);
+            let Some(obj) = declared else {
+                return Err(refuse(format!(
+                    "only Git's own sealed Secrets are unsealed; {target} is not in Git at {short}"
+                )));
+            };
+            let git = serde_json::from_str::<Value>(&obj.manifest).ok().as_ref().and_then(super::git_sealed_digest);
+            if git.as_deref() != Some(plan.digest().as_str()) {
+                return Err(refuse(format!(
+                    "only Git's own sealed Secrets are unsealed; the sealed values of {target} are not the ones Git holds at {short}"
+                )));
+            }
+        }
+        let project = declared
+            .and_then(|obj| desired.app_of(obj))
+            .map(|app| app.project.clone())
+            .unwrap_or_else(|| DEFAULT_PROJECT.to_owned());
+        let vault = desired.config().project(&project).map(|p| p.vault.clone()).unwrap_or_default();
+        Ok(Grant { vault, project })
+    }
 }
 
 /// Why a Secret is refused.
@@ -78,7 +192,13 @@ impl SecretsStage {
     /// A stage that follows `keyring` (the cluster's identities, swapped
     /// on rotation).
     pub fn with_keyring(keyring: Keyring) -> Self {
-        SecretsStage { keyring, limits: Limits::default(), vault: None }
+        SecretsStage { keyring, limits: Limits::default(), vault: None, policy: None }
+    }
+
+    /// Unseals only what `policy` allows.
+    pub fn with_policy(mut self, policy: UnsealPolicy) -> Self {
+        self.policy = Some(policy);
+        self
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
@@ -97,12 +217,56 @@ impl SecretsStage {
             Ok(None) => return Flow::Continue,
             Err(f) => return deny(request, decision, f),
         };
+        if let Some(policy) = &self.policy {
+            let grant = match policy.authorize(request, &plan) {
+                Ok(grant) => grant,
+                Err(f) => return deny(request, decision, f),
+            };
+            for e in &plan.entries {
+                if let Source::Vault(r) = &e.source {
+                    let location = format!("{}/{}", r.mount, r.path);
+                    if !grant.vault.allows(&location) {
+                        let allowed: Vec<&str> = grant.vault.paths.iter().map(|g| g.0.as_str()).collect();
+                        let mut f = Failure::new(
+                            Some(&e.key),
+                            format!(
+                                "project {} may not read Vault path {location}; its paths are {allowed:?} (projects[].vault.paths in gitgate.yaml)",
+                                grant.project
+                            ),
+                        );
+                        f.reason = "VaultPathRefused";
+                        return deny(request, decision, f);
+                    }
+                }
+            }
+            if request.dry_run {
+                // Checked like a real request, answered without plaintext:
+                // the sealed form stays, stamped with its digest so the
+                // validating webhook sees Git's content.
+                decision.patch(
+                    STAGE,
+                    [PatchOperation::Add(AddOperation {
+                        path: annotation_path(SEALED_DIGEST),
+                        value: Value::String(plan.digest()),
+                    })],
+                );
+                decision.warn(
+                    STAGE,
+                    "gitgate does not unseal Secrets for a dry run: the values shown are Git's sealed form",
+                );
+                decision.annotate("secrets-dry-run", "sealed form kept");
+                return Flow::Continue;
+            }
+        } else if request.dry_run {
+            let f = Failure::new(None, "gitgate does not unseal Secrets for a dry run");
+            return deny(request, decision, f);
+        }
         // One snapshot for the whole request: a rotation mid-request cannot
         // decrypt with one set and MAC with another.
         let identities = self.keyring.current();
         match self.materialize(&plan, &identities).await {
             Ok(values) => {
-                let digest = super::sealed_digest(plan.entries.iter().map(|e| (e.key.as_str(), e.sealed.as_slice())));
+                let digest = plan.digest();
                 let mac = identities.mac_key().mac(values.iter().map(|(k, v)| (k.as_str(), v)));
                 decision.patch(STAGE, patch_ops(&plan, &values, &digest, &mac));
                 decision.annotate("secrets-unsealed", values.len().to_string());
@@ -174,6 +338,13 @@ fn deny(request: &AdmissionRequest, decision: &mut Decision, f: Failure) -> Flow
     };
     decision.deny(STAGE, f.code, f.reason, message);
     Flow::Stop
+}
+
+impl Plan {
+    /// The digest of the sealed form (`gitgate.dev/sealed-digest`).
+    fn digest(&self) -> String {
+        super::sealed_digest(self.entries.iter().map(|e| (e.key.as_str(), e.sealed.as_slice())))
+    }
 }
 
 /// Decides, without I/O, whether the request is a sealed Secret and
