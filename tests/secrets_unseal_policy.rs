@@ -70,12 +70,16 @@ struct World {
 /// `gitops-demo`: the sealed Secret `db-credentials` and `api` (a `vault:`
 /// reference inside the project).
 fn world() -> World {
+    world_with("vault: {paths: [\"secret/shop/*\"]}")
+}
+
+fn world_with(vault: &str) -> World {
     let ids = Arc::new(IdentitySet::new(vec![AgeIdentity::generate()]).unwrap());
     let git_password = seal_for(&ids.recipients(), NS, "db-credentials", "password", PASSWORD);
     let repo = Repo::new();
     repo.write(
         "gitgate.yaml",
-        "projects:\n  - name: shop\n    vault: {paths: [\"secret/shop/*\"]}\napps:\n  - {name: shop, project: shop, path: apps/shop, destination: {namespace: gitops-demo}}\n",
+        &format!("projects:\n  - name: shop\n    {vault}\napps:\n  - {{name: shop, project: shop, path: apps/shop, destination: {{namespace: gitops-demo}}}}\n"),
     );
     repo.write("apps/shop/db.json", &sealed_manifest("db-credentials", json!({"password": git_password})));
     repo.write("apps/shop/api.json", &sealed_manifest("api", json!({"token": "vault:secret/shop/api#token"})));
@@ -258,6 +262,41 @@ async fn vault_paths_belong_to_projects() {
     assert!(message.contains("project default may not read Vault path secret/prod/db"), "{message}");
     assert_no_plaintext(&text, &resp);
     assert_eq!(resp["response"]["status"]["reason"], "VaultPathRefused");
+}
+
+#[tokio::test]
+async fn a_projects_vault_role_is_what_its_secrets_are_read_with() {
+    let fake = vault::FakeVault::start().await;
+    fake.state.put_kv2("secret", "shop/api", json!({"token": VAULT_TOKEN_VALUE}));
+    let dir = tempfile::tempdir().unwrap();
+    let jwt = dir.path().join("token");
+    std::fs::write(&jwt, vault::K8S_JWT).unwrap();
+    let auth =
+        |role: &str| VaultAuth::Kubernetes { mount: "kubernetes".into(), role: role.into(), jwt_path: jwt.clone() };
+    let body = review("api", RECONCILER, &[], &[("token", "vault:secret/shop/api#token")]);
+    // The loopback Vault knows one role: a project naming it reads with
+    // its own login (gitgate's own role here is one Vault does not know
+    // for reads — only the project's role gets through).
+    let w = world_with(&format!("vault: {{paths: [\"secret/shop/*\"], role: {}}}", vault::K8S_ROLE));
+    let resolver = VaultResolver::connect(VaultConfig::new(&fake.url(), auth(vault::K8S_ROLE)).unwrap()).await.unwrap();
+    let logins = fake.state.logins.load(std::sync::atomic::Ordering::SeqCst);
+    let s = state(SecretsStage::new(w.ids.clone()).with_vault(resolver.clone()).with_policy(policy(&w, vec![], false)));
+    let (resp, _) = ask(&s, &body, Caller::Apiserver).await;
+    assert_eq!(resp["response"]["allowed"], true, "{resp}");
+    assert_eq!(
+        fake.state.logins.load(std::sync::atomic::Ordering::SeqCst),
+        logins + 1,
+        "the project's role logs in on its own"
+    );
+    ask(&s, &body, Caller::Apiserver).await;
+    assert_eq!(fake.state.logins.load(std::sync::atomic::Ordering::SeqCst), logins + 1, "and is kept");
+    // A project whose role Vault refuses gets nothing, with the reason.
+    let w = world_with("vault: {paths: [\"secret/shop/*\"], role: shop-reader}");
+    let s = state(SecretsStage::new(w.ids.clone()).with_vault(resolver).with_policy(policy(&w, vec![], false)));
+    let (resp, text) = ask(&s, &body, Caller::Apiserver).await;
+    let message = denied(&resp);
+    assert!(message.contains("kubernetes"), "{message}");
+    assert_no_plaintext(&text, &resp);
 }
 
 #[tokio::test]

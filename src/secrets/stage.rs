@@ -92,7 +92,7 @@ pub struct UnsealPolicy {
 
 /// What a request may have unsealed.
 struct Grant {
-    /// The Vault paths of the Secret's project.
+    /// The Vault paths (and role) of the Secret's project.
     vault: VaultAccess,
     project: String,
 }
@@ -217,11 +217,14 @@ impl SecretsStage {
             Ok(None) => return Flow::Continue,
             Err(f) => return deny(request, decision, f),
         };
-        if let Some(policy) = &self.policy {
-            let grant = match policy.authorize(request, &plan) {
-                Ok(grant) => grant,
+        let grant = match &self.policy {
+            Some(policy) => match policy.authorize(request, &plan) {
+                Ok(grant) => Some(grant),
                 Err(f) => return deny(request, decision, f),
-            };
+            },
+            None => None,
+        };
+        if let Some(grant) = &grant {
             for e in &plan.entries {
                 if let Source::Vault(r) = &e.source {
                     let location = format!("{}/{}", r.mount, r.path);
@@ -264,7 +267,7 @@ impl SecretsStage {
         // One snapshot for the whole request: a rotation mid-request cannot
         // decrypt with one set and MAC with another.
         let identities = self.keyring.current();
-        match self.materialize(&plan, &identities).await {
+        match self.materialize(&plan, &identities, grant.as_ref()).await {
             Ok(values) => {
                 let digest = plan.digest();
                 let mac = identities.mac_key().mac(values.iter().map(|(k, v)| (k.as_str(), v)));
@@ -279,7 +282,12 @@ impl SecretsStage {
 
     /// Decrypts every age value (no I/O) and then resolves the Vault
     /// references under the resolver's deadline.
-    async fn materialize(&self, plan: &Plan, identities: &IdentitySet) -> Result<Vec<(String, Plaintext)>, Failure> {
+    async fn materialize(
+        &self,
+        plan: &Plan,
+        identities: &IdentitySet,
+        grant: Option<&Grant>,
+    ) -> Result<Vec<(String, Plaintext)>, Failure> {
         let mut values = Vec::with_capacity(plan.entries.len());
         let mut refs = Vec::new();
         for e in &plan.entries {
@@ -299,6 +307,22 @@ impl SecretsStage {
             let key = refs.first().map(|(k, _)| k.as_str());
             Failure::new(key, VaultError::NotConfigured.to_string())
         })?;
+        let role_resolver;
+        let vault = match grant.and_then(|g| g.vault.role.as_deref()) {
+            None => vault,
+            Some(role) => {
+                role_resolver = vault.for_role(role).await.map_err(|err| {
+                    let key = refs.first().map(|(k, _)| k.as_str());
+                    let mut f = Failure::new(key, crate::error_chain(&err));
+                    if err.is_unavailable() {
+                        f.code = 503;
+                        f.reason = "VaultUnavailable";
+                    }
+                    f
+                })?;
+                &role_resolver
+            }
+        };
         let resolved = vault.resolve_all(&refs).await.map_err(|(key, err)| {
             let mut f = Failure::new(key, crate::error_chain(&err));
             if err.is_unavailable() {

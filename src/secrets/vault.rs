@@ -122,6 +122,7 @@ impl VaultError {
 }
 
 /// How gitgate logs in to Vault.
+#[derive(Clone)]
 pub enum VaultAuth {
     Token(SecretString),
     /// `auth/<mount>/login` with the pod's service-account JWT.
@@ -155,6 +156,7 @@ pub enum KvVersion {
 }
 
 /// Validated Vault settings.
+#[derive(Clone)]
 pub struct VaultConfig {
     pub address: String,
     pub auth: VaultAuth,
@@ -217,6 +219,9 @@ pub struct VaultResolver {
     config: VaultConfig,
     client: RwLock<VaultClient>,
     cache: Mutex<HashMap<CacheKey, Arc<Slot>>>,
+    /// Resolvers logged in with a project's own role (Kubernetes auth),
+    /// made on first use; each has its own token and cache.
+    roles: tokio::sync::Mutex<HashMap<String, Arc<VaultResolver>>>,
 }
 
 impl VaultResolver {
@@ -230,9 +235,36 @@ impl VaultResolver {
         let settings = settings.build().map_err(|e| VaultError::BadConfig { reason: e.to_string() })?;
         let client =
             VaultClient::new(settings).map_err(|source| VaultError::Login { method: config.auth.method(), source })?;
-        let resolver =
-            Arc::new(VaultResolver { config, client: RwLock::new(client), cache: Mutex::new(HashMap::new()) });
+        let resolver = Arc::new(VaultResolver {
+            config,
+            client: RwLock::new(client),
+            cache: Mutex::new(HashMap::new()),
+            roles: tokio::sync::Mutex::new(HashMap::new()),
+        });
         resolver.login().await?;
+        Ok(resolver)
+    }
+
+    /// The resolver that reads as `role` (a project's `vault.role`) with
+    /// the Kubernetes auth method, so Vault's policy for that role — not
+    /// gitgate's — bounds what the project's Secrets can read. Logged in
+    /// on first use and kept, with its token renewed every five minutes.
+    pub async fn for_role(&self, role: &str) -> Result<Arc<VaultResolver>, VaultError> {
+        let VaultAuth::Kubernetes { mount, jwt_path, .. } = &self.config.auth else {
+            return Err(VaultError::BadConfig {
+                reason: format!("a project's vault role ({role}) needs --vault-auth kubernetes"),
+            });
+        };
+        let mut roles = self.roles.lock().await;
+        if let Some(r) = roles.get(role) {
+            return Ok(Arc::clone(r));
+        }
+        let mut config = self.config.clone();
+        config.auth = VaultAuth::Kubernetes { mount: mount.clone(), role: role.to_owned(), jwt_path: jwt_path.clone() };
+        let resolver = VaultResolver::connect(config).await?;
+        // Detached: the resolver lives as long as the process.
+        drop(resolver.spawn_renewal(Duration::from_secs(300)));
+        roles.insert(role.to_owned(), Arc::clone(&resolver));
         Ok(resolver)
     }
 
