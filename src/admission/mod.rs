@@ -366,6 +366,10 @@ async fn handle(state: &AdmissionState, endpoint: Endpoint, req: Request) -> Res
                 accepted = ?state.callers,
                 "refused an admission request from a caller that is not the apiserver"
             );
+            // The body is read (within the same limits) but never decoded:
+            // an HTTP/2 client still sending it would otherwise see its
+            // stream reset instead of this answer.
+            let _ = read_body(body, &parts.headers, state.limits).await;
             return error_response(why.status(), why.message());
         }
     };

@@ -16,6 +16,7 @@ mod provenance;
 mod secrets;
 mod sync;
 mod sync_targets;
+mod trust;
 mod vap;
 mod walkthrough;
 mod webhook;

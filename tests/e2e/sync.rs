@@ -411,6 +411,7 @@ fn a_sealed_secret_in_git_is_synced_unsealed_and_stays_in_sync() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let key = work.path().join("cluster.key");
+    let client_ca = c.webhook_client_ca().expect("the e2e apiserver presents a webhook client certificate");
     let s = serve_on(
         c,
         work.path(),
@@ -424,6 +425,8 @@ fn a_sealed_secret_in_git_is_synced_unsealed_and_stays_in_sync() {
             policies.to_str().unwrap(),
             "--age-identity",
             key.to_str().unwrap(),
+            "--client-ca",
+            client_ca.to_str().unwrap(),
             "--resync-interval",
             "2s",
         ],

@@ -92,6 +92,9 @@ impl Cluster {
             ("KUBE_ETCD_PEER_PORT", peer.to_string()),
             ("KUBE_KCM_PORT", kcm.to_string()),
             ("KUBE_NO_CONTROLLER_MANAGER", if controller_manager { "0" } else { "1" }.to_string()),
+            // The apiserver presents a client certificate to every webhook
+            // (webhooks that do not ask for one never see it).
+            ("KUBE_WEBHOOK_CLIENT_CERT", "1".to_string()),
         ];
         // The reaper: stops the control plane and removes its state when
         // this test process exits, however it exits.
@@ -123,6 +126,14 @@ impl Cluster {
         );
         let kubeconfig = run_dir.join("admin.kubeconfig");
         Some(Cluster { run_dir, kubeconfig, bin_dir, port })
+    }
+
+    /// The CA that signed the client certificate the apiserver presents to
+    /// webhooks (CN `kube-apiserver-webhook-client`): what `serve
+    /// --client-ca` trusts. `None` when the launcher did not set one up.
+    pub fn webhook_client_ca(&self) -> Option<PathBuf> {
+        let pki = self.run_dir.join("pki");
+        pki.join("webhook-client.crt").is_file().then(|| pki.join("ca.crt"))
     }
 
     /// A client with cluster-admin rights.
