@@ -185,11 +185,16 @@ check_image() {
   # otherwise through the image's dynamic loader and library directories.
   local run base data
   if [ "$(id -u)" = 0 ] && command -v nsenter >/dev/null 2>&1; then
-    run=(nsenter --root="$rootfs" --wd=/var/lib/gitgate -S 65532 -G 65532)
+    run=(nsenter --root="$rootfs" --wd="$rootfs/var/lib/gitgate" -S 65532 -G 65532)
+    # The device nodes a container runtime provides in /dev.
+    mkdir -p "$rootfs/dev"
+    mknod -m 0666 "$rootfs/dev/null" c 1 3
+    mknod -m 0666 "$rootfs/dev/zero" c 1 5
+    mknod -m 0666 "$rootfs/dev/urandom" c 1 9
     base="" data=/tmp
   else
     local loader libdirs
-    loader=$(cd "$rootfs" && ls lib64/ld-linux-*.so.* lib/ld-linux*.so.* 2>/dev/null | head -1)
+    loader=$(cd "$rootfs" && { ls lib64/ld-linux-*.so.* lib/ld-linux*.so.* 2>/dev/null || true; } | head -1)
     [ -n "$loader" ] || fail "no dynamic loader in the image"
     libdirs=$(cd "$rootfs" && find . -name 'lib*.so*' -printf '%h\n' | sort -u | sed "s|^\.|$rootfs|" | paste -sd:)
     run=("$rootfs/$loader" --library-path "$libdirs")
@@ -222,6 +227,16 @@ check_image() {
   local body
   body=$(curl -sS --fail --max-time 10 --cacert "$ca" "https://$addr/healthz") || { cat "$log" >&2; fail "GET https://$addr/healthz failed"; }
   echo "GET https://$addr/healthz: $body"
+  # Ready once the first commit (the bundled example, committed with the
+  # image's git, rendered) is in force.
+  body=""
+  for i in $(seq 1 300); do
+    body=$(curl -sS --fail --max-time 10 --cacert "$ca" "https://$addr/readyz" 2>/dev/null) && break
+    kill -0 "$serve_pid" 2>/dev/null || { cat "$log" >&2; fail "gitgate serve exited"; }
+    sleep 0.1
+  done
+  [ -n "$body" ] || { cat "$log" >&2; fail "GET https://$addr/readyz never answered 200"; }
+  echo "GET https://$addr/readyz: $body"
   kill "$serve_pid"
   wait "$serve_pid" 2>/dev/null || true
   serve_pid=""
