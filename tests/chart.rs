@@ -76,16 +76,56 @@ fn b64(s: &Value) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(s.as_str().expect("a base64 string")).unwrap()
 }
 
-/// The container's arguments, parsed by gitgate's own command line.
+/// The webhook Deployment (`serve --sync off`, behind the Service the
+/// apiserver calls) and the reconciler Deployment (the sync loop, the guard).
+const WEBHOOK: &str = "gitgate";
+const RECONCILER: &str = "gitgate-reconciler";
+
+/// `serve` flags the chart passes that other branches are adding to gitgate
+/// (client auth, unsealing, the metrics port, dashboard admins). Until
+/// gitgate's command line has one, it is checked as text ([`raw_args`]);
+/// once it has it, it is parsed like every other flag.
+const PENDING_FLAGS: &[&str] =
+    &["client-ca", "client-name", "unseal-for", "unseal-without-client-auth", "admin-group", "metrics-listen"];
+
+fn known_serve_flag(name: &str) -> bool {
+    use clap::CommandFactory as _;
+    let cli = gitgate::cli::Cli::command();
+    let serve = cli.find_subcommand("serve").expect("a serve command");
+    serve.get_arguments().any(|a| a.get_long() == Some(name))
+}
+
+/// A Deployment's container arguments, as written.
+fn raw_args(objs: &[Value], deployment: &str) -> Vec<String> {
+    let args = &get(objs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]["args"];
+    args.as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
+}
+
+/// The webhook Deployment's arguments, parsed by gitgate's own command line.
 fn serve_args(objs: &[Value]) -> Box<gitgate::cli::ServeArgs> {
-    let args = &get(objs, "Deployment", "gitgate")["spec"]["template"]["spec"]["containers"][0]["args"];
-    let args: Vec<&str> = args.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    let cli = gitgate::cli::Cli::try_parse_from(std::iter::once("gitgate").chain(args.iter().copied()))
+    serve_args_of(objs, WEBHOOK)
+}
+
+/// A Deployment's container arguments, parsed by gitgate's own command line.
+fn serve_args_of(objs: &[Value], deployment: &str) -> Box<gitgate::cli::ServeArgs> {
+    let args: Vec<String> = raw_args(objs, deployment)
+        .into_iter()
+        .filter(|a| {
+            let name = a.trim_start_matches("--").split('=').next().unwrap_or_default();
+            !(a.starts_with("--") && PENDING_FLAGS.contains(&name) && !known_serve_flag(name))
+        })
+        .collect();
+    let cli = gitgate::cli::Cli::try_parse_from(std::iter::once("gitgate").chain(args.iter().map(String::as_str)))
         .unwrap_or_else(|e| panic!("gitgate rejects the chart's arguments {args:?}: {e}"));
     match cli.command {
         gitgate::cli::Command::Serve(s) => s,
         other => panic!("the container runs {other:?}, not serve"),
     }
+}
+
+/// Whether `selector` (matchLabels) selects pods labelled `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector.as_object().unwrap().iter().all(|(k, v)| &labels[k] == v)
 }
 
 #[test]
@@ -98,7 +138,12 @@ replicaCount: 3
 repo: {url: https://git.example.com/platform/gitops.git, revision: production, pollInterval: 1m}
 hookSecret: {enabled: true}
 breakGlassGroups: [sre, oncall]
-webhook: {installVAP: true, timeoutSeconds: 8}
+webhook: {installVAP: true, timeoutSeconds: 8, clientAuth: {enabled: true, caSecret: apiserver-client-ca}}
+secrets: {unsealFor: ['group:deployers'], unsealWithoutClientAuth: true}
+networkPolicy: {apiserverCIDRs: [10.0.0.10/32], dashboardFrom: [{namespaceSelector: {matchLabels: {team: web}}}]}
+reconciler: {replicaCount: 3}
+dashboard: {adminGroups: [platform-admins], service: {type: LoadBalancer}}
+metrics: {port: 9102}
 tls: {certManager: {enabled: true}}
 age: {existingSecret: gitgate-age}
 vault: {address: https://vault.example.com:8200, auth: approle, approleSecret: {name: vault-approle}, kv1Mounts: [legacy], caSecret: vault-ca}
@@ -128,59 +173,149 @@ fn strict_lint_refuses_bad_values() {
 }
 
 #[test]
-fn defaults_render_a_highly_available_hardened_deployment() {
+fn defaults_render_two_highly_available_hardened_deployments() {
     let Some(shim) = shim() else { return };
     let objs = render(&shim, "{}\n");
-    let deploy = get(&objs, "Deployment", "gitgate");
-    assert!(deploy["spec"]["replicas"].as_u64().unwrap() >= 2);
-    let pod = &deploy["spec"]["template"]["spec"];
-    let term = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
-    assert_eq!(term["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname");
-    assert_eq!(
-        term["podAffinityTerm"]["labelSelector"]["matchLabels"], deploy["spec"]["selector"]["matchLabels"],
-        "anti-affinity selects gitgate's own pods"
-    );
-    let pdb = get(&objs, "PodDisruptionBudget", "gitgate");
-    assert_eq!(pdb["spec"]["minAvailable"], 1);
-    assert_eq!(pdb["spec"]["selector"]["matchLabels"], deploy["spec"]["selector"]["matchLabels"]);
+    assert_eq!(of_kind(&objs, "Deployment").count(), 2);
+    for name in [WEBHOOK, RECONCILER] {
+        let deploy = get(&objs, "Deployment", name);
+        assert!(deploy["spec"]["replicas"].as_u64().unwrap() >= 2, "{name}");
+        let pod = &deploy["spec"]["template"]["spec"];
+        let term = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+        assert_eq!(term["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname");
+        assert_eq!(
+            term["podAffinityTerm"]["labelSelector"]["matchLabels"], deploy["spec"]["selector"]["matchLabels"],
+            "{name}: anti-affinity selects its own pods"
+        );
+        // Each Deployment has its own PDB, selecting its pods and not the other's.
+        let pdb = get(&objs, "PodDisruptionBudget", name);
+        assert_eq!(pdb["spec"]["minAvailable"], 1);
+        assert_eq!(pdb["spec"]["selector"]["matchLabels"], deploy["spec"]["selector"]["matchLabels"]);
+        assert!(selects(&deploy["spec"]["selector"]["matchLabels"], &deploy["spec"]["template"]["metadata"]["labels"]));
+        let other = get(&objs, "Deployment", if name == WEBHOOK { RECONCILER } else { WEBHOOK });
+        assert!(
+            !selects(&pdb["spec"]["selector"]["matchLabels"], &other["spec"]["template"]["metadata"]["labels"]),
+            "{name}'s PDB also counts the other Deployment's pods"
+        );
 
-    let c = &pod["containers"][0];
-    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
-    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
-    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
-    assert_eq!(c["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
-    assert_eq!(c["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "https", "scheme": "HTTPS"}));
-    assert_eq!(c["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "https", "scheme": "HTTPS"}));
-    assert!(c["resources"]["requests"]["cpu"].is_string() && c["resources"]["limits"]["memory"].is_string());
-    let env: Vec<&Value> = c["env"].as_array().unwrap().iter().collect();
-    for (name, field) in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")] {
-        assert!(env.iter().any(|e| e["name"] == name && e["valueFrom"]["fieldRef"]["fieldPath"] == field), "{name}");
+        let c = &pod["containers"][0];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+        assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+        assert_eq!(c["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+        assert_eq!(c["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "https", "scheme": "HTTPS"}));
+        assert_eq!(c["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "https", "scheme": "HTTPS"}));
+        assert!(c["resources"]["requests"]["cpu"].is_string() && c["resources"]["limits"]["memory"].is_string());
+        let env: Vec<&Value> = c["env"].as_array().unwrap().iter().collect();
+        for (env_name, field) in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")] {
+            assert!(
+                env.iter().any(|e| e["name"] == env_name && e["valueFrom"]["fieldRef"]["fieldPath"] == field),
+                "{name}: {env_name}"
+            );
+        }
+        let volumes = pod["volumes"].as_array().unwrap();
+        assert!(volumes.iter().any(|v| v["name"] == "data" && v["emptyDir"].is_object()));
+        let args = serve_args_of(&objs, name);
+        assert_eq!(args.listen.to_string(), "0.0.0.0:8443");
+        let drain = gitgate::config::parse_duration(&args.drain_timeout).unwrap().as_secs();
+        let pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap();
+        assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > drain + pre_stop);
+        assert_eq!(args.sync.namespace, NS);
+        // Both trust the reconciler's username: its ServiceAccount's.
+        assert_eq!(args.reconciler.as_deref(), Some(format!("system:serviceaccount:{NS}:gitgate").as_str()));
+        assert_eq!(c["ports"][0], json!({"name": "https", "containerPort": 8443, "protocol": "TCP"}));
+        assert_eq!(c["ports"][1], json!({"name": "metrics", "containerPort": 9090, "protocol": "TCP"}));
+        assert!(raw_args(&objs, name).contains(&"--metrics-listen=0.0.0.0:9090".to_string()), "{name}");
     }
-    let volumes = pod["volumes"].as_array().unwrap();
-    assert!(volumes.iter().any(|v| v["name"] == "data" && v["emptyDir"].is_object()));
-    let args = serve_args(&objs);
-    assert_eq!(args.listen.to_string(), "0.0.0.0:8443");
-    let drain = gitgate::config::parse_duration(&args.drain_timeout).unwrap().as_secs();
-    let pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap();
-    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > drain + pre_stop);
-    assert_eq!(args.sync.namespace, NS);
-    assert_eq!(args.reconciler.as_deref(), Some(format!("system:serviceaccount:{NS}:gitgate").as_str()));
     assert_eq!(get(&objs, "ServiceAccount", "gitgate")["metadata"]["namespace"], NS);
+    assert_eq!(get(&objs, "ServiceAccount", "gitgate-webhook")["metadata"]["namespace"], NS);
     let svc = get(&objs, "Service", "gitgate");
     assert_eq!(svc["spec"]["ports"][0]["port"], 443);
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], "https");
-    assert_eq!(c["ports"][0], json!({"name": "https", "containerPort": 8443, "protocol": "TCP"}));
-
-    // One replica: no PDB (it would block every node drain).
-    let single = render(&shim, "replicaCount: 1\n");
-    assert!(find(&single, "PodDisruptionBudget", "gitgate").is_none());
-    let required = render(&shim, "affinity: {podAntiAffinity: {mode: required}}\n");
-    let pod = &get(&required, "Deployment", "gitgate")["spec"]["template"]["spec"];
-    assert!(
-        pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"]
-            .is_string()
+    assert_eq!(
+        svc["spec"]["ports"][1],
+        json!({"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"})
     );
+
+    // One replica each: no PDB (it would block every node drain).
+    let single = render(&shim, "replicaCount: 1\nreconciler: {replicaCount: 1}\n");
+    assert!(of_kind(&single, "PodDisruptionBudget").next().is_none());
+    let required = render(&shim, "affinity: {podAntiAffinity: {mode: required}}\n");
+    for name in [WEBHOOK, RECONCILER] {
+        let pod = &get(&required, "Deployment", name)["spec"]["template"]["spec"];
+        assert!(
+            pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"]
+                .is_string()
+        );
+    }
+    // Metrics off: no metrics port, flag or Service port.
+    let off = render(&shim, "metrics: {enabled: false}\n");
+    assert!(!raw_args(&off, WEBHOOK).iter().any(|a| a.starts_with("--metrics-listen")));
+    assert_eq!(get(&off, "Service", "gitgate")["spec"]["ports"].as_array().unwrap().len(), 1);
+}
+
+/// One pod has one ServiceAccount: the webhook pods (admission, the secrets
+/// bridge) and the reconciler pods (the applier, the guard, the dashboard)
+/// are two Deployments, and each Service reaches only its own pods.
+#[test]
+fn the_webhook_and_the_reconciler_run_apart_under_their_own_service_accounts() {
+    let Some(shim) = shim() else { return };
+    let objs = render(
+        &shim,
+        "\
+repo: {url: https://git.example.com/platform/gitops.git}
+hookSecret: {enabled: true}
+age: {existingSecret: my-age}
+vault: {address: https://vault.example.com:8200}
+dashboard: {adminGroups: [platform-admins]}
+",
+    );
+    let pod = |name: &str| get(&objs, "Deployment", name)["spec"]["template"].clone();
+    let (webhook_pod, reconciler_pod) = (pod(WEBHOOK), pod(RECONCILER));
+    assert_eq!(webhook_pod["spec"]["serviceAccountName"], "gitgate-webhook");
+    assert_eq!(reconciler_pod["spec"]["serviceAccountName"], "gitgate");
+
+    // The webhook pods decide and unseal; they never sync or guard.
+    let webhook = serve_args_of(&objs, WEBHOOK);
+    assert_eq!(webhook.sync.sync, gitgate::sync::cli::SyncMode::Off);
+    assert_eq!(webhook.repo.as_deref(), Some("https://git.example.com/platform/gitops.git"), "provenance tracks Git");
+    assert_eq!(webhook.sync.webhook_endpoint, None);
+    assert_eq!(webhook.secrets.age_identity.as_deref(), Some(Path::new("/etc/gitgate/age/identity")));
+    let env =
+        |p: &Value, name: &str| p["spec"]["containers"][0]["env"].as_array().unwrap().iter().any(|e| e["name"] == name);
+    assert!(env(&webhook_pod, "VAULT_ADDR") && !env(&reconciler_pod, "VAULT_ADDR"));
+    // Push hooks arrive at the dashboard Service: the reconciler pods.
+    assert!(env(&reconciler_pod, "GITGATE_HOOK_SECRET") && !env(&webhook_pod, "GITGATE_HOOK_SECRET"));
+
+    // The reconciler applies, keeps the webhook configurations pointed at the
+    // webhook Service, and reads no Secrets for keys.
+    let reconciler = serve_args_of(&objs, RECONCILER);
+    assert_eq!(reconciler.sync.sync, gitgate::sync::cli::SyncMode::Auto);
+    assert!(!reconciler.secrets.cluster_keys);
+    assert_eq!(reconciler.secrets.age_identity, None);
+    let volumes = |p: &Value| -> Vec<String> {
+        p["spec"]["volumes"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(volumes(&webhook_pod).contains(&"age".to_string()));
+    assert!(!volumes(&reconciler_pod).contains(&"age".to_string()), "the reconciler mounts no age identity");
+    let endpoint = Endpoint::parse(reconciler.sync.webhook_endpoint.as_deref().unwrap()).unwrap();
+    let Endpoint::Service { namespace, name, port } = endpoint else { panic!("not a Service endpoint") };
+    assert_eq!(namespace, NS);
+    let svc = get(&objs, "Service", &name);
+    assert_eq!(svc["spec"]["ports"][0]["port"], port);
+    assert!(
+        selects(&svc["spec"]["selector"], &webhook_pod["metadata"]["labels"]),
+        "the apiserver reaches the webhook pods"
+    );
+    assert!(!selects(&svc["spec"]["selector"], &reconciler_pod["metadata"]["labels"]), "and never the reconciler's");
+    let dashboard = get(&objs, "Service", "gitgate-dashboard");
+    assert!(selects(&dashboard["spec"]["selector"], &reconciler_pod["metadata"]["labels"]));
+    assert!(!selects(&dashboard["spec"]["selector"], &webhook_pod["metadata"]["labels"]));
+    assert_eq!(dashboard["spec"]["ports"][0]["targetPort"], "https");
+    // Dashboard admins on the reconciler, where the dashboard is served.
+    assert!(raw_args(&objs, RECONCILER).contains(&"--admin-group=platform-admins".to_string()));
+    assert!(!raw_args(&objs, WEBHOOK).iter().any(|a| a.starts_with("--admin-group")));
 }
 
 #[test]
@@ -203,15 +338,19 @@ audit: {signingKey: {existingSecret: my-audit-key}}
     assert_eq!(args.config_path, "clusters/prod/gitgate.yaml");
     assert_eq!(args.poll_interval, "1m");
     assert_eq!(args.break_glass_groups, ["sre", "oncall"]);
-    assert_eq!(args.sync.sync, gitgate::sync::cli::SyncMode::Auto);
+    assert_eq!(args.sync.sync, gitgate::sync::cli::SyncMode::Off, "the webhook pods never sync");
+    assert_eq!(serve_args_of(&objs, RECONCILER).sync.sync, gitgate::sync::cli::SyncMode::Auto);
     assert_eq!(args.secrets.age_identity.as_deref(), Some(Path::new("/etc/gitgate/age/identity")));
     assert_eq!(args.secrets.vault_role, "deployer");
     assert_eq!(args.audit.audit_key.as_deref(), Some(Path::new("/etc/gitgate/audit/checkpoint.pk8")));
     assert_eq!(args.tls_cert.as_deref(), Some(Path::new("/etc/gitgate/tls/tls.crt")));
-    let pod = &get(&objs, "Deployment", "gitgate")["spec"]["template"]["spec"];
+    let pod = &get(&objs, "Deployment", WEBHOOK)["spec"]["template"]["spec"];
     let env = pod["containers"][0]["env"].as_array().unwrap();
+    let reconciler_env =
+        get(&objs, "Deployment", RECONCILER)["spec"]["template"]["spec"]["containers"][0]["env"].clone();
     let secret_env = |name: &str| {
         env.iter()
+            .chain(reconciler_env.as_array().unwrap())
             .find(|e| e["name"] == name)
             .map(|e| e["valueFrom"]["secretKeyRef"]["name"].as_str().unwrap().to_string())
             .unwrap_or_else(|| panic!("no {name}"))
@@ -230,9 +369,12 @@ audit: {signingKey: {existingSecret: my-audit-key}}
     assert_eq!(b64(&get(&objs, "Secret", "gitgate-hook")["data"]["hook-secret"]).len(), 40);
 
     // No repository: the bundled example, admission only.
-    let args = serve_args(&render(&shim, "{}\n"));
-    assert_eq!(args.repo, None);
-    assert_eq!(args.sync.sync, gitgate::sync::cli::SyncMode::Off);
+    let objs = render(&shim, "{}\n");
+    for name in [WEBHOOK, RECONCILER] {
+        let args = serve_args_of(&objs, name);
+        assert_eq!(args.repo, None);
+        assert_eq!(args.sync.sync, gitgate::sync::cli::SyncMode::Off);
+    }
 }
 
 #[test]
@@ -304,11 +446,37 @@ fn rbac_keeps_the_reconcilers_rights_apart_from_the_webhooks_read_rights() {
             assert!(["get", "list", "watch"].contains(&verb.as_str().unwrap()), "webhook role may {verb}");
         }
     }
-    // Each role has its own binding to gitgate's ServiceAccount.
-    for role in ["gitgate-reconciler", "gitgate-webhook"] {
+    // Each role is bound to its own Deployment's ServiceAccount, and only to it.
+    for (role, sa) in [("gitgate-reconciler", "gitgate"), ("gitgate-webhook", "gitgate-webhook")] {
         let binding = get(&objs, "ClusterRoleBinding", role);
         assert_eq!(binding["roleRef"]["name"], role);
-        assert_eq!(binding["subjects"][0], json!({"kind": "ServiceAccount", "name": "gitgate", "namespace": NS}));
+        assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": sa, "namespace": NS}]));
+    }
+    for (binding, sa) in
+        [("gitgate-reconciler", "gitgate"), ("gitgate-keys", "gitgate-webhook"), ("gitgate-webhook", "gitgate-webhook")]
+    {
+        let binding = get(&objs, "RoleBinding", binding);
+        assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": sa, "namespace": NS}]));
+    }
+    // The webhook pods' own namespace rights: their audit checkpoints
+    // (ConfigMap + Event); nothing that deletes, no Secrets, no tokens.
+    let webhook_role = get(&objs, "Role", "gitgate-webhook");
+    assert_eq!(webhook_role["metadata"]["namespace"], NS);
+    assert_eq!(
+        webhook_role["rules"],
+        json!([
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        ])
+    );
+    for o in objs.iter().filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role") {
+        for rule in o["rules"].as_array().unwrap() {
+            assert!(
+                !rule["resources"].as_array().unwrap().iter().any(|r| r == "serviceaccounts/token"),
+                "{} grants tokens",
+                o["metadata"]["name"]
+            );
+        }
     }
     // The guard edits its webhook configurations by name only.
     let guarded = reconciler["rules"]
@@ -403,11 +571,13 @@ fn the_generated_certificate_is_served_by_gitgate_and_trusted_by_every_webhook()
     );
     assert!(handshake(&cert, &key, &ca, "gitgate.elsewhere.svc").is_err());
     // The pods mount that Secret.
-    let args = serve_args(&objs);
-    assert_eq!(args.cert_dir, Path::new("/etc/gitgate/tls"));
-    let pod = &get(&objs, "Deployment", "gitgate")["spec"]["template"]["spec"];
-    let tls = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "tls").unwrap();
-    assert_eq!(tls["secret"]["secretName"], "gitgate-tls");
+    for name in [WEBHOOK, RECONCILER] {
+        let args = serve_args_of(&objs, name);
+        assert_eq!(args.cert_dir, Path::new("/etc/gitgate/tls"));
+        let pod = &get(&objs, "Deployment", name)["spec"]["template"]["spec"];
+        let tls = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "tls").unwrap();
+        assert_eq!(tls["secret"]["secretName"], "gitgate-tls");
+    }
 }
 
 #[test]
@@ -473,7 +643,8 @@ fn the_chart_renders_exactly_the_webhook_configurations_gitgates_guard_keeps() {
     ] {
         let objs = render(&shim, values);
         let ca = b64(&get(&objs, "Secret", "gitgate-tls")["data"]["ca.crt"]);
-        let args = serve_args(&objs);
+        // The reconciler pods run the guard.
+        let args = serve_args_of(&objs, RECONCILER);
         for (key, want) in guard::objects(&guard_config(&args, ca)) {
             let got = get(&objs, &key.kind, &key.name);
             assert_eq!(got["apiVersion"], want["apiVersion"]);
@@ -489,13 +660,14 @@ fn the_chart_renders_exactly_the_webhook_configurations_gitgates_guard_keeps() {
 fn without_the_guard_gitgate_is_not_told_to_keep_webhook_configurations() {
     let Some(shim) = shim() else { return };
     let objs = render(&shim, "webhook: {guard: false}\n");
-    let args = serve_args(&objs);
-    assert_eq!(args.sync.webhook_endpoint, None);
+    for name in [WEBHOOK, RECONCILER] {
+        assert_eq!(serve_args_of(&objs, name).sync.webhook_endpoint, None);
+    }
     // The chart still installs them.
     assert!(find(&objs, "ValidatingWebhookConfiguration", guard::VALIDATING_NAME).is_some());
     assert!(find(&objs, "MutatingWebhookConfiguration", guard::MUTATING_NAME).is_some());
     let with_vap = render(&shim, "webhook: {installVAP: true}\n");
-    assert!(serve_args(&with_vap).sync.install_vap);
+    assert!(serve_args_of(&with_vap, RECONCILER).sync.install_vap);
     let bad = helm(
         &shim,
         &["template", "gitgate", chart_dir().to_str().unwrap(), "--namespace", NS],
@@ -531,4 +703,165 @@ fn extra_policies_are_mounted_and_passed_to_gitgate() {
     // A file name that is not YAML is refused by the schema.
     let out = lint(&shim, "policies: {README: x}\n");
     assert!(!out.status.success());
+}
+
+/// The NetworkPolicies admit the webhook port only from the apiservers'
+/// CIDRs, the metrics port only from the Prometheus namespaces, and the
+/// reconciler's dashboard port only from the configured peers.
+#[test]
+fn network_policies_admit_each_port_only_from_its_sources() {
+    let Some(shim) = shim() else { return };
+    let objs = render(
+        &shim,
+        "\
+networkPolicy:
+  apiserverCIDRs: [10.0.0.10/32, 10.0.0.11/32]
+  metricsNamespaceSelector: {matchLabels: {team: observability}}
+  dashboardFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}]
+",
+    );
+    let webhook_pod = &get(&objs, "Deployment", WEBHOOK)["spec"]["template"];
+    let reconciler_pod = &get(&objs, "Deployment", RECONCILER)["spec"]["template"];
+    let webhook = get(&objs, "NetworkPolicy", "gitgate");
+    assert!(selects(&webhook["spec"]["podSelector"]["matchLabels"], &webhook_pod["metadata"]["labels"]));
+    assert!(!selects(&webhook["spec"]["podSelector"]["matchLabels"], &reconciler_pod["metadata"]["labels"]));
+    assert_eq!(webhook["spec"]["policyTypes"], json!(["Ingress"]), "egress stays open");
+    assert_eq!(
+        webhook["spec"]["ingress"],
+        json!([
+            {"ports": [{"protocol": "TCP", "port": "https"}],
+             "from": [{"ipBlock": {"cidr": "10.0.0.10/32"}}, {"ipBlock": {"cidr": "10.0.0.11/32"}}]},
+            {"ports": [{"protocol": "TCP", "port": "metrics"}],
+             "from": [{"namespaceSelector": {"matchLabels": {"team": "observability"}}}]},
+        ])
+    );
+    let reconciler = get(&objs, "NetworkPolicy", "gitgate-reconciler");
+    assert!(selects(&reconciler["spec"]["podSelector"]["matchLabels"], &reconciler_pod["metadata"]["labels"]));
+    assert_eq!(
+        reconciler["spec"]["ingress"][0],
+        json!({"ports": [{"protocol": "TCP", "port": "https"}],
+               "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]})
+    );
+    // The named ports exist on the pods they protect.
+    for pod in [webhook_pod, reconciler_pod] {
+        let ports: Vec<&Value> =
+            pod["spec"]["containers"][0]["ports"].as_array().unwrap().iter().map(|p| &p["name"]).collect();
+        assert_eq!(ports, [&json!("https"), &json!("metrics")]);
+    }
+
+    // Defaults: no dashboard peers (the reconciler's https port is closed;
+    // port-forward still works) and metrics from the monitoring namespace.
+    let objs = render(&shim, "{}\n");
+    let reconciler = get(&objs, "NetworkPolicy", "gitgate-reconciler");
+    let rules = reconciler["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0]["ports"], json!([{"protocol": "TCP", "port": "metrics"}]));
+    assert_eq!(
+        rules[0]["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}])
+    );
+    // Without metrics and peers: every ingress to the reconciler is closed.
+    let objs = render(&shim, "metrics: {enabled: false}\n");
+    assert_eq!(get(&objs, "NetworkPolicy", "gitgate-reconciler")["spec"]["ingress"], json!([]));
+    let objs = render(&shim, "networkPolicy: {enabled: false}\n");
+    assert!(of_kind(&objs, "NetworkPolicy").next().is_none());
+    // A CIDR that is not one is refused before anything reaches the cluster.
+    let out = lint(&shim, "networkPolicy: {apiserverCIDRs: [apiserver.example.com]}\n");
+    assert!(!out.status.success());
+}
+
+/// `webhook.clientAuth` mounts the CA the apiserver's client certificate
+/// chains to and names the accepted clients; `secrets.*` says for whom
+/// sealed Secrets are unsealed, and unsealing without client auth needs the
+/// NetworkPolicy to be the guard.
+#[test]
+fn client_auth_and_unsealing_values_become_the_webhooks_flags() {
+    let Some(shim) = shim() else { return };
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIBdummy\n-----END CERTIFICATE-----\n";
+    let indented: String = ca.lines().map(|l| format!("      {l}\n")).collect();
+    let objs = render(
+        &shim,
+        &format!(
+            "webhook:\n  clientAuth:\n    enabled: true\n    names: [kube-apiserver-webhook-client, apiserver-2]\n    caBundle: |\n{indented}\
+             secrets: {{unsealFor: ['group:platform-deployers', 'user:ci-bot']}}\n"
+        ),
+    );
+    let args = raw_args(&objs, WEBHOOK);
+    for want in [
+        "--client-ca=/etc/gitgate/client-ca/ca.crt",
+        "--client-name=kube-apiserver-webhook-client",
+        "--client-name=apiserver-2",
+        "--unseal-for=group:platform-deployers",
+        "--unseal-for=user:ci-bot",
+    ] {
+        assert!(args.contains(&want.to_string()), "{want} missing from {args:?}");
+    }
+    assert!(!args.contains(&"--unseal-without-client-auth".to_string()));
+    // The reconciler answers no admission requests: none of these.
+    assert!(!raw_args(&objs, RECONCILER).iter().any(|a| a.starts_with("--client-") || a.starts_with("--unseal")));
+    assert_eq!(get(&objs, "ConfigMap", "gitgate-client-ca")["data"]["ca.crt"], ca);
+    let pod = &get(&objs, "Deployment", WEBHOOK)["spec"]["template"]["spec"];
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "client-ca").unwrap();
+    assert_eq!(volume["configMap"]["name"], "gitgate-client-ca");
+    let mount =
+        pod["containers"][0]["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == "client-ca").unwrap();
+    assert_eq!(mount["mountPath"], "/etc/gitgate/client-ca");
+
+    // A CA from a Secret, read under its own key as ca.crt.
+    let objs =
+        render(&shim, "webhook: {clientAuth: {enabled: true, caSecret: apiserver-client-ca, caSecretKey: tls.crt}}\n");
+    let pod = &get(&objs, "Deployment", WEBHOOK)["spec"]["template"]["spec"];
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "client-ca").unwrap();
+    assert_eq!(
+        volume["secret"],
+        json!({"secretName": "apiserver-client-ca", "items": [{"key": "tls.crt", "path": "ca.crt"}]})
+    );
+    assert!(raw_args(&objs, WEBHOOK).contains(&"--client-name=kube-apiserver-webhook-client".to_string()));
+    assert!(find(&objs, "ConfigMap", "gitgate-client-ca").is_none());
+
+    // Refused: client auth with no CA; unsealing without client auth
+    // unless the NetworkPolicy admits only the apiservers; a bad identity.
+    let template =
+        |values: &str| helm(&shim, &["template", "gitgate", chart_dir().to_str().unwrap(), "--namespace", NS], values);
+    let out = template("webhook: {clientAuth: {enabled: true}}\n");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("caSecret"));
+    let out = template("secrets: {unsealWithoutClientAuth: true}\n");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("apiserverCIDRs"));
+    let out = template(
+        "secrets: {unsealWithoutClientAuth: true}\nnetworkPolicy: {enabled: false, apiserverCIDRs: [10.0.0.10/32]}\n",
+    );
+    assert!(!out.status.success());
+    let objs =
+        render(&shim, "secrets: {unsealWithoutClientAuth: true}\nnetworkPolicy: {apiserverCIDRs: [10.0.0.10/32]}\n");
+    assert!(raw_args(&objs, WEBHOOK).contains(&"--unseal-without-client-auth".to_string()));
+    assert!(!lint(&shim, "secrets: {unsealFor: [ci-bot]}\n").status.success(), "user: or group: is required");
+}
+
+/// The chart's default image and securityContext are what
+/// charts/image/build.sh and the Dockerfile build: the repository the chart
+/// names, a binary at /gitgate, user and group 65532.
+#[test]
+fn the_charts_image_settings_match_the_image_the_repository_builds() {
+    let Some(shim) = shim() else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = std::fs::read_to_string(root.join("charts/image/build.sh")).unwrap();
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let objs = render(&shim, "{}\n");
+    for name in [WEBHOOK, RECONCILER] {
+        let pod = &get(&objs, "Deployment", name)["spec"]["template"]["spec"];
+        let (uid, gid) = (&pod["securityContext"]["runAsUser"], &pod["securityContext"]["runAsGroup"]);
+        let user = format!("{uid}:{gid}");
+        assert_eq!(user, "65532:65532");
+        assert!(script.contains(&format!("--config.user {user}")), "build.sh runs as another user than {user}");
+        assert!(dockerfile.contains(&format!("\nUSER {user}\n")), "the Dockerfile runs as another user than {user}");
+        let c = &pod["containers"][0];
+        assert_eq!(c["image"], format!("ghcr.io/gitgate/gitgate:{}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        // The working directory is a volume (the root filesystem is read-only).
+        assert!(c["volumeMounts"].as_array().unwrap().iter().any(|m| m["mountPath"] == c["workingDir"]));
+        assert!(c.get("command").is_none(), "the image's entrypoint runs");
+    }
+    assert!(script.contains("--config.entrypoint /gitgate") && dockerfile.contains("ENTRYPOINT [\"/gitgate\"]"));
+    let chart = std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap();
+    assert!(chart.contains(&format!("appVersion: \"{}\"", env!("CARGO_PKG_VERSION"))), "appVersion is the crate's");
 }

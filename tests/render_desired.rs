@@ -387,7 +387,17 @@ fn a_chart_without_a_helm_binary_is_an_error_naming_the_app() {
     let c = f.commit("chart");
     let opts = RenderOptions { helm: "/nonexistent/helm".into(), ..Default::default() };
     let msg = gitgate::error_chain(&f.render(&Renderer::new(opts), c).unwrap_err());
-    assert!(msg.contains("app \"charted\"") && msg.contains("helm"), "{msg}");
+    assert!(msg.contains("app \"charted\"") && msg.contains("/nonexistent/helm could not be run"), "{msg}");
+    // A bare name is looked up on PATH (gitgate's image ships no helm): the
+    // error says so, and how to give gitgate one.
+    let opts = RenderOptions { helm: "gitgate-test-no-such-helm".into(), ..Default::default() };
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(opts), c).unwrap_err());
+    assert!(
+        msg.contains("app \"charted\"")
+            && msg.contains("`gitgate-test-no-such-helm` binary, and none was found on PATH")
+            && msg.contains("GITGATE_HELM"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -31,9 +31,17 @@ pub fn template(tree: &TreeReader, app: &App, bin: &Path) -> Result<Vec<(Value, 
                 String::from_utf8_lossy(&o.stderr).trim()
             )));
         }
+        Err(e) if bin.components().count() == 1 && e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(fail(format!(
+                "the chart at {} needs a `{}` binary, and none was found on PATH (install helm where gitgate \
+                 runs, e.g. in an image derived from gitgate's, or set GITGATE_HELM to its path)",
+                app.path,
+                bin.display()
+            )));
+        }
         Err(e) => {
             return Err(fail(format!(
-                "the chart at {} needs a `helm` binary ({}), and none was found: {e}",
+                "the chart at {} needs a `helm` binary, and {} could not be run: {e}",
                 app.path,
                 bin.display()
             )));

@@ -110,7 +110,7 @@ pub struct Running {
     /// identity on the cluster, else [`crate::cli::DEFAULT_RECONCILER`].
     pub reconciler: String,
     /// The default cluster's client, when one is connected (not in plan
-    /// mode or with `--sync=off`).
+    /// mode; with `--sync=off` only inside a cluster or with `--kubeconfig`).
     pub client: Option<kube::Client>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     leader: Option<LeaderHandle>,
@@ -165,13 +165,24 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
     let status = Arc::new(StatusStore::new(Some(metrics)));
     if args.sync == SyncMode::Off {
         tracing::info!("--sync=off: serving admission only");
-        return Ok(Running {
-            status,
-            reconciler: fallback(w.reconciler),
-            client: None,
-            tasks: Vec::new(),
-            leader: None,
-        });
+        // Admission still uses the cluster when it runs in one (or is
+        // given --kubeconfig): the secrets bridge's cluster keys and the
+        // audit log's checkpoints. The Helm chart's webhook pods are this.
+        let client = if args.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+            match connect(args).await {
+                Ok((client, _, name)) => {
+                    tracing::info!(cluster = %name, "--sync=off: connected for cluster keys and audit checkpoints");
+                    Some(client)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(e.as_ref()), "--sync=off: no cluster reachable");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        return Ok(Running { status, reconciler: fallback(w.reconciler), client, tasks: Vec::new(), leader: None });
     }
     let (client, kubeconfig, name) = match connect(args).await {
         Ok(c) => c,

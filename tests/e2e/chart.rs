@@ -1,7 +1,8 @@
 //! The Helm chart against a real kube-apiserver: every object the chart
-//! renders (two values sets) passes the apiserver's validation in a
-//! server-side dry run, and the ServiceAccount's rights, once bound, are the
-//! reconciler's and the webhook's and no more. Rendered by the real Helm v4
+//! renders (two values sets, NetworkPolicies included) passes the
+//! apiserver's validation in a server-side dry run, and each ServiceAccount's
+//! rights, once bound, are its Deployment's and no more: the reconciler's
+//! applies, the webhook's reads. Rendered by the real Helm v4
 //! engine (helm-python-sdk); skips loudly without it or without
 //! `KUBE_BIN_DIR`.
 //!
@@ -88,6 +89,7 @@ fn every_object_the_chart_renders_passes_the_apiservers_validation() {
     for kind in [
         "Deployment",
         "PodDisruptionBudget",
+        "NetworkPolicy",
         "Service",
         "ServiceAccount",
         "ClusterRole",
@@ -100,6 +102,8 @@ fn every_object_the_chart_renders_passes_the_apiservers_validation() {
     ] {
         assert!(kinds.contains(kind), "the default render has no {kind}");
     }
+    assert_eq!(defaults.iter().filter(|o| o["kind"] == "Deployment").count(), 2);
+    assert_eq!(defaults.iter().filter(|o| o["kind"] == "NetworkPolicy").count(), 2);
     let admitted = dry_run(c, &defaults);
     assert_eq!(admitted, defaults.len());
 
@@ -107,7 +111,6 @@ fn every_object_the_chart_renders_passes_the_apiservers_validation() {
 replicaCount: 3
 repo: {url: https://git.example.com/platform/gitops.git, revision: production, pollInterval: 1m}
 tls: {certManager: {enabled: false}}
-webhook: {guard: false, enforce: all, failurePolicy: Ignore, timeoutSeconds: 10}
 hookSecret: {enabled: true, value: not-a-real-secret}
 breakGlassGroups: [sre]
 age: {identity: AGE-SECRET-KEY-1EXAMPLEONLY}
@@ -116,6 +119,25 @@ persistence: {enabled: true, storageClass: standard}
 affinity: {podAntiAffinity: {mode: required}}
 topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}]
 extraArgs: [--sync-concurrency=32]
+reconciler: {replicaCount: 3}
+dashboard: {adminGroups: [platform-admins], service: {type: NodePort, port: 8443}}
+metrics: {port: 9102}
+networkPolicy:
+  apiserverCIDRs: [10.0.0.10/32, fd00::10/128]
+  metricsNamespaceSelector: {matchExpressions: [{key: team, operator: In, values: [observability]}]}
+  dashboardFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}, podSelector: {matchLabels: {app: ingress}}}, {ipBlock: {cidr: 192.0.2.0/24}}]
+secrets: {unsealFor: ['group:deployers', 'user:ci-bot'], unsealWithoutClientAuth: true}
+webhook:
+  guard: false
+  enforce: all
+  failurePolicy: Ignore
+  timeoutSeconds: 10
+  clientAuth:
+    enabled: true
+    caBundle: |
+      -----BEGIN CERTIFICATE-----
+      MIIBdummy
+      -----END CERTIFICATE-----
 ";
     let policy =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/no-latest-tag.yaml")).unwrap();
@@ -125,6 +147,9 @@ extraArgs: [--sync-concurrency=32]
     assert!(second.iter().any(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "gitgate-policies"));
     assert!(second.iter().any(|o| o["kind"] == "PersistentVolumeClaim"));
     assert!(second.iter().any(|o| o["kind"] == "Secret" && o["metadata"]["name"] == "gitgate-age"));
+    assert!(second.iter().any(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "gitgate-client-ca"));
+    let np = second.iter().find(|o| o["kind"] == "NetworkPolicy" && o["metadata"]["name"] == "gitgate").unwrap();
+    assert_eq!(np["spec"]["ingress"][0]["from"].as_array().unwrap().len(), 2, "one ipBlock per apiserver CIDR");
     let admitted = dry_run(c, &second);
     assert_eq!(admitted, second.len());
 }
@@ -139,9 +164,8 @@ fn can(c: &Cluster, user: &str, args: &[&str]) -> bool {
 }
 
 #[test]
-fn the_service_account_gets_the_reconcilers_and_the_webhooks_rights_and_no_more() {
-    let Some(c) = cluster::cluster("the_service_account_gets_the_reconcilers_and_the_webhooks_rights_and_no_more")
-    else {
+fn each_service_account_gets_its_deployments_rights_and_no_more() {
+    let Some(c) = cluster::cluster("each_service_account_gets_its_deployments_rights_and_no_more") else {
         return;
     };
     let Some(shim) = shim() else { return };
@@ -157,8 +181,19 @@ fn the_service_account_gets_the_reconcilers_and_the_webhooks_rights_and_no_more(
         let out = c.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &serde_json::to_vec(o).unwrap());
         assert!(out.status.success(), "{}: {}", display(o), String::from_utf8_lossy(&out.stderr));
     }
-    let sa = format!("system:serviceaccount:{ns}:e2e-chart-gitgate");
-    let yes: &[&[&str]] = &[
+    // The Deployments run under these two.
+    let sa_of = |name: &str| {
+        objs.iter().find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == name).unwrap()["spec"]["template"]
+            ["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let reconciler = format!("system:serviceaccount:{ns}:{}", sa_of("e2e-chart-gitgate-reconciler"));
+    let webhook = format!("system:serviceaccount:{ns}:{}", sa_of("e2e-chart-gitgate"));
+    assert_eq!(reconciler, format!("system:serviceaccount:{ns}:e2e-chart-gitgate"));
+    assert_ne!(reconciler, webhook);
+    let reconciler_yes: &[&[&str]] = &[
         &["patch", "deployments.apps", "-n", "default"],
         &["watch", "deployments.apps", "--all-namespaces"],
         &["patch", "validatingwebhookconfigurations/gitgate-validate"],
@@ -166,17 +201,15 @@ fn the_service_account_gets_the_reconcilers_and_the_webhooks_rights_and_no_more(
         &["watch", "validatingwebhookconfigurations"],
         &["update", "leases.coordination.k8s.io", "-n", ns],
         &["create", "configmaps", "-n", ns],
-        &["list", "namespaces"],
-        // the cluster's age identities and the audit checkpoints' Events
-        &["watch", "secrets", "-n", ns],
-        &["create", "secrets", "-n", ns],
+        &["delete", "configmaps", "-n", ns],
+        &["get", "namespaces"],
         &["create", "events", "-n", ns],
     ];
-    let no: &[&[&str]] = &[
+    let reconciler_no: &[&[&str]] = &[
         &["delete", "deployments.apps", "-n", "default"],
         &["get", "secrets", "-n", "default"],
-        &["update", "secrets", "-n", ns],
-        &["delete", "secrets", "-n", ns],
+        // the age identities are the webhook's (the reconciler runs --cluster-keys=false)
+        &["get", "secrets", "-n", ns],
         &["patch", "validatingwebhookconfigurations/someone-elses"],
         &["delete", "validatingwebhookconfigurations/gitgate-validate"],
         &["update", "leases.coordination.k8s.io", "-n", "kube-system"],
@@ -184,11 +217,39 @@ fn the_service_account_gets_the_reconcilers_and_the_webhooks_rights_and_no_more(
         &["create", "namespaces"],
         &["patch", "clusterroles"],
     ];
-    for args in yes {
-        assert!(can(c, &sa, args), "gitgate may not {args:?}");
-    }
-    for args in no {
-        assert!(!can(c, &sa, args), "gitgate may {args:?}");
+    let webhook_yes: &[&[&str]] = &[
+        &["list", "namespaces"],
+        &["watch", "namespaces"],
+        // the cluster's age identities, in its own namespace only
+        &["watch", "secrets", "-n", ns],
+        &["create", "secrets", "-n", ns],
+        // its audit checkpoints
+        &["create", "configmaps", "-n", ns],
+        &["update", "configmaps", "-n", ns],
+        &["create", "events", "-n", ns],
+    ];
+    let webhook_no: &[&[&str]] = &[
+        &["get", "secrets", "--all-namespaces"],
+        &["list", "secrets", "-n", "default"],
+        &["update", "secrets", "-n", ns],
+        &["delete", "secrets", "-n", ns],
+        &["create", "serviceaccounts", "--subresource=token", "-n", ns],
+        &["create", "serviceaccounts", "--subresource=token", "-n", "default"],
+        &["create", "deployments.apps", "-n", "default"],
+        &["create", "deployments.apps", "-n", ns],
+        &["patch", "deployments.apps", "-n", "default"],
+        &["delete", "configmaps", "-n", ns],
+        &["update", "leases.coordination.k8s.io", "-n", ns],
+        &["patch", "validatingwebhookconfigurations/gitgate-validate"],
+        &["create", "namespaces"],
+    ];
+    for (who, yes, no) in [(&reconciler, reconciler_yes, reconciler_no), (&webhook, webhook_yes, webhook_no)] {
+        for args in yes {
+            assert!(can(c, who, args), "{who} may not {args:?}");
+        }
+        for args in no {
+            assert!(!can(c, who, args), "{who} may {args:?}");
+        }
     }
 }
 
@@ -225,8 +286,9 @@ fn helm_and_a_running_gitgate_agree_on_the_webhook_configurations() {
     let repo = crate::support::Repo::new();
     repo.write("gitgate.yaml", "apps: []\n");
     repo.commit("no apps");
-    // The guard flags exactly as the chart's Deployment passes them.
-    let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    // The guard flags exactly as the chart's reconciler Deployment passes them.
+    let deploy =
+        objs.iter().find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "gitgate-reconciler").unwrap();
     let guard_flags: Vec<&str> = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
         .as_array()
         .unwrap()

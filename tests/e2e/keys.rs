@@ -276,8 +276,24 @@ async fn checkpoints_in_the_cluster_catch_a_cut_tail_when_the_side_file_is_gone(
 #[test]
 fn serve_on_a_cluster_uses_its_keys_and_keeps_checkpoints_there() {
     let Some(c) = cluster::cluster("serve_on_a_cluster_uses_its_keys_and_keeps_checkpoints_there") else { return };
-    let ns = "e2e-keys-serve";
-    let replica = "gitgate-serve-e2e";
+    serve_uses_cluster_keys_and_checkpoints(c, "e2e-keys-serve", "gitgate-serve-e2e", "on");
+}
+
+/// The same with the sync loop off, as the Helm chart's webhook pods run:
+/// admission still connects to the cluster it runs in (here: is given
+/// `--kubeconfig`) for the keys and the checkpoints.
+#[test]
+fn serve_with_sync_off_still_uses_the_clusters_keys_and_keeps_checkpoints_there() {
+    let Some(c) = cluster::cluster("serve_with_sync_off_still_uses_the_clusters_keys_and_keeps_checkpoints_there")
+    else {
+        return;
+    };
+    // Nothing makes the namespace with the sync loop off: the chart's release namespace.
+    c.ensure_namespace("e2e-keys-serve-off");
+    serve_uses_cluster_keys_and_checkpoints(c, "e2e-keys-serve-off", "gitgate-webhook-e2e", "off");
+}
+
+fn serve_uses_cluster_keys_and_checkpoints(c: &Cluster, ns: &str, replica: &str, sync: &str) {
     let repo = crate::support::Repo::new();
     repo.write("gitgate.yaml", "apps: []\n");
     repo.commit("no apps");
@@ -294,7 +310,7 @@ fn serve_on_a_cluster_uses_its_keys_and_keeps_checkpoints_there() {
             "--namespace",
             ns,
             "--sync",
-            "on",
+            sync,
             "--audit-replica",
             replica,
             "--audit-checkpoint-every",

@@ -36,6 +36,13 @@ app.kubernetes.io/name: {{ include "gitgate.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* Labels that select one component's pods: `webhook` or `reconciler`. */}}
+{{- define "gitgate.componentSelectorLabels" -}}
+{{ include "gitgate.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* The reconciler's ServiceAccount (the sync loop, the guard). */}}
 {{- define "gitgate.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "gitgate.fullname" .) .Values.serviceAccount.name }}
@@ -44,9 +51,23 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* The webhook's ServiceAccount (admission, the secrets bridge). */}}
+{{- define "gitgate.webhookServiceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (printf "%s-webhook" (include "gitgate.fullname" .)) .Values.serviceAccount.webhookName }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.webhookName }}
+{{- end }}
+{{- end }}
+
 {{/* The username the sync loop's requests carry. */}}
 {{- define "gitgate.reconciler" -}}
 system:serviceaccount:{{ .Release.Namespace }}:{{ include "gitgate.serviceAccountName" . }}
+{{- end }}
+
+{{/* Whether a client CA is mounted for /validate and /mutate. */}}
+{{- define "gitgate.clientAuth" -}}
+{{- if .Values.webhook.clientAuth.enabled }}true{{ end }}
 {{- end }}
 
 {{/* The Secret the serving certificate lives in. */}}
