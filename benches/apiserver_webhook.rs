@@ -11,7 +11,9 @@
 //! the path relative to without), once with kube-rs from this process and
 //! once with the peers' client (`benches/peers_client.py`: python
 //! `requests`, the harness of `../shared/notes/peers.md`, when python3 has
-//! `requests`). `GITGATE_BENCH_SERVE_ARGS` adds `serve` flags (a variant).
+//! `requests`). `GITGATE_BENCH_SERVE_ARGS` adds `serve` flags (a variant);
+//! `GITGATE_BENCH_CLIENT_CERT=1` makes gitgate verify the apiserver's client
+//! certificate (`--client-ca`, the control plane presents one).
 //! Prints a table; exits early with a message when `KUBE_BIN_DIR` is not
 //! set.
 
@@ -148,7 +150,16 @@ async fn main() {
     let work = tempfile::tempdir().unwrap();
     // GITGATE_BENCH_SERVE_ARGS: extra `serve` arguments, to measure a variant
     let extra = std::env::var("GITGATE_BENCH_SERVE_ARGS").unwrap_or_default();
-    let extra: Vec<&str> = extra.split_whitespace().collect();
+    let mut extra: Vec<String> = extra.split_whitespace().map(str::to_owned).collect();
+    // GITGATE_BENCH_CLIENT_CERT=1: gitgate verifies the apiserver's webhook
+    // client certificate (--client-ca), as a cluster with client auth runs it.
+    if std::env::var("GITGATE_BENCH_CLIENT_CERT").is_ok_and(|v| v == "1") {
+        let ca = cluster.webhook_client_ca().expect("the control plane presents a webhook client certificate");
+        extra.extend(["--client-ca".into(), ca.display().to_string()]);
+        extra.extend(["--client-name".into(), "kube-apiserver-webhook-client".into()]);
+        println!("gitgate verifies the apiserver's client certificate ({})", ca.display());
+    }
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let srv = common::ServeProcess::spawn(env!("CARGO_BIN_EXE_gitgate"), work.path(), &extra);
     let ca_pem = std::fs::read(&srv.ca).unwrap();
     let http =

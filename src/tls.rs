@@ -442,6 +442,26 @@ mod tests {
     }
 
     #[test]
+    fn common_names_of_malformed_subjects_are_none_never_a_panic() {
+        // A well-formed Name: SET { SEQUENCE { OID 2.5.4.3, UTF8String "api" } }
+        let good = [0x31, 0x0c, 0x30, 0x0a, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x03, b'a', b'p', b'i'];
+        assert_eq!(common_name(&good).as_deref(), Some("api"));
+        // Every truncation and a sweep of byte flips: an answer or None.
+        for cut in 0..good.len() {
+            let _ = common_name(&good[..cut]);
+        }
+        for i in 0..good.len() {
+            for b in [0x00, 0x7f, 0x80, 0x81, 0x84, 0x85, 0xff] {
+                let mut bad = good;
+                bad[i] = b;
+                let _ = common_name(&bad);
+            }
+        }
+        assert_eq!(common_name(&[0x31, 0x84, 0xff, 0xff, 0xff, 0xff]), None, "a length past the input");
+        assert_eq!(common_name(&[0x30, 0x00]), None, "not a SET");
+    }
+
+    #[test]
     fn bad_names_and_files_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(generate(dir.path(), &["bad name!".into()], 1), Err(TlsError::BadName { .. })));
