@@ -9,12 +9,12 @@ use gitgate::admission::{self, AdmissionState, Decider, Limits, LogRecorder};
 use gitgate::server::{self, ConnLimits, Running};
 use gitgate::tls;
 
-/// `../shared/fixtures/admission/` (bodies captured from a real
+/// `tests/fixtures/admission/` (bodies captured from a real
 /// kube-apiserver), or `$GITGATE_FIXTURES`.
 pub fn fixtures_dir() -> PathBuf {
     let dir = std::env::var_os("GITGATE_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission"));
     assert!(dir.is_dir(), "fixtures not found at {}: set GITGATE_FIXTURES", dir.display());
     dir
 }
