@@ -16,7 +16,7 @@ use gitgate::policy::{PolicySet, PolicyStage, StaticNamespaces, parse_documents}
 fn fixture(name: &str) -> Vec<u8> {
     let dir = std::env::var_os("GITGATE_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission"));
     std::fs::read(dir.join(name)).expect("fixture")
 }
 

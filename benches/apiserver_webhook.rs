@@ -10,7 +10,7 @@
 //! trip per call) and 16 parallel clients (throughput with the webhook in
 //! the path relative to without), once with kube-rs from this process and
 //! once with the peers' client (`benches/peers_client.py`: python
-//! `requests`, the harness of `../shared/notes/peers.md`, when python3 has
+//! `requests`, the peers' published harness, when python3 has
 //! `requests`). `GITGATE_BENCH_SERVE_ARGS` adds `serve` flags (a variant);
 //! `GITGATE_BENCH_CLIENT_CERT=1` makes gitgate verify the apiserver's client
 //! certificate (`--client-ca`, the control plane presents one).
@@ -269,7 +269,7 @@ async fn main() {
     let show = |r: &[f64]| r.iter().map(|r| format!("{:.0}%", r * 100.0)).collect::<Vec<_>>().join(", ");
     println!("\nparallel throughput with the webhook relative to without, per round:");
     println!("  kube-rs client (this process): {}", show(&ratio));
-    println!("  peers' client (benches/peers_client.py, as ../shared/notes/peers.md): {}", show(&py_ratio));
+    println!("  peers' client (benches/peers_client.py, the peers' harness): {}", show(&py_ratio));
     println!("gitgate RSS after the runs: {} KiB", srv.rss_kib());
     srv.terminate(Duration::from_secs(20));
 }

@@ -12,7 +12,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${1:-$here/target/release/gitgate}"
-FIXTURE="${2:-$here/../shared/fixtures/admission/validate-create-deployment.json}"
+FIXTURE="${2:-$here/tests/fixtures/admission/validate-create-deployment.json}"
 command -v h2load >/dev/null || { echo "h2load not found: apt-get install nghttp2-client" >&2; exit 1; }
 [ -x "$BIN" ] || { echo "$BIN not found: cargo build --release" >&2; exit 1; }
 

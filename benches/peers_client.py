@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The parallel-create client of ../shared/notes/peers.md, workload (ii).
+"""The peers' published parallel-create client, workload (ii).
 
 The peer figures (no policy, a built-in VAP, Gatekeeper, a Python echo
 webhook) were measured with this client: 16 threads, one keep-alive

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What a server-side apply with gitgate's stamps costs the kube-apiserver.
 
-Against a running control plane (e.g. `../shared/tools/kube-up.sh` with
+Against a running control plane (e.g. `tests/support/kube-up.sh` with
 KUBE_BIN_DIR, KUBE_RUN_DIR and free ports set), 16 threads write 1,000
 ConfigMaps per cell, each cell in a fresh namespace, and the apiserver's CPU
 per object is read from /proc:

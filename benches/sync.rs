@@ -173,34 +173,29 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Killed (its process group) when dropped.
 struct Serve {
-    child: std::process::Child,
+    child: support::reap::Guard,
     port: u16,
     http: reqwest::Client,
     _work: tempfile::TempDir,
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_serve(c: &cluster::Cluster, repo: &Repo, ns: &str, extra: &[&str]) -> Serve {
     use std::io::BufRead as _;
     let work = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gitgate"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--repo", &repo.url(), "--sync", "on", "--namespace", ns])
-        .arg("--kubeconfig")
-        .arg(&c.kubeconfig)
-        .args(extra)
-        .current_dir(work.path())
-        .env("RUST_LOG", "warn,gitgate::cli=info")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = support::reap::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_gitgate"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--repo", &repo.url(), "--sync", "on", "--namespace", ns])
+            .arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .args(extra)
+            .current_dir(work.path())
+            .env("RUST_LOG", "warn,gitgate::cli=info")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null()),
+    )
+    .unwrap();
     let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     let mut port = 0;

@@ -173,3 +173,48 @@ fn policy_files_without_the_provenance_gate_still_enforce_it() {
     assert!(message.contains("gitgate-provenance") && message.contains("managed by app web"), "{message}");
     serve.terminate(Duration::from_secs(20));
 }
+
+/// A test that fails while its `gitgate serve` runs takes the server with
+/// it: e2e tests once left two `serve --listen 127.0.0.1:0` processes
+/// running for good after they failed.
+#[test]
+fn a_failing_test_leaves_no_serve_process_behind() {
+    common::install_crypto();
+    let work = tempfile::tempdir().unwrap();
+    let mut pid = 0;
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let serve = common::ServeProcess::spawn(BIN, work.path(), &[]);
+        pid = serve.child.id();
+        assert!(common::reap::alive(pid));
+        panic!("(expected) a test fails while serve {pid} runs");
+    }));
+    assert!(failed.is_err());
+    assert!(pid != 0);
+    assert!(!common::reap::alive(pid), "gitgate serve (pid {pid}) outlived the failed test");
+}
+
+/// What a test's child starts dies with it too: the walk-through's bash
+/// starts `gitgate serve &`, the browser test's node a Chromium.
+#[test]
+fn a_guarded_child_takes_what_it_started_with_it() {
+    use std::io::BufRead as _;
+    let mut child = common::reap::spawn(
+        Command::new("sh").args(["-c", "sleep 600 & echo $!; wait"]).stdout(std::process::Stdio::piped()),
+    )
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let grandchild: u32 = line.trim().parse().unwrap();
+    let environ = std::fs::read(format!("/proc/{grandchild}/environ")).unwrap();
+    let marker = format!("{}={}", common::reap::MARKER, common::reap::run_id());
+    assert!(environ.split(|b| *b == 0).any(|v| v == marker.as_bytes()), "the grandchild carries the run's marker");
+    let shell = child.id();
+    assert!(common::reap::alive(grandchild));
+    drop(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while common::reap::alive(grandchild) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!common::reap::alive(shell), "the child survived its guard");
+    assert!(!common::reap::alive(grandchild), "the child's own child (pid {grandchild}) survived the guard");
+}

@@ -124,7 +124,8 @@ async fn in_chromium_the_dashboard_shows_the_apps_commit_and_a_denial_as_it_happ
     if let Some(dir) = std::env::var_os("GITGATE_SCREENSHOTS") {
         cmd.env("SCREENSHOT_DIR", dir);
     }
-    let out = cmd.output().expect("node runs");
+    // node and the Chromium it drives end with the script, or are killed.
+    let out = common::reap::output(&mut cmd).expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report: Value = stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or_else(|| {
         panic!("the browser script printed no report:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr))

@@ -5,6 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+// Also included by the other test helpers a test crate may hold beside this one.
+#[allow(clippy::duplicate_mod)]
+#[path = "support/reap.rs"]
+pub mod reap;
+
 pub struct Repo {
     pub dir: tempfile::TempDir,
 }
@@ -101,9 +106,10 @@ pub fn deployment(name: &str, image: &str) -> String {
     )
 }
 
-/// A `git daemon` serving `base` on a free loopback port; killed on drop.
+/// A `git daemon` serving `base` on a free loopback port; killed on drop
+/// (with the upload-pack processes it forked).
 pub struct Daemon {
-    pub child: std::process::Child,
+    pub child: reap::Guard,
     pub port: u16,
 }
 
@@ -117,18 +123,19 @@ impl Daemon {
             // Run git-daemon itself (not `git daemon`, whose child would
             // outlive a kill of the wrapper).
             let exec_path = git(base, &["--exec-path"]);
-            let child = Command::new(Path::new(&exec_path).join("git-daemon"))
-                .args([
-                    "--export-all",
-                    "--reuseaddr",
-                    "--listen=127.0.0.1",
-                    &format!("--port={port}"),
-                    &format!("--base-path={}", base.display()),
-                    &base.display().to_string(),
-                ])
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("git daemon starts");
+            let child = reap::spawn(
+                Command::new(Path::new(&exec_path).join("git-daemon"))
+                    .args([
+                        "--export-all",
+                        "--reuseaddr",
+                        "--listen=127.0.0.1",
+                        &format!("--port={port}"),
+                        &format!("--base-path={}", base.display()),
+                        &base.display().to_string(),
+                    ])
+                    .stderr(std::process::Stdio::null()),
+            )
+            .expect("git daemon starts");
             let mut d = Daemon { child, port };
             for _ in 0..100 {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -139,16 +146,8 @@ impl Daemon {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            let _ = d.child.kill();
         }
         panic!("git daemon did not start");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

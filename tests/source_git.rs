@@ -131,13 +131,13 @@ fn symlink_climbing_out_of_the_repo_is_refused() {
 #[test]
 fn in_tree_symlinks_are_followed_and_loops_refused() {
     let repo = Repo::new();
-    repo.write("shared/cm.yaml", &configmap("shared", "1"));
-    repo.symlink("apps/web/cm.yaml", "../../shared/cm.yaml");
+    repo.write("base/cm.yaml", &configmap("base", "1"));
+    repo.symlink("apps/web/cm.yaml", "../../base/cm.yaml");
     repo.symlink("loop/a", "b");
     repo.symlink("loop/b", "a");
-    repo.symlink("apps/linkdir", "../shared");
+    repo.symlink("apps/linkdir", "../base");
     let (_t, r) = reader_for(&repo, ReadLimits::default());
-    assert!(String::from_utf8(r.read(&p("apps/web/cm.yaml")).unwrap()).unwrap().contains("shared"));
+    assert!(String::from_utf8(r.read(&p("apps/web/cm.yaml")).unwrap()).unwrap().contains("base"));
     assert!(matches!(r.read(&p("loop/a")), Err(SourceError::SymlinkLoop { .. })));
     // Reading through a symlinked directory works; walking into one does not.
     assert!(r.read(&p("apps/linkdir/cm.yaml")).is_ok());

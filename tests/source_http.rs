@@ -32,6 +32,8 @@ async fn cgi(State(root): State<PathBuf>, req: Request) -> Response<Body> {
         .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
         .env("HTTP_GIT_PROTOCOL", header("git-protocol"))
         .env("REMOTE_ADDR", "127.0.0.1")
+        .env(support::reap::MARKER, support::reap::run_id())
+        .kill_on_drop(true)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -1,5 +1,5 @@
 //! The peers' parallel client (`benches/peers_client.py`, workload (ii) of
-//! `../shared/notes/peers.md`), run from a bench against its cluster.
+//! the peers' published harness), run from a bench against its cluster.
 
 /// The peers' parallel client (`benches/peers_client.py`), run with the
 /// cluster's admin certificate; `None` (said once) without python3 and

@@ -520,7 +520,7 @@ mod tests {
     fn fixture_request(name: &str) -> crate::admission::AdmissionRequest {
         let dir = std::env::var_os("GITGATE_FIXTURES")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission"));
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission"));
         let review: Json = serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap();
         serde_json::from_value(review["request"].clone()).unwrap()
     }

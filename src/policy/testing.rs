@@ -14,7 +14,7 @@
 //!   namespaceLabels: {environment: production}   # optional
 //!   user: {username: alice, groups: [dev]}        # optional
 //!   git: {managed: true, signed: false}           # optional: the `git` variable
-//!   review: ../../../shared/fixtures/admission/validate-create-deployment.json  # or a captured AdmissionReview
+//!   review: ../../tests/fixtures/admission/validate-create-deployment.json  # or a captured AdmissionReview
 //!   message: "substring of the denial or warning"  # optional
 //! ```
 

@@ -9,12 +9,17 @@ use gitgate::admission::{self, AdmissionState, Decider, Limits, LogRecorder};
 use gitgate::server::{self, ConnLimits, Running};
 use gitgate::tls;
 
-/// `../shared/fixtures/admission/` (bodies captured from a real
+// Also included by the other test helpers a test crate may hold beside this one.
+#[allow(clippy::duplicate_mod)]
+#[path = "../support/reap.rs"]
+pub mod reap;
+
+/// `tests/fixtures/admission/` (bodies captured from a real
 /// kube-apiserver), or `$GITGATE_FIXTURES`.
 pub fn fixtures_dir() -> PathBuf {
     let dir = std::env::var_os("GITGATE_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission"));
     assert!(dir.is_dir(), "fixtures not found at {}: set GITGATE_FIXTURES", dir.display());
     dir
 }
@@ -80,9 +85,11 @@ pub async fn start_server(state: Arc<AdmissionState>, conn: ConnLimits) -> TestS
     TestServer { running, dir, ca_pem }
 }
 
-/// A `gitgate serve` child process listening on a free loopback port.
+/// A `gitgate serve` child process listening on a free loopback port;
+/// killed (with anything it started) when dropped, so a failing test
+/// leaves no server behind.
 pub struct ServeProcess {
-    pub child: std::process::Child,
+    pub child: reap::Guard,
     pub addr: std::net::SocketAddr,
     pub ca: PathBuf,
     /// Everything the process logged so far.
@@ -99,15 +106,16 @@ impl ServeProcess {
     /// As [`ServeProcess::spawn`], on a given address.
     pub fn spawn_on(bin: &str, workdir: &std::path::Path, listen: &str, extra: &[&str]) -> ServeProcess {
         use std::io::BufRead as _;
-        let mut child = std::process::Command::new(bin)
-            .args(["serve", "--listen", listen])
-            .args(extra)
-            .current_dir(workdir)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = reap::spawn(
+            std::process::Command::new(bin)
+                .args(["serve", "--listen", listen])
+                .args(extra)
+                .current_dir(workdir)
+                .env("RUST_LOG", "info")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped()),
+        )
+        .unwrap();
         let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
         let log = Arc::new(std::sync::Mutex::new(String::new()));
         let mut line = String::new();

@@ -10,6 +10,7 @@ mod common;
 mod support;
 
 mod chart;
+mod harness;
 mod hooks;
 mod keys;
 mod provenance;

@@ -8,7 +8,6 @@
 //! what.
 
 use std::io::Read as _;
-use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -60,18 +59,20 @@ fn the_readme_walkthrough_runs_as_written() {
     let bin_dir = Path::new(BIN).parent().unwrap();
     let path = format!("{}:{}:{}", bin_dir.display(), c.bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     let script = format!("set -uo pipefail\nexec 2>&1\n{}", walkthrough_script());
-    let mut child = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .current_dir(work.path())
-        .env("PATH", path)
-        .env("KUBECONFIG", &c.kubeconfig)
-        .env_remove("GITGATE_SERVER")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    // Its own process group (bash, the `gitgate serve &` it starts, ...),
+    // killed as a whole if the test fails before the TERM below.
+    let mut child = crate::common::reap::spawn(
+        Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(work.path())
+            .env("PATH", path)
+            .env("KUBECONFIG", &c.kubeconfig)
+            .env_remove("GITGATE_SERVER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    )
+    .unwrap();
     let pgid = child.id();
     let mut stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {

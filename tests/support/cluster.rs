@@ -1,18 +1,59 @@
 //! A real loopback control plane (etcd + kube-apiserver, optionally
 //! kube-controller-manager) from the binaries in `$KUBE_BIN_DIR`, started
-//! with `../shared/tools/kube-up.sh` on free ports. One per test process; a
-//! reaper stops it when the process exits.
+//! with the repository's `tests/support/kube-up.sh` on free ports. The
+//! process-wide ones ([`cluster`], [`second_cluster`]) are stopped by a
+//! reaper when the test process exits, however it exits; one started with
+//! [`Cluster::start_with`] is also stopped when it drops.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+// Also included by the other test helpers a test crate may hold beside this one.
+#[allow(clippy::duplicate_mod)]
+#[path = "reap.rs"]
+mod reap;
+
 pub struct Cluster {
     pub run_dir: PathBuf,
     pub kubeconfig: PathBuf,
     pub bin_dir: PathBuf,
     pub port: u16,
+    webhook_client_cert: bool,
+}
+
+/// How [`Cluster::start_with`] starts a control plane.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterOptions {
+    name: String,
+    controller_manager: bool,
+    webhook_client_cert: bool,
+}
+
+impl ClusterOptions {
+    /// `name` tells its run directory apart from the process's others.
+    pub fn new(name: &str) -> ClusterOptions {
+        // The apiserver presents its webhook client certificate by default:
+        // webhooks that do not ask for one never see it, and `serve
+        // --client-ca` (the trust boundary) needs it.
+        ClusterOptions { name: name.to_owned(), webhook_client_cert: true, ..Default::default() }
+    }
+
+    /// Also run kube-controller-manager (off by default).
+    pub fn controller_manager(mut self, on: bool) -> ClusterOptions {
+        self.controller_manager = on;
+        self
+    }
+
+    /// The apiserver presents a client certificate to every admission
+    /// webhook it calls (`KUBE_WEBHOOK_CLIENT_CERT=1` of kube-up.sh):
+    /// [`Cluster::webhook_client_cert`], CN `kube-apiserver-webhook-client`,
+    /// signed by [`Cluster::ca_cert`].
+    pub fn webhook_client_cert(mut self, on: bool) -> ClusterOptions {
+        self.webhook_client_cert = on;
+        self
+    }
 }
 
 fn free_port() -> u16 {
@@ -20,9 +61,14 @@ fn free_port() -> u16 {
 }
 
 fn tools_dir() -> PathBuf {
-    std::env::var_os("GITGATE_SHARED_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/tools"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support")
+}
+
+/// Says loudly (on the raw stderr handle: libtest's capture would hide
+/// eprintln!) that `test` did not run.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED e2e test `{test}`: {why} ***\n");
 }
 
 static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
@@ -30,15 +76,12 @@ static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
 /// The process's control plane, started on first use; `None` (and a loud
 /// message) when `KUBE_BIN_DIR` is not set.
 pub fn cluster(test: &str) -> Option<&'static Cluster> {
-    let c = CLUSTER.get_or_init(|| Cluster::start(true)).as_ref();
+    let c = CLUSTER.get_or_init(|| Cluster::start_with(&ClusterOptions::new("").controller_manager(true))).as_ref();
     if c.is_none() {
-        // Written to the raw stderr handle: libtest's capture would hide eprintln!.
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** SKIPPED e2e test `{test}`: KUBE_BIN_DIR is not set. Point it at a directory with \
-             kube-apiserver, kube-controller-manager, kubectl and etcd to run it against a real \
-             kube-apiserver (see README.md). ***\n"
+        skipped(
+            test,
+            "KUBE_BIN_DIR is not set. Point it at a directory with kube-apiserver, kube-controller-manager, \
+             kubectl and etcd to run it against a real kube-apiserver (see README.md).",
         );
     }
     c
@@ -51,29 +94,24 @@ static SECOND: OnceLock<Option<Cluster>> = OnceLock::new();
 /// controller-manager), started on first use: a destination cluster other
 /// than the default one. `None` (and a loud message) without `KUBE_BIN_DIR`.
 pub fn second_cluster(test: &str) -> Option<&'static Cluster> {
-    let c = SECOND.get_or_init(|| Cluster::start_named("second", false)).as_ref();
+    let c = SECOND.get_or_init(|| Cluster::start_with(&ClusterOptions::new("second"))).as_ref();
     if c.is_none() {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** SKIPPED e2e test `{test}`: KUBE_BIN_DIR is not set (a second control plane is needed). ***\n"
-        );
+        skipped(test, "KUBE_BIN_DIR is not set (a second control plane is needed).");
     }
     c
 }
 
 impl Cluster {
-    fn start(controller_manager: bool) -> Option<Cluster> {
-        Self::start_named("", controller_manager)
-    }
-
-    fn start_named(suffix: &str, controller_manager: bool) -> Option<Cluster> {
+    /// Starts a control plane as `options` say; `None` when `KUBE_BIN_DIR`
+    /// is not set. It stops when the returned value drops, and at the
+    /// latest when the test process exits.
+    pub fn start_with(options: &ClusterOptions) -> Option<Cluster> {
         let bin_dir = PathBuf::from(std::env::var_os("KUBE_BIN_DIR")?);
         assert!(bin_dir.join("kube-apiserver").is_file(), "KUBE_BIN_DIR={} has no kube-apiserver", bin_dir.display());
-        let dir = if suffix.is_empty() {
+        let dir = if options.name.is_empty() {
             format!("gitgate-e2e-{}", std::process::id())
         } else {
-            format!("gitgate-e2e-{}-{suffix}", std::process::id())
+            format!("gitgate-e2e-{}-{}", std::process::id(), options.name)
         };
         let run_dir = std::env::temp_dir().join(dir);
         std::fs::create_dir_all(&run_dir).unwrap();
@@ -84,6 +122,7 @@ impl Cluster {
             peer = free_port();
         }
         let kcm = free_port();
+        let flag = |on: bool| if on { "1" } else { "0" }.to_string();
         let env = [
             ("KUBE_BIN_DIR", bin_dir.to_string_lossy().into_owned()),
             ("KUBE_RUN_DIR", run_dir.to_string_lossy().into_owned()),
@@ -91,13 +130,15 @@ impl Cluster {
             ("KUBE_ETCD_CLIENT_PORT", etcd.to_string()),
             ("KUBE_ETCD_PEER_PORT", peer.to_string()),
             ("KUBE_KCM_PORT", kcm.to_string()),
-            ("KUBE_NO_CONTROLLER_MANAGER", if controller_manager { "0" } else { "1" }.to_string()),
-            // The apiserver presents a client certificate to every webhook
-            // (webhooks that do not ask for one never see it).
-            ("KUBE_WEBHOOK_CLIENT_CERT", "1".to_string()),
+            ("KUBE_NO_CONTROLLER_MANAGER", flag(!options.controller_manager)),
+            ("KUBE_WEBHOOK_CLIENT_CERT", flag(options.webhook_client_cert)),
+            // etcd, the apiserver and the controller-manager carry the
+            // test run's marker (tests/support/leftovers.sh finds them).
+            (reap::MARKER, reap::run_id()),
         ];
         // The reaper: stops the control plane and removes its state when
-        // this test process exits, however it exits.
+        // this test process exits, however it exits (kube-up.sh starts the
+        // control plane in sessions of its own, which outlive us otherwise).
         let down = tools_dir().join("kube-down.sh");
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; KUBE_WIPE=1 {down} >/dev/null 2>&1; rm -rf {dir}",
@@ -113,6 +154,9 @@ impl Cluster {
             .status()
             .expect("sh");
         assert!(forked.success());
+        let kubeconfig = run_dir.join("admin.kubeconfig");
+        let cluster = Cluster { run_dir, kubeconfig, bin_dir, port, webhook_client_cert: options.webhook_client_cert };
+        // From here a failed start stops what it started (Drop).
         let out = Command::new("bash")
             .arg(tools_dir().join("kube-up.sh"))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -122,18 +166,34 @@ impl Cluster {
             out.status.success(),
             "kube-up.sh failed: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(run_dir.join("logs/kube-apiserver.log")).unwrap_or_default()
+            std::fs::read_to_string(cluster.apiserver_log()).unwrap_or_default()
         );
-        let kubeconfig = run_dir.join("admin.kubeconfig");
-        Some(Cluster { run_dir, kubeconfig, bin_dir, port })
+        Some(cluster)
+    }
+
+    /// The cluster's PKI directory (`$KUBE_RUN_DIR/pki`).
+    pub fn pki_dir(&self) -> PathBuf {
+        self.run_dir.join("pki")
+    }
+
+    /// The cluster CA: it signed the apiserver's serving certificate and
+    /// every client certificate of kube-up.sh.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.pki_dir().join("ca.crt")
+    }
+
+    /// The client certificate and key the apiserver presents to admission
+    /// webhooks, when started with [`ClusterOptions::webhook_client_cert`].
+    pub fn webhook_client_cert(&self) -> Option<(PathBuf, PathBuf)> {
+        self.webhook_client_cert
+            .then(|| (self.pki_dir().join("webhook-client.crt"), self.pki_dir().join("webhook-client.key")))
     }
 
     /// The CA that signed the client certificate the apiserver presents to
     /// webhooks (CN `kube-apiserver-webhook-client`): what `serve
     /// --client-ca` trusts. `None` when the launcher did not set one up.
     pub fn webhook_client_ca(&self) -> Option<PathBuf> {
-        let pki = self.run_dir.join("pki");
-        pki.join("webhook-client.crt").is_file().then(|| pki.join("ca.crt"))
+        self.webhook_client_cert.then(|| self.ca_cert())
     }
 
     /// A client with cluster-admin rights.
@@ -161,6 +221,19 @@ impl Cluster {
         let client = self.client().await;
         let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
         client.request_text(req).await.unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    /// Stops the control plane and removes its state (the process-wide
+    /// clusters live in statics, which never drop: their reaper does it).
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(tools_dir().join("kube-down.sh"))
+            .env("KUBE_RUN_DIR", &self.run_dir)
+            .env("KUBE_WIPE", "1")
+            .output();
+        let _ = std::fs::remove_dir_all(&self.run_dir);
     }
 }
 
