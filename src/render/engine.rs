@@ -318,6 +318,7 @@ impl Project {
                 group: config::Glob("*".into()),
                 kind: config::Glob("*".into()),
             }],
+            roles: Vec::new(),
         }
     }
 }
