@@ -390,7 +390,8 @@ fn chromium() -> Option<PathBuf> {
 /// user who sees one project, and is refused another project's file, a
 /// `List` of Secrets and a secretGenerator input (the CVE-2022-29165 /
 /// CVE-2023-22482 class: reads past authentication or authorization).
-#[tokio::test]
+// Multi-threaded: the fake apiserver answers while this thread waits for node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_chromium_a_user_signs_in_and_sees_their_projects_apps_and_denials() {
     let Some(chromium) = chromium() else { return };
     let api = fake_apiserver().await;

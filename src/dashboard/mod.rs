@@ -142,14 +142,20 @@ struct LoginForm {
     next: String,
 }
 
-/// A cross-site form post (login CSRF): the browser says where it came from.
-/// The host is the `Host` header (HTTP/1.1) or the `:authority` (HTTP/2).
+/// A cross-site form post (login CSRF): the browser says where it came
+/// from — `Sec-Fetch-Site` when it sends one, else `Origin` against the
+/// host (`Host`, or HTTP/2's `:authority`). Clients that send neither (curl)
+/// are not browsers riding a user's session.
 fn cross_site(headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str()));
-    match (headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()), host) {
+    let header = |name| headers.get(name).and_then(|h: &HeaderValue| h.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    let host = header(header::HOST.as_str()).or_else(|| uri.authority().map(|a| a.as_str()));
+    match (header(header::ORIGIN.as_str()), host) {
         (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
         (Some(_), None) => true,
-        (None, _) => headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()).is_some_and(|v| v == "cross-site"),
+        (None, _) => false,
     }
 }
 
