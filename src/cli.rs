@@ -416,6 +416,8 @@ fn follow(
     })
 }
 
+// One argument per flattened flag group of `serve`.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     config: ServeConfig,
     policies: PolicySet,
