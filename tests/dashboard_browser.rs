@@ -60,7 +60,8 @@ async fn fake_apiserver() -> FakeApiserver {
                     Some((name, groups)) => {
                         json!({"authenticated": true, "user": {"username": name, "groups": groups}})
                     }
-                    None => json!({"authenticated": false, "error": "invalid bearer token"}),
+                    // As kube-apiserver answers: `authenticated: false` omitted.
+                    None => json!({"user": {}, "error": "invalid bearer token"}),
                 };
                 axum::Json(json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                                   "metadata": {}, "spec": {}, "status": status}))

@@ -49,8 +49,6 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub enum AuthError {
     #[error("failed to review the token with the apiserver")]
     Review(#[source] kube::Error),
-    #[error("the apiserver could not check the token: {0}")]
-    Unchecked(String),
     #[error("failed to read the kubeconfig {path}")]
     Kubeconfig {
         path: PathBuf,
@@ -138,13 +136,12 @@ impl TokenReviewer {
             (Some(true), Some(u)) => {
                 Some(User { name: u.username.unwrap_or_default(), groups: u.groups.unwrap_or_default() })
             }
-            _ => {
-                // `error` says why it could not check (not that it is wrong):
-                // an authenticator failing is a 503, a bad token a 401.
-                if let Some(e) = status.error.filter(|e| !e.is_empty())
-                    && status.authenticated.is_none()
-                {
-                    return Err(AuthError::Unchecked(e));
+            // The apiserver omits `authenticated: false` (omitempty) and says
+            // why in `error`: an unknown token and an authenticator that
+            // failed look alike, and both are a 401 here.
+            (_, _) => {
+                if let Some(e) = status.error.filter(|e| !e.is_empty()) {
+                    tracing::debug!(reason = %e, "the apiserver did not accept a dashboard token");
                 }
                 None
             }
