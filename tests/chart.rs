@@ -192,6 +192,7 @@ fn values_become_gitgates_flags_and_secret_references() {
 repo: {url: https://git.example.com/platform/gitops.git, revision: production, path: clusters/prod/gitgate.yaml, pollInterval: 1m}
 hookSecret: {enabled: true}
 breakGlassGroups: [sre, oncall]
+dashboardAdminGroups: [platform]
 age: {existingSecret: my-age}
 vault: {address: https://vault.example.com:8200, auth: approle, role: deployer, approleSecret: {name: vault-approle}}
 audit: {signingKey: {existingSecret: my-audit-key}}
@@ -203,6 +204,7 @@ audit: {signingKey: {existingSecret: my-audit-key}}
     assert_eq!(args.config_path, "clusters/prod/gitgate.yaml");
     assert_eq!(args.poll_interval, "1m");
     assert_eq!(args.break_glass_groups, ["sre", "oncall"]);
+    assert_eq!(args.dashboard.admin_groups, ["platform"]);
     assert_eq!(args.sync.sync, gitgate::sync::cli::SyncMode::Auto);
     assert_eq!(args.secrets.age_identity.as_deref(), Some(Path::new("/etc/gitgate/age/identity")));
     assert_eq!(args.secrets.vault_role, "deployer");
@@ -318,6 +320,12 @@ fn rbac_keeps_the_reconcilers_rights_apart_from_the_webhooks_read_rights() {
         .find(|r| r["verbs"].as_array().unwrap().iter().any(|v| v == "patch") && r["resourceNames"].is_array())
         .expect("a patch rule limited by name");
     assert_eq!(guarded["resourceNames"], json!([guard::VALIDATING_NAME, guard::MUTATING_NAME]));
+    // Dashboard logins: gitgate asks whose a token is (TokenReview), nothing more.
+    let reviews = reconciler["rules"].as_array().unwrap().iter().find(|r| r["resources"] == json!(["tokenreviews"]));
+    assert_eq!(
+        reviews.expect("a tokenreviews rule"),
+        &json!({"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]})
+    );
     // Leases and inventories in gitgate's own namespace, through a Role.
     let role = get(&objs, "Role", "gitgate-reconciler");
     assert_eq!(role["metadata"]["namespace"], NS);
