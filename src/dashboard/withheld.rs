@@ -18,8 +18,14 @@ pub fn reason(path: &RepoPath, text: &str, desired: &DesiredSet, inputs: &Genera
     if inputs.paths.contains(path) {
         return Some("not shown: the file feeds a kustomize secretGenerator or configMapGenerator");
     }
-    if holds_plain_secret(path.as_str(), text) {
-        return Some("not shown: the file holds a Secret that is not sealed");
+    match crate::render::yaml::parse_documents(path.as_str(), text.as_bytes()) {
+        Err(_) => {
+            return Some("not shown: the file is not YAML gitgate can read, so it cannot tell it holds no Secret");
+        }
+        Ok(docs) if docs.iter().any(has_plain_secret) => {
+            return Some("not shown: the file holds a Secret that is not sealed");
+        }
+        Ok(_) => {}
     }
     let renders_secret = desired.objects().iter().any(|(k, o)| {
         k.group.is_empty()
