@@ -145,6 +145,8 @@ pub struct ServeArgs {
     pub audit: audit::command::ServeAuditArgs,
     #[command(flatten)]
     pub sync: Box<crate::sync::cli::ServeSyncArgs>,
+    #[command(flatten)]
+    pub dashboard: crate::dashboard::DashboardArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -267,7 +269,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("failed to start the runtime")?;
             let callers = Callers { client_ca: args.client_ca, names: args.client_names };
-            rt.block_on(serve(config, callers, policies, args.reconciler, repo, args.secrets, args.audit, args.sync))?;
+            rt.block_on(serve(
+                config,
+                callers,
+                policies,
+                args.reconciler,
+                repo,
+                args.secrets,
+                args.audit,
+                args.sync,
+                args.dashboard,
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -416,6 +428,7 @@ fn follow(
     })
 }
 
+// One argument per flattened flag group of `serve`.
 /// Who may call the webhooks (`--client-ca`, `--client-name`).
 struct Callers {
     client_ca: Option<PathBuf>,
@@ -432,6 +445,7 @@ async fn serve(
     secrets: Box<crate::secrets::cli::ServeSecretsArgs>,
     audit_args: audit::command::ServeAuditArgs,
     sync_args: Box<crate::sync::cli::ServeSyncArgs>,
+    dashboard_args: crate::dashboard::DashboardArgs,
 ) -> anyhow::Result<()> {
     if config.generate_certs && !(config.tls_cert.exists() && config.tls_key.exists()) {
         let names: Vec<String> = tls::DEFAULT_DNS_NAMES.iter().chain(tls::DEFAULT_IPS).map(|s| s.to_string()).collect();
@@ -514,16 +528,25 @@ async fn serve(
     });
 
     let tracking = tokio::spawn(tracker.clone().run(repo.poll));
-    let dashboard = crate::dashboard::DashboardState {
-        status: sync.status.clone(),
-        snapshot: snapshot.clone(),
+    let dashboard = crate::dashboard::DashboardState::new(
+        sync.status.clone(),
+        snapshot.clone(),
         denials,
-        source: dashboard_source,
-        audit_log: Some(audit_log.path().to_path_buf()),
+        dashboard_source,
+        Some(audit_log.path().to_path_buf()),
+    );
+    let gate = crate::dashboard::Gate::start(&dashboard_args, sync.client.clone(), config.listen, snapshot.clone())
+        .await
+        .context("failed to set up the dashboard's login")?;
+    let mut router =
+        admission::routes(state.clone()).merge(crate::dashboard::router(Arc::new(dashboard), Arc::new(gate)));
+    let metrics_server = match dashboard_args.metrics_listen {
+        Some(addr) => Some(server::start_plain(addr, admission::metrics_router(state.clone())).await?),
+        None => {
+            router = router.merge(admission::metrics_router(state.clone()));
+            None
+        }
     };
-    let mut router = admission::router(state.clone())
-        .merge(crate::sync::status::router(sync.status.clone()))
-        .merge(crate::dashboard::router(Arc::new(dashboard)));
     if let Some(keyring) = keyring {
         router = router.merge(crate::secrets::cluster::router(keyring));
     }
@@ -539,6 +562,9 @@ async fn serve(
     let running = server::start_counting(config.listen, rustls, router, conn, handshake_failures).await?;
     let reload = tokio::spawn(reloader.run(config.tls_reload_interval));
     tracing::info!(addr = %running.addr, "gitgate admission server listening on https://{}", running.addr);
+    if let Some(m) = &metrics_server {
+        tracing::info!(addr = %m.addr, "metrics on http://{}/metrics", m.addr);
+    }
 
     shutdown_signal().await;
     tracing::info!(drain = ?config.drain_timeout, "shutting down: draining in-flight requests");
@@ -550,6 +576,9 @@ async fn serve(
         task.abort();
     }
     running.shutdown(config.drain_timeout).await?;
+    if let Some(m) = metrics_server {
+        m.shutdown(config.drain_timeout).await?;
+    }
     audit_log.close()?;
     Ok(())
 }

@@ -193,3 +193,16 @@ where
         self.inner.call(req)
     }
 }
+
+/// Binds `addr` and serves `router` over plain HTTP (`--metrics-listen`:
+/// Prometheus scrapes it without TLS or a token).
+pub async fn start_plain(addr: SocketAddr, router: Router) -> Result<Running, ServerError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+    listener.set_nonblocking(true).map_err(|source| ServerError::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+    let handle = Handle::new();
+    let server =
+        axum_server::from_tcp(listener).map_err(|source| ServerError::Bind { addr, source })?.handle(handle.clone());
+    let task = tokio::spawn(async move { server.serve(router.into_make_service()).await.map_err(ServerError::Serve) });
+    Ok(Running { addr: local, handle, task })
+}

@@ -81,20 +81,6 @@ fn b64(s: &Value) -> Vec<u8> {
 const WEBHOOK: &str = "gitgate";
 const RECONCILER: &str = "gitgate-reconciler";
 
-/// `serve` flags the chart passes that other branches are adding to gitgate
-/// (client auth, unsealing, the metrics port, dashboard admins). Until
-/// gitgate's command line has one, it is checked as text ([`raw_args`]);
-/// once it has it, it is parsed like every other flag.
-const PENDING_FLAGS: &[&str] =
-    &["client-ca", "client-name", "unseal-for", "unseal-without-client-auth", "admin-group", "metrics-listen"];
-
-fn known_serve_flag(name: &str) -> bool {
-    use clap::CommandFactory as _;
-    let cli = gitgate::cli::Cli::command();
-    let serve = cli.find_subcommand("serve").expect("a serve command");
-    serve.get_arguments().any(|a| a.get_long() == Some(name))
-}
-
 /// A Deployment's container arguments, as written.
 fn raw_args(objs: &[Value], deployment: &str) -> Vec<String> {
     let args = &get(objs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]["args"];
@@ -108,13 +94,7 @@ fn serve_args(objs: &[Value]) -> Box<gitgate::cli::ServeArgs> {
 
 /// A Deployment's container arguments, parsed by gitgate's own command line.
 fn serve_args_of(objs: &[Value], deployment: &str) -> Box<gitgate::cli::ServeArgs> {
-    let args: Vec<String> = raw_args(objs, deployment)
-        .into_iter()
-        .filter(|a| {
-            let name = a.trim_start_matches("--").split('=').next().unwrap_or_default();
-            !(a.starts_with("--") && PENDING_FLAGS.contains(&name) && !known_serve_flag(name))
-        })
-        .collect();
+    let args = raw_args(objs, deployment);
     let cli = gitgate::cli::Cli::try_parse_from(std::iter::once("gitgate").chain(args.iter().map(String::as_str)))
         .unwrap_or_else(|e| panic!("gitgate rejects the chart's arguments {args:?}: {e}"));
     match cli.command {
@@ -327,6 +307,7 @@ fn values_become_gitgates_flags_and_secret_references() {
 repo: {url: https://git.example.com/platform/gitops.git, revision: production, path: clusters/prod/gitgate.yaml, pollInterval: 1m}
 hookSecret: {enabled: true}
 breakGlassGroups: [sre, oncall]
+dashboard: {adminGroups: [platform]}
 age: {existingSecret: my-age}
 vault: {address: https://vault.example.com:8200, auth: approle, role: deployer, approleSecret: {name: vault-approle}}
 audit: {signingKey: {existingSecret: my-audit-key}}
@@ -340,6 +321,8 @@ audit: {signingKey: {existingSecret: my-audit-key}}
     assert_eq!(args.break_glass_groups, ["sre", "oncall"]);
     assert_eq!(args.sync.sync, gitgate::sync::cli::SyncMode::Off, "the webhook pods never sync");
     assert_eq!(serve_args_of(&objs, RECONCILER).sync.sync, gitgate::sync::cli::SyncMode::Auto);
+    assert_eq!(serve_args_of(&objs, RECONCILER).dashboard.admin_groups, ["platform"]);
+    assert!(args.dashboard.admin_groups.is_empty(), "the webhook pods serve no dashboard");
     assert_eq!(args.secrets.age_identity.as_deref(), Some(Path::new("/etc/gitgate/age/identity")));
     assert_eq!(args.secrets.vault_role, "deployer");
     assert_eq!(args.audit.audit_key.as_deref(), Some(Path::new("/etc/gitgate/audit/checkpoint.pk8")));
@@ -486,6 +469,12 @@ fn rbac_keeps_the_reconcilers_rights_apart_from_the_webhooks_read_rights() {
         .find(|r| r["verbs"].as_array().unwrap().iter().any(|v| v == "patch") && r["resourceNames"].is_array())
         .expect("a patch rule limited by name");
     assert_eq!(guarded["resourceNames"], json!([guard::VALIDATING_NAME, guard::MUTATING_NAME]));
+    // Dashboard logins: gitgate asks whose a token is (TokenReview), nothing more.
+    let reviews = reconciler["rules"].as_array().unwrap().iter().find(|r| r["resources"] == json!(["tokenreviews"]));
+    assert_eq!(
+        reviews.expect("a tokenreviews rule"),
+        &json!({"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]})
+    );
     // Leases and inventories in gitgate's own namespace, through a Role.
     let role = get(&objs, "Role", "gitgate-reconciler");
     assert_eq!(role["metadata"]["namespace"], NS);

@@ -173,6 +173,36 @@ spec:
 
 /// A repo whose app `web` owns the Deployment the captured kubectl-edit
 /// fixture changes (gitops-demo/web).
+/// Two projects with roles: `frontend` (apps `web`, the demo Deployment
+/// beside a `List` holding a Secret, and `web-config`, a kustomization
+/// whose secretGenerator reads `db.env`) and `payments` (app `pay`).
+pub fn gitops_roles_repo() -> (Repo, String) {
+    let repo = Repo::new();
+    repo.write(
+        "gitgate.yaml",
+        "projects:\n  - name: frontend\n    roles: [{name: frontend-readers, groups: [frontend], permissions: [read]}]\n\
+         \x20 - name: payments\n    roles: [{name: payments-team, groups: [payments], permissions: [read, sync]}]\n\
+         apps:\n  - name: web\n    project: frontend\n    path: apps/web\n    destination: {namespace: gitops-demo}\n\
+         \x20 - name: web-config\n    project: frontend\n    path: apps/web-config\n    destination: {namespace: gitops-demo}\n\
+         \x20 - name: pay\n    project: payments\n    path: apps/pay\n    destination: {namespace: payments}\n",
+    );
+    repo.write("apps/web/deploy.yaml", GITOPS_DEMO_DEPLOY);
+    repo.write(
+        "apps/web/bundle.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: v1\n    kind: ConfigMap\n    metadata: {name: web-settings}\n    data: {mode: fast}\n\
+         \x20 - apiVersion: v1\n    kind: Secret\n    metadata: {name: web-api-key}\n    stringData: {key: list-secret-value}\n",
+    );
+    repo.write(
+        "apps/web-config/kustomization.yaml",
+        "resources: [settings.yaml]\nsecretGenerator:\n  - name: db\n    envs: [db.env]\n",
+    );
+    repo.write("apps/web-config/settings.yaml", &configmap("web-flags", "on"));
+    repo.write("apps/web-config/db.env", "PASSWORD=generator-secret-value\n");
+    repo.write("apps/pay/deploy.yaml", &deployment("pay", "nginx:1.27"));
+    let commit = repo.commit("three apps in two projects");
+    (repo, commit)
+}
+
 pub fn gitops_demo_repo() -> (Repo, String) {
     let repo = Repo::new();
     repo.write("gitgate.yaml", "apps:\n  - name: web\n    path: apps/web\n    destination: {namespace: gitops-demo}\n");

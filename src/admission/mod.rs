@@ -425,12 +425,21 @@ async fn metrics(State(state): State<Arc<AdmissionState>>) -> Response {
 /// The admission router: `/validate`, `/mutate`, `/healthz`, `/readyz`,
 /// `/metrics`. Other boxes merge their routes into it.
 pub fn router(state: Arc<AdmissionState>) -> Router {
+    routes(state.clone()).merge(metrics_router(state))
+}
+
+/// `/metrics` alone (`serve --metrics-listen` serves it on its own port).
+pub fn metrics_router(state: Arc<AdmissionState>) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(state)
+}
+
+/// The admission router without `/metrics`.
+pub fn routes(state: Arc<AdmissionState>) -> Router {
     Router::new()
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")

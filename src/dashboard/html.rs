@@ -46,8 +46,22 @@ pub fn short(commit: &str) -> &str {
     &commit[..commit.len().min(7)]
 }
 
-/// The page frame: navigation, a live-refresh switch, the content.
-pub fn page(title: &str, active: &str, live: bool, body: &str) -> String {
+/// Who is looking, for the page header.
+pub struct Who<'a> {
+    pub user: &'a str,
+    /// The projects they see; `None`: all of them.
+    pub projects: Option<Vec<&'a str>>,
+    /// Signed in with a token (a sign-out button is shown).
+    pub login: bool,
+}
+
+/// The sign-out button (a POST: a link could be followed by a prefetch).
+pub fn sign_out_form() -> &'static str {
+    "<form class=\"signout\" method=\"post\" action=\"/ui/logout\"><button type=\"submit\">Sign out</button></form>"
+}
+
+/// The page frame: navigation, who is looking, a live-refresh switch, the content.
+pub fn page(title: &str, active: &str, live: bool, who: Option<&Who<'_>>, body: &str) -> String {
     let nav = [("Apps", "/ui"), ("Denials", "/ui/audit?decision=deny"), ("Audit log", "/ui/audit")]
         .iter()
         .map(|(label, href)| {
@@ -58,15 +72,49 @@ pub fn page(title: &str, active: &str, live: bool, body: &str) -> String {
         .join("");
     let live =
         if live { "<label class=\"live\"><input type=\"checkbox\" id=\"live\" checked> live</label>" } else { "" };
+    let who = who.map_or(String::new(), |w| {
+        let projects = match &w.projects {
+            None => "all projects".to_string(),
+            Some(p) => format!("project{} {}", if p.len() == 1 { "" } else { "s" }, p.join(", ")),
+        };
+        format!(
+            "<span class=\"who\" id=\"who\" data-user=\"{u}\">{u} · {p}</span>{out}",
+            u = esc(w.user),
+            p = esc(&projects),
+            out = if w.login { sign_out_form() } else { "" }
+        )
+    });
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <title>{title} · gitgate</title><link rel=\"icon\" href=\"/ui/static/icon.svg\" type=\"image/svg+xml\">\
 <link rel=\"stylesheet\" href=\"/ui/static/style.css\">\
 <script src=\"/ui/static/app.js\" defer></script></head>\
-<body><header><a class=\"brand\" href=\"/ui\">gitgate</a><nav>{nav}</nav>{live}</header>\
+<body><header><a class=\"brand\" href=\"/ui\">gitgate</a><nav>{nav}</nav>{who}{live}</header>\
 <main id=\"main\">{body}</main></body></html>\n",
         title = esc(title)
+    )
+}
+
+/// The login page (a 401's body): a form that posts a bearer token.
+pub fn login_page(next: &str, error: Option<&str>) -> String {
+    let error =
+        error.map_or(String::new(), |e| format!("<p class=\"error\" role=\"alert\" id=\"login-error\">{}</p>", esc(e)));
+    page(
+        "Sign in",
+        "",
+        false,
+        None,
+        &format!(
+            "<section class=\"login\"><h1>Sign in</h1>{error}<p>gitgate asks the cluster's apiserver whose token this is (a \
+TokenReview) and shows the projects your groups may read. Paste a Kubernetes bearer token: a ServiceAccount token \
+(<code>kubectl create token NAME -n NAMESPACE</code>) or your OIDC id token. It is kept in an HttpOnly cookie for \
+this browser session.</p><form id=\"login\" method=\"post\" action=\"/ui/login\">\
+<input type=\"hidden\" name=\"next\" value=\"{next}\"><label>Token <input type=\"password\" name=\"token\" \
+autocomplete=\"off\" required></label><button type=\"submit\">Sign in</button></form>\
+<p>API clients send <code>Authorization: Bearer TOKEN</code>; <code>gitgate status</code> takes <code>--token</code>.</p></section>",
+            next = esc(next)
+        ),
     )
 }
 
@@ -93,12 +141,8 @@ pub fn file_link(commit: &str, path: &str) -> String {
     if commit.is_empty() || path.is_empty() {
         return esc(path);
     }
-    format!(
-        "<a class=\"file\" href=\"/ui/files/{id}/{p}\">{text}</a>",
-        id = enc(commit),
-        p = enc_path(path),
-        text = esc(path)
-    )
+    // The file page shows the revision gitgate tracks (never another one).
+    format!("<a class=\"file\" href=\"/ui/files/{p}\">{text}</a>", p = enc_path(path), text = esc(path))
 }
 
 fn object_id(o: &ObjectStatus) -> String {
@@ -430,7 +474,7 @@ pub fn commit_page(c: &CommitView) -> String {
     b
 }
 
-/// A file as Git has it at a commit.
+/// A file as Git has it at the tracked revision.
 pub fn file_page(commit: &str, path: &str, text: Result<&str, &str>, forge_url: Option<&str>) -> String {
     let mut b =
         format!("<section><h1><code>{p}</code> <small>at {c}</small></h1>", p = esc(path), c = commit_link(commit));
@@ -510,7 +554,7 @@ mod tests {
         e.reasons = vec!["NotFromGit: shop/Deployment/api is managed by app web".into()];
         let html = denials_section(&[Denial { time: "t".into(), entry: e }]);
         assert!(html.contains("<code>shop/Deployment/api</code>"));
-        assert!(html.contains("href=\"/ui/files/3f2a9c1d0e/apps/web/deploy.yaml\""));
+        assert!(html.contains("href=\"/ui/files/apps/web/deploy.yaml\""));
         assert!(html.contains("NotFromGit: shop/Deployment/api is managed by app web"));
     }
 
@@ -521,7 +565,7 @@ mod tests {
         let kind = html.find("<th colspan=\"7\">Deployment</th>").unwrap();
         let obj = html.find("data-object=\"shop/Deployment/api\"").unwrap();
         assert!(ns < kind && kind < obj);
-        assert!(html.contains("href=\"/ui/files/3f2a9c1d0e/apps/web/deploy%20one.yaml\""), "{html}");
+        assert!(html.contains("href=\"/ui/files/apps/web/deploy%20one.yaml\""), "{html}");
         assert!(html.contains("/spec/replicas differs from Git"));
     }
 

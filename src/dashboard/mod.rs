@@ -6,26 +6,36 @@
 //!
 //! Read side only: it reads the sync status store, the provenance snapshot
 //! in force, the recent-denials ring and the audit files, and never writes.
+//! Who sees what: `auth.rs` (a Kubernetes token, TokenReview) and
+//! `access.rs` (project roles); files that hold or feed a Secret are never
+//! shown (`withheld.rs`), and files are read at the tracked revision only.
 //! Pages are plain server-rendered HTML (`html.rs`, pure functions); a
 //! little JS (`static/app.js`) refreshes them live and filters tables.
 
+pub mod access;
+pub mod auth;
 pub mod html;
 pub mod links;
 pub mod recent;
+pub mod withheld;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::{Router, middleware};
+use axum::routing::{get, post};
+use axum::{Form, Router, middleware};
+use secrecy::SecretString;
 
-use self::html::{AuditForm, CommitView, Context};
+use self::auth::Viewer;
+pub use self::auth::{DashboardArgs, Gate};
+use self::html::{AuditForm, CommitView, Context, Who};
 use self::links::Forge;
 use self::recent::RecentDenials;
+use self::withheld::GeneratorInputs;
 use crate::audit::query::{Filter, ObjectFilter, parse_since};
 use crate::audit::record::{EventKind, Outcome, now_micros};
 use crate::provenance::Snapshot;
@@ -52,6 +62,8 @@ pub enum DashboardError {
     },
     #[error("the dashboard task failed")]
     Join(#[source] tokio::task::JoinError),
+    #[error("failed to read the tracked revision")]
+    Source(#[source] crate::source::SourceError),
 }
 
 /// What the dashboard reads.
@@ -62,30 +74,134 @@ pub struct DashboardState {
     pub source: Arc<GitSource>,
     /// The live audit log file (rotated files are found beside it).
     pub audit_log: Option<PathBuf>,
+    /// The generator inputs of the tracked revision, found once per commit.
+    inputs: Mutex<Option<(gix::ObjectId, Arc<GeneratorInputs>)>>,
 }
 
 impl DashboardState {
+    pub fn new(
+        status: Arc<StatusStore>,
+        snapshot: Arc<ArcSwapOption<Snapshot>>,
+        denials: Arc<RecentDenials>,
+        source: Arc<GitSource>,
+        audit_log: Option<PathBuf>,
+    ) -> Self {
+        DashboardState { status, snapshot, denials, source, audit_log, inputs: Mutex::new(None) }
+    }
+
     fn forge(&self) -> Option<Forge> {
         Forge::from_clone_url(self.source.url())
     }
 }
 
-/// `/ui` and its pages; `/` redirects there.
-pub fn router(state: Arc<DashboardState>) -> Router {
-    Router::new()
-        .route("/", get(|| async { Redirect::to("/ui") }))
+/// `/ui` and its pages, `/api/v1/apps`, behind `gate`; the login page,
+/// the static assets and `/` (a redirect) are open.
+pub fn router(state: Arc<DashboardState>, gate: Arc<Gate>) -> Router {
+    let gated = Router::new()
         .route("/ui", get(overview))
-        .route("/ui/", get(|| async { Redirect::to("/ui") }))
         .route("/ui/apps/{name}", get(app))
         .route("/ui/audit", get(audit))
         .route("/ui/commits/{id}", get(commit))
-        .route("/ui/files/{id}/{*path}", get(file))
+        .route("/ui/files/{*path}", get(file))
+        .with_state(state.clone())
+        .merge(crate::sync::status::router(state.status.clone()))
+        .layer(middleware::from_fn_with_state(gate.clone(), auth::require));
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/ui") }))
+        .route("/ui/", get(|| async { Redirect::to("/ui") }))
+        .route("/ui/login", get(login_form).post(login))
+        .route("/ui/logout", post(logout))
         .route("/ui/static/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/ui/static/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
         .route("/ui/static/icon.svg", get(|| async { asset("image/svg+xml", ICON_SVG) }))
         .route("/favicon.ico", get(|| async { Redirect::permanent("/ui/static/icon.svg") }))
+        .with_state(gate)
+        .merge(gated)
         .layer(middleware::map_response(security_headers))
-        .with_state(state)
+}
+
+#[derive(serde::Deserialize, Default)]
+struct NextQuery {
+    #[serde(default)]
+    next: String,
+}
+
+async fn login_form(State(gate): State<Arc<Gate>>, Query(q): Query<NextQuery>) -> Response {
+    let next = auth::safe_next(&q.next);
+    if gate.reviewer().is_none() {
+        return Redirect::to(next).into_response();
+    }
+    html_page(StatusCode::OK, html::login_page(next, None))
+}
+
+/// The login form's fields. Its `Debug` never shows the token.
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    token: SecretString,
+    #[serde(default)]
+    next: String,
+}
+
+/// A cross-site form post (login CSRF): the browser says where it came
+/// from — `Sec-Fetch-Site` when it sends one, else `Origin` against the
+/// host (`Host`, or HTTP/2's `:authority`). Clients that send neither (curl)
+/// are not browsers riding a user's session.
+fn cross_site(headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
+    let header = |name| headers.get(name).and_then(|h: &HeaderValue| h.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    let host = header(header::HOST.as_str()).or_else(|| uri.authority().map(|a| a.as_str()));
+    match (header(header::ORIGIN.as_str()), host) {
+        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+async fn login(
+    State(gate): State<Arc<Gate>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    use secrecy::ExposeSecret as _;
+    let next = auth::safe_next(&form.next).to_string();
+    if cross_site(&headers, &uri) {
+        return html_page(StatusCode::FORBIDDEN, html::login_page(&next, Some("a login must come from this site")));
+    }
+    let Some(reviewer) = gate.reviewer() else { return Redirect::to(&next).into_response() };
+    let token = SecretString::from(form.token.expose_secret().trim().to_string());
+    let refused = |r: auth::Refusal| r.response(false, &next);
+    if !auth::valid_token(token.expose_secret()) {
+        return refused(auth::Refusal::Rejected);
+    }
+    match reviewer.review(&token).await {
+        Ok(Some(user)) => {
+            tracing::info!(user = %user.name, "dashboard login");
+            let mut res = Redirect::to(&next).into_response();
+            *res.status_mut() = StatusCode::SEE_OTHER;
+            if let Some(cookie) = auth::set_cookie(&token) {
+                res.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
+            res
+        }
+        Ok(None) => {
+            tracing::info!("dashboard login refused: the apiserver did not accept the token");
+            refused(auth::Refusal::Rejected)
+        }
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "failed to check a dashboard login");
+            refused(auth::Refusal::Unavailable)
+        }
+    }
+}
+
+async fn logout() -> Response {
+    let mut res = Redirect::to("/ui/login").into_response();
+    *res.status_mut() = StatusCode::SEE_OTHER;
+    res.headers_mut().insert(header::SET_COOKIE, auth::clear_cookie());
+    res
 }
 
 const APP_JS: &str = include_str!("static/app.js");
@@ -116,10 +232,23 @@ fn html_page(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn not_found(what: &str) -> Response {
+fn not_found(v: &Viewer, what: &str) -> Response {
     html_page(
         StatusCode::NOT_FOUND,
-        html::page("Not found", "", false, &format!("<p class=\"error\">{}</p>", html::esc(what))),
+        html::page("Not found", "", false, Some(&who(v)), &format!("<p class=\"error\">{}</p>", html::esc(what))),
+    )
+}
+
+fn refused(v: &Viewer, why: &str) -> Response {
+    html_page(
+        StatusCode::FORBIDDEN,
+        html::page(
+            "Not shown",
+            "",
+            false,
+            Some(&who(v)),
+            &format!("<p class=\"error\" id=\"refused\">{}</p>", html::esc(why)),
+        ),
     )
 }
 
@@ -128,11 +257,15 @@ fn failed(e: &DashboardError) -> Response {
     tracing::warn!(error = %crate::error_chain(e), "dashboard page failed");
     html_page(
         StatusCode::INTERNAL_SERVER_ERROR,
-        html::page("Error", "", false, &format!("<p class=\"error\">{}</p>", html::esc(&e.to_string()))),
+        html::page("Error", "", false, None, &format!("<p class=\"error\">{}</p>", html::esc(&e.to_string()))),
     )
 }
 
-async fn overview(State(s): State<Arc<DashboardState>>) -> Response {
+fn who(v: &Viewer) -> Who<'_> {
+    Who { user: &v.user, projects: v.scope.projects().map(|p| p.iter().map(String::as_str).collect()), login: v.login }
+}
+
+async fn overview(State(s): State<Arc<DashboardState>>, Extension(v): Extension<Viewer>) -> Response {
     let snap = s.snapshot.load_full();
     let head = snap.as_ref().map(|snap| {
         let id = snap.desired.commit();
@@ -141,8 +274,11 @@ async fn overview(State(s): State<Arc<DashboardState>>) -> Response {
     });
     let repo = s.source.display_url().to_string();
     let ctx = Context { repo: &repo, head };
-    let body = html::overview(&ctx, &overview_of(&s, snap.as_deref()), &s.denials.list());
-    html_page(StatusCode::OK, html::page("Apps", "Apps", true, &body))
+    let mut o = overview_of(&s, snap.as_deref());
+    o.apps.retain(|a| v.scope.sees_app(&a.name));
+    let denials: Vec<_> = s.denials.list().into_iter().filter(|d| v.scope.sees_app(&d.entry.app)).collect();
+    let body = html::overview(&ctx, &o, &denials);
+    html_page(StatusCode::OK, html::page("Apps", "Apps", true, Some(&who(&v)), &body))
 }
 
 /// The sync status; on a follower replica (which syncs nothing) Git's view
@@ -160,11 +296,17 @@ fn overview_of(s: &DashboardState, snap: Option<&Snapshot>) -> crate::sync::stat
     o
 }
 
-async fn app(State(s): State<Arc<DashboardState>>, Path(name): Path<String>) -> Response {
+async fn app(
+    State(s): State<Arc<DashboardState>>,
+    Extension(v): Extension<Viewer>,
+    Path(name): Path<String>,
+) -> Response {
     let snap = s.snapshot.load_full();
-    match overview_of(&s, snap.as_deref()).apps.into_iter().find(|a| a.name == name) {
-        Some(a) => html_page(StatusCode::OK, html::page(&a.name, "Apps", true, &html::app_page(&a))),
-        None => not_found(&format!("no app named {name:?}")),
+    let found = overview_of(&s, snap.as_deref()).apps.into_iter().find(|a| a.name == name && v.scope.sees_app(&a.name));
+    match found {
+        Some(a) => html_page(StatusCode::OK, html::page(&a.name, "Apps", true, Some(&who(&v)), &html::app_page(&a))),
+        // The same answer for an app that exists elsewhere: no probing.
+        None => not_found(&v, &format!("no app named {name:?} among yours")),
     }
 }
 
@@ -186,10 +328,18 @@ fn filter(form: &AuditForm) -> Result<Filter, DashboardError> {
     })
 }
 
-async fn audit(State(s): State<Arc<DashboardState>>, Query(form): Query<AuditForm>) -> Response {
+async fn audit(
+    State(s): State<Arc<DashboardState>>,
+    Extension(v): Extension<Viewer>,
+    Query(form): Query<AuditForm>,
+) -> Response {
     let active = if form.decision.eq_ignore_ascii_case("deny") { "Denials" } else { "Audit log" };
+    let who = who(&v);
     let page = |status, records: &[_], total, error: Option<&str>| {
-        html_page(status, html::page("Audit log", active, true, &html::audit_page(&form, records, total, error)))
+        html_page(
+            status,
+            html::page("Audit log", active, true, Some(&who), &html::audit_page(&form, records, total, error)),
+        )
     };
     let f = match filter(&form) {
         Ok(f) => f,
@@ -209,8 +359,12 @@ async fn audit(State(s): State<Arc<DashboardState>>, Query(form): Query<AuditFor
     .and_then(|r| r);
     match found {
         Ok(found) => {
-            let mut records: Vec<_> =
-                found.records.into_iter().rev().filter(|r| app.is_empty() || r.entry.app == app).collect();
+            let mut records: Vec<_> = found
+                .records
+                .into_iter()
+                .rev()
+                .filter(|r| v.scope.sees_app(&r.entry.app) && (app.is_empty() || r.entry.app == app))
+                .collect();
             let total = records.len();
             records.truncate(limit);
             page(StatusCode::OK, &records, total, None)
@@ -223,12 +377,35 @@ fn parse_commit(id: &str) -> Option<gix::ObjectId> {
     (id.len() == 40).then(|| gix::ObjectId::from_hex(id.as_bytes()).ok()).flatten()
 }
 
-async fn commit(State(s): State<Arc<DashboardState>>, Path(id): Path<String>) -> Response {
-    let Some(oid) = parse_commit(&id) else { return not_found(&format!("{id:?} is not a full commit ID")) };
+/// Commits of the tracked history that a commit page may show.
+const MAX_HISTORY: usize = 100_000;
+
+async fn commit(
+    State(s): State<Arc<DashboardState>>,
+    Extension(v): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(oid) = parse_commit(&id) else { return not_found(&v, &format!("{id:?} is not a full commit ID")) };
+    let snap = s.snapshot.load_full();
+    let Some(head) = snap.as_ref().map(|s| s.desired.commit()) else {
+        return not_found(&v, "gitgate has not rendered Git yet");
+    };
     let source = s.source.clone();
     let read = tokio::task::spawn_blocking(move || -> Result<Option<(String, String, String)>, DashboardError> {
         let repo = source.repo();
         let git = |e: Box<dyn std::error::Error + Send + Sync>| DashboardError::Git { id: oid.to_string(), source: e };
+        // The tracked revision's history only: not another branch's commit.
+        let walk = repo.rev_walk([head]).all().map_err(|e| git(Box::new(e)))?;
+        let mut tracked = false;
+        for info in walk.take(MAX_HISTORY) {
+            if info.map_err(|e| git(Box::new(e)))?.id == oid {
+                tracked = true;
+                break;
+            }
+        }
+        if !tracked {
+            return Ok(None);
+        }
         let Ok(commit) = repo.find_commit(oid) else { return Ok(None) };
         let author = commit.author().map_err(|e| git(Box::new(e)))?;
         let who = format!("{} <{}>", author.name, author.email);
@@ -246,13 +423,13 @@ async fn commit(State(s): State<Arc<DashboardState>>, Path(id): Path<String>) ->
     .and_then(|r| r);
     let (author, time, message) = match read {
         Ok(Some(c)) => c,
-        Ok(None) => return not_found(&format!("commit {id} is not in the repository gitgate tracks")),
+        Ok(None) => return not_found(&v, &format!("commit {id} is not in the history gitgate tracks")),
         Err(e) => return failed(&e),
     };
-    let snap = s.snapshot.load_full();
     let objects = overview_of(&s, snap.as_deref())
         .apps
         .into_iter()
+        .filter(|a| v.scope.sees_app(&a.name))
         .flat_map(|a| {
             let name = a.name;
             a.objects.into_iter().filter(|o| o.commit == id).map(move |o| (name.clone(), o))
@@ -261,46 +438,95 @@ async fn commit(State(s): State<Arc<DashboardState>>, Path(id): Path<String>) ->
     let view = CommitView { forge_url: s.forge().map(|f| f.commit_url(&id)), id, author, time, message, objects };
     html_page(
         StatusCode::OK,
-        html::page(&format!("Commit {}", html::short(&view.id)), "", false, &html::commit_page(&view)),
+        html::page(&format!("Commit {}", html::short(&view.id)), "", false, Some(&who(&v)), &html::commit_page(&view)),
     )
 }
 
-/// Whether a manifest may be shown: a Secret that is not sealed carries
-/// values, and the dashboard never shows a secret value.
-fn shows_plain_secret(text: &str) -> bool {
-    crate::render::yaml::parse_documents("file", text.as_bytes()).map_or(true, |docs| {
-        docs.iter().any(|d| {
-            d.get("kind").and_then(|k| k.as_str()) == Some("Secret")
-                && d.pointer(&format!("/metadata/annotations/{}", crate::secrets::SEALED.replace('/', "~1"))).is_none()
-                && (d.get("data").is_some() || d.get("stringData").is_some())
-        })
-    })
+/// The generator inputs of the tracked revision (scanned once per commit).
+fn generator_inputs(
+    s: &DashboardState,
+    reader: &crate::source::TreeReader,
+) -> Result<Arc<GeneratorInputs>, DashboardError> {
+    let commit = reader.commit();
+    if let Some((c, inputs)) = &*s.inputs.lock().unwrap_or_else(|p| p.into_inner())
+        && *c == commit
+    {
+        return Ok(inputs.clone());
+    }
+    let inputs = Arc::new(GeneratorInputs::scan(reader).map_err(DashboardError::Source)?);
+    *s.inputs.lock().unwrap_or_else(|p| p.into_inner()) = Some((commit, inputs.clone()));
+    Ok(inputs)
 }
 
-async fn file(State(s): State<Arc<DashboardState>>, Path((id, path)): Path<(String, String)>) -> Response {
-    let Some(oid) = parse_commit(&id) else { return not_found(&format!("{id:?} is not a full commit ID")) };
-    let Ok(repo_path) = crate::source::RepoPath::parse(&path) else {
-        return not_found(&format!("{path:?} is not a path in the repository"));
-    };
-    let source = s.source.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        let reader = source.reader(oid, crate::source::tree::ReadLimits::default()).ok()?;
-        reader.read_opt(&repo_path).ok().flatten()
+/// What the file page found.
+enum FileRead {
+    Missing,
+    Withheld(&'static str),
+    Shown(Vec<u8>),
+}
+
+async fn file(
+    State(s): State<Arc<DashboardState>>,
+    Extension(v): Extension<Viewer>,
+    Path(path): Path<String>,
+) -> Response {
+    let missing =
+        |v: &Viewer| not_found(v, &format!("{path} is not a file of your apps at the revision gitgate tracks"));
+    let Ok(repo_path) = crate::source::RepoPath::parse(&path) else { return missing(&v) };
+    let Some(snap) = s.snapshot.load_full() else { return not_found(&v, "gitgate has not rendered Git yet") };
+    let head = snap.desired.commit();
+    let state = s.clone();
+    let scope = v.scope.clone();
+    let read = tokio::task::spawn_blocking(move || -> Result<FileRead, DashboardError> {
+        let desired = &snap.desired;
+        let reader =
+            state.source.reader(head, crate::source::tree::ReadLimits::default()).map_err(DashboardError::Source)?;
+        // Where the path leads (a symlink may point into another app): both
+        // ends must be readable.
+        let Some(node) = reader.resolve(&repo_path).map_err(DashboardError::Source)? else {
+            return Ok(FileRead::Missing);
+        };
+        if node.kind != crate::source::NodeKind::File
+            || !scope.sees_path(&repo_path, desired)
+            || !scope.sees_path(&node.path, desired)
+        {
+            return Ok(FileRead::Missing);
+        }
+        let Some(bytes) = reader.read_opt(&repo_path).map_err(DashboardError::Source)? else {
+            return Ok(FileRead::Missing);
+        };
+        let inputs = generator_inputs(&state, &reader)?;
+        let text = String::from_utf8_lossy(&bytes);
+        for p in [&repo_path, &node.path] {
+            if let Some(why) = withheld::reason(p, &text, desired, &inputs) {
+                return Ok(FileRead::Withheld(why));
+            }
+        }
+        Ok(FileRead::Shown(bytes))
     })
-    .await;
+    .await
+    .map_err(DashboardError::Join)
+    .and_then(|r| r);
     let bytes = match read {
-        Ok(Some(b)) => b,
-        Ok(None) => return not_found(&format!("{path} is not in commit {id}")),
-        Err(e) => return failed(&DashboardError::Join(e)),
+        Ok(FileRead::Shown(b)) => b,
+        Ok(FileRead::Missing) => return missing(&v),
+        Ok(FileRead::Withheld(why)) => {
+            tracing::info!(user = %v.user, path = %path, "dashboard withheld a file: {why}");
+            return refused(&v, why);
+        }
+        Err(e) => return failed(&e),
     };
     let text = match std::str::from_utf8(&bytes) {
         Ok(_) if bytes.len() > MAX_FILE_BYTES => Err("the file is too large to show here"),
-        Ok(t) if shows_plain_secret(t) => Err("not shown: the file holds a Secret that is not sealed"),
         Ok(t) => Ok(t),
         Err(_) => Err("not shown: the file is not text"),
     };
+    let id = head.to_string();
     let forge = s.forge().map(|f| f.file_url(&id, &path));
-    html_page(StatusCode::OK, html::page(&path, "", false, &html::file_page(&id, &path, text, forge.as_deref())))
+    html_page(
+        StatusCode::OK,
+        html::page(&path, "", false, Some(&who(&v)), &html::file_page(&id, &path, text, forge.as_deref())),
+    )
 }
 
 #[cfg(test)]
@@ -318,16 +544,5 @@ mod tests {
         let e = filter(&AuditForm { decision: "maybe".into(), ..Default::default() }).unwrap_err();
         assert_eq!(e.to_string(), "decision \"maybe\" is not valid");
         assert!(filter(&AuditForm { since: "yesterday".into(), ..Default::default() }).is_err());
-    }
-
-    #[test]
-    fn plain_secrets_are_never_shown_and_sealed_ones_are() {
-        assert!(shows_plain_secret("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\nstringData: {k: v}\n"));
-        let sealed = format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: a\n  annotations: {{{}: age}}\ndata: {{k: YWdl}}\n",
-            crate::secrets::SEALED
-        );
-        assert!(!shows_plain_secret(&sealed));
-        assert!(!shows_plain_secret("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {k: v}\n"));
     }
 }

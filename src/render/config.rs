@@ -15,6 +15,8 @@
 //!     vault:                        # Vault paths its sealed Secrets may name (none by default)
 //!       paths: ["secret/team-web/*"]
 //!       role: team-web              # optional: its own role for Vault's Kubernetes auth
+//!     roles:                        # who sees the project on the dashboard and status API
+//!       - {name: web-readers, groups: [web-team], permissions: [read]}   # read | sync
 //! apps:
 //!   - name: web-staging
 //!     project: team-web
@@ -88,6 +90,8 @@ struct RawProject {
     cluster_kinds: Vec<String>,
     #[serde(default)]
     vault: Option<RawVaultAccess>,
+    #[serde(default)]
+    roles: Vec<Spanned<RawRole>>,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +101,14 @@ struct RawVaultAccess {
     paths: Vec<String>,
     #[serde(default)]
     role: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRole {
+    name: String,
+    groups: Vec<String>,
+    permissions: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -329,6 +341,8 @@ pub struct Project {
     pub cluster_kinds: Vec<KindPattern>,
     /// The Vault paths the project's sealed Secrets may name.
     pub vault: VaultAccess,
+    /// Who may do what with the project's apps (groups → permissions).
+    pub roles: Vec<Role>,
 }
 
 /// Which Vault paths a project's Secrets may reference (`<mount>/<path>`
@@ -349,6 +363,34 @@ impl VaultAccess {
     }
 }
 
+/// A project role: members of any of `groups` get `permissions`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Role {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub permissions: Vec<Permission>,
+}
+
+/// What a project role grants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Permission {
+    /// See the project's apps, their files and their audit records.
+    Read,
+    /// Reserved for promotion gates (parsed and kept; grants nothing yet).
+    Sync,
+}
+
+impl Permission {
+    pub fn parse(s: &str) -> Option<Permission> {
+        match s {
+            "read" => Some(Permission::Read),
+            "sync" => Some(Permission::Sync),
+            _ => None,
+        }
+    }
+}
+
 impl Project {
     fn default_project() -> Self {
         Project {
@@ -357,7 +399,13 @@ impl Project {
             kinds: vec![KindPattern::parse("*")],
             cluster_kinds: Vec::new(),
             vault: VaultAccess::default(),
+            roles: Vec::new(),
         }
+    }
+
+    /// Whether a member of `groups` holds `permission` on this project.
+    pub fn grants(&self, groups: &[String], permission: Permission) -> bool {
+        self.roles.iter().any(|r| r.permissions.contains(&permission) && r.groups.iter().any(|g| groups.contains(g)))
     }
 
     pub fn allows_destination(&self, cluster: &str, namespace: &str) -> bool {
@@ -475,7 +523,8 @@ fn validate(file: &str, raw: RawConfig, tree: &TreeReader) -> Result<Config, Ren
                 VaultAccess { paths: v.paths.into_iter().map(Glob).collect(), role: v.role }
             }
         };
-        let project = Project { name: p.name.clone(), destinations, kinds, cluster_kinds, vault };
+        let roles = roles(file, &p.name, p.roles)?;
+        let project = Project { name: p.name.clone(), destinations, kinds, cluster_kinds, vault, roles };
         if p.name != DEFAULT_PROJECT && projects.contains_key(&p.name) {
             return Err(config_error(file, line, format!("project {:?} is declared twice", p.name)));
         }
@@ -559,6 +608,37 @@ fn validate(file: &str, raw: RawConfig, tree: &TreeReader) -> Result<Config, Ren
     }
     apps.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Config { file: file.to_string(), clusters, projects, apps })
+}
+
+/// A project's `roles`, validated: named once each, with groups and known
+/// permissions.
+fn roles(file: &str, project: &str, raw: Vec<Spanned<RawRole>>) -> Result<Vec<Role>, RenderError> {
+    let mut out: Vec<Role> = Vec::with_capacity(raw.len());
+    for r in raw {
+        let line = r.referenced.line() as usize;
+        let r = r.value;
+        let bad = |m: String| Err(config_error(file, line, format!("project {project:?} role {:?}: {m}", r.name)));
+        if r.name.is_empty() || out.iter().any(|o| o.name == r.name) {
+            return bad("a role needs a name, unique in its project".into());
+        }
+        if r.groups.is_empty() || r.groups.iter().any(|g| g.trim().is_empty()) {
+            return bad("a role needs at least one group, none empty".into());
+        }
+        let mut permissions = Vec::with_capacity(r.permissions.len());
+        for p in &r.permissions {
+            match Permission::parse(p) {
+                Some(p) => permissions.push(p),
+                None => return bad(format!("unknown permission {p:?} (known: read, sync)")),
+            }
+        }
+        if permissions.is_empty() {
+            return bad("a role needs at least one permission (read, sync)".into());
+        }
+        permissions.sort_unstable();
+        permissions.dedup();
+        out.push(Role { name: r.name, groups: r.groups, permissions });
+    }
+    Ok(out)
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -793,5 +873,50 @@ mod tests {
         p.insert("env".into(), "prod".into());
         assert_eq!(substitute_str("web-{{ env }}", &p).unwrap(), "web-prod");
         assert!(substitute_str("web-{{cluster}}", &p).unwrap_err().contains("cluster"));
+    }
+
+    fn project_roles(yaml: &str) -> Result<Vec<Role>, RenderError> {
+        let raw: RawConfig = super::super::yaml::parse_one("gitgate.yaml", yaml.as_bytes()).unwrap();
+        let p = raw.projects.into_iter().next().unwrap().value;
+        roles("gitgate.yaml", &p.name, p.roles)
+    }
+
+    #[test]
+    fn roles_are_validated_and_an_unknown_permission_names_the_file_and_line() {
+        let ok = project_roles(
+            "projects:\n  - name: frontend\n    roles:\n      - {name: readers, groups: [frontend], permissions: [read]}\n\
+             \x20     - {name: deployers, groups: [ci, release], permissions: [sync, read, sync]}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ok[0],
+            Role { name: "readers".into(), groups: vec!["frontend".into()], permissions: vec![Permission::Read] }
+        );
+        assert_eq!(ok[1].permissions, [Permission::Read, Permission::Sync]);
+        let p = Project { roles: ok, ..Project::default_project() };
+        assert!(p.grants(&["release".into()], Permission::Sync) && p.grants(&["frontend".into()], Permission::Read));
+        assert!(!p.grants(&["frontend".into()], Permission::Sync) && !p.grants(&["web".into()], Permission::Read));
+
+        let e = project_roles(
+            "projects:\n  - name: frontend\n    roles:\n      - {name: readers, groups: [frontend], permissions: [read]}\n\
+             \x20     - {name: admins, groups: [ops], permissions: [admin]}\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "gitgate.yaml:5: project \"frontend\" role \"admins\": unknown permission \"admin\" (known: read, sync)"
+        );
+        for bad in [
+            "{name: r, groups: [], permissions: [read]}",
+            "{name: r, groups: [g], permissions: []}",
+            "{name: '', groups: [g], permissions: [read]}",
+        ] {
+            let yaml = format!("projects:\n  - name: p\n    roles:\n      - {bad}\n");
+            assert!(project_roles(&yaml).unwrap_err().to_string().starts_with("gitgate.yaml:4: "), "{bad}");
+        }
+        let twice = "projects:\n  - name: p\n    roles:\n      - {name: r, groups: [g], permissions: [read]}\n      - {name: r, groups: [h], permissions: [read]}\n";
+        assert!(project_roles(twice).is_err());
+        let unknown_field = "projects:\n  - name: p\n    roles: [{name: r, group: [g], permissions: [read]}]\n";
+        assert!(super::super::yaml::parse_one::<RawConfig>("gitgate.yaml", unknown_field.as_bytes()).is_err());
     }
 }

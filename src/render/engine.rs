@@ -319,6 +319,7 @@ impl Project {
                 kind: config::Glob("*".into()),
             }],
             vault: config::VaultAccess::default(),
+            roles: Vec::new(),
         }
     }
 }

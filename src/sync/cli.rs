@@ -349,7 +349,57 @@ pub struct StatusArgs {
     /// synced at.
     #[arg(long, requires = "wait")]
     pub commit: Option<String>,
+    /// Kubernetes bearer token to sign in with (`kubectl create token …`, or
+    /// an OIDC id token). Default: --token-file, else the kubeconfig user's
+    /// token, else none (a gitgate without a cluster asks for none).
+    #[arg(long, env = "GITGATE_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    pub token: Option<secrecy::SecretString>,
+    /// File holding the bearer token (a projected ServiceAccount token).
+    #[arg(long, env = "GITGATE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
+
+/// The token `gitgate status` sends: --token, --token-file, else the
+/// current kubeconfig user's `token`/`tokenFile`.
+fn status_token(args: &StatusArgs) -> anyhow::Result<Option<secrecy::SecretString>> {
+    use secrecy::ExposeSecret as _;
+    if let Some(t) = &args.token {
+        return Ok(Some(secrecy::SecretString::from(t.expose_secret().trim().to_string())));
+    }
+    let from_file = |p: &std::path::Path| -> anyhow::Result<secrecy::SecretString> {
+        let t = std::fs::read_to_string(p).with_context(|| format!("failed to read the token file {}", p.display()))?;
+        Ok(secrecy::SecretString::from(t.trim().to_string()))
+    };
+    if let Some(p) = &args.token_file {
+        return from_file(p).map(Some);
+    }
+    let Ok(kc) = kube::config::Kubeconfig::read() else { return Ok(None) };
+    let user = kc
+        .current_context
+        .as_ref()
+        .and_then(|c| kc.contexts.iter().find(|n| &n.name == c))
+        .and_then(|c| c.context.as_ref())
+        .and_then(|c| c.user.clone())
+        .and_then(|u| kc.auth_infos.iter().find(|a| a.name == u))
+        .and_then(|a| a.auth_info.as_ref());
+    match user {
+        Some(u) if u.token.is_some() => Ok(u.token.clone()),
+        Some(u) => u.token_file.as_deref().map(|f| from_file(std::path::Path::new(f))).transpose(),
+        None => Ok(None),
+    }
+}
+
+/// A status request gitgate refused: retrying will not help.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// Every app is Synced (at `commit`, when given).
 fn done(o: &super::status::Overview, commit: Option<&str>) -> bool {
@@ -363,6 +413,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
     let wait = args.wait.as_deref().map(parse_duration).transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let url = format!("{}/api/v1/apps", args.server.trim_end_matches('/'));
+    let token = status_token(&args)?;
     let fetch = || {
         rt.block_on(async {
             // Looked up on each try: a `serve` started a moment ago may be
@@ -374,8 +425,20 @@ pub fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
                 b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
             }
             let client = b.build()?;
-            let resp = client.get(&url).send().await.with_context(|| format!("failed to reach {url}"))?;
-            anyhow::ensure!(resp.status().is_success(), "{url} answered {}", resp.status());
+            let mut req = client.get(&url);
+            if let Some(t) = &token {
+                use secrecy::ExposeSecret as _;
+                req = req.bearer_auth(t.expose_secret());
+            }
+            let resp = req.send().await.with_context(|| format!("failed to reach {url}"))?;
+            let code = resp.status();
+            if code == reqwest::StatusCode::UNAUTHORIZED || code == reqwest::StatusCode::FORBIDDEN {
+                let why = resp.json::<serde_json::Value>().await.ok();
+                let why = why.as_ref().and_then(|v| v["error"].as_str()).unwrap_or_default();
+                let hint = if token.is_none() { " (give --token, --token-file or GITGATE_TOKEN)" } else { "" };
+                return Err(anyhow::Error::new(Refused(format!("{url} answered {code}: {why}{hint}"))));
+            }
+            anyhow::ensure!(code.is_success(), "{url} answered {code}");
             let body = resp.text().await?;
             let mut overview: super::status::Overview =
                 serde_json::from_str(&body).context("failed to read the status")?;
@@ -391,8 +454,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
         let got = fetch();
         match (&got, deadline) {
             (Ok(o), Some(d)) if !done(o, args.commit.as_deref()) && std::time::Instant::now() < d => {}
-            // Not up yet, or the app not rendered yet: keep waiting.
-            (Err(_), Some(d)) if std::time::Instant::now() < d => {}
+            // Not up yet, or the app not rendered yet: keep waiting (a
+            // refused token will not get better).
+            (Err(e), Some(d)) if std::time::Instant::now() < d && e.downcast_ref::<Refused>().is_none() => {}
             _ => break got?,
         }
         std::thread::sleep(Duration::from_millis(500));

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use super::health::Health;
+use crate::dashboard::access::Scope;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncStatus {
@@ -253,13 +254,22 @@ pub fn health_str(h: Health) -> String {
     h.as_str().to_string()
 }
 
-/// `GET /api/v1/apps` and `GET /api/v1/apps/{name}`.
+/// `GET /api/v1/apps` and `GET /api/v1/apps/{name}`: the apps of the
+/// caller's [`Scope`], a request extension the dashboard's gate sets (a
+/// request without one is a 500: never served unscoped).
 pub fn router(store: Arc<StatusStore>) -> Router {
     Router::new().route("/api/v1/apps", get(list)).route("/api/v1/apps/{name}", get(one)).with_state(store)
 }
 
-async fn list(State(store): State<Arc<StatusStore>>) -> Response {
-    match store.overview_json() {
+async fn list(State(store): State<Arc<StatusStore>>, Extension(scope): Extension<Scope>) -> Response {
+    let json = if scope.is_all() {
+        store.overview_json()
+    } else {
+        let mut o = store.overview();
+        o.apps.retain(|a| scope.sees_app(&a.name));
+        serde_json::to_vec(&o)
+    };
+    match json {
         Ok(body) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => {
             (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({"error": e.to_string()}))).into_response()
@@ -267,8 +277,12 @@ async fn list(State(store): State<Arc<StatusStore>>) -> Response {
     }
 }
 
-async fn one(State(store): State<Arc<StatusStore>>, Path(name): Path<String>) -> Response {
-    match store.app(&name) {
+async fn one(
+    State(store): State<Arc<StatusStore>>,
+    Extension(scope): Extension<Scope>,
+    Path(name): Path<String>,
+) -> Response {
+    match store.app(&name).filter(|a| scope.sees_app(&a.name)) {
         Some(a) => Json(a).into_response(),
         None => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "no such app"}))).into_response(),
     }

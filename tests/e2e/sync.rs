@@ -15,6 +15,26 @@ use crate::support::Repo;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_gitgate");
 pub(crate) const RECONCILER: &str = "system:serviceaccount:gitops:gitgate";
+/// The group of `gitgate-e2e-viewers`' ServiceAccounts: an `--admin-group`
+/// of every gitgate these tests start (`/api/v1` needs a login).
+pub(crate) const VIEWERS: &str = "system:serviceaccounts:gitgate-e2e-viewers";
+
+/// A ServiceAccount token (`kubectl create token`) of namespace `ns`.
+pub(crate) fn sa_token(c: &Cluster, ns: &str, sa: &str) -> String {
+    c.ensure_namespace(ns);
+    let _ = c.kubectl(&["-n", ns, "create", "serviceaccount", sa]);
+    c.kubectl_ok(&["-n", ns, "create", "token", sa, "--duration", "1h"]).trim().to_string()
+}
+
+/// The token of a member of [`VIEWERS`], made once.
+pub(crate) fn viewer_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let c = cluster::cluster("viewer_token").expect("the e2e cluster is up");
+        sa_token(c, "gitgate-e2e-viewers", "viewer")
+    })
+}
+
 /// A project that may create the app's Namespace.
 pub(crate) const PROJECT: &str =
     "projects:\n  - {name: e2e, destinations: [{cluster: \"*\", namespace: \"*\"}], clusterKinds: [Namespace]}\n";
@@ -75,16 +95,18 @@ pub(crate) fn serve_with(
         RECONCILER.into(),
         "--lease-duration".into(),
         "3s".into(),
+        "--admin-group".into(),
+        VIEWERS.into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ServeProcess::spawn_on(BIN, work, listen, &args)
 }
 
-/// `GET /api/v1/apps` of a running gitgate.
+/// `GET /api/v1/apps` of a running gitgate, signed in as a viewer.
 pub(crate) fn status(s: &ServeProcess) -> Value {
     let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "5", "--cacert"])
+        .args(["-sS", "--max-time", "5", "-H", &format!("Authorization: Bearer {}", viewer_token()), "--cacert"])
         .arg(&s.ca)
         .arg(format!("https://127.0.0.1:{}/api/v1/apps", s.addr.port()))
         .output()
@@ -229,10 +251,25 @@ fn git_is_applied_by_wave_updated_pruned_and_healed() {
     let watch = app(&status(&s), "watch").cloned().unwrap();
     assert_eq!(watch["sync"], "OutOfSync", "{watch:#}");
     assert!(get(c, &["configmap", "watched", "-n", ns]).is_none());
+    // Who is looking: the apiserver reviews the token (TokenReview) —
+    // none is 401, a ServiceAccount no role names is 403.
+    let code = |token: Option<&str>| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"]).arg(&s.ca);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        let out = cmd.arg(format!("https://127.0.0.1:{}/api/v1/apps", s.addr.port())).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(code(None), "401");
+    assert_eq!(code(Some("not-a-token")), "401");
+    assert_eq!(code(Some(&sa_token(c, "gitgate-e2e-strangers", "stranger"))), "403");
     // `gitgate status` prints it (exit 3: an app is not Synced) …
     let out = std::process::Command::new(BIN)
         .args(["status", "--server", &format!("https://127.0.0.1:{}", s.addr.port()), "--ca"])
         .arg(&s.ca)
+        .env("GITGATE_TOKEN", viewer_token())
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);

@@ -101,7 +101,7 @@ fn the_readme_walkthrough_runs_as_written() {
     ]);
     let out = reader.join().unwrap();
     let log = std::fs::read_to_string(work.path().join("gitgate.log")).unwrap_or_default();
-    let _ = c.kubectl(&["delete", "namespace", "demo", "--wait=false"]);
+    let _ = c.kubectl(&["delete", "namespace", "demo", "demo-viewers", "--wait=false"]);
     assert!(finished, "the walk-through did not finish in 5 minutes:\n{out}\n--- gitgate.log\n{log}");
 
     let demo = work.path().join("demo");

@@ -33,7 +33,11 @@
     if (focused && focused.matches("input, select, textarea")) return; // don't pull the page from under a user typing
     busy = true;
     fetch(location.href, { headers: { Accept: "text/html" }, cache: "no-store" })
-      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (r) {
+        // Signed out or the login expired: show the login page.
+        if (r.status === 401) { location.reload(); return null; }
+        return r.ok ? r.text() : null;
+      })
       .then(function (text) {
         if (!text) return;
         var doc = new DOMParser().parseFromString(text, "text/html");
