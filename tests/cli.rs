@@ -218,3 +218,81 @@ fn a_guarded_child_takes_what_it_started_with_it() {
     assert!(!common::reap::alive(shell), "the child survived its guard");
     assert!(!common::reap::alive(grandchild), "the child's own child (pid {grandchild}) survived the guard");
 }
+
+/// README's quick start, verbatim, in a copy of the checkout's tracked
+/// files (what a plain `git clone` holds, nothing beside it): `serve`, the
+/// `curl` example with its in-repository fixture, then `audit query` and
+/// `render`. `cargo run --release --` is this build's binary; the only
+/// other change is the port (8443 may be taken by another test).
+#[test]
+fn the_readme_quick_start_runs_verbatim_in_a_plain_clone() {
+    common::install_crypto();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let quick = readme
+        .split("## Quick start")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a quick start section");
+    let curl = quick
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.trim_start().starts_with("curl"))
+        .expect("the quick start has a curl example")
+        .replace("\\\n", " ");
+    let serve_line = quick.lines().find(|l| l.contains("-- serve")).expect("the quick start runs serve");
+    assert!(serve_line.starts_with("cargo run --release -- serve"), "{serve_line}");
+    for cmd in ["cargo run --release -- audit query", "cargo run --release -- render"] {
+        assert!(quick.contains(&format!("`{cmd}`")), "the quick start names {cmd}");
+    }
+
+    // A plain clone: the tracked files only, in a directory with nothing
+    // beside it.
+    let outer = tempfile::tempdir().unwrap();
+    let clone = outer.path().join("gitgate");
+    let files = Command::new("git").args(["ls-files", "-z"]).current_dir(root).output().unwrap();
+    if !files.status.success() {
+        eprintln!("SKIPPED: {} is not a Git checkout", root.display());
+        return;
+    }
+    for f in files.stdout.split(|b| *b == 0).filter(|f| !f.is_empty()) {
+        let rel = std::path::Path::new(std::str::from_utf8(f).unwrap());
+        let (src, dst) = (root.join(rel), clone.join(rel));
+        if src.is_file() {
+            std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+
+    let serve = common::ServeProcess::spawn(BIN, &clone, &[]);
+    serve.wait_for_log("desired set updated", Duration::from_secs(30));
+    let curl = curl.replace("127.0.0.1:8443", &format!("127.0.0.1:{}", serve.addr.port()));
+    let out = Command::new("sh").args(["-ec", &curl]).current_dir(&clone).output().unwrap();
+    assert!(out.status.success(), "{curl}: {}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fixture = clone.join("tests/fixtures/admission/validate-create-deployment.json");
+    let sent: serde_json::Value = serde_json::from_slice(&std::fs::read(&fixture).unwrap()).unwrap();
+    assert_eq!(got["response"]["uid"], sent["request"]["uid"]);
+    assert_eq!(got["response"]["allowed"], true, "README: this Deployment passes every built-in policy: {got}");
+    assert!(serve.terminate(Duration::from_secs(20)).success());
+
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).current_dir(&clone).output().unwrap();
+        assert!(out.status.success(), "gitgate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let query = run(&["audit", "query", "-o", "json"]);
+    let name = sent["request"]["name"].as_str().unwrap();
+    let records: Vec<serde_json::Value> = serde_json::from_str(&query).unwrap();
+    assert!(
+        records.iter().any(|r| r["uid"] == sent["request"]["uid"] && r["name"] == name && r["decision"] == "allow"),
+        "audit query shows the decision the curl example got:\n{query}"
+    );
+    let table = run(&["audit", "query"]);
+    assert!(table.contains(name), "{table}");
+    let rendered = run(&["render"]);
+    for app in ["guestbook", "redis", "platform"] {
+        assert!(rendered.contains(app), "render prints the bundled example's apps ({app}):\n{rendered}");
+    }
+}
