@@ -119,7 +119,12 @@ fn policy_parts() -> (Arc<PolicySet>, Arc<gitgate::provenance::Snapshot>) {
 }
 
 fn who() -> gitgate::provenance::Identity {
-    gitgate::provenance::Identity { reconciler: RECONCILER.into(), strict: true, break_glass_groups: Vec::new() }
+    gitgate::provenance::Identity {
+        reconciler: RECONCILER.into(),
+        strict: true,
+        break_glass_groups: Vec::new(),
+        break_glass_ttl: std::time::Duration::from_secs(3600),
+    }
 }
 
 fn policy_state() -> AdmissionState {
@@ -131,6 +136,7 @@ fn policy_state() -> AdmissionState {
         provenance: Some(Arc::new(arc_swap::ArcSwapOption::from(Some(snap)))),
         strict: true,
         break_glass_groups: Vec::new(),
+        break_glass_ttl: std::time::Duration::from_secs(3600),
     };
     let state = AdmissionState::new(Default::default(), Limits::default(), Arc::new(LogRecorder));
     state.publish(Arc::new(Decider::new().with_validating(Arc::new(stage))));

@@ -492,6 +492,7 @@ async fn serve(
     let state = AdmissionState::new(registry, limits, Arc::new(recorder)).with_callers(caller_policy);
     let state = Arc::new(if audit_args.audit_fail_open { state.fail_open_on_record_error() } else { state });
     let snapshot = Arc::new(arc_swap::ArcSwapOption::empty());
+    let break_glass_ttl = crate::sync::cli::break_glass_ttl(&sync_args)?;
     let mut decider = Decider::new();
     // Always: the provenance facts (and the built-in provenance policy when
     // no policy file is given) make Git the only deploy path.
@@ -502,6 +503,12 @@ async fn serve(
         provenance: Some(snapshot.clone()),
         strict: true,
         break_glass_groups: repo.break_glass_groups.clone(),
+        break_glass_ttl,
+    }));
+    // First on /mutate: a break-glass change gets its window stamped.
+    decider = decider.with_mutating(Arc::new(crate::provenance::glass::StampStage {
+        groups: repo.break_glass_groups.clone(),
+        ttl: break_glass_ttl,
     }));
     let cluster = sync.client.clone().map(|c| (c, sync_args.namespace.clone()));
     let audit_sink = cluster.clone().map(|(c, ns)| audit::cluster::attach(&audit_log, c, &ns));

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use gitgate::admission::{self, AdmissionRequest, Decider, Limits, Review};
 use gitgate::policy::{PolicySet, PolicyStage, StaticNamespaces};
-use gitgate::provenance::{self, Facts, Identity, Reason, Snapshot};
+use gitgate::provenance::{self, Facts, Identity, Reason, Snapshot, glass};
 use gitgate::render::{RenderOptions, Renderer};
 use gitgate::source::GitSource;
 use serde_json::{Value, json};
@@ -89,7 +89,12 @@ fn verify(snap: &Snapshot, req: &AdmissionRequest) -> Facts {
     provenance::verify(
         snap,
         req,
-        &Identity { reconciler: RECONCILER.into(), strict: true, break_glass_groups: vec!["oncall".into()] },
+        &Identity {
+            reconciler: RECONCILER.into(),
+            strict: true,
+            break_glass_groups: vec!["oncall".into()],
+            break_glass_ttl: std::time::Duration::from_secs(3600),
+        },
     )
 }
 
@@ -182,11 +187,17 @@ fn scale_deletes_and_unmanaged_creates() {
 fn break_glass_lets_a_listed_group_through_with_a_reason() {
     let w = world();
     let head = &w.snapshots[1];
+    let hour = std::time::Duration::from_secs(3600);
+    let now = gitgate::audit::record::now_micros();
+    // As the apiserver sends it after gitgate's mutating webhook: the
+    // window stamped from the old object (none here) and the TTL.
     let with = |groups: &[&str], reason: Option<&str>| {
         let mut req = request("validate-update-deployment-kubectl-edit-like.json");
         req.user_info.groups = groups.iter().map(|g| g.to_string()).collect();
         if let Some(r) = reason {
             req.object.as_mut().unwrap()["metadata"]["annotations"][provenance::BREAK_GLASS_ANNOTATION] = json!(r);
+            let op = glass::stamp(req.old_object.as_ref(), req.object.as_ref().unwrap(), hour, now).unwrap();
+            json_patch::patch(req.object.as_mut().unwrap(), &[op]).unwrap();
         }
         verify(head, &req).verdict
     };
@@ -197,6 +208,50 @@ fn break_glass_lets_a_listed_group_through_with_a_reason() {
     assert!(!with(&["oncall"], None).allowed, "no reason, no break-glass");
     assert!(!with(&["oncall"], Some("  ")).allowed, "an empty reason is no reason");
     assert!(!with(&["developers"], Some("I really need to")).allowed, "only the listed groups");
+}
+
+/// Regression: the break-glass window lived in the leader's memory, so a
+/// failover restarted the clock, and admission put no limit on the
+/// annotation itself. The window is now stamped on the object; a change
+/// outside it, or one that moves it, is refused naming the object's owner.
+#[test]
+fn break_glass_outside_its_window_is_refused() {
+    let w = world();
+    let head = &w.snapshots[1];
+    let oncall = |object_until: Option<&str>, old_until: Option<&str>| {
+        let mut req = request("validate-update-deployment-kubectl-edit-like.json");
+        req.user_info.groups = vec!["oncall".into()];
+        let a = &mut req.object.as_mut().unwrap()["metadata"]["annotations"];
+        a[provenance::BREAK_GLASS_ANNOTATION] = json!("INC-4711");
+        if let Some(u) = object_until {
+            a[glass::UNTIL_ANNOTATION] = json!(u);
+        }
+        if let Some(u) = old_until {
+            req.old_object.as_mut().unwrap()["metadata"]["annotations"][glass::UNTIL_ANNOTATION] = json!(u);
+        }
+        verify(head, &req).verdict
+    };
+    let fmt = |secs: i64| {
+        gitgate::audit::record::format_rfc3339_micros(gitgate::audit::record::now_micros() + secs * 1_000_000)
+    };
+    let (soon, later, past) = (fmt(600), fmt(1800), fmt(-1));
+
+    // Without the mutating webhook's stamp.
+    let v = oncall(None, None);
+    assert_eq!(v.reason, Reason::BreakGlassWindow);
+    assert!(!v.allowed && v.message.contains("gitgate-mutate"), "{}", v.message);
+    assert!(v.message.contains("is managed by app"), "names the owner: {}", v.message);
+    // A window that is over.
+    let v = oncall(Some(&past), Some(&past));
+    assert!(!v.allowed && v.message.contains("ended at"), "{}", v.message);
+    // A change that moves its own window.
+    let v = oncall(Some(&later), Some(&soon));
+    assert!(!v.allowed && v.message.contains("may not move its own window"), "{}", v.message);
+    // A window longer than --break-glass-ttl (1 h here).
+    let v = oncall(Some(&fmt(2 * 3600)), None);
+    assert!(!v.allowed && v.message.contains("--break-glass-ttl"), "{}", v.message);
+    // Inside its window, kept: allowed.
+    assert!(oncall(Some(&soon), Some(&soon)).allowed);
 }
 
 #[tokio::test]
@@ -211,6 +266,7 @@ async fn the_gate_through_the_router_with_the_built_in_exemptions() {
         provenance: Some(Arc::new(arc_swap::ArcSwapOption::from(Some(head.clone())))),
         strict: true,
         break_glass_groups: Vec::new(),
+        break_glass_ttl: std::time::Duration::from_secs(3600),
     };
     let app = admission::router(common::state_with(Decider::new().with_validating(Arc::new(stage)), Limits::default()));
     let send = |body: Vec<u8>| {

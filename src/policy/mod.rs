@@ -1060,6 +1060,8 @@ pub struct PolicyStage {
     pub strict: bool,
     /// Groups whose members may break glass.
     pub break_glass_groups: Vec<String>,
+    /// How long a break-glass window lasts (`--break-glass-ttl`).
+    pub break_glass_ttl: std::time::Duration,
 }
 
 impl Stage for PolicyStage {
@@ -1076,6 +1078,7 @@ impl Stage for PolicyStage {
                     reconciler: self.reconciler.clone(),
                     strict: self.strict,
                     break_glass_groups: self.break_glass_groups.clone(),
+                    break_glass_ttl: self.break_glass_ttl,
                 };
                 let facts = crate::provenance::verify(snap, request, &who);
                 if facts.verdict.reason == crate::provenance::Reason::BreakGlass {

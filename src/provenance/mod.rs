@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use gix::ObjectId;
 use serde::Serialize;
@@ -25,6 +26,8 @@ use serde_json::Value;
 use crate::admission::{AdmissionRequest, Operation};
 use crate::render::DesiredSet;
 use crate::render::desired::DesiredObject;
+
+pub mod glass;
 
 /// Stamped by the sync loop: the commit that introduced the content.
 pub const COMMIT_ANNOTATION: &str = "gitgate.dev/commit";
@@ -134,6 +137,9 @@ pub struct Identity {
     /// Members of these groups may change a managed object by setting the
     /// break-glass annotation with a reason.
     pub break_glass_groups: Vec<String>,
+    /// How long a break-glass window lasts (`--break-glass-ttl`): a
+    /// change's stamped window may end no later than this from now.
+    pub break_glass_ttl: Duration,
 }
 
 /// Why a request passed or not (`git.provenance.reason`).
@@ -149,6 +155,8 @@ pub enum Reason {
     PruneByHand,
     /// An emergency change by a break-glass group, with a reason.
     BreakGlass,
+    /// A break-glass change outside its window (over, moved, missing).
+    BreakGlassWindow,
 }
 
 /// The provenance verdict (`git.provenance`).
@@ -243,7 +251,19 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
     );
 
     facts.verdict = if let Some(reason) = glass {
-        Verdict { allowed: true, reason: Reason::BreakGlass, message: reason }
+        // The window is the object's own (stamped by the mutating webhook):
+        // the same on every replica, after a failover too.
+        let (old, object) = match req.operation {
+            Operation::Delete => (None, req.old_object.as_ref()),
+            _ => (req.old_object.as_ref(), req.object.as_ref()),
+        };
+        match glass::check(old, object, who.break_glass_ttl, crate::audit::record::now_micros()) {
+            Ok(_) => Verdict { allowed: true, reason: Reason::BreakGlass, message: reason },
+            Err(refusal) => deny(
+                Reason::BreakGlassWindow,
+                format!("{owner}; break-glass refused: {}", refusal.message(who.break_glass_ttl)),
+            ),
+        }
     } else if req.operation == Operation::Delete {
         deny(Reason::DeleteDeclared, format!("{owner}; remove it from Git to delete it"))
     } else if !sub.is_empty() {

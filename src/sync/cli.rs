@@ -160,6 +160,13 @@ async fn connect(args: &ServeSyncArgs) -> anyhow::Result<(kube::Client, Option<k
 }
 
 /// Starts the sync loop on a reachable cluster, plan mode without one.
+/// `--break-glass-ttl`: how long a break-glass window lasts (1 s to 7 days).
+/// The webhooks stamp and check it even with `--sync=off`.
+pub fn break_glass_ttl(args: &ServeSyncArgs) -> anyhow::Result<Duration> {
+    let max = Duration::from_secs(7 * 24 * 3600);
+    Ok(in_range("--break-glass-ttl", parse_duration(&args.break_glass_ttl)?, Duration::from_secs(1), max)?)
+}
+
 pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Running> {
     let metrics = SyncMetrics::register(w.registry);
     let status = Arc::new(StatusStore::new(Some(metrics)));
@@ -232,7 +239,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
         wave_timeout: duration("--wave-timeout", &args.wave_timeout, 1, 24 * 3600)?,
         prune_guard: PruneGuard { max_count: args.prune_guard_count, max_share: args.prune_guard_share },
         resync_interval: duration("--resync-interval", &args.resync_interval, 1, 24 * 3600)?,
-        break_glass_ttl: duration("--break-glass-ttl", &args.break_glass_ttl, 1, 7 * 24 * 3600)?,
+        break_glass_ttl: break_glass_ttl(args)?,
         replica: replica.clone(),
     };
     let lease_duration = duration("--lease-duration", &args.lease_duration, 2, 600)?;

@@ -92,6 +92,11 @@ const NOT_LEASES_OR_EVENTS: &str = "!(request.resource.group == 'coordination.k8
 /// object.
 const NOT_CLUSTER_COMPONENTS: &str = "!(request.userInfo.username in ['system:kube-controller-manager', 'system:kube-scheduler'] || 'system:nodes' in request.userInfo.groups || (request.userInfo.username.startsWith('system:serviceaccount:kube-system:') && request.userInfo.username != 'system:serviceaccount:kube-system:horizontal-pod-autoscaler'))";
 
+/// Only a change that sets `gitgate.dev/break-glass` reaches the
+/// break-glass webhook.
+const ASKS_FOR_BREAK_GLASS: &str =
+    "has(object.metadata.annotations) && 'gitgate.dev/break-glass' in object.metadata.annotations";
+
 /// The objects the guard owns, as applied (labelled, unstamped: they come
 /// from gitgate's configuration, not from Git).
 pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
@@ -191,6 +196,23 @@ pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
             )
         }
     };
+    // Break-glass windows: a change that sets the break-glass annotation
+    // gets its window stamped (provenance::glass). Only such changes are
+    // sent; it fails open, since the validating webhook refuses a
+    // break-glass change that carries no window.
+    let mut mutating = mutating;
+    mutating.push(json!({
+        "name": "breakglass.gitgate.dev",
+        "clientConfig": c.endpoint.client_config("/mutate", &ca),
+        "rules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"], "resources": ["*"], "scope": "*"}],
+        "namespaceSelector": {"matchExpressions": [not_excluded]},
+        "matchConditions": [{"name": "asks-for-break-glass", "expression": ASKS_FOR_BREAK_GLASS}],
+        "failurePolicy": "Ignore",
+        "sideEffects": "NoneOnDryRun",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": c.timeout_seconds,
+        "reinvocationPolicy": "Never",
+    }));
     let validating = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
@@ -264,6 +286,17 @@ mod tests {
         assert_eq!(tampered(&objs[0].1, &objs[0].1), None);
     }
 
+    /// Only changes that set the break-glass annotation go to the stamp,
+    /// which fails open (the validating webhook refuses an unstamped one).
+    fn assert_break_glass_webhook(mutating: &Value) {
+        let hooks = mutating["webhooks"].as_array().unwrap();
+        let w = hooks.iter().find(|w| w["name"] == "breakglass.gitgate.dev").expect("a break-glass webhook");
+        assert_eq!(w["failurePolicy"], "Ignore");
+        assert_eq!(w["rules"][0]["operations"], json!(["CREATE", "UPDATE"]));
+        assert_eq!(w["clientConfig"]["service"]["path"], "/mutate");
+        assert!(w["matchConditions"][0]["expression"].as_str().unwrap().contains("'gitgate.dev/break-glass' in"));
+    }
+
     #[test]
     fn an_enforce_label_splits_each_configuration_into_fail_and_ignore_webhooks() {
         let mut c = GuardConfig {
@@ -277,13 +310,17 @@ mod tests {
         };
         let single = objects(&c);
         assert_eq!(single[0].1["webhooks"].as_array().unwrap().len(), 1);
-        assert_eq!(single[1].1["webhooks"].as_array().unwrap().len(), 1);
+        // secrets, and the break-glass window stamp
+        assert_eq!(single[1].1["webhooks"].as_array().unwrap().len(), 2);
         assert!(single[1].1["webhooks"][0].get("matchConditions").is_none());
+        assert_break_glass_webhook(&single[1].1);
 
         c.enforce_label = Some(("gitgate.dev/enforce".into(), "true".into()));
         let split = objects(&c);
+        assert_break_glass_webhook(&split[1].1);
         for (_, config) in &split {
             let hooks = config["webhooks"].as_array().unwrap();
+            let hooks: Vec<&Value> = hooks.iter().filter(|w| w["name"] != "breakglass.gitgate.dev").collect();
             assert_eq!(hooks.len(), 2);
             for w in hooks {
                 let exprs = w["namespaceSelector"]["matchExpressions"].as_array().unwrap();

@@ -281,8 +281,17 @@ pub struct Observed {
     /// The live values of the planned object's ignored fields, as a sparse
     /// object [`respect_ignored`] reads; `None` when it does not exist.
     pub ignored: Option<Value>,
-    /// `gitgate.dev/break-glass` on the live object.
-    pub break_glass: Option<String>,
+    /// `gitgate.dev/break-glass` on the live object, with its window.
+    pub break_glass: Option<Glass>,
+}
+
+/// A live object's break-glass: the reason, and the end of its window as
+/// gitgate's mutating webhook stamped it (`gitgate.dev/break-glass-until`,
+/// µs since the epoch; `None` on an object changed without that webhook).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Glass {
+    pub reason: String,
+    pub until: Option<i64>,
 }
 
 /// Summarises a live object against its planned one.
@@ -307,11 +316,23 @@ pub fn applied(planned: &Planned, stored: &Value) -> Observed {
     }
 }
 
-/// `gitgate.dev/break-glass: "<reason>"` of a live object (non-empty).
-pub fn break_glass(live: &Value) -> Option<String> {
+/// `gitgate.dev/break-glass: "<reason>"` of a live object (non-empty),
+/// with the window stamped on it.
+pub fn break_glass(live: &Value) -> Option<Glass> {
+    use crate::provenance::glass::{Until, until_of};
     let reason = live.pointer("/metadata/annotations")?.get(crate::provenance::BREAK_GLASS_ANNOTATION)?.as_str()?;
     let reason = reason.trim();
-    (!reason.is_empty()).then(|| reason.chars().take(256).collect())
+    if reason.is_empty() {
+        return None;
+    }
+    // An unreadable stamp ends the window at once: admission never lets
+    // one through, so it was not gitgate's.
+    let until = match until_of(Some(live)) {
+        Until::At(t) => Some(t),
+        Until::Invalid => Some(i64::MIN),
+        Until::Absent => None,
+    };
+    Some(Glass { reason: reason.chars().take(256).collect(), until })
 }
 
 /// Only the values at `pointers`, in an otherwise empty object.
@@ -456,6 +477,26 @@ pub fn prune_plan(inventory: &[Entry], desired: &HashSet<ObjectKey>, guard: Prun
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Regression: the window lived in the leader's memory (a failover
+    /// restarted it). Every replica now reads its end from the object.
+    #[test]
+    fn a_live_objects_break_glass_window_is_read_from_the_object() {
+        let live = |a: Value| json!({"metadata": {"annotations": a}});
+        let g = break_glass(&live(json!({
+            "gitgate.dev/break-glass": " INC-1 ",
+            "gitgate.dev/break-glass-until": "2030-01-01T00:00:00Z",
+        })))
+        .unwrap();
+        assert_eq!(g.reason, "INC-1");
+        assert_eq!(g.until, crate::audit::record::parse_rfc3339_micros("2030-01-01T00:00:00Z"));
+        // changed without gitgate's mutating webhook: this replica's TTL
+        assert_eq!(break_glass(&live(json!({"gitgate.dev/break-glass": "INC-1"}))).unwrap().until, None);
+        // a stamp that is not a time ends the window at once
+        let bad = live(json!({"gitgate.dev/break-glass": "INC-1", "gitgate.dev/break-glass-until": "soon"}));
+        assert_eq!(break_glass(&bad).unwrap().until, Some(i64::MIN));
+        assert!(break_glass(&live(json!({"gitgate.dev/break-glass": "  "}))).is_none());
+    }
 
     fn entry(kind: &str, name: &str, wave: i64, keep: bool) -> Entry {
         Entry {

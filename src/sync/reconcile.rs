@@ -19,6 +19,10 @@ use super::target::{Resource, Target};
 use super::{SyncConfig, SyncError};
 use crate::audit::record::{CommitRef, Entry as AuditEntry, EventKind, Outcome};
 use crate::provenance::{APP_LABEL, BREAK_GLASS_ANNOTATION};
+
+/// What a break-glass change leaves on an object, dropped when Git's
+/// content goes back: the reason and the window's end.
+const GLASS_ANNOTATIONS: &[&str] = &[BREAK_GLASS_ANNOTATION, crate::provenance::glass::UNTIL_ANNOTATION];
 use crate::render::DesiredSet;
 use crate::render::config::App;
 use crate::render::object::ObjectKey;
@@ -90,7 +94,8 @@ pub struct Reconciler {
     audit: Option<Arc<dyn SyncRecorder>>,
     guard: Option<GuardConfig>,
     /// When a break-glass object was first seen open.
-    break_glass: Mutex<HashMap<ObjectKey, Instant>>,
+    /// Open break-glass windows: when this replica first saw each, and when it ends.
+    break_glass: Mutex<HashMap<ObjectKey, (Instant, Instant)>>,
 }
 
 impl Reconciler {
@@ -211,10 +216,10 @@ impl Reconciler {
         let previous: &[Entry] = inventory.map(|i| i.entries.as_slice()).unwrap_or_default();
         let mut notes: HashMap<usize, String> = HashMap::new();
         for (i, p) in planned.iter().enumerate() {
-            if let (Drift::Changed(field), Some(reason)) = (&seen[i].drift, &seen[i].break_glass)
+            if let (Drift::Changed(field), Some(glass)) = (&seen[i].drift, &seen[i].break_glass)
                 && app.sync_policy.self_heal
                 && !detect_only
-                && let Some(note) = self.glass_window(app, &p.key, reason, field)
+                && let Some(note) = self.glass_window(app, &p.key, glass, field)
             {
                 notes.insert(i, note);
             }
@@ -251,7 +256,7 @@ impl Reconciler {
                         let object = plan::respect_ignored(p, ignored)?;
                         let stored = target.apply(&r, &p.key.namespace, &p.key.name, &object).await?;
                         if glass {
-                            target.remove_annotation(&r, &p.key.namespace, &p.key.name, BREAK_GLASS_ANNOTATION).await?;
+                            target.remove_annotations(&r, &p.key.namespace, &p.key.name, GLASS_ANNOTATIONS).await?;
                         }
                         Ok::<_, SyncError>(plan::applied(p, &stored))
                     }
@@ -266,7 +271,7 @@ impl Reconciler {
                     match r {
                         Ok(obs) => {
                             applied += 1;
-                            if let Some(reason) = &seen[i].break_glass
+                            if let Some(plan::Glass { reason, .. }) = &seen[i].break_glass
                                 && self
                                     .break_glass
                                     .lock()
@@ -729,8 +734,8 @@ impl Reconciler {
             m.drift(&app.name);
         }
         let glass = live.and_then(plan::break_glass);
-        if let Some(reason) = &glass
-            && let Some(note) = self.glass_window(app, key, reason, field)
+        if let Some(g) = &glass
+            && let Some(note) = self.glass_window(app, key, g, field)
         {
             self.status.update_object(&app.name, key, |o| {
                 o.sync = SyncStatus::OutOfSync;
@@ -752,26 +757,37 @@ impl Reconciler {
     /// The break-glass window of an object changed by hand under
     /// `gitgate.dev/break-glass: "<reason>"`: opened (and audited) when
     /// first seen, `Some(note)` while it lasts (self-heal leaves the object
-    /// alone), `None` once `--break-glass-ttl` has passed (audited; the
-    /// object goes back to Git).
-    fn glass_window(&self, app: &App, key: &ObjectKey, reason: &str, field: &str) -> Option<String> {
-        let ttl = self.config.break_glass_ttl;
+    /// alone), `None` once it has ended (audited; the object goes back to
+    /// Git). The window's end is the one gitgate's mutating webhook stamped
+    /// on the object (`gitgate.dev/break-glass-until`), so every replica,
+    /// after a failover too, ends it at the same time; an object changed
+    /// without that webhook gets `--break-glass-ttl` from when this replica
+    /// first saw it.
+    fn glass_window(&self, app: &App, key: &ObjectKey, glass: &plan::Glass, field: &str) -> Option<String> {
+        let reason = glass.reason.as_str();
+        let deadline = |first_seen: Option<Instant>| match glass.until {
+            Some(until) => {
+                let left = until.saturating_sub(crate::audit::record::now_micros());
+                Instant::now() + Duration::from_micros(u64::try_from(left).unwrap_or(0))
+            }
+            None => first_seen.unwrap_or_else(Instant::now) + self.config.break_glass_ttl,
+        };
         let mut open = self.break_glass.lock().unwrap_or_else(|e| e.into_inner());
-        match open.get(key) {
-            Some(opened) if opened.elapsed() >= ttl => {
-                open.remove(key);
-                drop(open);
-                self.audit_glass(EventKind::BreakGlassExpired, &app.name, key, reason, field);
-                tracing::warn!(app = %app.name, object = %plan::id(key), "break-glass expired: back to Git");
-                return None;
-            }
-            Some(_) => {}
-            None => {
-                open.insert(key.clone(), Instant::now());
-                drop(open);
-                self.audit_glass(EventKind::BreakGlassOpened, &app.name, key, reason, field);
-                tracing::warn!(app = %app.name, object = %plan::id(key), reason, ttl = ?ttl, "break-glass: self-heal leaves the object alone");
-            }
+        let known = open.get(key).copied();
+        let (first_seen, _) = known.unzip();
+        let ends = deadline(first_seen);
+        if ends <= Instant::now() {
+            open.remove(key);
+            drop(open);
+            self.audit_glass(EventKind::BreakGlassExpired, &app.name, key, reason, field);
+            tracing::warn!(app = %app.name, object = %plan::id(key), "break-glass expired: back to Git");
+            return None;
+        }
+        open.insert(key.clone(), (first_seen.unwrap_or_else(Instant::now), ends));
+        drop(open);
+        if known.is_none() {
+            self.audit_glass(EventKind::BreakGlassOpened, &app.name, key, reason, field);
+            tracing::warn!(app = %app.name, object = %plan::id(key), reason, left = ?ends.saturating_duration_since(Instant::now()), "break-glass: self-heal leaves the object alone");
         }
         Some(format!("break-glass ({reason}): {field} differs from Git; left alone until the window ends"))
     }
@@ -779,7 +795,10 @@ impl Reconciler {
     fn audit_glass(&self, event: EventKind, app: &str, key: &ObjectKey, reason: &str, field: &str) {
         let detail = match event {
             EventKind::BreakGlassOpened => {
-                format!("{field} differs from Git; self-heal resumes in {:?}", self.config.break_glass_ttl)
+                let ends = self.break_glass.lock().unwrap_or_else(|e| e.into_inner()).get(key).map(|(_, e)| *e);
+                let left =
+                    ends.map(|e| e.saturating_duration_since(Instant::now())).unwrap_or(self.config.break_glass_ttl);
+                format!("{field} differs from Git; self-heal resumes in {}s", left.as_secs())
             }
             _ => format!("{field} differs from Git; reverted to Git"),
         };
@@ -798,21 +817,20 @@ impl Reconciler {
 
     /// When the next break-glass window ends.
     pub fn next_glass_expiry(&self) -> Option<Instant> {
-        let ttl = self.config.break_glass_ttl;
-        self.break_glass.lock().unwrap_or_else(|e| e.into_inner()).values().map(|t| *t + ttl).min()
+        self.break_glass.lock().unwrap_or_else(|e| e.into_inner()).values().map(|(_, ends)| *ends).min()
     }
 
     /// Windows that ended with no watch event since: each object is read
     /// again and healed (back to Git), or forgotten when it is gone or
     /// already matches Git.
     pub async fn expire_glass(&self, desired: Option<&Arc<DesiredSet>>) {
-        let ttl = self.config.break_glass_ttl;
+        let now = Instant::now();
         let due: Vec<ObjectKey> = self
             .break_glass
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|(_, t)| t.elapsed() >= ttl)
+            .filter(|(_, (_, ends))| *ends <= now)
             .map(|(k, _)| k.clone())
             .collect();
         for key in due {
@@ -873,7 +891,7 @@ impl Reconciler {
                 });
                 if glass
                     && let Err(e) = target
-                        .remove_annotation(&r, &planned.key.namespace, &planned.key.name, BREAK_GLASS_ANNOTATION)
+                        .remove_annotations(&r, &planned.key.namespace, &planned.key.name, GLASS_ANNOTATIONS)
                         .await
                 {
                     tracing::warn!(object = %planned.id(), error = %crate::error_chain(&e), "failed to drop the break-glass annotation");

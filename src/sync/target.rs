@@ -235,17 +235,18 @@ impl Target {
         Ok(out)
     }
 
-    /// Removes one annotation (a JSON merge patch under gitgate's field
+    /// Removes annotations (one JSON merge patch under gitgate's field
     /// manager): fields another manager owns, which an apply cannot drop.
-    pub async fn remove_annotation(
+    pub async fn remove_annotations(
         &self,
         r: &Resource,
         namespace: &str,
         name: &str,
-        key: &str,
+        keys: &[&str],
     ) -> Result<(), SyncError> {
         self.limit.acquire().await;
-        let patch = serde_json::json!({"metadata": {"annotations": {key: null}}});
+        let nulls: serde_json::Map<String, Value> = keys.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let patch = serde_json::json!({"metadata": {"annotations": nulls}});
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
         match self.api(r, namespace).patch(name, &params, &Patch::Merge(&patch)).await {
             Ok(_) => Ok(()),

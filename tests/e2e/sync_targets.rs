@@ -177,6 +177,20 @@ fn break_glass_is_admitted_left_alone_for_its_ttl_then_reverted() {
     let t = Instant::now();
     let out = patch("alice", &["oncall", "system:masters"], hotfix);
     assert!(out.status.success(), "break-glass denied: {}", String::from_utf8_lossy(&out.stderr));
+    // … its window is stamped on the object by gitgate's mutating webhook
+    // (so every replica, after a failover too, ends it at the same time) …
+    let live = get(c, &["configmap", "settings", "-n", ns]).unwrap();
+    let until =
+        live["metadata"]["annotations"]["gitgate.dev/break-glass-until"].as_str().unwrap_or_default().to_owned();
+    let left = gitgate::audit::record::parse_rfc3339_micros(&until)
+        .map(|t| t - gitgate::audit::record::now_micros())
+        .unwrap_or_else(|| panic!("no window stamped: {live:#}"));
+    assert!((0..=3_500_000).contains(&left), "the window is the 3 s TTL from the edit: {until}");
+    // … a break-glass change may not move its own window …
+    let extend = r#"{"metadata":{"annotations":{"gitgate.dev/break-glass":"INC-42 hotfix","gitgate.dev/break-glass-until":"2099-01-01T00:00:00Z"}}}"#;
+    let out = patch("alice", &["oncall", "system:masters"], extend);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("may not move its own window"), "{err}");
     // … self-heal leaves the change alone while the window lasts …
     std::thread::sleep(Duration::from_millis(1500));
     let live = get(c, &["configmap", "settings", "-n", ns]).unwrap();
@@ -193,6 +207,7 @@ fn break_glass_is_admitted_left_alone_for_its_ttl_then_reverted() {
     assert!(took >= Duration::from_secs(3), "reverted after {took:?}, before the 3 s window ended");
     eprintln!("break-glass change reverted {took:?} after the edit");
     assert!(back["metadata"]["annotations"]["gitgate.dev/break-glass"].is_null(), "{back:#}");
+    assert!(back["metadata"]["annotations"]["gitgate.dev/break-glass-until"].is_null(), "{back:#}");
     wait_until("the app to be Synced again", Duration::from_secs(10), || {
         (app(&status(&s), "glass")?["sync"] == "Synced").then_some(())
     });
@@ -201,7 +216,9 @@ fn break_glass_is_admitted_left_alone_for_its_ttl_then_reverted() {
     // window opened, window ended.
     let admitted = audit_events(work.path())
         .into_iter()
-        .find(|e| e["event"] == "admission" && e["user"] == "alice" && e["decision"] != "deny")
+        .find(|e| {
+            e["event"] == "admission" && e["endpoint"] == "validate" && e["user"] == "alice" && e["decision"] != "deny"
+        })
         .expect("alice's admission record");
     assert!(admitted["reasons"].to_string().contains("break-glass"), "{admitted:#}");
     let opened = audit_query(work.path(), "breakGlassOpened");
