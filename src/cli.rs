@@ -524,6 +524,11 @@ async fn serve(
             },
         )
         .await?;
+    // The sync loop checks sealed Secrets' values with the same identities
+    // (a reconciler that holds none, as the chart's, does not).
+    if let (Some(slot), Some(keyring)) = (&sync.sealed_values, &keyring) {
+        slot.store(Some(Arc::new(keyring.clone())));
+    }
     // Ready (and deciding) once the first commit is rendered and traced:
     // before that, /readyz and the webhooks answer 503.
     let decider = Arc::new(decider);

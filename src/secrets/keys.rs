@@ -126,6 +126,14 @@ impl IdentitySet {
         &self.mac
     }
 
+    /// Whether `mac` is the MAC of `values` under any identity of the set
+    /// (the newest keys new MACs; older ones keyed values unsealed before
+    /// a rotation).
+    pub fn verifies<'a>(&self, mac: &str, values: &[(&'a str, &'a Plaintext)]) -> bool {
+        self.mac.mac(values.iter().copied()) == mac
+            || self.identities.iter().skip(1).any(|id| MacKey::derive(id).mac(values.iter().copied()) == mac)
+    }
+
     pub(crate) fn as_age(&self) -> impl Iterator<Item = &dyn age::Identity> {
         self.identities.iter().map(AgeIdentity::as_age)
     }

@@ -120,6 +120,43 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// Regression (issue 15, item 6): the unseal stamped a MAC nobody
+    /// checked, so values changed while the webhook was down stayed
+    /// "Synced". The sync loop now tells intact values from changed ones,
+    /// across a key rotation too.
+    #[test]
+    fn values_are_checked_against_the_mac_the_unseal_stamped() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let old = AgeIdentity::generate();
+        let old_text = old.to_file_text();
+        let keys = IdentitySet::new(vec![old]).unwrap();
+        let (pw, user) = (Plaintext::new(b"hunter2".to_vec()), Plaintext::new(b"app".to_vec()));
+        let mac = keys.mac_key().mac([("password", &pw), ("user", &user)]);
+        let live = |password: &str, mac: Option<&str>| {
+            let mut v = serde_json::json!({"metadata": {"annotations": {}}, "data": {"user": b64("app"), "password": b64(password)}});
+            if let Some(m) = mac {
+                v["metadata"]["annotations"][PLAINTEXT_MAC] = m.into();
+            }
+            v
+        };
+        assert_eq!(values_of(&keys, &live("hunter2", Some(&mac))), Values::Intact);
+        assert_eq!(values_of(&keys, &live("hunter3", Some(&mac))), Values::Changed);
+        assert_eq!(values_of(&keys, &live("hunter2", None)), Values::Unknown);
+        let mut extra = live("hunter2", Some(&mac));
+        extra["data"]["token"] = b64("x").into();
+        assert_eq!(values_of(&keys, &extra), Values::Changed, "a key added by hand");
+        let mut bad = live("hunter2", Some(&mac));
+        bad["data"]["password"] = "not base64!".into();
+        assert_eq!(values_of(&keys, &bad), Values::Changed);
+        // After a rotation the old identity still verifies what it MACed.
+        let mut ids = vec![AgeIdentity::generate()];
+        ids.extend(keys::parse_identities(&old_text, "test").unwrap());
+        let rotated = IdentitySet::new(ids).unwrap();
+        assert_eq!(values_of(&rotated, &live("hunter2", Some(&mac))), Values::Intact);
+        assert_eq!(values_of(&rotated, &live("hunter3", Some(&mac))), Values::Changed);
+    }
+
     #[test]
     fn digest_is_order_independent_and_framed() {
         let a = sealed_digest([("a", b"xy".as_slice()), ("b", b"z".as_slice())]);
@@ -137,4 +174,38 @@ mod tests {
         assert!(looks_sealed(b"vault:secret/app#password"));
         assert!(!looks_sealed(b"hunter2"));
     }
+}
+
+/// Where a sealed Secret's values stand against what gitgate unsealed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Values {
+    /// `data` is what the unseal wrote (its MAC matches).
+    Intact,
+    /// `data` changed since the unseal: a hand edit, or a write that got
+    /// past a stopped webhook.
+    Changed,
+    /// No `gitgate.dev/plaintext-mac` to check against.
+    Unknown,
+}
+
+/// Checks a live Secret's `data` against the `gitgate.dev/plaintext-mac`
+/// the unseal stamped on it. The values are decoded into zeroizing
+/// buffers, MACed and dropped here: nothing of them leaves this function.
+pub fn values_of(keys: &IdentitySet, live: &serde_json::Value) -> Values {
+    use base64::Engine as _;
+    let Some(mac) = live.pointer("/metadata/annotations").and_then(|a| a.get(PLAINTEXT_MAC)).and_then(|m| m.as_str())
+    else {
+        return Values::Unknown;
+    };
+    let empty = serde_json::Map::new();
+    let data = live.get("data").and_then(|d| d.as_object()).unwrap_or(&empty);
+    let mut decoded: Vec<(&str, Plaintext)> = Vec::with_capacity(data.len());
+    for (k, v) in data {
+        let Some(bytes) = v.as_str().and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok()) else {
+            return Values::Changed;
+        };
+        decoded.push((k.as_str(), Plaintext::new(bytes)));
+    }
+    let values: Vec<(&str, &Plaintext)> = decoded.iter().map(|(k, v)| (*k, v)).collect();
+    if keys.verifies(mac, &values) { Values::Intact } else { Values::Changed }
 }

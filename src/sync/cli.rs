@@ -112,6 +112,9 @@ pub struct Running {
     /// The default cluster's client, when one is connected (not in plan
     /// mode; with `--sync=off` only inside a cluster or with `--kubeconfig`).
     pub client: Option<kube::Client>,
+    /// Where the sync loop reads the age identities from to check sealed
+    /// Secrets' values (`None`: no sync loop here).
+    pub sealed_values: Option<Arc<arc_swap::ArcSwapOption<crate::secrets::Keyring>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     leader: Option<LeaderHandle>,
 }
@@ -189,7 +192,14 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
         } else {
             None
         };
-        return Ok(Running { status, reconciler: fallback(w.reconciler), client, tasks: Vec::new(), leader: None });
+        return Ok(Running {
+            status,
+            reconciler: fallback(w.reconciler),
+            client,
+            sealed_values: None,
+            tasks: Vec::new(),
+            leader: None,
+        });
     }
     let (client, kubeconfig, name) = match connect(args).await {
         Ok(c) => c,
@@ -204,6 +214,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
                 status,
                 reconciler: fallback(w.reconciler),
                 client: None,
+                sealed_values: None,
                 tasks: vec![task],
                 leader: None,
             });
@@ -262,6 +273,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
     let target = Arc::new(Target::new(name.clone(), client.clone(), args.kube_qps, args.kube_burst));
     let targets = Targets::new(target, kubeconfig, args.kube_qps, args.kube_burst);
     let reconciler = Arc::new(Reconciler::new(config, targets, w.source, status.clone(), w.audit, guard));
+    let sealed_values = reconciler.sealed_values();
 
     let mut lease = LeaseConfig::new(args.namespace.clone(), "gitgate-leader", replica.clone());
     lease.lease_duration = lease_duration;
@@ -269,7 +281,14 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
     let (leading, handle) = Elector::new(client.clone(), lease).spawn();
     tracing::info!(cluster = %name, replica = %replica, namespace = %args.namespace, "sync loop started; waiting for the lead");
     let task = tokio::spawn(reconciler.run(w.tracker.subscribe(), leading));
-    Ok(Running { status, reconciler: reconciler_name, client: Some(client), tasks: vec![task], leader: Some(handle) })
+    Ok(Running {
+        status,
+        reconciler: reconciler_name,
+        client: Some(client),
+        sealed_values: Some(sealed_values),
+        tasks: vec![task],
+        leader: Some(handle),
+    })
 }
 
 fn fallback(reconciler: Option<String>) -> String {

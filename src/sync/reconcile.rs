@@ -93,10 +93,17 @@ pub struct Reconciler {
     status: Arc<StatusStore>,
     audit: Option<Arc<dyn SyncRecorder>>,
     guard: Option<GuardConfig>,
-    /// When a break-glass object was first seen open.
     /// Open break-glass windows: when this replica first saw each, and when it ends.
     break_glass: Mutex<HashMap<ObjectKey, (Instant, Instant)>>,
+    /// The age identities, when this process unseals too: a sealed
+    /// Secret whose values no longer MAC to what the unseal stamped is
+    /// drift. Empty on a reconciler that holds no identity (the chart's).
+    sealed: Arc<arc_swap::ArcSwapOption<crate::secrets::Keyring>>,
 }
+
+/// The field a sealed Secret's changed values are reported as (never the
+/// values, nor which key changed).
+pub const SEALED_VALUES: &str = "/data (the values sealed in Git)";
 
 impl Reconciler {
     pub fn new(
@@ -107,7 +114,16 @@ impl Reconciler {
         audit: Option<Arc<dyn SyncRecorder>>,
         guard: Option<GuardConfig>,
     ) -> Self {
-        Reconciler { config, targets, source, status, audit, guard, break_glass: Mutex::new(HashMap::new()) }
+        Reconciler {
+            config,
+            targets,
+            source,
+            status,
+            audit,
+            guard,
+            break_glass: Mutex::new(HashMap::new()),
+            sealed: Arc::new(arc_swap::ArcSwapOption::empty()),
+        }
     }
 
     pub fn status(&self) -> &Arc<StatusStore> {
@@ -434,7 +450,7 @@ impl Reconciler {
                         let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
                         let key = ObjectKey::new(&r.api.group, &r.api.kind, ns, name);
                         if let Some(&i) = index.get(&key) {
-                            seen[i] = Some(plan::observe(&planned[i], Some(&obj)));
+                            seen[i] = Some(self.observe(&planned[i], Some(&obj)));
                         }
                     })
                     .await?;
@@ -493,7 +509,7 @@ impl Reconciler {
             for (i, _) in pending {
                 let p = &planned[i];
                 let live = target.get(&resources[i], &p.key.namespace, &p.key.name).await?;
-                seen[i] = plan::observe(p, live.as_ref());
+                seen[i] = self.observe(p, live.as_ref());
             }
         }
     }
@@ -721,7 +737,7 @@ impl Reconciler {
         let Some(obj) = desired.get_key(key) else { return };
         let Some(app) = desired.app_of(obj) else { return };
         let Ok(planned) = plan::plan_object(&app.name, key, obj) else { return };
-        let drift = plan::drift(&planned, live);
+        let drift = self.sealed_drift(&planned, live, plan::drift(&planned, live));
         let Drift::Changed(field) = &drift else {
             // Missing after a delete: put back (self-heal); stale content is
             // the next sync's job.
@@ -752,6 +768,32 @@ impl Reconciler {
             return;
         }
         self.revert(app, &planned, live, field, glass.is_some()).await;
+    }
+
+    /// Where the sealed Secrets' values are checked from: set once the
+    /// secrets bridge has its identities.
+    pub fn sealed_values(&self) -> Arc<arc_swap::ArcSwapOption<crate::secrets::Keyring>> {
+        self.sealed.clone()
+    }
+
+    /// `drift`, or [`SEALED_VALUES`] when `live` is a sealed Secret in sync
+    /// with Git's sealed form whose values changed since the unseal.
+    fn sealed_drift(&self, planned: &Planned, live: Option<&Value>, drift: Drift) -> Drift {
+        if drift != Drift::InSync || planned.sealed_digest.is_none() {
+            return drift;
+        }
+        let (Some(live), Some(keyring)) = (live, self.sealed.load_full()) else { return drift };
+        match crate::secrets::values_of(&keyring.current(), live) {
+            crate::secrets::Values::Changed => Drift::Changed(SEALED_VALUES.into()),
+            crate::secrets::Values::Intact | crate::secrets::Values::Unknown => drift,
+        }
+    }
+
+    /// [`plan::observe`], with the sealed values checked.
+    fn observe(&self, planned: &Planned, live: Option<&Value>) -> Observed {
+        let mut seen = plan::observe(planned, live);
+        seen.drift = self.sealed_drift(planned, live, std::mem::replace(&mut seen.drift, Drift::InSync));
+        seen
     }
 
     /// The break-glass window of an object changed by hand under

@@ -508,6 +508,40 @@ fn a_sealed_secret_in_git_is_synced_unsealed_and_stays_in_sync() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success() && err.contains(&c1[..7]), "{err}");
+    // A write that gets past the webhook (as if it were down: a kube-system
+    // controller's identity is never sent to gitgate) changes the values
+    // and nothing else. The MAC the unseal stamped no longer matches: self-
+    // heal puts Git's sealed form back, which the webhook unseals again.
+    let sneaked = base64::engine::general_purpose::STANDARD.encode("changed-while-down");
+    let out = c.kubectl(&[
+        "patch",
+        "secret",
+        "db",
+        "-n",
+        ns,
+        "--as=system:serviceaccount:kube-system:generic-garbage-collector",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"data":{{"password":"{sneaked}"}}}}"#),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = std::time::Instant::now();
+    wait_until("Git's sealed value back after a write past the webhook", Duration::from_secs(20), || {
+        let secret = get(c, &["secret", "db", "-n", ns])?;
+        let pw = base64::engine::general_purpose::STANDARD.decode(secret["data"]["password"].as_str()?).ok()?;
+        (pw == b"s3cr3t-from-git").then_some(())
+    });
+    eprintln!("sealed values restored {:?} after the write", t.elapsed());
+    let reverted = wait_until("the revert in the audit log", Duration::from_secs(10), || {
+        let events = audit_events(work.path());
+        events.into_iter().find(|e| e["event"] == "driftReverted" && e["name"] == "db")
+    });
+    assert_eq!(reverted["kind"], "Secret", "{reverted:#}");
+    let audit = std::fs::read_to_string(work.path().join("gitgate-data/audit/audit.jsonl")).unwrap();
+    for secret in ["s3cr3t-from-git", "changed-while-down"] {
+        assert!(!audit.contains(secret), "the audit log never holds a value");
+        assert!(!s.log.lock().unwrap().contains(secret), "the log never holds a value");
+    }
     assert!(!s.log.lock().unwrap().contains("s3cr3t-from-git"), "plaintext never reaches the log");
     s.terminate(Duration::from_secs(20));
     cleanup();
