@@ -162,7 +162,7 @@ async fn connect(args: &ServeSyncArgs) -> anyhow::Result<(kube::Client, Option<k
 /// Starts the sync loop on a reachable cluster, plan mode without one.
 pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Running> {
     let metrics = SyncMetrics::register(w.registry);
-    let status = Arc::new(StatusStore::new(Some(metrics)));
+    let status = Arc::new(StatusStore::new(Some(metrics)).with_refusals(w.tracker.refusals()));
     if args.sync == SyncMode::Off {
         tracing::info!("--sync=off: serving admission only");
         // Admission still uses the cluster when it runs in one (or is
