@@ -283,7 +283,8 @@ mod enforce {
         }
     }
 
-    const SIGNED_APP: &str = "apps:\n  - {name: prod, path: prod, requireSigned: true, destination: {namespace: prod}}\n";
+    const SIGNED_APP: &str =
+        "apps:\n  - {name: prod, path: prod, requireSigned: true, destination: {namespace: prod}}\n";
     const PLAIN_APP: &str = "apps:\n  - {name: prod, path: prod, destination: {namespace: prod}}\n";
 
     fn refusals(audit: &Recorded) -> Vec<Entry> {

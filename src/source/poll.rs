@@ -467,7 +467,9 @@ impl Tracker {
                     self.refused.store(Some(Arc::new(r)));
                 }
             }
-            Err(e) => tracing::warn!(commit = %anchor, error = %crate::error_chain(&e), "no verified commit can be put in force"),
+            Err(e) => {
+                tracing::warn!(commit = %anchor, error = %crate::error_chain(&e), "no verified commit can be put in force")
+            }
         }
     }
 

@@ -17,8 +17,8 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use gix::ObjectId;
 

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use arc_swap::ArcSwapOption;
 
 use super::health::Health;
-use crate::source::poll::Refusal;
 use crate::dashboard::access::Scope;
+use crate::source::poll::Refusal;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncStatus {

@@ -186,8 +186,7 @@ fn signed_commits_production_denies_unsigned_objects_in_production_namespaces_on
     let failed = wait_until("prod's unsigned apply denied", Duration::from_secs(60), || {
         let st = status(&s);
         let a = app(&st, "prod")?;
-        let msg = a["message"].as_str().unwrap_or_default().to_owned()
-            + &a["objects"].to_string();
+        let msg = a["message"].as_str().unwrap_or_default().to_owned() + &a["objects"].to_string();
         msg.contains("signed-commits-production").then_some(msg)
     });
     assert!(failed.contains(&c2) && failed.contains(&format!("namespace {prod} is production")), "{failed}");
