@@ -536,6 +536,18 @@ async fn serve(
         },
     )
     .await?;
+    // A refused unsigned commit is one audit record (and notification): the
+    // leader's; the admission-only replicas (`--sync=off`) report it in
+    // their status and metrics only. Plan mode records it.
+    let recording: Arc<dyn Fn() -> bool + Send + Sync> = match (&sync.leading, sync_args.sync) {
+        (Some(leading), _) => {
+            let leading = leading.clone();
+            Arc::new(move || *leading.borrow())
+        }
+        (None, crate::sync::cli::SyncMode::Off) => Arc::new(|| false),
+        (None, _) => Arc::new(|| true),
+    };
+    tracker.record_only_when(recording);
     let state = AdmissionState::new(registry, limits, Arc::new(recorder)).with_callers(caller_policy);
     let state = Arc::new(if audit_args.audit_fail_open { state.fail_open_on_record_error() } else { state });
     let snapshot = Arc::new(arc_swap::ArcSwapOption::empty());

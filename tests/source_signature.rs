@@ -323,6 +323,28 @@ mod enforce {
     }
 
     #[tokio::test]
+    async fn a_refusal_is_recorded_once_by_the_leader_even_when_it_leads_later() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let s = Setup::new();
+        s.repo.write("gitgate.yaml", SIGNED_APP).write("prod/cm.yaml", &configmap("prod", "1"));
+        signed_commit(&s.repo, &s.alice, "signed");
+        let (tr, audit) = s.tracker(false);
+        let leading = Arc::new(AtomicBool::new(false));
+        let flag = leading.clone();
+        tr.record_only_when(Arc::new(move || flag.load(Ordering::SeqCst)));
+        tr.sync_once().await.unwrap();
+        s.repo.write("prod/cm.yaml", &configmap("prod", "2"));
+        s.repo.commit("unsigned change");
+        assert!(tr.sync_once().await.is_err());
+        assert!(refusals(&audit).is_empty(), "a follower does not record");
+        assert!(tr.refused().is_some(), "but reports it");
+        leading.store(true, Ordering::SeqCst);
+        assert!(tr.sync_once().await.is_err());
+        assert!(tr.sync_once().await.is_err());
+        assert_eq!(refusals(&audit).len(), 1, "recorded once it leads, once");
+    }
+
+    #[tokio::test]
     async fn a_commit_signed_by_a_key_not_in_allowed_signers_is_refused() {
         // CWE-347 (improper verification of a cryptographic signature): a
         // valid signature by a key nobody allowed is not a signature.

@@ -226,6 +226,10 @@ pub struct Tracker {
     signing: Signing,
     refused: Arc<ArcSwapOption<Refusal>>,
     audit: Option<Arc<dyn SyncRecorder>>,
+    /// When set, refusals are recorded only while it says so (the leader).
+    record_when: std::sync::OnceLock<Arc<dyn Fn() -> bool + Send + Sync>>,
+    /// The (head, commit) last recorded in the audit log.
+    recorded: Mutex<Option<(String, String)>>,
     metrics: Option<SigningMetrics>,
 }
 
@@ -243,6 +247,8 @@ impl Tracker {
             signing: Signing::new(Signers::default(), false),
             refused: Arc::new(ArcSwapOption::empty()),
             audit: None,
+            record_when: std::sync::OnceLock::new(),
+            recorded: Mutex::new(None),
             metrics: None,
         }
     }
@@ -264,6 +270,13 @@ impl Tracker {
     pub fn with_audit(mut self, audit: Arc<dyn SyncRecorder>) -> Self {
         self.audit = Some(audit);
         self
+    }
+
+    /// Records refusals in the audit log (and so notifies) only while `f`
+    /// is true: the sync loop's leader, so one refusal is one record and
+    /// one notification, not one per replica. Set once, before [`Tracker::run`].
+    pub fn record_only_when(&self, f: Arc<dyn Fn() -> bool + Send + Sync>) {
+        let _ = self.record_when.set(f);
     }
 
     /// `gitgate_unsigned_commits_refused_total` and `gitgate_commit_refused`.
@@ -407,14 +420,20 @@ impl Tracker {
         let previous = self.refused.load_full();
         let new = previous.as_deref().is_none_or(|p| p.head != refusal.head || p.commit != refusal.commit);
         tracing::warn!(head = %refusal.head, commit = %refusal.commit, "{}", refusal.message());
-        if new {
-            if let Some(m) = &self.metrics {
-                m.refused_total.inc();
-                m.refused.set(1);
-            }
-            if let Some(audit) = &self.audit {
-                audit.record(&self.audit_entry(&refusal));
-            }
+        if new && let Some(m) = &self.metrics {
+            m.refused_total.inc();
+            m.refused.set(1);
+        }
+        // Once per refused head and failing commit, by the replica that
+        // records (it may become the leader after the first refusal).
+        let key = (refusal.head.clone(), refusal.commit.clone());
+        if let Some(audit) = &self.audit
+            && self.record_when.get().is_none_or(|recording| recording())
+            && let Ok(mut recorded) = self.recorded.lock()
+            && recorded.as_ref() != Some(&key)
+        {
+            audit.record(&self.audit_entry(&refusal));
+            *recorded = Some(key);
         }
         self.refused.store(Some(Arc::new(refusal)));
     }

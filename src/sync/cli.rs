@@ -112,6 +112,9 @@ pub struct Running {
     /// The default cluster's client, when one is connected (not in plan
     /// mode; with `--sync=off` only inside a cluster or with `--kubeconfig`).
     pub client: Option<kube::Client>,
+    /// Whether this replica leads the sync loop: true while it does (None
+    /// in plan mode and with `--sync=off`).
+    pub leading: Option<tokio::sync::watch::Receiver<bool>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     leader: Option<LeaderHandle>,
 }
@@ -182,7 +185,14 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
         } else {
             None
         };
-        return Ok(Running { status, reconciler: fallback(w.reconciler), client, tasks: Vec::new(), leader: None });
+        return Ok(Running {
+            status,
+            reconciler: fallback(w.reconciler),
+            client,
+            leading: None,
+            tasks: Vec::new(),
+            leader: None,
+        });
     }
     let (client, kubeconfig, name) = match connect(args).await {
         Ok(c) => c,
@@ -197,6 +207,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
                 status,
                 reconciler: fallback(w.reconciler),
                 client: None,
+                leading: None,
                 tasks: vec![task],
                 leader: None,
             });
@@ -261,8 +272,15 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
     lease.renew_interval = (lease_duration / 5).max(Duration::from_millis(500));
     let (leading, handle) = Elector::new(client.clone(), lease).spawn();
     tracing::info!(cluster = %name, replica = %replica, namespace = %args.namespace, "sync loop started; waiting for the lead");
-    let task = tokio::spawn(reconciler.run(w.tracker.subscribe(), leading));
-    Ok(Running { status, reconciler: reconciler_name, client: Some(client), tasks: vec![task], leader: Some(handle) })
+    let task = tokio::spawn(reconciler.run(w.tracker.subscribe(), leading.clone()));
+    Ok(Running {
+        status,
+        reconciler: reconciler_name,
+        client: Some(client),
+        leading: Some(leading),
+        tasks: vec![task],
+        leader: Some(handle),
+    })
 }
 
 fn fallback(reconciler: Option<String>) -> String {
