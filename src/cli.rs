@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::admission::{self, AdmissionState, Decider, Limits, LogRecorder};
 use crate::audit;
 use crate::config::{RawServe, ServeConfig};
-use crate::policy::{PolicySet, PolicyStage, StaticNamespaces};
+use crate::policy::{PolicySet, PolicyStage};
 use crate::server::{self, ConnLimits};
 use crate::tls;
 
@@ -139,6 +139,19 @@ pub struct ServeArgs {
     /// setting `gitgate.dev/break-glass: "<reason>"` (repeatable).
     #[arg(long = "break-glass-group", env = "GITGATE_BREAK_GLASS_GROUPS", value_delimiter = ',')]
     pub break_glass_groups: Vec<String>,
+    /// OpenSSH allowed_signers file: the keys whose SSH commit signatures
+    /// verify (`principals [options] keytype key`; `namespaces`,
+    /// `valid-after`, `valid-before` honoured). Read at each check.
+    #[arg(long, env = "GITGATE_ALLOWED_SIGNERS")]
+    pub allowed_signers: Option<PathBuf>,
+    /// OpenPGP public keyring (an armored or binary `gpg --export`): every
+    /// key in it may sign commits. Needs `gpg` on PATH.
+    #[arg(long, env = "GITGATE_GPG_KEYRING")]
+    pub gpg_keyring: Option<PathBuf>,
+    /// Every new commit of every app must be signed by an allowed key,
+    /// whatever gitgate.yaml says (`requireSigned` adds apps, never removes).
+    #[arg(long, env = "GITGATE_REQUIRE_SIGNED")]
+    pub require_signed: bool,
     #[command(flatten)]
     pub secrets: Box<crate::secrets::cli::ServeSecretsArgs>,
     #[command(flatten)]
@@ -236,6 +249,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
+            let signing = signing(&args)?;
             let config = ServeConfig::from_raw(RawServe {
                 listen: args.listen,
                 cert_dir: args.cert_dir,
@@ -263,6 +277,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 hook_secret: args.hook_secret.clone(),
                 cache: args.git_cache.clone(),
                 break_glass_groups: args.break_glass_groups.clone(),
+                signing,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -283,6 +298,25 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `--allowed-signers`, `--gpg-keyring`, `--require-signed`, checked once.
+fn signing(args: &ServeArgs) -> anyhow::Result<crate::source::poll::Signing> {
+    let signers =
+        crate::source::signature::Signers::from_files(args.allowed_signers.clone(), args.gpg_keyring.as_deref())?;
+    anyhow::ensure!(
+        !args.require_signed || signers.is_configured(),
+        "--require-signed needs --allowed-signers or --gpg-keyring (who may sign)"
+    );
+    if signers.is_configured() {
+        tracing::info!(
+            allowed_signers = ?args.allowed_signers,
+            gpg_keys = signers.gpg_fingerprints.len(),
+            require_all = args.require_signed,
+            "commit signatures are verified"
+        );
+    }
+    Ok(crate::source::poll::Signing::new(signers, args.require_signed))
 }
 
 fn certs(args: CertsArgs) -> anyhow::Result<ExitCode> {
@@ -357,12 +391,17 @@ struct RepoArgs {
     hook_secret: Option<secrecy::SecretString>,
     cache: PathBuf,
     break_glass_groups: Vec<String>,
+    signing: crate::source::poll::Signing,
 }
 
 /// Opens the repository to track (the bundled example when none is given,
 /// committed from its files; a plain directory likewise) and starts the
 /// tracker that keeps its desired set current.
-fn track(repo: &RepoArgs) -> anyhow::Result<(Arc<crate::source::poll::Tracker>, Arc<crate::source::fetch::GitSource>)> {
+fn track(
+    repo: &RepoArgs,
+    registry: &mut prometheus_client::registry::Registry,
+    audit: Arc<dyn crate::sync::reconcile::SyncRecorder>,
+) -> anyhow::Result<(Arc<crate::source::poll::Tracker>, Arc<crate::source::fetch::GitSource>)> {
     use crate::render::command::write_example;
     use crate::render::engine::{RenderOptions, Renderer};
     use crate::source::{fetch::GitSource, local};
@@ -388,14 +427,18 @@ fn track(repo: &RepoArgs) -> anyhow::Result<(Arc<crate::source::poll::Tracker>, 
     let renderer =
         Arc::new(Renderer::new(RenderOptions { config_path: repo.config_path.clone(), ..RenderOptions::default() }));
     tracing::info!(repo = %source.display_url(), rev = %repo.rev, "tracking Git");
-    Ok((Arc::new(crate::source::poll::Tracker::new(source.clone(), repo.rev.clone(), renderer)), source))
+    let tracker = crate::source::poll::Tracker::new(source.clone(), repo.rev.clone(), renderer)
+        .with_signing(repo.signing.clone())
+        .with_audit(audit)
+        .with_metrics(registry);
+    Ok((Arc::new(tracker), source))
 }
 
 /// Keeps the provenance snapshot in step with the tracker: each new
 /// desired set is compiled once (commit subjects read off the hot path) and
 /// swapped in whole.
 fn follow(
-    tracker: &crate::source::poll::Tracker,
+    tracker: Arc<crate::source::poll::Tracker>,
     source: Arc<crate::source::fetch::GitSource>,
     slot: Arc<arc_swap::ArcSwapOption<crate::provenance::Snapshot>>,
     on_first: impl FnOnce() + Send + 'static,
@@ -408,8 +451,12 @@ fn follow(
             if let Some(desired) = current {
                 let source = source.clone();
                 let commit = desired.commit();
-                match tokio::task::spawn_blocking(move || crate::provenance::Snapshot::build(desired, &source.repo()))
-                    .await
+                let tracker = tracker.clone();
+                match tokio::task::spawn_blocking(move || {
+                    let signed = tracker.signed_commits(&desired);
+                    crate::provenance::Snapshot::build(desired, &source.repo()).with_signed(signed)
+                })
+                .await
                 {
                     Ok(snap) => {
                         slot.store(Some(Arc::new(snap)));
@@ -475,7 +522,7 @@ async fn serve(
     let audit_log = audit_args.open(&mut registry)?;
     let denials = Arc::new(crate::dashboard::recent::RecentDenials::new(100));
     let recorder = audit::Tee(vec![audit_log.clone(), Arc::new(LogRecorder), denials.clone()]);
-    let (tracker, source) = track(&repo)?;
+    let (tracker, source) = track(&repo, &mut registry, audit_log.clone())?;
     let sync = crate::sync::cli::start(
         &sync_args,
         crate::sync::cli::Wiring {
@@ -489,16 +536,32 @@ async fn serve(
         },
     )
     .await?;
+    // A refused unsigned commit is one audit record (and notification): the
+    // leader's; the admission-only replicas (`--sync=off`) report it in
+    // their status and metrics only. Plan mode records it.
+    let recording: Arc<dyn Fn() -> bool + Send + Sync> = match (&sync.leading, sync_args.sync) {
+        (Some(leading), _) => {
+            let leading = leading.clone();
+            Arc::new(move || *leading.borrow())
+        }
+        (None, crate::sync::cli::SyncMode::Off) => Arc::new(|| false),
+        (None, _) => Arc::new(|| true),
+    };
+    tracker.record_only_when(recording);
     let state = AdmissionState::new(registry, limits, Arc::new(recorder)).with_callers(caller_policy);
     let state = Arc::new(if audit_args.audit_fail_open { state.fail_open_on_record_error() } else { state });
     let snapshot = Arc::new(arc_swap::ArcSwapOption::empty());
     let break_glass_ttl = crate::sync::cli::break_glass_ttl(&sync_args)?;
+    // namespaceObject and namespace selectors: a snapshot of the cluster's
+    // Namespaces, kept by a watch (empty without a cluster).
+    let namespaces = crate::sync::namespaces::NamespaceCache::new();
+    let namespace_watch = sync.client.clone().map(|c| namespaces.watch(c));
     let mut decider = Decider::new();
     // Always: the provenance facts (and the built-in provenance policy when
     // no policy file is given) make Git the only deploy path.
     decider = decider.with_validating(Arc::new(PolicyStage {
         policies: Arc::new(policies),
-        namespaces: Arc::new(StaticNamespaces::default()),
+        namespaces: namespaces.clone(),
         reconciler: sync.reconciler.clone(),
         provenance: Some(snapshot.clone()),
         strict: true,
@@ -534,7 +597,7 @@ async fn serve(
     let decider = Arc::new(decider);
     let ready_state = state.clone();
     let dashboard_source = source.clone();
-    let following = follow(&tracker, source, snapshot.clone(), move || {
+    let following = follow(tracker.clone(), source, snapshot.clone(), move || {
         ready_state.publish(decider);
         tracing::info!("ready: deciding from the commit in force");
     });
@@ -584,7 +647,7 @@ async fn serve(
     tracking.abort();
     following.abort();
     sync.shutdown().await;
-    for task in secrets_tasks.iter().chain(audit_sink.as_ref()) {
+    for task in secrets_tasks.iter().chain(audit_sink.as_ref()).chain(namespace_watch.as_ref()) {
         task.abort();
     }
     running.shutdown(config.drain_timeout).await?;

@@ -117,6 +117,7 @@ fn the_chart_passes_strict_lint_with_defaults_and_with_every_feature_on() {
 replicaCount: 3
 repo: {url: https://git.example.com/platform/gitops.git, revision: production, pollInterval: 1m}
 hookSecret: {enabled: true}
+git: {allowedSigners: {secret: commit-signers}, gpgKeyring: {configMap: release-keys}, requireSigned: true}
 breakGlassGroups: [sre, oncall]
 webhook: {installVAP: true, timeoutSeconds: 8, clientAuth: {enabled: true, caSecret: apiserver-client-ca}}
 secrets: {unsealFor: ['group:deployers'], unsealWithoutClientAuth: true}
@@ -853,4 +854,49 @@ fn the_charts_image_settings_match_the_image_the_repository_builds() {
     assert!(script.contains("--config.entrypoint /gitgate") && dockerfile.contains("ENTRYPOINT [\"/gitgate\"]"));
     let chart = std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap();
     assert!(chart.contains(&format!("appVersion: \"{}\"", env!("CARGO_PKG_VERSION"))), "appVersion is the crate's");
+}
+
+/// `git.allowedSigners` / `git.gpgKeyring` (a Secret or a ConfigMap) are
+/// mounted read-only into both Deployments and passed as gitgate's flags;
+/// `git.requireSigned` becomes `--require-signed`.
+#[test]
+fn commit_signers_are_mounted_into_both_deployments_and_become_flags() {
+    let Some(shim) = shim() else { return };
+    let values = "git:\n  allowedSigners: {secret: commit-signers}\n  gpgKeyring: {configMap: release-keys, key: keys.gpg}\n  requireSigned: true\n";
+    let out = lint(&shim, values);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let objs = render(&shim, values);
+    for deployment in [WEBHOOK, RECONCILER] {
+        let args = serve_args_of(&objs, deployment);
+        assert_eq!(args.allowed_signers.as_deref(), Some(Path::new("/etc/gitgate/signers/allowed_signers")));
+        assert_eq!(args.gpg_keyring.as_deref(), Some(Path::new("/etc/gitgate/gpg/keyring")));
+        assert!(args.require_signed, "{deployment}");
+        let pod = &get(&objs, "Deployment", deployment)["spec"]["template"]["spec"];
+        let volumes = pod["volumes"].as_array().unwrap();
+        let signers = volumes.iter().find(|v| v["name"] == "allowed-signers").expect("allowed-signers volume");
+        assert_eq!(signers["secret"]["secretName"], "commit-signers");
+        assert_eq!(signers["secret"]["items"], json!([{"key": "allowed_signers", "path": "allowed_signers"}]));
+        let keyring = volumes.iter().find(|v| v["name"] == "gpg-keyring").expect("gpg-keyring volume");
+        assert_eq!(keyring["configMap"]["name"], "release-keys");
+        assert_eq!(keyring["configMap"]["items"], json!([{"key": "keys.gpg", "path": "keyring"}]));
+        let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+        for (name, path) in [("allowed-signers", "/etc/gitgate/signers"), ("gpg-keyring", "/etc/gitgate/gpg")] {
+            let m = mounts.iter().find(|m| m["name"] == name).unwrap_or_else(|| panic!("{deployment} mounts {name}"));
+            assert_eq!((m["mountPath"].as_str(), m["readOnly"].as_bool()), (Some(path), Some(true)));
+        }
+    }
+    // Defaults: nothing mounted, no flags.
+    let plain = render(&shim, "{}\n");
+    let args = serve_args(&plain);
+    assert!(args.allowed_signers.is_none() && args.gpg_keyring.is_none() && !args.require_signed);
+    // Refused: requireSigned with nobody to sign; both a Secret and a
+    // ConfigMap (the templates fail); an unknown key (the schema).
+    let template =
+        |values: &str| helm(&shim, &["template", "gitgate", chart_dir().to_str().unwrap(), "--namespace", NS], values);
+    for bad in ["git: {requireSigned: true}\n", "git: {allowedSigners: {secret: a, configMap: b}}\n"] {
+        let out = template(bad);
+        assert!(!out.status.success(), "{bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("git."), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(!lint(&shim, "git: {allowedSigners: {secretName: a}}\n").status.success());
 }

@@ -149,6 +149,9 @@ async fn an_app_requiring_signatures_is_not_synced_from_an_unsigned_commit() {
     assert!(matches!(err, SyncError::Unsigned { .. }), "{err}");
     let chain = gitgate::error_chain(&err);
     assert!(chain.contains(&unsigned) && chain.contains("not signed") && chain.contains("\"prod\""), "{chain}");
+    let refused = tr.refused().expect("the refused head is reported");
+    assert_eq!((refused.head.as_str(), refused.commit.as_str()), (unsigned.as_str(), unsigned.as_str()));
+    assert_eq!(refused.in_force, signed);
     assert_eq!(tr.current().unwrap().commit(), oid(&signed), "the signed commit stays in force");
 
     // A signed commit on top does not launder the unsigned one below it.
@@ -207,6 +210,279 @@ fn gpg_signed_commits_verify_where_gpg_exists() {
     };
     let v = verify_commit(&src.repo(), oid(&c), &allowed).unwrap();
     assert_eq!((v.format, v.signer.as_str()), ("gpg", fpr.as_str()));
+    // `serve --gpg-keyring FILE`: an exported public keyring, imported into
+    // a private home; its keys may sign, others may not.
+    let exported = home.path().join("keyring.asc");
+    std::fs::write(&exported, gpg(&["--armor", "--export", &fpr])).unwrap();
+    let from_file = Signers::from_files(None, Some(&exported)).unwrap();
+    assert!(from_file.gpg_fingerprints.contains(&fpr.to_uppercase()));
+    assert_eq!(verify_commit(&src.repo(), oid(&c), &from_file).unwrap().signer, fpr);
+    let empty = home.path().join("empty.asc");
+    std::fs::write(&empty, "").unwrap();
+    assert!(Signers::from_files(None, Some(&empty)).is_err(), "a keyring with no key is a start-up error");
     let other = Signers { gpg_fingerprints: vec!["0".repeat(40)], ..allowed };
     assert!(matches!(verify_commit(&src.repo(), oid(&c), &other), Err(SignatureError::Rejected { .. })));
+}
+
+// ---- enforcement by the tracker (`serve --allowed-signers`) ----
+
+mod enforce {
+    use super::*;
+    use gitgate::audit::record::{Entry, EventKind, Outcome};
+    use gitgate::render::{RenderOptions, Renderer};
+    use gitgate::source::poll::{Signing, SyncError, Synced, Tracker};
+    use gitgate::sync::reconcile::SyncRecorder;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<Entry>>);
+    impl SyncRecorder for Recorded {
+        fn record(&self, entry: &Entry) {
+            self.0.lock().unwrap().push(entry.clone());
+        }
+    }
+
+    pub struct Setup {
+        pub repo: Repo,
+        pub keys: tempfile::TempDir,
+        pub alice: std::path::PathBuf,
+        pub mallory: std::path::PathBuf,
+        pub allowed: std::path::PathBuf,
+        _cache: tempfile::TempDir,
+        cache: std::path::PathBuf,
+    }
+
+    impl Setup {
+        pub fn new() -> Setup {
+            let keys = tempfile::tempdir().unwrap();
+            let (alice, alice_pub) = keygen(keys.path(), "alice");
+            let (mallory, _) = keygen(keys.path(), "mallory");
+            let allowed = keys.path().join("allowed_signers");
+            std::fs::write(&allowed, format!("alice@example.com {alice_pub}\n")).unwrap();
+            let (t, cache) = cache_dir();
+            Setup { repo: Repo::new(), keys, alice, mallory, allowed, _cache: t, cache }
+        }
+
+        fn tracker(&self, require_all: bool) -> (Tracker, Arc<Recorded>) {
+            let src = Arc::new(GitSource::open(&self.repo.url(), &self.cache).unwrap());
+            let signers = Signers::from_files(Some(self.allowed.clone()), None).unwrap();
+            let audit = Arc::new(Recorded::default());
+            let tr = Tracker::new(src, "main", Arc::new(Renderer::new(RenderOptions::default())))
+                .with_signing(Signing::new(signers, require_all))
+                .with_audit(audit.clone());
+            (tr, audit)
+        }
+
+        /// `git` with alice's (or another) SSH signing key.
+        fn signed_git(&self, key: &Path, args: &[&str]) -> String {
+            let signing = format!("user.signingkey={}", key.display());
+            let mut all = vec!["-c", "gpg.format=ssh", "-c", signing.as_str()];
+            all.extend_from_slice(args);
+            git(self.repo.path(), &all);
+            git(self.repo.path(), &["rev-parse", "HEAD"])
+        }
+    }
+
+    const SIGNED_APP: &str =
+        "apps:\n  - {name: prod, path: prod, requireSigned: true, destination: {namespace: prod}}\n";
+    const PLAIN_APP: &str = "apps:\n  - {name: prod, path: prod, destination: {namespace: prod}}\n";
+
+    fn refusals(audit: &Recorded) -> Vec<Entry> {
+        audit.0.lock().unwrap().iter().filter(|e| e.event == EventKind::UnsignedCommitRefused).cloned().collect()
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_commit_is_refused_named_and_audited_once() {
+        let s = Setup::new();
+        s.repo.write("gitgate.yaml", SIGNED_APP).write("prod/cm.yaml", &configmap("prod", "1"));
+        let good = signed_commit(&s.repo, &s.alice, "signed");
+        let (tr, audit) = s.tracker(false);
+        assert_eq!(tr.sync_once().await.unwrap(), Synced::Updated(oid(&good)));
+
+        s.repo.write("prod/cm.yaml", &configmap("prod", "2"));
+        let bad = s.repo.commit("unsigned change");
+        assert!(matches!(tr.sync_once().await, Err(SyncError::Unsigned { .. })));
+        assert!(matches!(tr.sync_once().await, Err(SyncError::Unsigned { .. })), "refused again on the next poll");
+        assert_eq!(tr.current().unwrap().commit(), oid(&good), "the last good commit stays in force");
+        let r = tr.refused().unwrap();
+        assert_eq!(r.commit, bad);
+        assert!(r.reason.contains("is not signed"), "{}", r.reason);
+        assert!(r.message().contains(&bad[..7]) && r.message().contains(&good[..7]), "{}", r.message());
+        let recorded = refusals(&audit);
+        assert_eq!(recorded.len(), 1, "one audit record per refused head, not per poll");
+        assert_eq!(recorded[0].decision, Outcome::Refused);
+        assert_eq!(recorded[0].app, "prod");
+        let commit = recorded[0].commit.as_ref().unwrap();
+        assert_eq!((commit.id.as_str(), commit.subject.as_str()), (bad.as_str(), "unsigned change"));
+        assert!(recorded[0].reasons.iter().any(|r| r.contains("not signed")), "{:?}", recorded[0].reasons);
+
+        // Git going back to the commit in force clears the refusal.
+        git(s.repo.path(), &["reset", "-q", "--hard", &good]);
+        assert_eq!(tr.sync_once().await.unwrap(), Synced::Unchanged(oid(&good)));
+        assert!(tr.refused().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_recorded_once_by_the_leader_even_when_it_leads_later() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let s = Setup::new();
+        s.repo.write("gitgate.yaml", SIGNED_APP).write("prod/cm.yaml", &configmap("prod", "1"));
+        signed_commit(&s.repo, &s.alice, "signed");
+        let (tr, audit) = s.tracker(false);
+        let leading = Arc::new(AtomicBool::new(false));
+        let flag = leading.clone();
+        tr.record_only_when(Arc::new(move || flag.load(Ordering::SeqCst)));
+        tr.sync_once().await.unwrap();
+        s.repo.write("prod/cm.yaml", &configmap("prod", "2"));
+        s.repo.commit("unsigned change");
+        assert!(tr.sync_once().await.is_err());
+        assert!(refusals(&audit).is_empty(), "a follower does not record");
+        assert!(tr.refused().is_some(), "but reports it");
+        leading.store(true, Ordering::SeqCst);
+        assert!(tr.sync_once().await.is_err());
+        assert!(tr.sync_once().await.is_err());
+        assert_eq!(refusals(&audit).len(), 1, "recorded once it leads, once");
+    }
+
+    #[tokio::test]
+    async fn a_commit_signed_by_a_key_not_in_allowed_signers_is_refused() {
+        // CWE-347 (improper verification of a cryptographic signature): a
+        // valid signature by a key nobody allowed is not a signature.
+        let s = Setup::new();
+        s.repo.write("gitgate.yaml", SIGNED_APP).write("prod/cm.yaml", &configmap("prod", "1"));
+        let good = signed_commit(&s.repo, &s.alice, "signed");
+        let (tr, _audit) = s.tracker(false);
+        tr.sync_once().await.unwrap();
+        s.repo.write("prod/cm.yaml", &configmap("prod", "evil"));
+        let foreign = signed_commit(&s.repo, &s.mallory, "signed by mallory");
+        let err = tr.sync_once().await.unwrap_err();
+        let chain = gitgate::error_chain(&err);
+        assert!(chain.contains(&foreign) && chain.contains("not in allowed_signers"), "{chain}");
+        assert_eq!(tr.current().unwrap().commit(), oid(&good));
+        assert_eq!(tr.refused().unwrap().commit, foreign);
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_commit_that_removes_require_signed_is_refused_too() {
+        // CWE-807 (reliance on untrusted inputs in a security decision):
+        // whether to check comes from the commit in force, never from the
+        // commit being checked.
+        let s = Setup::new();
+        s.repo.write("gitgate.yaml", SIGNED_APP).write("prod/cm.yaml", &configmap("prod", "1"));
+        let good = signed_commit(&s.repo, &s.alice, "signed");
+        let (tr, audit) = s.tracker(false);
+        tr.sync_once().await.unwrap();
+        s.repo.write("gitgate.yaml", PLAIN_APP).write("prod/cm.yaml", &configmap("prod", "evil"));
+        let bad = s.repo.commit("drop requireSigned");
+        let err = tr.sync_once().await.unwrap_err();
+        assert!(gitgate::error_chain(&err).contains(&bad), "{}", gitgate::error_chain(&err));
+        assert_eq!(tr.current().unwrap().commit(), oid(&good));
+        assert_eq!(refusals(&audit).len(), 1);
+
+        // A restart does not forget: a new tracker finds the newest verified
+        // commit below the head, reads the requirement there, refuses the
+        // head and puts that commit in force.
+        let (fresh, _) = s.tracker(false);
+        assert!(matches!(fresh.sync_once().await, Err(SyncError::Unsigned { .. })));
+        assert_eq!(fresh.current().map(|c| c.commit()), Some(oid(&good)));
+        assert_eq!(fresh.refused().unwrap().in_force, good);
+    }
+
+    #[tokio::test]
+    async fn a_force_push_must_verify_back_to_a_shared_ancestor() {
+        let s = Setup::new();
+        s.repo.write("gitgate.yaml", SIGNED_APP).write("prod/cm.yaml", &configmap("prod", "1"));
+        let base = signed_commit(&s.repo, &s.alice, "base");
+        s.repo.write("prod/cm.yaml", &configmap("prod", "2"));
+        let synced = signed_commit(&s.repo, &s.alice, "second");
+        let (tr, _) = s.tracker(false);
+        assert_eq!(tr.sync_once().await.unwrap(), Synced::Updated(oid(&synced)));
+
+        // Rewrite: back to base, an unsigned commit, then a signed one on top.
+        git(s.repo.path(), &["reset", "-q", "--hard", &base]);
+        s.repo.write("prod/cm.yaml", &configmap("prod", "evil"));
+        let unsigned = s.repo.commit("rewritten, unsigned");
+        s.repo.write("prod/cm.yaml", &configmap("prod", "evil2"));
+        signed_commit(&s.repo, &s.alice, "signed on top of the rewrite");
+        let err = tr.sync_once().await.unwrap_err();
+        let chain = gitgate::error_chain(&err);
+        assert!(chain.contains(&unsigned), "{chain}");
+        let r = tr.refused().unwrap();
+        assert!(r.reason.contains("history was rewritten"), "{}", r.reason);
+        assert_eq!(tr.current().unwrap().commit(), oid(&synced));
+
+        // A rewrite whose every new commit verifies back to base is synced.
+        git(s.repo.path(), &["reset", "-q", "--hard", &base]);
+        s.repo.write("prod/cm.yaml", &configmap("prod", "3"));
+        let rewritten = signed_commit(&s.repo, &s.alice, "rewritten, signed");
+        assert_eq!(tr.sync_once().await.unwrap(), Synced::Updated(oid(&rewritten)));
+
+        // An orphan history (nothing shared) must verify to its root.
+        git(s.repo.path(), &["checkout", "-q", "--orphan", "other"]);
+        s.repo.write("prod/cm.yaml", &configmap("prod", "4"));
+        s.repo.commit("orphan root, unsigned");
+        let top = signed_commit(&s.repo, &s.alice, "orphan top, signed");
+        git(s.repo.path(), &["branch", "-q", "-f", "main", &top]);
+        git(s.repo.path(), &["checkout", "-q", "main"]);
+        assert!(tr.sync_once().await.is_err());
+        assert_eq!(tr.current().unwrap().commit(), oid(&rewritten));
+    }
+
+    #[tokio::test]
+    async fn a_signed_merge_of_an_unsigned_parent_is_refused() {
+        let s = Setup::new();
+        s.repo.write("gitgate.yaml", SIGNED_APP).write("prod/cm.yaml", &configmap("prod", "1"));
+        let good = signed_commit(&s.repo, &s.alice, "signed");
+        let (tr, _) = s.tracker(false);
+        tr.sync_once().await.unwrap();
+        git(s.repo.path(), &["checkout", "-q", "-b", "feature"]);
+        s.repo.write("prod/extra.yaml", &configmap("extra", "x"));
+        let side = s.repo.commit("unsigned side commit");
+        git(s.repo.path(), &["checkout", "-q", "main"]);
+        s.repo.write("prod/cm.yaml", &configmap("prod", "2"));
+        signed_commit(&s.repo, &s.alice, "signed on main");
+        let merge = s.signed_git(&s.alice, &["merge", "-q", "--no-ff", "-S", "-m", "signed merge", "feature"]);
+        assert_eq!(git(s.repo.path(), &["rev-list", "--parents", "-n1", "HEAD"]).split(' ').count(), 3);
+        let err = tr.sync_once().await.unwrap_err();
+        let chain = gitgate::error_chain(&err);
+        assert!(chain.contains(&side) && chain.contains(&merge), "{chain}");
+        assert_eq!(tr.current().unwrap().commit(), oid(&good));
+
+        // Merging only signed commits is fine.
+        git(s.repo.path(), &["reset", "-q", "--hard", &good]);
+        git(s.repo.path(), &["branch", "-q", "-D", "feature"]);
+        git(s.repo.path(), &["checkout", "-q", "-b", "feature2"]);
+        s.repo.write("prod/extra.yaml", &configmap("extra", "y"));
+        signed_commit(&s.repo, &s.alice, "signed side commit");
+        git(s.repo.path(), &["checkout", "-q", "main"]);
+        let merge = s.signed_git(&s.alice, &["merge", "-q", "--no-ff", "-S", "-m", "signed merge", "feature2"]);
+        assert_eq!(tr.sync_once().await.unwrap(), Synced::Updated(oid(&merge)));
+    }
+
+    #[tokio::test]
+    async fn require_signed_applies_to_every_app_and_git_signed_follows_each_objects_commit() {
+        let s = Setup::new();
+        s.repo.write("gitgate.yaml", PLAIN_APP).write("prod/a.yaml", &configmap("a", "1"));
+        s.repo.commit("unsigned history before signing began");
+        // Without --require-signed an unsigned head syncs.
+        let (plain, _) = s.tracker(false);
+        plain.sync_once().await.unwrap();
+        let (strict, _) = s.tracker(true);
+        let err = strict.sync_once().await.unwrap_err();
+        assert!(gitgate::error_chain(&err).contains("--require-signed"), "{}", gitgate::error_chain(&err));
+        assert!(strict.current().is_none(), "nothing verifies: nothing is in force");
+
+        // git.signed: true exactly for objects whose commit verified.
+        let unsigned = git(s.repo.path(), &["rev-parse", "HEAD"]);
+        s.repo.write("prod/b.yaml", &configmap("b", "1"));
+        let signed = signed_commit(&s.repo, &s.alice, "b, signed");
+        s.repo.write("prod/c.yaml", &configmap("c", "1"));
+        let foreign = signed_commit(&s.repo, &s.mallory, "c, signed by mallory");
+        plain.sync_once().await.unwrap();
+        let set = plain.current().unwrap();
+        let marked = plain.signed_commits(&set);
+        assert!(marked.contains(&oid(&signed)));
+        assert!(!marked.contains(&oid(&unsigned)) && !marked.contains(&oid(&foreign)));
+        let _ = &s.keys;
+    }
 }

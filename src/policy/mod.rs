@@ -106,7 +106,7 @@ impl GitVars {
             path: f.path.clone(),
             author: f.author.clone(),
             subject: f.subject.clone(),
-            signed: false,
+            signed: f.signed,
             managed: f.managed,
             reconciler,
             enforced: f.enforced,

@@ -61,6 +61,8 @@ pub struct Snapshot {
     /// Namespaces gitgate deploys into: app destinations and the
     /// namespaces of declared objects.
     namespaces: HashSet<String>,
+    /// The commits whose signature verified (`git.signed`).
+    signed: HashSet<ObjectId>,
 }
 
 impl Snapshot {
@@ -83,7 +85,19 @@ impl Snapshot {
             commits.entry(obj.commit).or_insert_with(|| commit_info(repo, obj.commit));
         }
         commits.entry(desired.commit()).or_insert_with(|| commit_info(repo, desired.commit()));
-        Snapshot { desired, commits, kinds, namespaces }
+        Snapshot { desired, commits, kinds, namespaces, signed: HashSet::new() }
+    }
+
+    /// The commits of the desired set whose signature verified: the
+    /// objects they introduced get `git.signed`.
+    pub fn with_signed(mut self, signed: HashSet<ObjectId>) -> Snapshot {
+        self.signed = signed;
+        self
+    }
+
+    /// Whether a commit of the desired set verified.
+    pub fn is_signed(&self, commit: ObjectId) -> bool {
+        self.signed.contains(&commit)
     }
 
     /// What a commit the desired set names (or its head) says about itself.
@@ -176,6 +190,8 @@ pub struct Facts {
     pub path: String,
     pub author: String,
     pub subject: String,
+    /// The commit that introduced the object verified (`git.signed`).
+    pub signed: bool,
     /// Git declares the object.
     pub managed: bool,
     /// The object lies where gitgate deploys (a destination namespace, or
@@ -211,6 +227,7 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
         path: String::new(),
         author: String::new(),
         subject: String::new(),
+        signed: false,
         managed: declared.is_some(),
         enforced: declared.is_some() || snap.namespaces.contains(&req.namespace),
         verdict: Verdict { allowed: true, reason: Reason::FromGit, message: String::new() },
@@ -239,6 +256,7 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
     let glass = break_glass(req, who);
     let info = snap.info(obj.commit);
     facts.commit = obj.commit.to_string();
+    facts.signed = snap.is_signed(obj.commit);
     facts.app = app.clone();
     facts.path = obj.source.to_string();
     facts.author = info.author.clone();

@@ -16,8 +16,9 @@
 //! a new head; the first unsigned or wrongly signed one stops the sync.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use gix::ObjectId;
 
@@ -32,6 +33,73 @@ pub struct Signers {
     pub gpg_home: Option<PathBuf>,
     /// Fingerprints (upper-case hex) of the OpenPGP keys allowed.
     pub gpg_fingerprints: Vec<String>,
+    /// The private GnuPG home made by [`Signers::from_files`] (removed when
+    /// the last clone is dropped).
+    pub keyring_home: Option<Arc<ScratchDir>>,
+}
+
+impl Signers {
+    /// Whether any verifier is configured: without one, nothing verifies.
+    pub fn is_configured(&self) -> bool {
+        self.ssh_allowed_signers.is_some() || self.gpg_home.is_some()
+    }
+
+    /// `serve --allowed-signers FILE --gpg-keyring FILE`: the SSH file is
+    /// read at each verification (a rotated Secret takes effect at once);
+    /// the OpenPGP keyring (an armored or binary export of public keys) is
+    /// imported once into a private GnuPG home, and every key in it (primary
+    /// and subkeys) may sign.
+    pub fn from_files(allowed_signers: Option<PathBuf>, gpg_keyring: Option<&Path>) -> Result<Signers, SignatureError> {
+        let mut signers = Signers::default();
+        if let Some(file) = &allowed_signers {
+            let text = std::fs::read_to_string(file).map_err(|e| SignatureError::Config {
+                reason: format!("failed to read the allowed signers file {}: {e}", file.display()),
+            })?;
+            if parse_allowed_signers(&text).is_empty() {
+                return Err(SignatureError::Config {
+                    reason: format!("{} holds no usable allowed_signers line", file.display()),
+                });
+            }
+            signers.ssh_allowed_signers = allowed_signers;
+        }
+        if let Some(keyring) = gpg_keyring {
+            let config = |reason: String| SignatureError::Config { reason };
+            if !gpg_available() {
+                return Err(config("--gpg-keyring needs a `gpg` binary on PATH".into()));
+            }
+            let home = ScratchDir::new("gnupg").map_err(|e| config(format!("failed to create a GnuPG home: {e}")))?;
+            let gpg = |args: &[&str], extra: Option<&Path>| {
+                let mut cmd = Command::new("gpg");
+                cmd.arg("--homedir").arg(home.path()).args(["--batch", "--no-tty"]).args(args);
+                if let Some(p) = extra {
+                    cmd.arg(p);
+                }
+                run(&mut cmd, b"").map_err(|e| config(format!("failed to run gpg: {e}")))
+            };
+            let import = gpg(&["--import"], Some(keyring))?;
+            if !import.status.success() {
+                return Err(config(format!(
+                    "gpg could not import {}: {}",
+                    keyring.display(),
+                    String::from_utf8_lossy(&import.stderr).trim()
+                )));
+            }
+            let listing = gpg(&["--with-colons", "--list-keys"], None)?;
+            let fingerprints: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+                .lines()
+                .filter_map(|l| l.strip_prefix("fpr:"))
+                .filter_map(|l| l.split(':').find(|f| f.len() == 40 || f.len() == 64))
+                .map(str::to_uppercase)
+                .collect();
+            if fingerprints.is_empty() {
+                return Err(config(format!("{} holds no OpenPGP public key", keyring.display())));
+            }
+            signers.gpg_home = Some(home.path().to_path_buf());
+            signers.gpg_fingerprints = fingerprints;
+            signers.keyring_home = Some(Arc::new(home));
+        }
+        Ok(signers)
+    }
 }
 
 /// A commit whose signature verified.
@@ -61,10 +129,49 @@ pub enum SignatureError {
     },
     #[error("more than {limit} commits between {from} and {to}")]
     TooMany { from: String, to: String, limit: usize },
+    #[error("{reason}")]
+    Config { reason: String },
+}
+
+impl SignatureError {
+    /// The commit this error is about, when it names one.
+    pub fn commit(&self) -> Option<&str> {
+        match self {
+            SignatureError::Unsigned { commit }
+            | SignatureError::Rejected { commit, .. }
+            | SignatureError::NoVerifier { commit, .. }
+            | SignatureError::UnsupportedFormat { commit }
+            | SignatureError::Git { commit, .. } => Some(commit),
+            SignatureError::TooMany { .. } | SignatureError::Config { .. } => None,
+        }
+    }
 }
 
 /// Verifies one commit's signature.
 pub fn verify_commit(repo: &gix::Repository, commit: ObjectId, signers: &Signers) -> Result<Verified, SignatureError> {
+    verify_loaded(repo, commit, signers, &Allowed::load(signers))
+}
+
+/// The allowed_signers file, read and parsed once for a range of commits.
+pub struct Allowed(Option<Result<Vec<AllowedSigner>, String>>);
+
+impl Allowed {
+    pub fn load(signers: &Signers) -> Allowed {
+        Allowed(signers.ssh_allowed_signers.as_ref().map(|file| {
+            std::fs::read_to_string(file)
+                .map(|text| parse_allowed_signers(&text))
+                .map_err(|e| format!("failed to read {}: {e}", file.display()))
+        }))
+    }
+}
+
+/// [`verify_commit`] with the allowed signers already loaded.
+pub fn verify_loaded(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    signers: &Signers,
+    allowed: &Allowed,
+) -> Result<Verified, SignatureError> {
     let git =
         |e: Box<dyn std::error::Error + Send + Sync>| SignatureError::Git { commit: commit.to_string(), source: e };
     let c = repo.find_commit(commit).map_err(|e| git(Box::new(e)))?;
@@ -74,7 +181,7 @@ pub fn verify_commit(repo: &gix::Repository, commit: ObjectId, signers: &Signers
     let sig: Vec<u8> = sig.to_vec();
     let payload: Vec<u8> = signed.to_bstring().to_vec();
     if sig.starts_with(b"-----BEGIN SSH SIGNATURE-----") {
-        verify_ssh(commit, &sig, &payload, signers)
+        verify_ssh(commit, &sig, &payload, allowed)
     } else if sig.starts_with(b"-----BEGIN PGP SIGNATURE-----") {
         verify_gpg(commit, &sig, &payload, signers)
     } else {
@@ -94,6 +201,7 @@ pub fn verify_range(
     let git = |e: Box<dyn std::error::Error + Send + Sync>| SignatureError::Git { commit: to.to_string(), source: e };
     let walk = repo.rev_walk([to]).with_hidden(from).all().map_err(|e| git(Box::new(e)))?;
     let mut out = Vec::new();
+    let allowed = Allowed::load(signers);
     for info in walk {
         let info = info.map_err(|e| git(Box::new(e)))?;
         if out.len() >= limit {
@@ -103,7 +211,7 @@ pub fn verify_range(
                 limit,
             });
         }
-        out.push(verify_commit(repo, info.id, signers)?);
+        out.push(verify_loaded(repo, info.id, signers, &allowed)?);
     }
     Ok(out)
 }
@@ -116,29 +224,28 @@ fn run(cmd: &mut Command, stdin: &[u8]) -> std::io::Result<std::process::Output>
     child.wait_with_output()
 }
 
-fn verify_ssh(commit: ObjectId, sig: &[u8], payload: &[u8], signers: &Signers) -> Result<Verified, SignatureError> {
+fn verify_ssh(commit: ObjectId, sig: &[u8], payload: &[u8], allowed: &Allowed) -> Result<Verified, SignatureError> {
     const F: &str = "ssh";
     let c = commit.to_string();
     let rejected = |reason: String| SignatureError::Rejected { commit: c.clone(), format: F, reason };
-    let Some(allowed) = &signers.ssh_allowed_signers else {
-        return Err(SignatureError::NoVerifier {
-            commit: c,
-            format: F,
-            reason: "no allowed_signers file is configured".into(),
-        });
+    let entries = match &allowed.0 {
+        None => {
+            return Err(SignatureError::NoVerifier {
+                commit: c,
+                format: F,
+                reason: "no allowed_signers file is configured".into(),
+            });
+        }
+        Some(Err(reason)) => return Err(SignatureError::NoVerifier { commit: c, format: F, reason: reason.clone() }),
+        Some(Ok(entries)) => entries,
     };
-    let text = std::fs::read_to_string(allowed).map_err(|e| SignatureError::NoVerifier {
-        commit: c.clone(),
-        format: F,
-        reason: format!("failed to read {}: {e}", allowed.display()),
-    })?;
     let sshsig = ssh_key::SshSig::from_pem(sig).map_err(|e| rejected(format!("malformed signature: {e}")))?;
     if sshsig.namespace() != "git" {
         return Err(rejected(format!("signed for namespace {:?}, not \"git\"", sshsig.namespace())));
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let entry = parse_allowed_signers(&text)
-        .into_iter()
+    let entry = entries
+        .iter()
         .find(|e| e.key.key_data() == sshsig.public_key())
         .ok_or_else(|| rejected("the signing key is not in allowed_signers".into()))?;
     if !entry.namespaces.is_empty() && !entry.namespaces.iter().any(|n| n == "git") {
@@ -161,11 +268,11 @@ fn verify_ssh(commit: ObjectId, sig: &[u8], payload: &[u8], signers: &Signers) -
         });
     }
     entry.key.verify("git", payload, &sshsig).map_err(|e| rejected(format!("signature does not verify: {e}")))?;
-    Ok(Verified { commit, format: F, signer: entry.principals })
+    Ok(Verified { commit, format: F, signer: entry.principals.clone() })
 }
 
 /// One usable line of an OpenSSH `allowed_signers` file.
-struct AllowedSigner {
+pub struct AllowedSigner {
     principals: String,
     key: ssh_key::PublicKey,
     namespaces: Vec<String>,

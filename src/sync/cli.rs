@@ -115,6 +115,9 @@ pub struct Running {
     /// Where the sync loop reads the age identities from to check sealed
     /// Secrets' values (`None`: no sync loop here).
     pub sealed_values: Option<Arc<arc_swap::ArcSwapOption<crate::secrets::Keyring>>>,
+    /// Whether this replica leads the sync loop: true while it does (None
+    /// in plan mode and with `--sync=off`).
+    pub leading: Option<tokio::sync::watch::Receiver<bool>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     leader: Option<LeaderHandle>,
 }
@@ -172,7 +175,7 @@ pub fn break_glass_ttl(args: &ServeSyncArgs) -> anyhow::Result<Duration> {
 
 pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Running> {
     let metrics = SyncMetrics::register(w.registry);
-    let status = Arc::new(StatusStore::new(Some(metrics)));
+    let status = Arc::new(StatusStore::new(Some(metrics)).with_refusals(w.tracker.refusals()));
     if args.sync == SyncMode::Off {
         tracing::info!("--sync=off: serving admission only");
         // Admission still uses the cluster when it runs in one (or is
@@ -197,6 +200,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
             reconciler: fallback(w.reconciler),
             client,
             sealed_values: None,
+            leading: None,
             tasks: Vec::new(),
             leader: None,
         });
@@ -215,6 +219,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
                 reconciler: fallback(w.reconciler),
                 client: None,
                 sealed_values: None,
+                leading: None,
                 tasks: vec![task],
                 leader: None,
             });
@@ -280,12 +285,13 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
     lease.renew_interval = (lease_duration / 5).max(Duration::from_millis(500));
     let (leading, handle) = Elector::new(client.clone(), lease).spawn();
     tracing::info!(cluster = %name, replica = %replica, namespace = %args.namespace, "sync loop started; waiting for the lead");
-    let task = tokio::spawn(reconciler.run(w.tracker.subscribe(), leading));
+    let task = tokio::spawn(reconciler.run(w.tracker.subscribe(), leading.clone()));
     Ok(Running {
         status,
         reconciler: reconciler_name,
         client: Some(client),
         sealed_values: Some(sealed_values),
+        leading: Some(leading),
         tasks: vec![task],
         leader: Some(handle),
     })

@@ -15,6 +15,7 @@ pub mod heal;
 pub mod health;
 pub mod inventory;
 pub mod leader;
+pub mod namespaces;
 pub mod plan;
 pub mod reconcile;
 pub mod rollback;

@@ -17,8 +17,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
+use arc_swap::ArcSwapOption;
+
 use super::health::Health;
 use crate::dashboard::access::Scope;
+use crate::source::poll::Refusal;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncStatus {
@@ -91,6 +94,10 @@ pub struct Overview {
     /// `leader`, `follower`, `plan` (no cluster) or `off`.
     pub role: String,
     pub apps: Vec<AppStatus>,
+    /// Git's head, when it is refused for a commit that does not verify
+    /// (an older commit stays in force).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refusal>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -159,11 +166,41 @@ impl SyncMetrics {
 pub struct StatusStore {
     inner: RwLock<Overview>,
     metrics: Option<SyncMetrics>,
+    refusals: Option<Arc<ArcSwapOption<Refusal>>>,
 }
 
 impl StatusStore {
     pub fn new(metrics: Option<SyncMetrics>) -> Self {
-        StatusStore { inner: RwLock::new(Overview { role: "off".into(), apps: Vec::new() }), metrics }
+        StatusStore {
+            inner: RwLock::new(Overview { role: "off".into(), apps: Vec::new(), refused: None }),
+            metrics,
+            refusals: None,
+        }
+    }
+
+    /// Reports the tracker's refused head on every app (OutOfSync, with
+    /// the refused commit and why) and on the overview.
+    pub fn with_refusals(mut self, refusals: Arc<ArcSwapOption<Refusal>>) -> Self {
+        self.refusals = Some(refusals);
+        self
+    }
+
+    fn refusal(&self) -> Option<Arc<Refusal>> {
+        self.refusals.as_ref().and_then(|r| r.load_full())
+    }
+
+    fn overlay(r: &Refusal, o: &mut Overview) {
+        for a in &mut o.apps {
+            Self::overlay_app(r, a);
+        }
+        o.refused = Some(r.clone());
+    }
+
+    fn overlay_app(r: &Refusal, a: &mut AppStatus) {
+        if a.sync == SyncStatus::Synced {
+            a.sync = SyncStatus::OutOfSync;
+        }
+        a.message = if a.message.is_empty() { r.message() } else { format!("{}; {}", r.message(), a.message) };
     }
 
     pub fn metrics(&self) -> Option<&SyncMetrics> {
@@ -177,15 +214,27 @@ impl StatusStore {
     /// The overview as JSON, written under the read lock: no copy of a
     /// status that holds 10,000 objects.
     pub fn overview_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(&*self.inner.read().unwrap_or_else(|e| e.into_inner()))
+        match self.refusal() {
+            None => serde_json::to_vec(&*self.inner.read().unwrap_or_else(|e| e.into_inner())),
+            Some(_) => serde_json::to_vec(&self.overview()),
+        }
     }
 
     pub fn overview(&self) -> Overview {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut o = self.inner.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(r) = self.refusal() {
+            Self::overlay(&r, &mut o);
+        }
+        o
     }
 
     pub fn app(&self, name: &str) -> Option<AppStatus> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).apps.iter().find(|a| a.name == name).cloned()
+        let mut a =
+            self.inner.read().unwrap_or_else(|e| e.into_inner()).apps.iter().find(|a| a.name == name).cloned()?;
+        if let Some(r) = self.refusal() {
+            Self::overlay_app(&r, &mut a);
+        }
+        Some(a)
     }
 
     /// Replaces an app's status (and its `gitgate_app_info` series).
@@ -323,6 +372,9 @@ pub fn table(o: &Overview, wide: bool) -> String {
         }
     }
     let mut out = format!("role: {}\n", o.role);
+    if let Some(r) = &o.refused {
+        let _ = writeln!(out, "refused: {}", r.message());
+    }
     for r in &rows {
         let mut line = String::new();
         for (i, (w, c)) in widths.iter().zip(r).enumerate() {

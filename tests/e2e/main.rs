@@ -15,6 +15,7 @@ mod hooks;
 mod keys;
 mod provenance;
 mod secrets;
+mod signed;
 mod sync;
 mod sync_targets;
 mod trust;

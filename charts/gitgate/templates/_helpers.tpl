@@ -109,3 +109,13 @@ system:serviceaccount:{{ .Release.Namespace }}:{{ include "gitgate.serviceAccoun
 {{- end }}
 {{- toJson $excluded }}
 {{- end }}
+
+{{/* Whether an allowed_signers file is mounted (git.allowedSigners). */}}
+{{- define "gitgate.allowedSignersMounted" -}}
+{{- if or .Values.git.allowedSigners.secret .Values.git.allowedSigners.configMap }}true{{ end }}
+{{- end }}
+
+{{/* Whether an OpenPGP keyring is mounted (git.gpgKeyring). */}}
+{{- define "gitgate.gpgKeyringMounted" -}}
+{{- if or .Values.git.gpgKeyring.secret .Values.git.gpgKeyring.configMap }}true{{ end }}
+{{- end }}
