@@ -111,10 +111,21 @@ async fn watch(target: Arc<Target>, r: Resource, label: &'static str, tx: mpsc::
         let ev = if deleted {
             HealEvent::Deleted(key)
         } else {
-            // Never read, and most of an object's bytes: dropped before the
-            // conversion, not after.
+            // Most of an object's bytes, read only when another manager
+            // set fields (sync::foreign): dropped before the conversion,
+            // not after.
             let mut obj = obj;
-            obj.metadata.managed_fields = None;
+            let foreign = obj.metadata.managed_fields.as_ref().is_some_and(|m| {
+                m.iter().any(|e| {
+                    super::foreign::is_foreign(
+                        e.manager.as_deref().unwrap_or_default(),
+                        e.subresource.as_deref().unwrap_or_default(),
+                    )
+                })
+            });
+            if !foreign {
+                obj.metadata.managed_fields = None;
+            }
             match serde_json::to_value(&obj).ok().and_then(|v| super::target::with_type(super::target::slim(v), &r.api))
             {
                 Some(v) => HealEvent::Changed(key, v),

@@ -10,6 +10,7 @@
 //! - [`health`], [`leader`], [`status`], [`rollback`].
 
 pub mod cli;
+pub mod foreign;
 pub mod guard;
 pub mod heal;
 pub mod health;

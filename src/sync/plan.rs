@@ -265,7 +265,11 @@ pub fn drift(planned: &Planned, live: Option<&Value>) -> Drift {
         return Drift::Changed("/metadata/annotations/gitgate.dev~1sealed-digest".into());
     }
     match crate::provenance::first_difference(&planned.manifest, live, &planned.ignore) {
-        Ok(None) => Drift::InSync,
+        // Git's fields hold: what another manager added is drift too.
+        Ok(None) => match super::foreign::fields(live, &planned.ignore).first() {
+            Some(f) => Drift::Changed(format!("{} (set by {})", f.pointer, f.manager)),
+            None => Drift::InSync,
+        },
         Ok(Some(field)) => Drift::Changed(field),
         Err(_) => Drift::Changed("/".into()),
     }
@@ -283,6 +287,9 @@ pub struct Observed {
     pub ignored: Option<Value>,
     /// `gitgate.dev/break-glass` on the live object, with its window.
     pub break_glass: Option<Glass>,
+    /// The JSON patch that removes the fields other managers added
+    /// ([`super::foreign`]); `None` when there are none.
+    pub foreign: Option<Value>,
 }
 
 /// A live object's break-glass: the reason, and the end of its window as
@@ -301,6 +308,10 @@ pub fn observe(planned: &Planned, live: Option<&Value>) -> Observed {
         health: crate::sync::health::assess(&planned.key.group, &planned.key.kind, live),
         ignored: live.map(|l| sparse(l, &planned.ignore)),
         break_glass: live.and_then(break_glass),
+        foreign: live.and_then(|l| {
+            let f = super::foreign::fields(l, &planned.ignore);
+            (!f.is_empty()).then(|| super::foreign::removal(l, &f))
+        }),
     }
 }
 
@@ -313,6 +324,7 @@ pub fn applied(planned: &Planned, stored: &Value) -> Observed {
         health: crate::sync::health::assess(&planned.key.group, &planned.key.kind, Some(stored)),
         ignored: None,
         break_glass: None,
+        foreign: None,
     }
 }
 

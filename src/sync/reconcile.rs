@@ -268,9 +268,16 @@ impl Reconciler {
                     // Git's content replaces a break-glass change (its window
                     // ended, or Git moved): the annotation goes too.
                     let glass = seen[i].break_glass.is_some();
+                    let foreign = seen[i].foreign.clone();
                     async move {
                         let object = plan::respect_ignored(p, ignored)?;
-                        let stored = target.apply(&r, &p.key.namespace, &p.key.name, &object).await?;
+                        let mut stored = target.apply(&r, &p.key.namespace, &p.key.name, &object).await?;
+                        // What other managers added goes too (an apply
+                        // cannot remove fields it does not own).
+                        if let Some(patch) = &foreign {
+                            target.json_patch(&r, &p.key.namespace, &p.key.name, patch).await?;
+                            stored = target.get(&r, &p.key.namespace, &p.key.name).await?.unwrap_or(stored);
+                        }
                         if glass {
                             target.remove_annotations(&r, &p.key.namespace, &p.key.name, GLASS_ANNOTATIONS).await?;
                         }
@@ -663,6 +670,10 @@ impl Reconciler {
     }
 
     fn audit_apply(&self, event: EventKind, app: &str, p: &Planned, r: &Resource) {
+        self.audit_apply_with(event, app, p, r, Vec::new());
+    }
+
+    fn audit_apply_with(&self, event: EventKind, app: &str, p: &Planned, r: &Resource, reasons: Vec<String>) {
         let Some(a) = &self.audit else { return };
         a.record(&AuditEntry {
             event,
@@ -679,6 +690,7 @@ impl Reconciler {
             source: p.source.split_once(':').map(|(_, s)| s.to_string()).unwrap_or_default(),
             decision: Outcome::Done,
             digest: p.digest.clone(),
+            reasons,
             ..AuditEntry::default()
         });
     }
@@ -923,10 +935,22 @@ impl Reconciler {
             Ok(object) => target.apply(&r, &planned.key.namespace, &planned.key.name, &object).await,
             Err(e) => Err(e),
         };
+        // Fields other managers added: removed with a JSON patch, and
+        // named (with who set them) in the revert's audit record.
+        let foreign = live.map(|l| crate::sync::foreign::fields(l, &planned.ignore)).unwrap_or_default();
+        let applied = match (applied, live) {
+            (Ok(v), Some(l)) if !foreign.is_empty() => {
+                let patch = crate::sync::foreign::removal(l, &foreign);
+                target.json_patch(&r, &planned.key.namespace, &planned.key.name, &patch).await.map(|()| v)
+            }
+            (other, _) => other,
+        };
         match applied {
             Ok(_) => {
                 tracing::warn!(app = %app.name, object = %planned.id(), what = why, "drift reverted");
-                self.audit_apply(EventKind::DriftReverted, &app.name, planned, &r);
+                let reasons = foreign.iter().map(|f| format!("{} set by {}: removed", f.pointer, f.manager)).collect();
+                self.audit_apply_with(EventKind::DriftReverted, &app.name, planned, &r, reasons);
+
                 self.status.update_object(&app.name, &planned.key, |o| {
                     o.sync = SyncStatus::Synced;
                     o.message = format!("drift reverted ({why})");

@@ -255,6 +255,23 @@ impl Target {
         }
     }
 
+    /// Applies a JSON patch (RFC 6902) under gitgate's field manager: what
+    /// an apply cannot do, such as removing fields another manager owns.
+    /// A failed `test` (the object changed in between) is a conflict the
+    /// next round sees again.
+    pub async fn json_patch(&self, r: &Resource, namespace: &str, name: &str, patch: &Value) -> Result<(), SyncError> {
+        self.limit.acquire().await;
+        let ops: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| {
+            SyncError::kube(format!("patch {}", display(&r.api.kind, namespace, name)), kube::Error::SerdeError(e))
+        })?;
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+        match self.api(r, namespace).patch(name, &params, &Patch::<()>::Json(ops)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(SyncError::kube(format!("patch {}", display(&r.api.kind, namespace, name)), e)),
+        }
+    }
+
     /// Deletes an object (dependents in the background, as kubectl does);
     /// one that is already gone counts as deleted.
     pub async fn delete(&self, r: &Resource, namespace: &str, name: &str) -> Result<(), SyncError> {
@@ -325,10 +342,20 @@ pub fn with_type(mut v: Value, api: &ApiResource) -> Option<Value> {
     Some(v)
 }
 
-/// Drops `metadata.managedFields`: nothing here reads them.
+/// Drops `metadata.managedFields` (most of an object's bytes), unless a
+/// manager other than gitgate and the cluster's components set fields:
+/// then [`super::foreign`] reads them.
 pub fn slim(mut v: Value) -> Value {
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("managedFields");
+        let foreign = meta.get("managedFields").and_then(Value::as_array).is_some_and(|entries| {
+            entries.iter().any(|e| {
+                let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default();
+                super::foreign::is_foreign(field("manager"), field("subresource"))
+            })
+        });
+        if !foreign {
+            meta.remove("managedFields");
+        }
     }
     v
 }

@@ -165,6 +165,65 @@ pub(crate) fn cm(name: &str, wave: i64, value: &str) -> String {
 
 const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\n    gitgate.dev/ignore-fields: /spec/replicas\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n          image: registry.example.invalid/web:1.0.0\n";
 
+/// Foreign fields are drift (issue 15, item 5): a sidecar and
+/// `hostNetwork` added behind the webhook's back (here no webhook is
+/// installed, as when it was down) are fields Git does not set, so a
+/// field-by-field comparison with Git never sees them (Argo CD and Flux do
+/// not). gitgate reads `managedFields`: self-heal removes them, and the
+/// audit log names the manager that added them.
+#[test]
+fn fields_another_manager_added_are_drift_and_healed() {
+    let Some(c) = cluster::cluster("fields_another_manager_added_are_drift_and_healed") else { return };
+    let _serial = cluster::cluster_wide();
+    let ns = "e2e-foreign";
+    let repo = Repo::new();
+    repo.write(
+        "gitgate.yaml",
+        &format!("{PROJECT}apps:\n  - {{name: fg, project: e2e, path: app, destination: {{namespace: {ns}}}, syncPolicy: {{prune: true, selfHeal: true}}}}\n"),
+    );
+    repo.write("app/ns.yaml", &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"));
+    repo.write("app/web.yaml", WEB);
+    let c1 = repo.commit("web");
+    let work = tempfile::tempdir().unwrap();
+    let s = serve(c, work.path(), &repo, "gitgate-e2e-foreign", &[]);
+    wait_synced(&s, "fg", &c1);
+
+    let t = Instant::now();
+    let out = c.kubectl(&[
+        "patch",
+        "deployment",
+        "web",
+        "-n",
+        ns,
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/template/spec/containers/-","value":{"name":"sidecar","image":"registry.example.invalid/evil:1"}},{"op":"add","path":"/spec/template/spec/hostNetwork","value":true}]"#,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let healed = wait_until("the sidecar and hostNetwork removed", Duration::from_secs(20), || {
+        let d = get(c, &["deployment", "web", "-n", ns])?;
+        let spec = &d["spec"]["template"]["spec"];
+        (spec["containers"].as_array()?.len() == 1 && spec["hostNetwork"].is_null()).then_some(d)
+    });
+    eprintln!("foreign fields removed {:?} after the patch", t.elapsed());
+    assert_eq!(healed["spec"]["template"]["spec"]["containers"][0]["name"], "web", "Git's container stays");
+    let reverted = wait_until("the revert in the audit log", Duration::from_secs(10), || {
+        audit_events(work.path()).into_iter().find(|e| e["event"] == "driftReverted" && e["name"] == "web")
+    });
+    let reasons = reverted["reasons"].to_string();
+    assert!(reasons.contains("set by kubectl-patch"), "the manager is named: {reverted:#}");
+    assert!(reasons.contains("/spec/template/spec/containers/1") && reasons.contains("hostNetwork"), "{reverted:#}");
+    wait_until("the app Synced again", Duration::from_secs(10), || {
+        (app(&status(&s), "fg")?["sync"] == "Synced").then_some(())
+    });
+    // A value another manager set on an ignored field stays (the HPA case).
+    let out = c.kubectl(&["scale", "deployment", "web", "-n", ns, "--replicas=2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(get(c, &["deployment", "web", "-n", ns]).unwrap()["spec"]["replicas"], 2);
+    s.terminate(Duration::from_secs(20));
+}
+
 /// A field the kind does not have (a typo in Git) fails that object's
 /// apply with the apiserver's own message, naming the field, as `kubectl
 /// apply` does; it is not dropped in silence (gitgate applies with
