@@ -5,8 +5,9 @@
 //!
 //!   cargo bench --bench foreign
 
-use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
+use std::hint::black_box;
 
 /// A Deployment as the apiserver returns it after gitgate applied it:
 /// gitgate's Apply entry, the controller-manager's Update and status.
