@@ -377,3 +377,40 @@ fn cve_2022_31036_chart_files_symlinked_out_of_the_chart_are_refused() {
     let d = r.desired(&src.repo(), oid(&c)).unwrap_or_else(|e| panic!("{}", gitgate::error_chain(&e)));
     assert_eq!(d.get("", "ConfigMap", "web", "web").unwrap().value()["data"]["leak"], "from-the-chart");
 }
+
+/// helm is never asked to fetch: a chart whose `Chart.yaml` declares a
+/// dependency that is not vendored in its `charts/` is refused before helm
+/// runs, saying to vendor it; vendored, it renders with the real engine.
+#[test]
+fn a_dependency_that_is_not_vendored_is_refused_rather_than_fetched() {
+    let repo = Repo::new();
+    repo.write("gitgate.yaml", "apps:\n  - name: web\n    path: chart\n    destination: {namespace: web}\n");
+    repo.write(
+        "chart/Chart.yaml",
+        "apiVersion: v2\nname: web\nversion: 0.1.0\ndependencies:\n  - name: cache\n    version: 1.0.0\n    repository: https://charts.example.invalid\n",
+    );
+    repo.write("chart/templates/cm.yaml", LEAKY_TEMPLATE);
+    let c = repo.commit("an unvendored dependency");
+    let (_t, cache) = cache_dir();
+    let src = GitSource::open(&repo.url(), &cache).unwrap();
+    src.fetch().unwrap();
+    let r = Renderer::new(RenderOptions { helm: "/nonexistent/helm".into(), ..Default::default() });
+    let msg = gitgate::error_chain(&r.desired(&src.repo(), oid(&c)).unwrap_err());
+    assert!(
+        msg.contains("app \"web\"") && msg.contains("\"cache\"") && msg.contains("not vendored in chart/charts/"),
+        "{msg}"
+    );
+
+    let Some(helm) = shim() else { return };
+    repo.write("chart/charts/cache/Chart.yaml", "apiVersion: v2\nname: cache\nversion: 1.0.0\n");
+    repo.write(
+        "chart/charts/cache/templates/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cache}\ndata: {from: subchart}\n",
+    );
+    let c = repo.commit("vendored");
+    src.fetch().unwrap();
+    let r = Renderer::new(RenderOptions { helm, ..Default::default() });
+    let d = r.desired(&src.repo(), oid(&c)).unwrap_or_else(|e| panic!("{}", gitgate::error_chain(&e)));
+    assert_eq!(d.get("", "ConfigMap", "web", "cache").unwrap().value()["data"]["from"], "subchart");
+    assert!(d.get("", "ConfigMap", "web", "web").is_some());
+}

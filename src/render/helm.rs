@@ -58,6 +58,7 @@ pub fn template(tree: &TreeReader, app: &App, bin: &Path) -> Result<Vec<(Value, 
         let bytes = confine::read(tree, &file, &chart_root, confine::CHART)?;
         write_file(&chart_dir.join(rel), &bytes).map_err(|e| fail(format!("failed to stage {file}: {e}")))?;
     }
+    vendored_dependencies(tree, &chart_root).map_err(fail)?;
     let mut values = Vec::with_capacity(app.helm.value_files.len());
     for (i, vf) in app.helm.value_files.iter().enumerate() {
         let path = app.path.join(vf)?;
@@ -151,6 +152,56 @@ fn release_name(app: &App) -> Result<String, String> {
             app.name, app.declared_at
         )),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct ChartMeta {
+    #[serde(default)]
+    dependencies: Vec<ChartDependency>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChartDependency {
+    name: String,
+}
+
+/// Each dependency `Chart.yaml` declares is vendored in the chart's
+/// `charts/` (a directory `NAME` or an archive `NAME-*.tgz`): gitgate never
+/// lets helm fetch one.
+fn vendored_dependencies(tree: &TreeReader, chart: &RepoPath) -> Result<(), String> {
+    let file = chart.child("Chart.yaml");
+    let meta: ChartMeta = match tree
+        .read(&file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| yaml::parse_one::<ChartMeta>(file.as_str(), &b).map_err(|e| e.to_string()))
+    {
+        Ok(m) => m,
+        // helm says what is wrong with a Chart.yaml it cannot read.
+        Err(_) => return Ok(()),
+    };
+    if meta.dependencies.is_empty() {
+        return Ok(());
+    }
+    let charts = chart.child("charts");
+    let vendored: Vec<String> = match tree.resolve_untracked(&charts) {
+        Ok(Some(n)) if n.kind == crate::source::NodeKind::Dir => {
+            tree.list(&charts).map_err(|e| e.to_string())?.into_iter().map(|(name, _)| name).collect()
+        }
+        _ => Vec::new(),
+    };
+    for d in &meta.dependencies {
+        let found = vendored.iter().any(|v| {
+            *v == d.name || (v.ends_with(".tgz") && v.strip_prefix(d.name.as_str()).is_some_and(|r| r.starts_with('-')))
+        });
+        if !found {
+            return Err(format!(
+                "{file} depends on chart {:?}, which is not vendored in {charts}/ (gitgate never lets helm fetch a \
+                 dependency: run `helm dependency build` and commit the result)",
+                d.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// helm's whole environment, inside the scratch directory.
