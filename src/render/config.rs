@@ -913,6 +913,18 @@ mod tests {
     }
 
     #[test]
+    fn helm_release_names_follow_helms_rule() {
+        for ok in ["web", "web-1", "a.b-c.d", "0", &"a".repeat(53)] {
+            assert!(is_helm_release_name(ok), "{ok}");
+        }
+        for bad in
+            ["", "-f", "--set-file=x=/etc/passwd", "Web", "a..b", ".a", "a.", "a-", "a b", "a_b", &"a".repeat(54)]
+        {
+            assert!(!is_helm_release_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn substitution_refuses_unknown_parameters() {
         let mut p = Params::new();
         p.insert("env".into(), "prod".into());
