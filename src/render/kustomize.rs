@@ -11,9 +11,12 @@
 //! and the name-reference fix-up of ConfigMaps, Secrets, ServiceAccounts,
 //! PersistentVolumeClaims, Services, Roles and scale targets after names
 //! change. Transformers run in kustomize's order. Files a kustomization
-//! reads (resource files, patches, generator inputs) must lie inside its
-//! own directory, as kustomize's default load restrictor requires; resource
-//! *directories* may climb (`../base`) but never above the repository root.
+//! reads (resource files, patches, generator inputs, the kustomization file
+//! itself) must lie inside its own directory, as kustomize's default load
+//! restrictor requires — as written and where their symlinks lead (see
+//! [`super::confine`]; the directory itself is taken where its symlinks
+//! lead); resource *directories* may climb (`../base`) but never above the
+//! repository root.
 //!
 //! Not supported (an error naming the field): remote resources, `components`,
 //! `helmCharts`, `replacements`, `vars`, `configurations`, `crds`,
