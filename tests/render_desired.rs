@@ -426,6 +426,113 @@ fn kustomize_refuses_files_outside_its_directory_and_paths_above_the_repo() {
     assert!(msg.contains("remote resource"), "{msg}");
 }
 
+/// CVE-2022-24904 class (Argo CD: symlinks in an app's directory leak
+/// manifests from outside it): a plain directory app whose file is a symlink
+/// to another app's file is refused, naming the link and its target. A
+/// symlink that stays inside the app's directory is followed.
+#[test]
+fn cve_2022_24904_a_plain_app_file_symlinked_to_another_app_is_refused() {
+    let f = Fixture::new();
+    f.repo.write(
+        "gitgate.yaml",
+        "apps:\n  - {name: a, path: apps/a, destination: {namespace: a}}\n  - {name: b, path: apps/b, destination: {namespace: b}}\n",
+    );
+    f.repo.write("apps/a/cm.yaml", &configmap("a", "1"));
+    f.repo.write(
+        "apps/b/secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: b-db}\nstringData: {password: hunter2}\n",
+    );
+    f.repo.symlink("apps/a/stolen.yaml", "../b/secret.yaml");
+    let c = f.commit("a symlink into another app");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(
+        msg.contains("app \"a\"")
+            && msg.contains("apps/a/stolen.yaml")
+            && msg.contains("apps/b/secret.yaml")
+            && msg.contains("outside"),
+        "{msg}"
+    );
+
+    // A symlink to another app's directory, and a link inside the app.
+    f.repo.remove("apps/a/stolen.yaml");
+    f.repo.symlink("apps/a/b-files", "../b");
+    let c = f.commit("a symlinked directory");
+    let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+    assert!(msg.contains("apps/a/b-files"), "{msg}");
+
+    f.repo.remove("apps/a/b-files");
+    f.repo.write("apps/a/shared/cm.txt", &configmap("shared", "2"));
+    f.repo.symlink("apps/a/shared.yaml", "shared/cm.txt");
+    let c = f.commit("a symlink inside the app");
+    let d = f
+        .render(&Renderer::new(RenderOptions::default()), c)
+        .unwrap_or_else(|e| panic!("{}", gitgate::error_chain(&e)));
+    assert_eq!(d.get("", "ConfigMap", "a", "shared").unwrap().value()["data"]["value"], "2");
+}
+
+/// CVE-2022-24904 class, through Kustomize (and Flux's CVE-2022-24877
+/// path handling): kustomize's load restrictor checked the path as written,
+/// while reads followed symlinks. Now every file a kustomization reads —
+/// resource files, patches, generator inputs, the kustomization file
+/// itself — must resolve inside its directory: a symlinked file or
+/// directory leading to another app's files is refused, naming the link and
+/// the target.
+#[test]
+fn cve_2022_24904_kustomize_reads_through_symlinks_stay_in_the_kustomization() {
+    let cases: [(&str, &str, &str, &str); 5] = [
+        ("resource file", "resources: [stolen.yaml]\n", "apps/a/stolen.yaml", "../b/secret.yaml"),
+        ("symlinked directory", "resources: [conf/secret.yaml]\n", "apps/a/conf", "../b"),
+        (
+            "secret generator input",
+            "secretGenerator:\n  - name: s\n    files: [token=token.txt]\n",
+            "apps/a/token.txt",
+            "../b/token.txt",
+        ),
+        ("patch", "resources: [cm.yaml]\npatches:\n  - path: patch.yaml\n", "apps/a/patch.yaml", "../b/secret.yaml"),
+        ("kustomization file", "", "apps/a/kustomization.yaml", "../b/kustomization.yaml"),
+    ];
+    for (what, kustomization, link, target) in cases {
+        let f = Fixture::new();
+        f.repo.write(
+            "gitgate.yaml",
+            "apps:\n  - {name: a, path: apps/a, destination: {namespace: a}}\n  - {name: b, path: apps/b, destination: {namespace: b}}\n",
+        );
+        if !kustomization.is_empty() {
+            f.repo.write("apps/a/kustomization.yaml", kustomization);
+        }
+        f.repo.write("apps/a/cm.yaml", &configmap("a", "1"));
+        f.repo.write("apps/b/kustomization.yaml", "resources: [secret.yaml]\n");
+        f.repo.write(
+            "apps/b/secret.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: a}\nstringData: {password: hunter2}\n",
+        );
+        f.repo.write("apps/b/token.txt", "hunter2\n");
+        f.repo.symlink(link, target);
+        let c = f.commit(what);
+        let msg = gitgate::error_chain(&f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err());
+        assert!(msg.contains("app \"a\"") && msg.contains(link) && msg.contains("outside"), "{what}: {msg}");
+        assert!(!msg.contains("hunter2"), "{what}: {msg}");
+    }
+
+    // Inside the kustomization's directory, symlinks are followed.
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", "apps:\n  - {name: a, path: apps/a, destination: {namespace: a}}\n");
+    f.repo.write(
+        "apps/a/kustomization.yaml",
+        "resources: [cm.yaml]\nconfigMapGenerator:\n  - {name: g, files: [conf]}\n",
+    );
+    f.repo.write("apps/a/real/cm.yaml", &configmap("a", "1"));
+    f.repo.write("apps/a/real/conf.txt", "x=1\n");
+    f.repo.symlink("apps/a/cm.yaml", "real/cm.yaml");
+    f.repo.symlink("apps/a/conf", "real/conf.txt");
+    let c = f.commit("links inside");
+    let d = f
+        .render(&Renderer::new(RenderOptions::default()), c)
+        .unwrap_or_else(|e| panic!("{}", gitgate::error_chain(&e)));
+    assert!(d.get("", "ConfigMap", "a", "a").is_some());
+    assert_eq!(d.len(), 2, "the ConfigMap and the generated one");
+}
+
 #[test]
 fn a_kustomize_diamond_bomb_and_a_cycle_are_refused() {
     let f = Fixture::new();

@@ -591,10 +591,14 @@ fn validate(file: &str, raw: RawConfig, tree: &TreeReader) -> Result<Config, Ren
             return Err(config_error(
                 &f,
                 line,
-                format!("app {:?}: namespace {:?} is not a DNS label", a.name, a.destination.namespace),
+                format!(
+                    "app {:?}: destination.namespace {:?} is not a DNS-1123 label (a-z, 0-9, -; at most 63)",
+                    a.name, a.destination.namespace
+                ),
             ));
         }
         let helm = a.helm.clone().unwrap_or_default();
+        validate_helm(&helm, &path).map_err(|m| config_error(&f, line, format!("app {:?}: {m}", a.name)))?;
         apps.push(App {
             name: a.name,
             project: project_name,
@@ -641,7 +645,48 @@ fn roles(file: &str, project: &str, raw: Vec<Spanned<RawRole>>) -> Result<Vec<Ro
     Ok(out)
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// Helm fields from Git that reach helm's command line or its reads: the
+/// release name is a helm release name ([`is_helm_release_name`]), each
+/// values file a path inside the repository (`..` allowed, not above the
+/// root: Argo CD's CVE-2022-24348) with no component that reads as a flag.
+/// The message names the field.
+fn validate_helm(helm: &RawHelm, app_path: &RepoPath) -> Result<(), String> {
+    if let Some(r) = &helm.release_name
+        && !is_helm_release_name(r)
+    {
+        return Err(format!("helm.releaseName {r:?} is not a helm release name ({HELM_RELEASE_NAME_RULE})"));
+    }
+    for (i, vf) in helm.value_files.iter().enumerate() {
+        let field = format!("helm.valueFiles[{i}] {vf:?}");
+        app_path.join(vf).map_err(|e| format!("{field}: {e}"))?;
+        if vf.split('/').any(|c| c.starts_with('-')) || vf.chars().any(char::is_control) || vf.trim().is_empty() {
+            return Err(format!(
+                "{field}: not a values file path (empty, or with a control character, or a component starting with '-')"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What [`is_helm_release_name`] accepts, said in errors.
+pub const HELM_RELEASE_NAME_RULE: &str = "lowercase letters, digits, '-' and '.', each dot-separated part starting and ending with a letter or digit; at most 53 characters";
+
+/// Helm's own rule for release names (`chartutil.ValidateReleaseName`): a
+/// DNS-1123 subdomain of at most 53 characters. Never starts with `-`, so
+/// it cannot read as a flag.
+pub fn is_helm_release_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 53
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+/// A DNS-1123 label (a namespace, an app name).
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -865,6 +910,18 @@ mod tests {
         assert!(!KindPattern::parse("Service").matches("serving.knative.dev", "Service"));
         assert!(KindPattern::parse("apps/*").matches("apps", "Deployment"));
         assert!(KindPattern::parse("*").matches("x", "Y"));
+    }
+
+    #[test]
+    fn helm_release_names_follow_helms_rule() {
+        for ok in ["web", "web-1", "a.b-c.d", "0", &"a".repeat(53)] {
+            assert!(is_helm_release_name(ok), "{ok}");
+        }
+        for bad in
+            ["", "-f", "--set-file=x=/etc/passwd", "Web", "a..b", ".a", "a.", "a-", "a b", "a_b", &"a".repeat(54)]
+        {
+            assert!(!is_helm_release_name(bad), "{bad}");
+        }
     }
 
     #[test]

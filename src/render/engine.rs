@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::config::{self, App, Config, Project};
 use super::desired::{DesiredObject, DesiredSet};
 use super::object::{ObjectKey, canonical_json, is_cluster_scoped, sha256_digest};
-use super::{RenderError, helm, kustomize, yaml};
+use super::{RenderError, confine, helm, kustomize, yaml};
 use crate::source::{Dep, NodeKind, ReadLimits, RepoPath, TreeReader};
 
 /// How to render.
@@ -360,6 +360,7 @@ fn render_app(
         .resolve(&app.path)?
         .ok_or_else(|| RenderError::AppPathMissing { app: app.name.clone(), path: app.path.to_string() })?;
     if node.kind == NodeKind::File {
+        // Named in gitgate.yaml itself: wherever in the repository it leads.
         return parse_file(reader, &app.path);
     }
     if let Some(k) = kustomize::find_kustomization(reader, &app.path)? {
@@ -368,10 +369,14 @@ fn render_app(
     if reader.resolve(&app.path.child("Chart.yaml"))?.is_some() {
         return helm::template(reader, app, helm_bin);
     }
+    // Every file read resolves inside the app's directory (a symlink to
+    // another app's file is refused, not followed).
+    let root = node.path;
     let mut out = Vec::new();
-    for file in reader.walk(&app.path)? {
+    for file in reader.walk(&root)? {
         if is_manifest(&file) {
-            out.extend(parse_file(reader, &file)?);
+            let bytes = confine::read(reader, &file, &root, confine::PLAIN)?;
+            out.extend(parse_bytes(&file, &bytes)?);
         }
     }
     Ok(out)
@@ -388,8 +393,12 @@ pub(crate) fn is_manifest(path: &RepoPath) -> bool {
 }
 
 pub(crate) fn parse_file(reader: &TreeReader, path: &RepoPath) -> Result<Vec<(Value, RepoPath)>, RenderError> {
-    let bytes = reader.read(path)?;
-    let docs = yaml::parse_documents(path.as_str(), &bytes)?;
+    parse_bytes(path, &reader.read(path)?)
+}
+
+/// The manifests in `bytes`, read from `path`.
+pub(crate) fn parse_bytes(path: &RepoPath, bytes: &[u8]) -> Result<Vec<(Value, RepoPath)>, RenderError> {
+    let docs = yaml::parse_documents(path.as_str(), bytes)?;
     let mut out = Vec::with_capacity(docs.len());
     for (i, d) in docs.into_iter().enumerate() {
         expand_list(d, path, i + 1, &mut out)?;

@@ -11,9 +11,12 @@
 //! and the name-reference fix-up of ConfigMaps, Secrets, ServiceAccounts,
 //! PersistentVolumeClaims, Services, Roles and scale targets after names
 //! change. Transformers run in kustomize's order. Files a kustomization
-//! reads (resource files, patches, generator inputs) must lie inside its
-//! own directory, as kustomize's default load restrictor requires; resource
-//! *directories* may climb (`../base`) but never above the repository root.
+//! reads (resource files, patches, generator inputs, the kustomization file
+//! itself) must lie inside its own directory, as kustomize's default load
+//! restrictor requires — as written and where their symlinks lead (see
+//! [`super::confine`]; the directory itself is taken where its symlinks
+//! lead); resource *directories* may climb (`../base`) but never above the
+//! repository root.
 //!
 //! Not supported (an error naming the field): remote resources, `components`,
 //! `helmCharts`, `replacements`, `vars`, `configurations`, `crds`,
@@ -26,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::object::{group_of, is_cluster_scoped};
-use super::{RenderError, yaml};
+use super::{RenderError, confine, yaml};
 use crate::source::{NodeKind, RepoPath, TreeReader};
 
 const FILE_NAMES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
@@ -266,6 +269,10 @@ fn kerr(file: &RepoPath, reason: impl Into<String>) -> RenderError {
 }
 
 fn build_dir(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath, walk: &mut Walk) -> Result<Vec<Res>, RenderError> {
+    // Where the directory really is (a resource directory may be a
+    // symlink): every file this kustomization reads must resolve below it.
+    let dir = &confine::canonical_dir(tree, dir)?;
+    let kfile = &dir.child(kfile.file_name());
     if walk.stack.contains(dir) {
         return Err(kerr(kfile, format!("resource cycle through {dir}")));
     }
@@ -277,7 +284,7 @@ fn build_dir(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath, walk: &mut Wal
         return Err(kerr(kfile, format!("more than {MAX_BUILDS} kustomization builds for one app")));
     }
     walk.stack.push(dir.clone());
-    let bytes = tree.read(kfile)?;
+    let bytes = confine::read(tree, kfile, dir, confine::KUSTOMIZE)?;
     let k: Kustomization = yaml::parse_one(kfile.as_str(), &bytes)?;
     refuse_unsupported(&k, kfile)?;
     let _ = (&k.api_version, &k.kind, &k.metadata);
@@ -293,24 +300,28 @@ fn build_dir(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath, walk: &mut Wal
         }
         let path = dir.join(entry).map_err(|e| kerr(kfile, format!("resource {entry:?}: {e}")))?;
         match tree.resolve(&path)? {
+            // Kustomization directories may lie anywhere in the repository
+            // (`../base`), as with kustomize.
             Some(n) if n.kind == NodeKind::Dir => {
-                let sub = find_kustomization(tree, &path)?
+                let sub = find_kustomization(tree, &n.path)?
                     .ok_or_else(|| kerr(kfile, format!("resource directory {path} has no kustomization")))?;
-                res.extend(build_dir(tree, &path, &sub, walk)?);
+                res.extend(build_dir(tree, &n.path, &sub, walk)?);
                 if res.len() > MAX_RESOURCES {
                     return Err(kerr(kfile, format!("more than {MAX_RESOURCES} resources")));
                 }
             }
-            Some(_) => {
+            Some(n) => {
                 // Like kustomize's load restrictor: resource files (unlike
-                // kustomization directories) must lie inside this directory.
+                // kustomization directories) must lie inside this directory,
+                // as written and where their symlinks lead.
                 if !path.starts_with(dir) {
                     return Err(kerr(
                         kfile,
                         format!("resource file {entry:?} is outside the kustomization directory {dir}"),
                     ));
                 }
-                for (obj, source) in super::engine::parse_file(tree, &path)? {
+                confine::check(&path, &n.path, dir, confine::KUSTOMIZE)?;
+                for (obj, source) in super::engine::parse_bytes(&path, &tree.read(&n.path)?)? {
                     let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
                     res.push(Res { obj, source, names: vec![name], needs_hash: false });
                 }
@@ -331,7 +342,7 @@ fn build_dir(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath, walk: &mut Wal
     // 3. transformers, in kustomize's order.
     for p in &k.patches_strategic_merge {
         let path = inside(dir, kfile, p)?;
-        let body = tree.read(&path)?;
+        let body = confine::read(tree, &path, dir, confine::KUSTOMIZE)?;
         for doc in yaml::parse_documents(path.as_str(), &body)? {
             apply_patch(&doc, None, &path, &mut res)?;
         }
@@ -451,7 +462,7 @@ fn patch_docs(
     match (&p.path, &p.patch) {
         (Some(path), None) => {
             let path = inside(dir, kfile, path)?;
-            let body = tree.read(&path)?;
+            let body = confine::read(tree, &path, dir, confine::KUSTOMIZE)?;
             let docs = yaml::parse_documents(path.as_str(), &body)?;
             Ok((path, docs))
         }
@@ -849,11 +860,11 @@ fn generate(
             None => (f.rsplit('/').next().unwrap_or(f).to_string(), f.as_str()),
         };
         let path = inside(dir, kfile, rel)?;
-        data.push((key, tree.read(&path)?));
+        data.push((key, confine::read(tree, &path, dir, confine::KUSTOMIZE)?));
     }
     for e in g.envs.iter().chain(&g.env) {
         let path = inside(dir, kfile, e)?;
-        let body = tree.read(&path)?;
+        let body = confine::read(tree, &path, dir, confine::KUSTOMIZE)?;
         let text = String::from_utf8(body).map_err(|_| kerr(&path, "env file is not UTF-8"))?;
         for line in text.lines() {
             let line = line.trim_start();

@@ -12,6 +12,7 @@
 
 pub mod command;
 pub mod config;
+pub mod confine;
 pub mod desired;
 pub mod engine;
 pub mod example;
@@ -49,6 +50,10 @@ pub enum RenderError {
     DuplicateInApp { app: String, object: String, first_file: String, second_file: String },
     #[error("app {app:?}: path {path} does not exist")]
     AppPathMissing { app: String, path: String },
+    /// A file an app reads resolves, through in-tree symlinks, outside the
+    /// directory that read is confined to (see [`confine`]).
+    #[error("{path} leads through a symlink to {target}, outside {root}: {rule}")]
+    Escape { path: String, target: String, root: String, rule: confine::Rule },
     #[error("{file}: kustomize: {reason}")]
     Kustomize { file: String, reason: String },
     #[error("app {app:?}: helm: {reason}")]
