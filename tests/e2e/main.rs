@@ -15,6 +15,7 @@ mod hooks;
 mod keys;
 mod provenance;
 mod secrets;
+mod subresources;
 mod sync;
 mod sync_targets;
 mod trust;
