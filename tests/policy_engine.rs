@@ -21,7 +21,7 @@ fn set(spec: &str, actions: &str) -> Result<PolicySet, PolicyError> {
     PolicySet::compile(vec![parse_documents("test.yaml", &yaml)?])
 }
 
-const ALL: &str = "matchConstraints:\n  resourceRules:\n  - {apiGroups: ['*'], apiVersions: ['*'], operations: ['*'], resources: ['*', '*/*']}\n";
+const ALL: &str = "matchConstraints:\n  resourceRules:\n  - {apiGroups: ['*'], apiVersions: ['*'], operations: ['*'], resources: ['*/*']}\n";
 
 fn request(fixture: &str) -> AdmissionRequest {
     Review::decode(&common::fixture(fixture)).unwrap().request
@@ -75,6 +75,16 @@ fn match_constraints_operations_resources_subresources_names_scope() {
         decide(&s, &request("validate-update-deployment-status-by-controller.json")).allowed(),
         "'*' does not match subresources"
     );
+
+    // "*/*" is every resource and every subresource, as the apiserver reads
+    // it; "*/*" beside another resource is refused, as the apiserver does
+    let spec = "matchConstraints:\n  resourceRules:\n  - {apiGroups: ['*'], apiVersions: ['*'], operations: ['*'], resources: ['*/*']}\n  excludeResourceRules:\n  - {apiGroups: ['*'], apiVersions: ['*'], operations: ['*'], resources: ['*/scale']}\nvalidations:\n- expression: 'false'\n";
+    let s = set(spec, "[Deny]").unwrap();
+    assert!(!decide(&s, &request("validate-create-configmap-ssa.json")).allowed(), "the main resource");
+    assert!(!decide(&s, &request("validate-update-deployment-status-by-controller.json")).allowed());
+    assert!(decide(&s, &request("validate-scale-deployment.json")).allowed(), "excluded");
+    let err = set(&spec.replace("['*/*']}", "['*', '*/*']}"), "[Deny]").err().unwrap();
+    assert!(err.to_string().contains("'*/*'"), "{err}");
 
     let spec = "matchConstraints:\n  resourceRules:\n  - {apiGroups: ['*'], apiVersions: ['*'], operations: ['*'], resources: ['*'], scope: Cluster}\nvalidations:\n- expression: 'false'\n";
     let s = set(spec, "[Deny]").unwrap();

@@ -821,6 +821,10 @@ impl Matcher {
             {
                 return Err("each resource rule needs apiGroups, apiVersions, operations and resources".into());
             }
+            // the apiserver refuses "*/*" beside anything else
+            if r.resources.len() > 1 && r.resources.iter().any(|x| x == "*/*") {
+                return Err("if '*/*' is present in resources, it must be the only one".into());
+            }
             if let Some(scope) = &r.scope
                 && !["*", "Cluster", "Namespaced"].contains(&scope.as_str())
             {
@@ -892,7 +896,8 @@ fn rule_matches(rule: &ResourceRule, req: &AdmissionRequest) -> bool {
     let sub = req.sub_resource.as_deref().unwrap_or("");
     let resource_ok = rule.resources.iter().any(|r| match r.split_once('/') {
         None => sub.is_empty() && (r == "*" || *r == req.resource.resource),
-        Some((res, s)) => (res == "*" || res == req.resource.resource) && (s == "*" || s == sub) && !sub.is_empty(),
+        // the apiserver's rule: "x/*" and "*/*" also match the main resource
+        Some((res, s)) => (res == "*" || res == req.resource.resource) && (s == "*" || s == sub),
     });
     if !resource_ok {
         return false;

@@ -114,9 +114,10 @@ pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
     let excluded = excluded_namespaces(&c.namespace);
     let not_excluded = json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded});
     let labels = json!({GUARD_LABEL: "true"});
-    // Every subresource ("*/*"), each decided by gitgate-subresources;
-    // CONNECT (exec, attach, portforward) changes nothing and is not sent.
-    let all_resources = json!({"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["*", "*/*"], "scope": "*"});
+    // Every resource and subresource ("*/*" is both; the apiserver takes it
+    // alone), each subresource decided by gitgate-subresources; CONNECT
+    // (exec, attach, portforward) changes nothing and is not sent.
+    let all_resources = json!({"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["*/*"], "scope": "*"});
     let evictions_rule = json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods/eviction"], "scope": "Namespaced"});
     let secrets = |scope: &str| json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["secrets"], "scope": scope});
     let validate = |name: &str, rules: Value, selector: Value, conditions: Value, policy: &str| {
@@ -207,8 +208,8 @@ pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
             // by its own labels, so the observe webhook also takes the
             // Namespaces outside enforcement (e.g. one losing the label).
             let observe_rules = json!([
-                {"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["*", "*/*"], "scope": "Namespaced"},
-                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["namespaces", "namespaces/*"], "scope": "Cluster"},
+                {"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["*/*"], "scope": "Namespaced"},
+                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["namespaces/*"], "scope": "Cluster"},
             ]);
             (
                 vec![
@@ -346,7 +347,7 @@ mod tests {
         }
         let observe = &split[0].1["webhooks"][1];
         assert_eq!(observe["rules"][0]["scope"], "Namespaced");
-        assert_eq!(observe["rules"][1]["resources"], json!(["namespaces", "namespaces/*"]));
+        assert_eq!(observe["rules"][1]["resources"], json!(["namespaces/*"]));
         assert_eq!(split[0].1["webhooks"][0]["rules"][0]["scope"], "*");
         // Evictions fail open everywhere, never intercepted in the excluded
         // namespaces, and only evictions.

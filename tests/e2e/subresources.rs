@@ -95,8 +95,15 @@ fn people_are_kept_from_subresources_where_gitgate_deploys_and_controllers_are_n
     });
 
     // The guard's configuration takes every subresource.
-    let vwc = get(c, &["validatingwebhookconfiguration", "gitgate-validate"]).expect("installed by the guard");
-    assert_eq!(vwc["webhooks"][0]["rules"][0]["resources"], serde_json::json!(["*", "*/*"]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let vwc = loop {
+        if let Some(v) = get(c, &["validatingwebhookconfiguration", "gitgate-validate"]) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the guard never installed its configuration: {}", s.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(vwc["webhooks"][0]["rules"][0]["resources"], serde_json::json!(["*/*"]));
 
     // A person's status patch — a broken rollout made to look healthy. The
     // apiserver loads webhook configurations asynchronously: wait until it
