@@ -96,12 +96,15 @@ const NOT_CLUSTER_COMPONENTS: &str = "!(request.userInfo.username in ['system:ku
 /// operator's, an ingress controller's) is the most frequent subresource
 /// traffic and gitgate-subresources lets every controller write status:
 /// it never leaves the apiserver, so a gitgate outage never stalls it.
-const NOT_CONTROLLER_STATUS: &str =
-    "!(request.subResource == 'status' && request.userInfo.username.startsWith('system:serviceaccount:'))";
+/// (The apiserver leaves `request.subResource` out when there is none:
+/// reading it unguarded is an error, and with `Fail` a denial of
+/// everything.)
+const NOT_CONTROLLER_STATUS: &str = "!(has(request.subResource) && request.subResource == 'status' && request.userInfo.username.startsWith('system:serviceaccount:'))";
 
 /// Evictions go to a webhook of their own that fails open: draining a node
 /// never waits on gitgate (they are allowed, and audited while it is up).
-const NOT_EVICTIONS: &str = "!(request.resource.resource == 'pods' && request.subResource == 'eviction')";
+const NOT_EVICTIONS: &str =
+    "!(has(request.subResource) && request.subResource == 'eviction' && request.resource.resource == 'pods')";
 
 /// The webhook name of the evictions' fail-open webhook.
 pub const EVICTIONS_WEBHOOK: &str = "evictions.validate.gitgate.dev";
@@ -421,5 +424,17 @@ mod tests {
         assert!(sends(&hooks[2], request("pods", "eviction", "CREATE", operator)));
         assert!(!sends(&hooks[2], request("pods", "eviction", "CREATE", "system:serviceaccount:kube-system:x")));
         assert!(!sends(&hooks[2], request("deployments", "status", "UPDATE", human)));
+        // The apiserver omits request.subResource when there is none: every
+        // condition that reads it must ask has() first, or it fails (with
+        // failurePolicy Fail, every request is denied).
+        for (_, config) in &objs {
+            for w in config["webhooks"].as_array().unwrap() {
+                for cond in w["matchConditions"].as_array().into_iter().flatten() {
+                    let e = cond["expression"].as_str().unwrap();
+                    let reads = e.matches("request.subResource").count();
+                    assert_eq!(reads, 2 * e.matches("has(request.subResource)").count(), "{e}");
+                }
+            }
+        }
     }
 }

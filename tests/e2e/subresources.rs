@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cluster;
-use crate::sync::{PROJECT, audit_events, get, serve_on, wait_synced, wait_until};
+use crate::common::ServeProcess;
+use crate::sync::{PROJECT, app, audit_events, get, serve_on, status, wait_until};
 use crate::support::Repo;
 
 const NS: &str = "e2e-sub";
@@ -25,6 +26,23 @@ fn deployment(image: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n        - name: web\n          image: {image}\n"
     )
+}
+
+/// The app is Synced at `commit`; otherwise the status and gitgate's log say why.
+fn wait_synced(s: &ServeProcess, name: &str, commit: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = status(s);
+        if app(&st, name).is_some_and(|a| a["sync"] == "Synced" && a["syncedCommit"] == commit) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let log = s.log.lock().unwrap().clone();
+            let tail: String = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            panic!("app {name} not synced at {commit}: {st:#}\n{tail}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn denied(out: &std::process::Output) -> String {
