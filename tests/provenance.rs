@@ -349,8 +349,9 @@ async fn every_subresource_is_decided_through_the_router() {
         assert_eq!(got["status"]["code"], 403, "{got}");
         let msg = got["status"]["message"].as_str().unwrap_or_default().to_owned();
         assert!(
-            msg.starts_with("ValidatingAdmissionPolicy 'gitgate-subresources' with binding 'gitgate-subresources' denied request: ")
-                && msg.contains(&format!("rule {rule}: ")),
+            msg.starts_with(
+                "ValidatingAdmissionPolicy 'gitgate-subresources' with binding 'gitgate-subresources' denied request: "
+            ) && msg.contains(&format!("rule {rule}: ")),
             "{msg}"
         );
         msg
@@ -358,7 +359,10 @@ async fn every_subresource_is_decided_through_the_router() {
 
     // status: a person's patch is refused, the controller's passes
     let msg = denied(&send(review("validate-update-deployment-status-by-admin.json")).await, "subresource-status");
-    assert!(msg.contains("deployments/status of gitops-demo/web is written by its controllers, not by kubernetes-admin"), "{msg}");
+    assert!(
+        msg.contains("deployments/status of gitops-demo/web is written by its controllers, not by kubernetes-admin"),
+        "{msg}"
+    );
     let got = send(review("validate-update-deployment-status-by-controller.json")).await;
     assert_eq!(got["allowed"], true, "{got}");
     // an operator's ServiceAccount writes status too
@@ -378,7 +382,10 @@ async fn every_subresource_is_decided_through_the_router() {
     // kubectl debug
     let got = send(review("validate-update-pod-ephemeralcontainers.json")).await;
     let msg = denied(&got, "subresource-ephemeralcontainers");
-    assert!(msg.contains("may not add an ephemeral container to gitops-demo/") && msg.contains("(kubectl debug)"), "{msg}");
+    assert!(
+        msg.contains("may not add an ephemeral container to gitops-demo/") && msg.contains("(kubectl debug)"),
+        "{msg}"
+    );
 
     // finalize of the Namespace Git declares
     let msg = denied(&send(review("validate-update-namespace-finalize.json")).await, "subresource-finalize");

@@ -357,7 +357,10 @@ mod tests {
         let evictions = &split[0].1["webhooks"][2];
         assert_eq!(evictions["name"], EVICTIONS_WEBHOOK);
         assert_eq!(evictions["failurePolicy"], "Ignore");
-        assert_eq!(evictions["rules"], json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods/eviction"], "scope": "Namespaced"}]));
+        assert_eq!(
+            evictions["rules"],
+            json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods/eviction"], "scope": "Namespaced"}])
+        );
         assert_eq!(evictions["namespaceSelector"]["matchExpressions"].as_array().unwrap().len(), 1);
     }
 

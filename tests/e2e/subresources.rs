@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use crate::cluster;
 use crate::common::ServeProcess;
-use crate::sync::{PROJECT, app, audit_events, get, serve_on, status, wait_until};
 use crate::support::Repo;
+use crate::sync::{PROJECT, app, audit_events, get, serve_on, status, wait_until};
 
 const NS: &str = "e2e-sub";
 /// An app's destination Git does not declare a Namespace for.
@@ -38,7 +38,8 @@ fn wait_synced(s: &ServeProcess, name: &str, commit: &str) {
         }
         if Instant::now() > deadline {
             let log = s.log.lock().unwrap().clone();
-            let tail: String = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let tail: String =
+                log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
             panic!("app {name} not synced at {commit}: {st:#}\n{tail}");
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -63,7 +64,8 @@ fn ok(out: &std::process::Output, what: &str) {
 /// for its current generation.
 fn rolled_out(c: &cluster::Cluster) -> Option<Value> {
     let d = get(c, &["deployment", "web", "-n", NS])?;
-    (d["status"]["observedGeneration"] == d["metadata"]["generation"] && d["status"]["updatedReplicas"] == 1).then_some(d)
+    (d["status"]["observedGeneration"] == d["metadata"]["generation"] && d["status"]["updatedReplicas"] == 1)
+        .then_some(d)
 }
 
 #[test]
@@ -108,9 +110,8 @@ fn people_are_kept_from_subresources_where_gitgate_deploys_and_controllers_are_n
         }
     };
     wait_synced(&s, "web", &c1);
-    let first = wait_until("the controller-manager to roll the Deployment out", Duration::from_secs(60), || {
-        rolled_out(c)
-    });
+    let first =
+        wait_until("the controller-manager to roll the Deployment out", Duration::from_secs(60), || rolled_out(c));
 
     // The guard's configuration takes every subresource.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -152,7 +153,9 @@ fn people_are_kept_from_subresources_where_gitgate_deploys_and_controllers_are_n
     };
     assert!(
         err.contains("rule subresource-status")
-            && err.contains(&format!("deployments/status of {NS}/web is written by its controllers, not by kubernetes-admin")),
+            && err.contains(&format!(
+                "deployments/status of {NS}/web is written by its controllers, not by kubernetes-admin"
+            )),
         "{err}"
     );
 
@@ -186,7 +189,9 @@ fn people_are_kept_from_subresources_where_gitgate_deploys_and_controllers_are_n
             && err.contains(&format!("may not mint a token for ServiceAccount {NS}/app, which Git declares (app web")),
         "{err}"
     );
-    wait_until("the default ServiceAccount", Duration::from_secs(30), || get(c, &["serviceaccount", "default", "-n", NS]));
+    wait_until("the default ServiceAccount", Duration::from_secs(30), || {
+        get(c, &["serviceaccount", "default", "-n", NS])
+    });
     ok(&c.kubectl(&["create", "token", "default", "-n", NS]), "a token of a ServiceAccount Git does not declare");
 
     // finalize: emptying the Namespace's finalizers.
@@ -196,15 +201,14 @@ fn people_are_kept_from_subresources_where_gitgate_deploys_and_controllers_are_n
         &["replace", "--raw", &format!("/api/v1/namespaces/{NS}/finalize"), "-f", "-"],
         ns.to_string().as_bytes(),
     ));
-    assert!(err.contains("rule subresource-finalize") && err.contains(&format!("may not finalize Namespace {NS}")), "{err}");
+    assert!(
+        err.contains("rule subresource-finalize") && err.contains(&format!("may not finalize Namespace {NS}")),
+        "{err}"
+    );
 
     // A break-glass group member gets through (and is recorded).
     ok(
-        &patch_status(&[
-            "--as=oncall@example.com",
-            "--as-group=system:masters",
-            &format!("--as-group={BREAK_GLASS}"),
-        ]),
+        &patch_status(&["--as=oncall@example.com", "--as-group=system:masters", &format!("--as-group={BREAK_GLASS}")]),
         "a break-glass status patch",
     );
 
@@ -259,7 +263,8 @@ fn people_are_kept_from_subresources_where_gitgate_deploys_and_controllers_are_n
     // is not created ahead of Git, with or without labels of one's choosing.
     let err = denied(&c.kubectl(&["create", "namespace", UNDECLARED]));
     assert!(
-        err.contains(&format!("nothing in Git declares Namespace/{UNDECLARED}")) && err.contains("app later (later) deploys into it"),
+        err.contains(&format!("nothing in Git declares Namespace/{UNDECLARED}"))
+            && err.contains("app later (later) deploys into it"),
         "{err}"
     );
     let privileged = serde_json::json!({
