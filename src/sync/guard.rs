@@ -194,8 +194,7 @@ pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
             // The namespace selector is the first line; the same exclusion
             // by the request's namespace is the second.
             let listed = excluded.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ");
-            let not_excluded_ns =
-                json!({"name": "not-excluded-namespaces", "expression": format!("!(request.namespace in [{listed}])")});
+            let not_excluded_ns = json!({"name": "not-excluded-namespaces", "expression": format!("!(has(request.namespace) && request.namespace in [{listed}])")});
             let conditions = json!([
                 not_excluded_ns,
                 {"name": "not-leases-or-events", "expression": NOT_LEASES_OR_EVENTS},
@@ -344,7 +343,7 @@ mod tests {
                 assert_eq!(w["name"].as_str().unwrap().starts_with("observe."), !enforced);
                 assert_eq!(
                     w["matchConditions"][0]["expression"],
-                    "!(request.namespace in ['kube-system', 'kube-node-lease', 'gitgate'])"
+                    "!(has(request.namespace) && request.namespace in ['kube-system', 'kube-node-lease', 'gitgate'])"
                 );
             }
         }
@@ -427,15 +426,23 @@ mod tests {
         assert!(sends(&hooks[2], request("pods", "eviction", "CREATE", operator)));
         assert!(!sends(&hooks[2], request("pods", "eviction", "CREATE", "system:serviceaccount:kube-system:x")));
         assert!(!sends(&hooks[2], request("deployments", "status", "UPDATE", human)));
-        // The apiserver omits request.subResource when there is none: every
-        // condition that reads it must ask has() first, or it fails (with
-        // failurePolicy Fail, every request is denied).
-        for (_, config) in &objs {
-            for w in config["webhooks"].as_array().unwrap() {
-                for cond in w["matchConditions"].as_array().into_iter().flatten() {
-                    let e = cond["expression"].as_str().unwrap();
-                    let reads = e.matches("request.subResource").count();
-                    assert_eq!(reads, 2 * e.matches("has(request.subResource)").count(), "{e}");
+        // The apiserver omits request.subResource when there is none, and
+        // request.namespace for a cluster-scoped object: every condition
+        // that reads them must ask has() first, or it fails (and with
+        // failurePolicy Fail, the request is denied: every TokenReview,
+        // every Namespace the reconciler creates).
+        let mut c = c;
+        for label in [None, Some(("gitgate.dev/enforce".to_string(), "true".to_string()))] {
+            c.enforce_label = label;
+            for (_, config) in objects(&c) {
+                for w in config["webhooks"].as_array().unwrap() {
+                    for cond in w["matchConditions"].as_array().into_iter().flatten() {
+                        let e = cond["expression"].as_str().unwrap();
+                        for field in ["request.subResource", "request.namespace"] {
+                            let guarded = e.matches(&format!("has({field})")).count();
+                            assert_eq!(e.matches(field).count(), 2 * guarded, "{e}");
+                        }
+                    }
                 }
             }
         }

@@ -279,3 +279,93 @@ fn people_are_kept_from_subresources_where_gitgate_deploys_and_controllers_are_n
     s.terminate(Duration::from_secs(20));
     cleanup();
 }
+
+/// The same with the Helm chart's layout (`--webhook-enforce-label`): a
+/// Namespace created without the enforcement label goes to the observe
+/// webhook, which fails open — and gitgate still refuses it when an app
+/// deploys into it (item 7); a person's status patch in the labelled
+/// namespace is refused by the enforced webhook.
+#[test]
+fn with_an_enforcement_label_an_unlabelled_namespace_is_still_not_created_ahead_of_git() {
+    let test = "with_an_enforcement_label_an_unlabelled_namespace_is_still_not_created_ahead_of_git";
+    let Some(c) = cluster::cluster(test) else { return };
+    let _serial = cluster::cluster_wide();
+    let (ns, later) = ("e2e-sub-labelled", "e2e-sub-labelled-later");
+    let repo = Repo::new();
+    repo.write(
+        "gitgate.yaml",
+        &format!(
+            "{PROJECT}apps:\n  - {{name: web, project: e2e, path: web, destination: {{namespace: {ns}}}}}\n  - {{name: later, project: e2e, path: later, destination: {{namespace: {later}}}, syncPolicy: {{detectOnly: true}}}}\n"
+        ),
+    );
+    repo.write(
+        "web/ns.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: {{gitgate.dev/enforce: \"true\"}}\n"
+        ),
+    );
+    repo.write("web/deployment.yaml", &deployment("registry.example.invalid/web:1.0.0"));
+    repo.write("later/settings.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata: {a: b}\n");
+    let c1 = repo.commit("a labelled app and a later one");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let work = tempfile::tempdir().unwrap();
+    let s = serve_on(
+        c,
+        work.path(),
+        &repo,
+        "gitgate-e2e-sub-labelled",
+        &format!("127.0.0.1:{port}"),
+        &[
+            "--webhook-endpoint",
+            &format!("https://127.0.0.1:{port}"),
+            "--webhook-enforce-label",
+            "gitgate.dev/enforce=true",
+            "--policies",
+            policies.to_str().unwrap(),
+        ],
+    );
+    wait_synced(&s, "web", &c1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let err = loop {
+        let out = c.kubectl(&[
+            "patch",
+            "deployment",
+            "web",
+            "-n",
+            ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"readyReplicas":1}}"#,
+        ]);
+        if !out.status.success() {
+            break String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        assert!(Instant::now() < deadline, "the status patch was never refused");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        err.contains("admission webhook \"validate.gitgate.dev\"") && err.contains("rule subresource-status"),
+        "{err}"
+    );
+    for labels in [serde_json::json!({}), serde_json::json!({"pod-security.kubernetes.io/enforce": "privileged"})] {
+        let namespace = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": later, "labels": labels},
+        });
+        let err = denied(&c.kubectl_stdin(&["create", "-f", "-"], namespace.to_string().as_bytes()));
+        assert!(
+            err.contains("admission webhook \"observe.validate.gitgate.dev\"")
+                && err.contains(&format!("nothing in Git declares Namespace/{later}"))
+                && err.contains("declare the Namespace in Git"),
+            "{err}"
+        );
+    }
+    assert!(get(c, &["namespace", later]).is_none());
+    s.terminate(Duration::from_secs(20));
+    for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
+        let _ = c.kubectl(&["delete", kind, "-l", "gitgate.dev/guard=true"]);
+    }
+}
