@@ -27,8 +27,9 @@ fn state() -> AdmissionState {
 }
 
 /// Typical rules a platform team binds to Deployments, on top of the
-/// built-in library (6, with the provenance gate): 20 policies that all
-/// match the fixture.
+/// built-in library (7, with the provenance gate and
+/// gitgate-subresources): 21 policies, all but gitgate-subresources
+/// matching the fixture (the bench ids keep their "20-policies" name).
 const EXTRA_RULES: &[&str] = &[
     "has(object.metadata.labels) && 'app.kubernetes.io/name' in object.metadata.labels",
     "object.spec.replicas <= 50",
@@ -110,7 +111,7 @@ fn policy_parts() -> (Arc<PolicySet>, Arc<gitgate::provenance::Snapshot>) {
         docs.push(parse_documents("bench", &yaml).unwrap());
     }
     let set = PolicySet::compile(docs).unwrap();
-    assert_eq!(set.len(), 20);
+    assert_eq!(set.len(), 21);
     let work = std::env::temp_dir().join(format!("gitgate-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let snap = provenance_snapshot(&work);
@@ -172,6 +173,18 @@ fn bench(c: &mut Criterion) {
     g.bench_function("validate-create-deployment+provenance+20-policies", |b| {
         b.iter(|| rt.block_on(with_policies.review(Endpoint::Validate, black_box(&body))).unwrap())
     });
+    // subresources (issue 15): a person's status patch of the managed
+    // Deployment (denied by gitgate-subresources) and an eviction (allowed)
+    for (name, allowed) in
+        [("validate-update-deployment-status-by-admin.json", false), ("validate-create-pod-eviction.json", true)]
+    {
+        let body = fixture(name);
+        let out = rt.block_on(with_policies.review(Endpoint::Validate, &body)).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out).contains("\"allowed\":true"), allowed, "{name}");
+        g.bench_function(format!("subresource: {} + provenance + 20 policies", name.trim_end_matches(".json")), |b| {
+            b.iter(|| rt.block_on(with_policies.review(Endpoint::Validate, black_box(&body))).unwrap())
+        });
+    }
     // what the apiserver bench sends: a ConfigMap where gitgate does not
     // deploy, with and without the stages
     let configmap = fixture("validate-create-configmap-ssa.json");
@@ -215,8 +228,10 @@ fn percentiles() {
         ("no stages", &plain, "validate-create-deployment.json"),
         ("no stages", &plain, "validate-update-deployment-kubectl-edit-like.json"),
         ("provenance + 20 policies", &with_policies, "validate-create-deployment.json (stamped, by the reconciler)"),
+        ("provenance + 20 policies", &with_policies, "validate-update-deployment-status-by-admin.json"),
+        ("provenance + 20 policies", &with_policies, "validate-create-pod-eviction.json"),
     ] {
-        let body = if label == "no stages" { fixture(name) } else { stamped.clone() };
+        let body = if name.contains("stamped") { stamped.clone() } else { fixture(name) };
         for _ in 0..10_000 {
             rt.block_on(state.review(Endpoint::Validate, &body)).unwrap();
         }

@@ -410,6 +410,16 @@ fn every_webhook_spares_system_namespaces_and_fails_closed_only_where_enforced()
     let vwc = get(&objs, "ValidatingWebhookConfiguration", guard::VALIDATING_NAME);
     assert_eq!(vwc["webhooks"][0]["rules"][0]["scope"], "*");
     assert_eq!(vwc["webhooks"][1]["rules"][0]["scope"], "Namespaced");
+    // Every subresource reaches gitgate (issue 15); evictions through a
+    // webhook of their own that fails open, so a drain never waits on it.
+    for w in &vwc["webhooks"].as_array().unwrap()[..2] {
+        assert_eq!(w["rules"][0]["resources"], json!(["*/*"]), "{}", w["name"]);
+        assert!(w["matchConditions"].as_array().unwrap().iter().any(|c| c["name"] == "not-evictions"));
+    }
+    let evictions = &vwc["webhooks"][2];
+    assert_eq!(evictions["name"], guard::EVICTIONS_WEBHOOK);
+    assert_eq!(evictions["rules"][0]["resources"], json!(["pods/eviction"]));
+    assert_eq!(evictions["failurePolicy"], "Ignore");
     assert!(
         vwc["webhooks"][0]["matchConditions"]
             .as_array()

@@ -21,7 +21,7 @@ fn set(spec: &str, actions: &str) -> Result<PolicySet, PolicyError> {
     PolicySet::compile(vec![parse_documents("test.yaml", &yaml)?])
 }
 
-const ALL: &str = "matchConstraints:\n  resourceRules:\n  - {apiGroups: ['*'], apiVersions: ['*'], operations: ['*'], resources: ['*', '*/*']}\n";
+const ALL: &str = "matchConstraints:\n  resourceRules:\n  - {apiGroups: ['*'], apiVersions: ['*'], operations: ['*'], resources: ['*/*']}\n";
 
 fn request(fixture: &str) -> AdmissionRequest {
     Review::decode(&common::fixture(fixture)).unwrap().request
@@ -75,6 +75,16 @@ fn match_constraints_operations_resources_subresources_names_scope() {
         decide(&s, &request("validate-update-deployment-status-by-controller.json")).allowed(),
         "'*' does not match subresources"
     );
+
+    // "*/*" is every resource and every subresource, as the apiserver reads
+    // it; "*/*" beside another resource is refused, as the apiserver does
+    let spec = "matchConstraints:\n  resourceRules:\n  - {apiGroups: ['*'], apiVersions: ['*'], operations: ['*'], resources: ['*/*']}\n  excludeResourceRules:\n  - {apiGroups: ['*'], apiVersions: ['*'], operations: ['*'], resources: ['*/scale']}\nvalidations:\n- expression: 'false'\n";
+    let s = set(spec, "[Deny]").unwrap();
+    assert!(!decide(&s, &request("validate-create-configmap-ssa.json")).allowed(), "the main resource");
+    assert!(!decide(&s, &request("validate-update-deployment-status-by-controller.json")).allowed());
+    assert!(decide(&s, &request("validate-scale-deployment.json")).allowed(), "excluded");
+    let err = set(&spec.replace("['*/*']}", "['*', '*/*']}"), "[Deny]").err().unwrap();
+    assert!(err.to_string().contains("'*/*'"), "{err}");
 
     let spec = "matchConstraints:\n  resourceRules:\n  - {apiGroups: ['*'], apiVersions: ['*'], operations: ['*'], resources: ['*'], scope: Cluster}\nvalidations:\n- expression: 'false'\n";
     let s = set(spec, "[Deny]").unwrap();
@@ -248,7 +258,25 @@ fn the_built_in_library_loads_and_warns_about_nothing() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let s = PolicySet::load(&[dir]).unwrap();
     assert!(s.warnings.is_empty(), "{:?}", s.warnings);
-    assert_eq!(s.len(), 6);
+    assert_eq!(s.len(), 7);
+}
+
+/// A policy directory from before `gitgate-subresources` (its own copy of
+/// the provenance gate only) still gets the built-in subresource rules,
+/// and is not refused for defining the provenance gate twice.
+#[test]
+fn an_older_provenance_file_still_gets_the_built_in_subresource_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let builtin = gitgate::policy::BUILTIN_PROVENANCE;
+    let older = builtin.split("\n---\n# Every subresource").next().unwrap();
+    assert!(!older.contains("name: gitgate-subresources") && older.contains("name: gitgate-provenance"));
+    std::fs::write(dir.path().join("provenance.yaml"), older).unwrap();
+    let s = PolicySet::load_over_builtin(&[dir.path().to_path_buf()]).unwrap();
+    assert!(s.has_policy("gitgate-provenance") && s.has_policy("gitgate-subresources"));
+    assert_eq!(s.len(), 2);
+    // a file that defines both replaces both
+    std::fs::write(dir.path().join("provenance.yaml"), builtin).unwrap();
+    assert_eq!(PolicySet::load_over_builtin(&[dir.path().to_path_buf()]).unwrap().len(), 2);
 }
 
 #[tokio::test]

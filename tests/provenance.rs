@@ -315,3 +315,178 @@ async fn the_gate_through_the_router_with_the_built_in_exemptions() {
         assert_eq!(got["response"]["allowed"], false, "{fixture}: {got}");
     }
 }
+
+/// A repo where app `demo` deploys the Deployment to `gitops-demo` (and
+/// declares that Namespace), app `platform` the ServiceAccount
+/// `gitops/reconciler`, and app `later` deploys into `gitops-later`, a
+/// Namespace Git does not declare.
+fn subresource_world() -> (Repo, tempfile::TempDir, Arc<Snapshot>) {
+    let repo = Repo::new();
+    repo.write(
+        "gitgate.yaml",
+        "projects:\n  - {name: p, destinations: [{cluster: \"*\", namespace: \"*\"}], clusterKinds: [Namespace]}\napps:\n  - {name: demo, project: p, path: apps/demo, destination: {namespace: gitops-demo}}\n  - {name: platform, project: p, path: apps/platform, destination: {namespace: gitops}}\n  - {name: later, project: p, path: apps/later, destination: {namespace: gitops-later}}\n",
+    );
+    repo.write("apps/demo/web.json", &manifest("registry.example.invalid/demo/web:1.0.0"));
+    repo.write("apps/demo/ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: gitops-demo\n");
+    repo.write("apps/platform/sa.yaml", "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: reconciler\n");
+    repo.write("apps/later/settings.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n");
+    let c = repo.commit("three apps");
+    let (t, cache) = cache_dir();
+    let src = GitSource::open(&repo.url(), &cache).unwrap();
+    src.fetch().unwrap();
+    let desired = Renderer::new(RenderOptions::default()).desired(&src.repo(), oid(&c)).unwrap();
+    let snap = Arc::new(Snapshot::build(desired, &src.repo()));
+    (repo, t, snap)
+}
+
+/// Issue 15, item 7 (CVE class: privilege escalation through a namespace
+/// pre-created with labels of the attacker's choosing): a Namespace an app
+/// deploys into is enforced by its own name, whatever the request's
+/// `namespace` says.
+#[test]
+fn a_namespace_an_app_deploys_into_is_never_created_ahead_of_git() {
+    let (_repo, _cache, snap) = subresource_world();
+    let mut create = request("validate-create-namespace.json");
+    create.object.as_mut().unwrap()["metadata"]["name"] = json!("gitops-later");
+    create.object.as_mut().unwrap()["metadata"]["labels"] =
+        json!({"pod-security.kubernetes.io/enforce": "privileged", "kubernetes.io/metadata.name": "gitops-later"});
+    create.name = "gitops-later".into();
+    for namespace in ["gitops-later", ""] {
+        create.namespace = namespace.into();
+        let f = verify(&snap, &create);
+        assert!(f.enforced && !f.managed, "request.namespace {namespace:?}");
+        assert_eq!(f.verdict.reason, Reason::NotDeclared);
+        assert!(
+            f.verdict.message.contains("nothing in Git declares Namespace/gitops-later")
+                && f.verdict.message.contains("app later (apps/later) deploys into it")
+                && f.verdict.message.contains("declare the Namespace in Git"),
+            "{}",
+            f.verdict.message
+        );
+    }
+    // a Namespace no app deploys into is not gitgate's
+    create.object.as_mut().unwrap()["metadata"]["name"] = json!("scratch");
+    create.name = "scratch".into();
+    create.namespace = String::new();
+    assert!(!verify(&snap, &create).enforced);
+}
+
+/// Issue 15, item 1 (CVE class: authorization bypass through an
+/// unguarded subresource): every subresource the webhook now receives
+/// (`*/*`) is decided by `gitgate-subresources` in `policies/provenance.yaml`,
+/// through the router, on reviews captured from a real kube-apiserver.
+#[tokio::test]
+async fn every_subresource_is_decided_through_the_router() {
+    let (_repo, _cache, snap) = subresource_world();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let stage = PolicyStage {
+        policies: Arc::new(PolicySet::load(&[dir]).unwrap()),
+        namespaces: Arc::new(StaticNamespaces::default()),
+        reconciler: RECONCILER.into(),
+        provenance: Some(Arc::new(arc_swap::ArcSwapOption::from(Some(snap)))),
+        strict: true,
+        break_glass_groups: vec!["oncall".into()],
+        break_glass_ttl: std::time::Duration::from_secs(3600),
+    };
+    let app = admission::router(common::state_with(Decider::new().with_validating(Arc::new(stage)), Limits::default()));
+    let send = |review: Value| {
+        let app = app.clone();
+        async move {
+            let body = serde_json::to_vec(&review).unwrap();
+            let req = axum::http::Request::post("/validate").body(axum::body::Body::from(body)).unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let got: Value =
+                serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()).unwrap();
+            got["response"].clone()
+        }
+    };
+    let review = |fixture: &str| serde_json::from_slice::<Value>(&common::fixture(fixture)).unwrap();
+    let denied = |got: &Value, rule: &str| {
+        assert_eq!(got["allowed"], false, "{got}");
+        assert_eq!(got["status"]["code"], 403, "{got}");
+        let msg = got["status"]["message"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            msg.starts_with(
+                "ValidatingAdmissionPolicy 'gitgate-subresources' with binding 'gitgate-subresources' denied request: "
+            ) && msg.contains(&format!("rule {rule}: ")),
+            "{msg}"
+        );
+        msg
+    };
+
+    // status: a person's patch is refused, the controller's passes
+    let msg = denied(&send(review("validate-update-deployment-status-by-admin.json")).await, "subresource-status");
+    assert!(
+        msg.contains("deployments/status of gitops-demo/web is written by its controllers, not by kubernetes-admin"),
+        "{msg}"
+    );
+    let got = send(review("validate-update-deployment-status-by-controller.json")).await;
+    assert_eq!(got["allowed"], true, "{got}");
+    // an operator's ServiceAccount writes status too
+    let mut operator = review("validate-update-deployment-status-by-admin.json");
+    operator["request"]["userInfo"] = json!({"username": "system:serviceaccount:operators:rollouts", "groups": ["system:serviceaccounts", "system:authenticated"]});
+    assert_eq!(send(operator).await["allowed"], true);
+    // break-glass: let through, and said so in the audit annotations
+    let mut glass = review("validate-update-deployment-status-by-admin.json");
+    glass["request"]["userInfo"]["groups"] = json!(["oncall", "system:authenticated"]);
+    let got = send(glass).await;
+    assert_eq!(got["allowed"], true, "{got}");
+    assert_eq!(
+        got["auditAnnotations"]["gitgate-subresources/break-glass"],
+        "deployments/status of gitops-demo/web by kubernetes-admin, a member of a break-glass group"
+    );
+
+    // kubectl debug
+    let got = send(review("validate-update-pod-ephemeralcontainers.json")).await;
+    let msg = denied(&got, "subresource-ephemeralcontainers");
+    assert!(
+        msg.contains("may not add an ephemeral container to gitops-demo/") && msg.contains("(kubectl debug)"),
+        "{msg}"
+    );
+
+    // finalize of the Namespace Git declares
+    let msg = denied(&send(review("validate-update-namespace-finalize.json")).await, "subresource-finalize");
+    assert!(msg.contains("may not finalize Namespace gitops-demo"), "{msg}");
+
+    // a token of the ServiceAccount Git declares
+    let msg = denied(&send(review("validate-create-serviceaccount-token-subresource.json")).await, "subresource-token");
+    assert!(
+        msg.contains("may not mint a token for ServiceAccount gitops/reconciler, which Git declares (app platform from apps/platform/sa.yaml)"),
+        "{msg}"
+    );
+
+    // eviction: allowed (draining a node is operations)
+    let got = send(review("validate-create-pod-eviction.json")).await;
+    assert_eq!(got["allowed"], true, "{got}");
+    // exec: changes no desired state
+    assert_eq!(send(review("validate-connect-pod-exec.json")).await["allowed"], true);
+    // scale stays the provenance gate's business
+    let got = send(review("validate-scale-deployment.json")).await;
+    assert_eq!(got["allowed"], false);
+    assert!(got["status"]["message"].as_str().unwrap().contains("'gitgate-provenance'"), "{got}");
+
+    // a subresource no rule names is refused to people
+    let mut resize = review("validate-update-pod-ephemeralcontainers.json");
+    resize["request"]["subResource"] = json!("resize");
+    resize["request"]["requestSubResource"] = json!("resize");
+    let msg = denied(&send(resize).await, "subresource-other");
+    assert!(msg.contains("pods/resize of gitops-demo/"), "{msg}");
+
+    // where gitgate does not deploy, none of this applies
+    let mut elsewhere = review("validate-update-pod-ephemeralcontainers.json");
+    elsewhere["request"]["namespace"] = json!("scratch");
+    elsewhere["request"]["object"]["metadata"]["namespace"] = json!("scratch");
+    assert_eq!(send(elsewhere).await["allowed"], true);
+
+    // item 7 through the router: the captured Namespace create, renamed to
+    // an app's undeclared destination, with and without request.namespace
+    for namespace in ["gitops-later", ""] {
+        let mut create = review("validate-create-namespace.json");
+        create["request"]["name"] = json!("gitops-later");
+        create["request"]["namespace"] = json!(namespace);
+        create["request"]["object"]["metadata"]["name"] = json!("gitops-later");
+        let got = send(create).await;
+        assert_eq!(got["allowed"], false, "{got}");
+        assert!(got["status"]["message"].as_str().unwrap().contains("app later (apps/later) deploys into it"), "{got}");
+    }
+}

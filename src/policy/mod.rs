@@ -76,6 +76,9 @@ pub struct GitVars {
     pub enforced: bool,
     /// The provenance verdict: `allowed`, `reason`, `message`.
     pub provenance: ProvenanceVars,
+    /// `git.breakGlass`: the user is a member of a `--break-glass-group`.
+    #[serde(rename = "breakGlass")]
+    pub break_glass: bool,
 }
 
 /// `git.provenance`: whether Git made this change.
@@ -115,6 +118,7 @@ impl GitVars {
                 reason: format!("{:?}", f.verdict.reason),
                 message: f.verdict.message.clone(),
             },
+            break_glass: false,
         }
     }
 }
@@ -357,10 +361,16 @@ impl PolicySet {
     /// name (as `policies/provenance.yaml` does).
     pub fn load_over_builtin(paths: &[PathBuf]) -> Result<PolicySet, PolicyError> {
         let mut docs = read_documents(paths)?;
-        let builtin = builtin_documents()?;
+        let mut builtin = builtin_documents()?;
         let defined = |name: &str| docs.iter().flat_map(|d| &d.policies).any(|p| p.metadata.name == name);
-        if !builtin.policies.iter().all(|b| defined(&b.metadata.name)) {
-            tracing::info!("no policy file defines the provenance gate: the built-in one is enforced too");
+        // Each built-in policy the files do not define (with its binding)
+        // is enforced too: an older copy of provenance.yaml that lacks
+        // gitgate-subresources still gets it.
+        builtin.policies.retain(|p| !defined(&p.metadata.name));
+        let kept: Vec<String> = builtin.policies.iter().map(|p| p.metadata.name.clone()).collect();
+        builtin.bindings.retain(|b| kept.contains(&b.spec.policy_name));
+        if !kept.is_empty() {
+            tracing::info!(policies = ?kept, "no policy file defines these built-in policies: the built-in ones are enforced too");
             docs.insert(0, builtin);
         }
         PolicySet::compile(docs)
@@ -811,6 +821,10 @@ impl Matcher {
             {
                 return Err("each resource rule needs apiGroups, apiVersions, operations and resources".into());
             }
+            // the apiserver refuses "*/*" beside anything else
+            if r.resources.len() > 1 && r.resources.iter().any(|x| x == "*/*") {
+                return Err("if '*/*' is present in resources, it must be the only one".into());
+            }
             if let Some(scope) = &r.scope
                 && !["*", "Cluster", "Namespaced"].contains(&scope.as_str())
             {
@@ -882,7 +896,8 @@ fn rule_matches(rule: &ResourceRule, req: &AdmissionRequest) -> bool {
     let sub = req.sub_resource.as_deref().unwrap_or("");
     let resource_ok = rule.resources.iter().any(|r| match r.split_once('/') {
         None => sub.is_empty() && (r == "*" || *r == req.resource.resource),
-        Some((res, s)) => (res == "*" || res == req.resource.resource) && (s == "*" || s == sub) && !sub.is_empty(),
+        // the apiserver's rule: "x/*" and "*/*" also match the main resource
+        Some((res, s)) => (res == "*" || res == req.resource.resource) && (s == "*" || s == sub),
     });
     if !resource_ok {
         return false;
@@ -1071,6 +1086,7 @@ impl Stage for PolicyStage {
 
     fn decide(&self, request: &AdmissionRequest, decision: &mut Decision) -> Flow {
         let reconciler = request.user_info.username == self.reconciler;
+        let break_glass = request.user_info.groups.iter().any(|g| self.break_glass_groups.contains(g));
         let snapshot = self.provenance.as_ref().and_then(|p| p.load_full());
         let git = match &snapshot {
             Some(snap) => {
@@ -1098,9 +1114,9 @@ impl Stage for PolicyStage {
                     decision.annotate("app", facts.app.clone());
                     decision.annotate("source", facts.path.clone());
                 }
-                GitVars::from_facts(&facts, reconciler)
+                GitVars { break_glass, ..GitVars::from_facts(&facts, reconciler) }
             }
-            None => GitVars { reconciler, ..GitVars::default() },
+            None => GitVars { reconciler, break_glass, ..GitVars::default() },
         };
         self.policies.evaluate(request, self.namespaces.as_ref(), &git, decision);
         if decision.allowed() { Flow::Continue } else { Flow::Stop }

@@ -13,7 +13,7 @@
 //!   subResource: status      # optional
 //!   namespaceLabels: {environment: production}   # optional
 //!   user: {username: alice, groups: [dev]}        # optional
-//!   git: {managed: true, signed: false}           # optional: the `git` variable
+//!   git: {managed: true, signed: false, breakGlass: false}  # optional: the `git` variable
 //!   review: ../../tests/fixtures/admission/validate-create-deployment.json  # or a captured AdmissionReview
 //!   message: "substring of the denial or warning"  # optional
 //! ```
@@ -83,6 +83,8 @@ struct GitInput {
     reconciler: bool,
     #[serde(default)]
     enforced: bool,
+    #[serde(default, rename = "breakGlass")]
+    break_glass: bool,
     #[serde(default)]
     provenance: Option<ProvenanceInput>,
 }
@@ -228,6 +230,7 @@ fn run_case(set: &PolicySet, file: &str, policy: &str, case: &Case, base: &Path)
         managed: g.is_some_and(|g| g.managed),
         reconciler: g.is_some_and(|g| g.reconciler),
         enforced: g.is_some_and(|g| g.enforced),
+        break_glass: g.is_some_and(|g| g.break_glass),
         provenance: match g.and_then(|g| g.provenance.clone()) {
             Some(p) => super::ProvenanceVars { allowed: p.allowed, reason: p.reason, message: p.message },
             None => super::ProvenanceVars::default(),

@@ -211,12 +211,13 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
         let kind = snap.kinds.get(&(group.clone(), req.resource.resource.clone())).cloned().unwrap_or_default();
         (group, kind)
     };
-    let namespace = if req.resource.group.is_empty() && req.resource.resource == "namespaces" {
-        ""
-    } else {
-        req.namespace.as_str()
-    };
+    let is_namespace = req.resource.group.is_empty() && req.resource.resource == "namespaces";
+    let namespace = if is_namespace { "" } else { req.namespace.as_str() };
     let name = req.object_name();
+    // A Namespace lies where gitgate deploys when an app deploys into it,
+    // told by its own name: the request's `namespace` is not to be relied
+    // on for one (an apiserver may leave it empty on CREATE).
+    let place = if is_namespace { name } else { req.namespace.as_str() };
     let id = if namespace.is_empty() { format!("{kind}/{name}") } else { format!("{namespace}/{kind}/{name}") };
     let declared = d.get(&group, &kind, namespace, name);
     let from_reconciler = req.user_info.username == who.reconciler;
@@ -229,7 +230,7 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
         subject: String::new(),
         signed: false,
         managed: declared.is_some(),
-        enforced: declared.is_some() || snap.namespaces.contains(&req.namespace),
+        enforced: declared.is_some() || snap.namespaces.contains(place),
         verdict: Verdict { allowed: true, reason: Reason::FromGit, message: String::new() },
     };
     let deny = |reason: Reason, message: String| Verdict { allowed: false, reason, message };
@@ -247,6 +248,7 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
                     ns = req.namespace
                 ),
             ),
+            _ if is_namespace => deny(Reason::NotDeclared, namespace_not_declared(snap, &id, name)),
             _ => deny(Reason::NotDeclared, not_declared(snap, &id, &req.namespace)),
         };
         return facts;
@@ -516,6 +518,28 @@ impl<'de> serde::de::Visitor<'de> for Compare<'_> {
         let here = if path.is_empty() { "/".to_string() } else { path.clone() };
         Ok((i != actual.len()).then_some(here))
     }
+}
+
+/// An app's destination Namespace that Git does not declare: nobody but
+/// Git may create (or change) it, or it would come with labels of their
+/// choosing (no enforcement label, a privileged Pod Security level).
+fn namespace_not_declared(snap: &Snapshot, id: &str, name: &str) -> String {
+    let d = &snap.desired;
+    let apps: Vec<String> = d
+        .apps()
+        .iter()
+        .filter(|a| a.destination.namespace == name)
+        .map(|a| format!("{} ({})", a.name, a.path))
+        .collect();
+    if apps.is_empty() {
+        return not_declared(snap, id, "");
+    }
+    format!(
+        "nothing in Git declares {id} (commit {short}), and app {apps} deploys into it: \
+         declare the Namespace in Git (a manifest in the app's path) so that it is created with Git's labels",
+        short = short(d.commit()),
+        apps = apps.join(", ")
+    )
 }
 
 fn not_declared(snap: &Snapshot, id: &str, namespace: &str) -> String {

@@ -97,6 +97,23 @@ const NOT_CLUSTER_COMPONENTS: &str = "!(request.userInfo.username in ['system:ku
 const ASKS_FOR_BREAK_GLASS: &str =
     "has(object.metadata.annotations) && 'gitgate.dev/break-glass' in object.metadata.annotations";
 
+/// Status written by a ServiceAccount (a controller: kube-system's, an
+/// operator's, an ingress controller's) is the most frequent subresource
+/// traffic and gitgate-subresources lets every controller write status:
+/// it never leaves the apiserver, so a gitgate outage never stalls it.
+/// (The apiserver leaves `request.subResource` out when there is none:
+/// reading it unguarded is an error, and with `Fail` a denial of
+/// everything.)
+const NOT_CONTROLLER_STATUS: &str = "!(has(request.subResource) && request.subResource == 'status' && request.userInfo.username.startsWith('system:serviceaccount:'))";
+
+/// Evictions go to a webhook of their own that fails open: draining a node
+/// never waits on gitgate (they are allowed, and audited while it is up).
+const NOT_EVICTIONS: &str =
+    "!(has(request.subResource) && request.subResource == 'eviction' && request.resource.resource == 'pods')";
+
+/// The webhook name of the evictions' fail-open webhook.
+pub const EVICTIONS_WEBHOOK: &str = "evictions.validate.gitgate.dev";
+
 /// The objects the guard owns, as applied (labelled, unstamped: they come
 /// from gitgate's configuration, not from Git).
 pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
@@ -105,7 +122,11 @@ pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
     let excluded = excluded_namespaces(&c.namespace);
     let not_excluded = json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded});
     let labels = json!({GUARD_LABEL: "true"});
-    let all_resources = json!({"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["*", "*/scale"], "scope": "*"});
+    // Every resource and subresource ("*/*" is both; the apiserver takes it
+    // alone), each subresource decided by gitgate-subresources; CONNECT
+    // (exec, attach, portforward) changes nothing and is not sent.
+    let all_resources = json!({"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["*/*"], "scope": "*"});
+    let evictions_rule = json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods/eviction"], "scope": "Namespaced"});
     let secrets = |scope: &str| json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["secrets"], "scope": scope});
     let validate = |name: &str, rules: Value, selector: Value, conditions: Value, policy: &str| {
         json!({
@@ -144,15 +165,29 @@ pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
             let conditions = json!([
                 {"name": "not-leases-or-events", "expression": NOT_LEASES_OR_EVENTS},
                 {"name": "not-cluster-components", "expression": NOT_CLUSTER_COMPONENTS},
+                {"name": "not-controller-status", "expression": NOT_CONTROLLER_STATUS},
+                {"name": "not-evictions", "expression": NOT_EVICTIONS},
+            ]);
+            let eviction_conditions = json!([
+                {"name": "not-cluster-components", "expression": NOT_CLUSTER_COMPONENTS},
             ]);
             (
-                vec![validate(
-                    "validate.gitgate.dev",
-                    json!([all_resources]),
-                    selector.clone(),
-                    conditions,
-                    &c.failure_policy,
-                )],
+                vec![
+                    validate(
+                        "validate.gitgate.dev",
+                        json!([all_resources]),
+                        selector.clone(),
+                        conditions,
+                        &c.failure_policy,
+                    ),
+                    validate(
+                        EVICTIONS_WEBHOOK,
+                        json!([evictions_rule]),
+                        selector.clone(),
+                        eviction_conditions,
+                        "Ignore",
+                    ),
+                ],
                 vec![mutate("secrets.gitgate.dev", selector, None, &c.failure_policy)],
             )
         }
@@ -164,19 +199,24 @@ pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
             // The namespace selector is the first line; the same exclusion
             // by the request's namespace is the second.
             let listed = excluded.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ");
-            let not_excluded_ns =
-                json!({"name": "not-excluded-namespaces", "expression": format!("!(request.namespace in [{listed}])")});
+            let not_excluded_ns = json!({"name": "not-excluded-namespaces", "expression": format!("!(has(request.namespace) && request.namespace in [{listed}])")});
             let conditions = json!([
                 not_excluded_ns,
                 {"name": "not-leases-or-events", "expression": NOT_LEASES_OR_EVENTS},
+                {"name": "not-cluster-components", "expression": NOT_CLUSTER_COMPONENTS},
+                {"name": "not-controller-status", "expression": NOT_CONTROLLER_STATUS},
+                {"name": "not-evictions", "expression": NOT_EVICTIONS},
+            ]);
+            let eviction_conditions = json!([
+                not_excluded_ns,
                 {"name": "not-cluster-components", "expression": NOT_CLUSTER_COMPONENTS},
             ]);
             // Unenforced namespaces fail open; a Namespace object is matched
             // by its own labels, so the observe webhook also takes the
             // Namespaces outside enforcement (e.g. one losing the label).
             let observe_rules = json!([
-                {"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["*", "*/scale"], "scope": "Namespaced"},
-                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["namespaces"], "scope": "Cluster"},
+                {"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["*/*"], "scope": "Namespaced"},
+                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["namespaces/*"], "scope": "Cluster"},
             ]);
             (
                 vec![
@@ -188,6 +228,13 @@ pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
                         &c.failure_policy,
                     ),
                     validate("observe.validate.gitgate.dev", observe_rules, observed.clone(), conditions, "Ignore"),
+                    validate(
+                        EVICTIONS_WEBHOOK,
+                        json!([evictions_rule]),
+                        json!({"matchExpressions": [not_excluded]}),
+                        eviction_conditions,
+                        "Ignore",
+                    ),
                 ],
                 vec![
                     mutate("secrets.gitgate.dev", enforced, Some(json!([not_excluded_ns])), &c.failure_policy),
@@ -309,7 +356,9 @@ mod tests {
             vap: None,
         };
         let single = objects(&c);
-        assert_eq!(single[0].1["webhooks"].as_array().unwrap().len(), 1);
+        assert_eq!(single[0].1["webhooks"].as_array().unwrap().len(), 2, "everything, and evictions apart");
+        assert_eq!(single[0].1["webhooks"][1]["name"], EVICTIONS_WEBHOOK);
+        assert_eq!(single[0].1["webhooks"][1]["failurePolicy"], "Ignore");
         // secrets, and the break-glass window stamp
         assert_eq!(single[1].1["webhooks"].as_array().unwrap().len(), 2);
         assert!(single[1].1["webhooks"][0].get("matchConditions").is_none());
@@ -321,8 +370,9 @@ mod tests {
         for (_, config) in &split {
             let hooks = config["webhooks"].as_array().unwrap();
             let hooks: Vec<&Value> = hooks.iter().filter(|w| w["name"] != "breakglass.gitgate.dev").collect();
-            assert_eq!(hooks.len(), 2);
-            for w in hooks {
+            let validating = config["kind"] == "ValidatingWebhookConfiguration";
+            assert_eq!(hooks.len(), if validating { 3 } else { 2 });
+            for w in hooks.into_iter().filter(|w| w["name"] != EVICTIONS_WEBHOOK) {
                 let exprs = w["namespaceSelector"]["matchExpressions"].as_array().unwrap();
                 assert_eq!(exprs[0]["values"], json!(["kube-system", "kube-node-lease", "gitgate"]));
                 let enforced = exprs[1] == json!({"key": "gitgate.dev/enforce", "operator": "In", "values": ["true"]});
@@ -330,13 +380,108 @@ mod tests {
                 assert_eq!(w["name"].as_str().unwrap().starts_with("observe."), !enforced);
                 assert_eq!(
                     w["matchConditions"][0]["expression"],
-                    "!(request.namespace in ['kube-system', 'kube-node-lease', 'gitgate'])"
+                    "!(has(request.namespace) && request.namespace in ['kube-system', 'kube-node-lease', 'gitgate'])"
                 );
             }
         }
         let observe = &split[0].1["webhooks"][1];
         assert_eq!(observe["rules"][0]["scope"], "Namespaced");
-        assert_eq!(observe["rules"][1]["resources"], json!(["namespaces"]));
+        assert_eq!(observe["rules"][1]["resources"], json!(["namespaces/*"]));
         assert_eq!(split[0].1["webhooks"][0]["rules"][0]["scope"], "*");
+        // Evictions fail open everywhere, never intercepted in the excluded
+        // namespaces, and only evictions.
+        let evictions = &split[0].1["webhooks"][2];
+        assert_eq!(evictions["name"], EVICTIONS_WEBHOOK);
+        assert_eq!(evictions["failurePolicy"], "Ignore");
+        assert_eq!(
+            evictions["rules"],
+            json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods/eviction"], "scope": "Namespaced"}])
+        );
+        assert_eq!(evictions["namespaceSelector"]["matchExpressions"].as_array().unwrap().len(), 1);
+    }
+
+    /// The conditions a webhook puts in front of gitgate, evaluated the
+    /// apiserver's way by gitgate's own CEL engine over a request.
+    fn sends(webhook: &Value, request: Value) -> bool {
+        let req: crate::admission::AdmissionRequest = serde_json::from_value(request).unwrap();
+        let yaml = format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {{name: w}}\nspec:\n  matchConstraints:\n    resourceRules: {rules}\n  matchConditions: {conditions}\n  validations: [{{expression: 'false'}}]\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata: {{name: w}}\nspec: {{policyName: w, validationActions: [Deny]}}\n",
+            rules = webhook["rules"],
+            conditions = webhook["matchConditions"],
+        );
+        let set = crate::policy::PolicySet::compile(vec![crate::policy::parse_documents("w", &yaml).unwrap()]).unwrap();
+        let mut d = crate::admission::Decision::default();
+        set.evaluate(&req, &crate::policy::StaticNamespaces::default(), &Default::default(), &mut d);
+        !d.allowed()
+    }
+
+    fn request(resource: &str, sub: &str, operation: &str, user: &str) -> Value {
+        json!({
+            "uid": "u", "kind": {"group": "", "version": "v1", "kind": "X"},
+            "resource": {"group": if resource == "deployments" { "apps" } else { "" }, "version": "v1", "resource": resource},
+            "subResource": sub, "name": "x", "namespace": "shop", "operation": operation,
+            "userInfo": {"username": user, "groups": ["system:authenticated"]},
+        })
+    }
+
+    #[test]
+    fn every_subresource_is_sent_but_controller_status_and_evictions_go_their_own_way() {
+        let c = GuardConfig {
+            endpoint: Endpoint::parse("gitgate/gitgate").unwrap(),
+            ca_pem: b"ca".to_vec(),
+            namespace: "gitgate".into(),
+            failure_policy: "Fail".into(),
+            timeout_seconds: 5,
+            enforce_label: Some(("gitgate.dev/enforce".into(), "true".into())),
+            vap: None,
+        };
+        let objs = objects(&c);
+        let hooks = objs[0].1["webhooks"].as_array().unwrap();
+        let human = "alice@example.com";
+        let operator = "system:serviceaccount:ingress:controller";
+        for w in &hooks[..2] {
+            for (resource, sub, op) in [
+                ("pods", "ephemeralcontainers", "UPDATE"),
+                ("deployments", "status", "UPDATE"),
+                ("namespaces", "finalize", "UPDATE"),
+                ("serviceaccounts", "token", "CREATE"),
+                ("pods", "resize", "UPDATE"),
+                ("deployments", "scale", "UPDATE"),
+                ("configmaps", "", "CREATE"),
+            ] {
+                assert!(sends(w, request(resource, sub, op, human)), "{} misses {resource}/{sub}", w["name"]);
+            }
+            // a controller's status never waits on gitgate; its other writes do
+            assert!(!sends(w, request("deployments", "status", "UPDATE", operator)));
+            assert!(sends(w, request("serviceaccounts", "token", "CREATE", operator)));
+            assert!(sends(w, request("deployments", "scale", "UPDATE", operator)));
+            // exec changes nothing; evictions have their own webhook
+            assert!(!sends(w, request("pods", "exec", "CONNECT", human)));
+            assert!(!sends(w, request("pods", "eviction", "CREATE", human)));
+        }
+        assert!(sends(&hooks[2], request("pods", "eviction", "CREATE", human)));
+        assert!(sends(&hooks[2], request("pods", "eviction", "CREATE", operator)));
+        assert!(!sends(&hooks[2], request("pods", "eviction", "CREATE", "system:serviceaccount:kube-system:x")));
+        assert!(!sends(&hooks[2], request("deployments", "status", "UPDATE", human)));
+        // The apiserver omits request.subResource when there is none, and
+        // request.namespace for a cluster-scoped object: every condition
+        // that reads them must ask has() first, or it fails (and with
+        // failurePolicy Fail, the request is denied: every TokenReview,
+        // every Namespace the reconciler creates).
+        let mut c = c;
+        for label in [None, Some(("gitgate.dev/enforce".to_string(), "true".to_string()))] {
+            c.enforce_label = label;
+            for (_, config) in objects(&c) {
+                for w in config["webhooks"].as_array().unwrap() {
+                    for cond in w["matchConditions"].as_array().into_iter().flatten() {
+                        let e = cond["expression"].as_str().unwrap();
+                        for field in ["request.subResource", "request.namespace"] {
+                            let guarded = e.matches(&format!("has({field})")).count();
+                            assert_eq!(e.matches(field).count(), 2 * guarded, "{e}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -16,6 +16,7 @@ mod keys;
 mod provenance;
 mod secrets;
 mod signed;
+mod subresources;
 mod sync;
 mod sync_targets;
 mod trust;
