@@ -39,8 +39,10 @@ pub struct Foreign {
     pub manager: String,
 }
 
-/// Every foreign field of `live`, outside the `ignore` pointers.
-pub fn fields(live: &Value, ignore: &[String]) -> Vec<Foreign> {
+/// Every foreign field of `live`, outside the `ignore` pointers and the
+/// fields Git's manifest `git` sets (a Git field another manager changed
+/// is a value drift, which the next apply takes back; it is not removed).
+pub fn fields(live: &Value, git: Option<&Value>, ignore: &[String]) -> Vec<Foreign> {
     let Some(entries) = live.pointer("/metadata/managedFields").and_then(Value::as_array) else {
         return Vec::new();
     };
@@ -70,7 +72,7 @@ pub fn fields(live: &Value, ignore: &[String]) -> Vec<Foreign> {
             if k == "f:metadata" || k == "f:status" || k == "." {
                 continue;
             }
-            walk(k, sub, ours.get(k), live, String::new(), &mut found);
+            walk(k, sub, ours.get(k), live, git, String::new(), &mut found);
         }
         for pointer in found {
             let ignored = ignore.iter().any(|i| covers(i, &pointer) || covers(&pointer, i));
@@ -100,21 +102,32 @@ fn merge(into: &mut Map<String, Value>, from: &Map<String, Value>) {
     }
 }
 
-/// Walks one node of a foreign field set alongside gitgate's: a node
-/// gitgate does not own at all is foreign as a whole (its pointer is
-/// recorded); one it owns is descended into.
-fn walk(key: &str, theirs: &Value, ours: Option<&Value>, parent: &Value, ptr: String, out: &mut Vec<String>) {
+/// Walks one node of a foreign field set alongside gitgate's (and Git's
+/// manifest): a node neither gitgate owns nor Git sets is foreign as a
+/// whole (its pointer is recorded); any other is descended into.
+fn walk(
+    key: &str,
+    theirs: &Value,
+    ours: Option<&Value>,
+    parent: &Value,
+    git: Option<&Value>,
+    ptr: String,
+    out: &mut Vec<String>,
+) {
     let Some((child_ptr, child)) = resolve(key, parent, &ptr) else { return };
-    let Some(ours) = ours else {
+    let git_child = git.and_then(|g| resolve(key, g, "")).map(|(_, v)| v);
+    if ours.is_none() && git_child.is_none() {
         out.push(child_ptr);
         return;
-    };
-    let (Some(theirs), Some(ours)) = (theirs.as_object(), ours.as_object()) else { return };
+    }
+    let Some(theirs) = theirs.as_object() else { return };
+    let empty = Value::Object(Map::new());
+    let ours = ours.unwrap_or(&empty);
     for (k, sub) in theirs {
         if k == "." {
             continue;
         }
-        walk(k, sub, ours.get(k), child, child_ptr.clone(), out);
+        walk(k, sub, ours.get(k), child, git_child, child_ptr.clone(), out);
     }
 }
 
@@ -222,7 +235,7 @@ mod tests {
 
     #[test]
     fn fields_another_manager_added_are_found_with_their_manager() {
-        let found = fields(&live(), &[]);
+        let found = fields(&live(), None, &[]);
         let pointers: Vec<&str> = found.iter().map(|f| f.pointer.as_str()).collect();
         assert_eq!(
             pointers,
@@ -238,19 +251,43 @@ mod tests {
     #[test]
     fn ignored_fields_system_managers_and_objects_gitgate_never_applied_are_not_drift() {
         let ignore = vec!["/spec/template/spec/hostNetwork".to_string(), "/spec/template/spec/containers/1".into()];
-        let found = fields(&live(), &ignore);
+        let found = fields(&live(), None, &ignore);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].pointer, "/spec/template/spec/containers/0/env");
         let mut adopted = live();
         adopted["metadata"]["managedFields"].as_array_mut().unwrap().remove(0);
-        assert!(fields(&adopted, &[]).is_empty());
-        assert!(fields(&json!({"metadata": {}}), &[]).is_empty());
+        assert!(fields(&adopted, None, &[]).is_empty());
+        assert!(fields(&json!({"metadata": {}}), None, &[]).is_empty());
+    }
+
+    /// Regression: a Git field another manager changed (its value differs
+    /// from Git's, so that manager now owns it) was taken for a foreign
+    /// field and removed — and the revert's `test` failed after the apply
+    /// had put Git's value back. It is a value drift, not a foreign field.
+    #[test]
+    fn a_git_field_another_manager_changed_is_not_foreign() {
+        let mut live = live();
+        // kubectl-edit changed Git's image: gitgate no longer owns it.
+        let entries = live["metadata"]["managedFields"].as_array_mut().unwrap();
+        entries[0]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"app\"}"]
+            .as_object_mut()
+            .unwrap()
+            .remove("f:image");
+        entries[3]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"app\"}"]["f:image"] =
+            json!({});
+        let git =
+            json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "app", "image": "web:1"}]}}}});
+        let with_git: Vec<String> = fields(&live, Some(&git), &[]).into_iter().map(|f| f.pointer).collect();
+        assert!(!with_git.contains(&"/spec/template/spec/containers/0/image".to_string()), "{with_git:?}");
+        assert!(with_git.contains(&"/spec/template/spec/containers/1".to_string()), "the sidecar still is");
+        let without: Vec<String> = fields(&live, None, &[]).into_iter().map(|f| f.pointer).collect();
+        assert!(without.contains(&"/spec/template/spec/containers/0/image".to_string()), "{without:?}");
     }
 
     #[test]
     fn the_removal_patch_takes_the_foreign_fields_and_nothing_of_gits() {
         let live = live();
-        let patch = removal(&live, &fields(&live, &[]));
+        let patch = removal(&live, &fields(&live, None, &[]));
         let mut healed = live.clone();
         json_patch::patch(&mut healed, &serde_json::from_value::<json_patch::Patch>(patch).unwrap()).unwrap();
         assert_eq!(
@@ -259,6 +296,6 @@ mod tests {
             "Git's container stays, the sidecar, env and hostNetwork go"
         );
         assert_eq!(healed["spec"]["progressDeadlineSeconds"], 600, "the controller's default stays");
-        assert!(fields(&healed, &[]).is_empty());
+        assert!(fields(&healed, None, &[]).is_empty());
     }
 }

@@ -266,13 +266,24 @@ pub fn drift(planned: &Planned, live: Option<&Value>) -> Drift {
     }
     match crate::provenance::first_difference(&planned.manifest, live, &planned.ignore) {
         // Git's fields hold: what another manager added is drift too.
-        Ok(None) => match super::foreign::fields(live, &planned.ignore).first() {
+        Ok(None) => match foreign_fields(planned, live).first() {
             Some(f) => Drift::Changed(format!("{} (set by {})", f.pointer, f.manager)),
             None => Drift::InSync,
         },
         Ok(Some(field)) => Drift::Changed(field),
         Err(_) => Drift::Changed("/".into()),
     }
+}
+
+/// The fields of `live` another manager added ([`super::foreign`]): Git's
+/// manifest is read only when the live object kept its `managedFields`
+/// (it does only when such a manager wrote to it).
+pub fn foreign_fields(planned: &Planned, live: &Value) -> Vec<super::foreign::Foreign> {
+    if live.pointer("/metadata/managedFields").is_none() {
+        return Vec::new();
+    }
+    let git: Option<Value> = serde_json::from_str(&planned.manifest).ok();
+    super::foreign::fields(live, git.as_ref(), &planned.ignore)
 }
 
 /// What the sync keeps of a live object instead of the object: how it
@@ -309,7 +320,7 @@ pub fn observe(planned: &Planned, live: Option<&Value>) -> Observed {
         ignored: live.map(|l| sparse(l, &planned.ignore)),
         break_glass: live.and_then(break_glass),
         foreign: live.and_then(|l| {
-            let f = super::foreign::fields(l, &planned.ignore);
+            let f = foreign_fields(planned, l);
             (!f.is_empty()).then(|| super::foreign::removal(l, &f))
         }),
     }

@@ -937,7 +937,7 @@ impl Reconciler {
         };
         // Fields other managers added: removed with a JSON patch, and
         // named (with who set them) in the revert's audit record.
-        let foreign = live.map(|l| crate::sync::foreign::fields(l, &planned.ignore)).unwrap_or_default();
+        let foreign = live.map(|l| plan::foreign_fields(planned, l)).unwrap_or_default();
         let applied = match (applied, live) {
             (Ok(v), Some(l)) if !foreign.is_empty() => {
                 let patch = crate::sync::foreign::removal(l, &foreign);
