@@ -39,7 +39,11 @@ use kube::api::{Api, DeleteParams, PostParams};
 const SERIAL: usize = 300;
 const PARALLEL: usize = 1000;
 const CLIENTS: usize = 16;
-const ROUNDS: usize = 3;
+/// Alternating rounds (`GITGATE_BENCH_ROUNDS`, default 5): ratios are read
+/// as medians of at least five.
+fn rounds() -> usize {
+    std::env::var("GITGATE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5)
+}
 const HOOK: &str = "validate.gitgate.dev";
 
 /// Reviews gitgate answered, from its own `/metrics`.
@@ -202,7 +206,7 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut ratio = Vec::new();
     let mut py_ratio = Vec::new();
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         let mut tput = [0.0; 2];
         let mut py_tput = [None; 2];
         for (i, with) in [false, true].into_iter().enumerate() {
