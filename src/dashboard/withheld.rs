@@ -150,7 +150,7 @@ mod tests {
         g.add(
             &k,
             b"secretGenerator:\n  - name: db\n    files: [password.txt, tls.key=certs/key.pem]\n    envs: [db.env]\n\
-              configMapGenerator:\n  - name: cfg\n    env: app.env\n    files: [../shared/settings.ini]\n",
+              configMapGenerator:\n  - name: cfg\n    env: app.env\n    files: [../common/settings.ini]\n",
         );
         let got: Vec<&str> = g.paths.iter().map(RepoPath::as_str).collect();
         assert_eq!(
@@ -160,7 +160,7 @@ mod tests {
                 "apps/pay/overlays/prod/certs/key.pem",
                 "apps/pay/overlays/prod/db.env",
                 "apps/pay/overlays/prod/password.txt",
-                "apps/pay/overlays/shared/settings.ini",
+                "apps/pay/overlays/common/settings.ini",
             ]
         );
         let mut lit = GeneratorInputs::default();
