@@ -156,11 +156,11 @@ mod tests {
         assert_eq!(
             got,
             [
+                "apps/pay/overlays/common/settings.ini",
                 "apps/pay/overlays/prod/app.env",
                 "apps/pay/overlays/prod/certs/key.pem",
                 "apps/pay/overlays/prod/db.env",
                 "apps/pay/overlays/prod/password.txt",
-                "apps/pay/overlays/common/settings.ini",
             ]
         );
         let mut lit = GeneratorInputs::default();
