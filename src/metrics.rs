@@ -45,9 +45,48 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS.iter().copied())
 }
 
+/// At most this many distinct `kind` label values; later ones are counted
+/// as `other`.
+pub const MAX_KINDS: usize = 256;
+
+/// The `kind` label of a review: the request's kind is whatever the caller
+/// wrote, so its values are bounded — a Kubernetes kind name (ASCII
+/// letters and digits, starting with a letter, at most 63 long) among the
+/// first [`MAX_KINDS`] seen, else `other` (or `invalid`). Unbounded label
+/// values are a memory and scrape-size denial of service (the class of
+/// prometheus/client_golang's CVE-2022-21698).
+#[derive(Default)]
+pub struct KindLabels {
+    seen: std::sync::RwLock<std::collections::HashSet<String>>,
+}
+
+impl KindLabels {
+    pub fn label(&self, kind: &str) -> String {
+        let valid = !kind.is_empty()
+            && kind.len() <= 63
+            && kind.starts_with(|c: char| c.is_ascii_alphabetic())
+            && kind.chars().all(|c| c.is_ascii_alphanumeric());
+        if !valid {
+            return "invalid".into();
+        }
+        if self.seen.read().unwrap_or_else(|e| e.into_inner()).contains(kind) {
+            return kind.to_owned();
+        }
+        let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(kind) || seen.len() < MAX_KINDS {
+            seen.insert(kind.to_owned());
+            kind.to_owned()
+        } else {
+            "other".into()
+        }
+    }
+}
+
 /// Admission metrics.
 pub struct AdmissionMetrics {
     pub reviews: Family<ReviewLabels, Counter>,
+    /// Bounds the `kind` label of `reviews`.
+    pub kinds: KindLabels,
     pub duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     pub rejected: Family<RejectLabels, Counter>,
     pub record_failures: Counter,
@@ -63,6 +102,7 @@ impl AdmissionMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = AdmissionMetrics {
             reviews: Family::default(),
+            kinds: KindLabels::default(),
             duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             rejected: Family::default(),
             record_failures: Counter::default(),

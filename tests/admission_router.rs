@@ -299,6 +299,34 @@ async fn metrics_count_reviews_by_decision_with_sub_millisecond_buckets() {
     assert!(text.contains(r#"gitgate_admission_duration_seconds_count{endpoint="validate"} 2"#), "{text}");
 }
 
+/// The request's `kind` is whatever the caller typed (any pod that reaches
+/// the port, without `--client-ca`): 10,000 made-up kinds, and kinds that
+/// are no kind names, must not become 10,000 metric series (unbounded
+/// label values: the class of prometheus/client_golang's CVE-2022-21698).
+#[tokio::test]
+async fn made_up_kinds_do_not_grow_the_metrics_without_bound() {
+    let state = common::state_with(gate(), Limits::default());
+    let app = admission::router(state);
+    let mut review: Value = serde_json::from_slice(&common::fixture("validate-create-deployment.json")).unwrap();
+    for i in 0..2_000 {
+        review["request"]["kind"]["kind"] = json!(format!("Kind{i}"));
+        let (status, _) = call(app.clone(), "/validate", serde_json::to_vec(&review).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    for bad in ["has space", "{injected=\"x\"}", "", &"A".repeat(64)] {
+        review["request"]["kind"]["kind"] = json!(bad);
+        call(app.clone(), "/validate", serde_json::to_vec(&review).unwrap()).await;
+    }
+    let resp = app.oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    let text = String::from_utf8(axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap();
+    let series = text.lines().filter(|l| l.starts_with("gitgate_admission_reviews_total{")).count();
+    assert!(series <= gitgate::metrics::MAX_KINDS + 2, "{series} series");
+    assert!(text.contains(r#"kind="Kind0""#), "the first kinds keep their names");
+    let other = text.lines().find(|l| l.contains(r#"kind="other""#)).expect("the rest are counted as other");
+    assert!(other.ends_with(&format!(" {}", 2_000 - gitgate::metrics::MAX_KINDS)), "{other}");
+    assert!(text.contains(r#"kind="invalid""#) && !text.contains("has space") && !text.contains("injected"), "{text}");
+}
+
 /// A recorder that cannot write.
 struct Broken;
 

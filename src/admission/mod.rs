@@ -267,7 +267,7 @@ impl AdmissionState {
             .get_or_create(&ReviewLabels {
                 endpoint: endpoint.as_str(),
                 operation: request.operation.as_str(),
-                kind: request.kind.kind.clone(),
+                kind: self.metrics.kinds.label(&request.kind.kind),
                 decision: label,
             })
             .inc();
