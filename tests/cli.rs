@@ -296,3 +296,29 @@ fn the_readme_quick_start_runs_verbatim_in_a_plain_clone() {
         assert!(rendered.contains(app), "render prints the bundled example's apps ({app}):\n{rendered}");
     }
 }
+
+/// SECURITY.md maps each vulnerability class to the test that guards it:
+/// every test it names exists, in the file it names (`path::test` or
+/// `::test` for the row's last named file), so a renamed or deleted test
+/// cannot leave a row that guards nothing.
+#[test]
+fn every_test_security_md_names_exists() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("SECURITY.md")).unwrap();
+    let mut checked = 0;
+    for row in doc.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| class") && !l.starts_with("| ---")) {
+        let tests = row.rsplit(" | ").next().unwrap_or_default();
+        let mut file = String::new();
+        for cell in tests.split('`').skip(1).step_by(2) {
+            let Some((path, name)) = cell.rsplit_once("::") else { continue };
+            let path = path.split("::").next().unwrap_or_default();
+            if !path.is_empty() {
+                file = if path.contains('/') { path.to_string() } else { format!("tests/e2e/{path}.rs") };
+            }
+            let text = std::fs::read_to_string(root.join(&file)).unwrap_or_else(|_| panic!("SECURITY.md names {file}"));
+            assert!(text.contains(&format!("fn {name}(")), "SECURITY.md names {file}::{name}, which does not exist");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "only {checked} tests named");
+}

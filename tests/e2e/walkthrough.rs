@@ -91,10 +91,8 @@ fn the_readme_walkthrough_runs_as_written() {
         std::thread::sleep(Duration::from_millis(200));
     };
     // Whatever happened: nothing of the walk-through outlives the test.
-    let _ = Command::new("kill")
-        .args(["-TERM", "--", &format!("-{pgid}")])
-        .stderr(std::process::Stdio::null())
-        .status();
+    let _ =
+        Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).stderr(std::process::Stdio::null()).status();
     let _ = child.wait();
     let _ = c.kubectl(&[
         "delete",
