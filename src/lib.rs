@@ -11,6 +11,8 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod policy;
 pub mod provenance;

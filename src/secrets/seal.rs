@@ -331,7 +331,7 @@ fn map_decrypt(e: age::DecryptError) -> SealError {
     }
 }
 
-fn parse_envelope(buf: &[u8], limits: &Limits) -> Result<Opened, SealError> {
+pub(crate) fn parse_envelope(buf: &[u8], limits: &Limits) -> Result<Opened, SealError> {
     let bad = |reason| SealError::BadEnvelope { reason };
     let rest = buf.strip_prefix(ENVELOPE_MAGIC).ok_or(bad("missing envelope magic"))?;
     let nl = rest.iter().take(ENVELOPE_HEADER_MAX + 1).position(|b| *b == b'\n').ok_or(bad("header too long"))?;

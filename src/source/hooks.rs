@@ -90,18 +90,23 @@ async fn handle(State(state): State<Arc<HookState>>, headers: HeaderMap, body: B
         return (StatusCode::OK, axum::Json(serde_json::json!({"status": "ignored: not a push event"})))
             .into_response();
     }
-    let payload: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    let event = PushEvent {
-        provider,
-        git_ref: payload.get("ref").and_then(|v| v.as_str()).map(str::to_string),
-        after: payload.get("after").and_then(|v| v.as_str()).map(str::to_string),
-    };
+    let event = push_event(provider, &body);
     tracing::info!(provider = ?event.provider, git_ref = ?event.git_ref, after = ?event.after, "git push webhook: fetching now");
     if let Ok(mut l) = state.last.lock() {
         *l = Some(event);
     }
     state.trigger.notify_one();
     (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"status": "fetch triggered"}))).into_response()
+}
+
+/// What a verified push hook's body says (fields it lacks are `None`).
+pub fn push_event(provider: Provider, body: &[u8]) -> PushEvent {
+    let payload: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+    PushEvent {
+        provider,
+        git_ref: payload.get("ref").and_then(|v| v.as_str()).map(str::to_string),
+        after: payload.get("after").and_then(|v| v.as_str()).map(str::to_string),
+    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -138,7 +143,7 @@ fn verify_hmac(secret: &[u8], body: &[u8], hex: &str) -> Result<(), HookError> {
     mac.verify_slice(&sig).map_err(|_| HookError::BadSignature)
 }
 
-fn is_push(provider: Provider, headers: &HeaderMap) -> bool {
+pub(crate) fn is_push(provider: Provider, headers: &HeaderMap) -> bool {
     match provider {
         Provider::GitHub => header(headers, "x-github-event").is_none_or(|e| e == "push"),
         Provider::Gitea => {
