@@ -99,8 +99,8 @@ pub enum Refusal {
     Invalid,
     /// The window ended at this time (µs).
     Ended(i64),
-    /// The change moves the window the object already had.
-    Moved { was: i64, now: i64 },
+    /// The change moves the window the object already had (its end).
+    Moved(i64),
     /// The window ends later than `--break-glass-ttl` from now allows.
     TooLong(i64),
 }
@@ -118,18 +118,14 @@ impl Refusal {
                 "its break-glass window ended at {}; gitgate puts Git back, then a new break-glass change opens a new window",
                 at(*t)
             ),
-            Refusal::Moved { was, .. } => {
+            Refusal::Moved(was) => {
                 format!("a break-glass change may not move its own window (it ends at {})", at(*was))
             }
             Refusal::TooLong(t) => {
-                format!("{UNTIL_ANNOTATION} {} is more than --break-glass-ttl ({}) away", at(*t), humantime_secs(ttl))
+                format!("{UNTIL_ANNOTATION} {} is more than --break-glass-ttl ({}s) away", at(*t), ttl.as_secs())
             }
         }
     }
-}
-
-fn humantime_secs(ttl: Duration) -> String {
-    format!("{}s", ttl.as_secs())
 }
 
 /// The validating half: whether a break-glass change is inside its window.
@@ -144,7 +140,7 @@ pub fn check(old: Option<&Value>, object: Option<&Value>, ttl: Duration, now: i6
     if let Until::At(was) = until_of(old)
         && was != until
     {
-        return Err(Refusal::Moved { was, now: until });
+        return Err(Refusal::Moved(was));
     }
     if until <= now {
         return Err(Refusal::Ended(until));
@@ -224,7 +220,7 @@ mod tests {
         // The user tries to extend it by writing their own end.
         let forged = obj(Some("2099-01-01T00:00:00Z"));
         assert!(stamp(Some(&old), &forged, HOUR, later).is_none(), "left for the validating webhook");
-        assert!(matches!(check(Some(&old), Some(&forged), HOUR, later), Err(Refusal::Moved { .. })));
+        assert!(matches!(check(Some(&old), Some(&forged), HOUR, later), Err(Refusal::Moved(_))));
         // A replace that dropped the stamp gets the old one back.
         let replaced = obj(None);
         let stamped = apply(&replaced, stamp(Some(&old), &replaced, HOUR, later).unwrap());

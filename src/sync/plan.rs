@@ -248,6 +248,12 @@ impl Drift {
 /// unchanged manifest keeps its stamps and is not written again), then
 /// every field Git sets, except the ignored ones.
 pub fn drift(planned: &Planned, live: Option<&Value>) -> Drift {
+    stands(planned, live, None)
+}
+
+/// [`drift`], given the foreign fields when the caller has them already
+/// (`None`: found here, and only once Git's own fields hold).
+fn stands(planned: &Planned, live: Option<&Value>, foreign: Option<&[super::foreign::Foreign]>) -> Drift {
     let Some(live) = live else { return Drift::Missing };
     let annotation = |k: &str| live.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str);
     let label = live.pointer("/metadata/labels").and_then(|l| l.get(APP_LABEL)).and_then(Value::as_str);
@@ -266,10 +272,20 @@ pub fn drift(planned: &Planned, live: Option<&Value>) -> Drift {
     }
     match crate::provenance::first_difference(&planned.manifest, live, &planned.ignore) {
         // Git's fields hold: what another manager added is drift too.
-        Ok(None) => match foreign_fields(planned, live).first() {
-            Some(f) => Drift::Changed(format!("{} (set by {})", f.pointer, f.manager)),
-            None => Drift::InSync,
-        },
+        Ok(None) => {
+            let found;
+            let foreign = match foreign {
+                Some(f) => f,
+                None => {
+                    found = foreign_fields(planned, live);
+                    &found
+                }
+            };
+            match foreign.first() {
+                Some(f) => Drift::Changed(format!("{} (set by {})", f.pointer, f.manager)),
+                None => Drift::InSync,
+            }
+        }
         Ok(Some(field)) => Drift::Changed(field),
         Err(_) => Drift::Changed("/".into()),
     }
@@ -314,15 +330,14 @@ pub struct Glass {
 
 /// Summarises a live object against its planned one.
 pub fn observe(planned: &Planned, live: Option<&Value>) -> Observed {
+    // Git's manifest is parsed for this once, not once per use.
+    let foreign = live.map(|l| foreign_fields(planned, l)).unwrap_or_default();
     Observed {
-        drift: drift(planned, live),
+        drift: stands(planned, live, Some(&foreign)),
         health: crate::sync::health::assess(&planned.key.group, &planned.key.kind, live),
         ignored: live.map(|l| sparse(l, &planned.ignore)),
         break_glass: live.and_then(break_glass),
-        foreign: live.and_then(|l| {
-            let f = foreign_fields(planned, l);
-            (!f.is_empty()).then(|| super::foreign::removal(l, &f))
-        }),
+        foreign: live.filter(|_| !foreign.is_empty()).map(|l| super::foreign::removal(l, &foreign)),
     }
 }
 
