@@ -19,6 +19,7 @@ pub const INVENTORY_LABEL: &str = "gitgate.dev/inventory";
 const KEY: &str = "inventory";
 const COMMIT_KEY: &str = "commit";
 const CLUSTER_KEY: &str = "cluster";
+const BASE_KEY: &str = "base";
 
 /// One applied object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +113,19 @@ pub struct Inventory {
     pub commit: String,
     /// The app's destination cluster (`""`: the default one).
     pub cluster: String,
+    /// How many objects the app held when a sync last completed its prune:
+    /// what the mass-prune guard's share is measured against. The entries
+    /// may hold more (recorded ahead of a sync still applying, or kept by
+    /// a prune the guard stopped). `None` in inventories written before it
+    /// was recorded.
+    pub base: Option<usize>,
+}
+
+impl Inventory {
+    /// The size the mass-prune guard measures a deletion against.
+    pub fn guard_base(&self) -> usize {
+        self.base.unwrap_or(self.entries.len())
+    }
 }
 
 /// Reads every inventory in the namespace: app → inventory.
@@ -128,14 +142,33 @@ pub async fn read_all(client: &kube::Client, namespace: &str) -> Result<BTreeMap
         let entries = decode(data.get(KEY).map(String::as_str).unwrap_or_default())
             .map_err(|reason| SyncError::Inventory { app: app.clone(), reason })?;
         let get = |k: &str| data.get(k).cloned().unwrap_or_default();
-        out.insert(app, Inventory { entries, commit: get(COMMIT_KEY), cluster: get(CLUSTER_KEY) });
+        let base = decode_base(data.get(BASE_KEY).map(String::as_str))
+            .map_err(|reason| SyncError::Inventory { app: app.clone(), reason })?;
+        out.insert(app, Inventory { entries, commit: get(COMMIT_KEY), cluster: get(CLUSTER_KEY), base });
     }
     Ok(out)
+}
+
+/// The recorded base: absent is `None`; anything but a count is an error
+/// (a guard that cannot be measured must not silently loosen).
+fn decode_base(text: Option<&str>) -> Result<Option<usize>, String> {
+    match text.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) => t.parse().map(Some).map_err(|_| format!("bad base {t:?}")),
+    }
 }
 
 /// Writes an app's inventory (server-side apply, gitgate's field manager).
 pub async fn write(client: &kube::Client, namespace: &str, app: &str, inventory: &Inventory) -> Result<(), SyncError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut data = BTreeMap::from([
+        (KEY.to_string(), encode(&inventory.entries)),
+        (COMMIT_KEY.to_string(), inventory.commit.clone()),
+        (CLUSTER_KEY.to_string(), inventory.cluster.clone()),
+    ]);
+    if let Some(base) = inventory.base {
+        data.insert(BASE_KEY.to_string(), base.to_string());
+    }
     let cm = ConfigMap {
         metadata: ObjectMeta {
             name: Some(name_of(app)),
@@ -143,11 +176,7 @@ pub async fn write(client: &kube::Client, namespace: &str, app: &str, inventory:
             labels: Some(BTreeMap::from([(INVENTORY_LABEL.to_string(), app.to_string())])),
             ..ObjectMeta::default()
         },
-        data: Some(BTreeMap::from([
-            (KEY.to_string(), encode(&inventory.entries)),
-            (COMMIT_KEY.to_string(), inventory.commit.clone()),
-            (CLUSTER_KEY.to_string(), inventory.cluster.clone()),
-        ])),
+        data: Some(data),
         ..ConfigMap::default()
     };
     let mut value =
@@ -195,5 +224,17 @@ mod tests {
         assert!(decode("a|b|c").unwrap_err().contains("line 1"));
         assert!(decode("|v1|ConfigMap|ns|x|1.zz|").unwrap_err().contains("bad wave"));
         assert!(decode("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_base_that_is_not_a_count_is_an_error_never_a_looser_guard() {
+        assert_eq!(decode_base(None), Ok(None));
+        assert_eq!(decode_base(Some(" 12 ")), Ok(Some(12)));
+        assert!(decode_base(Some("-1")).unwrap_err().contains("bad base"));
+        assert!(decode_base(Some("lots")).is_err());
+        let e = decode("|v1|ConfigMap|ns|x|0.0|").unwrap().remove(0);
+        let old = Inventory { entries: vec![e; 3], ..Inventory::default() };
+        assert_eq!(old.guard_base(), 3, "inventories written before the base fall back to their size");
+        assert_eq!(Inventory { base: Some(1), ..old }.guard_base(), 1);
     }
 }

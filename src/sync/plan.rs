@@ -486,8 +486,18 @@ pub fn allows_mass_prune(message: &str) -> bool {
 }
 
 /// Inventory entries Git no longer declares, in reverse wave order, under
-/// the mass-prune guard.
-pub fn prune_plan(inventory: &[Entry], desired: &HashSet<ObjectKey>, guard: PruneGuard, allowed: bool) -> PrunePlan {
+/// the mass-prune guard. `base` is the app's size the share is measured
+/// against: its inventory as of the last sync that completed its prune
+/// ([`super::inventory::Inventory::base`]), not the inventory as read,
+/// which also holds what a sync recorded ahead of applying it (a leader
+/// killed mid-wave) or kept when the guard stopped it.
+pub fn prune_plan(
+    inventory: &[Entry],
+    base: usize,
+    desired: &HashSet<ObjectKey>,
+    guard: PruneGuard,
+    allowed: bool,
+) -> PrunePlan {
     let mut plan = PrunePlan::default();
     for e in inventory {
         if desired.contains(&e.key()) {
@@ -498,12 +508,14 @@ pub fn prune_plan(inventory: &[Entry], desired: &HashSet<ObjectKey>, guard: Prun
     plan.delete
         .sort_by(|a, b| (b.wave, kind_order(&b.kind)).cmp(&(a.wave, kind_order(&a.kind))).then(a.key().cmp(&b.key())));
     let n = plan.delete.len();
-    let share = if inventory.is_empty() { 0.0 } else { n as f64 / inventory.len() as f64 };
+    // Deleting more than the base holds (entries recorded ahead by a sync
+    // that never completed) is deleting all of it.
+    let total = base.max(n);
+    let share = if n == 0 { 0.0 } else { n as f64 / total as f64 };
     if !allowed && (n > guard.max_count || (n >= 2 && share > guard.max_share)) {
         plan.guarded = Some(format!(
             "prune stopped: this commit would delete {n} of {total} objects (limit {max} or {pct:.0}%); \
              commit with the trailer '{ALLOW_PRUNE_TRAILER}: yes' to allow it",
-            total = inventory.len(),
             max = guard.max_count,
             pct = guard.max_share * 100.0
         ));
@@ -621,21 +633,51 @@ mod tests {
         ];
         let desired: HashSet<ObjectKey> = HashSet::new();
         let loose = PruneGuard { max_count: 10, max_share: 1.0 };
-        let p = prune_plan(&inventory, &desired, loose, false);
+        let p = prune_plan(&inventory, 3, &desired, loose, false);
         assert_eq!(p.delete.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["b", "a"]);
         assert_eq!(p.kept.len(), 1, "prune: disabled is kept");
         assert!(p.guarded.is_none());
         let strict = PruneGuard { max_count: 1, max_share: 1.0 };
-        let g = prune_plan(&inventory, &desired, strict, false);
+        let g = prune_plan(&inventory, 3, &desired, strict, false);
         assert!(g.guarded.unwrap().contains("Gitgate-Allow-Prune: yes"));
-        assert!(prune_plan(&inventory, &desired, strict, true).guarded.is_none());
+        assert!(prune_plan(&inventory, 3, &desired, strict, true).guarded.is_none());
         let share = PruneGuard { max_count: 10, max_share: 0.5 };
-        assert!(prune_plan(&inventory, &desired, share, false).guarded.is_some(), "2 of 3 is over half");
+        assert!(prune_plan(&inventory, 3, &desired, share, false).guarded.is_some(), "2 of 3 is over half");
         let keep_one: HashSet<ObjectKey> = [inventory[0].key()].into();
-        assert!(prune_plan(&inventory, &keep_one, share, false).guarded.is_none(), "1 deletion is never a mass prune");
+        assert!(prune_plan(&inventory, 3, &keep_one, share, false).guarded.is_none(), "1 deletion is never a mass prune");
         assert!(allows_mass_prune("drop it\n\nGitgate-Allow-Prune: yes\n"));
         assert!(allows_mass_prune("x\n\ngitgate-allow-prune: TRUE"));
         assert!(!allows_mass_prune("Gitgate-Allow-Prune: no"));
         assert!(!allows_mass_prune("mentions Gitgate-Allow-Prune in prose"));
+    }
+
+    /// Regression (mass prune on failover): a commit that renames every
+    /// object of an app (a new kustomize namePrefix) is stopped by the
+    /// share guard once. The inventory then held the old and the new
+    /// objects — written ahead of applying, and kept by the stopped prune
+    /// — so the next sync of the same commit (a resync, or a new leader
+    /// after the old one was killed mid-wave) measured 4 of 8 (50%, not
+    /// over half) and deleted them all without the trailer. The share is
+    /// measured against the app as of its last completed prune.
+    #[test]
+    fn a_stopped_mass_prune_stays_stopped_after_a_failover_or_resync() {
+        let old: Vec<Entry> = (0..4).map(|i| entry("ConfigMap", &format!("old-{i}"), 0, false)).collect();
+        let new: Vec<Entry> = (0..4).map(|i| entry("ConfigMap", &format!("new-{i}"), 0, false)).collect();
+        let desired: HashSet<ObjectKey> = new.iter().map(Entry::key).collect();
+        let guard = PruneGuard::default();
+        // The first sync of the rename: the inventory is the old objects.
+        assert!(prune_plan(&old, old.len(), &desired, guard, false).guarded.is_some());
+        // What the inventory holds after it (or after a leader died mid-wave).
+        let grown: Vec<Entry> = old.iter().chain(&new).cloned().collect();
+        let again = prune_plan(&grown, old.len(), &desired, guard, false);
+        assert_eq!(again.delete.len(), 4);
+        assert!(again.guarded.as_deref().is_some_and(|g| g.contains("delete 4 of 4")), "{:?}", again.guarded);
+        // (measured against the inventory as read, it was not stopped)
+        assert!(prune_plan(&grown, grown.len(), &desired, guard, false).guarded.is_none());
+        // The trailer still lets it through; entries recorded ahead of a
+        // sync that never completed count against a smaller base.
+        assert!(prune_plan(&grown, old.len(), &desired, guard, true).guarded.is_none());
+        let none: HashSet<ObjectKey> = HashSet::new();
+        assert!(prune_plan(&new, 0, &none, guard, false).guarded.is_some(), "4 of 0 is all of it");
     }
 }

@@ -28,6 +28,10 @@ use crate::render::config::App;
 use crate::render::object::ObjectKey;
 use crate::source::fetch::GitSource;
 
+/// What an app's inventory holds now: its entries encoded (one string, not
+/// 10,000 entries), its cluster and its base.
+type Recorded = (String, String, Option<usize>);
+
 /// Where audit records of sync actions go.
 pub trait SyncRecorder: Send + Sync {
     fn record(&self, entry: &AuditEntry);
@@ -246,11 +250,15 @@ impl Reconciler {
         let mut results: HashMap<usize, Result<(), String>> = HashMap::new();
         let mut applied = 0usize;
         // What the inventory holds now, encoded (one string, not 10,000 entries).
-        let mut recorded: Option<(String, String)> =
-            inventory.map(|i| (inventory::encode(&i.entries), i.cluster.clone()));
+        let mut recorded: Option<Recorded> =
+            inventory.map(|i| (inventory::encode(&i.entries), i.cluster.clone(), i.base));
+        // The app's size as of its last completed prune: the mass-prune
+        // guard's measure, carried until a sync completes its prune (a new
+        // app starts from nothing).
+        let base = inventory.map_or(0, Inventory::guard_base);
         if !detect_only {
             let ahead: Vec<Entry> = previous.iter().cloned().chain(planned.iter().map(Planned::entry)).collect();
-            recorded = Some(self.write_inventory(app, ahead, recorded.as_ref(), desired).await?);
+            recorded = Some(self.write_inventory(app, ahead, recorded.as_ref(), desired, Some(base)).await?);
             let waves: Vec<Wave> = {
                 let mut w: Vec<Wave> = planned.iter().map(|p| p.wave).collect();
                 w.dedup();
@@ -332,7 +340,8 @@ impl Reconciler {
 
         // 5. Prune what left Git, in reverse wave order, under the guard.
         let keys: HashSet<ObjectKey> = planned.iter().map(|p| p.key.clone()).collect();
-        let prune = plan::prune_plan(previous, &keys, self.config.prune_guard, plan::allows_mass_prune(message));
+        let prune =
+            plan::prune_plan(previous, base, &keys, self.config.prune_guard, plan::allows_mass_prune(message));
         let mut remaining: Vec<Entry> = planned.iter().map(Planned::entry).collect();
         let mut prune_note = None;
         if detect_only {
@@ -378,7 +387,10 @@ impl Reconciler {
         let recorded_now = if detect_only {
             Ok(Default::default())
         } else {
-            self.write_inventory(app, remaining, recorded.as_ref(), desired).await
+            // A stopped prune completes nothing: the base stays; otherwise
+            // what now exists is the new base.
+            let base = failed_prune.then_some(base);
+            self.write_inventory(app, remaining, recorded.as_ref(), desired, base).await
         };
         drop(recorded);
 
@@ -584,9 +596,10 @@ impl Reconciler {
         &self,
         app: &App,
         mut entries: Vec<Entry>,
-        previous: Option<&(String, String)>,
+        previous: Option<&Recorded>,
         desired: &DesiredSet,
-    ) -> Result<(String, String), SyncError> {
+        base: Option<usize>,
+    ) -> Result<Recorded, SyncError> {
         fn key(e: &Entry) -> (&str, &str, &str, &str) {
             (&e.group, &e.kind, &e.namespace, &e.name)
         }
@@ -594,19 +607,25 @@ impl Reconciler {
         entries.dedup_by(|a, b| key(a) == key(b));
         let text = inventory::encode(&entries);
         let cluster = app.destination.cluster.clone();
-        if previous.is_some_and(|(t, c)| *t == text && *c == cluster) {
-            return Ok((text, cluster));
+        let base = Some(base.unwrap_or(entries.len()));
+        if previous.is_some_and(|(t, c, b)| *t == text && *c == cluster && *b == base) {
+            return Ok((text, cluster, base));
         }
-        let inv = Inventory { entries, commit: desired.commit().to_string(), cluster };
+        let inv = Inventory { entries, commit: desired.commit().to_string(), cluster, base };
         inventory::write(self.targets.default.client(), &self.config.namespace, &app.name, &inv).await?;
-        Ok((text, inv.cluster))
+        Ok((text, inv.cluster, base))
     }
 
     /// An app that left `gitgate.yaml`: its objects are pruned (under the
     /// guard), then its inventory.
     async fn forget_app(&self, desired: &DesiredSet, name: &str, inv: &Inventory, message: &str) {
-        let prune =
-            plan::prune_plan(&inv.entries, &HashSet::new(), self.config.prune_guard, plan::allows_mass_prune(message));
+        let prune = plan::prune_plan(
+            &inv.entries,
+            inv.guard_base(),
+            &HashSet::new(),
+            self.config.prune_guard,
+            plan::allows_mass_prune(message),
+        );
         if let Some(why) = prune.guarded {
             tracing::warn!(app = name, "{why}");
             return;
