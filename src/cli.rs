@@ -532,7 +532,8 @@ async fn serve(
             audit: Some(audit_log.clone()),
             reconciler: reconciler.clone(),
             break_glass_groups: repo.break_glass_groups.clone(),
-            ca_pem: std::fs::read(config.cert_dir.join("ca.crt")).ok(),
+            ca_pem: std::fs::read(config.cert_dir.join(tls::CA_CERT)).ok(),
+            ca_file: Some(config.cert_dir.join(tls::CA_CERT)),
         },
     )
     .await?;

@@ -625,6 +625,7 @@ fn guard_config(args: &gitgate::cli::ServeArgs, ca_pem: Vec<u8>) -> GuardConfig 
     GuardConfig {
         endpoint: Endpoint::parse(s.webhook_endpoint.as_deref().expect("--webhook-endpoint")).unwrap(),
         ca_pem,
+        ca_file: None,
         namespace: s.namespace.clone(),
         failure_policy: s.webhook_failure_policy.clone(),
         timeout_seconds: s.webhook_timeout_seconds,

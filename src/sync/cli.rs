@@ -146,6 +146,8 @@ pub struct Wiring<'a> {
     pub reconciler: Option<String>,
     pub break_glass_groups: Vec<String>,
     pub ca_pem: Option<Vec<u8>>,
+    /// The file `ca_pem` was read from: the guard reads it again.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 async fn connect(args: &ServeSyncArgs) -> anyhow::Result<(kube::Client, Option<kube::config::Kubeconfig>, String)> {
@@ -263,6 +265,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
         (Some(e), Some(ca)) => Some(GuardConfig {
             endpoint: Endpoint::parse(e).map_err(anyhow::Error::msg)?,
             ca_pem: ca.clone(),
+            ca_file: w.ca_file.clone(),
             namespace: args.namespace.clone(),
             failure_policy: args.webhook_failure_policy.clone(),
             timeout_seconds: args.webhook_timeout_seconds.clamp(1, 30),

@@ -58,6 +58,12 @@ pub struct GuardConfig {
     pub endpoint: Endpoint,
     /// PEM of the CA that signed the serving certificate.
     pub ca_pem: Vec<u8>,
+    /// Where `ca_pem` came from (`ca.crt` in `--cert-dir`): read again at
+    /// every round, so a CA that changed on disk (a renewed development
+    /// CA, cert-manager rotating its issuer) reaches the `caBundle` the
+    /// apiserver verifies gitgate with, instead of the guard restoring the
+    /// bundle it started with.
+    pub ca_file: Option<std::path::PathBuf>,
     /// gitgate's own namespace: never intercepted.
     pub namespace: String,
     /// `Fail` (default) or `Ignore`.
@@ -70,6 +76,34 @@ pub struct GuardConfig {
     pub enforce_label: Option<(String, String)>,
     /// Also install the in-apiserver policy (holds while the webhook is down).
     pub vap: Option<(String, Vec<String>)>,
+}
+
+impl GuardConfig {
+    /// This configuration with the CA as `ca_file` holds it now; as is
+    /// when there is no file, it cannot be read, or it holds no
+    /// certificate (a half-written or emptied file never becomes the
+    /// bundle).
+    pub fn current(&self) -> std::borrow::Cow<'_, GuardConfig> {
+        use std::borrow::Cow;
+        let Some(path) = &self.ca_file else { return Cow::Borrowed(self) };
+        let pem = match std::fs::read(path) {
+            Ok(pem) => pem,
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "keeping the CA the guard has");
+                return Cow::Borrowed(self);
+            }
+        };
+        let holds_a_certificate = {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject as _;
+            let certs: Result<Vec<CertificateDer<'static>>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+            certs.is_ok_and(|c| !c.is_empty())
+        };
+        if pem == self.ca_pem || !holds_a_certificate {
+            return Cow::Borrowed(self);
+        }
+        Cow::Owned(GuardConfig { ca_pem: pem, ..self.clone() })
+    }
 }
 
 /// Namespaces no gitgate webhook intercepts.
@@ -311,6 +345,7 @@ mod tests {
         let c = GuardConfig {
             endpoint: Endpoint::parse("gitgate/gitgate").unwrap(),
             ca_pem: b"-----BEGIN CERTIFICATE-----".to_vec(),
+            ca_file: None,
             namespace: "gitgate".into(),
             failure_policy: "Fail".into(),
             timeout_seconds: 5,
@@ -333,6 +368,47 @@ mod tests {
         assert_eq!(tampered(&objs[0].1, &objs[0].1), None);
     }
 
+    /// Regression: the guard read ca.crt once, at start. When the CA on
+    /// disk changed (renewed, rotated), it kept restoring the old bundle:
+    /// the apiserver could not verify gitgate's certificate, and enforced
+    /// namespaces stayed locked until a restart.
+    #[test]
+    fn the_guard_takes_the_ca_from_disk_at_every_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = crate::tls::generate(dir.path(), &["localhost".into()], 30).unwrap();
+        let old = std::fs::read(&first.ca_cert).unwrap();
+        let c = GuardConfig {
+            endpoint: Endpoint::parse("https://127.0.0.1:8443").unwrap(),
+            ca_pem: old.clone(),
+            ca_file: Some(first.ca_cert.clone()),
+            namespace: "gitgate".into(),
+            failure_policy: "Fail".into(),
+            timeout_seconds: 5,
+            enforce_label: None,
+            vap: None,
+        };
+        assert!(matches!(c.current(), std::borrow::Cow::Borrowed(_)), "unchanged: no copy");
+        // A new CA (and serving pair) in the directory.
+        std::fs::remove_file(dir.path().join(crate::tls::CA_KEY)).unwrap();
+        let second = crate::tls::generate(dir.path(), &["localhost".into()], 30).unwrap();
+        assert_ne!(first.ca_bundle, second.ca_bundle);
+        let now = c.current();
+        let bundle = |g: &GuardConfig| objects(g)[0].1["webhooks"][0]["clientConfig"]["caBundle"].clone();
+        assert_eq!(bundle(&now), second.ca_bundle.as_str());
+        // The live configuration with the old bundle is an edit to undo.
+        assert_eq!(
+            tampered(&objects(&now)[0].1, &objects(&c)[0].1).as_deref(),
+            Some("/webhooks/0/clientConfig/caBundle")
+        );
+        // An emptied or garbled file never becomes the bundle.
+        for junk in [&b""[..], b"not a certificate"] {
+            std::fs::write(&first.ca_cert, junk).unwrap();
+            assert_eq!(bundle(&c.current()), bundle(&c));
+        }
+        std::fs::remove_file(&first.ca_cert).unwrap();
+        assert_eq!(bundle(&c.current()), bundle(&c), "a missing file keeps the CA");
+    }
+
     /// Only changes that set the break-glass annotation go to the stamp,
     /// which fails open (the validating webhook refuses an unstamped one).
     fn assert_break_glass_webhook(mutating: &Value) {
@@ -349,6 +425,7 @@ mod tests {
         let mut c = GuardConfig {
             endpoint: Endpoint::parse("gitgate/gitgate").unwrap(),
             ca_pem: b"ca".to_vec(),
+            ca_file: None,
             namespace: "gitgate".into(),
             failure_policy: "Fail".into(),
             timeout_seconds: 5,
@@ -429,6 +506,7 @@ mod tests {
         let c = GuardConfig {
             endpoint: Endpoint::parse("gitgate/gitgate").unwrap(),
             ca_pem: b"ca".to_vec(),
+            ca_file: None,
             namespace: "gitgate".into(),
             failure_policy: "Fail".into(),
             timeout_seconds: 5,

@@ -644,7 +644,10 @@ mod tests {
         let share = PruneGuard { max_count: 10, max_share: 0.5 };
         assert!(prune_plan(&inventory, 3, &desired, share, false).guarded.is_some(), "2 of 3 is over half");
         let keep_one: HashSet<ObjectKey> = [inventory[0].key()].into();
-        assert!(prune_plan(&inventory, 3, &keep_one, share, false).guarded.is_none(), "1 deletion is never a mass prune");
+        assert!(
+            prune_plan(&inventory, 3, &keep_one, share, false).guarded.is_none(),
+            "1 deletion is never a mass prune"
+        );
         assert!(allows_mass_prune("drop it\n\nGitgate-Allow-Prune: yes\n"));
         assert!(allows_mass_prune("x\n\ngitgate-allow-prune: TRUE"));
         assert!(!allows_mass_prune("Gitgate-Allow-Prune: no"));

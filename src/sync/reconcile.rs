@@ -340,8 +340,7 @@ impl Reconciler {
 
         // 5. Prune what left Git, in reverse wave order, under the guard.
         let keys: HashSet<ObjectKey> = planned.iter().map(|p| p.key.clone()).collect();
-        let prune =
-            plan::prune_plan(previous, base, &keys, self.config.prune_guard, plan::allows_mass_prune(message));
+        let prune = plan::prune_plan(previous, base, &keys, self.config.prune_guard, plan::allows_mass_prune(message));
         let mut remaining: Vec<Entry> = planned.iter().map(Planned::entry).collect();
         let mut prune_note = None;
         if detect_only {
@@ -717,9 +716,10 @@ impl Reconciler {
     /// Applies the guard's objects that are missing or edited.
     pub async fn guard_once(&self) -> Result<usize, SyncError> {
         let Some(g) = &self.guard else { return Ok(0) };
+        let g = g.current();
         let target = &self.targets.default;
         let mut restored = 0;
-        for (key, obj) in guard::objects(g) {
+        for (key, obj) in guard::objects(&g) {
             let version =
                 obj.get("apiVersion").and_then(Value::as_str).map(plan::version_of).unwrap_or("v1").to_string();
             let r = target.resolve(&key.group, &version, &key.kind).await?;
