@@ -494,16 +494,23 @@ async fn serve(
     sync_args: Box<crate::sync::cli::ServeSyncArgs>,
     dashboard_args: crate::dashboard::DashboardArgs,
 ) -> anyhow::Result<()> {
-    if config.generate_certs && !(config.tls_cert.exists() && config.tls_key.exists()) {
-        let names: Vec<String> = tls::DEFAULT_DNS_NAMES.iter().chain(tls::DEFAULT_IPS).map(|s| s.to_string()).collect();
-        let out = tls::generate(&config.cert_dir, &names, 365)?;
-        tracing::info!(dir = %config.cert_dir.display(), ca = %out.ca_cert.display(), "generated a development certificate");
+    // The development pair: generated when missing, renewed when expiring
+    // or expired (here and at every reload round).
+    let dev_pair = config.generate_certs.then(|| tls::DevPair::new(&config.cert_dir));
+    if let Some(pair) = &dev_pair
+        && let Some(done) = pair.ensure()?
+    {
+        tls::log_renewal(&pair.dir, done);
     }
     let (rustls, reloader) = tls::Reloader::load_files(tls::Files {
         cert: config.tls_cert.clone(),
         key: config.tls_key.clone(),
         client_ca: callers.client_ca.clone(),
     })?;
+    let reloader = match dev_pair {
+        Some(pair) => reloader.renewing(pair),
+        None => reloader,
+    };
     let caller_policy = match &callers.client_ca {
         Some(ca) => {
             tracing::info!(ca = %ca.display(), names = ?callers.names, "webhooks answer only clients with a certificate from the client CA");

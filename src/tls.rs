@@ -95,7 +95,8 @@ pub fn generate(dir: &Path, names: &[String], days: u32) -> Result<GeneratedCert
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let (ca_pem, issuer) = match (std::fs::read_to_string(&ca_cert_path), std::fs::read_to_string(&ca_key_path)) {
-        (Ok(cert), Ok(key)) => {
+        // An expired CA is replaced: nothing verifies a certificate it signs.
+        (Ok(cert), Ok(key)) if !validity(cert.as_bytes()).is_some_and(|(_, until)| until <= unix_now()) => {
             let key = KeyPair::from_pem(&key).map_err(TlsError::Generate)?;
             (cert, Issuer::new(ca_params, key))
         }
@@ -128,6 +129,149 @@ pub fn generate(dir: &Path, names: &[String], days: u32) -> Result<GeneratedCert
     use base64::Engine as _;
     let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
     Ok(GeneratedCerts { ca_cert: ca_cert_path, serving_cert, serving_key, ca_bundle })
+}
+
+/// The development pair `gitgate serve` keeps in `--cert-dir` when no
+/// `--tls-cert`/`--tls-key` is given: generated when missing, and renewed
+/// (with the CA in the directory; a new CA when that one expired) once a
+/// third of its lifetime is left or it expired — at start and at every
+/// reload round, so a gitgate that was down past its certificate's end, or
+/// runs that long, serves a valid certificate again by itself. Only while
+/// the directory holds the CA's key (a pair from cert-manager or another
+/// issuer is never replaced).
+#[derive(Clone, Debug)]
+pub struct DevPair {
+    pub dir: PathBuf,
+    /// Names a renewed certificate covers beside the DNS names of the one
+    /// it replaces.
+    pub names: Vec<String>,
+    pub days: u32,
+}
+
+impl DevPair {
+    /// The defaults of `gitgate serve`: [`DEFAULT_DNS_NAMES`] and
+    /// [`DEFAULT_IPS`], 365 days.
+    pub fn new(dir: &Path) -> DevPair {
+        let names = DEFAULT_DNS_NAMES.iter().chain(DEFAULT_IPS).map(|s| s.to_string()).collect();
+        DevPair { dir: dir.to_path_buf(), names, days: 365 }
+    }
+
+    /// Generates or renews the pair when due; says what it did.
+    pub fn ensure(&self) -> Result<Option<Renewed>, TlsError> {
+        let cert = self.dir.join(SERVING_CERT);
+        if !cert.exists() || !self.dir.join(SERVING_KEY).exists() {
+            generate(&self.dir, &self.names, self.days)?;
+            return Ok(Some(Renewed::Generated));
+        }
+        if !self.dir.join(CA_KEY).exists() {
+            return Ok(None);
+        }
+        let pem = std::fs::read(&cert).map_err(|source| TlsError::Read { path: cert.clone(), source })?;
+        let Some((from, until)) = validity(&pem) else { return Ok(None) };
+        if !renewal_due(from, until, unix_now()) {
+            return Ok(None);
+        }
+        // The DNS names it had (DEFAULT_IPS cover the addresses it serves on).
+        let mut names = self.names.clone();
+        for der in CertificateDer::pem_slice_iter(&pem).take(1).flatten() {
+            for n in certificate_names(&der) {
+                if valid_dns_name(&n) && !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        generate(&self.dir, &names, self.days)?;
+        Ok(Some(if until <= unix_now() { Renewed::Expired { until } } else { Renewed::Expiring { until } }))
+    }
+}
+
+/// What [`DevPair::ensure`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renewed {
+    /// There was none.
+    Generated,
+    /// It had expired at `until` (seconds since the epoch).
+    Expired { until: u64 },
+    /// A third of its lifetime or less was left.
+    Expiring { until: u64 },
+}
+
+/// Whether a certificate valid `from..until` (seconds since the epoch) is
+/// due for renewal at `now`: a third of its lifetime or less is left.
+pub fn renewal_due(from: u64, until: u64, now: u64) -> bool {
+    let left = until.saturating_sub(now);
+    left == 0 || left.saturating_mul(3) <= until.saturating_sub(from)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// `notBefore` and `notAfter` (seconds since the epoch) of the first
+/// certificate in `pem`; `None` when there is none or it is malformed.
+pub fn validity(pem: &[u8]) -> Option<(u64, u64)> {
+    let der = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    let (tag, cert, _) = der_tlv(der.as_ref())?;
+    let (tbs_tag, tbs, _) = der_tlv(cert)?;
+    if tag != 0x30 || tbs_tag != 0x30 {
+        return None;
+    }
+    let mut rest = tbs;
+    // [0] version (optional), serialNumber, signature, issuer, validity
+    let (first, _, after) = der_tlv(rest)?;
+    if first == 0xa0 {
+        rest = after;
+    }
+    for want in [0x02, 0x30, 0x30] {
+        let (t, _, after) = der_tlv(rest)?;
+        if t != want {
+            return None;
+        }
+        rest = after;
+    }
+    let (t, validity, _) = der_tlv(rest)?;
+    if t != 0x30 {
+        return None;
+    }
+    let (t1, from, rest) = der_tlv(validity)?;
+    let (t2, until, _) = der_tlv(rest)?;
+    Some((der_time(t1, from)?, der_time(t2, until)?))
+}
+
+/// A UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) as
+/// seconds since the epoch.
+fn der_time(tag: u8, text: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (year, rest) = match (tag, text.len()) {
+        (0x17, 12) => {
+            let yy: i64 = text[..2].parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
+        }
+        (0x18, 14) => (text[..4].parse().ok()?, &text[4..]),
+        _ => return None,
+    };
+    let n = |i: usize| rest[i..i + 2].parse::<i64>().ok();
+    let (month, day, h, m, sec) = (n(0)?, n(2)?, n(4)?, n(6)?, n(8)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec;
+    u64::try_from(secs).ok()
+}
+
+/// (year, month, day) → days since 1970-01-01 (the inverse of
+/// [`civil_from_days`]).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// RFC 1123 host name, optionally with one leading `*.` wildcard label.
@@ -368,6 +512,8 @@ pub struct Reloader {
     files: Files,
     config: RustlsConfig,
     last: [u8; 32],
+    /// Renews the development pair the files are (when they are).
+    renew: Option<DevPair>,
 }
 
 impl Reloader {
@@ -380,12 +526,24 @@ impl Reloader {
     pub fn load_files(files: Files) -> Result<(RustlsConfig, Reloader), TlsError> {
         let (hash, config) = files.read()?;
         let rustls = RustlsConfig::from_config(config);
-        Ok((rustls.clone(), Reloader { files, config: rustls, last: hash }))
+        Ok((rustls.clone(), Reloader { files, config: rustls, last: hash, renew: None }))
     }
 
-    /// Checks the files once; returns whether the served config changed.
-    /// A half-written or mismatched pair is reported and the old config kept.
+    /// Also renew `pair` (the files' development pair) at every round.
+    pub fn renewing(mut self, pair: DevPair) -> Reloader {
+        self.renew = Some(pair);
+        self
+    }
+
+    /// Checks the files once (renewing the development pair first when it
+    /// is due); returns whether the served config changed. A half-written
+    /// or mismatched pair is reported and the old config kept.
     pub fn check(&mut self) -> Result<bool, TlsError> {
+        if let Some(pair) = &self.renew
+            && let Some(done) = pair.ensure()?
+        {
+            log_renewal(&pair.dir, done);
+        }
         let (hash, config) = self.files.read()?;
         if hash == self.last {
             return Ok(false);
@@ -407,6 +565,22 @@ impl Reloader {
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %crate::error_chain(&e), "keeping the current TLS certificate"),
             }
+        }
+    }
+}
+
+/// Logs what [`DevPair::ensure`] did.
+pub fn log_renewal(dir: &Path, done: Renewed) {
+    let at = |t: u64| {
+        crate::audit::record::format_rfc3339_micros(i64::try_from(t).unwrap_or(i64::MAX / 1_000_000) * 1_000_000)
+    };
+    match done {
+        Renewed::Generated => tracing::info!(dir = %dir.display(), "generated a development certificate"),
+        Renewed::Expired { until } => {
+            tracing::warn!(dir = %dir.display(), expired = %at(until), "renewed the expired development certificate")
+        }
+        Renewed::Expiring { until } => {
+            tracing::info!(dir = %dir.display(), expires = %at(until), "renewed the development certificate")
         }
     }
 }
@@ -439,6 +613,74 @@ mod tests {
             let mode = std::fs::metadata(&first.serving_key).unwrap().permissions().mode();
             assert_eq!(mode & 0o077, 0, "private key must not be group/world readable");
         }
+    }
+
+    #[test]
+    fn validity_is_read_from_the_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = generate(dir.path(), &["localhost".into()], 30).unwrap();
+        let (from, until) = validity(&std::fs::read(&out.serving_cert).unwrap()).unwrap();
+        let today = unix_now() / 86_400 * 86_400;
+        assert_eq!(from, today - 86_400, "valid from yesterday");
+        assert_eq!(until, today + 30 * 86_400);
+        assert_eq!(days_from_civil(2026, 11, 21), 20_778);
+        assert_eq!(der_time(0x17, b"491231235959Z"), Some(days_from_civil(2049, 12, 31) as u64 * 86_400 + 86_399));
+        assert_eq!(der_time(0x18, b"19700101000000Z"), Some(0));
+        for bad in [&b"2401010000Z"[..], b"240101000000", b"24130100000aZ", b""] {
+            assert_eq!(der_time(0x17, bad), None);
+        }
+        assert_eq!(validity(b"not pem"), None);
+        assert!(renewal_due(0, 300, 200) && renewal_due(0, 300, 300) && renewal_due(0, 300, 1000));
+        assert!(!renewal_due(0, 300, 199));
+    }
+
+    /// Regression (webhook lockout by an expired certificate): serve only
+    /// generated the development pair when it was missing, so an expired
+    /// one was served for ever and the apiserver refused to call gitgate.
+    #[test]
+    fn an_expired_development_certificate_is_renewed_with_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = DevPair::new(dir.path());
+        assert_eq!(pair.ensure().unwrap(), Some(Renewed::Generated));
+        assert_eq!(pair.ensure().unwrap(), None, "a fresh pair is left alone");
+        let ca = std::fs::read(dir.path().join(CA_CERT)).unwrap();
+        // `gitgate certs --days 0`: valid until today 00:00, expired.
+        let expired = generate(dir.path(), &["localhost".into(), "extra.example".into()], 0).unwrap();
+        let (rustls, reloader) = Reloader::load(&expired.serving_cert, &dir.path().join(SERVING_KEY)).unwrap();
+        drop(rustls);
+        let mut reloader = reloader.renewing(pair.clone());
+        assert!(reloader.check().unwrap(), "the renewed pair is served");
+        let pem = std::fs::read(dir.path().join(SERVING_CERT)).unwrap();
+        let (_, until) = validity(&pem).unwrap();
+        assert!(until > unix_now() + 300 * 86_400, "valid for a year again");
+        assert_eq!(std::fs::read(dir.path().join(CA_CERT)).unwrap(), ca, "the CA is kept");
+        let der = CertificateDer::pem_slice_iter(&pem).next().unwrap().unwrap();
+        let names = certificate_names(&der);
+        assert!(names.iter().any(|n| n == "extra.example") && names.iter().any(|n| n == "gitgate.gitgate.svc"));
+        // A pair whose CA key is not here (cert-manager's) is never replaced.
+        generate(dir.path(), &["localhost".into()], 0).unwrap();
+        std::fs::remove_file(dir.path().join(CA_KEY)).unwrap();
+        let before = std::fs::read(dir.path().join(SERVING_CERT)).unwrap();
+        assert_eq!(pair.ensure().unwrap(), None);
+        assert_eq!(std::fs::read(dir.path().join(SERVING_CERT)).unwrap(), before);
+    }
+
+    #[test]
+    fn an_expired_ca_is_replaced_when_generating() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        let old = params.self_signed(&key).unwrap().pem();
+        std::fs::write(dir.path().join(CA_CERT), &old).unwrap();
+        std::fs::write(dir.path().join(CA_KEY), key.serialize_pem()).unwrap();
+        let out = generate(dir.path(), &["localhost".into()], 30).unwrap();
+        let new = std::fs::read_to_string(&out.ca_cert).unwrap();
+        assert_ne!(new, old);
+        assert!(validity(new.as_bytes()).unwrap().1 > unix_now());
+        server_config(&out.serving_cert, &out.serving_key).unwrap();
     }
 
     #[test]
