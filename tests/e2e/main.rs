@@ -9,6 +9,7 @@ mod common;
 #[path = "../source_common.rs"]
 mod support;
 
+mod chaos;
 mod chart;
 mod harness;
 mod hooks;
