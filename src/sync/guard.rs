@@ -326,6 +326,31 @@ pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
     out
 }
 
+/// What the guard writes over an edited live object: the live object
+/// (its resourceVersion, and the metadata others keep there, such as
+/// Helm's) with gitgate's `webhooks` (or `spec`) and label in place. An
+/// apply would merge instead: a field another manager added stays — a
+/// `service` beside gitgate's `url`, which the apiserver refuses ("exactly
+/// one of url or service"), so the configuration could never be restored.
+pub fn restored(desired: &Value, live: &Value) -> Value {
+    let mut next = live.clone();
+    for field in ["webhooks", "spec"] {
+        match desired.get(field) {
+            Some(v) => next[field] = v.clone(),
+            None => {
+                if let Some(o) = next.as_object_mut() {
+                    o.remove(field);
+                }
+            }
+        }
+    }
+    if let Some(meta) = next.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    next["metadata"]["labels"][GUARD_LABEL] = "true".into();
+    next
+}
+
 /// The first field the guard sets that the live object lacks (an edit).
 pub fn tampered(desired: &Value, live: &Value) -> Option<String> {
     crate::provenance::first_difference(&desired.to_string(), live, &[]).unwrap_or(Some("/".into()))
@@ -407,6 +432,49 @@ mod tests {
         }
         std::fs::remove_file(&first.ca_cert).unwrap();
         assert_eq!(bundle(&c.current()), bundle(&c), "a missing file keeps the CA");
+    }
+
+    /// Regression (webhook lockout): gitgate's configuration pointed at a
+    /// Service (another manager's `service` in place of gitgate's `url`)
+    /// was "restored" by an apply that merged both, which the apiserver
+    /// refuses: it stayed pointed at the Service for good.
+    #[test]
+    fn an_edited_configuration_is_replaced_not_merged() {
+        let c = GuardConfig {
+            endpoint: Endpoint::parse("https://127.0.0.1:8443").unwrap(),
+            ca_pem: b"ca".to_vec(),
+            ca_file: None,
+            namespace: "gitgate".into(),
+            failure_policy: "Fail".into(),
+            timeout_seconds: 5,
+            enforce_label: None,
+            vap: Some(("system:serviceaccount:gitgate:gitgate".into(), vec![])),
+        };
+        let objs = objects(&c);
+        let desired = &objs[0].1;
+        let mut live = desired.clone();
+        live["metadata"]["resourceVersion"] = "42".into();
+        live["metadata"]["annotations"] = json!({"meta.helm.sh/release-name": "gitgate"});
+        live["metadata"]["managedFields"] = json!([{"manager": "kubectl-patch"}]);
+        let hook = &mut live["webhooks"][0]["clientConfig"];
+        hook.as_object_mut().unwrap().remove("url");
+        hook["service"] = json!({"namespace": "gitgate", "name": "gone", "port": 443});
+        live["webhooks"][0]["failurePolicy"] = "Ignore".into();
+        assert!(tampered(desired, &live).is_some());
+        let next = restored(desired, &live);
+        assert_eq!(tampered(desired, &next), None);
+        assert_eq!(next["webhooks"], desired["webhooks"], "gitgate's webhooks, exactly: no service beside the url");
+        assert_eq!(next["metadata"]["resourceVersion"], "42", "a write in between is a conflict");
+        assert_eq!(next["metadata"]["annotations"]["meta.helm.sh/release-name"], "gitgate");
+        assert!(next["metadata"].get("managedFields").is_none());
+        // A policy's spec likewise.
+        let vap = &objs[2].1;
+        let mut live = vap.clone();
+        live["spec"]["failurePolicy"] = "Ignore".into();
+        live["metadata"]["labels"] = json!({});
+        let next = restored(vap, &live);
+        assert_eq!(next["spec"], vap["spec"]);
+        assert_eq!(next["metadata"]["labels"][GUARD_LABEL], "true");
     }
 
     /// Only changes that set the break-glass annotation go to the stamp,

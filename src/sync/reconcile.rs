@@ -729,6 +729,11 @@ impl Reconciler {
                 Some(l) => guard::tampered(&obj, l).map(|f| format!("{f} edited")),
             };
             if let Some(why) = needs {
+                // An edit is replaced, not merged (guard::restored); then
+                // applied, so gitgate's field manager owns its fields.
+                if let Some(l) = &live {
+                    target.replace(&r, "", &key.name, &guard::restored(&obj, l)).await?;
+                }
                 target.apply(&r, "", &key.name, &obj).await?;
                 restored += 1;
                 if live.is_some() || why != "deleted" {

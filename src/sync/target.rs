@@ -164,6 +164,21 @@ impl Target {
         Ok(out.into_value())
     }
 
+    /// Replaces an object (PUT) under gitgate's field manager; `object`
+    /// carries the resourceVersion it was read at, so a write in between
+    /// is a 409 the caller's next round sees again.
+    pub async fn replace(&self, r: &Resource, namespace: &str, name: &str, object: &Value) -> Result<(), SyncError> {
+        self.limit.acquire().await;
+        let action = || format!("replace {}", display(&r.api.kind, namespace, name));
+        let params = kube::api::PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        let body = serde_json::to_vec(object).map_err(|e| SyncError::kube(action(), kube::Error::SerdeError(e)))?;
+        let req = kube::core::Request::new(self.api(r, namespace).resource_url())
+            .replace(name, &params, body)
+            .map_err(|e| SyncError::kube(action(), kube::Error::BuildRequest(e)))?;
+        self.client.request::<Value>(req).await.map_err(|e| SyncError::kube(action(), e))?;
+        Ok(())
+    }
+
     /// Reads one object; `None` when it is not there.
     pub async fn get(&self, r: &Resource, namespace: &str, name: &str) -> Result<Option<Value>, SyncError> {
         self.limit.acquire().await;

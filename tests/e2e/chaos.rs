@@ -131,7 +131,9 @@ fn probe(c: &Cluster, ns: &str) -> Answer {
         Answer::Admitted
     } else if err.contains("failed calling webhook") {
         Answer::Unreachable(err)
-    } else if err.contains("admission webhook \"validate.gitgate.dev\" denied the request") {
+    } else if err.contains("admission webhook \"validate.gitgate.dev\" denied the request")
+        && err.contains("nothing in Git declares")
+    {
         Answer::Gitgate(err)
     } else {
         Answer::Refused(err)
@@ -140,10 +142,16 @@ fn probe(c: &Cluster, ns: &str) -> Answer {
 
 fn wait_gitgate_answers(c: &Cluster, within: Duration) -> Duration {
     let t = Instant::now();
-    wait_for("gitgate to answer for the enforced namespace", within, || {
-        matches!(probe(c, ENFORCED), Answer::Gitgate(_)).then_some(())
-    });
-    t.elapsed()
+    let deadline = t + within;
+    loop {
+        let answer = probe(c, ENFORCED);
+        if let Answer::Gitgate(_) = answer {
+            return t.elapsed();
+        }
+        let last = answer.message();
+        assert!(Instant::now() < deadline, "gitgate never answered for {ENFORCED} within {within:?}; last: {last}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn wait_unreachable(c: &Cluster, within: Duration) -> String {
@@ -206,13 +214,19 @@ fn deployment_works(c: &Cluster, ns: &str, name: &str) -> Result<(), String> {
     }
 }
 
-fn app_repo(ns: &str) -> Repo {
+/// Two apps: `chaos` in the fail-open namespace, `locked` in the enforced
+/// one (where gitgate then refuses what Git does not declare: the probe).
+fn app_repo() -> Repo {
     let repo = Repo::new();
+    let policy = "syncPolicy: {prune: true, selfHeal: true}";
     repo.write(
         "gitgate.yaml",
-        &format!("{PROJECT}apps:\n  - {{name: chaos, project: e2e, path: app, destination: {{namespace: {ns}}}, syncPolicy: {{prune: true, selfHeal: true}}}}\n"),
+        &format!(
+            "{PROJECT}apps:\n  - {{name: chaos, project: e2e, path: free, destination: {{namespace: {FREE}}}, {policy}}}\n  - {{name: locked, project: e2e, path: enforced, destination: {{namespace: {ENFORCED}}}, {policy}}}\n"
+        ),
     );
-    repo.write("app/settings.yaml", &cm("settings", 0, "1"));
+    repo.write("free/settings.yaml", &cm("settings", 0, "1"));
+    repo.write("enforced/settings.yaml", &cm("settings", 0, "1"));
     repo
 }
 
@@ -234,7 +248,7 @@ fn every_replica_killed_locks_only_enforced_namespaces_and_a_restart_restores_se
     let own = "gitgate-e2e-chaos";
     namespaces(c, own);
     let mut cleanup = Cleanup { c, deployments: Vec::new() };
-    let repo = app_repo(FREE);
+    let repo = app_repo();
     let c1 = repo.commit("settings in the fail-open namespace");
 
     let (port, standby) = (free_port(), free_port());
@@ -251,7 +265,16 @@ fn every_replica_killed_locks_only_enforced_namespaces_and_a_restart_restores_se
     wait_for("b to stand by", Duration::from_secs(10), || (status(&b)["role"] == "follower").then_some(()));
     wait_gitgate_answers(c, Duration::from_secs(30));
     let hand_edit = || {
-        c.kubectl(&["patch", "configmap", "settings", "-n", FREE, "--type=merge", "-p", r#"{"data":{"value":"by-hand"}}"#])
+        c.kubectl(&[
+            "patch",
+            "configmap",
+            "settings",
+            "-n",
+            FREE,
+            "--type=merge",
+            "-p",
+            r#"{"data":{"value":"by-hand"}}"#,
+        ])
     };
     // The policy is loaded asynchronously too.
     wait_for("the VAP to deny a hand edit", Duration::from_secs(30), || (!hand_edit().status.success()).then_some(()));
@@ -325,7 +348,7 @@ fn a_webhook_pointed_at_a_service_with_no_endpoints_is_put_back_by_gitgate() {
     let own = "gitgate-e2e-chaos-svc";
     namespaces(c, own);
     let _cleanup = Cleanup { c, deployments: Vec::new() };
-    let repo = app_repo(FREE);
+    let repo = app_repo();
     repo.commit("settings");
     let port = free_port();
     let flags = webhook_flags(port);
@@ -363,11 +386,13 @@ fn a_webhook_pointed_at_a_service_with_no_endpoints_is_put_back_by_gitgate() {
     let vwc = get(c, &["validatingwebhookconfiguration", "gitgate-validate"]).unwrap();
     assert_eq!(vwc["webhooks"][0]["clientConfig"]["url"], format!("https://127.0.0.1:{port}/validate"));
     assert!(vwc["webhooks"][0]["clientConfig"]["service"].is_null());
-    let restored = audit_events(work.path())
-        .into_iter()
-        .any(|e| e["event"] == "webhookConfigRestored" && e["reasons"][0].as_str().is_some_and(|r| r.contains("edited")));
+    let restored = audit_events(work.path()).into_iter().any(|e| {
+        e["event"] == "webhookConfigRestored" && e["reasons"][0].as_str().is_some_and(|r| r.contains("edited"))
+    });
     assert!(restored, "the restore is in the audit log");
-    figure(&format!("Service with no endpoints: service restored {recovered:.1?} after the restart (dead leader's lease: 15 s)"));
+    figure(&format!(
+        "Service with no endpoints: service restored {recovered:.1?} after the restart (dead leader's lease: 15 s)"
+    ));
     assert!(recovered <= LEASE + Duration::from_secs(3), "{recovered:?}");
     drop(g2);
 }
@@ -385,7 +410,7 @@ fn an_expired_serving_certificate_is_renewed_by_gitgate() {
     let own = "gitgate-e2e-chaos-cert";
     namespaces(c, own);
     let _cleanup = Cleanup { c, deployments: Vec::new() };
-    let repo = app_repo(FREE);
+    let repo = app_repo();
     repo.commit("settings");
     let port = free_port();
     let flags = webhook_flags(port);
@@ -444,9 +469,9 @@ fn an_expired_serving_certificate_is_renewed_by_gitgate() {
 /// while gitgate runs (a renewed development CA, cert-manager's new
 /// issuer): the new pair is served at the next reload, and the guard
 /// carries the new CA into the webhook configurations. (2) A foreign
-/// bundle is written into gitgate's configuration while it is down: the
-/// enforced namespace fails closed with the apiserver's x509 error, and the
-/// restarted gitgate puts its own back.
+/// bundle is written into gitgate's configuration while it is down: once
+/// restarted, the enforced namespace fails closed with the apiserver's x509
+/// error until gitgate (leading again) puts its own bundle back.
 #[test]
 fn a_ca_bundle_that_no_longer_matches_is_put_back_by_gitgate() {
     let Some(c) = cluster::cluster("a_ca_bundle_that_no_longer_matches_is_put_back_by_gitgate") else { return };
@@ -454,7 +479,7 @@ fn a_ca_bundle_that_no_longer_matches_is_put_back_by_gitgate() {
     let own = "gitgate-e2e-chaos-ca";
     namespaces(c, own);
     let _cleanup = Cleanup { c, deployments: Vec::new() };
-    let repo = app_repo(FREE);
+    let repo = app_repo();
     repo.commit("settings");
     let port = free_port();
     let flags = webhook_flags(port);
@@ -484,16 +509,16 @@ fn a_ca_bundle_that_no_longer_matches_is_put_back_by_gitgate() {
     let rotated = Instant::now();
     let new_bundle = b64(&certs.join("ca.crt"));
     let mut saw_refusal = false;
-    wait_for("the new CA in the webhook configuration and gitgate answering", Duration::from_secs(20), || {
-        match probe(c, ENFORCED) {
-            Answer::Unreachable(e) => {
-                assert!(e.contains("x509"), "{e}");
-                saw_refusal = true;
-                None
-            }
-            Answer::Gitgate(_) => (bundle() == new_bundle).then_some(()),
-            _ => None,
+    wait_for("the new CA in the webhook configuration and gitgate answering", Duration::from_secs(20), || match probe(
+        c, ENFORCED,
+    ) {
+        Answer::Unreachable(e) => {
+            assert!(e.contains("x509"), "{e}");
+            saw_refusal = true;
+            None
         }
+        Answer::Gitgate(_) => (bundle() == new_bundle).then_some(()),
+        _ => None,
     });
     let followed = rotated.elapsed();
     figure(&format!(
@@ -508,15 +533,25 @@ fn a_ca_bundle_that_no_longer_matches_is_put_back_by_gitgate() {
     let foreign = b64(&other.path().join("ca.crt"));
     let patch = format!(r#"[{{"op":"replace","path":"/webhooks/0/clientConfig/caBundle","value":"{foreign}"}}]"#);
     c.kubectl_ok(&["patch", "validatingwebhookconfiguration", "gitgate-validate", "--type=json", "-p", &patch]);
-    let refused = wait_unreachable(c, Duration::from_secs(20));
-    assert!(refused.contains("x509: certificate signed by unknown authority"), "{refused}");
-    assert!(matches!(probe(c, own), Answer::Admitted));
     let restarted = Instant::now();
     let g2 = serve(c, work.path(), &repo, own, port, "ca-b", &flags);
+    // Up, but the apiserver cannot verify it (until the restarted replica
+    // leads: the dead one's lease runs out first).
+    let refused = wait_for("the apiserver to refuse gitgate's certificate", Duration::from_secs(10), || {
+        match probe(c, ENFORCED) {
+            Answer::Unreachable(e) if e.contains("x509") => Some(e),
+            _ => None,
+        }
+    });
+    assert!(refused.contains("x509: certificate signed by unknown authority"), "{refused}");
+    let answer = probe(c, own);
+    assert!(matches!(answer, Answer::Admitted), "{own} is locked out: {}", answer.message());
     wait_gitgate_answers(c, LEASE + Duration::from_secs(10));
     let recovered = restarted.elapsed();
     assert_eq!(bundle(), new_bundle);
-    figure(&format!("foreign CA bundle: service restored {recovered:.1?} after the restart (dead leader's lease: 15 s)"));
+    figure(&format!(
+        "foreign CA bundle: service restored {recovered:.1?} after the restart (dead leader's lease: 15 s)"
+    ));
     assert!(recovered <= LEASE + Duration::from_secs(3), "{recovered:?}");
     drop(g2);
 }
@@ -597,7 +632,8 @@ fn a_leader_killed_mid_wave_hands_over_and_the_prune_guard_holds() {
         let st = status(&b);
         let a = app(&st, "wave")?;
         get(c, &["configmap", "after", "-n", ns])?;
-        (a["targetCommit"] == c2.as_str() && a["sync"] == "Failed").then(|| a["message"].as_str().unwrap_or("").to_string())
+        (a["targetCommit"] == c2.as_str() && a["sync"] == "Failed")
+            .then(|| a["message"].as_str().unwrap_or("").to_string())
     });
     let finished = killed.elapsed();
     figure(&format!(
@@ -619,18 +655,15 @@ fn a_leader_killed_mid_wave_hands_over_and_the_prune_guard_holds() {
     // Nothing lost: the inventory names every object of the app, and only those.
     let inv = inventory().unwrap();
     let listed = |inv: &Value| -> std::collections::BTreeSet<String> {
-        inv["data"]["inventory"]
-            .as_str()
-            .unwrap()
-            .lines()
-            .map(|l| l.split('|').nth(4).unwrap().to_string())
-            .collect()
+        inv["data"]["inventory"].as_str().unwrap().lines().map(|l| l.split('|').nth(4).unwrap().to_string()).collect()
     };
     let live = || -> std::collections::BTreeSet<String> {
         let mut names = std::collections::BTreeSet::from([ns.to_string()]);
         for kind in ["configmaps", "pods"] {
             let l = get(c, &[kind, "-n", ns, "-l", "gitgate.dev/app=wave"]).unwrap();
-            names.extend(l["items"].as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()));
+            names.extend(
+                l["items"].as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()),
+            );
         }
         names
     };
