@@ -43,13 +43,19 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+fn wait_for<T>(what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
+    try_wait(within, f).unwrap_or_else(|| panic!("timed out after {within:?} waiting for {what}"))
+}
+
+fn try_wait<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -582,10 +588,15 @@ fn a_leader_killed_mid_wave_hands_over_and_the_prune_guard_holds() {
     }
     let c1 = repo.commit("six objects");
     let (wa, wb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let extra = ["--wave-timeout", "120s"];
+    let extra = ["--wave-timeout", "120s", "--resync-interval", "5s"];
     let a = serve(c, wa.path(), &repo, own, free_port(), "wave-a", &extra);
     wait_for("c1 synced", Duration::from_secs(60), || {
         (app(&status(&a), "wave")?["syncedCommit"] == c1.as_str()).then_some(())
+    });
+    // Pods need the namespace's default ServiceAccount (the
+    // controller-manager makes it): a Pod created before it is refused.
+    wait_for("the default ServiceAccount", Duration::from_secs(30), || {
+        get(c, &["serviceaccount", "default", "-n", ns])
     });
     let b = serve(c, wb.path(), &repo, own, free_port(), "wave-b", &extra);
     wait_for("b to stand by", Duration::from_secs(10), || (status(&b)["role"] == "follower").then_some(()));
@@ -604,11 +615,12 @@ fn a_leader_killed_mid_wave_hands_over_and_the_prune_guard_holds() {
     repo.write("app/after.yaml", &cm("after", 2, "1"));
     let c2 = repo.commit("rename old to new; a job in wave 1");
     let inventory = || get(c, &["configmap", "gitgate-inventory-wave", "-n", own]);
-    wait_for("the leader to wait on wave 1", Duration::from_secs(60), || {
+    let waiting = try_wait(Duration::from_secs(60), || {
         let pod = get(c, &["pod", "blocker", "-n", ns])?;
         let recorded = inventory()?["data"]["inventory"].as_str()?.contains("|after|");
         (pod["metadata"]["annotations"]["gitgate.dev/commit"] == c2.as_str() && recorded).then_some(())
     });
+    assert!(waiting.is_some(), "the leader never waited on wave 1: {:#}\n{}", status(&a), a.log.lock().unwrap());
     std::thread::sleep(Duration::from_millis(500));
     assert!(get(c, &["configmap", "after", "-n", ns]).is_none(), "wave 2 waits for wave 1");
     sigkill(a);
