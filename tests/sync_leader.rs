@@ -373,3 +373,29 @@ async fn dropping_the_handle_stops_leading() {
     drop(handle);
     wait_for(&mut rx, false).await;
 }
+
+/// A standby takes over from a leader that died without a word (SIGKILL:
+/// nothing released) when its Lease lapses, not up to a renew interval
+/// later: with a 3 s lease renewed 1 s ago and rounds every 2.9 s, the
+/// fixed grid took over at 2.9 s; the standby now retries at the lapse
+/// (2 s). Issue 16: recovery after a restart within the lease duration.
+#[tokio::test]
+async fn a_standby_takes_a_dead_leaders_lease_when_it_lapses() {
+    let fake = Fake::default();
+    let mut dead = lease("pod-dead", ago(1), 3);
+    dead["spec"]["leaseDurationSeconds"] = json!(3);
+    *fake.lease.lock().unwrap() = Some(dead);
+    let config = LeaseConfig {
+        lease_duration: Duration::from_secs(3),
+        renew_interval: Duration::from_millis(2_900),
+        ..config("pod-b")
+    };
+    let started = std::time::Instant::now();
+    let (mut rx, handle) = Elector::new(fake.client(), config).spawn();
+    wait_for(&mut rx, true).await;
+    let took = started.elapsed();
+    assert_eq!(fake.holder().as_deref(), Some("pod-b"));
+    assert!(took >= Duration::from_millis(1_900), "taken before it lapsed: {took:?}");
+    assert!(took < Duration::from_millis(2_600), "taken {took:?} after start: a round later than the lapse");
+    handle.shutdown().await.unwrap();
+}

@@ -104,6 +104,11 @@ impl Elector {
     /// expired or ours; renew it when ours. Ok(true) while we hold it;
     /// Ok(false) when someone else does or won a race (409 Conflict).
     pub async fn try_acquire_or_renew(&self) -> Result<bool, LeaderError> {
+        self.round().await.map(|r| r.leading)
+    }
+
+    async fn round(&self) -> Result<Round, LeaderError> {
+        let lost = Round { leading: false, lapses_in: None };
         let c = &self.config;
         let now = Timestamp::now();
         let Some(lease) = self.api.get_opt(&c.name).await.map_err(|e| self.error("read", e))? else {
@@ -123,9 +128,9 @@ impl Elector {
                 }),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
+                Ok(_) => Ok(Round { leading: true, lapses_in: None }),
                 // Another replica created it first.
-                Err(e) if is_status(&e, 409) => Ok(false),
+                Err(e) if is_status(&e, 409) => Ok(lost),
                 Err(e) => Err(self.error("create", e)),
             };
         };
@@ -134,7 +139,7 @@ impl Elector {
         let holder = old.holder_identity.as_deref().filter(|h| !h.is_empty());
         let ours = holder == Some(c.identity.as_str());
         if !ours && holder.is_some() && !expired(&old, now, c.lease_duration) {
-            return Ok(false);
+            return Ok(Round { leading: false, lapses_in: lapses_in(&old, now, c.lease_duration) });
         }
         let mut spec = old.clone();
         spec.holder_identity = Some(c.identity.clone());
@@ -152,9 +157,9 @@ impl Elector {
                 if !ours {
                     tracing::info!(lease = %c.name, identity = %c.identity, previous = holder.unwrap_or(""), "took the lease");
                 }
-                Ok(true)
+                Ok(Round { leading: true, lapses_in: None })
             }
-            Err(e) if is_status(&e, 409) => Ok(false),
+            Err(e) if is_status(&e, 409) => Ok(lost),
             Err(e) => Err(self.error("update", e)),
         }
     }
@@ -214,18 +219,24 @@ impl Elector {
         let mut renewed: Option<tokio::time::Instant> = None;
         loop {
             let started = tokio::time::Instant::now();
-            match tokio::time::timeout(c.renew_interval, self.try_acquire_or_renew()).await {
-                Ok(Ok(true)) => {
+            // When another holder's Lease lapses: the next round runs then
+            // rather than up to a renew interval later, so a replica taking
+            // over from one that died (SIGKILL: nothing released) leads
+            // within the lease duration.
+            let mut lapses = None;
+            match tokio::time::timeout(c.renew_interval, self.round()).await {
+                Ok(Ok(Round { leading: true, .. })) => {
                     if renewed.is_none() {
                         tracing::info!(lease = %c.name, identity = %c.identity, "leading");
                     }
                     renewed = Some(started);
                     publish(true);
                 }
-                Ok(Ok(false)) => {
+                Ok(Ok(Round { leading: false, lapses_in })) => {
                     if renewed.take().is_some() {
                         tracing::warn!(lease = %c.name, identity = %c.identity, "lost the lease to another replica");
                     }
+                    lapses = lapses_in.map(|d| started + d + LAPSE_MARGIN);
                     publish(false);
                 }
                 Ok(Err(e)) => {
@@ -233,7 +244,7 @@ impl Elector {
                 }
                 Err(_) => tracing::warn!(lease = %c.name, "leader election round timed out"),
             }
-            let next = started + c.renew_interval;
+            let next = lapses.map_or(started + c.renew_interval, |at| at.min(started + c.renew_interval));
             let wake = renewed.map_or(next, |t| next.min(t + deadline));
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
@@ -272,6 +283,27 @@ impl LeaderHandle {
     }
 }
 
+/// What one election round found.
+struct Round {
+    leading: bool,
+    /// How long until another holder's Lease lapses (by its renewTime).
+    lapses_in: Option<Duration>,
+}
+
+/// How long after a Lease's end a replica tries to take it: past the end
+/// by the clock's grain, so the round finds it expired.
+const LAPSE_MARGIN: Duration = Duration::from_millis(20);
+
+/// How long until a Lease nobody renews lapses (as [`expired`] counts it):
+/// `None` when it has (or has no time at all).
+fn lapses_in(spec: &LeaseSpec, now: Timestamp, fallback: Duration) -> Option<Duration> {
+    let MicroTime(at) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?;
+    let secs = spec.lease_duration_seconds.map_or(fallback.as_secs() as i64, i64::from).max(0);
+    let until = at.checked_add(SignedDuration::from_secs(secs)).ok()?;
+    let left = until.duration_since(now);
+    Duration::try_from(left).ok().filter(|d| !d.is_zero())
+}
+
 /// Whether a Lease nobody renewed has lapsed: `renewTime` (else
 /// `acquireTime`) + `leaseDurationSeconds` (else ours) is before `now`. A
 /// Lease with no time at all has lapsed.
@@ -288,4 +320,35 @@ fn expired(spec: &LeaseSpec, now: Timestamp, fallback: Duration) -> bool {
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(renewed_ago: i64, seconds: i32) -> LeaseSpec {
+        let at = Timestamp::now().checked_sub(SignedDuration::from_secs(renewed_ago)).unwrap();
+        LeaseSpec {
+            holder_identity: Some("dead".into()),
+            renew_time: Some(MicroTime(at)),
+            lease_duration_seconds: Some(seconds),
+            ..LeaseSpec::default()
+        }
+    }
+
+    /// A standby retries when the dead leader's Lease lapses, not up to a
+    /// renew interval after it (client-go's fixed retry period).
+    #[test]
+    fn a_standby_knows_when_a_lease_lapses() {
+        let held = spec(5, 15);
+        let now = Timestamp::now();
+        let left = lapses_in(&held, now, Duration::from_secs(15)).unwrap();
+        assert!(left > Duration::from_millis(9_900) && left <= Duration::from_secs(10), "{left:?}");
+        assert!(!expired(&spec(5, 15), now, Duration::from_secs(15)));
+        // lapsed: none left, and expired says so too
+        assert_eq!(lapses_in(&spec(16, 15), now, Duration::from_secs(15)), None);
+        assert!(expired(&spec(16, 15), now, Duration::from_secs(15)));
+        // no time at all: lapsed
+        assert_eq!(lapses_in(&LeaseSpec::default(), now, Duration::from_secs(15)), None);
+    }
 }
