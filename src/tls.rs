@@ -96,7 +96,7 @@ pub fn generate(dir: &Path, names: &[String], days: u32) -> Result<GeneratedCert
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let (ca_pem, issuer) = match (std::fs::read_to_string(&ca_cert_path), std::fs::read_to_string(&ca_key_path)) {
         // An expired CA is replaced: nothing verifies a certificate it signs.
-        (Ok(cert), Ok(key)) if !validity(cert.as_bytes()).is_some_and(|(_, until)| until <= unix_now()) => {
+        (Ok(cert), Ok(key)) if validity(cert.as_bytes()).is_none_or(|(_, until)| until > unix_now()) => {
             let key = KeyPair::from_pem(&key).map_err(TlsError::Generate)?;
             (cert, Issuer::new(ca_params, key))
         }
