@@ -151,8 +151,13 @@ async fn a_sync_reads_lists_records_then_applies_by_wave_and_a_resync_writes_not
             "PATCH /api/v1/namespaces/shop",             // 4. namespaces first
             "PATCH /api/v1/namespaces/shop/configmaps/a", // wave 0
             "PATCH /api/v1/namespaces/shop/configmaps/b", // wave 1, after wave 0 is healthy
+            // 6. recorded: the same entries, and the base the mass-prune
+            // guard measures against (0 before: a new app)
+            "PATCH /api/v1/namespaces/gitgate/configmaps/gitgate-inventory-shop",
         ]
     );
+    let inv = store.lock().unwrap()["/api/v1/namespaces/gitgate/configmaps/gitgate-inventory-shop"].clone();
+    assert_eq!(inv["data"]["base"], "3");
     let a = store.lock().unwrap()["/api/v1/namespaces/shop/configmaps/a"].clone();
     assert_eq!(a["metadata"]["annotations"]["gitgate.dev/commit"], c1);
     assert_eq!(a["metadata"]["labels"]["gitgate.dev/app"], "shop");
