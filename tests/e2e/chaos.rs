@@ -644,12 +644,12 @@ fn a_leader_killed_mid_wave_hands_over_and_the_prune_guard_holds() {
     let led = wait_for("b to lead", LEASE + Duration::from_secs(5), || {
         (status(&b)["role"] == "leader").then(|| killed.elapsed())
     });
-    let message = wait_for("b to finish c2", Duration::from_secs(30), || {
+    let (sync, message) = wait_for("b to finish c2", Duration::from_secs(30), || {
         let st = status(&b);
         let a = app(&st, "wave")?;
         get(c, &["configmap", "after", "-n", ns])?;
-        (a["targetCommit"] == c2.as_str() && a["sync"] == "Failed")
-            .then(|| a["message"].as_str().unwrap_or("").to_string())
+        let done = a["targetCommit"] == c2.as_str() && (a["sync"] == "Failed" || a["sync"] == "Synced");
+        done.then(|| (a["sync"].as_str().unwrap_or("").to_string(), a["message"].as_str().unwrap_or("").to_string()))
     });
     let finished = killed.elapsed();
     figure(&format!(
@@ -658,6 +658,7 @@ fn a_leader_killed_mid_wave_hands_over_and_the_prune_guard_holds() {
     ));
     assert!(led <= LEASE + RESTORE, "the standby led {led:?} after the kill");
     // The guard held: 4 of the 6 objects the app had before the commit.
+    assert_eq!(sync, "Failed", "the mass-prune guard was bypassed: old-1..4 pruned without the trailer");
     assert!(message.contains("prune stopped: this commit would delete 4 of 6 objects"), "{message}");
     for i in 1..=4 {
         assert!(get(c, &["configmap", &format!("old-{i}"), "-n", ns]).is_some(), "old-{i} was pruned");
