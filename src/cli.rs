@@ -497,10 +497,17 @@ async fn serve(
     // The development pair: generated when missing, renewed when expiring
     // or expired (here and at every reload round).
     let dev_pair = config.generate_certs.then(|| tls::DevPair::new(&config.cert_dir));
-    if let Some(pair) = &dev_pair
-        && let Some(done) = pair.ensure()?
-    {
-        tls::log_renewal(&pair.dir, done);
+    if let Some(pair) = &dev_pair {
+        match pair.ensure() {
+            Ok(Some(done)) => tls::log_renewal(&pair.dir, done),
+            Ok(None) => {}
+            // A pair that is there is served even when renewing it failed
+            // (a read-only directory): the reload rounds try again.
+            Err(e) if config.tls_cert.exists() && config.tls_key.exists() => tracing::warn!(
+                dir = %pair.dir.display(), error = %crate::error_chain(&e), "failed to renew the development certificate"
+            ),
+            Err(e) => return Err(e.into()),
+        }
     }
     let (rustls, reloader) = tls::Reloader::load_files(tls::Files {
         cert: config.tls_cert.clone(),

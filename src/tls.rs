@@ -539,10 +539,14 @@ impl Reloader {
     /// is due); returns whether the served config changed. A half-written
     /// or mismatched pair is reported and the old config kept.
     pub fn check(&mut self) -> Result<bool, TlsError> {
-        if let Some(pair) = &self.renew
-            && let Some(done) = pair.ensure()?
-        {
-            log_renewal(&pair.dir, done);
+        // A renewal that fails (a read-only directory) never stops the
+        // reload of what is there.
+        match self.renew.as_ref().map(|pair| (pair, pair.ensure())) {
+            Some((pair, Ok(Some(done)))) => log_renewal(&pair.dir, done),
+            Some((pair, Err(e))) => {
+                tracing::warn!(dir = %pair.dir.display(), error = %crate::error_chain(&e), "failed to renew the development certificate")
+            }
+            _ => {}
         }
         let (hash, config) = self.files.read()?;
         if hash == self.last {
@@ -663,6 +667,23 @@ mod tests {
         let before = std::fs::read(dir.path().join(SERVING_CERT)).unwrap();
         assert_eq!(pair.ensure().unwrap(), None);
         assert_eq!(std::fs::read(dir.path().join(SERVING_CERT)).unwrap(), before);
+    }
+
+    #[test]
+    fn a_renewal_that_fails_never_stops_the_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let expired = generate(dir.path(), &["localhost".into()], 0).unwrap();
+        let (_, reloader) = Reloader::load(&expired.serving_cert, &expired.serving_key).unwrap();
+        let mut reloader = reloader.renewing(DevPair::new(dir.path()));
+        // The CA's key cannot be used: renewing fails, reported, not an error.
+        std::fs::write(dir.path().join(CA_KEY), "not a key").unwrap();
+        assert!(!reloader.check().unwrap());
+        // A pair someone else puts there is still picked up.
+        let other = tempfile::tempdir().unwrap();
+        let fresh = generate(other.path(), &["localhost".into()], 30).unwrap();
+        std::fs::copy(&fresh.serving_key, &expired.serving_key).unwrap();
+        std::fs::copy(&fresh.serving_cert, &expired.serving_cert).unwrap();
+        assert!(reloader.check().unwrap());
     }
 
     #[test]
