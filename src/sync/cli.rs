@@ -175,7 +175,9 @@ pub fn break_glass_ttl(args: &ServeSyncArgs) -> anyhow::Result<Duration> {
 
 pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Running> {
     let metrics = SyncMetrics::register(w.registry);
-    let status = Arc::new(StatusStore::new(Some(metrics)).with_refusals(w.tracker.refusals()));
+    let status = Arc::new(
+        StatusStore::new(Some(metrics)).with_refusals(w.tracker.refusals()).with_source_faults(w.tracker.faults()),
+    );
     if args.sync == SyncMode::Off {
         tracing::info!("--sync=off: serving admission only");
         // Admission still uses the cluster when it runs in one (or is
