@@ -23,7 +23,7 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 /// What one sync attempt can fail at.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("failed to fetch")]
+    #[error(transparent)]
     Source(#[from] SourceError),
     #[error("commit {commit} does not render; keeping the last good commit")]
     Render {
