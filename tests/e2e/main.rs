@@ -10,6 +10,7 @@ mod common;
 mod support;
 
 mod chart;
+mod faults;
 mod harness;
 mod hooks;
 mod keys;
