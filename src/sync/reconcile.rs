@@ -271,15 +271,22 @@ impl Reconciler {
         if !detect_only {
             let ahead: Vec<Entry> = previous.iter().cloned().chain(planned.iter().map(Planned::entry)).collect();
             recorded = Some(self.write_inventory(app, ahead, recorded.as_ref(), desired).await?);
-            let waves: Vec<Wave> = {
-                let mut w: Vec<Wave> = planned.iter().map(|p| p.wave).collect();
+            // Each wave in two steps: what workloads depend on (Secrets,
+            // ConfigMaps, RBAC…), then the rest; a failed step ends the
+            // sync, so a workload never goes out without its Secret.
+            let steps: Vec<(Wave, bool)> = {
+                let mut w: Vec<(Wave, bool)> =
+                    planned.iter().map(|p| (p.wave, plan::foundation(&p.key.kind))).collect();
                 w.dedup();
                 w
             };
-            for (wi, wave) in waves.iter().enumerate() {
+            for (si, (wave, foundation)) in steps.iter().enumerate() {
                 let idx: Vec<usize> = (0..planned.len())
                     .filter(|&i| {
-                        planned[i].wave == *wave && !notes.contains_key(&i) && self.should_apply(app, &seen[i].drift)
+                        planned[i].wave == *wave
+                            && plan::foundation(&planned[i].key.kind) == *foundation
+                            && !notes.contains_key(&i)
+                            && self.should_apply(app, &seen[i].drift)
                     })
                     .collect();
                 let jobs = idx.into_iter().map(|i| {
@@ -340,7 +347,7 @@ impl Reconciler {
                     return Err(e);
                 }
                 // A later wave waits until this one is healthy.
-                if wi + 1 < waves.len() {
+                if steps.get(si + 1).is_some_and(|(next, _)| next != wave) {
                     let members: Vec<usize> = (0..planned.len()).filter(|&i| planned[i].wave == *wave).collect();
                     self.wait_healthy(&target, *wave, &planned, &resources, &members, &mut seen).await?;
                 }
