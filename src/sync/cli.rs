@@ -158,7 +158,7 @@ async fn connect(args: &ServeSyncArgs) -> anyhow::Result<(kube::Client, Option<k
         None => (kube::Config::infer().await?, kube::config::Kubeconfig::read().ok()),
     };
     let name = kc.as_ref().and_then(|k| k.current_context.clone()).unwrap_or_else(|| "in-cluster".into());
-    let client = kube::Client::try_from(config)?;
+    let client = kube::Client::try_from(super::without_request_retries(config))?;
     tokio::time::timeout(Duration::from_secs(5), client.apiserver_version())
         .await
         .map_err(|_| anyhow::anyhow!("the apiserver did not answer within 5s"))??;

@@ -77,8 +77,8 @@ impl Targets {
         }
         let opts = kube::config::KubeConfigOptions { context: Some(cluster.to_string()), ..Default::default() };
         let config = kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|_| no())?;
-        let client =
-            kube::Client::try_from(config).map_err(|e| SyncError::kube(format!("connect to cluster {cluster}"), e))?;
+        let client = kube::Client::try_from(super::without_request_retries(config))
+            .map_err(|e| SyncError::kube(format!("connect to cluster {cluster}"), e))?;
         let t = Arc::new(Target::new(cluster, client, self.qps, self.burst));
         self.others.lock().unwrap_or_else(|e| e.into_inner()).insert(cluster.to_string(), t.clone());
         Ok(t)

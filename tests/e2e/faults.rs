@@ -221,3 +221,164 @@ fn the_apiserver_restarted_mid_watch_and_mid_sync_loses_no_self_heal_and_no_audi
     verify_audit(ws.path());
     say(&format!("{TEST}: {:?} in all", started.elapsed()));
 }
+
+/// Vault stopped (before gitgate even starts) and then slow, behind the
+/// secrets webhook: gitgate starts anyway; the app's Secret is denied by
+/// the apiserver with gitgate's reason (Vault unavailable, naming the key;
+/// then the deadline); the sync fails and is retried with backoff; the
+/// Deployment of the Secret's wave and the next wave are never applied —
+/// no partial app —; when Vault is back the same commit is synced whole,
+/// with Vault's value, and nothing is recorded twice.
+#[test]
+fn vault_down_or_slow_denies_the_secret_keeps_the_app_whole_and_the_sync_retries_until_it_is_back() {
+    const TEST: &str = "vault_down_or_slow_denies_the_secret_keeps_the_app_whole_and_the_sync_retries_until_it_is_back";
+    let Some(c) = crate::cluster::cluster(TEST) else { return };
+    let _serial = crate::cluster::cluster_wide();
+    let started = Instant::now();
+    let ns = "e2e-vault";
+    let mut vault = crate::vault::StoppableVault::new();
+    vault.state.put_kv2("secret", "shop/db", serde_json::json!({"password": "from-vault"}));
+    vault.stop();
+
+    let work = tempfile::tempdir().unwrap();
+    let key = work.path().join("cluster.key");
+    super::sync::run(&["keygen", "-o", key.to_str().unwrap()], work.path());
+    let repo = Repo::new();
+    repo.write(
+        "gitgate.yaml",
+        &format!(
+            "projects:\n  - {{name: e2e, destinations: [{{cluster: \"*\", namespace: \"*\"}}], clusterKinds: [Namespace], vault: {{paths: [\"secret/shop/*\"]}}}}\napps:\n  - {{name: vaulted, project: e2e, path: app, destination: {{namespace: {ns}}}, syncPolicy: {{prune: true, selfHeal: true}}}}\n"
+        ),
+    );
+    repo.write("app/ns.yaml", &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"));
+    let c1 = repo.commit("the namespace");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let client_ca = c.webhook_client_ca().expect("the e2e apiserver presents a webhook client certificate");
+    let s = super::sync::serve_on(
+        c,
+        work.path(),
+        &repo,
+        "gitgate-e2e-vault",
+        &format!("127.0.0.1:{port}"),
+        &[
+            "--webhook-endpoint",
+            &format!("https://127.0.0.1:{port}"),
+            "--policies",
+            policies.to_str().unwrap(),
+            "--age-identity",
+            key.to_str().unwrap(),
+            "--client-ca",
+            client_ca.to_str().unwrap(),
+            "--vault-addr",
+            &vault.url(),
+            "--vault-auth",
+            "token",
+            "--vault-token",
+            crate::vault::ROOT_TOKEN,
+            "--vault-deadline",
+            "1s",
+        ],
+    );
+    let cleanup = || {
+        for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
+            let _ = c.kubectl(&["delete", kind, "-l", "gitgate.dev/guard=true"]);
+        }
+    };
+    assert!(
+        s.log.lock().unwrap().contains("Vault is unavailable; starting without it"),
+        "gitgate started without Vault"
+    );
+    super::sync::wait_synced(&s, "vaulted", &c1);
+    // The apiserver sends Secrets to gitgate's webhook from here on (a
+    // person creating one is refused by it).
+    let probe = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: probe\n  namespace: {ns}\n  annotations: {{gitgate.dev/sealed: age}}\nstringData:\n  k: vault:secret/shop/db#password\n"
+    );
+    wait_until("the secrets webhook in force", Duration::from_secs(30), || {
+        let out = c.kubectl_stdin(&["create", "-f", "-"], probe.as_bytes());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() {
+            let _ = c.kubectl(&["delete", "secret", "probe", "-n", ns]);
+        }
+        err.contains("denied the request").then_some(())
+    });
+
+    // The app gets a Secret from Vault, a Deployment that reads it (same
+    // wave) and a ConfigMap after them.
+    repo.write(
+        "app/db.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  annotations: {gitgate.dev/sealed: age}\nstringData:\n  password: vault:secret/shop/db#password\n",
+    );
+    repo.write(
+        "app/web.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n          image: registry.example.invalid/web:1\n          env:\n            - name: DB_PASSWORD\n              valueFrom: {secretKeyRef: {name: db, key: password}}\n",
+    );
+    repo.write("app/after.yaml", &cm("after", 1, "1"));
+    let c2 = repo.commit("web with its database password from Vault");
+    let failed = |what: &str, needle: &'static str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let a = app(&status(&s, super::sync::viewer_token()), "vaulted").cloned().unwrap_or_default();
+            let m = a["message"].as_str().unwrap_or_default().to_string();
+            if a["targetCommit"] == c2 && a["sync"] == "Failed" && m.contains(needle) {
+                return m;
+            }
+            if Instant::now() >= deadline {
+                let log = s.log.lock().unwrap().clone();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "timed out waiting for {what}: {a:#}\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // 1. Vault stopped.
+    let down = failed("the sync to fail on Vault", "failed to log in to Vault");
+    assert!(down.contains("VaultUnavailable") || down.contains("503"), "{down}");
+    assert!(down.contains("key \"password\""), "the denial names the key: {down}");
+    let whole = || {
+        assert!(get(c, &["secret", "db", "-n", ns]).is_none(), "the Secret is not stored without its value");
+        assert!(get(c, &["deployment", "web", "-n", ns]).is_none(), "no Deployment without its Secret");
+        assert!(get(c, &["configmap", "after", "-n", ns]).is_none(), "no later wave");
+    };
+    whole();
+    // 2. Vault back but slower than gitgate's deadline.
+    vault.state.set_delay(Duration::from_secs(3));
+    vault.start();
+    let slow = failed("the sync to fail on Vault's deadline", "did not answer within the deadline");
+    whole();
+    let retries = s.log.lock().unwrap().matches("the sync did not finish; retrying with backoff").count();
+    assert!(retries >= 2, "the sync is retried ({retries} retries)");
+    // 3. Vault answers in time again.
+    vault.state.set_delay(Duration::ZERO);
+    let back = Instant::now();
+    let a = synced_default(&s, "vaulted", &c2);
+    let took = back.elapsed();
+    assert_eq!(a["objects"].as_array().unwrap().len(), 4, "{a:#}");
+    let secret = get(c, &["secret", "db", "-n", ns]).unwrap();
+    use base64::Engine as _;
+    let pw = base64::engine::general_purpose::STANDARD.decode(secret["data"]["password"].as_str().unwrap()).unwrap();
+    assert_eq!(pw, b"from-vault");
+    assert!(get(c, &["deployment", "web", "-n", ns]).is_some() && get(c, &["configmap", "after", "-n", ns]).is_some());
+    for name in ["db", "web", "after"] {
+        assert_eq!(records(work.path(), "apply", "vaulted", name), 1, "{name}: applied and recorded once");
+    }
+    let audit = std::fs::read_to_string(work.path().join("gitgate-data/audit/audit.jsonl")).unwrap();
+    assert!(!audit.contains("from-vault") && !s.log.lock().unwrap().contains("from-vault"), "no value in logs");
+    say(&format!("FIGURE vault back -> app synced: {took:?} after {retries} retries (down: {down:?}; slow: {slow:?})"));
+    s.terminate(Duration::from_secs(20));
+    cleanup();
+    verify_audit(work.path());
+    say(&format!("{TEST}: {:?} in all", started.elapsed()));
+}
+
+fn synced_default(s: &ServeProcess, name: &str, commit: &str) -> Value {
+    wait_until(&format!("app {name} synced at {commit}"), Duration::from_secs(60), || {
+        let st = status(s, super::sync::viewer_token());
+        let a = app(&st, name)?;
+        (a["sync"] == "Synced" && a["syncedCommit"] == commit).then(|| a.clone())
+    })
+}

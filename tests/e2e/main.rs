@@ -8,6 +8,8 @@ mod cluster;
 mod common;
 #[path = "../source_common.rs"]
 mod support;
+#[path = "../vault/mod.rs"]
+mod vault;
 
 mod chart;
 mod faults;
