@@ -147,7 +147,7 @@ fn the_apiserver_restarted_mid_watch_and_mid_sync_loses_no_self_heal_and_no_audi
     let baseline = drift_and_heal(c, ns_long, "first", "1");
     say(&format!("self-heal before any restart: {baseline:?}"));
 
-    // 1. Mid-watch: the apiserver goes away (5 s of graceful termination,
+    // 1. Mid-watch: the apiserver goes away (3 s of graceful termination,
     // then 10 s down), long enough for a watch's retries to back off.
     let back = c.restart_apiserver(Duration::from_secs(10));
     // Both drifts at once, each timed from the apiserver being ready.

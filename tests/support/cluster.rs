@@ -189,7 +189,7 @@ impl Cluster {
 
     /// Stops kube-apiserver as the kubelet restarts it: SIGTERM (it stops
     /// accepting requests and drains the short ones), then SIGKILL after a
-    /// grace period — here 5 s, not the kubelet's 30 s: the apiserver
+    /// grace period — here 3 s, not the kubelet's 30 s: the apiserver
     /// otherwise waits for open watch streams to reach their timeout
     /// (minutes). Waits until it has exited; etcd keeps running. Only on a
     /// cluster of the test's own ([`Cluster::start_with`]): the
@@ -201,7 +201,7 @@ impl Cluster {
         assert_eq!(exe.file_name().and_then(|n| n.to_str()), Some("kube-apiserver"), "pid {pid} is the apiserver");
         let ok = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
         assert!(ok.success());
-        let grace = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let grace = std::time::Instant::now() + std::time::Duration::from_secs(3);
         while reap::alive(pid) && std::time::Instant::now() < grace {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
