@@ -36,31 +36,6 @@ fn median(v: &[Duration]) -> Duration {
     v[v.len() / 2]
 }
 
-/// `git-daemon` serving `base` on `port` (it may have served it before).
-fn git_daemon(base: &Path, port: u16) -> reap::Guard {
-    let exec_path = git(base, &["--exec-path"]);
-    let guard = reap::spawn(
-        Command::new(Path::new(&exec_path).join("git-daemon"))
-            .args([
-                "--export-all",
-                "--reuseaddr",
-                "--listen=127.0.0.1",
-                &format!("--port={port}"),
-                &format!("--base-path={}", base.display()),
-                &base.display().to_string(),
-            ])
-            .stderr(std::process::Stdio::null()),
-    )
-    .expect("git daemon starts");
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return guard;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("git daemon did not listen on {port}");
-}
-
 /// A server on `port` that answers every connection with bytes that are
 /// not Git's protocol, then hangs up.
 async fn garbage_server(port: u16) -> tokio::task::JoinHandle<()> {
@@ -113,7 +88,7 @@ async fn git_unreachable_or_answering_garbage_keeps_the_last_good_commit_and_rec
     let bare = base.path().join("team.git");
     git(base.path(), &["clone", "-q", "--bare", work.path().to_str().unwrap(), bare.to_str().unwrap()]);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut daemon = Some(git_daemon(base.path(), port));
+    let mut daemon = Some(Daemon::start_on(base.path(), port));
 
     let url = format!("git://127.0.0.1:{port}/team.git");
     let (_cache_dir, cache) = cache_dir();
@@ -194,7 +169,7 @@ async fn git_unreachable_or_answering_garbage_keeps_the_last_good_commit_and_rec
             i.abort();
             let _ = i.await;
         }
-        daemon = Some(git_daemon(base.path(), port));
+        daemon = Some(Daemon::start_on(base.path(), port));
         let back = Instant::now();
         let t = tracker.clone();
         let h = head.clone();

@@ -384,3 +384,104 @@ fn synced_default(s: &ServeProcess, name: &str, commit: &str) -> Value {
         (a["sync"] == "Synced" && a["syncedCommit"] == commit).then(|| a.clone())
     })
 }
+
+/// The Git server (a `git daemon`) stops while the app is synced and Git
+/// moves on: the app stays Synced at the last good commit, and the status
+/// API, `gitgate status` and the metrics say why; when the server is back
+/// the new commit is synced within one poll interval + 2 s. Three outages.
+#[test]
+fn git_unreachable_keeps_the_last_good_commit_says_why_and_syncs_within_a_poll_interval_when_back() {
+    const TEST: &str = "git_unreachable_keeps_the_last_good_commit_says_why_and_syncs_within_a_poll_interval_when_back";
+    const POLL: Duration = Duration::from_secs(1);
+    const ROUNDS: usize = 3;
+    let Some(c) = crate::cluster::cluster(TEST) else { return };
+    let ns = "e2e-git-fault";
+    let work = Repo::new();
+    work.write(
+        "gitgate.yaml",
+        &format!("{PROJECT}apps:\n  - {{name: fetched, project: e2e, path: app, destination: {{namespace: {ns}}}, syncPolicy: {{prune: true, selfHeal: true}}}}\n"),
+    );
+    work.write("app/ns.yaml", &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"));
+    work.write("app/settings.yaml", &cm("settings", 0, "0"));
+    let mut good = work.commit("first");
+    let base = tempfile::tempdir().unwrap();
+    let bare = base.path().join("team.git");
+    crate::support::git(base.path(), &["clone", "-q", "--bare", work.path().to_str().unwrap(), bare.to_str().unwrap()]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut daemon = Some(crate::support::Daemon::start_on(base.path(), port));
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = reconciler_kubeconfig(c, dir.path());
+    let url = format!("git://127.0.0.1:{port}/team.git");
+    let s = ServeProcess::spawn(
+        BIN,
+        dir.path(),
+        &[
+            "--repo",
+            &url,
+            "--poll-interval",
+            "1s",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--namespace",
+            "gitgate-e2e-git-fault",
+            "--sync",
+            "on",
+            "--reconciler",
+            RECONCILER,
+            "--lease-duration",
+            "3s",
+            "--admin-group",
+            VIEWERS,
+        ],
+    );
+    let token = super::sync::viewer_token();
+    synced(&s, token, "fetched", &good, Duration::from_secs(30));
+    let mut recoveries = Vec::new();
+    for round in 1..=ROUNDS {
+        drop(daemon.take());
+        work.write("app/settings.yaml", &cm("settings", 0, &round.to_string()));
+        let head = work.commit(&format!("round {round}"));
+        crate::support::git(work.path(), &["push", "-q", bare.to_str().unwrap(), "main"]);
+        let st = wait_until("the status to say Git is failing", Duration::from_secs(10), || {
+            let st = status(&s, token);
+            (st["source"]["failures"].as_u64()? >= 2).then_some(st)
+        });
+        let a = app(&st, "fetched").unwrap();
+        assert_eq!((a["sync"].as_str(), a["syncedCommit"].as_str()), (Some("Synced"), Some(good.as_str())), "{a:#}");
+        let msg = a["message"].as_str().unwrap();
+        assert!(msg.contains("Git fetch failing") && msg.contains(&format!("{} stays in force", &good[..7])), "{msg}");
+        assert!(st["source"]["error"].as_str().unwrap().contains(&url), "{st:#}");
+        let settings = get(c, &["configmap", "settings", "-n", ns]).unwrap();
+        assert_eq!(settings["data"]["value"], (round - 1).to_string(), "the last good commit stays applied");
+        let metrics = std::process::Command::new("curl")
+            .args(["-sS", "--cacert"])
+            .arg(&s.ca)
+            .arg(format!("https://127.0.0.1:{}/metrics", s.addr.port()))
+            .output()
+            .unwrap();
+        let metrics = String::from_utf8_lossy(&metrics.stdout);
+        assert!(metrics.contains("gitgate_git_source_up 0"), "{metrics}");
+        let out = std::process::Command::new(BIN)
+            .args(["status", "--server", &format!("https://127.0.0.1:{}", s.addr.port()), "--ca"])
+            .arg(&s.ca)
+            .env("GITGATE_TOKEN", token)
+            .output()
+            .unwrap();
+        let table = String::from_utf8_lossy(&out.stdout);
+        assert!(table.contains("git: Git fetch failing since"), "{table}");
+
+        daemon = Some(crate::support::Daemon::start_on(base.path(), port));
+        let back = Instant::now();
+        synced(&s, token, "fetched", &head, POLL + Duration::from_secs(10));
+        let took = back.elapsed();
+        recoveries.push(took);
+        assert!(took <= POLL + Duration::from_secs(2), "Git back -> synced in {took:?}");
+        let st = status(&s, token);
+        assert!(st["source"].is_null(), "the fault is cleared: {st:#}");
+        assert_eq!(get(c, &["configmap", "settings", "-n", ns]).unwrap()["data"]["value"], round.to_string());
+        good = head;
+    }
+    s.terminate(Duration::from_secs(20));
+    say(&format!("FIGURE git back -> app synced (e2e): poll interval {POLL:?}, runs {ROUNDS}, {recoveries:?}"));
+}
