@@ -228,17 +228,21 @@ async fn a_denied_secret_keeps_the_workloads_of_its_wave_back() {
     let (client, log, store) = fake_apiserver_denying(deny.clone());
     let target = Arc::new(Target::new("test", client, 1000.0, 1000));
     let status = Arc::new(StatusStore::new(None));
+    let recorded = Arc::new(Records::default());
     let r = Reconciler::new(
         SyncConfig::default(),
         Targets::new(target, None, 1000.0, 1000),
         src.clone(),
         status,
-        None,
+        Some(recorded.clone()),
         None,
     );
 
     let out = r.sync_once(&d1).await;
     assert_eq!(out[0].sync, SyncStatus::Failed);
+    // Retried while Vault stays down: the same failure is recorded once.
+    assert_eq!(r.sync_once(&d1).await[0].sync, SyncStatus::Failed);
+    assert_eq!(recorded.events("syncFailed"), 1, "one record per distinct failure, not per retry");
     assert!(out[0].message.contains("Vault") && out[0].message.contains("db"), "{}", out[0].message);
     let calls = std::mem::take(&mut *log.lock().unwrap());
     assert!(calls.contains(&"PATCH /api/v1/namespaces/shop/secrets/db".to_string()), "{calls:?}");
@@ -249,7 +253,24 @@ async fn a_denied_secret_keeps_the_workloads_of_its_wave_back() {
     *deny.lock().unwrap() = None;
     let out = r.sync_once(&d1).await;
     assert_eq!(out[0].sync, SyncStatus::Synced, "{}", out[0].message);
+    assert_eq!(recorded.events("apply"), 4, "each object applied and recorded once");
     let store = store.lock().unwrap();
     assert!(store.contains_key("/api/v1/namespaces/shop/secrets/db"));
     assert!(store.contains_key("/apis/apps/v1/namespaces/shop/deployments/web"), "{:?}", store.keys());
+}
+
+/// The sync's audit records, in memory.
+#[derive(Default)]
+struct Records(Mutex<Vec<gitgate::audit::Entry>>);
+
+impl Records {
+    fn events(&self, event: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|e| serde_json::to_value(e.event).unwrap() == event).count()
+    }
+}
+
+impl gitgate::sync::reconcile::SyncRecorder for Records {
+    fn record(&self, entry: &gitgate::audit::Entry) {
+        self.0.lock().unwrap().push(entry.clone());
+    }
 }

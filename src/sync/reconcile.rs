@@ -99,6 +99,9 @@ pub struct Reconciler {
     /// Secret whose values no longer MAC to what the unseal stamped is
     /// drift. Empty on a reconciler that holds no identity (the chart's).
     sealed: Arc<arc_swap::ArcSwapOption<crate::secrets::Keyring>>,
+    /// Each app's last recorded sync failure (commit, message), until it
+    /// syncs.
+    failures: Mutex<HashMap<String, (String, String)>>,
 }
 
 /// The field a sealed Secret's changed values are reported as (never the
@@ -122,6 +125,7 @@ impl Reconciler {
             audit,
             guard,
             break_glass: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
             sealed: Arc::new(arc_swap::ArcSwapOption::empty()),
         }
     }
@@ -214,14 +218,28 @@ impl Reconciler {
             status.sync = SyncStatus::Failed;
             status.message = crate::error_chain(&e);
             tracing::warn!(app = %app.name, error = %status.message, "sync failed");
-            self.audit(AuditEntry {
-                event: EventKind::SyncFailed,
-                app: app.name.clone(),
-                commit: Some(CommitRef { id: desired.commit().to_string(), ..CommitRef::default() }),
-                decision: Outcome::Failed,
-                reasons: vec![status.message.clone()],
-                ..AuditEntry::default()
-            });
+            // Once per distinct failure: the retries of a sync failing the
+            // same way (Vault down for an hour) add no record, and no
+            // notification, each.
+            let failure = (desired.commit().to_string(), status.message.clone());
+            let repeated = self
+                .failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(app.name.clone(), failure)
+                .is_some_and(|old| old == (desired.commit().to_string(), status.message.clone()));
+            if !repeated {
+                self.audit(AuditEntry {
+                    event: EventKind::SyncFailed,
+                    app: app.name.clone(),
+                    commit: Some(CommitRef { id: desired.commit().to_string(), ..CommitRef::default() }),
+                    decision: Outcome::Failed,
+                    reasons: vec![status.message.clone()],
+                    ..AuditEntry::default()
+                });
+            }
+        } else {
+            self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&app.name);
         }
         if let Some(m) = self.status.metrics() {
             m.sync_duration.observe(started.elapsed().as_secs_f64());
