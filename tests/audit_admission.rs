@@ -221,6 +221,9 @@ async fn a_full_disk_denies_and_loses_nothing() {
         assert_eq!(got["response"]["allowed"], false, "an unrecorded change is refused");
         assert_eq!(got["response"]["status"]["reason"], "AuditUnavailable");
         assert_eq!(got["response"]["status"]["code"], 503);
+        // the message says why, and that it is the audit log failing closed
+        let message = got["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains("No space left on device") && message.contains("fails closed"), "{message}");
     }
     assert_eq!(closed.metrics().record_failures.get(), 3, "the failure is on metrics");
 

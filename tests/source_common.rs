@@ -149,6 +149,32 @@ impl Daemon {
         }
         panic!("git daemon did not start");
     }
+
+    /// A `git daemon` serving `base` on `port`, which it may have served
+    /// before (a restarted server).
+    pub fn start_on(base: &Path, port: u16) -> Daemon {
+        let exec_path = git(base, &["--exec-path"]);
+        let child = reap::spawn(
+            Command::new(Path::new(&exec_path).join("git-daemon"))
+                .args([
+                    "--export-all",
+                    "--reuseaddr",
+                    "--listen=127.0.0.1",
+                    &format!("--port={port}"),
+                    &format!("--base-path={}", base.display()),
+                    &base.display().to_string(),
+                ])
+                .stderr(std::process::Stdio::null()),
+        )
+        .expect("git daemon starts");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Daemon { child, port };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("git daemon did not listen on {port}");
+    }
 }
 
 const GITOPS_DEMO_DEPLOY: &str = "\

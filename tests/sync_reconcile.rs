@@ -26,6 +26,15 @@ type Log = Arc<Mutex<Vec<String>>>;
 
 /// A tiny in-memory API server: apply stores, get/list/delete read it.
 fn fake_apiserver() -> (kube::Client, Log, Arc<Mutex<BTreeMap<String, Value>>>) {
+    fake_apiserver_denying(Arc::default())
+}
+
+/// [`fake_apiserver`] whose admission refuses applies to a path holding
+/// the string in `deny` (while there is one), as the apiserver answers
+/// when a webhook denies: 503 and the webhook's message.
+fn fake_apiserver_denying(
+    deny: Arc<Mutex<Option<&'static str>>>,
+) -> (kube::Client, Log, Arc<Mutex<BTreeMap<String, Value>>>) {
     let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let log: Log = Arc::default();
     let store: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
@@ -40,7 +49,13 @@ fn fake_apiserver() -> (kube::Client, Log, Arc<Mutex<BTreeMap<String, Value>>>) 
             let body = http_body_util::BodyExt::collect(req.into_body()).await.unwrap().to_bytes();
             l.lock().unwrap().push(format!("{method} {path}"));
             let mut store = s.lock().unwrap();
+            let denied = deny.lock().unwrap().is_some_and(|d| path.contains(d));
             let (code, reply) = match method {
+                Method::PATCH if denied => (
+                    503,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 503, "reason": "VaultUnavailable",
+                           "message": "admission webhook \"mutate.gitgate.dev\" denied the request: key \"password\": failed to talk to Vault for secret/shop/db"}),
+                ),
                 Method::PATCH => {
                     assert!(query.contains("fieldManager=gitgate") && query.contains("force=true"), "{query}");
                     let mut obj: Value = serde_json::from_slice(&body).unwrap();
@@ -187,4 +202,80 @@ async fn a_sync_reads_lists_records_then_applies_by_wave_and_a_resync_writes_not
     let inv = store.lock().unwrap()["/api/v1/namespaces/gitgate/configmaps/gitgate-inventory-shop"].clone();
     let lines = inv["data"]["inventory"].as_str().unwrap();
     assert!(!lines.contains("|b|") && lines.contains("|a|"), "{lines}");
+}
+
+/// Vault down behind the secrets webhook (issue 16, item 2): the apiserver
+/// refuses the wave's Secret. The Deployment of the same wave, which needs
+/// it, is not applied — no half-applied app —, the sync fails naming the
+/// Secret and Vault; once the Secret is admitted, the same commit
+/// completes.
+#[tokio::test]
+async fn a_denied_secret_keeps_the_workloads_of_its_wave_back() {
+    let repo = Repo::new();
+    repo.write(
+        "gitgate.yaml",
+        "projects:\n  - {name: p, destinations: [{cluster: \"*\", namespace: \"*\"}], clusterKinds: [Namespace]}\napps:\n  - {name: shop, project: p, path: shop, destination: {namespace: shop}}\n",
+    );
+    repo.write("shop/ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n");
+    repo.write(
+        "shop/db.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: vault:secret/shop/db#password\n",
+    );
+    repo.write("shop/web.yaml", &deployment("web", "registry.example.invalid/web:1"));
+    repo.write("shop/settings.yaml", &cm("settings", 0));
+    let c1 = repo.commit("shop");
+    let (_t, cache) = cache_dir();
+    let src = Arc::new(GitSource::open(&repo.url(), &cache).unwrap());
+    src.fetch().unwrap();
+    let d1 = Renderer::new(RenderOptions::default()).desired(&src.repo(), oid(&c1)).unwrap();
+
+    let deny: Arc<Mutex<Option<&'static str>>> = Arc::new(Mutex::new(Some("/secrets/db")));
+    let (client, log, store) = fake_apiserver_denying(deny.clone());
+    let target = Arc::new(Target::new("test", client, 1000.0, 1000));
+    let status = Arc::new(StatusStore::new(None));
+    let recorded = Arc::new(Records::default());
+    let r = Reconciler::new(
+        SyncConfig::default(),
+        Targets::new(target, None, 1000.0, 1000),
+        src.clone(),
+        status,
+        Some(recorded.clone()),
+        None,
+    );
+
+    let out = r.sync_once(&d1).await;
+    assert_eq!(out[0].sync, SyncStatus::Failed);
+    // Retried while Vault stays down: the same failure is recorded once.
+    assert_eq!(r.sync_once(&d1).await[0].sync, SyncStatus::Failed);
+    assert_eq!(recorded.events("syncFailed"), 1, "one record per distinct failure, not per retry");
+    assert!(out[0].message.contains("Vault") && out[0].message.contains("db"), "{}", out[0].message);
+    let calls = std::mem::take(&mut *log.lock().unwrap());
+    assert!(calls.contains(&"PATCH /api/v1/namespaces/shop/secrets/db".to_string()), "{calls:?}");
+    assert!(!calls.iter().any(|c| c.contains("deployments/web")), "the workload waits for its Secret: {calls:?}");
+    assert!(!store.lock().unwrap().keys().any(|k| k.contains("deployments")));
+
+    // Vault is back: the same commit goes through, whole.
+    *deny.lock().unwrap() = None;
+    let out = r.sync_once(&d1).await;
+    assert_eq!(out[0].sync, SyncStatus::Synced, "{}", out[0].message);
+    assert_eq!(recorded.events("apply"), 4, "each object applied and recorded once");
+    let store = store.lock().unwrap();
+    assert!(store.contains_key("/api/v1/namespaces/shop/secrets/db"));
+    assert!(store.contains_key("/apis/apps/v1/namespaces/shop/deployments/web"), "{:?}", store.keys());
+}
+
+/// The sync's audit records, in memory.
+#[derive(Default)]
+struct Records(Mutex<Vec<gitgate::audit::Entry>>);
+
+impl Records {
+    fn events(&self, event: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|e| serde_json::to_value(e.event).unwrap() == event).count()
+    }
+}
+
+impl gitgate::sync::reconcile::SyncRecorder for Records {
+    fn record(&self, entry: &gitgate::audit::Entry) {
+        self.0.lock().unwrap().push(entry.clone());
+    }
 }

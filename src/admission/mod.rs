@@ -68,6 +68,21 @@ pub struct RecordError {
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
+impl RecordError {
+    /// The operating system's error under this one, if any (disk full,
+    /// read-only file system): what a denial may tell the requester.
+    pub fn io_cause(&self) -> Option<String> {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = self.source.as_deref().map(|e| e as _);
+        while let Some(e) = cur {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                return Some(io.to_string());
+            }
+            cur = e.source();
+        }
+        None
+    }
+}
+
 /// Records decisions as structured log lines: identity and outcome only,
 /// never the object.
 pub struct LogRecorder;
@@ -246,11 +261,16 @@ impl AdmissionState {
             self.metrics.record_failures.inc();
             tracing::error!(error = %crate::error_chain(&e), uid = %request.uid, "audit record failed");
             if self.fail_closed {
+                // The OS's reason ("No space left on device"), never the
+                // log's path.
+                let why = e.io_cause().map(|c| format!(" ({c})")).unwrap_or_default();
                 decision.deny(
                     "audit",
                     503,
                     "AuditUnavailable",
-                    "gitgate could not record this change in its audit log, so it refuses it; retry when the audit log is writable",
+                    format!(
+                        "gitgate could not record this change in its audit log{why}, so it refuses it (the audit log fails closed); retry when the audit log is writable"
+                    ),
                 );
             }
         }

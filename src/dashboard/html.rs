@@ -528,7 +528,7 @@ mod tests {
 
     #[test]
     fn the_overview_shows_each_app_with_its_commit_and_escapes_everything() {
-        let o = Overview { role: "leader".into(), apps: vec![app()], refused: None };
+        let o = Overview { role: "leader".into(), apps: vec![app()], refused: None, source: None };
         let ctx = Context { repo: "file:///srv/git", head: Some(("3f2a9c1d0e".into(), "bump <image>".into())) };
         let html = overview(&ctx, &o, &[]);
         assert!(html.contains("web&lt;script&gt;"), "{html}");

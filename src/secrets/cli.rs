@@ -374,7 +374,9 @@ pub async fn with_secrets_stage(
         config.deadline = crate::config::parse_duration(&args.vault_deadline)?;
         config.ca_certs = args.vault_ca_certs.clone();
         let renew = crate::config::parse_duration(&args.vault_renew_interval)?;
-        let resolver = VaultResolver::connect(config).await?;
+        // Vault away at start does not keep the webhooks down: vault:
+        // Secrets are denied as unavailable until it is back.
+        let resolver = VaultResolver::start(config).await?;
         tasks.push(resolver.spawn_renewal(renew));
         stage = stage.with_vault(resolver);
         tracing::info!(addr = %addr, "Vault references enabled");

@@ -115,9 +115,14 @@ pub enum VaultError {
 }
 
 impl VaultError {
-    /// Whether retrying later may help (for the denial's HTTP code).
+    /// Whether retrying later may help (for the denial's HTTP code): Vault
+    /// unreachable, sealed, slow, or a login that failed for one of these.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, VaultError::Unavailable { .. } | VaultError::Unreachable { .. } | VaultError::Deadline { .. })
+        match self {
+            VaultError::Unavailable { .. } | VaultError::Unreachable { .. } | VaultError::Deadline { .. } => true,
+            VaultError::Login { source, .. } => transient(source),
+            _ => false,
+        }
     }
 }
 
@@ -222,6 +227,8 @@ pub struct VaultResolver {
     /// Resolvers logged in with a project's own role (Kubernetes auth),
     /// made on first use; each has its own token and cache.
     roles: tokio::sync::Mutex<HashMap<String, Arc<VaultResolver>>>,
+    /// Whether the client holds a token from a successful login.
+    logged_in: std::sync::atomic::AtomicBool,
 }
 
 impl VaultResolver {
@@ -230,19 +237,58 @@ impl VaultResolver {
         // reqwest (no-provider build) panics when no rustls provider is
         // installed; `main` installs ring, this covers library callers.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let resolver = Arc::new(VaultResolver::unconnected(config)?);
+        resolver.login().await?;
+        Ok(resolver)
+    }
+
+    /// [`VaultResolver::connect`] for a server that must come up whether
+    /// or not Vault is there: when Vault is away (unreachable, sealed,
+    /// 5xx) the login is retried by the renewal timer and before the next
+    /// read, and until then `vault:` Secrets are denied as unavailable —
+    /// gitgate's webhooks keep deciding everything else. Credentials Vault
+    /// refuses still fail the start.
+    pub async fn start(config: VaultConfig) -> Result<Arc<Self>, VaultError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let resolver = Arc::new(VaultResolver::unconnected(config)?);
+        match resolver.login().await {
+            Ok(_) => Ok(resolver),
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(addr = %resolver.config.address, error = %crate::error_chain(&e), "Vault is unavailable; starting without it and logging in when it is back");
+                Ok(resolver)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A resolver whose login has not happened yet.
+    fn unconnected(config: VaultConfig) -> Result<Self, VaultError> {
         let mut settings = VaultClientSettingsBuilder::default();
         settings.address(&config.address).timeout(Some(config.deadline)).token("").ca_certs(config.ca_certs.clone());
         let settings = settings.build().map_err(|e| VaultError::BadConfig { reason: e.to_string() })?;
         let client =
             VaultClient::new(settings).map_err(|source| VaultError::Login { method: config.auth.method(), source })?;
-        let resolver = Arc::new(VaultResolver {
+        Ok(VaultResolver {
             config,
             client: RwLock::new(client),
             cache: Mutex::new(HashMap::new()),
             roles: tokio::sync::Mutex::new(HashMap::new()),
-        });
-        resolver.login().await?;
-        Ok(resolver)
+            logged_in: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the client holds a token from a successful login.
+    pub fn is_logged_in(&self) -> bool {
+        self.logged_in.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Logs in unless logged in already.
+    async fn ensure_login(&self) -> Result<(), VaultError> {
+        if !self.is_logged_in() {
+            self.login().await?;
+            tracing::info!(addr = %self.config.address, "logged in to Vault");
+        }
+        Ok(())
     }
 
     /// The resolver that reads as `role` (a project's `vault.role`) with
@@ -274,6 +320,12 @@ impl VaultResolver {
 
     /// Logs in (or installs the static token) and returns the token's TTL.
     pub async fn login(&self) -> Result<Duration, VaultError> {
+        let ttl = self.login_once().await?;
+        self.logged_in.store(true, std::sync::atomic::Ordering::Release);
+        Ok(ttl)
+    }
+
+    async fn login_once(&self) -> Result<Duration, VaultError> {
         let method = self.config.auth.method();
         let err = |source| VaultError::Login { method, source };
         let mut client = self.client.write().await;
@@ -308,6 +360,9 @@ impl VaultResolver {
     /// Renews the token (`renew_self`); when Vault refuses, logs in again.
     /// Returns the new TTL.
     pub async fn renew(&self) -> Result<Duration, VaultError> {
+        if !self.is_logged_in() {
+            return self.login().await;
+        }
         let renewed = {
             let client = self.client.read().await;
             vaultrs::token::renew_self(&*client, None).await
@@ -382,6 +437,7 @@ impl VaultResolver {
     }
 
     async fn fetch(&self, r: &VaultRef) -> Result<Fields, VaultError> {
+        self.ensure_login().await?;
         let client = self.client.read().await;
         let read: Result<HashMap<String, serde_json::Value>, ClientError> = match self.config.kv_version(&r.mount) {
             KvVersion::V1 => vaultrs::kv1::get(&*client, &r.mount, &r.path).await,
@@ -393,6 +449,15 @@ impl VaultResolver {
         let location = r.location();
         let raw = read.map_err(|e| map_client_error(e, location))?;
         Ok(raw.into_iter().map(|(k, v)| (k, into_plaintext(v))).collect())
+    }
+}
+
+/// A client error that is Vault being away (no answer, sealed, 5xx, 429),
+/// not Vault saying no.
+fn transient(e: &ClientError) -> bool {
+    match e {
+        ClientError::APIError { code, .. } => *code == 429 || *code >= 500,
+        _ => true,
     }
 }
 

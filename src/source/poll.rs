@@ -23,7 +23,7 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 /// What one sync attempt can fail at.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("failed to fetch")]
+    #[error(transparent)]
     Source(#[from] SourceError),
     #[error("commit {commit} does not render; keeping the last good commit")]
     Render {
@@ -114,6 +114,48 @@ fn short(id: &str) -> &str {
 struct SigningMetrics {
     refused_total: prometheus_client::metrics::counter::Counter,
     refused: prometheus_client::metrics::gauge::Gauge,
+}
+
+/// Why the tracked revision cannot be read or rendered right now (the Git
+/// server is unreachable or answers garbage, or the new head does not
+/// render), while the last good commit stays in force.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceFault {
+    /// `fetch` (the Git server) or `render` (the commit).
+    pub stage: String,
+    /// The error, credentials masked.
+    pub error: String,
+    /// When the first failure of this run of failures happened (RFC 3339).
+    pub since: String,
+    /// Failed rounds in a row.
+    pub failures: u64,
+    /// The commit that stays in force ("" when none is).
+    pub in_force: String,
+}
+
+impl SourceFault {
+    /// One line for statuses.
+    pub fn message(&self) -> String {
+        let kept = if self.in_force.is_empty() {
+            "no commit is in force yet".to_owned()
+        } else {
+            format!("{} stays in force", short(&self.in_force))
+        };
+        format!("Git {} failing since {} ({}x): {}; {kept}", self.stage, self.since, self.failures, self.error)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
+}
+
+/// The tracker's health on metrics.
+#[derive(Clone, Default)]
+struct SourceMetrics {
+    failures: prometheus_client::metrics::family::Family<StageLabel, prometheus_client::metrics::counter::Counter>,
+    up: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// The blocking side of the signature rule: what requires signatures, and
@@ -231,6 +273,8 @@ pub struct Tracker {
     /// The (head, commit) last recorded in the audit log.
     recorded: Mutex<Option<(String, String)>>,
     metrics: Option<SigningMetrics>,
+    fault: Arc<ArcSwapOption<SourceFault>>,
+    source_metrics: Option<SourceMetrics>,
 }
 
 impl Tracker {
@@ -250,6 +294,8 @@ impl Tracker {
             record_when: std::sync::OnceLock::new(),
             recorded: Mutex::new(None),
             metrics: None,
+            fault: Arc::new(ArcSwapOption::empty()),
+            source_metrics: None,
         }
     }
 
@@ -293,6 +339,18 @@ impl Tracker {
             m.refused.clone(),
         );
         self.metrics = Some(m);
+        let s = SourceMetrics::default();
+        registry.register(
+            "gitgate_git_sync_failures",
+            "Rounds of the Git tracker that failed, by stage (fetch: the Git server could not be read; render: the commit does not render); the last good commit stays in force",
+            s.failures.clone(),
+        );
+        registry.register(
+            "gitgate_git_source_up",
+            "1 when the last fetch and render of the tracked revision succeeded, 0 while it fails and the last good commit stays in force",
+            s.up.clone(),
+        );
+        self.source_metrics = Some(s);
         self
     }
 
@@ -321,6 +379,16 @@ impl Tracker {
         self.refused.load_full()
     }
 
+    /// Why the Git server or the new head cannot be used, while it cannot.
+    pub fn fault(&self) -> Option<Arc<SourceFault>> {
+        self.fault.load_full()
+    }
+
+    /// A handle on [`Tracker::fault`] (for the status API).
+    pub fn faults(&self) -> Arc<ArcSwapOption<SourceFault>> {
+        self.fault.clone()
+    }
+
     /// A handle on [`Tracker::refused`] (for the status API).
     pub fn refusals(&self) -> Arc<ArcSwapOption<Refusal>> {
         self.refused.clone()
@@ -340,6 +408,55 @@ impl Tracker {
     /// Fetch, resolve, render, publish. On a render error the current set
     /// is kept and the error returned.
     pub async fn sync_once(&self) -> Result<Synced, SyncError> {
+        let result = self.sync_round().await;
+        self.note(&result);
+        result
+    }
+
+    /// Reports a round's outcome: [`Tracker::fault`], `last_error` and the
+    /// metrics. A round that fetched and rendered (or found the head
+    /// unchanged) clears the fault; an unsigned head is reported as a
+    /// refusal instead.
+    fn note(&self, result: &Result<Synced, SyncError>) {
+        let stage = match result {
+            Ok(_) => None,
+            Err(SyncError::Source(_) | SyncError::Join(_)) => Some("fetch"),
+            Err(SyncError::Render { .. }) => Some("render"),
+            Err(SyncError::Unsigned { .. }) => None,
+        };
+        if let Some(m) = &self.source_metrics {
+            if let Some(stage) = stage {
+                m.failures.get_or_create(&StageLabel { stage }).inc();
+            }
+            m.up.set(i64::from(stage.is_none()));
+        }
+        match (stage, result) {
+            (Some(stage), Err(e)) => {
+                let previous = self.fault.load_full();
+                let error = crate::error_chain(e);
+                let fault = SourceFault {
+                    stage: stage.to_owned(),
+                    error,
+                    since: previous.as_ref().map(|p| p.since.clone()).unwrap_or_else(|| {
+                        crate::audit::record::format_rfc3339_micros(crate::audit::record::now_micros())
+                    }),
+                    failures: previous.as_ref().map_or(0, |p| p.failures) + 1,
+                    in_force: self.current().map(|c| c.commit().to_string()).unwrap_or_default(),
+                };
+                self.fault.store(Some(Arc::new(fault)));
+            }
+            _ => {
+                if let Some(old) = self.fault.swap(None) {
+                    tracing::info!(stage = %old.stage, failures = old.failures, since = %old.since, "the Git source is back");
+                }
+            }
+        }
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = result.as_ref().err().map(|e| crate::error_chain(e));
+        }
+    }
+
+    async fn sync_round(&self) -> Result<Synced, SyncError> {
         self.source.fetch_async().await?;
         let source = self.source.clone();
         let rev = self.rev.clone();
@@ -357,9 +474,6 @@ impl Tracker {
             Ok(set) => {
                 self.publish(set);
                 self.clear_refusal();
-                if let Ok(mut e) = self.last_error.lock() {
-                    *e = None;
-                }
                 Ok(Synced::Updated(head))
             }
             Err(err) => {
@@ -368,9 +482,6 @@ impl Tracker {
                     if self.current().is_none() {
                         self.fall_back(head).await;
                     }
-                }
-                if let Ok(mut l) = self.last_error.lock() {
-                    *l = Some(crate::error_chain(&err));
                 }
                 Err(err)
             }

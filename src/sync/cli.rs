@@ -160,7 +160,7 @@ async fn connect(args: &ServeSyncArgs) -> anyhow::Result<(kube::Client, Option<k
         None => (kube::Config::infer().await?, kube::config::Kubeconfig::read().ok()),
     };
     let name = kc.as_ref().and_then(|k| k.current_context.clone()).unwrap_or_else(|| "in-cluster".into());
-    let client = kube::Client::try_from(config)?;
+    let client = kube::Client::try_from(super::without_request_retries(config))?;
     tokio::time::timeout(Duration::from_secs(5), client.apiserver_version())
         .await
         .map_err(|_| anyhow::anyhow!("the apiserver did not answer within 5s"))??;
@@ -177,7 +177,9 @@ pub fn break_glass_ttl(args: &ServeSyncArgs) -> anyhow::Result<Duration> {
 
 pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Running> {
     let metrics = SyncMetrics::register(w.registry);
-    let status = Arc::new(StatusStore::new(Some(metrics)).with_refusals(w.tracker.refusals()));
+    let status = Arc::new(
+        StatusStore::new(Some(metrics)).with_refusals(w.tracker.refusals()).with_source_faults(w.tracker.faults()),
+    );
     if args.sync == SyncMode::Off {
         tracing::info!("--sync=off: serving admission only");
         // Admission still uses the cluster when it runs in one (or is

@@ -84,10 +84,47 @@ impl Drop for Watches {
     }
 }
 
+/// How soon a broken watch is retried: 100 ms, doubling, at most 1 s.
+/// kube's default backoff grows to 30 s, so after an apiserver restart of
+/// a few seconds self-heal could stay blind for up to 30 s more; with this
+/// one a watch resumes within about a second of the apiserver's return (a
+/// retry is one list or watch request).
+#[derive(Clone, Debug)]
+pub struct WatchBackoff {
+    next: std::time::Duration,
+}
+
+impl WatchBackoff {
+    pub const FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+    pub const MAX: std::time::Duration = std::time::Duration::from_secs(1);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<std::time::Duration> {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(wait)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 async fn watch(target: Arc<Target>, r: Resource, label: &'static str, tx: mpsc::Sender<HealEvent>) {
     let api: Api<DynamicObject> = Api::all_with(target.client().clone(), &r.api);
     let config = watcher::Config::default().labels(label);
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, config).backoff(WatchBackoff::default()).boxed();
     tracing::debug!(kind = %r.api.kind, cluster = %target.name, "watching for drift");
     while let Some(event) = stream.next().await {
         let event = match event {
@@ -135,5 +172,20 @@ async fn watch(target: Arc<Target>, r: Resource, label: &'static str, tx: mpsc::
         if tx.send(ev).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::utils::Backoff as _;
+
+    #[test]
+    fn a_broken_watch_is_retried_within_a_second_however_long_the_outage() {
+        let mut b = WatchBackoff::default();
+        let waits: Vec<u128> = b.by_ref().take(8).map(|d| d.as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.next(), Some(WatchBackoff::FIRST), "a watch that resumed starts from the shortest wait again");
     }
 }

@@ -34,6 +34,16 @@ pub const ARGO_SYNC_WAVE: &str = "argocd.argoproj.io/sync-wave";
 /// `gitgate.dev/prune: disabled` keeps an object when it leaves Git.
 pub const PRUNE_ANNOTATION: &str = "gitgate.dev/prune";
 
+/// The sync loop's clients do not retry 429/503/504 inside a request
+/// (kube's default: up to 15 times, minutes in all). A webhook's 503 is a
+/// decision — Vault unavailable, the audit log full — that belongs in the
+/// app's status at once; the loop retries a sync that did not finish with
+/// its own backoff, and watches and the leader election retry on their own.
+pub fn without_request_retries(mut config: kube::Config) -> kube::Config {
+    config.default_retry = false;
+    config
+}
+
 /// Errors of the sync loop.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {

@@ -226,6 +226,15 @@ fn kind_order(kind: &str) -> usize {
     ORDER.iter().position(|k| *k == kind).unwrap_or(ORDER.len())
 }
 
+/// Whether a kind is one a wave's workloads depend on (namespaces,
+/// policies, service accounts, Secrets, ConfigMaps, storage, CRDs, RBAC):
+/// within a wave these are applied first, and when one of them fails (a
+/// Secret denied while Vault is down) the wave's workloads are not applied
+/// at all, so no Deployment starts against a Secret that is not there.
+pub fn foundation(kind: &str) -> bool {
+    kind_order(kind) < kind_order("Service")
+}
+
 /// How the live object stands against Git.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Drift {
@@ -580,6 +589,16 @@ mod tests {
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "shop",
             "annotations": {"gitgate.dev/commit": commit, "gitgate.dev/digest": "sha256:d", "gitgate.dev/source": "shop:apps/shop/a.yaml"},
             "labels": {"gitgate.dev/app": "shop"}, "resourceVersion": "7"}, "data": data})
+    }
+
+    #[test]
+    fn a_waves_secrets_and_config_come_before_its_workloads() {
+        for k in ["Namespace", "ServiceAccount", "Secret", "ConfigMap", "CustomResourceDefinition", "RoleBinding"] {
+            assert!(foundation(k), "{k}");
+        }
+        for k in ["Service", "Deployment", "StatefulSet", "Job", "Ingress", "SomeCustomKind"] {
+            assert!(!foundation(k), "{k}");
+        }
     }
 
     #[test]

@@ -81,8 +81,8 @@ impl Targets {
         }
         let opts = kube::config::KubeConfigOptions { context: Some(cluster.to_string()), ..Default::default() };
         let config = kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|_| no())?;
-        let client =
-            kube::Client::try_from(config).map_err(|e| SyncError::kube(format!("connect to cluster {cluster}"), e))?;
+        let client = kube::Client::try_from(super::without_request_retries(config))
+            .map_err(|e| SyncError::kube(format!("connect to cluster {cluster}"), e))?;
         let t = Arc::new(Target::new(cluster, client, self.qps, self.burst));
         self.others.lock().unwrap_or_else(|e| e.into_inner()).insert(cluster.to_string(), t.clone());
         Ok(t)
@@ -103,6 +103,9 @@ pub struct Reconciler {
     /// Secret whose values no longer MAC to what the unseal stamped is
     /// drift. Empty on a reconciler that holds no identity (the chart's).
     sealed: Arc<arc_swap::ArcSwapOption<crate::secrets::Keyring>>,
+    /// Each app's last recorded sync failure (commit, message), until it
+    /// syncs.
+    failures: Mutex<HashMap<String, (String, String)>>,
 }
 
 /// The field a sealed Secret's changed values are reported as (never the
@@ -126,6 +129,7 @@ impl Reconciler {
             audit,
             guard,
             break_glass: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
             sealed: Arc::new(arc_swap::ArcSwapOption::empty()),
         }
     }
@@ -143,17 +147,22 @@ impl Reconciler {
 
     /// [`Reconciler::sync_once`] keeping each app's status in the store
     /// only (at 10,000 objects a status is megabytes: the loop holds one).
-    async fn sync_all(&self, desired: &Arc<DesiredSet>) {
+    /// Returns false when a sync could not finish (the apiserver or an
+    /// admission webhook failed it: the inventories could not be read, or
+    /// an app's checklist stopped on an error), so the loop retries.
+    async fn sync_all(&self, desired: &Arc<DesiredSet>) -> bool {
         let message = self.commit_message(desired.commit()).await;
         let inventories = match inventory::read_all(self.targets.default.client(), &self.config.namespace).await {
             Ok(i) => i,
             Err(e) => {
                 tracing::error!(error = %crate::error_chain(&e), "failed to read the inventories; nothing is synced");
-                return;
+                return false;
             }
         };
+        let mut finished = true;
         for app in desired.apps() {
-            let status = self.sync_app(desired, app, inventories.get(&app.name), &message).await;
+            let (status, ok) = self.sync_app_checked(desired, app, inventories.get(&app.name), &message).await;
+            finished &= ok;
             self.status.put(status);
         }
         for (name, inv) in &inventories {
@@ -163,6 +172,7 @@ impl Reconciler {
         }
         let names: HashSet<String> = desired.apps().iter().map(|a| a.name.clone()).collect();
         self.status.retain(|n| names.contains(n));
+        finished
     }
 
     async fn commit_message(&self, id: gix::ObjectId) -> String {
@@ -187,7 +197,20 @@ impl Reconciler {
         inventory: Option<&Inventory>,
         message: &str,
     ) -> AppStatus {
+        self.sync_app_checked(desired, app, inventory, message).await.0
+    }
+
+    /// [`Reconciler::sync_app`], and whether its checklist ran to the end
+    /// (false: an error stopped it, and a retry may finish it).
+    async fn sync_app_checked(
+        &self,
+        desired: &DesiredSet,
+        app: &App,
+        inventory: Option<&Inventory>,
+        message: &str,
+    ) -> (AppStatus, bool) {
         let started = Instant::now();
+        let mut finished = true;
         let mut status = app_status(
             app,
             desired,
@@ -195,22 +218,37 @@ impl Reconciler {
             crate::audit::record::format_rfc3339_micros(crate::audit::record::now_micros()),
         );
         if let Err(e) = self.checklist(desired, app, inventory, message, &mut status).await {
+            finished = false;
             status.sync = SyncStatus::Failed;
             status.message = crate::error_chain(&e);
             tracing::warn!(app = %app.name, error = %status.message, "sync failed");
-            self.audit(AuditEntry {
-                event: EventKind::SyncFailed,
-                app: app.name.clone(),
-                commit: Some(CommitRef { id: desired.commit().to_string(), ..CommitRef::default() }),
-                decision: Outcome::Failed,
-                reasons: vec![status.message.clone()],
-                ..AuditEntry::default()
-            });
+            // Once per distinct failure: the retries of a sync failing the
+            // same way (Vault down for an hour) add no record, and no
+            // notification, each.
+            let failure = (desired.commit().to_string(), status.message.clone());
+            let repeated = self
+                .failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(app.name.clone(), failure)
+                .is_some_and(|old| old == (desired.commit().to_string(), status.message.clone()));
+            if !repeated {
+                self.audit(AuditEntry {
+                    event: EventKind::SyncFailed,
+                    app: app.name.clone(),
+                    commit: Some(CommitRef { id: desired.commit().to_string(), ..CommitRef::default() }),
+                    decision: Outcome::Failed,
+                    reasons: vec![status.message.clone()],
+                    ..AuditEntry::default()
+                });
+            }
+        } else {
+            self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&app.name);
         }
         if let Some(m) = self.status.metrics() {
             m.sync_duration.observe(started.elapsed().as_secs_f64());
         }
-        status
+        (status, finished)
     }
 
     async fn checklist(
@@ -259,15 +297,22 @@ impl Reconciler {
         if !detect_only {
             let ahead: Vec<Entry> = previous.iter().cloned().chain(planned.iter().map(Planned::entry)).collect();
             recorded = Some(self.write_inventory(app, ahead, recorded.as_ref(), desired, Some(base)).await?);
-            let waves: Vec<Wave> = {
-                let mut w: Vec<Wave> = planned.iter().map(|p| p.wave).collect();
+            // Each wave in two steps: what workloads depend on (Secrets,
+            // ConfigMaps, RBAC…), then the rest; a failed step ends the
+            // sync, so a workload never goes out without its Secret.
+            let steps: Vec<(Wave, bool)> = {
+                let mut w: Vec<(Wave, bool)> =
+                    planned.iter().map(|p| (p.wave, plan::foundation(&p.key.kind))).collect();
                 w.dedup();
                 w
             };
-            for (wi, wave) in waves.iter().enumerate() {
+            for (si, (wave, foundation)) in steps.iter().enumerate() {
                 let idx: Vec<usize> = (0..planned.len())
                     .filter(|&i| {
-                        planned[i].wave == *wave && !notes.contains_key(&i) && self.should_apply(app, &seen[i].drift)
+                        planned[i].wave == *wave
+                            && plan::foundation(&planned[i].key.kind) == *foundation
+                            && !notes.contains_key(&i)
+                            && self.should_apply(app, &seen[i].drift)
                     })
                     .collect();
                 let jobs = idx.into_iter().map(|i| {
@@ -328,7 +373,7 @@ impl Reconciler {
                     return Err(e);
                 }
                 // A later wave waits until this one is healthy.
-                if wi + 1 < waves.len() {
+                if steps.get(si + 1).is_some_and(|(next, _)| next != wave) {
                     let members: Vec<usize> = (0..planned.len()).filter(|&i| planned[i].wave == *wave).collect();
                     self.wait_healthy(&target, *wave, &planned, &resources, &members, &mut seen).await?;
                 }
@@ -1096,6 +1141,10 @@ impl Reconciler {
         let mut resync = tokio::time::interval(self.config.resync_interval);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut guard_tick = tokio::time::interval(Duration::from_secs(5));
+        // A sync that could not finish (the apiserver away, Vault down
+        // behind the secrets webhook, a wave that timed out) is retried
+        // with backoff instead of waiting for the next commit or resync.
+        let mut retry = RetryBackoff::new(self.config.resync_interval);
         loop {
             let is_leader = *leader.borrow();
             self.status.set_role(if is_leader { "leader" } else { "follower" });
@@ -1112,10 +1161,18 @@ impl Reconciler {
                 if let Err(e) = self.guard_once().await {
                     tracing::error!(error = %crate::error_chain(&e), "failed to install gitgate's webhook configurations");
                 }
-                self.sync_all(d).await;
+                if self.sync_all(d).await {
+                    retry.reset();
+                } else {
+                    let wait = retry.schedule();
+                    tracing::warn!(retry_in = ?wait, "the sync did not finish; retrying with backoff");
+                }
                 watches.ensure(self.watch_set(d).await, self.guard.is_some().then(|| self.targets.default.clone()));
+            } else {
+                retry.reset();
             }
             loop {
+                let retry_due = retry.due();
                 let next = self.next_glass_expiry();
                 let glass_due = next.is_some();
                 let glass = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -1123,6 +1180,7 @@ impl Reconciler {
                     r = desired.changed() => { if r.is_err() { return } break; }
                     r = leader.changed() => { if r.is_err() { return } break; }
                     _ = resync.tick() => break,
+                    _ = tokio::time::sleep_until(retry_due.unwrap_or_else(Instant::now).into()), if retry_due.is_some() => break,
                     _ = guard_tick.tick() => {
                         if let Err(e) = self.guard_once().await {
                             tracing::error!(error = %crate::error_chain(&e), "failed to check gitgate's webhook configurations");
@@ -1133,6 +1191,41 @@ impl Reconciler {
                 }
             }
         }
+    }
+}
+
+/// When to retry a sync that did not finish: 1 s, doubling, at most the
+/// resync interval (and at most 60 s).
+struct RetryBackoff {
+    next: Duration,
+    max: Duration,
+    at: Option<Instant>,
+}
+
+impl RetryBackoff {
+    const FIRST: Duration = Duration::from_secs(1);
+
+    fn new(resync: Duration) -> Self {
+        let max = resync.min(Duration::from_secs(60)).max(Self::FIRST);
+        RetryBackoff { next: Self::FIRST, max, at: None }
+    }
+
+    /// Sets the next retry and returns how far off it is.
+    fn schedule(&mut self) -> Duration {
+        let wait = self.next;
+        self.at = Some(Instant::now() + wait);
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+
+    /// When the pending retry is due, if one is.
+    fn due(&self) -> Option<Instant> {
+        self.at
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+        self.at = None;
     }
 }
 
@@ -1189,5 +1282,22 @@ fn app_status(app: &App, desired: &DesiredSet, health: String, last_sync: String
         path: app.path.to_string(),
         detect_only: app.sync_policy.detect_only,
         objects: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn a_sync_that_did_not_finish_is_retried_with_backoff_up_to_the_resync_interval() {
+        let mut r = RetryBackoff::new(Duration::from_secs(10));
+        assert_eq!(r.due(), None, "nothing to retry before a failure");
+        let waits: Vec<u64> = (0..6).map(|_| r.schedule().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 10, 10], "doubling, capped at the resync interval");
+        assert!(r.due().is_some_and(|at| at > Instant::now()), "the next retry is pending");
+        r.reset();
+        assert_eq!((r.due(), r.schedule().as_secs()), (None, 1), "a finished sync starts over");
+        assert_eq!(RetryBackoff::new(Duration::from_secs(3600)).max, Duration::from_secs(60), "at most a minute");
     }
 }

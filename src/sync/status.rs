@@ -21,7 +21,7 @@ use arc_swap::ArcSwapOption;
 
 use super::health::Health;
 use crate::dashboard::access::Scope;
-use crate::source::poll::Refusal;
+use crate::source::poll::{Refusal, SourceFault};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncStatus {
@@ -98,6 +98,10 @@ pub struct Overview {
     /// (an older commit stays in force).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<Refusal>,
+    /// Why Git cannot be read (or its head rendered) right now, while the
+    /// last good commit stays in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceFault>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -167,14 +171,16 @@ pub struct StatusStore {
     inner: RwLock<Overview>,
     metrics: Option<SyncMetrics>,
     refusals: Option<Arc<ArcSwapOption<Refusal>>>,
+    faults: Option<Arc<ArcSwapOption<SourceFault>>>,
 }
 
 impl StatusStore {
     pub fn new(metrics: Option<SyncMetrics>) -> Self {
         StatusStore {
-            inner: RwLock::new(Overview { role: "off".into(), apps: Vec::new(), refused: None }),
+            inner: RwLock::new(Overview { role: "off".into(), apps: Vec::new(), refused: None, source: None }),
             metrics,
             refusals: None,
+            faults: None,
         }
     }
 
@@ -187,6 +193,23 @@ impl StatusStore {
 
     fn refusal(&self) -> Option<Arc<Refusal>> {
         self.refusals.as_ref().and_then(|r| r.load_full())
+    }
+
+    /// Reports the tracker's [`SourceFault`] (Git unreachable, answering
+    /// garbage, or a head that does not render) on the overview and in
+    /// every app's message; sync states stay as they are (the apps are
+    /// in step with the commit in force).
+    pub fn with_source_faults(mut self, faults: Arc<ArcSwapOption<SourceFault>>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
+    fn fault(&self) -> Option<Arc<SourceFault>> {
+        self.faults.as_ref().and_then(|f| f.load_full())
+    }
+
+    fn overlay_fault(f: &SourceFault, a: &mut AppStatus) {
+        a.message = if a.message.is_empty() { f.message() } else { format!("{}; {}", f.message(), a.message) };
     }
 
     fn overlay(r: &Refusal, o: &mut Overview) {
@@ -214,16 +237,22 @@ impl StatusStore {
     /// The overview as JSON, written under the read lock: no copy of a
     /// status that holds 10,000 objects.
     pub fn overview_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        match self.refusal() {
-            None => serde_json::to_vec(&*self.inner.read().unwrap_or_else(|e| e.into_inner())),
-            Some(_) => serde_json::to_vec(&self.overview()),
+        if self.refusal().is_none() && self.fault().is_none() {
+            return serde_json::to_vec(&*self.inner.read().unwrap_or_else(|e| e.into_inner()));
         }
+        serde_json::to_vec(&self.overview())
     }
 
     pub fn overview(&self) -> Overview {
         let mut o = self.inner.read().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(r) = self.refusal() {
             Self::overlay(&r, &mut o);
+        }
+        if let Some(f) = self.fault() {
+            for a in &mut o.apps {
+                Self::overlay_fault(&f, a);
+            }
+            o.source = Some((*f).clone());
         }
         o
     }
@@ -233,6 +262,9 @@ impl StatusStore {
             self.inner.read().unwrap_or_else(|e| e.into_inner()).apps.iter().find(|a| a.name == name).cloned()?;
         if let Some(r) = self.refusal() {
             Self::overlay_app(&r, &mut a);
+        }
+        if let Some(f) = self.fault() {
+            Self::overlay_fault(&f, &mut a);
         }
         Some(a)
     }
@@ -374,6 +406,9 @@ pub fn table(o: &Overview, wide: bool) -> String {
     let mut out = format!("role: {}\n", o.role);
     if let Some(r) = &o.refused {
         let _ = writeln!(out, "refused: {}", r.message());
+    }
+    if let Some(f) = &o.source {
+        let _ = writeln!(out, "git: {}", f.message());
     }
     for r in &rows {
         let mut line = String::new();

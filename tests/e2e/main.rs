@@ -8,9 +8,12 @@ mod cluster;
 mod common;
 #[path = "../source_common.rs"]
 mod support;
+#[path = "../vault/mod.rs"]
+mod vault;
 
 mod chaos;
 mod chart;
+mod faults;
 mod harness;
 mod hooks;
 mod keys;

@@ -21,6 +21,8 @@ pub struct Cluster {
     pub bin_dir: PathBuf,
     pub port: u16,
     webhook_client_cert: bool,
+    /// kube-up.sh's settings (ports, directories), to start parts again.
+    env: Vec<(&'static str, String)>,
 }
 
 /// How [`Cluster::start_with`] starts a control plane.
@@ -155,20 +157,77 @@ impl Cluster {
             .expect("sh");
         assert!(forked.success());
         let kubeconfig = run_dir.join("admin.kubeconfig");
-        let cluster = Cluster { run_dir, kubeconfig, bin_dir, port, webhook_client_cert: options.webhook_client_cert };
+        let cluster = Cluster {
+            run_dir,
+            kubeconfig,
+            bin_dir,
+            port,
+            webhook_client_cert: options.webhook_client_cert,
+            env: env.to_vec(),
+        };
         // From here a failed start stops what it started (Drop).
+        cluster.up();
+        Some(cluster)
+    }
+
+    /// Runs kube-up.sh with this cluster's settings: it starts what is not
+    /// running (on the same ports, the same etcd data) and waits for the
+    /// apiserver's `/readyz`.
+    fn up(&self) {
         let out = Command::new("bash")
             .arg(tools_dir().join("kube-up.sh"))
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
             .expect("kube-up.sh");
         assert!(
             out.status.success(),
             "kube-up.sh failed: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(cluster.apiserver_log()).unwrap_or_default()
+            std::fs::read_to_string(self.apiserver_log()).unwrap_or_default()
         );
-        Some(cluster)
+    }
+
+    /// Stops kube-apiserver as the kubelet restarts it: SIGTERM (it stops
+    /// accepting requests and drains the short ones), then SIGKILL after a
+    /// grace period — here 3 s, not the kubelet's 30 s: the apiserver
+    /// otherwise waits for open watch streams to reach their timeout
+    /// (minutes). Waits until it has exited; etcd keeps running. Only on a
+    /// cluster of the test's own ([`Cluster::start_with`]): the
+    /// process-wide one is shared.
+    pub fn stop_apiserver(&self) {
+        let pidf = self.run_dir.join("pids/kube-apiserver.pid");
+        let pid: u32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        assert_eq!(exe.file_name().and_then(|n| n.to_str()), Some("kube-apiserver"), "pid {pid} is the apiserver");
+        let ok = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        assert!(ok.success());
+        let grace = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while reap::alive(pid) && std::time::Instant::now() < grace {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if reap::alive(pid) {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while reap::alive(pid) {
+            assert!(std::time::Instant::now() < deadline, "kube-apiserver (pid {pid}) did not exit after SIGKILL");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Starts kube-apiserver again (same port, same etcd) and returns when
+    /// it is ready (`/readyz` ok).
+    pub fn start_apiserver(&self) {
+        self.up();
+    }
+
+    /// [`Cluster::stop_apiserver`], `down` of outage, then
+    /// [`Cluster::start_apiserver`]; returns when it was ready again.
+    pub fn restart_apiserver(&self, down: std::time::Duration) -> std::time::Instant {
+        self.stop_apiserver();
+        std::thread::sleep(down);
+        self.start_apiserver();
+        std::time::Instant::now()
     }
 
     /// The cluster's PKI directory (`$KUBE_RUN_DIR/pki`).

@@ -114,6 +114,63 @@ impl Drop for FakeVault {
     }
 }
 
+/// A [`FakeVault`] on a runtime of its own, for tests without one: `stop`
+/// ends it whole — listener and open keep-alive connections — as a Vault
+/// process that dies; `start` serves the same state on the same port again.
+pub struct StoppableVault {
+    pub state: Arc<FakeState>,
+    pub addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl StoppableVault {
+    /// A fresh fake on a free port.
+    pub fn new() -> StoppableVault {
+        let state = Arc::new(FakeState::default());
+        state.tokens.lock().unwrap().insert(ROOT_TOKEN.into());
+        let mut v = StoppableVault { state, addr: SocketAddr::from(([127, 0, 0, 1], 0)), runtime: None };
+        v.start();
+        v
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Serves (again) on its port.
+    pub fn start(&mut self) {
+        self.stop();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let (state, addr) = (self.state.clone(), self.addr);
+        self.addr = runtime.block_on(async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_reuseaddr(true).unwrap();
+            socket.bind(addr).unwrap();
+            let listener = socket.listen(64).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let app = axum::Router::new().fallback(handle).with_state(state);
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+            addr
+        });
+        self.runtime = Some(runtime);
+    }
+
+    /// Stops it: the port refuses connections, open ones are closed.
+    pub fn stop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for StoppableVault {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn errors(code: u16, errors: &[&str]) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, axum::Json(json!({ "errors": errors }))).into_response()
