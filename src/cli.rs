@@ -166,6 +166,9 @@ pub struct ServeArgs {
 pub enum PolicyCommand {
     /// Evaluate policies against their test cases offline (like `kyverno test`).
     Test(PolicyTestArgs),
+    /// Print the table of CEL functions, macros and syntax the engine runs,
+    /// each row's example evaluated by the engine (policies/README.md holds a copy).
+    Functions,
 }
 
 #[derive(Args, Debug)]
@@ -230,6 +233,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Certs(args) => certs(args),
         Command::Policy(PolicyCommand::Test(args)) => policy_test(args),
+        Command::Policy(PolicyCommand::Functions) => {
+            print!("{}", crate::policy::functions_table());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Vap(args) => {
             print!("{}", crate::policy::vap::to_yaml(&args.reconciler, &args.break_glass_groups)?);
             Ok(ExitCode::SUCCESS)

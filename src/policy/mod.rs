@@ -11,6 +11,7 @@ pub mod ast;
 pub mod cost;
 mod fast;
 pub mod functions;
+pub mod lang;
 pub mod model;
 pub mod testing;
 pub mod vap;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 
 use kube_cel::KubeCelExt as _;
 use kube_cel::cel::objects::{Key, Map};
-use kube_cel::cel::{Context, IdedExpr, Program, Value};
+use kube_cel::cel::{Context, IdedExpr, Value};
 use serde_json::Value as Json;
 
 use crate::admission::{AdmissionRequest, Decision, Flow, Stage};
@@ -139,11 +140,6 @@ impl Namespaces for StaticNamespaces {
     }
 }
 
-/// CEL functions the interpreter lacks; refused at load instead of failing
-/// at admission.
-const UNSUPPORTED_FUNCTIONS: &[&str] =
-    &["cel.bind", "sortBy", "transformList", "transformMap", "transformMapEntry", "type"];
-
 /// Context name a `variables.<name>` reference is rewritten to. cel 0.13
 /// deep-copies a value each time it is added to a context, so each
 /// variable is added once under its own name instead of re-adding a
@@ -182,17 +178,11 @@ impl Expression {
             expression: source.to_owned(),
             message,
         };
-        let program = Program::compile(source).map_err(|e| err(e.to_string()))?;
-        let refs = program.references();
-        let called = ast::function_names(program.expression());
-        if let Some(f) = UNSUPPORTED_FUNCTIONS.iter().find(|f| called.iter().any(|c| c == *f)) {
-            return Err(err(format!("the function {f} is not supported by gitgate's CEL interpreter")));
-        }
-        if refs.has_variable("authorizer") {
+        let mut ast = lang::compile(source).map_err(err)?;
+        if ast.references().has_variable("authorizer") {
             return Err(err("the authorizer variable is not available to a webhook".into()));
         }
-        let cost = cost::analyze(program.expression());
-        let mut ast = program.expression().clone();
+        let cost = cost::analyze(&ast);
         rewrite_variables(&mut ast);
         let fast = fast::supported(&ast);
         Ok(Expression { source: source.to_owned(), ast, cost, fast })
@@ -671,8 +661,17 @@ struct Violation {
     reason: String,
 }
 
+/// The table of supported CEL features (`gitgate policy functions`), each
+/// row's example evaluated by the engine.
+pub fn functions_table() -> String {
+    let mut ctx = root_context();
+    let object: Json = serde_json::from_str(lang::EXAMPLE_OBJECT).unwrap_or(Json::Null);
+    ctx.add_variable_from_value("object", to_cel(&object, &mut Sizes::default()));
+    lang::table(&ctx)
+}
+
 /// The shared root context: CEL's standard library, Kubernetes' CEL
-/// libraries, and gitgate's overrides.
+/// libraries, and gitgate's functions, overrides and type names.
 fn root_context() -> Context<'static> {
     let mut ctx = Context::default().with_all();
     functions::register(&mut ctx);
