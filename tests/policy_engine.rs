@@ -151,7 +151,7 @@ fn failure_policy_decides_errors() {
     let spec = format!("{ALL}validations:\n- expression: object.spec.nothing.here == 1\n");
     let s = set(&spec, "[Deny]").unwrap();
     let msg = denied(&decide(&s, &request("validate-create-configmap-ssa.json")));
-    assert!(msg.contains("resulted in an error"), "{msg}");
+    assert!(msg.contains("resulted in error"), "{msg}");
     let s = set(&format!("failurePolicy: Ignore\n{spec}"), "[Deny]").unwrap();
     assert!(decide(&s, &request("validate-create-configmap-ssa.json")).allowed());
     let s = set(&format!("{ALL}validations:\n- expression: \"'not a bool'\"\n"), "[Deny]").unwrap();
@@ -227,7 +227,7 @@ fn evaluation_errors_on_secrets_never_quote_values() {
     let req = request("validate-create-secret-stringdata.json");
     let password = req.object.as_ref().unwrap()["data"]["password"].as_str().unwrap().to_owned();
     let msg = denied(&decide(&s, &req));
-    assert!(msg.contains("resulted in an error: evaluation failed"), "{msg}");
+    assert!(msg.contains("resulted in error: evaluation failed"), "{msg}");
     assert!(!msg.contains(&password));
 }
 

@@ -10,6 +10,7 @@ mod common;
 mod support;
 
 mod chart;
+mod differential;
 mod harness;
 mod hooks;
 mod keys;
