@@ -337,3 +337,21 @@ fn policy_test_fails_on_a_wrong_expectation() {
         std::process::Command::new(env!("CARGO_BIN_EXE_gitgate")).args(["policy", "test"]).arg(&root).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// Every policy of the differential corpus (tests/e2e/differential.rs)
+/// passes its fixtures: the Kubernetes documentation's examples, gitgate's
+/// optional/type() policies and the Gatekeeper library's CEL templates
+/// with their suite cases, found in every `tests/` folder under the
+/// directory.
+#[test]
+fn policy_test_runs_every_corpus_policys_fixtures() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/differential");
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_gitgate")).args(["policy", "test"]).arg(&root).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for policy in ["demo-policy.example.com", "optional-replicas", "typed-fields", "gatekeeper-k8spspseccompv2"] {
+        assert!(stdout.lines().any(|l| l.starts_with(policy) && l.ends_with("PASS")), "{policy}: {stdout}");
+    }
+    assert!(stdout.contains(" failed") && stdout.contains("0 failed"), "{stdout}");
+}
