@@ -833,8 +833,7 @@ mod tests {
             assert_eq!(both(src, s), None);
             assert_eq!(Value::resolve(Program::compile(src).unwrap().expression(), s.cel()), Ok(Value::Bool(false)));
         });
-        for src in
-            ["math.ceil(1.5) == 2.0", "object.spec.replicas * 2 == 6", "sets.contains([1], [1])", "dyn(1) == 1"]
+        for src in ["math.ceil(1.5) == 2.0", "object.spec.replicas * 2 == 6", "sets.contains([1], [1])", "dyn(1) == 1"]
         {
             assert!(!supported(Program::compile(src).unwrap().expression()), "{src}");
         }

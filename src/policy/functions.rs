@@ -73,7 +73,8 @@ impl Opaque for CelType {
 
 /// The type names an expression may use as values, as cel-go declares
 /// them (`type(x) == string`).
-pub const TYPE_NAMES: &[&str] = &["bool", "int", "uint", "double", "string", "bytes", "list", "map", "null_type", "type"];
+pub const TYPE_NAMES: &[&str] =
+    &["bool", "int", "uint", "double", "string", "bytes", "list", "map", "null_type", "type"];
 
 /// The name of `v`'s CEL type.
 pub fn type_name(v: &Value) -> &'static str {
@@ -116,9 +117,38 @@ fn to_bool(v: Value) -> ResolveResult {
         Value::String(s) => match s.as_str() {
             "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(Value::Bool(true)),
             "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(Value::Bool(false)),
-            other => Err(ExecutionError::function_error("bool", format!("type conversion error from 'string' to 'bool': {other:?}"))),
+            other => Err(ExecutionError::function_error(
+                "bool",
+                format!("type conversion error from 'string' to 'bool': {other:?}"),
+            )),
         },
-        other => Err(ExecutionError::function_error("bool", format!("type conversion error from '{}' to 'bool'", type_name(&other)))),
+        other => Err(ExecutionError::function_error(
+            "bool",
+            format!("type conversion error from '{}' to 'bool'", type_name(&other)),
+        )),
+    }
+}
+
+thread_local! {
+    /// The interpreter's and Kubernetes' libraries alone, and `string(x)`:
+    /// what [`to_string`] hands every value but a bool to.
+    static BASE_STRING: (Context<'static>, Option<kube_cel::cel::IdedExpr>) = {
+        use kube_cel::KubeCelExt as _;
+        (Context::default().with_all(), kube_cel::cel::parser::Parser::new().parse("string(x)").ok())
+    };
+}
+
+/// `string(x)`: cel-go's conversion, which also takes a bool; every other
+/// value goes to the libraries' own `string` (numbers, bytes, IPs, CIDRs, …).
+fn to_string(v: Value) -> ResolveResult {
+    match v {
+        Value::Bool(b) => Ok(Value::String(Arc::new(b.to_string()))),
+        other => BASE_STRING.with(|(base, expr)| {
+            let expr = expr.as_ref().ok_or_else(|| ExecutionError::function_error("string", "unavailable"))?;
+            let mut ctx = base.new_inner_scope();
+            ctx.add_variable_from_value("x", other);
+            Value::resolve(expr, &ctx)
+        }),
     }
 }
 
@@ -224,6 +254,7 @@ pub fn register(ctx: &mut Context<'_>) {
     ctx.add_function("findAll", find_all);
     ctx.add_function("type", type_of);
     ctx.add_function("bool", to_bool);
+    ctx.add_function("string", to_string);
     ctx.add_function("dyn", dyn_);
     ctx.add_function(OPT_SELECT, opt_select);
     ctx.add_function(OPT_INDEX, opt_index);

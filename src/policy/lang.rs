@@ -76,7 +76,7 @@ pub const FEATURES: &[Feature] = &[
     f("int", STD, true, "int('5') == 5 && int(2.7) == 2 && int(3u) == 3"),
     f("uint", STD, true, "uint(5) == 5u && uint('7') == 7u"),
     f("double", STD, true, "double(1) == 1.0 && double('1.5') == 1.5"),
-    f("string", STD, true, "string(1) == '1' && string(b'a') == 'a'"),
+    f("string", STD, true, "string(1) == '1' && string(b'a') == 'a' && string(true) == 'true'"),
     f("bytes", STD, true, "bytes('a') == b'a'"),
     f("bool", STD, true, "bool('true') && !bool('f')"),
     f("dyn", STD, true, "dyn(1) == 1"),
@@ -95,7 +95,12 @@ pub const FEATURES: &[Feature] = &[
     f("getMilliseconds", STD, true, "timestamp('2024-03-02T10:20:30.400Z').getMilliseconds() == 400"),
     f("optional.of", OPT, true, "optional.of(1).hasValue()"),
     f("optional.none", OPT, true, "!optional.none().hasValue()"),
-    f("optional.ofNonZeroValue", OPT, true, "!optional.ofNonZeroValue('').hasValue() && optional.ofNonZeroValue(1).hasValue()"),
+    f(
+        "optional.ofNonZeroValue",
+        OPT,
+        true,
+        "!optional.ofNonZeroValue('').hasValue() && optional.ofNonZeroValue(1).hasValue()",
+    ),
     f("hasValue", OPT, true, "object.?metadata.hasValue()"),
     f("value", OPT, true, "object.?metadata.?name.value() == 'web'"),
     f("orValue", OPT, true, "object.?spec.?nope.orValue(3) == 3"),
@@ -133,7 +138,12 @@ pub const FEATURES: &[Feature] = &[
     f("asInteger", K8S_QTY, true, "quantity('1k').asInteger() == 1000"),
     f("asApproximateFloat", K8S_QTY, true, "quantity('500m').asApproximateFloat() == 0.5"),
     f("sign", K8S_QTY, false, "quantity('-1').sign() == -1"),
-    f("add", K8S_QTY, true, "quantity('1').add(quantity('2')) == quantity('3') && quantity('1').add(2) == quantity('3')"),
+    f(
+        "add",
+        K8S_QTY,
+        true,
+        "quantity('1').add(quantity('2')) == quantity('3') && quantity('1').add(2) == quantity('3')",
+    ),
     f("sub", K8S_QTY, true, "quantity('3').sub(quantity('1')) == quantity('2')"),
     f("isGreaterThan", K8S_QTY, true, "quantity('2').isGreaterThan(quantity('1'))"),
     f("isLessThan", K8S_QTY, true, "quantity('1').isLessThan(quantity('2'))"),
@@ -149,7 +159,12 @@ pub const FEATURES: &[Feature] = &[
     f("isGlobalUnicast", K8S_IP, true, "ip('8.8.8.8').isGlobalUnicast()"),
     f("cidr", K8S_IP, true, "cidr('10.0.0.0/8').prefixLength() == 8"),
     f("isCIDR", K8S_IP, true, "isCIDR('10.0.0.0/8') && !isCIDR('10.0.0.0')"),
-    f("containsIP", K8S_IP, true, "cidr('10.0.0.0/8').containsIP('10.1.2.3') && cidr('10.0.0.0/8').containsIP(ip('10.1.2.3'))"),
+    f(
+        "containsIP",
+        K8S_IP,
+        true,
+        "cidr('10.0.0.0/8').containsIP('10.1.2.3') && cidr('10.0.0.0/8').containsIP(ip('10.1.2.3'))",
+    ),
     f("containsCIDR", K8S_IP, true, "cidr('10.0.0.0/8').containsCIDR('10.1.0.0/16')"),
     f("prefixLength", K8S_IP, true, "cidr('10.0.0.0/16').prefixLength() == 16"),
     f("masked", K8S_IP, true, "cidr('10.1.2.3/8').masked() == cidr('10.0.0.0/8')"),
@@ -377,9 +392,14 @@ pub fn rewrite(e: &mut IdedExpr) {
 fn maybe_optional(e: &IdedExpr) -> bool {
     let Expr::Call(call) = &e.expr else { return false };
     match call.func_name.as_str() {
-        OPT_SELECT | OPT_INDEX | operators::OPT_SELECT | operators::OPT_INDEX | "or" | "validate" | "first" | "last" => {
-            true
-        }
+        OPT_SELECT
+        | OPT_INDEX
+        | operators::OPT_SELECT
+        | operators::OPT_INDEX
+        | "or"
+        | "validate"
+        | "first"
+        | "last" => true,
         "of" | "none" | "ofNonZeroValue" | "named" => {
             matches!(call.target.as_deref().map(|t| &t.expr), Some(Expr::Ident(ns)) if ns == "optional" || ns == "format")
         }

@@ -825,13 +825,24 @@ fn inline_variables(p: &mut CompiledPolicy) -> bool {
     if !bound.is_disjoint(&free) {
         return false;
     }
-    // A variable read once per item of a comprehension would be evaluated
-    // once per item if inlined, where the apiserver evaluates it once and
+    // A variable that walks a collection, read once per item of a
+    // comprehension, would walk it once per item if inlined (and its cost
+    // bound would multiply), where the apiserver evaluates it once and
     // charges its cost once: such policies bind their variables eagerly.
-    let is_variable = |n: &str| n.starts_with(VAR_PREFIX);
-    let in_loop = p.variables.iter().map(|(_, v)| &v.ast).chain(p.validations.iter().flat_map(|v| {
-        std::iter::once(&v.expr.ast).chain(v.message_expr.as_ref().map(|m| &m.ast))
-    }));
+    let mut walking: HashSet<String> = HashSet::new();
+    for (name, v) in &p.variables {
+        let mut read = HashSet::new();
+        ast::identifiers(&v.ast, &mut read);
+        let mut walks = false;
+        ast::visit(&v.ast, &mut |e| walks |= matches!(e.expr, kube_cel::cel::common::ast::Expr::Comprehension(_)));
+        if walks || read.iter().any(|r| walking.contains(r)) {
+            walking.insert(format!("{VAR_PREFIX}{name}"));
+        }
+    }
+    let is_variable = |n: &str| walking.contains(n);
+    let in_loop = p.variables.iter().map(|(_, v)| &v.ast).chain(
+        p.validations.iter().flat_map(|v| std::iter::once(&v.expr.ast).chain(v.message_expr.as_ref().map(|m| &m.ast))),
+    );
     if in_loop.chain(p.audit.iter().map(|(_, a)| &a.ast)).any(|e| ast::read_in_loop(e, &is_variable)) {
         return false;
     }

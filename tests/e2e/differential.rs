@@ -129,7 +129,8 @@ fn objects(policy_index: usize, policy: &str, pods_only: bool) -> Vec<Json> {
             container["ports"] = json!([{"containerPort": 8080, "hostPort": 8080}]);
         }
         if i % 2 == 0 {
-            container["resources"] = json!({"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}});
+            container["resources"] =
+                json!({"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}});
         }
         let mut containers = vec![container];
         if i % 5 == 3 {
@@ -250,7 +251,8 @@ fn the_apiserver_and_gitgate_decide_the_corpus_the_same_way() {
     let out = c.kubectl_stdin(&["apply", "-f", "-"], &serde_json::to_vec(&ns).unwrap());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // the ServiceAccount admission plugin wants the namespace's default account
-    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": NAMESPACE}});
+    let sa =
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": NAMESPACE}});
     let out = c.kubectl_stdin(&["apply", "-f", "-"], &serde_json::to_vec(&sa).unwrap());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let ns_object: Json = serde_json::from_str(&c.kubectl_ok(&["get", "namespace", NAMESPACE, "-o", "json"])).unwrap();
@@ -266,7 +268,11 @@ fn the_apiserver_and_gitgate_decide_the_corpus_the_same_way() {
         docs.iter().flat_map(|(_, d)| d.iter()).any(|d| {
             d["kind"] == "ValidatingAdmissionPolicy"
                 && d["metadata"]["name"] == name
-                && d["spec"]["matchConstraints"]["resourceRules"].as_array().unwrap().iter().all(|r| r["resources"] == json!(["pods"]))
+                && d["spec"]["matchConstraints"]["resourceRules"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|r| r["resources"] == json!(["pods"]))
         })
     };
     let generated: Vec<Json> = policies.iter().enumerate().flat_map(|(i, p)| objects(i, p, pods_only(p))).collect();
@@ -321,7 +327,13 @@ fn the_apiserver_and_gitgate_decide_the_corpus_the_same_way() {
             continue;
         }
         let Some(at) = line.find("ValidatingAdmissionPolicy '") else { continue };
-        let reason = if line.contains("(Forbidden)") { "Forbidden" } else if line.contains("(Invalid)") { "Invalid" } else { "other" };
+        let reason = if line.contains("(Forbidden)") {
+            "Forbidden"
+        } else if line.contains("(Invalid)") {
+            "Invalid"
+        } else {
+            "other"
+        };
         let name = generated
             .iter()
             .map(|o| o["metadata"]["name"].as_str().unwrap())
@@ -396,7 +408,8 @@ fn the_apiserver_and_gitgate_decide_the_corpus_the_same_way() {
     gitgate_warnings.sort();
     gitgate_warnings.dedup();
     if apiserver_warnings != gitgate_warnings {
-        differences.push(format!("warnings:\n  apiserver: {apiserver_warnings:#?}\n  gitgate:   {gitgate_warnings:#?}"));
+        differences
+            .push(format!("warnings:\n  apiserver: {apiserver_warnings:#?}\n  gitgate:   {gitgate_warnings:#?}"));
     }
 
     // leave the cluster as found: the policies are cluster-wide
