@@ -166,6 +166,9 @@ pub struct ServeArgs {
 pub enum PolicyCommand {
     /// Evaluate policies against their test cases offline (like `kyverno test`).
     Test(PolicyTestArgs),
+    /// Print the table of CEL functions, macros and syntax the engine runs,
+    /// each row's example evaluated by the engine (policies/README.md holds a copy).
+    Functions,
 }
 
 #[derive(Args, Debug)]
@@ -230,6 +233,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Certs(args) => certs(args),
         Command::Policy(PolicyCommand::Test(args)) => policy_test(args),
+        Command::Policy(PolicyCommand::Functions) => {
+            print!("{}", crate::policy::functions_table());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Vap(args) => {
             print!("{}", crate::policy::vap::to_yaml(&args.reconciler, &args.break_glass_groups)?);
             Ok(ExitCode::SUCCESS)
@@ -367,19 +374,48 @@ fn policy_test(args: PolicyTestArgs) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {w}");
     }
     let fixtures = match args.fixtures {
-        Some(f) => f,
+        Some(f) => vec![f],
         None => {
-            let first = args.policies.iter().find(|p| p.is_dir()).context("give --fixtures, or a policy directory")?;
-            first.join("tests")
+            // every `tests/` folder under the policy directories: the
+            // policy loader skips them at any depth
+            let dirs: Vec<&PathBuf> = args.policies.iter().filter(|p| p.is_dir()).collect();
+            anyhow::ensure!(!dirs.is_empty(), "give --fixtures, or a policy directory");
+            let mut found = Vec::new();
+            for d in dirs {
+                test_dirs(d, &mut found)?;
+            }
+            found
         }
     };
-    let results = crate::policy::testing::run(&set, &fixtures)?;
+    let mut results = Vec::new();
+    for dir in &fixtures {
+        results.extend(crate::policy::testing::run(&set, dir)?);
+    }
     print!("{}", crate::policy::testing::table(&results));
     if results.is_empty() {
-        eprintln!("no test cases found under {}", fixtures.display());
+        let dirs: Vec<String> = fixtures.iter().map(|d| d.display().to_string()).collect();
+        eprintln!("no test cases found under {}", if dirs.is_empty() { "tests/".to_owned() } else { dirs.join(", ") });
         return Ok(ExitCode::FAILURE);
     }
     Ok(if results.iter().all(|r| r.passed) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The `tests` folders under `dir`, at any depth, sorted.
+fn test_dirs(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("failed to read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.file_name().is_some_and(|n| n == "tests") {
+            out.push(p);
+        } else {
+            test_dirs(&p, out)?;
+        }
+    }
+    Ok(())
 }
 
 /// What `serve` tracks in Git.

@@ -71,7 +71,7 @@ fn a_missing_field_fails_with_the_interpreters_error() {
     let message = denied(&decide(&s, &req));
     assert!(
         message.starts_with(
-            "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: expression 'object.spec.paused == false' resulted in an error: "
+            "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: expression 'object.spec.paused == false' resulted in error: "
         ),
         "{message}"
     );

@@ -154,3 +154,23 @@ pub fn free_identifiers(expr: &IdedExpr, out: &mut HashSet<String>) {
     }
     walk(expr, &mut Vec::new(), out);
 }
+
+/// Whether an identifier `is_name` accepts is read inside a comprehension's
+/// loop (its condition or step), where it is evaluated once per item.
+pub fn read_in_loop(expr: &IdedExpr, is_name: &dyn Fn(&str) -> bool) -> bool {
+    let mut found = false;
+    visit(expr, &mut |e| {
+        if let Expr::Comprehension(c) = &e.expr {
+            for part in [&c.loop_cond, &c.loop_step] {
+                visit(part, &mut |x| {
+                    if let Expr::Ident(n) = &x.expr
+                        && is_name(n)
+                    {
+                        found = true;
+                    }
+                });
+            }
+        }
+    });
+    found
+}

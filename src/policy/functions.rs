@@ -1,13 +1,16 @@
 //! CEL functions gitgate registers over the interpreter's own: the regex
 //! functions (`matches`, `find`, `findAll`) with compiled patterns cached,
 //! since compiling a pattern on every call cost more than the rest of a
-//! policy evaluation together.
+//! policy evaluation together; cel-go's `type()`, `bool()` and `dyn()`,
+//! and the optional field and index selections (`x.?f`, `x[?k]`) with
+//! cel-go's semantics (the interpreter's own fail on an absent field and
+//! nest optionals), which [`super::lang`] rewrites them to at load.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
 
 use kube_cel::cel::extractors::{Arguments, This};
-use kube_cel::cel::objects::Value;
+use kube_cel::cel::objects::{Key, Opaque, OptionalValue, Value};
 use kube_cel::cel::{Context, ExecutionError, ResolveResult};
 use regex::Regex;
 
@@ -57,11 +60,216 @@ fn find_all(This(this): This<Arc<String>>, Arguments(args): Arguments) -> Resolv
     )))
 }
 
-/// Registers gitgate's overrides into a root context.
+/// A CEL type value: what `type(x)` returns and what the identifiers
+/// `int`, `string`, `map`, … denote.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CelType(pub &'static str);
+
+impl Opaque for CelType {
+    fn runtime_type_name(&self) -> &str {
+        "type"
+    }
+}
+
+/// The type names an expression may use as values, as cel-go declares
+/// them (`type(x) == string`).
+pub const TYPE_NAMES: &[&str] =
+    &["bool", "int", "uint", "double", "string", "bytes", "list", "map", "null_type", "type"];
+
+/// The name of `v`'s CEL type.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::List(_) => "list",
+        Value::Map(_) => "map",
+        Value::Function(..) => "function",
+        Value::Int(_) => "int",
+        Value::UInt(_) => "uint",
+        Value::Float(_) => "double",
+        Value::String(_) => "string",
+        Value::Bytes(_) => "bytes",
+        Value::Bool(_) => "bool",
+        Value::Null => "null_type",
+        Value::Duration(_) => "google.protobuf.Duration",
+        Value::Timestamp(_) => "google.protobuf.Timestamp",
+        Value::Opaque(o) => match o.runtime_type_name() {
+            "optional_type" => "optional_type",
+            "type" => "type",
+            "kubernetes.Quantity" => "kubernetes.Quantity",
+            "kubernetes.URL" => "kubernetes.URL",
+            "kubernetes.Semver" => "kubernetes.Semver",
+            "kubernetes.Format" => "kubernetes.NamedFormat",
+            "net.IP" => "net.IP",
+            "net.CIDR" => "net.CIDR",
+            _ => "opaque",
+        },
+    }
+}
+
+fn type_of(v: Value) -> ResolveResult {
+    Ok(Value::Opaque(Arc::new(CelType(type_name(&v)))))
+}
+
+/// `bool(x)`: a bool, or a string as Go's `strconv.ParseBool` reads it
+/// (cel-go's conversion).
+fn to_bool(v: Value) -> ResolveResult {
+    match v {
+        Value::Bool(b) => Ok(Value::Bool(b)),
+        Value::String(s) => match s.as_str() {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(Value::Bool(true)),
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(Value::Bool(false)),
+            other => Err(ExecutionError::function_error(
+                "bool",
+                format!("type conversion error from 'string' to 'bool': {other:?}"),
+            )),
+        },
+        other => Err(ExecutionError::function_error(
+            "bool",
+            format!("type conversion error from '{}' to 'bool'", type_name(&other)),
+        )),
+    }
+}
+
+thread_local! {
+    /// The interpreter's and Kubernetes' libraries alone, and `string(x)`:
+    /// what [`to_string`] hands every value but a bool to.
+    static BASE_STRING: (Context<'static>, Option<kube_cel::cel::IdedExpr>) = {
+        use kube_cel::KubeCelExt as _;
+        (Context::default().with_all(), kube_cel::cel::parser::Parser::new().parse("string(x)").ok())
+    };
+}
+
+/// `string(x)`: cel-go's conversion, which also takes a bool; every other
+/// value goes to the libraries' own `string` (numbers, bytes, IPs, CIDRs, …).
+fn to_string(v: Value) -> ResolveResult {
+    match v {
+        Value::Bool(b) => Ok(Value::String(Arc::new(b.to_string()))),
+        other => BASE_STRING.with(|(base, expr)| {
+            let expr = expr.as_ref().ok_or_else(|| ExecutionError::function_error("string", "unavailable"))?;
+            let mut ctx = base.new_inner_scope();
+            ctx.add_variable_from_value("x", other);
+            Value::resolve(expr, &ctx)
+        }),
+    }
+}
+
+fn dyn_(v: Value) -> ResolveResult {
+    Ok(v)
+}
+
+fn none() -> Value {
+    Value::Opaque(Arc::new(OptionalValue::none()))
+}
+
+fn some(v: Value) -> Value {
+    Value::Opaque(Arc::new(OptionalValue::of(v)))
+}
+
+/// An optional's content: `Ok(None)` for a value that is not an optional,
+/// `Ok(Some(None))` for `optional.none()`.
+fn optional_content(v: &Value) -> Option<Option<&Value>> {
+    match v {
+        Value::Opaque(o) => o.downcast_ref::<OptionalValue>().map(OptionalValue::value),
+        _ => None,
+    }
+}
+
+/// Name of the function `x.?f` is rewritten to.
+pub const OPT_SELECT: &str = "@gitgate.optSelect";
+/// Name of the function `x[?k]` is rewritten to.
+pub const OPT_INDEX: &str = "@gitgate.optIndex";
+/// Names of the functions `==` and `!=` on optionals are rewritten to.
+pub const OPT_EQUALS: &str = "@gitgate.optEquals";
+pub const OPT_NOT_EQUALS: &str = "@gitgate.optNotEquals";
+
+/// `x.?f`: `optional.of(x.f)` when the map `x` has the field, else
+/// `optional.none()`; on an optional, the same on its value (none stays
+/// none).
+fn opt_select(operand: Value, field: Arc<String>) -> ResolveResult {
+    let inner = match optional_content(&operand) {
+        Some(None) => return Ok(none()),
+        Some(Some(v)) => v,
+        None => &operand,
+    };
+    match inner {
+        Value::Map(m) => Ok(m.map.get(&Key::String(field)).cloned().map_or_else(none, some)),
+        other => Err(ExecutionError::function_error(
+            "_?._",
+            format!("no such overload: optional field selection on {}", type_name(other)),
+        )),
+    }
+}
+
+/// `x[?k]`: `optional.of(x[k])` when the map has the key or the list the
+/// index, else `optional.none()`; on an optional, the same on its value.
+fn opt_index(container: Value, key: Value) -> ResolveResult {
+    let inner = match optional_content(&container) {
+        Some(None) => return Ok(none()),
+        Some(Some(v)) => v,
+        None => &container,
+    };
+    match (inner, &key) {
+        (Value::Map(m), _) => {
+            let k = match &key {
+                Value::String(s) => Key::String(s.clone()),
+                Value::Int(i) => Key::Int(*i),
+                Value::UInt(u) => Key::Uint(*u),
+                Value::Bool(b) => Key::Bool(*b),
+                other => {
+                    return Err(ExecutionError::function_error(
+                        "_[?_]",
+                        format!("unsupported key type {}", type_name(other)),
+                    ));
+                }
+            };
+            Ok(m.map.get(&k).cloned().map_or_else(none, some))
+        }
+        (Value::List(l), Value::Int(_) | Value::UInt(_)) => {
+            let i = match key {
+                Value::Int(i) => usize::try_from(i).ok(),
+                Value::UInt(u) => usize::try_from(u).ok(),
+                _ => None,
+            };
+            Ok(i.and_then(|i| l.get(i)).cloned().map_or_else(none, some))
+        }
+        (other, _) => Err(ExecutionError::function_error(
+            "_[?_]",
+            format!("no such overload: optional index on {} with {}", type_name(other), type_name(&key)),
+        )),
+    }
+}
+
+fn opt_equals(a: Value, b: Value) -> bool {
+    a == b
+}
+
+fn opt_not_equals(a: Value, b: Value) -> bool {
+    a != b
+}
+
+/// Registers gitgate's functions and overrides into a root context, and
+/// the type names as values.
 pub fn register(ctx: &mut Context<'_>) {
     ctx.add_function("matches", matches);
     ctx.add_function("find", find);
     ctx.add_function("findAll", find_all);
+    ctx.add_function("type", type_of);
+    ctx.add_function("bool", to_bool);
+    ctx.add_function("string", to_string);
+    ctx.add_function("dyn", dyn_);
+    ctx.add_function(OPT_SELECT, opt_select);
+    ctx.add_function(OPT_INDEX, opt_index);
+    ctx.add_function(OPT_EQUALS, opt_equals);
+    ctx.add_function(OPT_NOT_EQUALS, opt_not_equals);
+    for name in TYPE_NAMES {
+        ctx.add_variable_from_value(*name, Value::Opaque(Arc::new(CelType(name))));
+    }
+    let protobuf = HashMap::from([
+        (Key::String(Arc::new("Duration".into())), Value::Opaque(Arc::new(CelType("google.protobuf.Duration")))),
+        (Key::String(Arc::new("Timestamp".into())), Value::Opaque(Arc::new(CelType("google.protobuf.Timestamp")))),
+    ]);
+    let protobuf = Value::Map(kube_cel::cel::objects::Map { map: Arc::new(protobuf) });
+    let google = HashMap::from([(Key::String(Arc::new("protobuf".into())), protobuf)]);
+    ctx.add_variable_from_value("google", Value::Map(kube_cel::cel::objects::Map { map: Arc::new(google) }));
 }
 
 #[cfg(test)]

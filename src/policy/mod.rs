@@ -11,6 +11,7 @@ pub mod ast;
 pub mod cost;
 mod fast;
 pub mod functions;
+pub mod lang;
 pub mod model;
 pub mod testing;
 pub mod vap;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 
 use kube_cel::KubeCelExt as _;
 use kube_cel::cel::objects::{Key, Map};
-use kube_cel::cel::{Context, IdedExpr, Program, Value};
+use kube_cel::cel::{Context, IdedExpr, Value};
 use serde_json::Value as Json;
 
 use crate::admission::{AdmissionRequest, Decision, Flow, Stage};
@@ -139,11 +140,6 @@ impl Namespaces for StaticNamespaces {
     }
 }
 
-/// CEL functions the interpreter lacks; refused at load instead of failing
-/// at admission.
-const UNSUPPORTED_FUNCTIONS: &[&str] =
-    &["cel.bind", "sortBy", "transformList", "transformMap", "transformMapEntry", "type"];
-
 /// Context name a `variables.<name>` reference is rewritten to. cel 0.13
 /// deep-copies a value each time it is added to a context, so each
 /// variable is added once under its own name instead of re-adding a
@@ -163,10 +159,15 @@ fn rewrite_variables(e: &mut IdedExpr) {
     use kube_cel::cel::common::ast::Expr;
     ast::rewrite(e, &mut |e| {
         if let Expr::Select(sel) = &e.expr
-            && !sel.test
             && matches!(&sel.operand.expr, Expr::Ident(n) if n == "variables")
         {
-            e.expr = Expr::Ident(format!("{VAR_PREFIX}{}", sel.field));
+            // `has(variables.x)`: a declared variable is always present, as
+            // a field of the apiserver's `variables` object
+            e.expr = if sel.test {
+                Expr::Literal(kube_cel::cel::common::ast::LiteralValue::Boolean(true.into()))
+            } else {
+                Expr::Ident(format!("{VAR_PREFIX}{}", sel.field))
+            };
             return true;
         }
         false
@@ -182,17 +183,11 @@ impl Expression {
             expression: source.to_owned(),
             message,
         };
-        let program = Program::compile(source).map_err(|e| err(e.to_string()))?;
-        let refs = program.references();
-        let called = ast::function_names(program.expression());
-        if let Some(f) = UNSUPPORTED_FUNCTIONS.iter().find(|f| called.iter().any(|c| c == *f)) {
-            return Err(err(format!("the function {f} is not supported by gitgate's CEL interpreter")));
-        }
-        if refs.has_variable("authorizer") {
+        let mut ast = lang::compile(source).map_err(err)?;
+        if ast.references().has_variable("authorizer") {
             return Err(err("the authorizer variable is not available to a webhook".into()));
         }
-        let cost = cost::analyze(program.expression());
-        let mut ast = program.expression().clone();
+        let cost = cost::analyze(&ast);
         rewrite_variables(&mut ast);
         let fast = fast::supported(&ast);
         Ok(Expression { source: source.to_owned(), ast, cost, fast })
@@ -557,6 +552,7 @@ fn run_policy(p: &CompiledPolicy, scope: &RequestScope<'_>) -> Outcome {
         // and are evaluated by the interpreter alone
         let mut local = (!p.inlined && !p.variables.is_empty()).then(|| scope.cel().new_inner_scope());
         let mut spent: u64 = 0;
+        let poisoned: std::cell::RefCell<HashMap<String, String>> = Default::default();
         let (sizes, secret) = (scope.sizes, scope.secret);
         let vars = scope.fast_vars();
         let mut eval = |local: Option<&Context<'_>>, e: &Expression| -> Result<Value, String> {
@@ -577,13 +573,30 @@ fn run_policy(p: &CompiledPolicy, scope: &RequestScope<'_>) -> Outcome {
                 return Ok(v);
             }
             let ctx = local.unwrap_or_else(|| scope.cel());
-            e.execute(ctx).map_err(|err| if secret { "evaluation failed".to_owned() } else { err.to_string() })
+            e.execute(ctx).map_err(|err| {
+                // a variable that failed: the apiserver evaluates variables
+                // lazily, so its error is the error of the expression that
+                // reads it (which the interpreter reports as a missing
+                // reference, or a missing argument of the function it feeds)
+                let poisoned = poisoned.borrow();
+                if !poisoned.is_empty() {
+                    let mut read = std::collections::HashSet::new();
+                    ast::identifiers(&e.ast, &mut read);
+                    if let Some(m) = p.variables.iter().find_map(|(n, _)| {
+                        let id = format!("{VAR_PREFIX}{n}");
+                        if read.contains(&id) { poisoned.get(&id).cloned() } else { None }
+                    }) {
+                        return m;
+                    }
+                }
+                if secret { "evaluation failed".to_owned() } else { cel_go_error(&err) }
+            })
         };
         let failed = |out: &mut Outcome, index: usize, what: &str, e: &Expression, err: String| {
             if p.failure == FailurePolicy::Fail {
                 out.violations.push(Violation {
                     index,
-                    message: format!("{what} '{}' resulted in an error: {err}", e.source),
+                    message: format!("{what} '{}' resulted in error: {err}", e.source),
                     reason: "Invalid".into(),
                 });
             }
@@ -606,15 +619,17 @@ fn run_policy(p: &CompiledPolicy, scope: &RequestScope<'_>) -> Outcome {
         out.matched = true;
 
         for (name, var) in p.variables.iter().filter(|_| !p.inlined) {
-            let value = match eval(local.as_ref(), var) {
-                Ok(v) => v,
-                Err(err) => {
-                    failed(&mut out, 0, &format!("variable {name:?}"), var, err);
-                    return out;
+            // a variable that fails is left out of the context: only the
+            // expressions that read it fail, with its error
+            match eval(local.as_ref(), var) {
+                Ok(value) => {
+                    if let Some(ctx) = local.as_mut() {
+                        ctx.add_variable_from_value(format!("{VAR_PREFIX}{name}"), value);
+                    }
                 }
-            };
-            if let Some(ctx) = local.as_mut() {
-                ctx.add_variable_from_value(format!("{VAR_PREFIX}{name}"), value);
+                Err(err) => {
+                    poisoned.borrow_mut().insert(format!("{VAR_PREFIX}{name}"), err);
+                }
             }
         }
 
@@ -671,12 +686,36 @@ struct Violation {
     reason: String,
 }
 
+/// The table of supported CEL features (`gitgate policy functions`), each
+/// row's example evaluated by the engine.
+pub fn functions_table() -> String {
+    let mut ctx = root_context();
+    let object: Json = serde_json::from_str(lang::EXAMPLE_OBJECT).unwrap_or(Json::Null);
+    ctx.add_variable_from_value("object", to_cel(&object, &mut Sizes::default()));
+    lang::table(&ctx)
+}
+
 /// The shared root context: CEL's standard library, Kubernetes' CEL
-/// libraries, and gitgate's overrides.
+/// libraries, and gitgate's functions, overrides and type names.
 fn root_context() -> Context<'static> {
     let mut ctx = Context::default().with_all();
     functions::register(&mut ctx);
     ctx
+}
+
+/// An evaluation error in cel-go's words, which the apiserver's denials
+/// quote (`no such key: replicas`); the interpreter's own text otherwise.
+fn cel_go_error(err: &kube_cel::cel::ExecutionError) -> String {
+    use kube_cel::cel::ExecutionError as E;
+    match err {
+        E::NoSuchKey(key) => format!("no such key: {key}"),
+        E::NoSuchOverload => "no such overload".to_owned(),
+        E::DivisionByZero(_) => "division by zero".to_owned(),
+        E::RemainderByZero(_) => "modulus by zero".to_owned(),
+        E::Overflow(..) => "integer overflow".to_owned(),
+        E::FunctionError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn reason_code(reason: &str) -> u16 {
@@ -784,6 +823,27 @@ fn inline_variables(p: &mut CompiledPolicy) -> bool {
         ast::comprehension_variables(&a.ast, &mut bound);
     }
     if !bound.is_disjoint(&free) {
+        return false;
+    }
+    // A variable that walks a collection, read once per item of a
+    // comprehension, would walk it once per item if inlined (and its cost
+    // bound would multiply), where the apiserver evaluates it once and
+    // charges its cost once: such policies bind their variables eagerly.
+    let mut walking: HashSet<String> = HashSet::new();
+    for (name, v) in &p.variables {
+        let mut read = HashSet::new();
+        ast::identifiers(&v.ast, &mut read);
+        let mut walks = false;
+        ast::visit(&v.ast, &mut |e| walks |= matches!(e.expr, kube_cel::cel::common::ast::Expr::Comprehension(_)));
+        if walks || read.iter().any(|r| walking.contains(r)) {
+            walking.insert(format!("{VAR_PREFIX}{name}"));
+        }
+    }
+    let is_variable = |n: &str| walking.contains(n);
+    let in_loop = p.variables.iter().map(|(_, v)| &v.ast).chain(
+        p.validations.iter().flat_map(|v| std::iter::once(&v.expr.ast).chain(v.message_expr.as_ref().map(|m| &m.ast))),
+    );
+    if in_loop.chain(p.audit.iter().map(|(_, a)| &a.ast)).any(|e| ast::read_in_loop(e, &is_variable)) {
         return false;
     }
     let mut defs: HashMap<String, IdedExpr> = HashMap::new();

@@ -13,6 +13,7 @@ mod vault;
 
 mod chaos;
 mod chart;
+mod differential;
 mod faults;
 mod harness;
 mod hooks;
