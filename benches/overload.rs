@@ -352,12 +352,11 @@ fn hostile(rt: &tokio::runtime::Runtime, s: &Setup, stop: Arc<AtomicBool>) -> Ar
             }
         });
     }
-    let anonymous = s.client(false);
     let url = s.url("/validate");
     // 8 parallel 4 MiB bodies
     let big = bytes::Bytes::from(vec![b' '; 4 << 20]);
     for _ in 0..8 {
-        let (stop, done, client, url, big) = (stop.clone(), done.clone(), anonymous.clone(), url.clone(), big.clone());
+        let (stop, done, client, url, big) = (stop.clone(), done.clone(), s.client(false), url.clone(), big.clone());
         rt.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let _ = client.post(&url).body(big.clone()).send().await;
@@ -368,7 +367,7 @@ fn hostile(rt: &tokio::runtime::Runtime, s: &Setup, stop: Arc<AtomicBool>) -> Ar
     // 4 loops of 100k-deep JSON
     let deep = bytes::Bytes::from(format!("{{\"request\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000)));
     for _ in 0..4 {
-        let (stop, done, client, url, deep) = (stop.clone(), done.clone(), anonymous.clone(), url.clone(), deep.clone());
+        let (stop, done, client, url, deep) = (stop.clone(), done.clone(), s.client(false), url.clone(), deep.clone());
         rt.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let _ = client.post(&url).body(deep.clone()).send().await;

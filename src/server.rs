@@ -367,9 +367,14 @@ impl<S> Watched<S> {
         let ended = self.activity.ended.load(Ordering::Acquire);
         let now = tokio::time::Instant::now();
         if self.activity.in_flight.load(Ordering::Acquire) > 0 || ended != self.seen {
-            // busy, or a request ended since: the idle clock restarts
+            // busy, or a request ended since: the idle clock restarts (to
+            // within an eighth of the limit: resetting the timer on every
+            // read of a busy connection costs more than it tells)
             self.seen = ended;
-            self.idle.as_mut().reset(now + self.limit);
+            let restart = now + self.limit;
+            if restart > self.idle.deadline() + self.limit / 8 {
+                self.idle.as_mut().reset(restart);
+            }
         }
         if self.idle.as_mut().poll(cx).is_ready() {
             if self.activity.in_flight.load(Ordering::Acquire) == 0 {
