@@ -24,7 +24,7 @@
 //! (60), `GITGATE_SOAK_RATE` (5000).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -320,8 +320,9 @@ fn hostile(rt: &tokio::runtime::Runtime, s: &Setup, stop: Arc<AtomicBool>) -> Ar
                 if let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await {
                     done.tcp_opened.fetch_add(1, Ordering::Relaxed);
                     let mut b = [0u8; 1];
-                    let _ = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(&mut tcp, &mut b))
-                        .await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(&mut tcp, &mut b))
+                            .await;
                 } else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -402,7 +403,8 @@ fn hostile(rt: &tokio::runtime::Runtime, s: &Setup, stop: Arc<AtomicBool>) -> Ar
     for _ in 0..4 {
         let client = s.client(false);
         for _ in 0..64 {
-            let (stop, done, client, url, small) = (stop.clone(), done.clone(), client.clone(), url.clone(), small.clone());
+            let (stop, done, client, url, small) =
+                (stop.clone(), done.clone(), client.clone(), url.clone(), small.clone());
             rt.spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let _ = client.post(&url).body(small.clone()).send().await;
@@ -423,9 +425,7 @@ fn flood(s: &Setup, rounds: usize, secs: f64) {
     let legit_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let body: Arc<Vec<(&'static str, bytes::Bytes)>> =
         Arc::new(vec![("/validate", s.fixture("validate-create-deployment.json").into())]);
-    println!(
-        "== flood: legitimate 2 connections x 500/s (mTLS) for {secs} s per round, {rounds} alternating rounds"
-    );
+    println!("== flood: legitimate 2 connections x 500/s (mTLS) for {secs} s per round, {rounds} alternating rounds");
     let (mut p99_flood, mut p99_quiet, mut errors_flood) = (vec![], vec![], 0);
     for i in 0..rounds {
         for attacked in [true, false] {

@@ -140,9 +140,7 @@ impl Served {
 
 /// A value from the metrics text (0 when absent).
 fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
 
 // ---- HTTP/2 frames, written by hand as an attacker would ----
@@ -284,7 +282,11 @@ async fn parallel_4_mib_bodies_without_a_certificate_take_no_seat_and_are_not_bu
         "refused bodies are discarded as they arrive: RSS {rss_before} KiB -> {rss_during} KiB"
     );
     let m = srv.metrics().await;
-    assert_eq!(metric(&m, "gitgate_admission_overloaded_total{endpoint=\"validate\",reason=\"queue_full\"}"), 0.0, "{m}");
+    assert_eq!(
+        metric(&m, "gitgate_admission_overloaded_total{endpoint=\"validate\",reason=\"queue_full\"}"),
+        0.0,
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,7 +456,11 @@ async fn beyond_the_seats_and_queue_a_review_gets_a_fast_429_that_leaks_nothing(
     assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
     srv.apiserver_reviews(&apiserver, 3).await;
     let m = srv.metrics().await;
-    assert_eq!(metric(&m, "gitgate_admission_overloaded_total{endpoint=\"validate\",reason=\"queue_full\"}"), 1.0, "{m}");
+    assert_eq!(
+        metric(&m, "gitgate_admission_overloaded_total{endpoint=\"validate\",reason=\"queue_full\"}"),
+        1.0,
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
