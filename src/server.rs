@@ -52,7 +52,8 @@ pub struct ConnLimits {
     pub handshake_timeout: Duration,
     /// A connection with no request in flight must complete a request's
     /// headers within this (slowloris, HTTP/1.1 and HTTP/2), counted from
-    /// the handshake or from the end of its last request.
+    /// the handshake or from the end of its last request (the reserved
+    /// pool's HTTP/2 connections: at least 120 s).
     pub header_timeout: Duration,
     /// TLS handshakes pending at once; a new connection beyond it cuts
     /// off the oldest pending handshake.
@@ -196,6 +197,10 @@ struct PeerAcceptor {
     counters: ServerCounters,
 }
 
+/// How long the apiserver's connections (the reserved pool) may sit with
+/// no request in flight.
+const RESERVED_IDLE: Duration = Duration::from_secs(120);
+
 /// A pending handshake pushed out by newer connections.
 #[derive(Debug, thiserror::Error)]
 #[error("the TLS handshake was cut off: newer connections needed its slot")]
@@ -234,7 +239,14 @@ impl<S: Send + 'static> Accept<TcpStream, S> for PeerAcceptor {
                         return Err(std::io::Error::other(PoolFull));
                     };
                     let activity = Arc::new(Activity::default());
-                    let stream = Watched::new(tls, activity.clone(), limits.header_timeout);
+                    // The apiserver's idle connections outlive its client's
+                    // idle timeout (90 s in client-go), so it is the one to
+                    // close them, never racing a request against gitgate.
+                    let idle = match pool {
+                        Pool::Reserved => limits.header_timeout.max(RESERVED_IDLE),
+                        Pool::Open => limits.header_timeout,
+                    };
+                    let stream = Watched::new(tls, activity.clone(), idle);
                     Ok((stream, WithPeer { inner: service, peer, activity, _place: Some(Arc::new(place)) }))
                 }
                 Err(e) => {
