@@ -251,30 +251,34 @@ async fn parallel_4_mib_bodies_without_a_certificate_take_no_seat_and_are_not_bu
     let rss_before = srv.serve.rss_kib();
     let big = bytes::Bytes::from(vec![b' '; 4 << 20]);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut flood = Vec::new();
     for _ in 0..8 {
-        let (client, url, big, stop) = (srv.client(None), srv.url("/validate"), big.clone(), stop.clone());
+        let (client, url, big) = (srv.client(None), srv.url("/validate"), big.clone());
+        let (stop, refused) = (stop.clone(), refused.clone());
         flood.push(tokio::spawn(async move {
-            let mut refused = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 if let Ok(r) = client.post(&url).body(big.clone()).send().await {
                     assert_eq!(r.status(), 401, "no certificate, no decision");
-                    refused += 1;
+                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
-            refused
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let apiserver = srv.apiserver();
     let slowest = srv.apiserver_reviews(&apiserver, 50).await;
     let rss_during = srv.serve.rss_kib();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut refused = 0;
-    for f in flood {
-        refused += f.await.unwrap();
+    // the flood ran: every attacker had bodies refused meanwhile
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while refused.load(std::sync::atomic::Ordering::Relaxed) < 8 {
+        assert!(Instant::now() < deadline, "the flood never got going");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(refused >= 8, "the flood ran: {refused} bodies refused");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in flood {
+        f.await.unwrap();
+    }
     assert!(slowest < Duration::from_secs(2), "the apiserver never waited for a seat: {slowest:?}");
     // 8 parallel 4 MiB bodies buffered would add 32 MiB.
     assert!(
