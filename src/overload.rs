@@ -205,6 +205,37 @@ impl Connections {
     }
 }
 
+/// At most one log line a second from a site any client can trigger (a
+/// refused caller, a failed handshake): a flood must not turn into a flood
+/// of log writes — each a blocking write on a worker thread — while the
+/// metrics still count every one.
+#[derive(Default)]
+pub struct LogLimit {
+    /// Seconds since `origin` at the last line written, plus one (0: never).
+    last: AtomicU64,
+    suppressed: AtomicU64,
+    origin: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl LogLimit {
+    pub const fn new() -> Self {
+        LogLimit { last: AtomicU64::new(0), suppressed: AtomicU64::new(0), origin: std::sync::OnceLock::new() }
+    }
+
+    /// `Some(n)` when a line may be written now (`n` lines were held back
+    /// since the last one), `None` when this one is held back.
+    pub fn allow(&self) -> Option<u64> {
+        let origin = *self.origin.get_or_init(std::time::Instant::now);
+        let now = origin.elapsed().as_secs() + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != now && self.last.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            return Some(self.suppressed.swap(0, Ordering::AcqRel));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +282,17 @@ mod tests {
         drop(third);
         assert_eq!(conns.pending_handshakes(), 0, "a finished handshake frees its slot");
         drop(first);
+    }
+
+    #[test]
+    fn a_log_line_a_second_and_the_rest_counted() {
+        let limit = LogLimit::new();
+        assert_eq!(limit.allow(), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(limit.allow(), None, "held back within the second");
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(limit.allow(), Some(1000), "the next line says how many were held back");
     }
 
     #[test]

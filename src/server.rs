@@ -201,6 +201,9 @@ struct PeerAcceptor {
 /// no request in flight.
 const RESERVED_IDLE: Duration = Duration::from_secs(120);
 
+/// Failed handshakes are logged at most once a second.
+static HANDSHAKE_LOG: crate::overload::LogLimit = crate::overload::LogLimit::new();
+
 /// A pending handshake pushed out by newer connections.
 #[derive(Debug, thiserror::Error)]
 #[error("the TLS handshake was cut off: newer connections needed its slot")]
@@ -255,8 +258,14 @@ impl<S: Send + 'static> Accept<TcpStream, S> for PeerAcceptor {
                     let remote = remote.map(|a| a.to_string()).unwrap_or_default();
                     if matches!(reason, "closed" | "evicted") {
                         tracing::debug!(%remote, error = %e, "TLS handshake closed");
-                    } else {
-                        tracing::warn!(%remote, reason, error = %e, "TLS handshake failed; the client gets no answer");
+                    } else if let Some(held_back) = HANDSHAKE_LOG.allow() {
+                        tracing::warn!(
+                            %remote,
+                            reason,
+                            error = %e,
+                            held_back,
+                            "TLS handshake failed; the client gets no answer (at most one line a second; gitgate_tls_handshake_failures_total counts each)"
+                        );
                     }
                     Err(e)
                 }

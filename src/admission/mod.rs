@@ -418,13 +418,17 @@ async fn handle(state: &AdmissionState, endpoint: Endpoint, req: Request) -> Res
                 Some(Peer::Verified { names }) => names.join(","),
                 _ => String::new(),
             };
-            tracing::warn!(
-                endpoint = endpoint.as_str(),
-                reason = why.label(),
-                presented = %presented,
-                accepted = ?state.callers,
-                "refused an admission request from a caller that is not the apiserver"
-            );
+            static REFUSED: crate::overload::LogLimit = crate::overload::LogLimit::new();
+            if let Some(held_back) = REFUSED.allow() {
+                tracing::warn!(
+                    endpoint = endpoint.as_str(),
+                    reason = why.label(),
+                    presented = %presented,
+                    accepted = ?state.callers,
+                    held_back,
+                    "refused an admission request from a caller that is not the apiserver (at most one line a second; gitgate_admission_unauthenticated_requests_total counts each)"
+                );
+            }
             // The body is discarded as it arrives (never buffered nor
             // decoded), and the caller takes no review seat.
             discard_body(body, state.limits).await;
