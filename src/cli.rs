@@ -105,6 +105,29 @@ pub struct ServeArgs {
     /// On SIGTERM, time in-flight requests get to finish.
     #[arg(long, default_value = "15s")]
     pub drain_timeout: String,
+    /// Reviews read and decided at once. With --client-ca only the
+    /// apiserver's reviews take these seats.
+    #[arg(long, env = "GITGATE_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+    /// Reviews that wait for a seat; beyond it a review gets 429 with
+    /// Retry-After at once.
+    #[arg(long, env = "GITGATE_MAX_QUEUE", default_value_t = 1024)]
+    pub max_queue: usize,
+    /// Longest wait for a seat before a 429.
+    #[arg(long, default_value = "1s")]
+    pub queue_timeout: String,
+    /// Established connections in each pool: the apiserver's (a client
+    /// certificate from --client-ca, named by --client-name when given)
+    /// and everybody else's. A connection finding its pool full is closed.
+    #[arg(long, env = "GITGATE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// TLS handshakes pending at once; a new connection beyond it cuts
+    /// off the oldest pending handshake.
+    #[arg(long, default_value_t = 256)]
+    pub max_handshakes: usize,
+    /// Streams one HTTP/2 connection may have open at once.
+    #[arg(long, default_value_t = 100)]
+    pub http2_max_streams: usize,
     /// CEL policy files or directories (default: ./policies when it exists).
     #[arg(long = "policies", env = "GITGATE_POLICIES")]
     pub policies: Vec<PathBuf>,
@@ -267,6 +290,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 header_timeout: &args.header_timeout,
                 max_body_bytes: args.max_body_bytes,
                 drain_timeout: &args.drain_timeout,
+                overload: crate::config::RawOverload {
+                    max_in_flight: args.max_in_flight,
+                    max_queue: args.max_queue,
+                    queue_timeout: &args.queue_timeout,
+                    max_connections: args.max_connections,
+                    max_handshakes: args.max_handshakes,
+                    http2_max_streams: args.http2_max_streams,
+                },
             })?;
             let policies = load_policies(&args.policies)?;
             let poll = crate::config::in_range(
@@ -567,7 +598,13 @@ async fn serve(
         }
     };
 
-    let limits = Limits { max_body_bytes: config.max_body_bytes, request_timeout: config.request_timeout };
+    let limits = Limits {
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: config.request_timeout,
+        max_in_flight: config.overload.max_in_flight,
+        max_queue: config.overload.max_queue,
+        queue_timeout: config.overload.queue_timeout,
+    };
     let mut registry = prometheus_client::registry::Registry::default();
     let audit_log = audit_args.open(&mut registry)?;
     let denials = Arc::new(crate::dashboard::recent::RecentDenials::new(100));
@@ -683,9 +720,19 @@ async fn serve(
         }
         None => tracing::info!("no --hook-secret: POST /hooks/git is off; Git is polled every {:?}", repo.poll),
     }
-    let conn = ConnLimits { handshake_timeout: config.header_timeout, header_timeout: config.header_timeout };
-    let handshake_failures = state.metrics().handshake_failures.clone();
-    let running = server::start_counting(config.listen, rustls, router, conn, handshake_failures).await?;
+    let conn = ConnLimits {
+        handshake_timeout: config.header_timeout,
+        header_timeout: config.header_timeout,
+        max_handshakes: config.overload.max_handshakes,
+        max_connections: config.overload.max_connections,
+        http2_max_streams: config.overload.http2_max_streams,
+        reserved_names: callers.names.clone(),
+    };
+    let counters = server::ServerCounters {
+        handshake_failures: state.metrics().handshake_failures.clone(),
+        pool_full: state.metrics().pool_full.clone(),
+    };
+    let running = server::start_with(config.listen, rustls, router, conn, counters).await?;
     let reload = tokio::spawn(reloader.run(config.tls_reload_interval));
     tracing::info!(addr = %running.addr, "gitgate admission server listening on https://{}", running.addr);
     if let Some(m) = &metrics_server {

@@ -14,6 +14,15 @@ pub enum ConfigError {
     BodyLimit(usize),
     #[error("--tls-cert and --tls-key go together")]
     HalfTlsPair,
+    #[error("{name} must be between {min} and {max}, got {value}")]
+    CountRange { name: &'static str, value: usize, min: usize, max: usize },
+}
+
+fn count_in_range(name: &'static str, value: usize, min: usize, max: usize) -> Result<usize, ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::CountRange { name, value, min, max });
+    }
+    Ok(value)
 }
 
 /// Parses `500ms`, `10s`, `5m`, `1h`, or a combination such as `1m30s`.
@@ -68,6 +77,47 @@ pub struct ServeConfig {
     pub header_timeout: Duration,
     pub max_body_bytes: usize,
     pub drain_timeout: Duration,
+    pub overload: Overload,
+}
+
+/// Bounds under load (`--max-in-flight`, `--max-queue`, `--queue-timeout`,
+/// `--max-connections`, `--max-handshakes`, `--http2-max-streams`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Overload {
+    pub max_in_flight: usize,
+    pub max_queue: usize,
+    pub queue_timeout: Duration,
+    pub max_connections: usize,
+    pub max_handshakes: usize,
+    pub http2_max_streams: u32,
+}
+
+/// Raw bounds under load, as they come from flags.
+pub struct RawOverload<'a> {
+    pub max_in_flight: usize,
+    pub max_queue: usize,
+    pub queue_timeout: &'a str,
+    pub max_connections: usize,
+    pub max_handshakes: usize,
+    pub http2_max_streams: usize,
+}
+
+impl Overload {
+    pub fn from_raw(raw: RawOverload<'_>) -> Result<Self, ConfigError> {
+        Ok(Overload {
+            max_in_flight: count_in_range("--max-in-flight", raw.max_in_flight, 1, 65_536)?,
+            max_queue: count_in_range("--max-queue", raw.max_queue, 0, 1_000_000)?,
+            queue_timeout: in_range(
+                "--queue-timeout",
+                parse_duration(raw.queue_timeout)?,
+                Duration::ZERO,
+                Duration::from_secs(60),
+            )?,
+            max_connections: count_in_range("--max-connections", raw.max_connections, 1, 1_000_000)?,
+            max_handshakes: count_in_range("--max-handshakes", raw.max_handshakes, 1, 65_536)?,
+            http2_max_streams: count_in_range("--http2-max-streams", raw.http2_max_streams, 1, 10_000)? as u32,
+        })
+    }
 }
 
 /// Raw values as they come from flags.
@@ -81,6 +131,7 @@ pub struct RawServe<'a> {
     pub header_timeout: &'a str,
     pub max_body_bytes: usize,
     pub drain_timeout: &'a str,
+    pub overload: RawOverload<'a>,
 }
 
 impl ServeConfig {
@@ -113,6 +164,7 @@ impl ServeConfig {
             header_timeout: in_range("--header-timeout", parse_duration(raw.header_timeout)?, ms(10), secs(300))?,
             max_body_bytes: raw.max_body_bytes,
             drain_timeout: in_range("--drain-timeout", parse_duration(raw.drain_timeout)?, Duration::ZERO, secs(600))?,
+            overload: Overload::from_raw(raw.overload)?,
         })
     }
 }
@@ -143,6 +195,14 @@ mod tests {
             header_timeout: "10s",
             max_body_bytes: 4 << 20,
             drain_timeout: "15s",
+            overload: RawOverload {
+                max_in_flight: 64,
+                max_queue: 1024,
+                queue_timeout: "1s",
+                max_connections: 1024,
+                max_handshakes: 256,
+                http2_max_streams: 100,
+            },
         }
     }
 
@@ -166,5 +226,23 @@ mod tests {
             ServeConfig::from_raw(RawServe { max_body_bytes: 10, ..raw() }).unwrap_err(),
             ConfigError::BodyLimit(10)
         );
+        let overload = |f: fn(&mut RawOverload<'static>)| {
+            let mut r = raw();
+            f(&mut r.overload);
+            ServeConfig::from_raw(r).map(|c| c.overload)
+        };
+        assert_eq!(overload(|_| {}).unwrap().queue_timeout, Duration::from_secs(1));
+        assert!(matches!(
+            overload(|o| o.max_in_flight = 0),
+            Err(ConfigError::CountRange { name: "--max-in-flight", .. })
+        ));
+        assert!(matches!(
+            overload(|o| o.http2_max_streams = 0),
+            Err(ConfigError::CountRange { name: "--http2-max-streams", .. })
+        ));
+        assert!(matches!(
+            overload(|o| o.queue_timeout = "2m"),
+            Err(ConfigError::DurationRange { name: "--queue-timeout", .. })
+        ));
     }
 }

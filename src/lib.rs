@@ -14,6 +14,7 @@ pub mod dashboard;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
+pub mod overload;
 pub mod policy;
 pub mod provenance;
 pub mod render;

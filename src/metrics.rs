@@ -36,6 +36,17 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OverloadLabels {
+    pub endpoint: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UnauthenticatedLabels {
     pub endpoint: &'static str,
     pub reason: &'static str,
@@ -96,6 +107,10 @@ pub struct AdmissionMetrics {
     /// TLS handshakes that failed, by reason (a client certificate of
     /// another CA, an expired one, a timeout, …).
     pub handshake_failures: Family<ReasonLabels, Counter>,
+    /// Connections closed after the handshake because their pool was full.
+    pub pool_full: Family<PoolLabels, Counter>,
+    /// Reviews refused with 429 because every seat was taken.
+    pub overloaded: Family<OverloadLabels, Counter>,
 }
 
 impl AdmissionMetrics {
@@ -108,6 +123,8 @@ impl AdmissionMetrics {
             record_failures: Counter::default(),
             unauthenticated: Family::default(),
             handshake_failures: Family::default(),
+            pool_full: Family::default(),
+            overloaded: Family::default(),
         };
         registry.register(
             "gitgate_admission_reviews",
@@ -136,8 +153,18 @@ impl AdmissionMetrics {
         );
         registry.register(
             "gitgate_tls_handshake_failures",
-            "TLS handshakes that failed, by reason (unknown_ca, expired, bad_certificate, timeout, closed, tls_error)",
+            "TLS handshakes that failed, by reason (unknown_ca, expired, bad_certificate, timeout, evicted, closed, tls_error)",
             m.handshake_failures.clone(),
+        );
+        registry.register(
+            "gitgate_connections_refused",
+            "Connections closed after the TLS handshake because their pool (reserved: the client CA's; open: the rest) was full",
+            m.pool_full.clone(),
+        );
+        registry.register(
+            "gitgate_admission_overloaded",
+            "Reviews answered 429 because every seat was taken (queue_full) or the wait for one ran out (queue_timeout)",
+            m.overloaded.clone(),
         );
         m
     }

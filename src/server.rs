@@ -2,10 +2,19 @@
 //! bounded handshake and header times, graceful drain. Each connection's
 //! requests carry the [`Peer`] its TLS handshake proved (a verified client
 //! certificate or none); failed handshakes are logged and counted by reason.
+//!
+//! Under load ([`crate::overload::Connections`]): pending handshakes are
+//! bounded (the oldest is cut off for a new one), established connections
+//! are bounded per pool (the apiserver's certificate has a pool of its
+//! own), HTTP/2 streams per connection are bounded, and a connection with
+//! no request in flight must complete a request within the header timeout
+//! — on HTTP/2 too, where hyper's own header timeout does not apply.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,10 +25,12 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use hyper_util::rt::TokioTimer;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::metrics::ReasonLabels;
+use crate::metrics::{PoolLabels, ReasonLabels};
+use crate::overload::{ConnectionSlot, Connections, Pool};
 use crate::tls::Peer;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,18 +46,63 @@ pub enum ServerError {
 }
 
 /// Connection-level bounds.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnLimits {
     /// A client must finish the TLS handshake within this.
     pub handshake_timeout: Duration,
-    /// A client must send a request's headers within this (slowloris).
+    /// A connection with no request in flight must complete a request's
+    /// headers within this (slowloris, HTTP/1.1 and HTTP/2), counted from
+    /// the handshake or from the end of its last request (the reserved
+    /// pool's HTTP/2 connections: at least 120 s).
     pub header_timeout: Duration,
+    /// TLS handshakes pending at once; a new connection beyond it cuts
+    /// off the oldest pending handshake.
+    pub max_handshakes: usize,
+    /// Established connections in each pool (the apiserver's, everybody
+    /// else's); a connection finding its pool full is closed.
+    pub max_connections: usize,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub http2_max_streams: u32,
+    /// With a client CA: the names (common name or DNS name) whose
+    /// certificates count in the reserved pool; empty: any certificate
+    /// from the client CA.
+    pub reserved_names: Vec<String>,
 }
 
 impl Default for ConnLimits {
     fn default() -> Self {
-        ConnLimits { handshake_timeout: Duration::from_secs(10), header_timeout: Duration::from_secs(10) }
+        ConnLimits {
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_handshakes: 256,
+            max_connections: 1024,
+            http2_max_streams: 100,
+            reserved_names: Vec::new(),
+        }
     }
+}
+
+impl ConnLimits {
+    /// The pool a connection that proved `peer` counts in.
+    fn pool_of(&self, peer: &Peer) -> Pool {
+        match peer {
+            Peer::Verified { names }
+                if self.reserved_names.is_empty() || names.iter().any(|n| self.reserved_names.contains(n)) =>
+            {
+                Pool::Reserved
+            }
+            _ => Pool::Open,
+        }
+    }
+}
+
+/// What the server counts: failed handshakes by reason (a handshake cut
+/// off for a newer one is `evicted`), and connections closed because their
+/// pool was full.
+#[derive(Clone, Default)]
+pub struct ServerCounters {
+    pub handshake_failures: Family<ReasonLabels, Counter>,
+    pub pool_full: Family<PoolLabels, Counter>,
 }
 
 /// A server that is listening.
@@ -86,13 +142,27 @@ pub async fn start_counting(
     limits: ConnLimits,
     failures: Family<ReasonLabels, Counter>,
 ) -> Result<Running, ServerError> {
+    let counters = ServerCounters { handshake_failures: failures, ..ServerCounters::default() };
+    start_with(addr, tls, router, limits, counters).await
+}
+
+/// Like [`start`], counting into `counters`.
+pub async fn start_with(
+    addr: SocketAddr,
+    tls: RustlsConfig,
+    router: Router,
+    limits: ConnLimits,
+    counters: ServerCounters,
+) -> Result<Running, ServerError> {
     let listener = std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
     listener.set_nonblocking(true).map_err(|source| ServerError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
 
     let acceptor = PeerAcceptor {
         inner: RustlsAcceptor::new(tls).handshake_timeout(limits.handshake_timeout).acceptor(NoDelayAcceptor::new()),
-        failures,
+        connections: Arc::new(Connections::new(limits.max_handshakes, limits.max_connections)),
+        limits: Arc::new(limits.clone()),
+        counters,
     };
     let handle = Handle::new();
     let mut server = axum_server::from_tcp(listener)
@@ -100,42 +170,102 @@ pub async fn start_counting(
         .acceptor(acceptor)
         .handle(handle.clone());
     server.http_builder().http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
-    server.http_builder().http2().timer(TokioTimer::new()).max_concurrent_streams(1000);
+    // HTTP/2: streams per connection bounded; h2's own defaults bound
+    // rapid resets (20 pending accept resets, CVE-2023-44487), locally
+    // reset streams (1024, RUSTSEC-2024-0003), header lists (16 KiB) and
+    // queued PING/SETTINGS acknowledgements (CVE-2019-9512, CVE-2019-9515).
+    server
+        .http_builder()
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_streams)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024)
+        .max_header_list_size(16 * 1024);
     let task = tokio::spawn(async move { server.serve(router.into_make_service()).await.map_err(ServerError::Serve) });
     Ok(Running { addr: local, handle, task })
 }
 
-/// The TLS acceptor, plus: the verified peer goes into every request's
+/// The TLS acceptor, plus: pending handshakes and established
+/// connections are bounded, the verified peer goes into every request's
 /// extensions, and a failed handshake is logged and counted.
 #[derive(Clone)]
 struct PeerAcceptor {
     inner: RustlsAcceptor<NoDelayAcceptor>,
-    failures: Family<ReasonLabels, Counter>,
+    connections: Arc<Connections>,
+    limits: Arc<ConnLimits>,
+    counters: ServerCounters,
 }
 
+/// How long the apiserver's connections (the reserved pool) may sit with
+/// no request in flight.
+const RESERVED_IDLE: Duration = Duration::from_secs(120);
+
+/// Failed handshakes are logged at most once a second.
+static HANDSHAKE_LOG: crate::overload::LogLimit = crate::overload::LogLimit::new();
+
+/// A pending handshake pushed out by newer connections.
+#[derive(Debug, thiserror::Error)]
+#[error("the TLS handshake was cut off: newer connections needed its slot")]
+struct Evicted;
+
+/// A connection whose pool was full.
+#[derive(Debug, thiserror::Error)]
+#[error("connection limit reached")]
+struct PoolFull;
+
 impl<S: Send + 'static> Accept<TcpStream, S> for PeerAcceptor {
-    type Stream = TlsStream<TcpStream>;
+    type Stream = Watched<TlsStream<TcpStream>>;
     type Service = WithPeer<S>;
     type Future = Pin<Box<dyn Future<Output = std::io::Result<(Self::Stream, Self::Service)>> + Send>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
         let remote = stream.peer_addr().ok();
+        let (mut slot, _) = self.connections.handshake();
         let handshake = self.inner.accept(stream, service);
-        let failures = self.failures.clone();
+        let counters = self.counters.clone();
+        let connections = self.connections.clone();
+        let limits = self.limits.clone();
         Box::pin(async move {
-            match handshake.await {
+            let result = tokio::select! {
+                r = handshake => r,
+                _ = &mut slot.evicted => Err(std::io::Error::other(Evicted)),
+            };
+            drop(slot);
+            match result {
                 Ok((tls, service)) => {
                     let peer = Peer::of(tls.get_ref().1);
-                    Ok((tls, WithPeer { inner: service, peer }))
+                    let pool = limits.pool_of(&peer);
+                    let Some(place) = connections.admit(pool) else {
+                        counters.pool_full.get_or_create(&PoolLabels { pool: pool.label() }).inc();
+                        tracing::debug!(pool = pool.label(), "connection closed: its pool is full");
+                        return Err(std::io::Error::other(PoolFull));
+                    };
+                    let activity = Arc::new(Activity::default());
+                    // The apiserver's idle connections outlive its client's
+                    // idle timeout (90 s in client-go), so it is the one to
+                    // close them, never racing a request against gitgate.
+                    let idle = match pool {
+                        Pool::Reserved => limits.header_timeout.max(RESERVED_IDLE),
+                        Pool::Open => limits.header_timeout,
+                    };
+                    let stream = Watched::new(tls, activity.clone(), idle);
+                    Ok((stream, WithPeer { inner: service, peer, activity, _place: Some(Arc::new(place)) }))
                 }
                 Err(e) => {
                     let reason = handshake_failure(&e);
-                    failures.get_or_create(&ReasonLabels { reason }).inc();
+                    counters.handshake_failures.get_or_create(&ReasonLabels { reason }).inc();
                     let remote = remote.map(|a| a.to_string()).unwrap_or_default();
-                    if reason == "closed" {
-                        tracing::debug!(%remote, error = %e, "TLS handshake closed by the client");
-                    } else {
-                        tracing::warn!(%remote, reason, error = %e, "TLS handshake failed; the client gets no answer");
+                    if matches!(reason, "closed" | "evicted") {
+                        tracing::debug!(%remote, error = %e, "TLS handshake closed");
+                    } else if let Some(held_back) = HANDSHAKE_LOG.allow() {
+                        tracing::warn!(
+                            %remote,
+                            reason,
+                            error = %e,
+                            held_back,
+                            "TLS handshake failed; the client gets no answer (at most one line a second; gitgate_tls_handshake_failures_total counts each)"
+                        );
                     }
                     Err(e)
                 }
@@ -149,6 +279,9 @@ fn handshake_failure(e: &std::io::Error) -> &'static str {
     use rustls::{CertificateError, Error as TlsErr};
     if e.kind() == std::io::ErrorKind::TimedOut {
         return "timeout";
+    }
+    if e.get_ref().is_some_and(|inner| inner.is::<Evicted>()) {
+        return "evicted";
     }
     match e.get_ref().and_then(|inner| inner.downcast_ref::<TlsErr>()) {
         Some(TlsErr::InvalidCertificate(CertificateError::UnknownIssuer)) => "unknown_ca",
@@ -169,20 +302,24 @@ fn handshake_failure(e: &std::io::Error) -> &'static str {
 }
 
 /// A connection's service: puts the connection's [`Peer`] into each
-/// request's extensions.
+/// request's extensions, counts the connection's requests in flight, and
+/// holds the connection's place in its pool.
 #[derive(Clone)]
 pub struct WithPeer<S> {
     inner: S,
     peer: Peer,
+    activity: Arc<Activity>,
+    _place: Option<Arc<ConnectionSlot>>,
 }
 
 impl<S, B> tower::Service<axum::http::Request<B>> for WithPeer<S>
 where
     S: tower::Service<axum::http::Request<B>>,
+    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -190,7 +327,128 @@ where
 
     fn call(&mut self, mut req: axum::http::Request<B>) -> Self::Future {
         req.extensions_mut().insert(self.peer.clone());
-        self.inner.call(req)
+        let busy = Busy::start(self.activity.clone());
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let out = fut.await;
+            drop(busy);
+            out
+        })
+    }
+}
+
+/// A connection's requests in flight, and when it last had none.
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// Bumped whenever a request ends: the idle clock restarts.
+    ended: AtomicUsize,
+}
+
+/// One request in flight on a connection.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Busy(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.ended.fetch_add(1, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's stream: reading fails (and the connection closes) once
+/// it has gone `limit` with no request in flight and none completed —
+/// hyper bounds HTTP/1.1 header reads itself, but an HTTP/2 client could
+/// otherwise hold a connection forever with a header block it never ends,
+/// a trickle of PINGs, or nothing at all.
+pub struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    limit: Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    /// The `ended` count the idle clock was last started at.
+    seen: usize,
+}
+
+impl<S> Watched<S> {
+    fn new(inner: S, activity: Arc<Activity>, limit: Duration) -> Self {
+        let idle = Box::pin(tokio::time::sleep(limit));
+        Watched { inner, activity, limit, idle, seen: 0 }
+    }
+
+    /// Whether the connection has been idle too long; arms the timer so
+    /// the task wakes to check again.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let ended = self.activity.ended.load(Ordering::Acquire);
+        let now = tokio::time::Instant::now();
+        if self.activity.in_flight.load(Ordering::Acquire) > 0 || ended != self.seen {
+            // busy, or a request ended since: the idle clock restarts (to
+            // within an eighth of the limit: resetting the timer on every
+            // read of a busy connection costs more than it tells)
+            self.seen = ended;
+            let restart = now + self.limit;
+            if restart > self.idle.deadline() + self.limit / 8 {
+                self.idle.as_mut().reset(restart);
+            }
+        }
+        if self.idle.as_mut().poll(cx).is_ready() {
+            if self.activity.in_flight.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            self.idle.as_mut().reset(now + self.limit);
+            let _ = self.idle.as_mut().poll(cx);
+        }
+        false
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending => {
+                if self.expired(cx) {
+                    Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request completed within the header timeout",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+            ready => ready,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

@@ -7,6 +7,14 @@
 //! transport (unreadable, oversized, slow or non-AdmissionReview body, or
 //! a server not ready yet) gets a 4xx/5xx, whose JSON body names the
 //! problem and never quotes the request.
+//!
+//! Under load: a review holds one of `max_in_flight` seats while its body
+//! is read and decided; up to `max_queue` more wait for one (at most
+//! `queue_timeout`), the rest get a 429 with `Retry-After: 1` at once —
+//! the apiserver retries it, then applies the webhook's failurePolicy.
+//! With `--client-ca` only the apiserver's reviews take seats: anybody
+//! else is answered 401 and its body is discarded as it arrives, never
+//! buffered or parsed.
 
 pub mod pipeline;
 pub mod review;
@@ -27,21 +35,36 @@ use prometheus_client::registry::Registry;
 pub use pipeline::{AsyncStage, Decider, Decision, Denial, Endpoint, Flow, Stage, StageFuture};
 pub use review::{AdmissionRequest, AdmissionResponse, Caller, Operation, Review};
 
-use crate::metrics::{AdmissionMetrics, EndpointLabels, RejectLabels, ReviewLabels, UnauthenticatedLabels};
+use crate::metrics::{
+    AdmissionMetrics, EndpointLabels, OverloadLabels, RejectLabels, ReviewLabels, UnauthenticatedLabels,
+};
+use crate::overload::{Gate, Overloaded};
 use crate::tls::Peer;
 
-/// Bounds on one request.
+/// Bounds on one request, and on how many are decided at once.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Largest body accepted (413 above it).
     pub max_body_bytes: usize,
     /// Time allowed to receive the body (408 after it).
     pub request_timeout: Duration,
+    /// Reviews read and decided at once.
+    pub max_in_flight: usize,
+    /// Reviews waiting for a seat; beyond it, 429 at once.
+    pub max_queue: usize,
+    /// Longest wait for a seat before a 429.
+    pub queue_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_body_bytes: 4 * 1024 * 1024, request_timeout: Duration::from_secs(10) }
+        Limits {
+            max_body_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            max_in_flight: 64,
+            max_queue: 1024,
+            queue_timeout: Duration::from_secs(1),
+        }
     }
 }
 
@@ -189,6 +212,7 @@ pub struct AdmissionState {
     metrics: AdmissionMetrics,
     registry: Registry,
     limits: Limits,
+    gate: Gate,
     recorder: Arc<dyn Recorder>,
     /// Deny when a decision cannot be recorded (the default).
     fail_closed: bool,
@@ -205,6 +229,7 @@ impl AdmissionState {
             metrics,
             registry,
             limits,
+            gate: Gate::new(limits.max_in_flight, limits.max_queue, limits.queue_timeout),
             recorder,
             fail_closed: true,
             callers: CallerPolicy::Open,
@@ -239,6 +264,11 @@ impl AdmissionState {
 
     pub fn metrics(&self) -> &AdmissionMetrics {
         &self.metrics
+    }
+
+    /// The review seats.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     /// The whole request path for one body from an unauthenticated caller.
@@ -345,6 +375,35 @@ fn json_response(code: StatusCode, body: Vec<u8>) -> Response {
     resp
 }
 
+/// The answer to a review that found no seat: nothing about the request
+/// or gitgate's state, and cheap to send.
+fn overloaded_response() -> Response {
+    const BODY: &[u8] = br#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":429,"reason":"TooManyRequests","message":"gitgate is at capacity: retry"}"#;
+    let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, Vec::new());
+    *resp.body_mut() = Body::from(bytes::Bytes::from_static(BODY));
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// Reads and discards a refused caller's body as it arrives, within the
+/// same size and time limits, holding none of it: an HTTP/2 client still
+/// sending would otherwise see its stream reset instead of the answer.
+async fn discard_body(body: Body, limits: Limits) {
+    let mut body = body;
+    let mut seen = 0usize;
+    let drain = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                seen = seen.saturating_add(data.len());
+                if seen > limits.max_body_bytes {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limits.request_timeout, drain).await;
+}
+
 /// Reads the body within the size and time limits.
 async fn read_body(body: Body, headers: &axum::http::HeaderMap, limits: Limits) -> Result<bytes::Bytes, Rejection> {
     let declared =
@@ -379,18 +438,35 @@ async fn handle(state: &AdmissionState, endpoint: Endpoint, req: Request) -> Res
                 Some(Peer::Verified { names }) => names.join(","),
                 _ => String::new(),
             };
-            tracing::warn!(
-                endpoint = endpoint.as_str(),
-                reason = why.label(),
-                presented = %presented,
-                accepted = ?state.callers,
-                "refused an admission request from a caller that is not the apiserver"
-            );
-            // The body is read (within the same limits) but never decoded:
-            // an HTTP/2 client still sending it would otherwise see its
-            // stream reset instead of this answer.
-            let _ = read_body(body, &parts.headers, state.limits).await;
+            static REFUSED: crate::overload::LogLimit = crate::overload::LogLimit::new();
+            if let Some(held_back) = REFUSED.allow() {
+                tracing::warn!(
+                    endpoint = endpoint.as_str(),
+                    reason = why.label(),
+                    presented = %presented,
+                    accepted = ?state.callers,
+                    held_back,
+                    "refused an admission request from a caller that is not the apiserver (at most one line a second; gitgate_admission_unauthenticated_requests_total counts each)"
+                );
+            }
+            // The body is discarded as it arrives (never buffered nor
+            // decoded), and the caller takes no review seat.
+            discard_body(body, state.limits).await;
             return error_response(why.status(), why.message());
+        }
+    };
+    let _seat = match state.gate.enter().await {
+        Ok(seat) => seat,
+        Err(why) => {
+            state
+                .metrics
+                .overloaded
+                .get_or_create(&OverloadLabels { endpoint: endpoint.as_str(), reason: why.label() })
+                .inc();
+            if why == Overloaded::QueueFull {
+                tracing::debug!(endpoint = endpoint.as_str(), "review refused: every seat and the queue are full");
+            }
+            return overloaded_response();
         }
     };
     let result = match read_body(body, &parts.headers, state.limits).await {
