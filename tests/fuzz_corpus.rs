@@ -108,3 +108,45 @@ fn the_cel_policy_input_decides_as_its_lines_say() {
 fn common_fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission").join(name)
 }
+
+fn render_repo(files: &[(&str, &str)]) -> Result<std::sync::Arc<gitgate::render::DesiredSet>, String> {
+    let repo = Repo::new();
+    for (path, content) in files {
+        repo.write(path, content);
+    }
+    let c = repo.commit("render");
+    let (_t, cache) = cache_dir();
+    let src = GitSource::open(&repo.url(), &cache).unwrap();
+    src.fetch().unwrap();
+    Renderer::new(RenderOptions::default()).desired(&src.repo(), oid(&c)).map_err(|e| gitgate::error_chain(&e))
+}
+
+/// Found by the `render_tree` fuzz target (a timeout; FUZZING.md, and the
+/// input is in its corpus): 380 bytes, six anchors nine aliases wide,
+/// expanded to 590,000 nodes — under the node budget, so it rendered, in
+/// seconds per commit, into a ConfigMap nothing would accept (YAML bomb
+/// class, Kubernetes CVE-2019-11253). What aliases replay is bounded now:
+/// the file is refused naming it. Anchors reused as manifests reuse them
+/// still render.
+#[test]
+fn fuzz_render_tree_timeout_a_small_alias_bomb_under_the_node_budget_is_refused() {
+    let config = "apps:\n  - {name: a, path: apps/a, destination: {namespace: a}}\n";
+    let bomb = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\ndata:\n  \
+                a: &a [\"x\",\"x\",\"x\",ures\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n  \
+                b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n  c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n  \
+                d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n  e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n  \
+                f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n";
+    assert!(bomb.len() < 400);
+    let start = std::time::Instant::now();
+    let msg = render_repo(&[("gitgate.yaml", config), ("apps/a/bomb.yaml", bomb)]).unwrap_err();
+    assert!(msg.contains("apps/a/bomb.yaml") && msg.contains("alias"), "{msg}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5), "refused early: {:?}", start.elapsed());
+
+    let reuse = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  \
+                 template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n        \
+                 - {name: a, image: nginx, env: &env [{name: A, value: \"1\"}, {name: B, value: \"2\"}]}\n        \
+                 - {name: b, image: nginx, env: *env}\n        - {name: c, image: nginx, env: *env}\n";
+    let set = render_repo(&[("gitgate.yaml", config), ("apps/a/web.yaml", reuse)]).unwrap();
+    let web = set.get("apps", "Deployment", "a", "web").expect("rendered").value();
+    assert_eq!(web["spec"]["template"]["spec"]["containers"][2]["env"][1]["value"], "2");
+}
