@@ -49,6 +49,7 @@ const HOSTILE: &[&str] = &[
     "vault:secret/team/.%2e/.%2E/auth/token/lookup-self#id",
     "vault:secret/team/..%2f..%2fauth%2ftoken%2flookup-self#id",
     "vault:secret/team\\..\\..\\auth\\token\\lookup-self#id",
+    "vault:secret/team/.\n./other/db#k",
     "vault:secret/team/.\n./.\n./.\n./auth/token/lookup-self#id",
     "vault:secret/team/.\t./.\r./.\t./auth/token/lookup-self#id",
     "vault:secret/team/\u{ff0e}\u{ff0e}/\u{ff0e}\u{ff0e}/sys/seal-status#k",
@@ -68,6 +69,8 @@ const HOSTILE: &[&str] = &[
 async fn vault_references_from_git_reach_only_the_operators_vault_at_the_checked_location() {
     let fake = FakeVault::start().await;
     fake.state.put_kv2("secret", "team/db", json!({"k": "v"}));
+    // Another project's secret, beside the allowed `secret/team/*`.
+    fake.state.put_kv2("secret", "other/db", json!({"k": "stolen"}));
     fake.state.put_kv1("legacy", "team/db", json!({"k": "v1"}));
     let mut config =
         VaultConfig::new(&fake.url(), VaultAuth::Token(SecretString::from(ROOT_TOKEN.to_owned()))).unwrap();
@@ -104,6 +107,7 @@ async fn vault_references_from_git_reach_only_the_operators_vault_at_the_checked
     }
     // The hostile spellings are refused when parsed, naming why.
     let err = VaultRef::parse(HOSTILE[5]).unwrap_err().to_string();
+    assert!(HOSTILE[5].contains(".\n./other"));
     assert!(err.contains("may hold only"), "{err}");
     // An honest reference is read.
     let ok = resolver.resolve(&VaultRef::parse("vault:secret/team/db#k").unwrap()).await.unwrap();

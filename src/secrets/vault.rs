@@ -59,9 +59,11 @@ impl VaultRef {
             return Err(bad("its path has . or .. segments"));
         }
         // What Vault is asked for must be exactly the location the project's
-        // globs were checked against: URL parsers delete tabs and line
-        // breaks (`.\n.` becomes `..` and climbs out of the mount), turn
-        // `\` into `/`, and read `%`, `?` and `;` their own way.
+        // globs were checked against. URL parsers delete tabs and line
+        // breaks, so `.\n.` became `..` after the check above:
+        // `secret/team/.\n./other/db` passed the glob `secret/team/*` and
+        // was read as `secret/other/db`. `%`, `?`, `;` and `\` mean other
+        // things to URL parsers and to Vault.
         if !location.chars().all(is_path_char) {
             return Err(bad(
                 "its path may hold only ASCII letters, digits, /, and - _ . @ + = , ~ : (no spaces, control \
