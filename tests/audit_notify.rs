@@ -21,6 +21,19 @@ use serde_json::Value;
 struct Receiver {
     got: Arc<Mutex<Vec<(String, Value)>>>,
     flaky_failures: Arc<Mutex<u32>>,
+    /// Where `/redirect` sends its 307, and how often it was asked.
+    redirect_to: Arc<Mutex<String>>,
+    redirected: Arc<Mutex<u32>>,
+}
+
+async fn redirect(State(r): State<Receiver>) -> axum::response::Response {
+    *r.redirected.lock().unwrap() += 1;
+    let to = r.redirect_to.lock().unwrap().clone();
+    axum::response::Response::builder()
+        .status(StatusCode::TEMPORARY_REDIRECT)
+        .header("location", to)
+        .body(axum::body::Body::empty())
+        .unwrap()
 }
 
 async fn all(State(r): State<Receiver>, body: String) -> StatusCode {
@@ -49,6 +62,7 @@ async fn receiver() -> (String, Receiver) {
         .route("/all", post(all))
         .route("/flaky", post(flaky))
         .route("/hang", post(hang))
+        .route("/redirect", post(redirect))
         .with_state(r.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -141,4 +155,45 @@ fn bad_notification_flags_are_refused() {
     assert!(NotifyConfig::from_flags(None, &["deny".into()]).is_err());
     let c = NotifyConfig::from_flags(None, &["break-glass=https://hooks.example/x".into()]).unwrap().unwrap();
     assert!(c.default.is_none() && c.routes.len() == 1);
+}
+
+/// SSRF through notifications. The URL is the operator's alone (`--notify-url`
+/// and `--notify` flags; nothing in gitgate.yaml or a request names one);
+/// what Git and requesters control — the app, the object, the commit
+/// subject, the denial reason — only goes into the JSON body. And the
+/// operator's receiver cannot bounce the POST elsewhere: a 307 to an
+/// internal address (the class of Argo CD notifications' and Flux
+/// notification-controller's webhook-provider SSRF) is not followed.
+#[tokio::test]
+async fn notifications_go_only_to_the_operators_url_and_redirects_are_not_followed() {
+    common::install_crypto();
+    let (outside, to_operator) = receiver().await;
+    let (internal, inside) = receiver().await;
+    *to_operator.redirect_to.lock().unwrap() = format!("{internal}/all");
+    let mut config = NotifyConfig::from_flags(Some(&format!("{outside}/redirect")), &[]).unwrap().unwrap();
+    config.backoff = Duration::from_millis(10);
+    let metrics = AuditMetrics::default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = Options::new(dir.path().join("audit.jsonl"));
+    opts.notifier = Some(Notifier::start(config, metrics.notifications.clone()).unwrap());
+    let log = AuditLog::open(opts).unwrap();
+    // A Git author's commit subject and a requester's object name that
+    // spell the internal address.
+    let mut e = denied_edit("web");
+    e.name = format!("{internal}/all");
+    e.commit.as_mut().unwrap().subject = format!("see {internal}/all");
+    log.append(&e).unwrap();
+
+    // (A guard from get_or_create blocks the notifier's counting: read and drop.)
+    let count = |result| metrics.notifications.get_or_create(&NotifyLabels { result }).get();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count("failed") + count("sent") == 0 {
+        assert!(Instant::now() < deadline, "the notification was neither sent nor failed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!((count("sent"), count("failed")), (0, 1), "a redirect is a failed delivery");
+    assert_eq!(*to_operator.redirected.lock().unwrap(), 1, "the operator's URL was asked once (a 3xx is not retried)");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(inside.got.lock().unwrap().is_empty(), "the redirect was followed to the internal address");
+    assert!(to_operator.got.lock().unwrap().is_empty());
 }

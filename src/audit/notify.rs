@@ -166,8 +166,12 @@ impl Notifier {
     pub fn start(config: NotifyConfig, metrics: Family<NotifyLabels, Counter>) -> Result<Notifier, AuditError> {
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|e| AuditError::Invalid { what: "notifier", reason: format!("needs a tokio runtime: {e}") })?;
+        // The operator's URL and no other: a receiver's redirect is not
+        // followed (a 307 would re-POST the body to wherever it points, an
+        // internal address included).
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|source| AuditError::Notifier { source })?;
         let (tx, rx) = mpsc::channel(config.queue.max(1));

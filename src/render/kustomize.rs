@@ -292,7 +292,7 @@ fn build_dir(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath, walk: &mut Wal
     // 1. resources
     let mut res: Vec<Res> = Vec::new();
     for entry in k.resources.iter().chain(&k.bases) {
-        if entry.contains("://") || entry.starts_with("github.com/") || entry.starts_with("git@") {
+        if is_remote(entry) {
             return Err(kerr(
                 kfile,
                 format!("remote resource {entry:?} is not supported: vendor it into the repository"),
@@ -325,6 +325,17 @@ fn build_dir(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath, walk: &mut Wal
                     let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
                     res.push(Res { obj, source, names: vec![name], needs_hash: false });
                 }
+            }
+            // Not in the tree: say so, and that gitgate fetches nothing
+            // when it reads like a remote base (`host/org/repo//dir?ref=`).
+            None if looks_remote(entry) => {
+                return Err(kerr(
+                    kfile,
+                    format!(
+                        "resource {entry:?} does not exist in the repository, and remote resources are not \
+                         supported: vendor it into the repository"
+                    ),
+                ));
             }
             None => return Err(kerr(kfile, format!("resource {entry:?} ({path}) does not exist"))),
         }
@@ -422,6 +433,35 @@ fn build_dir(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath, walk: &mut Wal
     Ok(res)
 }
 
+/// A resource kustomize would fetch, unmistakably: a URL (`https://`,
+/// `ssh://`, `git::https://`, `file://`), go-getter's `git::`, scp-like
+/// `git@host:org/repo`, or a `github.com/` shorthand. gitgate renders only
+/// what the commit holds (no network, no local files), so these are refused
+/// naming the entry (Argo CD's and Flux's remote-base SSRF class).
+fn is_remote(entry: &str) -> bool {
+    let lower = entry.to_ascii_lowercase();
+    lower.contains("://")
+        || lower.starts_with("git::")
+        || lower.starts_with("git@")
+        || lower.starts_with("github.com/")
+        || lower.starts_with("gitlab.com/")
+        || lower.starts_with("bitbucket.org/")
+}
+
+/// An entry that is not in the tree and reads like a remote base kustomize
+/// would try to fetch: a `?ref=`/`?version=` query, a `//` subdirectory
+/// separator, or a first component that looks like a host (`example.com`,
+/// `10.0.0.1:8080`, `user@host:repo`).
+fn looks_remote(entry: &str) -> bool {
+    let first = entry.split('/').next().unwrap_or_default();
+    entry.contains("?ref=")
+        || entry.contains("?version=")
+        || entry.contains("//")
+        || first.contains('@')
+        || first.contains(':')
+        || (first.contains('.') && !first.starts_with('.') && entry.contains('/'))
+}
+
 fn refuse_unsupported(k: &Kustomization, kfile: &RepoPath) -> Result<(), RenderError> {
     let fields = [
         ("components", k.components.is_some()),
@@ -443,6 +483,12 @@ fn refuse_unsupported(k: &Kustomization, kfile: &RepoPath) -> Result<(), RenderE
 
 /// A file a kustomization reads: relative to its directory and inside it.
 fn inside(dir: &RepoPath, kfile: &RepoPath, rel: &str) -> Result<RepoPath, RenderError> {
+    if is_remote(rel) {
+        return Err(kerr(
+            kfile,
+            format!("{rel:?} is remote, and gitgate fetches nothing: vendor it into the repository"),
+        ));
+    }
     let p = dir.join(rel).map_err(|e| kerr(kfile, format!("{rel:?}: {e}")))?;
     if !p.starts_with(dir) {
         return Err(kerr(kfile, format!("{rel:?} is outside the kustomization directory {dir} (load restrictor)")));

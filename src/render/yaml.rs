@@ -6,8 +6,9 @@
 //!   says is what is applied (the "Norway problem" never turns an env value
 //!   or a label into a boolean).
 //! - **Budgets**: nesting deeper than [`MAX_DEPTH`], more than
-//!   [`MAX_ALIASES`] alias uses, or more nodes than [`MAX_NODES`] in one
-//!   file is refused with an error naming the file (YAML bombs, "billion
+//!   [`MAX_ALIASES`] alias uses, more than [`MAX_ALIAS_REPLAY`] events
+//!   replayed by aliases, or more nodes than [`MAX_NODES`] in one file is
+//!   refused with an error naming the file (YAML bombs, "billion
 //!   laughs", documents nested thousands deep). JSON is bounded by
 //!   serde_json's recursion limit (128).
 //! - Duplicate keys are an error (Kubernetes rejects them too).
@@ -20,6 +21,12 @@ pub const MAX_DEPTH: usize = 100;
 pub const MAX_ALIASES: usize = 1_000;
 pub const MAX_NODES: usize = 1_000_000;
 pub const MAX_DOCUMENTS: usize = 10_000;
+/// Events that aliases may replay in one file (serde_saphyr's default is a
+/// million): a 380-byte file of six anchors nine aliases wide expanded to
+/// 600,000 nodes under [`MAX_NODES`], seconds of rendering per commit
+/// (found by the `render_tree` fuzz target). Real manifests reuse a few
+/// anchors (an env list, a resources block), far below this.
+pub const MAX_ALIAS_REPLAY: usize = 100_000;
 
 fn options() -> serde_saphyr::Options {
     serde_saphyr::options! {
@@ -30,6 +37,9 @@ fn options() -> serde_saphyr::Options {
             max_documents: MAX_DOCUMENTS,
             max_events: 4 * MAX_NODES,
             max_recorded_anchor_events: MAX_NODES,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: MAX_ALIAS_REPLAY,
         },
         strict_booleans: true,
         with_snippet: false,

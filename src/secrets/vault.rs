@@ -58,6 +58,21 @@ impl VaultRef {
         if location.split('/').any(|seg| seg == ".." || seg == ".") {
             return Err(bad("its path has . or .. segments"));
         }
+        // What Vault is asked for must be exactly the location the project's
+        // globs were checked against. URL parsers delete tabs and line
+        // breaks, so `.\n.` became `..` after the check above:
+        // `secret/team/.\n./other/db` passed the glob `secret/team/*` and
+        // was read as `secret/other/db`. `%`, `?`, `;` and `\` mean other
+        // things to URL parsers and to Vault.
+        if !location.chars().all(is_path_char) {
+            return Err(bad(
+                "its path may hold only ASCII letters, digits, /, and - _ . @ + = , ~ : (no spaces, control \
+                 characters, %, ?, ; or \\)",
+            ));
+        }
+        if path.split('/').any(str::is_empty) {
+            return Err(bad("its path has an empty segment (//)"));
+        }
         Ok(VaultRef { mount: mount.to_owned(), path: path.to_owned(), field: field.to_owned(), version })
     }
 
@@ -67,6 +82,11 @@ impl VaultRef {
             None => format!("{}/{}", self.mount, self.path),
         }
     }
+}
+
+/// A character a `vault:` reference's `<mount>/<path>` may hold.
+fn is_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | '@' | '+' | '=' | ',' | '~' | ':')
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -511,6 +531,11 @@ mod tests {
             "vault:secret/x#k#v1",
             "vault:secret/x#k#1#2",
             "vault:secret/../x#k",
+            "vault:secret/a/.\n./.\n./sys/x#k",
+            "vault:secret/a\\..\\sys#k",
+            "vault:secret/a/%2e%2e/sys#k",
+            "vault:secret/a?list=true#k",
+            "vault:secret/a//b#k",
         ] {
             assert!(VaultRef::parse(bad).is_err(), "{bad}");
         }

@@ -44,6 +44,9 @@ pub struct FakeState {
     pub logins: AtomicUsize,
     pub renewals: AtomicUsize,
     pub lookups: AtomicUsize,
+    /// Every request as received: method, the raw path and query, and the
+    /// Host header.
+    pub requests: Mutex<Vec<(String, String, String)>>,
     issued: AtomicUsize,
 }
 
@@ -214,6 +217,9 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let target = uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    state.requests.lock().unwrap().push((method.as_str().to_owned(), target, host));
     let delay = *state.delay.lock().unwrap();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
