@@ -591,3 +591,71 @@ fn kubectl_generated_null_creation_timestamps_are_not_part_of_gits_manifest() {
     let manifest = &d.get("", "Secret", "demo", "db").unwrap().manifest;
     assert!(!manifest.contains("creationTimestamp"), "{manifest}");
 }
+
+const ONE_APP: &str = "apps:\n  - {name: shop, path: shop, destination: {namespace: shop}}\n";
+
+const MIGRATE: &str = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  generateName: migrate-\n  annotations:\n    argocd.argoproj.io/hook: PreSync\n    argocd.argoproj.io/hook-delete-policy: HookSucceeded\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: m, image: migrate:1}]\n";
+
+/// Issue 19: a PreSync hook with `generateName` (Argo CD's `sync-waves`
+/// example) rendered "document 1: no metadata.name"; a hook is now kept
+/// apart from the app's objects (no inventory, no prune), known by its
+/// generateName, and a `Skip` hook or Helm test is not rendered at all.
+#[test]
+fn hooks_render_apart_from_the_objects_and_skip_is_left_out() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", ONE_APP);
+    f.repo.write("shop/migrate.yaml", MIGRATE);
+    f.repo.write("shop/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n");
+    f.repo.write(
+        "shop/skip.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: skipped\n  annotations: {argocd.argoproj.io/hook: Skip}\n",
+    );
+    f.repo.write(
+        "shop/test.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: t\n  annotations: {helm.sh/hook: test}\nspec: {containers: [{name: t, image: t}]}\n",
+    );
+    let c = f.commit("hooks");
+    let d = f.render(&Renderer::new(RenderOptions::default()), c).unwrap();
+    let objects: Vec<String> = d.app_objects("shop").iter().map(|(k, _)| k.to_string()).collect();
+    assert_eq!(objects, ["ConfigMap shop/a"], "a hook, Skip and a Helm test are not objects");
+    let hooks: Vec<String> = d.app_hooks("shop").iter().map(|(k, _)| k.to_string()).collect();
+    assert_eq!(hooks, ["Job.batch shop/migrate-"]);
+    assert!(d.get("batch", "Job", "shop", "migrate-").is_none(), "not among the objects the gate manages by name");
+    let h = d.get_hook("batch", "Job", "shop", "migrate-").unwrap();
+    assert_eq!(h.source.as_ref(), "shop/migrate.yaml");
+    assert_eq!(h.commit, c);
+}
+
+/// Bad hook input fails the commit (nothing of it is applied) with a
+/// message naming the file and the document.
+#[test]
+fn bad_hook_annotations_fail_the_render_naming_file_and_document() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: m\n  annotations: {argocd.argoproj.io/hook: PreSnyc}\n",
+            "unknown hook phase \"PreSnyc\"",
+        ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  generateName: cfg-\n",
+            "metadata.generateName is for sync hooks only",
+        ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations: {argocd.argoproj.io/hook-delete-policy: HookSucceeded}\n",
+            "hook-delete-policy on an object that is not a hook",
+        ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations: {helm.sh/hook: pre-instal}\n",
+            "unknown hook \"pre-instal\"",
+        ),
+    ];
+    for (manifest, want) in cases {
+        let f = Fixture::new();
+        f.repo.write("gitgate.yaml", ONE_APP);
+        f.repo.write("shop/ok.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n");
+        f.repo.write("shop/bad.yaml", &format!("---\n{manifest}"));
+        let c = f.commit("bad hook");
+        let err = f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err();
+        let msg = gitgate::error_chain(&err);
+        assert!(msg.contains("shop/bad.yaml: document 1") && msg.contains(want), "{want}: {msg}");
+    }
+}
