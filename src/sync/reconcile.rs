@@ -105,6 +105,9 @@ pub struct Reconciler {
     /// retried every resync, as Argo CD's automated sync does not retry a
     /// failed commit); a new commit runs them.
     hook_failures: Mutex<HashMap<String, (String, String)>>,
+    /// Per app, the hook runs of its last sync that ran hooks, and its
+    /// commit: on the status until a sync at another commit.
+    last_hooks: Mutex<HashMap<String, (String, Vec<ObjectStatus>)>>,
 }
 
 /// The field a sealed Secret's changed values are reported as (never the
@@ -130,6 +133,7 @@ impl Reconciler {
             break_glass: Mutex::new(HashMap::new()),
             sealed: Arc::new(arc_swap::ArcSwapOption::empty()),
             hook_failures: Mutex::new(HashMap::new()),
+            last_hooks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -280,6 +284,7 @@ impl Reconciler {
                     .map(|(_, d)| d.clone())
             {
                 self.fill_status(status, &planned, &resources, &seen, &results, &notes);
+                status.objects.extend(self.hook_statuses(&app.name, desired, &[]));
                 return Err(SyncError::HookHeld { detail });
             }
             let hook_planned: Vec<Planned> = hooks.iter().map(|h| h.planned.clone()).collect();
@@ -299,7 +304,7 @@ impl Reconciler {
                 ($e:expr) => {{
                     let e = self.sync_failed(&run, &mut hook_runs, $e).await;
                     self.fill_status(status, &planned, &resources, &seen, &results, &notes);
-                    status.objects.extend(hook_runs.iter().map(HookRun::status));
+                    status.objects.extend(self.hook_statuses(&app.name, desired, &hook_runs));
                     return Err(e);
                 }};
             }
@@ -471,7 +476,7 @@ impl Reconciler {
 
         // 7. Health, status, metrics.
         self.fill_status(status, &planned, &resources, &seen, &results, &notes);
-        status.objects.extend(hook_runs.iter().map(HookRun::status));
+        status.objects.extend(self.hook_statuses(&app.name, desired, &hook_runs));
         recorded_now?;
         let out_of_sync = status.objects.iter().any(|o| o.sync != SyncStatus::Synced) || prune_note.is_some();
         status.sync = if failed_prune {
@@ -499,6 +504,25 @@ impl Reconciler {
             Drift::InSync => false,
             Drift::Missing | Drift::Stale => true,
             Drift::Changed(_) => app.sync_policy.self_heal,
+        }
+    }
+
+    /// The status lines of an app's hooks: this sync's runs (kept), or
+    /// the runs of the last sync at this commit that ran hooks.
+    fn hook_statuses(&self, app: &str, desired: &DesiredSet, runs: &[HookRun]) -> Vec<ObjectStatus> {
+        let commit = desired.commit().to_string();
+        let mut last = self.last_hooks.lock().unwrap_or_else(|e| e.into_inner());
+        if !runs.is_empty() {
+            let lines: Vec<ObjectStatus> = runs.iter().map(HookRun::status).collect();
+            last.insert(app.to_string(), (commit, lines.clone()));
+            return lines;
+        }
+        match last.get(app) {
+            Some((c, lines)) if *c == commit => lines.clone(),
+            _ => {
+                last.remove(app);
+                Vec::new()
+            }
         }
     }
 

@@ -29,7 +29,12 @@ fn job_status(c: &Cluster, ns: &str, name: &str, succeed: bool) {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let cond = |t: &str, reason: &str| json!({"type": t, "status": "True", "reason": reason, "message": format!("set by the e2e test ({STAND_IN})"), "lastProbeTime": now, "lastTransitionTime": now});
-    let status = if succeed {
+    // The Job controller (kube-controller-manager runs) may have set the
+    // start already: it is never changed.
+    let started = get(c, &["job", name, "-n", ns])
+        .and_then(|j| j["status"]["startTime"].as_str().map(String::from))
+        .unwrap_or_else(|| now.clone());
+    let mut status = if succeed {
         json!({"status": {
             "conditions": [cond("SuccessCriteriaMet", "CompletionsReached"), cond("Complete", "CompletionsReached")],
             "startTime": now, "completionTime": now, "succeeded": 1, "active": 0, "ready": 0, "terminating": 0,
@@ -42,6 +47,7 @@ fn job_status(c: &Cluster, ns: &str, name: &str, succeed: bool) {
             "uncountedTerminatedPods": {},
         }})
     };
+    status["status"]["startTime"] = json!(started);
     let out = c.kubectl(&[
         &format!("--as={STAND_IN}"),
         "--as-group=system:masters",
@@ -233,6 +239,8 @@ fn a_presync_migration_runs_before_the_deployment_changes() {
 #[test]
 fn a_failing_hook_stops_the_sync_and_runs_syncfail() {
     let Some(c) = cluster::cluster("a_failing_hook_stops_the_sync_and_runs_syncfail") else { return };
+    // Another test's webhooks (cluster-wide) must not be in the way.
+    let _serial = cluster::cluster_wide();
     let ns = "e2e-hookfail";
     c.ensure_namespace(ns);
     let repo = Repo::new();
