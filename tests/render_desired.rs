@@ -659,3 +659,65 @@ fn bad_hook_annotations_fail_the_render_naming_file_and_document() {
         assert!(msg.contains("shop/bad.yaml: document 1") && msg.contains(want), "{want}: {msg}");
     }
 }
+
+/// Writes Argo CD's `sync-waves` and `pre-post-sync` example apps (see
+/// tests/fixtures/argocd-example-apps/README.md) into `repo`, as apps
+/// `waves` and `prepost`.
+fn argocd_example_apps(repo: &Repo) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/argocd-example-apps");
+    for rel in [
+        "sync-waves/manifests.yaml",
+        "pre-post-sync/kustomization.yaml",
+        "pre-post-sync/pre-sync-job.yaml",
+        "pre-post-sync/post-sync-job.yaml",
+        "kustomize-guestbook/kustomization.yaml",
+        "kustomize-guestbook/guestbook-ui-deployment.yaml",
+        "kustomize-guestbook/guestbook-ui-svc.yaml",
+    ] {
+        repo.write(rel, &std::fs::read_to_string(root.join(rel)).unwrap());
+    }
+    repo.write(
+        "gitgate.yaml",
+        "apps:\n  - {name: waves, path: sync-waves, destination: {namespace: waves}}\n  - {name: prepost, path: pre-post-sync, destination: {namespace: prepost}}\n",
+    );
+}
+
+/// Issue 19's figure, render half: Argo CD's `sync-waves` (which failed
+/// with "document 1: no metadata.name") and `pre-post-sync` (whose hooks
+/// were plain objects) render with the same objects Argo CD would create:
+/// each document of the manifests (for the Kustomize app, `kubectl
+/// kustomize`'s output) is one object or hook with exactly its content
+/// (the namespace added), and the hooks are the hook documents.
+#[test]
+fn argo_cds_example_apps_with_hooks_render_the_same_objects() {
+    let f = Fixture::new();
+    argocd_example_apps(&f.repo);
+    let c = f.commit("argocd-example-apps");
+    let d = f.render(&Renderer::new(RenderOptions::default()), c).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/argocd-example-apps");
+    for (app, ns, file) in [
+        ("waves", "waves", "sync-waves/manifests.yaml"),
+        ("prepost", "prepost", "pre-post-sync.kubectl-kustomize.yaml"),
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let docs = gitgate::render::yaml::parse_documents(file, text.as_bytes()).unwrap();
+        let objects = d.app_objects(app);
+        let hooks = d.app_hooks(app);
+        assert_eq!(objects.len() + hooks.len(), docs.len(), "{app}: one object or hook per document");
+        let mut hook_docs = 0;
+        for mut doc in docs {
+            let is_hook = doc.pointer("/metadata/annotations/argocd.argoproj.io~1hook").is_some();
+            hook_docs += usize::from(is_hook);
+            let name =
+                doc["metadata"]["name"].as_str().or(doc["metadata"]["generateName"].as_str()).unwrap().to_string();
+            let kind = doc["kind"].as_str().unwrap().to_string();
+            let found = if is_hook { &hooks } else { &objects };
+            let (_, o) = found.iter().find(|(k, _)| k.kind == kind && k.name == name).unwrap_or_else(|| {
+                panic!("{app}: {kind} {name} not rendered as a {}", if is_hook { "hook" } else { "object" })
+            });
+            doc["metadata"]["namespace"] = serde_json::json!(ns);
+            assert_eq!(o.value(), doc, "{app}: {kind} {name}");
+        }
+        assert_eq!(hooks.len(), hook_docs, "{app}");
+    }
+}
