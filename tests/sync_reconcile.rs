@@ -75,14 +75,15 @@ fn fake_apiserver() -> (kube::Client, Log, Arc<Mutex<BTreeMap<String, Value>>>) 
                         .last_mut()
                         .unwrap()
                         .push_str(&format!(" {}", obj["metadata"]["name"].as_str().unwrap()));
-                    if store.contains_key(&key) {
-                        (
+                    match store.entry(key) {
+                        std::collections::btree_map::Entry::Occupied(_) => (
                             409,
                             json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409}),
-                        )
-                    } else {
-                        store.insert(key, obj.clone());
-                        (201, obj)
+                        ),
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(obj.clone());
+                            (201, obj)
+                        }
                     }
                 }
                 Method::GET => match store.get(&path) {
