@@ -376,3 +376,26 @@ async fn a_failing_hook_stops_the_sync_and_runs_syncfail() {
     assert_eq!(out.sync, SyncStatus::Synced, "{}", out.message);
     assert!(calls.iter().any(|c| c == "PATCH /api/v1/namespaces/shop/configmaps/a"), "{calls:#?}");
 }
+
+/// Regression: a Job kept in Git as an object that becomes a hook of the
+/// same name leaves the inventory without being pruned — its name is now
+/// the hook's, which its delete policy owns.
+#[tokio::test]
+async fn an_object_that_becomes_a_hook_is_not_pruned() {
+    let h = Hooked::new();
+    h.repo.write("shop/a.yaml", &cm("a", 0));
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: m, image: \"tool:1\"}]\n";
+    h.repo.write("shop/migrate.yaml", job);
+    let (out, calls) = h.sync("a job").await;
+    assert_eq!(out.sync, SyncStatus::Synced, "{}", out.message);
+    assert!(calls.iter().any(|c| c == "PATCH /apis/batch/v1/namespaces/shop/jobs/migrate"), "{calls:#?}");
+    h.repo.write(
+        "shop/migrate.yaml",
+        &job.replace("name: migrate\n", "name: migrate\n  annotations: {argocd.argoproj.io/hook: PreSync}\n"),
+    );
+    let (out, calls) = h.sync("the job becomes a hook").await;
+    assert_eq!(out.sync, SyncStatus::Synced, "{}", out.message);
+    assert!(!calls.iter().any(|c| c.starts_with("DELETE")), "{calls:#?}");
+    let inv = h.store.lock().unwrap()["/api/v1/namespaces/gitgate/configmaps/gitgate-inventory-shop"].clone();
+    assert!(!inv["data"]["inventory"].as_str().unwrap().contains("migrate"), "{inv}");
+}

@@ -423,7 +423,13 @@ impl Reconciler {
         }
 
         // 5. Prune what left Git, in reverse wave order, under the guard.
-        let keys: HashSet<ObjectKey> = planned.iter().map(|p| p.key.clone()).collect();
+        // A hook is never pruned, also when it was one of the app's objects
+        // before (its run may carry the name the inventory recorded).
+        let keys: HashSet<ObjectKey> = planned
+            .iter()
+            .map(|p| p.key.clone())
+            .chain(desired.app_hooks(&app.name).into_iter().map(|(k, _)| k))
+            .collect();
         let prune = plan::prune_plan(previous, &keys, self.config.prune_guard, plan::allows_mass_prune(message));
         let mut remaining: Vec<Entry> = planned.iter().map(Planned::entry).collect();
         let mut prune_note = None;
@@ -1408,6 +1414,24 @@ impl Reconciler {
                             p.id(),
                             p.source,
                             &p.commit[..7.min(p.commit.len())]
+                        );
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "  error: {}", crate::error_chain(&e));
+                }
+            }
+            match plan::plan_hooks(desired, &app.name) {
+                Ok(hooks) => {
+                    for h in hooks {
+                        let phases: Vec<&str> = h.hook.phases.iter().map(|p| p.as_str()).collect();
+                        let _ = writeln!(
+                            out,
+                            "  hook {} {} ({} @ {})",
+                            phases.join(","),
+                            h.planned.id(),
+                            h.planned.source,
+                            &h.planned.commit[..7.min(h.planned.commit.len())]
                         );
                     }
                 }
