@@ -78,11 +78,16 @@ async fn stand_in(client: kube::Client, ns: String, stop: Arc<std::sync::atomic:
                 continue;
             }
             let now = gitgate::audit::record::format_rfc3339_micros(gitgate::audit::record::now_micros());
+            // The Job controller may have set the start: it never changes.
+            let started = match jobs.get_status(name).await {
+                Ok(j) => j.status.and_then(|s| s.start_time).map(|t| t.0.to_string()),
+                Err(_) => None,
+            };
             let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
             let status = json!({"status": {
                 "conditions": [cond("SuccessCriteriaMet"), cond("Complete")],
-                "startTime": now, "completionTime": now, "succeeded": 1, "active": 0, "ready": 0,
-                "terminating": 0, "uncountedTerminatedPods": {},
+                "startTime": started.unwrap_or_else(|| now.clone()), "completionTime": now, "succeeded": 1,
+                "active": 0, "ready": 0, "terminating": 0, "uncountedTerminatedPods": {},
             }});
             if jobs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.is_ok() {
                 runs.push(at.elapsed());
@@ -104,7 +109,7 @@ async fn sync(c: &cluster::Cluster, client: &kube::Client, ns: &str, hook: bool)
     let desired = Renderer::new(RenderOptions::default()).desired(&src.repo(), oid(&head)).unwrap();
     let inventory_ns = format!("{ns}-gitgate");
     c.ensure_namespace(&inventory_ns);
-    let config = SyncConfig { namespace: inventory_ns, ..SyncConfig::default() };
+    let config = SyncConfig { namespace: inventory_ns, hook_timeout: Duration::from_secs(30), ..SyncConfig::default() };
     let target = Arc::new(Target::new("bench", client.clone(), 5000.0, 5000));
     let r = Reconciler::new(
         config,
