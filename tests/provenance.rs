@@ -490,3 +490,111 @@ async fn every_subresource_is_decided_through_the_router() {
         assert!(got["status"]["message"].as_str().unwrap().contains("app later (apps/later) deploys into it"), "{got}");
     }
 }
+
+/// Issue 19: a hook Job the reconciler creates, and the Jobs it deletes to
+/// re-create them (Replace=true), as AdmissionReviews carry them.
+fn hook_world() -> (Repo, tempfile::TempDir, Arc<Snapshot>) {
+    let repo = Repo::new();
+    repo.write("gitgate.yaml", "apps:\n  - {name: shop, path: shop, destination: {namespace: shop}}\n");
+    repo.write(
+        "shop/migrate.yaml",
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  generateName: migrate-\n  annotations:\n    argocd.argoproj.io/hook: PreSync\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: m, image: \"migrate:1\"}]\n",
+    );
+    let job = |name: &str, options: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\n{options}spec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: m, image: \"x:1\"}}]\n"
+        )
+    };
+    repo.write("shop/schema.yaml", &job("schema", "  annotations: {gitgate.dev/sync-options: Replace=true}\n"));
+    repo.write("shop/report.yaml", &job("report", ""));
+    let c = repo.commit("hooks");
+    let (t, cache) = cache_dir();
+    let src = GitSource::open(&repo.url(), &cache).unwrap();
+    src.fetch().unwrap();
+    let d = Renderer::new(RenderOptions::default()).desired(&src.repo(), oid(&c)).unwrap();
+    (repo, t, Arc::new(Snapshot::build(d, &src.repo())))
+}
+
+fn job_review(user: &str, operation: &str, name: &str, object: Value) -> AdmissionRequest {
+    let (obj, old) = if operation == "DELETE" { (Value::Null, object) } else { (object, Value::Null) };
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "3f0a1c2e-0000-4000-8000-000000000019",
+            "kind": {"group": "batch", "version": "v1", "kind": "Job"},
+            "resource": {"group": "batch", "version": "v1", "resource": "jobs"},
+            "requestKind": {"group": "batch", "version": "v1", "kind": "Job"},
+            "requestResource": {"group": "batch", "version": "v1", "resource": "jobs"},
+            "name": name,
+            "namespace": "shop",
+            "operation": operation,
+            "userInfo": {"username": user, "groups": ["system:authenticated"]},
+            "object": obj,
+            "oldObject": old,
+            "dryRun": false,
+        },
+    });
+    Review::decode(&serde_json::to_vec(&review).unwrap()).unwrap().request
+}
+
+/// A run of the hook as the reconciler creates it: Git's manifest, the
+/// apiserver's name and defaults, the stamps.
+fn hook_run(snap: &Snapshot, image: &str) -> Value {
+    let h = snap.desired.get_hook("batch", "Job", "shop", "migrate-").unwrap();
+    let mut o: Value = serde_json::from_str(&h.manifest).unwrap();
+    o["metadata"]["name"] = json!("migrate-x7k2p");
+    o["metadata"]["annotations"][provenance::DIGEST_ANNOTATION] = json!(h.digest_string());
+    o["metadata"]["annotations"][provenance::COMMIT_ANNOTATION] = json!(h.commit.to_string());
+    o["spec"]["backoffLimit"] = json!(6);
+    o["spec"]["template"]["spec"]["containers"][0]["image"] = json!(image);
+    o
+}
+
+/// The reconciler's run of a hook is Git's (its name aside, for
+/// generateName); a hand-made imitation with the stamps copied is denied
+/// like any unmanaged create (anchor class: gate bypass by imitating what
+/// the reconciler creates), and so is a run whose content is not Git's.
+#[test]
+fn a_hook_run_is_gits_only_from_the_reconciler_with_gits_content() {
+    let (_repo, _t, snap) = hook_world();
+    let ok = verify(&snap, &job_review(RECONCILER, "CREATE", "migrate-x7k2p", hook_run(&snap, "migrate:1")));
+    assert_eq!(ok.verdict.reason, Reason::FromGit, "{}", ok.verdict.message);
+    assert!(ok.verdict.allowed && ok.managed && ok.enforced);
+    assert_eq!((ok.app.as_str(), ok.path.as_str()), ("shop", "shop/migrate.yaml"));
+
+    let fake = verify(&snap, &job_review("alice", "CREATE", "migrate-x7k2p", hook_run(&snap, "migrate:1")));
+    assert!(!fake.verdict.allowed);
+    assert_eq!(fake.verdict.reason, Reason::NotReconciler);
+    assert!(fake.verdict.message.contains("shop/Job/migrate-x7k2p is a sync hook of app shop from shop/migrate.yaml"));
+
+    let changed = verify(&snap, &job_review(RECONCILER, "CREATE", "migrate-x7k2p", hook_run(&snap, "evil:1")));
+    assert_eq!(changed.verdict.reason, Reason::Modified);
+    assert!(changed.verdict.message.contains("/spec/template/spec/containers/0/image differs from Git"));
+
+    // Runs are the reconciler's to delete (its delete policy), no one else's.
+    let run = hook_run(&snap, "migrate:1");
+    assert_eq!(
+        verify(&snap, &job_review(RECONCILER, "DELETE", "migrate-x7k2p", run.clone())).verdict.reason,
+        Reason::Prune
+    );
+    let by_hand = verify(&snap, &job_review("alice", "DELETE", "migrate-x7k2p", run));
+    assert!(!by_hand.verdict.allowed && by_hand.verdict.message.contains("by its hook delete policy"));
+}
+
+/// The reconciler may delete a declared object only when Git's manifest
+/// lets it re-create it (Replace=true); otherwise deleting what Git
+/// declares stays refused, for the reconciler too.
+#[test]
+fn the_reconciler_deletes_a_declared_object_only_to_re_create_it_under_replace() {
+    let (_repo, _t, snap) = hook_world();
+    let live =
+        |name: &str| json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "shop"}});
+    let replace = verify(&snap, &job_review(RECONCILER, "DELETE", "schema", live("schema")));
+    assert_eq!(replace.verdict.reason, Reason::Recreate);
+    assert!(replace.verdict.allowed);
+    let plain = verify(&snap, &job_review(RECONCILER, "DELETE", "report", live("report")));
+    assert_eq!(plain.verdict.reason, Reason::DeleteDeclared);
+    let by_hand = verify(&snap, &job_review("alice", "DELETE", "schema", live("schema")));
+    assert_eq!(by_hand.verdict.reason, Reason::DeleteDeclared);
+}

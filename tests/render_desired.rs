@@ -592,3 +592,133 @@ fn kubectl_generated_null_creation_timestamps_are_not_part_of_gits_manifest() {
     let manifest = &d.get("", "Secret", "demo", "db").unwrap().manifest;
     assert!(!manifest.contains("creationTimestamp"), "{manifest}");
 }
+
+const ONE_APP: &str = "apps:\n  - {name: shop, path: shop, destination: {namespace: shop}}\n";
+
+const MIGRATE: &str = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  generateName: migrate-\n  annotations:\n    argocd.argoproj.io/hook: PreSync\n    argocd.argoproj.io/hook-delete-policy: HookSucceeded\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: m, image: migrate:1}]\n";
+
+/// Issue 19: a PreSync hook with `generateName` (Argo CD's `sync-waves`
+/// example) rendered "document 1: no metadata.name"; a hook is now kept
+/// apart from the app's objects (no inventory, no prune), known by its
+/// generateName, and a `Skip` hook or Helm test is not rendered at all.
+#[test]
+fn hooks_render_apart_from_the_objects_and_skip_is_left_out() {
+    let f = Fixture::new();
+    f.repo.write("gitgate.yaml", ONE_APP);
+    f.repo.write("shop/migrate.yaml", MIGRATE);
+    f.repo.write("shop/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n");
+    f.repo.write(
+        "shop/skip.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: skipped\n  annotations: {argocd.argoproj.io/hook: Skip}\n",
+    );
+    f.repo.write(
+        "shop/test.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: t\n  annotations: {helm.sh/hook: test}\nspec: {containers: [{name: t, image: t}]}\n",
+    );
+    let c = f.commit("hooks");
+    let d = f.render(&Renderer::new(RenderOptions::default()), c).unwrap();
+    let objects: Vec<String> = d.app_objects("shop").iter().map(|(k, _)| k.to_string()).collect();
+    assert_eq!(objects, ["ConfigMap shop/a"], "a hook, Skip and a Helm test are not objects");
+    let hooks: Vec<String> = d.app_hooks("shop").iter().map(|(k, _)| k.to_string()).collect();
+    assert_eq!(hooks, ["Job.batch shop/migrate-"]);
+    assert!(d.get("batch", "Job", "shop", "migrate-").is_none(), "not among the objects the gate manages by name");
+    let h = d.get_hook("batch", "Job", "shop", "migrate-").unwrap();
+    assert_eq!(h.source.as_ref(), "shop/migrate.yaml");
+    assert_eq!(h.commit, c);
+}
+
+/// Bad hook input fails the commit (nothing of it is applied) with a
+/// message naming the file and the document.
+#[test]
+fn bad_hook_annotations_fail_the_render_naming_file_and_document() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: m\n  annotations: {argocd.argoproj.io/hook: PreSnyc}\n",
+            "unknown hook phase \"PreSnyc\"",
+        ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  generateName: cfg-\n",
+            "metadata.generateName is for sync hooks only",
+        ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations: {argocd.argoproj.io/hook-delete-policy: HookSucceeded}\n",
+            "hook-delete-policy on an object that is not a hook",
+        ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations: {helm.sh/hook: pre-instal}\n",
+            "unknown hook \"pre-instal\"",
+        ),
+    ];
+    for (manifest, want) in cases {
+        let f = Fixture::new();
+        f.repo.write("gitgate.yaml", ONE_APP);
+        f.repo.write("shop/ok.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n");
+        f.repo.write("shop/bad.yaml", &format!("---\n{manifest}"));
+        let c = f.commit("bad hook");
+        let err = f.render(&Renderer::new(RenderOptions::default()), c).unwrap_err();
+        let msg = gitgate::error_chain(&err);
+        assert!(msg.contains("shop/bad.yaml: document 1") && msg.contains(want), "{want}: {msg}");
+    }
+}
+
+/// Writes Argo CD's `sync-waves` and `pre-post-sync` example apps (see
+/// tests/fixtures/argocd-example-apps/README.md) into `repo`, as apps
+/// `waves` and `prepost`.
+fn argocd_example_apps(repo: &Repo) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/argocd-example-apps");
+    for rel in [
+        "sync-waves/manifests.yaml",
+        "pre-post-sync/kustomization.yaml",
+        "pre-post-sync/pre-sync-job.yaml",
+        "pre-post-sync/post-sync-job.yaml",
+        "kustomize-guestbook/kustomization.yaml",
+        "kustomize-guestbook/guestbook-ui-deployment.yaml",
+        "kustomize-guestbook/guestbook-ui-svc.yaml",
+    ] {
+        repo.write(rel, &std::fs::read_to_string(root.join(rel)).unwrap());
+    }
+    repo.write(
+        "gitgate.yaml",
+        "apps:\n  - {name: waves, path: sync-waves, destination: {namespace: waves}}\n  - {name: prepost, path: pre-post-sync, destination: {namespace: prepost}}\n",
+    );
+}
+
+/// Issue 19's figure, render half: Argo CD's `sync-waves` (which failed
+/// with "document 1: no metadata.name") and `pre-post-sync` (whose hooks
+/// were plain objects) render with the same objects Argo CD would create:
+/// each document of the manifests (for the Kustomize app, `kubectl
+/// kustomize`'s output) is one object or hook with exactly its content
+/// (the namespace added), and the hooks are the hook documents.
+#[test]
+fn argo_cds_example_apps_with_hooks_render_the_same_objects() {
+    let f = Fixture::new();
+    argocd_example_apps(&f.repo);
+    let c = f.commit("argocd-example-apps");
+    let d = f.render(&Renderer::new(RenderOptions::default()), c).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/argocd-example-apps");
+    for (app, ns, file) in [
+        ("waves", "waves", "sync-waves/manifests.yaml"),
+        ("prepost", "prepost", "pre-post-sync.kubectl-kustomize.yaml"),
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let docs = gitgate::render::yaml::parse_documents(file, text.as_bytes()).unwrap();
+        let objects = d.app_objects(app);
+        let hooks = d.app_hooks(app);
+        assert_eq!(objects.len() + hooks.len(), docs.len(), "{app}: one object or hook per document");
+        let mut hook_docs = 0;
+        for mut doc in docs {
+            let is_hook = doc.pointer("/metadata/annotations/argocd.argoproj.io~1hook").is_some();
+            hook_docs += usize::from(is_hook);
+            let name =
+                doc["metadata"]["name"].as_str().or(doc["metadata"]["generateName"].as_str()).unwrap().to_string();
+            let kind = doc["kind"].as_str().unwrap().to_string();
+            let found = if is_hook { &hooks } else { &objects };
+            let (_, o) = found.iter().find(|(k, _)| k.kind == kind && k.name == name).unwrap_or_else(|| {
+                panic!("{app}: {kind} {name} not rendered as a {}", if is_hook { "hook" } else { "object" })
+            });
+            doc["metadata"]["namespace"] = serde_json::json!(ns);
+            assert_eq!(o.value(), doc, "{app}: {kind} {name}");
+        }
+        assert_eq!(hooks.len(), hook_docs, "{app}");
+    }
+}

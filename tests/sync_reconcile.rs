@@ -61,8 +61,45 @@ fn fake_apiserver_denying(
                     let mut obj: Value = serde_json::from_slice(&body).unwrap();
                     rv += 1;
                     obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-                    store.insert(path, obj.clone());
+                    if !query.contains("dryRun") {
+                        store.insert(path, obj.clone());
+                    }
                     (200, obj)
+                }
+                // A create: `generateName` is completed as the apiserver
+                // does; a Job stands in for the Job controller at once —
+                // complete, or failed when its label `outcome` says so.
+                Method::POST => {
+                    assert!(query.contains("fieldManager=gitgate"), "{query}");
+                    let mut obj: Value = serde_json::from_slice(&body).unwrap();
+                    rv += 1;
+                    if obj["metadata"]["name"].is_null() {
+                        let prefix = obj["metadata"]["generateName"].as_str().unwrap().to_string();
+                        obj["metadata"]["name"] = json!(format!("{prefix}{rv:05}"));
+                    }
+                    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+                    if obj["kind"] == "Job" {
+                        let failed = obj["metadata"]["labels"]["outcome"] == "fail";
+                        let c = if failed { "Failed" } else { "Complete" };
+                        obj["status"] =
+                            json!({"conditions": [{"type": c, "status": "True", "message": "exit code 3"}]});
+                    }
+                    let key = format!("{path}/{}", obj["metadata"]["name"].as_str().unwrap());
+                    l.lock()
+                        .unwrap()
+                        .last_mut()
+                        .unwrap()
+                        .push_str(&format!(" {}", obj["metadata"]["name"].as_str().unwrap()));
+                    match store.entry(key) {
+                        std::collections::btree_map::Entry::Occupied(_) => (
+                            409,
+                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409}),
+                        ),
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(obj.clone());
+                            (201, obj)
+                        }
+                    }
                 }
                 Method::GET => match store.get(&path) {
                     Some(o) => (200, o.clone()),
@@ -278,4 +315,185 @@ impl gitgate::sync::reconcile::SyncRecorder for Records {
     fn record(&self, entry: &gitgate::audit::Entry) {
         self.0.lock().unwrap().push(entry.clone());
     }
+}
+
+fn hook(name: &str, phase: &str, wave: i64, extra: &str) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  generateName: {name}-\n  labels: {{{extra}}}\n  annotations:\n    argocd.argoproj.io/hook: {phase}\n    argocd.argoproj.io/hook-delete-policy: HookSucceeded\n    argocd.argoproj.io/sync-wave: \"{wave}\"\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: m, image: \"tool:1\"}}]\n"
+    )
+}
+
+struct Hooked {
+    repo: Repo,
+    _cache: tempfile::TempDir,
+    src: Arc<GitSource>,
+    renderer: Renderer,
+    r: Reconciler,
+    log: Log,
+    store: Arc<Mutex<BTreeMap<String, Value>>>,
+    head: Mutex<String>,
+}
+
+impl Hooked {
+    fn new() -> Hooked {
+        let repo = Repo::new();
+        repo.write(
+            "gitgate.yaml",
+            "apps:\n  - {name: shop, path: shop, destination: {namespace: shop}, syncPolicy: {prune: true}}\n",
+        );
+        let (cache_t, cache) = cache_dir();
+        let src = Arc::new(GitSource::open(&repo.url(), &cache).unwrap());
+        let (client, log, store) = fake_apiserver();
+        let target = Arc::new(Target::new("test", client, 1000.0, 1000));
+        let status = Arc::new(StatusStore::new(None));
+        let r = Reconciler::new(
+            SyncConfig::default(),
+            Targets::new(target, None, 1000.0, 1000),
+            src.clone(),
+            status,
+            None,
+            None,
+        );
+        Hooked {
+            repo,
+            _cache: cache_t,
+            src,
+            renderer: Renderer::new(RenderOptions::default()),
+            r,
+            log,
+            store,
+            head: Mutex::default(),
+        }
+    }
+
+    async fn sync(&self, msg: &str) -> (gitgate::sync::status::AppStatus, Vec<String>) {
+        let c = self.repo.commit(msg);
+        *self.head.lock().unwrap() = c.clone();
+        self.src.fetch().unwrap();
+        let d = self.renderer.desired(&self.src.repo(), oid(&c)).unwrap();
+        let out = self.r.sync_once(&d).await.remove(0);
+        let calls: Vec<String> =
+            std::mem::take(&mut *self.log.lock().unwrap()).into_iter().filter(|c| !c.starts_with("GET ")).collect();
+        (out, calls)
+    }
+}
+
+/// Issue 19: the migration Job runs before the deploy. A PreSync hook is
+/// created (its generateName completed by the apiserver) before any object
+/// of the app is applied, waited for, deleted by its HookSucceeded policy;
+/// the objects follow by wave, a Sync hook with its wave, the PostSync
+/// hook last. Hooks are not in the inventory, and a resync with nothing to
+/// change runs no hook.
+#[tokio::test]
+async fn presync_hooks_run_before_the_waves_and_postsync_after() {
+    let h = Hooked::new();
+    h.repo.write("shop/a.yaml", &cm("a", 0));
+    h.repo.write("shop/b.yaml", &cm("b", 1));
+    h.repo.write("shop/migrate.yaml", &hook("migrate", "PreSync", 0, ""));
+    h.repo.write("shop/warm.yaml", &hook("warm", "Sync", 1, ""));
+    h.repo.write("shop/smoke.yaml", &hook("smoke", "PostSync", 0, ""));
+    let (out, calls) = h.sync("app with hooks").await;
+    assert_eq!(out.sync, SyncStatus::Synced, "{}", out.message);
+    let name = |c: &str| c.rsplit(' ').next().unwrap().to_string();
+    let (migrate, warm, smoke) = (name(&calls[1]), name(&calls[5]), name(&calls[7]));
+    assert_eq!(
+        calls,
+        [
+            "PATCH /api/v1/namespaces/gitgate/configmaps/gitgate-inventory-shop".to_string(),
+            format!("POST /apis/batch/v1/namespaces/shop/jobs {migrate}"), // PreSync, first
+            format!("DELETE /apis/batch/v1/namespaces/shop/jobs/{migrate}"), // HookSucceeded
+            "PATCH /api/v1/namespaces/shop/configmaps/a".into(),           // wave 0
+            "PATCH /api/v1/namespaces/shop/configmaps/b".into(),           // wave 1: what workloads need …
+            format!("POST /apis/batch/v1/namespaces/shop/jobs {warm}"),    // … then its Sync hook
+            format!("DELETE /apis/batch/v1/namespaces/shop/jobs/{warm}"),
+            format!("POST /apis/batch/v1/namespaces/shop/jobs {smoke}"), // PostSync, last
+            format!("DELETE /apis/batch/v1/namespaces/shop/jobs/{smoke}"),
+            // the completed prune records the app's size (the mass-prune guard's base)
+            "PATCH /api/v1/namespaces/gitgate/configmaps/gitgate-inventory-shop".into(),
+        ],
+        "{calls:#?}"
+    );
+    assert!(migrate.starts_with("migrate-") && smoke.starts_with("smoke-"), "{calls:?}");
+    let inv = h.store.lock().unwrap()["/api/v1/namespaces/gitgate/configmaps/gitgate-inventory-shop"].clone();
+    assert!(!inv["data"]["inventory"].as_str().unwrap().contains("Job"), "hooks are not inventory: {inv}");
+    let hooks: Vec<&str> = out.objects.iter().filter(|o| o.kind == "Job").map(|o| o.wave.as_str()).collect();
+    assert_eq!(hooks, ["PreSync", "Sync 1", "PostSync"], "the hooks' runs are on the status");
+
+    // Nothing changed: no hook runs again, nothing is written.
+    let (out, calls) = h.sync("nothing new").await;
+    assert_eq!(out.sync, SyncStatus::Synced, "{}", out.message);
+    assert!(calls.is_empty(), "{calls:?}");
+
+    // A change to the app: the PreSync hook runs before it again.
+    h.repo.write("shop/a.yaml", &cm("a", 0).replace("k: v", "k: v2"));
+    let (_, calls) = h.sync("bump a").await;
+    assert!(calls[0].starts_with("POST /apis/batch/v1/namespaces/shop/jobs migrate-"), "{calls:#?}");
+    assert_eq!(calls[2], "PATCH /api/v1/namespaces/shop/configmaps/a", "{calls:#?}");
+}
+
+/// A failing PreSync hook stops the sync before anything is applied, runs
+/// the SyncFail hooks, names the hook, its file and reason on the status,
+/// keeps the failed run (no HookFailed policy), and is not run again at
+/// the same commit; a new commit runs it again.
+#[tokio::test]
+async fn a_failing_hook_stops_the_sync_and_runs_syncfail() {
+    let h = Hooked::new();
+    h.repo.write("shop/a.yaml", &cm("a", 0));
+    h.repo.write("shop/migrate.yaml", &hook("migrate", "PreSync", 0, "outcome: fail"));
+    h.repo.write("shop/page.yaml", &hook("page", "SyncFail", 0, ""));
+    let (out, calls) = h.sync("a migration that fails").await;
+    assert_eq!(out.sync, SyncStatus::Failed);
+    assert!(
+        out.message.contains("PreSync hook shop/Job/migrate-")
+            && out.message.contains("(shop/migrate.yaml) failed: job failed: exit code 3"),
+        "{}",
+        out.message
+    );
+    assert!(!calls.iter().any(|c| c.contains("configmaps/a")), "nothing of the app applied: {calls:#?}");
+    let posts: Vec<&String> = calls.iter().filter(|c| c.starts_with("POST")).collect();
+    assert_eq!(posts.len(), 2, "{calls:#?}");
+    assert!(posts[0].contains(" migrate-") && posts[1].contains(" page-"), "SyncFail runs after: {calls:#?}");
+    assert!(
+        !calls.iter().any(|c| c.starts_with("DELETE") && c.contains("migrate-")),
+        "the failed run stays: {calls:#?}"
+    );
+    let failed = out.objects.iter().find(|o| o.name.starts_with("migrate-")).unwrap();
+    assert_eq!(failed.sync, SyncStatus::Failed);
+
+    // The same commit again (a resync): held, nothing runs.
+    let c = h.head.lock().unwrap().clone();
+    let d = h.renderer.desired(&h.src.repo(), oid(&c)).unwrap();
+    let again = h.r.sync_once(&d).await.remove(0);
+    assert_eq!(again.sync, SyncStatus::Failed);
+    assert!(again.message.contains("not run again at this commit"), "{}", again.message);
+    assert!(h.log.lock().unwrap().iter().all(|c| c.starts_with("GET ")), "held: nothing written");
+
+    // Fixed in Git: the hook runs again, then the app.
+    h.repo.write("shop/migrate.yaml", &hook("migrate", "PreSync", 0, ""));
+    let (out, calls) = h.sync("fix the migration").await;
+    assert_eq!(out.sync, SyncStatus::Synced, "{}", out.message);
+    assert!(calls.iter().any(|c| c == "PATCH /api/v1/namespaces/shop/configmaps/a"), "{calls:#?}");
+}
+
+/// Regression: a Job kept in Git as an object that becomes a hook of the
+/// same name leaves the inventory without being pruned — its name is now
+/// the hook's, which its delete policy owns.
+#[tokio::test]
+async fn an_object_that_becomes_a_hook_is_not_pruned() {
+    let h = Hooked::new();
+    h.repo.write("shop/a.yaml", &cm("a", 0));
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: m, image: \"tool:1\"}]\n";
+    h.repo.write("shop/migrate.yaml", job);
+    let (out, calls) = h.sync("a job").await;
+    assert_eq!(out.sync, SyncStatus::Synced, "{}", out.message);
+    assert!(calls.iter().any(|c| c == "PATCH /apis/batch/v1/namespaces/shop/jobs/migrate"), "{calls:#?}");
+    h.repo.write(
+        "shop/migrate.yaml",
+        &job.replace("name: migrate\n", "name: migrate\n  annotations: {argocd.argoproj.io/hook: PreSync}\n"),
+    );
+    let (out, calls) = h.sync("the job becomes a hook").await;
+    assert_eq!(out.sync, SyncStatus::Synced, "{}", out.message);
+    assert!(!calls.iter().any(|c| c.starts_with("DELETE")), "{calls:#?}");
+    let inv = h.store.lock().unwrap()["/api/v1/namespaces/gitgate/configmaps/gitgate-inventory-shop"].clone();
+    assert!(!inv["data"]["inventory"].as_str().unwrap().contains("migrate"), "{inv}");
 }

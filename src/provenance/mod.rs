@@ -171,6 +171,10 @@ pub enum Reason {
     BreakGlass,
     /// A break-glass change outside its window (over, moved, missing).
     BreakGlassWindow,
+    /// The reconciler deletes one of Git's objects to create it again:
+    /// its manifest allows it (`gitgate.dev/sync-options: Replace=true`, or
+    /// Argo CD's `Replace=true,Force=true`) when a field is immutable.
+    Recreate,
 }
 
 /// The provenance verdict (`git.provenance`).
@@ -235,6 +239,12 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
     };
     let deny = |reason: Reason, message: String| Verdict { allowed: false, reason, message };
 
+    if declared.is_none()
+        && let Some(hook) = hook_of(d, req, &group, &kind, namespace, name)
+    {
+        return verify_hook(snap, req, who, hook, &id, facts);
+    }
+
     let Some(obj) = declared else {
         facts.verdict = match req.operation {
             Operation::Delete if from_reconciler => {
@@ -284,12 +294,97 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
                 format!("{owner}; break-glass refused: {}", refusal.message(who.break_glass_ttl)),
             ),
         }
+    } else if req.operation == Operation::Delete && from_reconciler && may_recreate(obj) {
+        Verdict { allowed: true, reason: Reason::Recreate, message: String::new() }
     } else if req.operation == Operation::Delete {
         deny(Reason::DeleteDeclared, format!("{owner}; remove it from Git to delete it"))
     } else if !sub.is_empty() {
         deny(Reason::Modified, format!("{owner}; change it there ({sub} is set in Git)"))
     } else {
         check_content(obj, req, who, from_reconciler, &owner)
+    };
+    facts
+}
+
+/// Whether Git's manifest lets the reconciler delete and re-create the
+/// object (its sync options).
+fn may_recreate(obj: &DesiredObject) -> bool {
+    if !obj.manifest.contains("sync-options") {
+        return false;
+    }
+    serde_json::from_str::<Value>(&obj.manifest)
+        .is_ok_and(|v| crate::sync::plan::recreate_of(&v) == crate::sync::plan::Recreate::Yes)
+}
+
+/// The sync hook a request is about: by name, or — for a run the
+/// apiserver named — by the `generateName` of a hook Git declares
+/// without a name.
+fn hook_of<'d>(
+    d: &'d DesiredSet,
+    req: &AdmissionRequest,
+    group: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Option<&'d DesiredObject> {
+    if let Some(h) = d.get_hook(group, kind, namespace, name) {
+        return Some(h);
+    }
+    let obj = if req.operation == Operation::Delete { req.old_object.as_ref() } else { req.object.as_ref() };
+    let prefix = obj?.pointer("/metadata/generateName")?.as_str()?;
+    if prefix.is_empty() || !name.starts_with(prefix) {
+        return None;
+    }
+    let hook = d.get_hook(group, kind, namespace, prefix)?;
+    let git: Value = serde_json::from_str(&hook.manifest).ok()?;
+    git.pointer("/metadata/name").is_none().then_some(hook)
+}
+
+/// A sync hook: Git's when the reconciler creates it with the content of
+/// the hook's manifest in the commit in force (its name aside, for
+/// `generateName`) and its stamps; the reconciler deletes it (its delete
+/// policy). Anyone else's create, change or delete is refused.
+fn verify_hook(
+    snap: &Snapshot,
+    req: &AdmissionRequest,
+    who: &Identity,
+    hook: &DesiredObject,
+    id: &str,
+    mut facts: Facts,
+) -> Facts {
+    let d = &snap.desired;
+    let app = d.app_of(hook).map(|a| a.name.clone()).unwrap_or_default();
+    let info = snap.info(hook.commit);
+    facts.managed = true;
+    facts.enforced = true;
+    facts.commit = hook.commit.to_string();
+    facts.signed = snap.is_signed(hook.commit);
+    facts.app = app.clone();
+    facts.path = hook.source.to_string();
+    facts.author = info.author.clone();
+    facts.subject = info.subject.clone();
+    let from_reconciler = req.user_info.username == who.reconciler;
+    let owner = format!(
+        "{id} is a sync hook of app {app} from {path} at {short} '{subject}'",
+        path = hook.source,
+        short = info.short,
+        subject = info.subject
+    );
+    facts.verdict = match req.operation {
+        Operation::Delete if from_reconciler => {
+            Verdict { allowed: true, reason: Reason::Prune, message: String::new() }
+        }
+        Operation::Delete => Verdict {
+            allowed: false,
+            reason: Reason::DeleteDeclared,
+            message: format!("{owner}; only gitgate's reconciler deletes it, by its hook delete policy"),
+        },
+        _ if req.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) => Verdict {
+            allowed: false,
+            reason: Reason::Modified,
+            message: format!("{owner}; only gitgate's reconciler and the cluster's controllers change it"),
+        },
+        _ => check_content(hook, req, who, from_reconciler, &owner),
     };
     facts
 }

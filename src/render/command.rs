@@ -133,6 +133,10 @@ pub struct AppOutput {
     pub sync_policy: super::config::SyncPolicy,
     pub require_signed: bool,
     pub objects: Vec<ObjectOutput>,
+    /// The sync hooks (`argocd.argoproj.io/hook`, `helm.sh/hook`); a hook
+    /// with `generateName` is listed by that prefix.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<ObjectOutput>,
 }
 
 #[derive(serde::Serialize)]
@@ -162,21 +166,22 @@ pub fn to_document(set: &DesiredSet, only_app: Option<&str>, with_manifests: boo
             destination: app.destination.clone(),
             sync_policy: app.sync_policy,
             require_signed: app.require_signed,
-            objects: set
-                .app_objects(&app.name)
-                .into_iter()
-                .map(|(key, o)| ObjectOutput {
-                    group: key.group,
-                    kind: key.kind,
-                    namespace: key.namespace,
-                    name: key.name,
-                    source: o.source.to_string(),
-                    digest: o.digest_string(),
-                    commit: o.commit.to_string(),
-                    manifest: with_manifests.then(|| o.value()),
-                })
-                .collect(),
+            objects: set.app_objects(&app.name).into_iter().map(|(k, o)| output(k, o, with_manifests)).collect(),
+            hooks: set.app_hooks(&app.name).into_iter().map(|(k, o)| output(k, o, with_manifests)).collect(),
         })
         .collect();
     RenderOutput { commit: set.commit().to_string(), tree: set.tree().to_string(), apps }
+}
+
+fn output(key: super::ObjectKey, o: &super::DesiredObject, with_manifests: bool) -> ObjectOutput {
+    ObjectOutput {
+        group: key.group,
+        kind: key.kind,
+        namespace: key.namespace,
+        name: key.name,
+        source: o.source.to_string(),
+        digest: o.digest_string(),
+        commit: o.commit.to_string(),
+        manifest: with_manifests.then(|| o.value()),
+    }
 }

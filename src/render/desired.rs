@@ -26,6 +26,9 @@ pub struct DesiredObject {
     pub digest: [u8; 32],
     /// The commit that introduced this content (`gitgate.dev/commit`).
     pub commit: ObjectId,
+    /// A sync hook ([`super::hook`]): kept apart from the app's objects;
+    /// for one with `generateName`, its identity's name is that prefix.
+    pub hook: bool,
 }
 
 impl DesiredObject {
@@ -97,6 +100,9 @@ pub struct DesiredSet {
     config: Arc<Config>,
     apps: Vec<Arc<App>>,
     objects: HashMap<PackedKey, DesiredObject>,
+    /// The sync hooks: run by a sync, never in an inventory, pruned or
+    /// healed; looked up only by the provenance check and the sync.
+    hooks: HashMap<PackedKey, DesiredObject>,
 }
 
 impl std::fmt::Debug for DesiredSet {
@@ -105,13 +111,16 @@ impl std::fmt::Debug for DesiredSet {
             .field("commit", &self.commit)
             .field("apps", &self.apps.len())
             .field("objects", &self.objects.len())
+            .field("hooks", &self.hooks.len())
             .finish()
     }
 }
 
 impl DesiredSet {
     pub(crate) fn builder(commit: ObjectId, tree: ObjectId, config: Arc<Config>) -> DesiredSetBuilder {
-        DesiredSetBuilder { set: DesiredSet { commit, tree, config, apps: Vec::new(), objects: HashMap::new() } }
+        DesiredSetBuilder {
+            set: DesiredSet { commit, tree, config, apps: Vec::new(), objects: HashMap::new(), hooks: HashMap::new() },
+        }
     }
 
     pub fn commit(&self) -> ObjectId {
@@ -181,6 +190,30 @@ impl DesiredSet {
         out
     }
 
+    /// The sync hook with this identity (for one with `generateName`, the
+    /// name is that prefix).
+    pub fn get_hook(&self, group: &str, kind: &str, namespace: &str, name: &str) -> Option<&DesiredObject> {
+        if self.hooks.is_empty() {
+            return None;
+        }
+        self.hooks.get(&PackedKey::pack(group, kind, namespace, name))
+    }
+
+    pub fn get_hook_key(&self, key: &ObjectKey) -> Option<&DesiredObject> {
+        self.get_hook(&key.group, &key.kind, &key.namespace, &key.name)
+    }
+
+    /// The sync hooks of one app, sorted by identity.
+    pub fn app_hooks(&self, app: &str) -> Vec<(ObjectKey, &DesiredObject)> {
+        let Some(idx) = self.apps.iter().position(|a| a.name == app) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(ObjectKey, &DesiredObject)> =
+            self.hooks.iter().filter(|(_, v)| v.app as usize == idx).map(|(k, v)| (k.unpack(), v)).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Heap bytes held (an accounting of capacities: keys, manifests, the
     /// table), for the memory figure.
     pub fn heap_bytes(&self) -> usize {
@@ -213,10 +246,12 @@ impl DesiredSetBuilder {
         self.set.objects.reserve(n);
     }
 
-    /// Adds an object; on a duplicate identity returns the object already there.
+    /// Adds an object (a hook among the hooks); on a duplicate identity
+    /// returns the object already there.
     pub fn insert(&mut self, key: &ObjectKey, obj: DesiredObject) -> Result<(), &DesiredObject> {
         use std::collections::hash_map::Entry;
-        match self.set.objects.entry(PackedKey::pack(&key.group, &key.kind, &key.namespace, &key.name)) {
+        let map = if obj.hook { &mut self.set.hooks } else { &mut self.set.objects };
+        match map.entry(PackedKey::pack(&key.group, &key.kind, &key.namespace, &key.name)) {
             Entry::Occupied(e) => Err(e.into_mut()),
             Entry::Vacant(e) => {
                 e.insert(obj);
@@ -227,6 +262,7 @@ impl DesiredSetBuilder {
 
     pub fn finish(mut self) -> DesiredSet {
         self.set.objects.shrink_to_fit();
+        self.set.hooks.shrink_to_fit();
         self.set
     }
 }

@@ -48,6 +48,9 @@ pub struct RenderedObject {
     /// Shared with the desired sets built from this render.
     pub manifest: Arc<str>,
     pub digest: [u8; 32],
+    /// A sync hook ([`super::hook`]): run by the sync, not part of the
+    /// app's objects (no inventory, no prune, no drift).
+    pub hook: bool,
 }
 
 /// One app rendered at some tree, with the reads that produced it.
@@ -221,6 +224,7 @@ impl Renderer {
                     manifest: o.manifest.clone(),
                     digest: o.digest,
                     commit: c,
+                    hook: o.hook,
                 };
                 if b.insert(&o.key, obj).is_err() {
                     // render_tree already refused duplicates across apps.
@@ -268,7 +272,7 @@ impl Renderer {
             {
                 for i in pending.drain(..) {
                     let o = &r.objects[i];
-                    out[i] = Some(match ps.get_key(&o.key) {
+                    out[i] = Some(match ps.get_key(&o.key).or_else(|| ps.get_hook_key(&o.key)) {
                         Some(p) if p.digest == o.digest => p.commit,
                         _ => cur,
                     });
@@ -441,8 +445,30 @@ fn finalize(app: &App, project: &Project, raw: Vec<(Value, RepoPath)>) -> Result
             |reason: &str| RenderError::InvalidObject { file: path.to_string(), doc: n + 1, reason: reason.into() };
         let api = v.get("apiVersion").and_then(Value::as_str).ok_or_else(|| invalid("no apiVersion"))?.to_string();
         let kind = v.get("kind").and_then(Value::as_str).ok_or_else(|| invalid("no kind"))?.to_string();
+        if !v.get("metadata").is_some_and(Value::is_object) {
+            return Err(invalid("no metadata"));
+        }
+        let hook = match super::hook::role(&v).map_err(|e| invalid(&e))? {
+            super::hook::Role::Skip => continue,
+            super::hook::Role::Object => false,
+            super::hook::Role::Hook(_) => true,
+        };
         let meta = v.get_mut("metadata").and_then(Value::as_object_mut).ok_or_else(|| invalid("no metadata"))?;
-        let name = meta.get("name").and_then(Value::as_str).ok_or_else(|| invalid("no metadata.name"))?.to_string();
+        let generate = meta.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty());
+        let name = match (meta.get("name").and_then(Value::as_str), generate) {
+            (Some(n), _) => n.to_string(),
+            // A hook's instances are named by the apiserver: the hook is
+            // known by its generateName.
+            (None, Some(g)) if hook => g.to_string(),
+            (None, Some(_)) => {
+                return Err(invalid(&format!(
+                    "metadata.generateName is for sync hooks only ({} or {}): give it a metadata.name",
+                    super::hook::ARGO_HOOK,
+                    super::hook::HELM_HOOK
+                )));
+            }
+            (None, None) => return Err(invalid("no metadata.name")),
+        };
         if name.is_empty() {
             return Err(invalid("empty metadata.name"));
         }
@@ -489,7 +515,7 @@ fn finalize(app: &App, project: &Project, raw: Vec<(Value, RepoPath)>) -> Result
         let manifest = canonical_json(&v);
         let digest = sha256_digest(manifest.as_bytes());
         let source = sources.entry(path.clone()).or_insert_with(|| Arc::from(path.as_str())).clone();
-        out.push(RenderedObject { key, source, manifest: Arc::from(manifest), digest });
+        out.push(RenderedObject { key, source, manifest: Arc::from(manifest), digest, hook });
     }
     Ok(out)
 }

@@ -8,6 +8,7 @@ pub const FILES: &[(&str, &str)] = &[
         "apps/guestbook/base/kustomization.yaml",
         include_str!("../../examples/gitops/apps/guestbook/base/kustomization.yaml"),
     ),
+    ("apps/guestbook/base/migrate.yaml", include_str!("../../examples/gitops/apps/guestbook/base/migrate.yaml")),
     ("apps/guestbook/base/service.yaml", include_str!("../../examples/gitops/apps/guestbook/base/service.yaml")),
     (
         "apps/guestbook/overlays/production/kustomization.yaml",

@@ -17,6 +17,7 @@ pub mod desired;
 pub mod engine;
 pub mod example;
 pub mod helm;
+pub mod hook;
 pub mod kustomize;
 pub mod object;
 pub mod yaml;

@@ -54,6 +54,9 @@ pub struct ServeSyncArgs {
     /// Time a wave may take to become healthy.
     #[arg(long, default_value = "5m")]
     pub wave_timeout: String,
+    /// Time a sync hook (a PreSync migration Job) may take to finish.
+    #[arg(long, default_value = "5m")]
+    pub hook_timeout: String,
     /// Full re-sync interval, even when Git did not move.
     #[arg(long, default_value = "3m")]
     pub resync_interval: String,
@@ -257,6 +260,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
         namespace: args.namespace.clone(),
         concurrency: args.sync_concurrency.clamp(1, 256),
         wave_timeout: duration("--wave-timeout", &args.wave_timeout, 1, 24 * 3600)?,
+        hook_timeout: duration("--hook-timeout", &args.hook_timeout, 1, 24 * 3600)?,
         prune_guard: PruneGuard { max_count: args.prune_guard_count, max_share: args.prune_guard_share },
         resync_interval: duration("--resync-interval", &args.resync_interval, 1, 24 * 3600)?,
         break_glass_ttl: break_glass_ttl(args)?,

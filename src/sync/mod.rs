@@ -33,6 +33,11 @@ pub const SYNC_WAVE: &str = "gitgate.dev/sync-wave";
 pub const ARGO_SYNC_WAVE: &str = "argocd.argoproj.io/sync-wave";
 /// `gitgate.dev/prune: disabled` keeps an object when it leaves Git.
 pub const PRUNE_ANNOTATION: &str = "gitgate.dev/prune";
+/// Per object: `Replace=true` re-creates it when an apply fails on an
+/// immutable field.
+pub const SYNC_OPTIONS: &str = "gitgate.dev/sync-options";
+/// Argo CD's sync options, read as written (`Replace=true,Force=true`).
+pub const ARGO_SYNC_OPTIONS: &str = "argocd.argoproj.io/sync-options";
 
 /// The sync loop's clients do not retry 429/503/504 inside a request
 /// (kube's default: up to 15 times, minutes in all). A webhook's 503 is a
@@ -69,6 +74,15 @@ pub enum SyncError {
     WaveTimeout { wave: String, timeout: Duration, detail: String },
     #[error("wave {wave} is degraded: {detail}")]
     WaveDegraded { wave: String, detail: String },
+    /// `hook` reads "PreSync hook ns/Job/migrate-x2k9p".
+    #[error("{hook} ({file}) failed: {detail}")]
+    HookFailed { hook: String, file: String, detail: String },
+    #[error("failed to apply {object} ({file}): {fields} is immutable; {hint}")]
+    Immutable { object: String, file: String, fields: String, hint: String },
+    #[error("{detail}; not run again at this commit (push a new commit to retry)")]
+    HookHeld { detail: String },
+    #[error("{object} was not gone within {timeout:?} of its deletion")]
+    Gone { object: String, timeout: Duration },
 }
 
 impl SyncError {
@@ -86,6 +100,9 @@ pub struct SyncConfig {
     pub concurrency: usize,
     /// How long a wave may take to become healthy before the sync fails.
     pub wave_timeout: Duration,
+    /// How long a sync hook may take to finish (its own timeout: a hook
+    /// that never finishes fails the sync).
+    pub hook_timeout: Duration,
     pub prune_guard: plan::PruneGuard,
     /// Full re-sync even when Git did not move (drift the watch missed).
     pub resync_interval: Duration,
@@ -101,6 +118,7 @@ impl Default for SyncConfig {
             namespace: "gitgate".into(),
             concurrency: 16,
             wave_timeout: Duration::from_secs(300),
+            hook_timeout: Duration::from_secs(300),
             prune_guard: plan::PruneGuard::default(),
             resync_interval: Duration::from_secs(180),
             break_glass_ttl: Duration::from_secs(3600),

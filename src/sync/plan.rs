@@ -7,10 +7,11 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use super::inventory::Entry;
-use super::{ARGO_SYNC_WAVE, PRUNE_ANNOTATION, SYNC_WAVE, SyncError};
+use super::{ARGO_SYNC_OPTIONS, ARGO_SYNC_WAVE, PRUNE_ANNOTATION, SYNC_OPTIONS, SYNC_WAVE, SyncError};
 use crate::provenance::{APP_LABEL, COMMIT_ANNOTATION, DIGEST_ANNOTATION, SOURCE_ANNOTATION};
 use crate::render::DesiredSet;
 use crate::render::desired::DesiredObject;
+use crate::render::hook::{self, Hook, Phase};
 use crate::render::object::ObjectKey;
 
 /// Apply order: Namespaces and CRDs first (phase 0), then the sync waves
@@ -47,6 +48,45 @@ pub struct Planned {
     /// A sealed Secret: the `gitgate.dev/sealed-digest` its unsealed form
     /// carries (its values are compared by that, never read).
     pub sealed_digest: Option<String>,
+    /// What an apply that fails on an immutable field may do.
+    pub recreate: Recreate,
+}
+
+/// What an apply that fails on an immutable field may do, by the object's
+/// sync options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Recreate {
+    /// Nothing: the sync fails naming the field.
+    #[default]
+    No,
+    /// Argo CD's `Replace=true` without `Force=true` (Argo CD would
+    /// `kubectl replace`, which fails the same way): reported.
+    ReplaceWithoutForce,
+    /// `gitgate.dev/sync-options: Replace=true`, or Argo CD's
+    /// `Replace=true,Force=true`: deleted and created again.
+    Yes,
+}
+
+/// The [`Recreate`] of a manifest's sync options.
+pub fn recreate_of(manifest: &Value) -> Recreate {
+    let options = |key: &str| -> Vec<(String, String)> {
+        let raw = manifest.pointer("/metadata/annotations").and_then(|a| a.get(key)).and_then(Value::as_str);
+        raw.unwrap_or_default()
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase()))
+            .collect()
+    };
+    let on = |opts: &[(String, String)], k: &str| opts.iter().any(|(key, v)| key == k && v == "true");
+    let ours = options(SYNC_OPTIONS);
+    let argo = options(ARGO_SYNC_OPTIONS);
+    if on(&ours, "replace") || (on(&argo, "replace") && on(&argo, "force")) {
+        Recreate::Yes
+    } else if on(&argo, "replace") {
+        Recreate::ReplaceWithoutForce
+    } else {
+        Recreate::No
+    }
 }
 
 impl Planned {
@@ -127,7 +167,9 @@ pub fn wave_of(group: &str, kind: &str, manifest: &Value) -> Result<Wave, String
         return Ok(Wave { phase: 0, wave: 0 });
     }
     let annotations = manifest.pointer("/metadata/annotations");
-    let raw = annotations.and_then(|a| a.get(SYNC_WAVE).or_else(|| a.get(ARGO_SYNC_WAVE)));
+    // Helm's hook weight orders its hooks (the sync-wave annotations win).
+    let raw = annotations
+        .and_then(|a| a.get(SYNC_WAVE).or_else(|| a.get(ARGO_SYNC_WAVE)).or_else(|| a.get(hook::HELM_WEIGHT)));
     let wave = match raw {
         None => 0,
         Some(Value::String(s)) => s.trim().parse::<i64>().map_err(|_| format!("sync wave {s:?} is not an integer"))?,
@@ -176,7 +218,122 @@ pub fn plan_object(app: &str, key: &ObjectKey, obj: &DesiredObject) -> Result<Pl
         ignore,
         keep,
         sealed_digest,
+        recreate: recreate_of(&object),
     })
+}
+
+/// One sync hook as the sync loop runs it.
+#[derive(Clone, Debug)]
+pub struct PlannedHook {
+    /// Its manifest and stamps; for a hook with `generateName`, the key's
+    /// name is that prefix (each run is named by the apiserver).
+    pub planned: Planned,
+    pub hook: Hook,
+    /// `metadata.generateName`, when the hook has no `metadata.name`.
+    pub generate_name: Option<String>,
+}
+
+impl PlannedHook {
+    /// `PreSync Job/ns/migrate-` — how messages name the hook.
+    pub fn describe(&self, phase: Phase) -> String {
+        format!("{phase} hook {}", self.planned.id())
+    }
+}
+
+/// The sync hooks of one app, planned, sorted by (wave, kind order, id).
+pub fn plan_hooks(desired: &DesiredSet, app: &str) -> Result<Vec<PlannedHook>, SyncError> {
+    let mut out = Vec::new();
+    for (key, obj) in desired.app_hooks(app) {
+        let planned = plan_object(app, &key, obj)?;
+        let bad = |reason: String| SyncError::Manifest { object: planned.id(), file: obj.source.to_string(), reason };
+        let object: Value = serde_json::from_str(&obj.manifest).map_err(|e| bad(e.to_string()))?;
+        let hook = match hook::role(&object).map_err(&bad)? {
+            hook::Role::Hook(h) => h,
+            _ => return Err(bad("not a sync hook".into())),
+        };
+        let named = object.pointer("/metadata/name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        let generate_name = (!named)
+            .then(|| object.pointer("/metadata/generateName").and_then(Value::as_str).map(String::from))
+            .flatten();
+        out.push(PlannedHook { planned, hook, generate_name });
+    }
+    out.sort_by(|a, b| {
+        (a.planned.wave, kind_order(&a.planned.key.kind), &a.planned.key).cmp(&(
+            b.planned.wave,
+            kind_order(&b.planned.key.kind),
+            &b.planned.key,
+        ))
+    });
+    Ok(out)
+}
+
+/// One step of a sync: the objects it applies and the hooks it runs, all
+/// at once; the next step starts once the objects are healthy and the
+/// hooks have finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub phase: Phase,
+    pub wave: Wave,
+    /// Indices into the planned objects.
+    pub objects: Vec<usize>,
+    /// Indices into the planned hooks.
+    pub hooks: Vec<usize>,
+}
+
+/// The order of a sync, as Argo CD runs it: Namespaces and CRDs first (the
+/// hooks may live in them), then the PreSync hooks by wave, then the waves
+/// of objects with the Sync hooks of each wave, then the PostSync hooks by
+/// wave. `with_hooks`: false when nothing is to be applied (a sync with no
+/// change runs no hook, as Argo CD's automated sync starts no operation).
+/// SyncFail hooks are [`fail_steps`].
+pub fn steps(planned: &[Planned], hooks: &[PlannedHook], with_hooks: bool) -> Vec<Step> {
+    use std::collections::BTreeMap;
+    // (rank, wave, part): within a wave, what workloads depend on
+    // ([`foundation`]: Secrets, ConfigMaps, RBAC…) is a step of its own
+    // before the rest and the wave's Sync hooks, so a refused Secret keeps
+    // the workloads (and the hooks, Jobs themselves) back.
+    type Slot = (u8, Wave, u8);
+    let mut by: BTreeMap<Slot, Step> = BTreeMap::new();
+    fn slot(by: &mut BTreeMap<Slot, Step>, at: Slot, phase: Phase) -> &mut Step {
+        by.entry(at).or_insert_with(|| Step { phase, wave: at.1, objects: Vec::new(), hooks: Vec::new() })
+    }
+    for (i, p) in planned.iter().enumerate() {
+        let rank = if p.wave.phase == 0 { 0 } else { 2 };
+        let part = if foundation(&p.key.kind) { 0 } else { 1 };
+        slot(&mut by, (rank, p.wave, part), Phase::Sync).objects.push(i);
+    }
+    if with_hooks {
+        for (i, h) in hooks.iter().enumerate() {
+            for &phase in &h.hook.phases {
+                let rank = match phase {
+                    Phase::PreSync => 1,
+                    Phase::Sync => 2,
+                    Phase::PostSync => 3,
+                    Phase::SyncFail => continue,
+                };
+                slot(&mut by, (rank, h.planned.wave, 1), phase).hooks.push(i);
+            }
+        }
+    }
+    by.into_values().collect()
+}
+
+/// The SyncFail hooks, by wave: run when a step fails.
+pub fn fail_steps(hooks: &[PlannedHook]) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::new();
+    for (i, h) in hooks.iter().enumerate() {
+        if !h.hook.phases.contains(&Phase::SyncFail) {
+            continue;
+        }
+        match out.iter_mut().find(|s| s.wave == h.planned.wave) {
+            Some(s) => s.hooks.push(i),
+            None => {
+                out.push(Step { phase: Phase::SyncFail, wave: h.planned.wave, objects: Vec::new(), hooks: vec![i] })
+            }
+        }
+    }
+    out.sort_by_key(|s| s.wave);
+    out
 }
 
 /// Every object of one app, planned, sorted by (wave, kind order, id).
@@ -582,6 +739,7 @@ mod tests {
             ignore: vec!["/data/replicas".into()],
             keep: false,
             sealed_digest: None,
+            recreate: Recreate::No,
         }
     }
 
@@ -701,5 +859,73 @@ mod tests {
         assert!(prune_plan(&grown, old.len(), &desired, guard, true).guarded.is_none());
         let none: HashSet<ObjectKey> = HashSet::new();
         assert!(prune_plan(&new, 0, &none, guard, false).guarded.is_some(), "4 of 0 is all of it");
+    }
+
+    fn at(kind: &str, name: &str, phase: u8, wave: i64) -> Planned {
+        let mut p = planned(json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name}}));
+        p.key = ObjectKey::new("", kind, "shop", name);
+        p.wave = Wave { phase, wave };
+        p
+    }
+
+    fn hook_at(name: &str, wave: i64, phases: &[Phase]) -> PlannedHook {
+        PlannedHook {
+            planned: at("Job", name, 1, wave),
+            hook: Hook { phases: phases.to_vec(), delete: vec![hook::DeletePolicy::BeforeHookCreation] },
+            generate_name: None,
+        }
+    }
+
+    /// The migration before the deploy (issue 19): PreSync hooks run after
+    /// the Namespace they live in and before every wave; Sync hooks run
+    /// with their wave; PostSync after the last wave; SyncFail never in
+    /// the ordinary order.
+    #[test]
+    fn steps_put_presync_hooks_before_the_waves_and_postsync_after() {
+        let planned = vec![at("Namespace", "shop", 0, 0), at("ConfigMap", "a", 1, 0), at("Deployment", "web", 1, 2)];
+        let hooks = vec![
+            hook_at("migrate", 0, &[Phase::PreSync]),
+            hook_at("seed", 1, &[Phase::PreSync]),
+            hook_at("warm", 2, &[Phase::Sync]),
+            hook_at("smoke", 0, &[Phase::PostSync, Phase::SyncFail]),
+            hook_at("page", 0, &[Phase::SyncFail]),
+        ];
+        let got: Vec<(Phase, i64, Vec<usize>, Vec<usize>)> =
+            steps(&planned, &hooks, true).into_iter().map(|s| (s.phase, s.wave.wave, s.objects, s.hooks)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Phase::Sync, 0, vec![0], vec![]),     // the Namespace
+                (Phase::PreSync, 0, vec![], vec![0]),  // migrate
+                (Phase::PreSync, 1, vec![], vec![1]),  // seed, after migrate
+                (Phase::Sync, 0, vec![1], vec![]),     // wave 0
+                (Phase::Sync, 2, vec![2], vec![2]),    // wave 2 with its Sync hook
+                (Phase::PostSync, 0, vec![], vec![3]), // smoke
+            ]
+        );
+        let fail: Vec<Vec<usize>> = fail_steps(&hooks).into_iter().map(|s| s.hooks).collect();
+        assert_eq!(fail, vec![vec![3, 4]]);
+        // nothing to apply: no hook runs
+        let quiet = steps(&planned, &hooks, false);
+        assert!(quiet.iter().all(|s| s.hooks.is_empty()) && quiet.len() == 3, "{quiet:?}");
+    }
+
+    #[test]
+    fn sync_options_read_gitgates_replace_and_argo_cds_as_written() {
+        let with = |k: &str, v: &str| json!({"metadata": {"annotations": {k: v}}});
+        assert_eq!(recreate_of(&json!({})), Recreate::No);
+        assert_eq!(recreate_of(&with(SYNC_OPTIONS, "Replace=true")), Recreate::Yes);
+        assert_eq!(recreate_of(&with(ARGO_SYNC_OPTIONS, "Replace=true,Force=true")), Recreate::Yes);
+        assert_eq!(recreate_of(&with(ARGO_SYNC_OPTIONS, "Force=true, Replace=true")), Recreate::Yes);
+        assert_eq!(recreate_of(&with(ARGO_SYNC_OPTIONS, "Replace=true")), Recreate::ReplaceWithoutForce);
+        assert_eq!(recreate_of(&with(ARGO_SYNC_OPTIONS, "Force=true")), Recreate::No);
+        assert_eq!(recreate_of(&with(SYNC_OPTIONS, "Replace=false")), Recreate::No);
+    }
+
+    #[test]
+    fn helm_hook_weight_orders_hooks_unless_a_sync_wave_is_given() {
+        let ann = |a: Value| json!({"metadata": {"annotations": a}});
+        assert_eq!(wave_of("batch", "Job", &ann(json!({hook::HELM_WEIGHT: "-5"}))).unwrap().wave, -5);
+        assert_eq!(wave_of("batch", "Job", &ann(json!({hook::HELM_WEIGHT: "-5", SYNC_WAVE: "2"}))).unwrap().wave, 2);
     }
 }

@@ -18,7 +18,8 @@ use super::status::{AppStatus, ObjectStatus, StatusStore, SyncStatus, health_str
 use super::target::{Resource, Target};
 use super::{SyncConfig, SyncError};
 use crate::audit::record::{CommitRef, Entry as AuditEntry, EventKind, Outcome};
-use crate::provenance::{APP_LABEL, BREAK_GLASS_ANNOTATION};
+use crate::provenance::{APP_LABEL, BREAK_GLASS_ANNOTATION, SOURCE_ANNOTATION};
+use crate::render::hook::{DeletePolicy, Phase};
 
 /// What a break-glass change leaves on an object, dropped when Git's
 /// content goes back: the reason and the window's end.
@@ -106,6 +107,14 @@ pub struct Reconciler {
     /// Each app's last recorded sync failure (commit, message), until it
     /// syncs.
     failures: Mutex<HashMap<String, (String, String)>>,
+    /// Per app, the commit whose sync hook failed and what failed: that
+    /// commit's hooks are not run again (a failing migration is not
+    /// retried every resync, as Argo CD's automated sync does not retry a
+    /// failed commit); a new commit runs them.
+    hook_failures: Mutex<HashMap<String, (String, String)>>,
+    /// Per app, the hook runs of its last sync that ran hooks, and its
+    /// commit: on the status until a sync at another commit.
+    last_hooks: Mutex<HashMap<String, (String, Vec<ObjectStatus>)>>,
 }
 
 /// The field a sealed Secret's changed values are reported as (never the
@@ -131,6 +140,8 @@ impl Reconciler {
             break_glass: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             sealed: Arc::new(arc_swap::ArcSwapOption::empty()),
+            hook_failures: Mutex::new(HashMap::new()),
+            last_hooks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -224,7 +235,9 @@ impl Reconciler {
             tracing::warn!(app = %app.name, error = %status.message, "sync failed");
             // Once per distinct failure: the retries of a sync failing the
             // same way (Vault down for an hour) add no record, and no
-            // notification, each.
+            // notification, each; a held commit was reported (and notified)
+            // when its hook failed.
+            let held = matches!(e, SyncError::HookHeld { .. });
             let failure = (desired.commit().to_string(), status.message.clone());
             let repeated = self
                 .failures
@@ -232,7 +245,7 @@ impl Reconciler {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(app.name.clone(), failure)
                 .is_some_and(|old| old == (desired.commit().to_string(), status.message.clone()));
-            if !repeated {
+            if !held && !repeated {
                 self.audit(AuditEntry {
                     event: EventKind::SyncFailed,
                     app: app.name.clone(),
@@ -283,8 +296,10 @@ impl Reconciler {
             }
         }
 
-        // 4. Apply by wave (the inventory first records what is about to
-        //    exist, so a crash mid-sync never orphans an object).
+        // 4. Apply by step (the inventory first records what is about to
+        //    exist, so a crash mid-sync never orphans an object): the
+        //    PreSync hooks, the waves with their Sync hooks, the PostSync
+        //    hooks ([`plan::steps`]); a failure runs the SyncFail hooks.
         let mut results: HashMap<usize, Result<(), String>> = HashMap::new();
         let mut applied = 0usize;
         // What the inventory holds now, encoded (one string, not 10,000 entries).
@@ -294,26 +309,59 @@ impl Reconciler {
         // guard's measure, carried until a sync completes its prune (a new
         // app starts from nothing).
         let base = inventory.map_or(0, Inventory::guard_base);
+        let mut hook_runs: Vec<HookRun> = Vec::new();
         if !detect_only {
+            let to_apply: Vec<usize> = (0..planned.len())
+                .filter(|&i| !notes.contains_key(&i) && self.should_apply(app, &seen[i].drift))
+                .collect();
+            // Hooks run when the sync changes something (as Argo CD's
+            // automated sync starts an operation only when out of sync).
+            let hooks = if to_apply.is_empty() { Vec::new() } else { plan::plan_hooks(desired, &app.name)? };
+            let commit = desired.commit().to_string();
+            if !hooks.is_empty()
+                && let Some(detail) = self
+                    .hook_failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&app.name)
+                    .filter(|(c, _)| *c == commit)
+                    .map(|(_, d)| d.clone())
+            {
+                self.fill_status(status, &planned, &resources, &seen, &results, &notes);
+                status.objects.extend(self.hook_statuses(&app.name, desired, &[]));
+                return Err(SyncError::HookHeld { detail });
+            }
+            let hook_planned: Vec<Planned> = hooks.iter().map(|h| h.planned.clone()).collect();
+            let hook_resources = resolve_all(&target, &hook_planned).await?;
+            // Before anything is written: an immutable field that Git
+            // changes fails the sync here, naming it, unless the object
+            // may be re-created.
+            let recreate = self.preflight(&target, &planned, &resources, &seen, &to_apply).await.inspect_err(|_| {
+                self.fill_status(status, &planned, &resources, &seen, &results, &notes);
+            })?;
             let ahead: Vec<Entry> = previous.iter().cloned().chain(planned.iter().map(Planned::entry)).collect();
             recorded = Some(self.write_inventory(app, ahead, recorded.as_ref(), desired, Some(base)).await?);
-            // Each wave in two steps: what workloads depend on (Secrets,
-            // ConfigMaps, RBAC…), then the rest; a failed step ends the
-            // sync, so a workload never goes out without its Secret.
-            let steps: Vec<(Wave, bool)> = {
-                let mut w: Vec<(Wave, bool)> =
-                    planned.iter().map(|p| (p.wave, plan::foundation(&p.key.kind))).collect();
-                w.dedup();
-                w
-            };
-            for (si, (wave, foundation)) in steps.iter().enumerate() {
-                let idx: Vec<usize> = (0..planned.len())
-                    .filter(|&i| {
-                        planned[i].wave == *wave
-                            && plan::foundation(&planned[i].key.kind) == *foundation
-                            && !notes.contains_key(&i)
-                            && self.should_apply(app, &seen[i].drift)
-                    })
+            let steps = plan::steps(&planned, &hooks, !hooks.is_empty());
+            let run = Run { target: &target, app, desired, hooks: &hooks, resources: &hook_resources };
+            // A failure: the SyncFail hooks run, the status names what failed.
+            macro_rules! fail {
+                ($e:expr) => {{
+                    let e = self.sync_failed(&run, &mut hook_runs, $e).await;
+                    self.fill_status(status, &planned, &resources, &seen, &results, &notes);
+                    status.objects.extend(self.hook_statuses(&app.name, desired, &hook_runs));
+                    return Err(e);
+                }};
+            }
+            for (si, step) in steps.iter().enumerate() {
+                let started = hook_runs.len();
+                if let Err(e) = self.start_hooks(&run, step, &mut hook_runs).await {
+                    fail!(e);
+                }
+                let idx: Vec<usize> = step
+                    .objects
+                    .iter()
+                    .copied()
+                    .filter(|&i| !notes.contains_key(&i) && self.should_apply(app, &seen[i].drift))
                     .collect();
                 let jobs = idx.into_iter().map(|i| {
                     let (target, r, p, ignored) =
@@ -322,19 +370,42 @@ impl Reconciler {
                     // ended, or Git moved): the annotation goes too.
                     let glass = seen[i].break_glass.is_some();
                     let foreign = seen[i].foreign.clone();
+                    let known_immutable = recreate.get(&i).cloned();
+                    let within = self.config.hook_timeout;
                     async move {
                         let object = plan::respect_ignored(p, ignored)?;
-                        let mut stored = target.apply(&r, &p.key.namespace, &p.key.name, &object).await?;
+                        let first = match known_immutable {
+                            Some(fields) => Err(fields),
+                            None => match target.apply(&r, &p.key.namespace, &p.key.name, &object).await {
+                                Ok(v) => Ok(v),
+                                Err(e) => match super::target::immutable_fields(&e) {
+                                    Some(fields) => Err(fields),
+                                    None => return Err(e),
+                                },
+                            },
+                        };
+                        let (mut stored, recreated) = match first {
+                            Ok(v) => (v, None),
+                            Err(fields) if p.recreate == plan::Recreate::Yes => {
+                                // Replace=true: deleted, then created from Git.
+                                target.delete_and_wait(&r, &p.key.namespace, &p.key.name, within).await?;
+                                let v = target.apply(&r, &p.key.namespace, &p.key.name, &object).await?;
+                                (v, Some(fields.join(", ")))
+                            }
+                            Err(fields) => return Err(immutable(p, &fields)),
+                        };
                         // What other managers added goes too (an apply
                         // cannot remove fields it does not own).
-                        if let Some(patch) = &foreign {
+                        if let Some(patch) = &foreign
+                            && recreated.is_none()
+                        {
                             target.json_patch(&r, &p.key.namespace, &p.key.name, patch).await?;
                             stored = target.get(&r, &p.key.namespace, &p.key.name).await?.unwrap_or(stored);
                         }
-                        if glass {
+                        if glass && recreated.is_none() {
                             target.remove_annotations(&r, &p.key.namespace, &p.key.name, GLASS_ANNOTATIONS).await?;
                         }
-                        Ok::<_, SyncError>(plan::applied(p, &stored))
+                        Ok::<_, SyncError>((plan::applied(p, &stored), recreated))
                     }
                     .map(move |r| (i, r))
                 });
@@ -345,7 +416,7 @@ impl Reconciler {
                 let mut first_error = None;
                 for (i, r) in done {
                     match r {
-                        Ok(obs) => {
+                        Ok((obs, recreated)) => {
                             applied += 1;
                             if let Some(plan::Glass { reason, .. }) = &seen[i].break_glass
                                 && self
@@ -357,7 +428,10 @@ impl Reconciler {
                             {
                                 self.audit_glass(EventKind::BreakGlassExpired, &app.name, &planned[i].key, reason, "/");
                             }
-                            self.audit_apply(EventKind::Apply, &app.name, &planned[i], &resources[i]);
+                            let reasons = recreated
+                                .map(|f| vec![format!("deleted and created again: {f} is immutable (Replace=true)")])
+                                .unwrap_or_default();
+                            self.audit_apply_with(EventKind::Apply, &app.name, &planned[i], &resources[i], reasons);
                             seen[i] = obs;
                             results.insert(i, Ok(()));
                         }
@@ -369,14 +443,23 @@ impl Reconciler {
                     }
                 }
                 if let Some(e) = first_error {
-                    self.fill_status(status, &planned, &resources, &seen, &results, &notes);
-                    return Err(e);
+                    fail!(e);
                 }
-                // A later wave waits until this one is healthy.
-                if steps.get(si + 1).is_some_and(|(next, _)| next != wave) {
-                    let members: Vec<usize> = (0..planned.len()).filter(|&i| planned[i].wave == *wave).collect();
-                    self.wait_healthy(&target, *wave, &planned, &resources, &members, &mut seen).await?;
+                // The step's hooks finish (each within --hook-timeout) …
+                if let Err(e) = self.wait_hooks(&run, &mut hook_runs[started..]).await {
+                    fail!(e);
                 }
+                // … and a later step waits until this one's objects are healthy.
+                if si + 1 < steps.len()
+                    && !step.objects.is_empty()
+                    && let Err(e) =
+                        self.wait_healthy(&target, step.wave, &planned, &resources, &step.objects, &mut seen).await
+                {
+                    fail!(e);
+                }
+            }
+            if !hooks.is_empty() {
+                self.hook_failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&app.name);
             }
             if let Some(m) = self.status.metrics() {
                 m.applied(&app.name, applied as u64);
@@ -384,7 +467,13 @@ impl Reconciler {
         }
 
         // 5. Prune what left Git, in reverse wave order, under the guard.
-        let keys: HashSet<ObjectKey> = planned.iter().map(|p| p.key.clone()).collect();
+        // A hook is never pruned, also when it was one of the app's objects
+        // before (its run may carry the name the inventory recorded).
+        let keys: HashSet<ObjectKey> = planned
+            .iter()
+            .map(|p| p.key.clone())
+            .chain(desired.app_hooks(&app.name).into_iter().map(|(k, _)| k))
+            .collect();
         let prune = plan::prune_plan(previous, base, &keys, self.config.prune_guard, plan::allows_mass_prune(message));
         let mut remaining: Vec<Entry> = planned.iter().map(Planned::entry).collect();
         let mut prune_note = None;
@@ -440,6 +529,7 @@ impl Reconciler {
 
         // 7. Health, status, metrics.
         self.fill_status(status, &planned, &resources, &seen, &results, &notes);
+        status.objects.extend(self.hook_statuses(&app.name, desired, &hook_runs));
         recorded_now?;
         let out_of_sync = status.objects.iter().any(|o| o.sync != SyncStatus::Synced) || prune_note.is_some();
         status.sync = if failed_prune {
@@ -468,6 +558,312 @@ impl Reconciler {
             Drift::Missing | Drift::Stale => true,
             Drift::Changed(_) => app.sync_policy.self_heal,
         }
+    }
+
+    /// The status lines of an app's hooks: this sync's runs (kept), or
+    /// the runs of the last sync at this commit that ran hooks.
+    fn hook_statuses(&self, app: &str, desired: &DesiredSet, runs: &[HookRun]) -> Vec<ObjectStatus> {
+        let commit = desired.commit().to_string();
+        let mut last = self.last_hooks.lock().unwrap_or_else(|e| e.into_inner());
+        if !runs.is_empty() {
+            let lines: Vec<ObjectStatus> = runs.iter().map(HookRun::status).collect();
+            last.insert(app.to_string(), (commit, lines.clone()));
+            return lines;
+        }
+        match last.get(app) {
+            Some((c, lines)) if *c == commit => lines.clone(),
+            _ => {
+                last.remove(app);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Applies what the sync will change as a dry run first, for the
+    /// objects an apply could refuse on an immutable field: one that may
+    /// not be re-created fails the sync before anything is written; one
+    /// that may (Replace=true) is re-created at its wave without a refused
+    /// apply first. Other refusals are left to the apply, which reports
+    /// them per object.
+    async fn preflight(
+        &self,
+        target: &Arc<Target>,
+        planned: &[Planned],
+        resources: &[Arc<Resource>],
+        seen: &[Observed],
+        to_apply: &[usize],
+    ) -> Result<HashMap<usize, Vec<String>>, SyncError> {
+        let checked: Vec<usize> = to_apply
+            .iter()
+            .copied()
+            .filter(|&i| matches!(seen[i].drift, Drift::Stale | Drift::Changed(_)) && may_be_immutable(&planned[i]))
+            .collect();
+        let jobs = checked.into_iter().map(|i| {
+            let (target, r, p, ignored) = (target.clone(), resources[i].clone(), &planned[i], seen[i].ignored.as_ref());
+            async move {
+                let object = plan::respect_ignored(p, ignored)?;
+                target.apply_dry_run(&r, &p.key.namespace, &p.key.name, &object).await
+            }
+            .map(move |r| (i, r))
+        });
+        let done =
+            futures_util::stream::iter(jobs).buffer_unordered(self.config.concurrency.max(1)).collect::<Vec<_>>().await;
+        let mut recreate = HashMap::new();
+        let mut refused: Option<(usize, Vec<String>)> = None;
+        for (i, r) in done {
+            let Err(e) = r else { continue };
+            let Some(fields) = super::target::immutable_fields(&e) else { continue };
+            if planned[i].recreate == plan::Recreate::Yes {
+                recreate.insert(i, fields);
+            } else if refused.as_ref().is_none_or(|(j, _)| i < *j) {
+                refused = Some((i, fields));
+            }
+        }
+        match refused {
+            Some((i, fields)) => Err(match immutable(&planned[i], &fields) {
+                SyncError::Immutable { object, file, fields, hint } => SyncError::Immutable {
+                    object,
+                    file,
+                    fields,
+                    hint: format!("{hint}; nothing of this commit was applied"),
+                },
+                other => other,
+            }),
+            None => Ok(recreate),
+        }
+    }
+
+    /// Starts the hooks of a step (concurrently): each created from Git,
+    /// after its earlier runs are deleted (BeforeHookCreation).
+    async fn start_hooks(&self, run: &Run<'_>, step: &plan::Step, runs: &mut Vec<HookRun>) -> Result<(), SyncError> {
+        if step.hooks.is_empty() {
+            return Ok(());
+        }
+        let jobs: Vec<_> = step.hooks.iter().map(|&h| self.start_hook(run, step.phase, h)).collect();
+        let done =
+            futures_util::stream::iter(jobs).buffer_unordered(self.config.concurrency.max(1)).collect::<Vec<_>>().await;
+        let mut first = None;
+        for r in done {
+            match r {
+                Ok(h) => runs.push(h),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    async fn start_hook(&self, run: &Run<'_>, phase: Phase, h: usize) -> Result<HookRun, SyncError> {
+        let hook = &run.hooks[h];
+        let (p, r) = (&hook.planned, &run.resources[h]);
+        let ns = p.key.namespace.as_str();
+        let failed = |e: SyncError| SyncError::HookFailed {
+            hook: hook.describe(phase),
+            file: p.file().to_string(),
+            detail: crate::error_chain(&e),
+        };
+        if hook.hook.deletes(DeletePolicy::BeforeHookCreation) {
+            let earlier = match &hook.generate_name {
+                None => vec![p.key.name.clone()],
+                Some(prefix) => {
+                    // Earlier runs: the app's objects of the kind with this
+                    // hook's generateName and file.
+                    let mut found = Vec::new();
+                    let selector = format!("{APP_LABEL}={}", run.app.name);
+                    run.target
+                        .list_each(r, Some(ns), &selector, |o| {
+                            let text = |ptr: &str| o.pointer(ptr).and_then(Value::as_str);
+                            let source = o
+                                .pointer("/metadata/annotations")
+                                .and_then(|a| a.get(SOURCE_ANNOTATION))
+                                .and_then(Value::as_str);
+                            if text("/metadata/generateName") == Some(prefix.as_str())
+                                && source == Some(p.source.as_str())
+                                && let Some(name) = text("/metadata/name")
+                            {
+                                found.push(name.to_string());
+                            }
+                        })
+                        .await
+                        .map_err(failed)?;
+                    found
+                }
+            };
+            for name in earlier {
+                if run.target.get(r, ns, &name).await.map_err(failed)?.is_none() {
+                    continue;
+                }
+                run.target.delete_and_wait(r, ns, &name, self.config.hook_timeout).await.map_err(failed)?;
+                self.audit_hook(
+                    run,
+                    hook,
+                    r,
+                    &name,
+                    EventKind::Prune,
+                    "DELETE",
+                    format!("{phase} hook: an earlier run deleted (BeforeHookCreation)"),
+                );
+            }
+        }
+        let object = p.stamped()?;
+        let (name, note) = match run.target.create(r, ns, &object).await.map_err(failed)? {
+            Some(stored) => {
+                let name = stored.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(&p.key.name).to_string();
+                (name, format!("{phase} hook started"))
+            }
+            // A named hook without BeforeHookCreation is created once.
+            None => (p.key.name.clone(), format!("{phase} hook exists already (created once: no BeforeHookCreation)")),
+        };
+        self.audit_hook(run, hook, r, &name, EventKind::Apply, "CREATE", note);
+        tracing::info!(app = %run.app.name, hook = %hook.describe(phase), name = %name, "hook started");
+        Ok(HookRun::new(hook, h, phase, name, r))
+    }
+
+    /// Waits until each hook run has finished (a Job complete, a Pod
+    /// succeeded, anything else healthy; failed or degraded is a failure,
+    /// and so is a run that takes longer than `--hook-timeout`), applies
+    /// the delete policies, and fails with the first failed hook — named,
+    /// with its reason and its log's last lines.
+    async fn wait_hooks(&self, run: &Run<'_>, runs: &mut [HookRun]) -> Result<(), SyncError> {
+        let timeout = self.config.hook_timeout;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let mut pending = false;
+            for hr in runs.iter_mut().filter(|h| h.succeeded.is_none()) {
+                let p = &run.hooks[hr.hook].planned;
+                let live = match run.target.get(&run.resources[hr.hook], &p.key.namespace, &hr.status.name).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        hr.finish(false, format!("could not be read: {}", crate::error_chain(&e)));
+                        continue;
+                    }
+                };
+                let a = match &live {
+                    None => {
+                        health::Assessment { health: Health::Degraded, message: "deleted before it finished".into() }
+                    }
+                    Some(v) => health::assess(&p.key.group, &p.key.kind, Some(v)),
+                };
+                match a.health {
+                    Health::Healthy => hr.finish(true, a.message),
+                    Health::Degraded => hr.finish(false, a.message),
+                    _ if hr.started.elapsed() >= timeout => hr.finish(
+                        false,
+                        format!("did not finish within {}s (--hook-timeout): {}", timeout.as_secs(), a.message),
+                    ),
+                    _ => {
+                        hr.status.message = a.message;
+                        pending = true;
+                    }
+                }
+            }
+            if !pending {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+        let mut first = None;
+        for hr in runs.iter() {
+            let hook = &run.hooks[hr.hook];
+            let (p, r) = (&hook.planned, &run.resources[hr.hook]);
+            let ok = hr.succeeded == Some(true);
+            let mut detail = hr.status.message.clone();
+            if !ok && first.is_none() && p.key.group == "batch" && p.key.kind == "Job" {
+                let tail = run.target.job_log_tail(&p.key.namespace, &hr.status.name).await;
+                if !tail.is_empty() {
+                    detail = format!("{detail}; the last lines of its log:\n{tail}");
+                }
+            }
+            let (policy, word) = if ok {
+                (DeletePolicy::HookSucceeded, "HookSucceeded")
+            } else {
+                (DeletePolicy::HookFailed, "HookFailed")
+            };
+            if hook.hook.deletes(policy) {
+                match run.target.delete(r, &p.key.namespace, &hr.status.name).await {
+                    Ok(()) => self.audit_hook(
+                        run,
+                        hook,
+                        r,
+                        &hr.status.name,
+                        EventKind::Prune,
+                        "DELETE",
+                        format!("{} hook: deleted ({word})", hr.phase),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(hook = %hr.status.name, error = %crate::error_chain(&e), "failed to delete a hook")
+                    }
+                }
+            }
+            if !ok && first.is_none() {
+                let id = plan::id(&ObjectKey::new(&p.key.group, &p.key.kind, &p.key.namespace, &hr.status.name));
+                first = Some(SyncError::HookFailed {
+                    hook: format!("{} hook {id}", hr.phase),
+                    file: p.file().to_string(),
+                    detail,
+                });
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// A sync that failed after it started: a failed hook holds its
+    /// commit, and the SyncFail hooks run (their own failures are logged:
+    /// the sync's error is the one reported).
+    async fn sync_failed(&self, run: &Run<'_>, runs: &mut Vec<HookRun>, e: SyncError) -> SyncError {
+        if run.hooks.is_empty() {
+            return e;
+        }
+        if matches!(e, SyncError::HookFailed { .. }) {
+            self.hook_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(run.app.name.clone(), (run.desired.commit().to_string(), crate::error_chain(&e)));
+        }
+        for step in plan::fail_steps(run.hooks) {
+            let started = runs.len();
+            let r = match self.start_hooks(run, &step, runs).await {
+                Ok(()) => self.wait_hooks(run, &mut runs[started..]).await,
+                Err(e) => Err(e),
+            };
+            if let Err(fe) = r {
+                tracing::warn!(app = %run.app.name, error = %crate::error_chain(&fe), "a SyncFail hook failed");
+            }
+        }
+        e
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn audit_hook(
+        &self,
+        run: &Run<'_>,
+        hook: &plan::PlannedHook,
+        r: &Resource,
+        name: &str,
+        event: EventKind,
+        operation: &str,
+        reason: String,
+    ) {
+        let p = &hook.planned;
+        self.audit(AuditEntry {
+            event,
+            operation: operation.into(),
+            group: p.key.group.clone(),
+            version: r.api.version.clone(),
+            kind: p.key.kind.clone(),
+            resource: r.api.plural.clone(),
+            namespace: p.key.namespace.clone(),
+            name: name.to_string(),
+            commit: Some(CommitRef { id: p.commit.clone(), ..CommitRef::default() }),
+            app: run.app.name.clone(),
+            source: p.file().to_string(),
+            decision: Outcome::Done,
+            digest: p.digest.clone(),
+            reasons: vec![reason],
+            ..AuditEntry::default()
+        });
     }
 
     /// One list per kind (label `gitgate.dev/app=<app>`) — per namespace
@@ -730,10 +1126,6 @@ impl Reconciler {
         if let Some(a) = &self.audit {
             a.record(&entry);
         }
-    }
-
-    fn audit_apply(&self, event: EventKind, app: &str, p: &Planned, r: &Resource) {
-        self.audit_apply_with(event, app, p, r, Vec::new());
     }
 
     fn audit_apply_with(&self, event: EventKind, app: &str, p: &Planned, r: &Resource, reasons: Vec<String>) {
@@ -1089,6 +1481,24 @@ impl Reconciler {
                     let _ = writeln!(out, "  error: {}", crate::error_chain(&e));
                 }
             }
+            match plan::plan_hooks(desired, &app.name) {
+                Ok(hooks) => {
+                    for h in hooks {
+                        let phases: Vec<&str> = h.hook.phases.iter().map(|p| p.as_str()).collect();
+                        let _ = writeln!(
+                            out,
+                            "  hook {} {} ({} @ {})",
+                            phases.join(","),
+                            h.planned.id(),
+                            h.planned.source,
+                            &h.planned.commit[..7.min(h.planned.commit.len())]
+                        );
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "  error: {}", crate::error_chain(&e));
+                }
+            }
         }
         out
     }
@@ -1246,6 +1656,102 @@ async fn resolve_all(target: &Target, planned: &[Planned]) -> Result<Vec<Arc<Res
         out.push(r);
     }
     Ok(out)
+}
+
+/// What running an app's hooks needs of its sync.
+struct Run<'a> {
+    target: &'a Arc<Target>,
+    app: &'a App,
+    desired: &'a DesiredSet,
+    hooks: &'a [plan::PlannedHook],
+    /// The resource of each hook.
+    resources: &'a [Arc<Resource>],
+}
+
+/// One run of a hook: the object it created, and how it ended (its line
+/// in the app's status).
+struct HookRun {
+    hook: usize,
+    phase: Phase,
+    started: Instant,
+    succeeded: Option<bool>,
+    status: ObjectStatus,
+}
+
+impl HookRun {
+    fn new(hook: &plan::PlannedHook, index: usize, phase: Phase, name: String, r: &Resource) -> HookRun {
+        let p = &hook.planned;
+        let wave = if p.wave.wave == 0 { phase.to_string() } else { format!("{phase} {}", p.wave.wave) };
+        HookRun {
+            hook: index,
+            phase,
+            started: Instant::now(),
+            succeeded: None,
+            status: ObjectStatus {
+                group: p.key.group.clone(),
+                version: r.api.version.clone(),
+                kind: p.key.kind.clone(),
+                namespace: p.key.namespace.clone(),
+                name,
+                wave,
+                sync: SyncStatus::Unknown,
+                health: health_str(Health::Progressing),
+                message: String::new(),
+                commit: p.commit.clone(),
+                source: p.file().to_string(),
+            },
+        }
+    }
+
+    fn finish(&mut self, ok: bool, message: String) {
+        self.succeeded = Some(ok);
+        self.status.sync = if ok { SyncStatus::Synced } else { SyncStatus::Failed };
+        self.status.health = health_str(if ok { Health::Healthy } else { Health::Degraded });
+        self.status.message = message;
+    }
+
+    fn status(&self) -> ObjectStatus {
+        self.status.clone()
+    }
+}
+
+/// Kinds with fields an apply cannot change (or a ConfigMap or Secret
+/// marked immutable): what the pre-flight dry run checks.
+fn may_be_immutable(p: &Planned) -> bool {
+    const KINDS: &[(&str, &str)] = &[
+        ("batch", "Job"),
+        ("", "Pod"),
+        ("apps", "Deployment"),
+        ("apps", "StatefulSet"),
+        ("apps", "DaemonSet"),
+        ("apps", "ReplicaSet"),
+        ("", "Service"),
+        ("", "PersistentVolumeClaim"),
+        ("", "PersistentVolume"),
+        ("storage.k8s.io", "StorageClass"),
+        ("rbac.authorization.k8s.io", "RoleBinding"),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ];
+    KINDS.iter().any(|(g, k)| p.key.group == *g && p.key.kind == *k)
+        || (p.key.group.is_empty()
+            && matches!(p.key.kind.as_str(), "ConfigMap" | "Secret")
+            && p.manifest.contains("\"immutable\":true"))
+}
+
+/// An apply refused on an immutable field, with what to do about it.
+fn immutable(p: &Planned, fields: &[String]) -> SyncError {
+    use super::{ARGO_SYNC_OPTIONS, SYNC_OPTIONS};
+    let hint = match p.recreate {
+        plan::Recreate::ReplaceWithoutForce => format!(
+            "Argo CD's {ARGO_SYNC_OPTIONS}: Replace=true without Force=true does not re-create it: \
+             add Force=true, or set {SYNC_OPTIONS}: Replace=true"
+        ),
+        _ => format!(
+            "to delete and re-create it on such a change, set {SYNC_OPTIONS}: Replace=true on it in Git \
+             (or {ARGO_SYNC_OPTIONS}: Replace=true,Force=true)"
+        ),
+    };
+    SyncError::Immutable { object: p.id(), file: p.file().to_string(), fields: fields.join(", "), hint }
 }
 
 /// Deletes one entry unless its live copy is kept by annotation or is no

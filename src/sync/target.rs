@@ -179,6 +179,88 @@ impl Target {
         Ok(())
     }
 
+    /// [`Target::apply`] as a dry run (`dryRun=All`): what the apiserver
+    /// would refuse — an immutable field — before anything is written.
+    pub async fn apply_dry_run(
+        &self,
+        r: &Resource,
+        namespace: &str,
+        name: &str,
+        object: &Value,
+    ) -> Result<(), SyncError> {
+        self.limit.acquire().await;
+        let action = || format!("apply {} (dry run)", display(&r.api.kind, namespace, name));
+        let params = PatchParams::apply(FIELD_MANAGER).force().validation_ignore().dry_run();
+        let req = kube::core::Request::new(self.api(r, namespace).resource_url())
+            .patch(name, &params, &Patch::Apply(object))
+            .map_err(|e| SyncError::kube(action(), kube::Error::BuildRequest(e)))?;
+        let _: Stored = self.client.request(req).await.map_err(|e| SyncError::kube(action(), e))?;
+        Ok(())
+    }
+
+    /// Creates an object (a hook run: `generateName` lets the apiserver
+    /// name it) under gitgate's field manager; the object as stored, or
+    /// `None` when one of that name exists already.
+    pub async fn create(&self, r: &Resource, namespace: &str, object: &Value) -> Result<Option<Value>, SyncError> {
+        self.limit.acquire().await;
+        let meta = |k: &str| object.pointer(&format!("/metadata/{k}")).and_then(Value::as_str).unwrap_or_default();
+        let name = if meta("name").is_empty() { format!("{}*", meta("generateName")) } else { meta("name").into() };
+        let action = || format!("create {}", display(&r.api.kind, namespace, &name));
+        let params = kube::api::PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        let body = serde_json::to_vec(object).map_err(|e| SyncError::kube(action(), kube::Error::SerdeError(e)))?;
+        let req = kube::core::Request::new(self.api(r, namespace).resource_url())
+            .create(&params, body)
+            .map_err(|e| SyncError::kube(action(), kube::Error::BuildRequest(e)))?;
+        match self.client.request::<Value>(req).await {
+            Ok(v) => Ok(Some(slim(v))),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+            Err(e) => Err(SyncError::kube(action(), e)),
+        }
+    }
+
+    /// Deletes an object and waits until it is gone (a re-create needs
+    /// the name free), at most `within`.
+    pub async fn delete_and_wait(
+        &self,
+        r: &Resource,
+        namespace: &str,
+        name: &str,
+        within: Duration,
+    ) -> Result<(), SyncError> {
+        self.delete(r, namespace, name).await?;
+        let deadline = Instant::now() + within;
+        let mut pause = Duration::from_millis(50);
+        while self.get(r, namespace, name).await?.is_some() {
+            if Instant::now() >= deadline {
+                return Err(SyncError::Gone { object: display(&r.api.kind, namespace, name), timeout: within });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+        Ok(())
+    }
+
+    /// The last lines (at most 10, 2 KiB) of the newest Pod of a Job, for
+    /// the report of a failed hook; empty when there is none or it cannot
+    /// be read (a Pod that never ran has no log).
+    pub async fn job_log_tail(&self, namespace: &str, job: &str) -> String {
+        use k8s_openapi::api::core::v1::Pod;
+        self.limit.acquire().await;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let Ok(list) = pods.list(&ListParams::default().labels(&format!("job-name={job}"))).await else {
+            return String::new();
+        };
+        let newest = list
+            .items
+            .iter()
+            .max_by_key(|p| p.metadata.creation_timestamp.clone())
+            .and_then(|p| p.metadata.name.clone());
+        let Some(pod) = newest else { return String::new() };
+        self.limit.acquire().await;
+        let params = kube::api::LogParams { tail_lines: Some(10), limit_bytes: Some(2048), ..Default::default() };
+        pods.logs(&pod, &params).await.map(|l| l.trim_end().to_string()).unwrap_or_default()
+    }
+
     /// Reads one object; `None` when it is not there.
     pub async fn get(&self, r: &Resource, namespace: &str, name: &str) -> Result<Option<Value>, SyncError> {
         self.limit.acquire().await;
@@ -373,4 +455,70 @@ pub fn slim(mut v: Value) -> Value {
         }
     }
     v
+}
+
+/// The fields an apiserver refusal names as immutable (`spec.template:
+/// Invalid value: …: field is immutable`); `None` when the error is not
+/// that refusal.
+pub fn immutable_fields(e: &SyncError) -> Option<Vec<String>> {
+    let SyncError::Kube { source, .. } = e else { return None };
+    let kube::Error::Api(status) = source.as_ref() else { return None };
+    if status.code != 422 || !status.message.contains("immutable") {
+        return None;
+    }
+    let text = status.message.split_once("is invalid: ").map(|(_, t)| t).unwrap_or(&status.message);
+    let text = text.trim_start_matches('[');
+    // Each cause reads "<field>: <type>: <detail>"; causes are joined by ", ".
+    const TYPES: &[&str] = &[": Invalid value: ", ": Forbidden: ", ": Required value", ": Unsupported value: "];
+    let mut starts: Vec<(usize, usize)> = Vec::new();
+    for t in TYPES {
+        for (at, _) in text.match_indices(t) {
+            let before = &text[..at];
+            let from = before.rfind(", ").map(|i| i + 2).unwrap_or(0);
+            let field = &before[from..];
+            if !field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || "._[]-/".contains(c)) {
+                starts.push((from, at));
+            }
+        }
+    }
+    starts.sort_unstable();
+    let mut fields = Vec::new();
+    for (n, (from, at)) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).map(|(f, _)| *f).unwrap_or(text.len());
+        if text[*at..end].contains("immutable") {
+            fields.push(text[*from..*at].to_string());
+        }
+    }
+    if fields.is_empty() {
+        fields.push("a field".into());
+    }
+    Some(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(code: u16, message: &str) -> SyncError {
+        let status = kube::core::Status::failure(message, "Invalid").with_code(code);
+        SyncError::kube("apply", kube::Error::Api(status.boxed()))
+    }
+
+    #[test]
+    fn immutable_fields_are_named_from_the_apiservers_refusal() {
+        let one = refusal(
+            422,
+            r#"Job.batch "migrate" is invalid: spec.template: Invalid value: core.PodTemplateSpec{ObjectMeta:v1.ObjectMeta{Name:"", Labels:map[string]string{"a":"b", "c":"d"}}}: field is immutable"#,
+        );
+        assert_eq!(immutable_fields(&one).unwrap(), ["spec.template"]);
+        let two = refusal(
+            422,
+            r#"Deployment.apps "web" is invalid: [spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{"app":"x", "b":"c"}}: field is immutable, spec.template.metadata.labels: Invalid value: map[string]string{"app":"x"}: `selector` does not match template `labels`]"#,
+        );
+        assert_eq!(immutable_fields(&two).unwrap(), ["spec.selector"]);
+        assert!(
+            immutable_fields(&refusal(422, r#"ConfigMap "a" is invalid: data: Invalid value: x: too long"#)).is_none()
+        );
+        assert!(immutable_fields(&refusal(409, "field is immutable")).is_none());
+    }
 }

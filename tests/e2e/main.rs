@@ -23,6 +23,7 @@ mod secrets;
 mod signed;
 mod subresources;
 mod sync;
+mod sync_hooks;
 mod sync_targets;
 mod trust;
 mod vap;

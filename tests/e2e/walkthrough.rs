@@ -80,6 +80,19 @@ fn the_readme_walkthrough_runs_as_written() {
         let _ = stdout.read_to_string(&mut s);
         s
     });
+    // Step 7's migration Job: no kubelet runs it here, so the test stands
+    // in for the Job controller's verdict (see `sync_hooks`), under its
+    // own identity; gitgate's ordering and waiting are real.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stand_in = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                crate::sync_hooks::complete_jobs(c, "demo");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
     let deadline = Instant::now() + Duration::from_secs(300);
     let finished = loop {
         if child.try_wait().unwrap().is_some() {
@@ -94,6 +107,8 @@ fn the_readme_walkthrough_runs_as_written() {
     let _ =
         Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).stderr(std::process::Stdio::null()).status();
     let _ = child.wait();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = stand_in.join();
     let _ = c.kubectl(&[
         "delete",
         "validatingwebhookconfiguration,mutatingwebhookconfiguration",
@@ -106,8 +121,9 @@ fn the_readme_walkthrough_runs_as_written() {
     assert!(finished, "the walk-through did not finish in 5 minutes:\n{out}\n--- gitgate.log\n{log}");
 
     let demo = work.path().join("demo");
-    let three = git(&demo, &["rev-parse", "HEAD~1"]);
-    let sealed = git(&demo, &["rev-parse", "HEAD"]);
+    let three = git(&demo, &["rev-parse", "HEAD~2"]);
+    let sealed = git(&demo, &["rev-parse", "HEAD~1"]);
+    let bump = git(&demo, &["rev-parse", "HEAD"]);
     let context = format!("--- output\n{out}\n--- gitgate.log\n{log}");
     // 3. synced at the new commit
     assert!(out.contains("replicas: 3"), "{context}");
@@ -126,6 +142,12 @@ fn the_readme_walkthrough_runs_as_written() {
     let table: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("TIME")).collect();
     assert!(table.iter().any(|l| l.contains("apply") && l.contains(&three[..12])), "{context}");
     assert!(table.iter().any(|l| l.contains("deny") && l.contains("UPDATE") && l.contains(&three[..12])), "{context}");
-    // 7. gitgate stopped cleanly (exit 0 after draining)
+    // 7. the migration ran first: its row precedes the Deployment's
+    let bumped: Vec<&str> =
+        out.lines().skip_while(|l| !l.starts_with("TIME")).skip(1).skip_while(|l| !l.starts_with("TIME")).collect();
+    let row = |what: &str| bumped.iter().position(|l| l.contains(what) && l.contains(&bump[..12]));
+    let (job, deploy) = (row("demo/Job/web-migrate-"), row("demo/Deployment/web"));
+    assert!(job.is_some() && deploy.is_some() && job < deploy, "the migration first:\n{context}");
+    // 8. gitgate stopped cleanly (exit 0 after draining)
     assert!(log.contains("shutting down"), "{context}");
 }
