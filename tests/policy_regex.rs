@@ -109,7 +109,17 @@ fn patterns_too_deep_or_too_large_to_compile_are_refused_not_run() {
     let repeated = "(?:a{1000}){1000}".to_owned();
     let wide = "\\w{500}".repeat(50);
     let long = "[a-z0-9]".repeat(200_000);
-    for (what, pattern) in [("deep", deep), ("repeated", repeated), ("unicode", wide), ("long", long)] {
+    // Longer than gitgate compiles at all: refused before it is parsed.
+    let huge = "a".repeat(3 * 1024 * 1024);
+    let classes = "[a-z0-9]".repeat(8_000);
+    for (what, pattern) in [
+        ("deep", deep),
+        ("repeated", repeated),
+        ("unicode", wide),
+        ("long", long),
+        ("huge", huge),
+        ("classes", classes),
+    ] {
         let (d, took) = decide(&set, &request("aaaa", &pattern));
         let msg = denial(&d);
         assert!(!d.allowed(), "{what}: a pattern that cannot compile must not pass");

@@ -12,11 +12,20 @@ use std::sync::{Arc, LazyLock, RwLock};
 use kube_cel::cel::extractors::{Arguments, This};
 use kube_cel::cel::objects::{Key, Opaque, OptionalValue, Value};
 use kube_cel::cel::{Context, ExecutionError, ResolveResult};
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 
-/// Patterns kept compiled; policy patterns are literals, so this bounds
-/// only patterns built from request data.
-const CACHE_CAP: usize = 4096;
+/// Longest pattern compiled: parsing is linear in the pattern, so this
+/// bounds the time a request-supplied pattern can cost (a 4 MiB pattern
+/// took seconds, over the webhook timeout).
+pub(crate) const MAX_PATTERN_BYTES: usize = 64 * 1024;
+/// Largest compiled program (the regex crate's default is 10 MiB).
+const COMPILED_LIMIT: usize = 1024 * 1024;
+/// Patterns kept compiled: policy patterns are literals and short; a
+/// pattern built from request data is cached only when short too, and a
+/// full cache starts over (so request-supplied patterns can cost recompiles,
+/// never unbounded memory: at most CACHE_CAP programs of COMPILED_LIMIT).
+const CACHE_CAP: usize = 256;
+const CACHED_PATTERN_BYTES: usize = 512;
 
 static CACHE: LazyLock<RwLock<HashMap<String, Arc<Regex>>>> = LazyLock::new(Default::default);
 
@@ -26,12 +35,24 @@ pub(crate) fn compiled(function: &str, pattern: &str) -> Result<Arc<Regex>, Exec
     {
         return Ok(re.clone());
     }
+    if pattern.len() > MAX_PATTERN_BYTES {
+        return Err(ExecutionError::function_error(
+            function,
+            format!("invalid regex: the pattern is {} bytes, more than {MAX_PATTERN_BYTES}", pattern.len()),
+        ));
+    }
     let re = Arc::new(
-        Regex::new(pattern).map_err(|e| ExecutionError::function_error(function, format!("invalid regex: {e}")))?,
+        RegexBuilder::new(pattern)
+            .size_limit(COMPILED_LIMIT)
+            .build()
+            .map_err(|e| ExecutionError::function_error(function, format!("invalid regex: {e}")))?,
     );
-    if let Ok(mut cache) = CACHE.write()
-        && cache.len() < CACHE_CAP
+    if pattern.len() <= CACHED_PATTERN_BYTES
+        && let Ok(mut cache) = CACHE.write()
     {
+        if cache.len() >= CACHE_CAP {
+            cache.clear();
+        }
         cache.insert(pattern.to_owned(), re.clone());
     }
     Ok(re)
@@ -295,5 +316,24 @@ mod tests {
         register(&mut ctx);
         let err = Program::compile("'x'.matches('(')").unwrap().execute(&ctx).unwrap_err();
         assert!(err.to_string().contains("invalid regex"), "{err}");
+    }
+
+    /// Regex DoS (Go regexp CVE-2022-41715 class, patterns from request
+    /// data): a pattern over the length limit is refused before it is
+    /// parsed, and request-supplied patterns never grow the cache past its
+    /// bound (a long one is not kept at all).
+    #[test]
+    fn request_supplied_patterns_are_bounded_in_length_and_in_the_cache() {
+        let long = "a".repeat(MAX_PATTERN_BYTES + 1);
+        let err = compiled("matches", &long).err().expect("refused");
+        assert!(err.to_string().contains("more than 65536"), "{err}");
+        let kept = |p: &str| CACHE.read().unwrap().contains_key(p);
+        let medium = format!("^{}$", "b".repeat(CACHED_PATTERN_BYTES));
+        compiled("matches", &medium).unwrap();
+        assert!(!kept(&medium), "a long pattern is compiled for the call, not kept");
+        for i in 0..(3 * CACHE_CAP) {
+            compiled("matches", &format!("^made-up-{i}$")).unwrap();
+            assert!(CACHE.read().unwrap().len() <= CACHE_CAP);
+        }
     }
 }
