@@ -325,7 +325,7 @@ mod tests {
     #[test]
     fn request_supplied_patterns_are_bounded_in_length_and_in_the_cache() {
         let long = "a".repeat(MAX_PATTERN_BYTES + 1);
-        let err = compiled("matches", &long).err().expect("refused");
+        let err = compiled("matches", &long).expect_err("refused");
         assert!(err.to_string().contains("more than 65536"), "{err}");
         let kept = |p: &str| CACHE.read().unwrap().contains_key(p);
         let medium = format!("^{}$", "b".repeat(CACHED_PATTERN_BYTES));
