@@ -1231,6 +1231,16 @@ impl Stage for PolicyStage {
     }
 
     fn decide(&self, request: &AdmissionRequest, decision: &mut Decision) -> Flow {
+        let git = self.git_vars(request, decision);
+        self.policies.evaluate(request, self.namespaces.as_ref(), &git, decision);
+        if decision.allowed() { Flow::Continue } else { Flow::Stop }
+    }
+}
+
+impl PolicyStage {
+    /// The `git` variable of a request (annotating the decision with the
+    /// commit that owns the object, and a break-glass).
+    fn git_vars(&self, request: &AdmissionRequest, decision: &mut Decision) -> GitVars {
         let reconciler = request.user_info.username == self.reconciler;
         let break_glass = request.user_info.groups.iter().any(|g| self.break_glass_groups.contains(g));
         let snapshot = self.provenance.as_ref().and_then(|p| p.load_full());
@@ -1264,7 +1274,74 @@ impl Stage for PolicyStage {
             }
             None => GitVars { reconciler, break_glass, ..GitVars::default() },
         };
-        self.policies.evaluate(request, self.namespaces.as_ref(), &git, decision);
-        if decision.allowed() { Flow::Continue } else { Flow::Stop }
+        git
+    }
+}
+
+/// [`PolicyStage`] for policies that read `authorizer`: their checks are
+/// answered by SubjectAccessReviews (through [`authz::Reviewer`]'s
+/// cache). The evaluation stays pure: it runs with the answers known, the
+/// checks it could not answer are reviewed, and it runs again, until
+/// nothing is pending (at most [`authz::CHECKS_PER_REQUEST`] checks, so as
+/// many rounds).
+///
+/// Reviews are only sent for requests from the authenticated apiserver
+/// (`--client-ca`): an unauthenticated caller types its own `userInfo`,
+/// and answering it would make gitgate an oracle of the cluster's RBAC
+/// for anyone who reaches the webhook (and let them flood the apiserver
+/// with reviews). Its checks fail with the reason instead, so the
+/// policy's `failurePolicy` decides.
+pub struct AuthorizingPolicyStage {
+    pub stage: PolicyStage,
+    /// `None` without a cluster: checks fail saying so.
+    pub reviewer: Option<Arc<authz::Reviewer>>,
+}
+
+impl crate::admission::AsyncStage for AuthorizingPolicyStage {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+
+    fn decide<'a>(
+        &'a self,
+        request: &'a AdmissionRequest,
+        decision: &'a mut Decision,
+    ) -> crate::admission::StageFuture<'a> {
+        Box::pin(async move {
+            let git = self.stage.git_vars(request, decision);
+            let namespaces = self.stage.namespaces.as_ref();
+            let policies = &self.stage.policies;
+            let reviewer = match (&self.reviewer, request.caller) {
+                (Some(r), crate::admission::Caller::Apiserver) => r,
+                (reviewer, _) => {
+                    let why = if reviewer.is_none() {
+                        "the authorizer is not available: gitgate serve has no cluster to send SubjectAccessReviews to"
+                    } else {
+                        "the authorizer is not available: SubjectAccessReviews are only sent for requests from the apiserver authenticated by --client-ca (this caller's userInfo is unverified)"
+                    };
+                    let none = Err(authz::Unavailable(why.to_owned()));
+                    policies.evaluate_authorized(request, namespaces, &git, decision, &|_| true, none);
+                    return if decision.allowed() { Flow::Continue } else { Flow::Stop };
+                }
+            };
+            let mut resolved: HashMap<authz::Check, authz::Answer> = HashMap::new();
+            // each round answers at least one new check, and a request asks
+            // at most CHECKS_PER_REQUEST: the last round's decision stands
+            // (its unanswered checks fail their expressions)
+            for round in 0..=authz::CHECKS_PER_REQUEST {
+                let known = authz::Known { cache: reviewer.cache.clone(), resolved: resolved.clone() };
+                let session = Arc::new(authz::Session::new(Arc::new(known)));
+                let mut attempt = decision.clone();
+                policies.evaluate_authorized(request, namespaces, &git, &mut attempt, &|_| true, Ok(session.clone()));
+                let pending = session.pending();
+                if pending.is_empty() || round == authz::CHECKS_PER_REQUEST {
+                    *decision = attempt;
+                    break;
+                }
+                let answers = futures_util::future::join_all(pending.iter().map(|c| reviewer.resolve(c))).await;
+                resolved.extend(pending.into_iter().zip(answers));
+            }
+            if decision.allowed() { Flow::Continue } else { Flow::Stop }
+        })
     }
 }
