@@ -51,7 +51,8 @@ spec: {{policyName: bench, validationActions: [Deny]}}
 
 fn request() -> AdmissionRequest {
     let body = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission/validate-create-deployment.json"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/admission/validate-create-deployment.json"),
     )
     .unwrap();
     let mut req = gitgate::admission::Review::decode(&body).unwrap().request;

@@ -1244,7 +1244,7 @@ impl PolicyStage {
         let reconciler = request.user_info.username == self.reconciler;
         let break_glass = request.user_info.groups.iter().any(|g| self.break_glass_groups.contains(g));
         let snapshot = self.provenance.as_ref().and_then(|p| p.load_full());
-        let git = match &snapshot {
+        match &snapshot {
             Some(snap) => {
                 let who = crate::provenance::Identity {
                     reconciler: self.reconciler.clone(),
@@ -1273,8 +1273,7 @@ impl PolicyStage {
                 GitVars { break_glass, ..GitVars::from_facts(&facts, reconciler) }
             }
             None => GitVars { reconciler, break_glass, ..GitVars::default() },
-        };
-        git
+        }
     }
 }
 
