@@ -8,6 +8,10 @@
 //! - `cached`: a policy with one `authorizer...check('get').allowed()`,
 //!   answered from the cache (what every request after the first of a
 //!   user within the TTL costs);
+//! - `interpreter`: a policy without authorizer that the interpreter runs
+//!   (the request's context converted, as for any check);
+//! - `check_alone_cached`: one `check('get').allowed()` expression in a
+//!   context holding only `authorizer`, answered from the cache;
 //! - `uncached`: the same with an empty cache, so one SubjectAccessReview
 //!   to an in-process mocked apiserver (kube client, JSON both ways: the
 //!   round trip without the network) and a second evaluation.
@@ -22,9 +26,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gitgate::admission::{AdmissionRequest, AsyncStage, Caller, Decision};
-use gitgate::policy::authz::Reviewer;
+use gitgate::policy::authz::{self, Reviewer};
 use gitgate::policy::{AuthorizingPolicyStage, PolicySet, PolicyStage, StaticNamespaces, parse_documents};
 use kube::client::Body;
+use kube_cel::KubeCelExt as _;
+use kube_cel::cel::{Context, Value};
 use serde_json::json;
 
 fn policy(expression: &str) -> Arc<PolicySet> {
@@ -112,10 +118,17 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _runtime = rt.enter();
     let req = request();
     let check = "authorizer.group('').resource('secrets').namespace(object.metadata.namespace).check('get').allowed()";
     let client = mocked();
     let baseline = stage(policy("true"), Arc::new(Reviewer::new(client.clone())));
+    // the same request through the interpreter (bytes literals are not on
+    // the fast path), without authorizer: the context's conversion
+    let interpreter = stage(
+        policy("object.metadata.namespace == object.metadata.namespace && b'' == b''"),
+        Arc::new(Reviewer::new(client.clone())),
+    );
     let cached = stage(policy(check), Arc::new(Reviewer::new(client.clone())));
     let uncached_set = policy(check);
     let real = std::env::var_os("AUTHZ_BENCH_KUBECONFIG").map(|path| {
@@ -125,6 +138,28 @@ fn main() {
             kube::Client::try_from(config).unwrap()
         })
     });
+    // the check alone: one expression in a context holding only
+    // `authorizer`, its answer in the cache
+    let warm = Arc::new(Reviewer::new(client.clone()));
+    let mut ctx = Context::default().with_all();
+    gitgate::policy::functions::register(&mut ctx);
+    authz::register(&mut ctx);
+    let check_alone = gitgate::policy::lang::compile(
+        "authorizer.group('').resource('secrets').namespace('web').check('get').allowed()",
+    )
+    .unwrap();
+    let one_check = |ctx: &mut Context<'static>| {
+        let known = authz::Known { cache: warm.cache.clone(), resolved: Default::default() };
+        let session = Arc::new(authz::Session::new(Arc::new(known)));
+        ctx.add_variable_from_value("authorizer", authz::authorizer(&req, Ok(session.clone())));
+        let v = Value::resolve(&check_alone, ctx);
+        (v, session.pending())
+    };
+    let (_, pending) = one_check(&mut ctx);
+    for check in pending {
+        rt.block_on(warm.resolve(&check));
+    }
+    assert_eq!(one_check(&mut ctx).0, Ok(Value::Bool(true)));
     let decide = |s: &AuthorizingPolicyStage| {
         let mut d = Decision::default();
         rt.block_on(s.decide(&req, &mut d));
@@ -136,7 +171,12 @@ fn main() {
         decide(&cached);
     }
     assert_eq!(cached.reviewer.as_ref().unwrap().cache.len(), 1);
-    let mut rows: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![("baseline", vec![], vec![]), ("cached", vec![], vec![])];
+    let mut rows: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![
+        ("baseline", vec![], vec![]),
+        ("interpreter", vec![], vec![]),
+        ("cached", vec![], vec![]),
+        ("check_alone_cached", vec![], vec![]),
+    ];
     rows.push(("uncached", vec![], vec![]));
     if real.is_some() {
         rows.push(("uncached_real_apiserver", vec![], vec![]));
@@ -146,6 +186,20 @@ fn main() {
             let (p50, p99) = match *name {
                 "baseline" => time(&rt, 20_000, || decide(&baseline)),
                 "cached" => time(&rt, 20_000, || decide(&cached)),
+                "interpreter" => time(&rt, 20_000, || decide(&interpreter)),
+                "check_alone_cached" => time(&rt, 20_000, || {
+                    let (mut v, pending) = one_check(&mut ctx);
+                    // the answer expires every 10 s (CACHE_TTL): asked again,
+                    // as a request would
+                    if !pending.is_empty() {
+                        for check in pending {
+                            rt.block_on(warm.resolve(&check));
+                        }
+                        v = one_check(&mut ctx).0;
+                    }
+                    assert_eq!(v, Ok(Value::Bool(true)));
+                    Decision::default()
+                }),
                 "uncached" => time(&rt, 2_000, || {
                     let s = stage(uncached_set.clone(), Arc::new(Reviewer::new(client.clone())));
                     decide(&s)
