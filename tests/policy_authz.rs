@@ -334,3 +334,22 @@ cases:
         results[2].detail
     );
 }
+
+#[tokio::test]
+async fn a_service_account_check_is_reviewed_as_that_account() {
+    let text = POLICY.replace(
+        "authorizer.group('').resource('secrets').namespace(object.metadata.namespace).check('get').allowed()\"",
+        "authorizer.serviceAccount('web', 'builder').group('apps').resource('deployments').subresource('scale').namespace('web').name('web').check('update').allowed()\"",
+    );
+    let (reviewer, mut handle) = mock();
+    let stage = stage(set(&text), Some(reviewer));
+    let alice = request("alice", Caller::Apiserver);
+    let (d, spec) = tokio::join!(decide(&stage, &alice), answer(&mut handle, 201, json!({"allowed": true})));
+    assert!(d.denial.is_none(), "{:?}", d.denial);
+    assert_eq!(spec["user"], "system:serviceaccount:web:builder");
+    assert_eq!(spec["groups"], json!(["system:serviceaccounts", "system:serviceaccounts:web"]));
+    assert_eq!(
+        spec["resourceAttributes"],
+        json!({"group": "apps", "resource": "deployments", "subresource": "scale", "namespace": "web", "name": "web", "verb": "update"})
+    );
+}

@@ -59,17 +59,13 @@ impl Subject {
         }
     }
 
-    /// As the apiserver's `serviceAccount(ns, name)`: the account's user
-    /// name and its groups.
+    /// As the apiserver's `serviceAccount(ns, name)` (`serviceaccount.
+    /// UserInfo`): the account's user name and its two groups.
     fn service_account(namespace: &str, name: &str) -> Subject {
         Subject {
             user: format!("system:serviceaccount:{namespace}:{name}"),
             uid: String::new(),
-            groups: vec![
-                "system:serviceaccounts".to_owned(),
-                format!("system:serviceaccounts:{namespace}"),
-                "system:authenticated".to_owned(),
-            ],
+            groups: vec!["system:serviceaccounts".to_owned(), format!("system:serviceaccounts:{namespace}")],
             extra: BTreeMap::new(),
         }
     }
