@@ -647,7 +647,8 @@ async fn serve(
     let mut decider = Decider::new();
     // Always: the provenance facts (and the built-in provenance policy when
     // no policy file is given) make Git the only deploy path.
-    decider = decider.with_validating(Arc::new(PolicyStage {
+    let uses_authorizer = policies.uses_authorizer();
+    let policy_stage = PolicyStage {
         policies: Arc::new(policies),
         namespaces: namespaces.clone(),
         reconciler: sync.reconciler.clone(),
@@ -655,7 +656,20 @@ async fn serve(
         strict: true,
         break_glass_groups: repo.break_glass_groups.clone(),
         break_glass_ttl,
-    }));
+    };
+    // Policies reading `authorizer` are answered by SubjectAccessReviews;
+    // the others keep the pure stage.
+    decider = if uses_authorizer {
+        if sync.client.is_none() || callers.client_ca.is_none() {
+            tracing::warn!(
+                "a policy reads `authorizer`, but gitgate sends SubjectAccessReviews only with a cluster and --client-ca: its checks fail (and its failurePolicy decides)"
+            );
+        }
+        let reviewer = sync.client.clone().map(|c| Arc::new(crate::policy::authz::Reviewer::new(c)));
+        decider.with_async_validating(Arc::new(crate::policy::AuthorizingPolicyStage { stage: policy_stage, reviewer }))
+    } else {
+        decider.with_validating(Arc::new(policy_stage))
+    };
     // First on /mutate: a break-glass change gets its window stamped.
     decider = decider.with_mutating(Arc::new(crate::provenance::glass::StampStage {
         groups: repo.break_glass_groups.clone(),

@@ -446,6 +446,13 @@ fn rbac_keeps_the_reconcilers_rights_apart_from_the_webhooks_read_rights() {
         assert_eq!(binding["roleRef"]["name"], role);
         assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": sa, "namespace": NS}]));
     }
+    // CEL `authorizer`: only when asked, the one create of the webhook role
+    let objs_authz = render(&shim, "webhook:\n  authorizer: true\n");
+    let rules = get(&objs_authz, "ClusterRole", "gitgate-webhook")["rules"].as_array().unwrap().clone();
+    assert!(rules.contains(
+        &json!({"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]})
+    ));
+    assert_eq!(rules.len(), webhook["rules"].as_array().unwrap().len() + 1);
     for (binding, sa) in
         [("gitgate-reconciler", "gitgate"), ("gitgate-keys", "gitgate-webhook"), ("gitgate-webhook", "gitgate-webhook")]
     {

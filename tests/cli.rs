@@ -322,3 +322,68 @@ fn every_test_security_md_names_exists() {
     }
     assert!(checked >= 30, "only {checked} tests named");
 }
+
+/// `serve` answers a policy reading `authorizer` (issue 20, item 3): a
+/// review from an unauthenticated caller (no `--client-ca`) gets no
+/// SubjectAccessReview — its check fails saying why, and the policy's
+/// `failurePolicy: Fail` denies.
+#[test]
+fn serve_runs_authorizer_policies_and_never_reviews_an_unauthenticated_callers_user() {
+    common::install_crypto();
+    let (repo, _commit) = support::gitops_demo_repo();
+    let work = tempfile::tempdir().unwrap();
+    let policies = work.path().join("my-policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(
+        policies.join("secret-readers.yaml"),
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: secret-readers}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [configmaps]}
+  validations:
+  - expression: "authorizer.group('').resource('secrets').namespace(object.metadata.namespace).check('get').allowed()"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: secret-readers}
+spec: {policyName: secret-readers, validationActions: [Deny]}
+"#,
+    )
+    .unwrap();
+    let kubeconfig = work.path().join("none.kubeconfig");
+    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n").unwrap();
+    let url = repo.url();
+    let args = ["--repo", &url, "--policies", policies.to_str().unwrap(), "--kubeconfig", kubeconfig.to_str().unwrap()];
+    let serve = common::ServeProcess::spawn(BIN, work.path(), &args);
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "authz-1",
+            "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "name": "probe", "namespace": "scratch", "operation": "CREATE",
+            "userInfo": {"username": "system:admin", "groups": ["system:masters"]},
+            "object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "probe", "namespace": "scratch"}}
+        }
+    });
+    let body = work.path().join("review.json");
+    std::fs::write(&body, review.to_string()).unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(&serve.ca)
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(format!("@{}", body.display()))
+        .arg(format!("https://127.0.0.1:{}/validate", serve.addr.port()))
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    let message = answer["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("secret-readers") && message.contains("the authorizer is not available"), "{message}");
+    assert!(serve.log.lock().unwrap().contains("a policy reads `authorizer`"));
+    serve.terminate(Duration::from_secs(20));
+}

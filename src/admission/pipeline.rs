@@ -169,6 +169,11 @@ impl Decider {
         self
     }
 
+    pub fn with_async_validating(mut self, stage: Arc<dyn AsyncStage>) -> Self {
+        self.validate.push(AnyStage::Async(stage));
+        self
+    }
+
     pub fn with_async_mutating(mut self, stage: Arc<dyn AsyncStage>) -> Self {
         self.mutate.push(AnyStage::Async(stage));
         self

@@ -667,7 +667,7 @@ mod tests {
         req.object = Some(object);
         req.old_object = old;
         let git = GitVars { commit: "3f2a9c1".into(), managed: true, ..GitVars::default() };
-        let scope = RequestScope::new(&root, &req, None, &git);
+        let scope = RequestScope::new(&root, &req, None, &git, Err(crate::policy::authz::Unavailable(String::new())));
         f(&scope);
     }
 
@@ -938,7 +938,8 @@ mod tests {
         ] {
             let req = fixture_request(fixture);
             let git = GitVars { managed: true, enforced: true, ..GitVars::default() };
-            let scope = RequestScope::new(&set.root, &req, None, &git);
+            let scope =
+                RequestScope::new(&set.root, &req, None, &git, Err(crate::policy::authz::Unavailable(String::new())));
             for b in set.bound.iter().filter(|b| b.policy.constraints.matches(&req, None)) {
                 let p = &b.policy;
                 assert!(p.inlined || p.variables.is_empty(), "{}", p.name);

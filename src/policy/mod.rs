@@ -8,6 +8,7 @@
 //! [`Decision`].
 
 pub mod ast;
+pub mod authz;
 pub mod cost;
 mod fast;
 pub mod functions;
@@ -152,6 +153,9 @@ struct Expression {
     cost: Cost,
     /// [`fast::supported`]: evaluated over the request's JSON first.
     fast: bool,
+    /// Reads `authorizer`: never on the fast path, and its policy is
+    /// evaluated again once its pending checks are answered.
+    authz: bool,
 }
 
 /// Rewrites `variables.<name>` into the identifier `VAR_PREFIX<name>`.
@@ -184,13 +188,11 @@ impl Expression {
             message,
         };
         let mut ast = lang::compile(source).map_err(err)?;
-        if ast.references().has_variable("authorizer") {
-            return Err(err("the authorizer variable is not available to a webhook".into()));
-        }
+        let authz = ast.references().has_variable("authorizer");
         let cost = cost::analyze(&ast);
         rewrite_variables(&mut ast);
-        let fast = fast::supported(&ast);
-        Ok(Expression { source: source.to_owned(), ast, cost, fast })
+        let fast = !authz && fast::supported(&ast);
+        Ok(Expression { source: source.to_owned(), ast, cost, fast, authz })
     }
 
     /// Inlines variable definitions (keyed by their rewritten identifier)
@@ -207,7 +209,8 @@ impl Expression {
             false
         });
         self.cost = cost::analyze(&self.ast);
-        self.fast = fast::supported(&self.ast);
+        self.authz = self.authz || self.ast.references().has_variable("authorizer");
+        self.fast = !self.authz && fast::supported(&self.ast);
     }
 
     fn execute(&self, ctx: &Context<'_>) -> kube_cel::cel::ResolveResult {
@@ -485,6 +488,30 @@ impl PolicySet {
         decision: &mut Decision,
         only: &dyn Fn(&str) -> bool,
     ) {
+        let none = authz::Unavailable(NO_AUTHORIZER.to_owned());
+        self.evaluate_authorized(req, namespaces, git, decision, only, Err(none))
+    }
+
+    /// Whether a bound policy reads `authorizer`.
+    pub fn uses_authorizer(&self) -> bool {
+        self.bound.iter().any(|b| b.policy.uses_authorizer())
+    }
+
+    /// [`PolicySet::evaluate_where`] with `authorizer` checks answered by
+    /// `session` (or failing with the reason it is unavailable). A check
+    /// whose answer the session does not know yet fails its expression
+    /// and is left in [`authz::Session::pending`]: the caller answers it
+    /// and evaluates again into a fresh decision.
+    pub fn evaluate_authorized(
+        &self,
+        req: &AdmissionRequest,
+        namespaces: &dyn Namespaces,
+        git: &GitVars,
+        decision: &mut Decision,
+        only: &dyn Fn(&str) -> bool,
+        session: Result<Arc<authz::Session>, authz::Unavailable>,
+    ) {
+        let mut session = Some(session);
         let mut scope: Option<RequestScope<'_>> = None;
         let mut audit_failures: Vec<Json> = Vec::new();
         let ns_object = if req.namespace.is_empty() { None } else { namespaces.get(&req.namespace) };
@@ -495,7 +522,10 @@ impl PolicySet {
             {
                 continue;
             }
-            let scope = scope.get_or_insert_with(|| RequestScope::new(&self.root, req, ns_object.as_deref(), git));
+            let scope = scope.get_or_insert_with(|| {
+                let session = session.take().unwrap_or_else(|| Err(authz::Unavailable(NO_AUTHORIZER.to_owned())));
+                RequestScope::new(&self.root, req, ns_object.as_deref(), git, session)
+            });
             let outcome = run_policy(p, scope);
             for v in outcome.violations {
                 let reason = if v.reason.is_empty() { "Invalid".to_owned() } else { v.reason };
@@ -661,7 +691,15 @@ fn run_policy(p: &CompiledPolicy, scope: &RequestScope<'_>) -> Outcome {
     }
 }
 
+/// Why `authorizer` checks fail where nothing answers them.
+const NO_AUTHORIZER: &str = "the authorizer is not available here (gitgate serve answers its checks with SubjectAccessReviews when it has a cluster and --client-ca; gitgate policy test needs the case's authorizer answers)";
+
 impl CompiledPolicy {
+    fn uses_authorizer(&self) -> bool {
+        self.conditions.iter().chain(&self.variables).chain(&self.audit).any(|(_, e)| e.authz)
+            || self.validations.iter().any(|v| v.expr.authz || v.message_expr.as_ref().is_some_and(|m| m.authz))
+    }
+
     fn expressions(&self) -> Vec<(String, &Expression)> {
         let mut out: Vec<(String, &Expression)> = Vec::new();
         out.extend(self.conditions.iter().map(|(n, e)| (format!("matchCondition {n:?}"), e)));
@@ -692,7 +730,48 @@ pub fn functions_table() -> String {
     let mut ctx = root_context();
     let object: Json = serde_json::from_str(lang::EXAMPLE_OBJECT).unwrap_or(Json::Null);
     ctx.add_variable_from_value("object", to_cel(&object, &mut Sizes::default()));
+    ctx.add_variable_from_value("authorizer", example_authorizer());
     lang::table(&ctx)
+}
+
+/// The `authorizer` the feature table's examples read: alice, updating
+/// Deployment `web` in `default`, may get Secrets, `/healthz` and update
+/// her request's resource; anything else is denied.
+pub(crate) fn example_authorizer() -> Value {
+    use authz::{Answer, StubAnswers, StubRule};
+    let req: Result<AdmissionRequest, _> = serde_json::from_value(serde_json::json!({
+        "uid": "example",
+        "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+        "name": "web",
+        "namespace": "default",
+        "operation": "UPDATE",
+        "userInfo": {"username": "alice", "groups": ["dev", "system:authenticated"]},
+    }));
+    let Ok(req) = req else { return Value::Null };
+    let yes = Answer { allowed: true, reason: "allowed by the example".into(), error: None };
+    let no = Answer { allowed: false, reason: "denied by the example".into(), error: None };
+    let alice = |rule: StubRule| StubRule { user: Some("alice".into()), ..rule };
+    let stub = StubAnswers(vec![
+        (
+            alice(StubRule { resource: Some("secrets".into()), verb: Some("get".into()), ..Default::default() }),
+            yes.clone(),
+        ),
+        (alice(StubRule { path: Some("/healthz".into()), ..Default::default() }), yes.clone()),
+        (
+            alice(StubRule {
+                group: Some("apps".into()),
+                resource: Some("deployments".into()),
+                namespace: Some("default".into()),
+                name: Some("web".into()),
+                verb: Some("update".into()),
+                ..Default::default()
+            }),
+            yes,
+        ),
+        (StubRule::default(), no),
+    ]);
+    authz::authorizer(&req, Ok(Arc::new(authz::Session::new(Arc::new(stub)))))
 }
 
 /// The shared root context: CEL's standard library, Kubernetes' CEL
@@ -700,6 +779,7 @@ pub fn functions_table() -> String {
 fn root_context() -> Context<'static> {
     let mut ctx = Context::default().with_all();
     functions::register(&mut ctx);
+    authz::register(&mut ctx);
     ctx
 }
 
@@ -1003,6 +1083,8 @@ struct RequestScope<'r> {
     sizes: Sizes,
     secret: bool,
     root: &'r Context<'static>,
+    req: &'r AdmissionRequest,
+    session: Result<Arc<authz::Session>, authz::Unavailable>,
     cel: std::cell::OnceCell<Context<'r>>,
 }
 
@@ -1012,6 +1094,7 @@ impl<'r> RequestScope<'r> {
         req: &'r AdmissionRequest,
         namespace: Option<&'r Json>,
         git: &GitVars,
+        session: Result<Arc<authz::Session>, authz::Unavailable>,
     ) -> RequestScope<'r> {
         let request = serde_json::json!({
             "uid": req.uid,
@@ -1041,6 +1124,8 @@ impl<'r> RequestScope<'r> {
             sizes,
             secret: is_secret(req),
             root,
+            req,
+            session,
             cel: std::cell::OnceCell::new(),
         }
     }
@@ -1068,6 +1153,7 @@ impl<'r> RequestScope<'r> {
             ctx.add_variable_from_value("params", Value::Null);
             ctx.add_variable_from_value("git", cel(Some(&self.git)));
             ctx.add_variable_from_value("variables", Value::Map(Map { map: Arc::new(HashMap::new()) }));
+            ctx.add_variable_from_value("authorizer", authz::authorizer(self.req, self.session.clone()));
             ctx
         })
     }
@@ -1145,10 +1231,20 @@ impl Stage for PolicyStage {
     }
 
     fn decide(&self, request: &AdmissionRequest, decision: &mut Decision) -> Flow {
+        let git = self.git_vars(request, decision);
+        self.policies.evaluate(request, self.namespaces.as_ref(), &git, decision);
+        if decision.allowed() { Flow::Continue } else { Flow::Stop }
+    }
+}
+
+impl PolicyStage {
+    /// The `git` variable of a request (annotating the decision with the
+    /// commit that owns the object, and a break-glass).
+    fn git_vars(&self, request: &AdmissionRequest, decision: &mut Decision) -> GitVars {
         let reconciler = request.user_info.username == self.reconciler;
         let break_glass = request.user_info.groups.iter().any(|g| self.break_glass_groups.contains(g));
         let snapshot = self.provenance.as_ref().and_then(|p| p.load_full());
-        let git = match &snapshot {
+        match &snapshot {
             Some(snap) => {
                 let who = crate::provenance::Identity {
                     reconciler: self.reconciler.clone(),
@@ -1177,8 +1273,74 @@ impl Stage for PolicyStage {
                 GitVars { break_glass, ..GitVars::from_facts(&facts, reconciler) }
             }
             None => GitVars { reconciler, break_glass, ..GitVars::default() },
-        };
-        self.policies.evaluate(request, self.namespaces.as_ref(), &git, decision);
-        if decision.allowed() { Flow::Continue } else { Flow::Stop }
+        }
+    }
+}
+
+/// [`PolicyStage`] for policies that read `authorizer`: their checks are
+/// answered by SubjectAccessReviews (through [`authz::Reviewer`]'s
+/// cache). The evaluation stays pure: it runs with the answers known, the
+/// checks it could not answer are reviewed, and it runs again, until
+/// nothing is pending (at most [`authz::CHECKS_PER_REQUEST`] checks, so as
+/// many rounds).
+///
+/// Reviews are only sent for requests from the authenticated apiserver
+/// (`--client-ca`): an unauthenticated caller types its own `userInfo`,
+/// and answering it would make gitgate an oracle of the cluster's RBAC
+/// for anyone who reaches the webhook (and let them flood the apiserver
+/// with reviews). Its checks fail with the reason instead, so the
+/// policy's `failurePolicy` decides.
+pub struct AuthorizingPolicyStage {
+    pub stage: PolicyStage,
+    /// `None` without a cluster: checks fail saying so.
+    pub reviewer: Option<Arc<authz::Reviewer>>,
+}
+
+impl crate::admission::AsyncStage for AuthorizingPolicyStage {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+
+    fn decide<'a>(
+        &'a self,
+        request: &'a AdmissionRequest,
+        decision: &'a mut Decision,
+    ) -> crate::admission::StageFuture<'a> {
+        Box::pin(async move {
+            let git = self.stage.git_vars(request, decision);
+            let namespaces = self.stage.namespaces.as_ref();
+            let policies = &self.stage.policies;
+            let reviewer = match (&self.reviewer, request.caller) {
+                (Some(r), crate::admission::Caller::Apiserver) => r,
+                (reviewer, _) => {
+                    let why = if reviewer.is_none() {
+                        "the authorizer is not available: gitgate serve has no cluster to send SubjectAccessReviews to"
+                    } else {
+                        "the authorizer is not available: SubjectAccessReviews are only sent for requests from the apiserver authenticated by --client-ca (this caller's userInfo is unverified)"
+                    };
+                    let none = Err(authz::Unavailable(why.to_owned()));
+                    policies.evaluate_authorized(request, namespaces, &git, decision, &|_| true, none);
+                    return if decision.allowed() { Flow::Continue } else { Flow::Stop };
+                }
+            };
+            let mut resolved: HashMap<authz::Check, authz::Answer> = HashMap::new();
+            // each round answers at least one new check, and a request asks
+            // at most CHECKS_PER_REQUEST: the last round's decision stands
+            // (its unanswered checks fail their expressions)
+            for round in 0..=authz::CHECKS_PER_REQUEST {
+                let known = authz::Known { cache: reviewer.cache.clone(), resolved: resolved.clone() };
+                let session = Arc::new(authz::Session::new(Arc::new(known)));
+                let mut attempt = decision.clone();
+                policies.evaluate_authorized(request, namespaces, &git, &mut attempt, &|_| true, Ok(session.clone()));
+                let pending = session.pending();
+                if pending.is_empty() || round == authz::CHECKS_PER_REQUEST {
+                    *decision = attempt;
+                    break;
+                }
+                let answers = futures_util::future::join_all(pending.iter().map(|c| reviewer.resolve(c))).await;
+                resolved.extend(pending.into_iter().zip(answers));
+            }
+            if decision.allowed() { Flow::Continue } else { Flow::Stop }
+        })
     }
 }

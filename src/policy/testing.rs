@@ -16,7 +16,15 @@
 //!   git: {managed: true, signed: false, breakGlass: false}  # optional: the `git` variable
 //!   review: ../../tests/fixtures/admission/validate-create-deployment.json  # or a captured AdmissionReview
 //!   message: "substring of the denial or warning"  # optional
+//!   authorizer:              # optional: the answers of CEL `authorizer` checks,
+//!   - {resource: secrets, namespace: web, verb: get, allowed: true}
+//!   - {user: bob, allowed: false, reason: "no RBAC"}   # first match wins
 //! ```
+//!
+//! `gitgate policy test` sends no SubjectAccessReview: a check no entry of
+//! `authorizer:` matches is denied ("no stub answer for …"), and a case
+//! without `authorizer:` whose policy asks a check fails, naming the
+//! checks it needs answers for.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +33,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::{GitVars, PolicyError, PolicySet, StaticNamespaces};
+use super::{GitVars, PolicyError, PolicySet, StaticNamespaces, authz};
 use crate::admission::{AdmissionRequest, Decision, Review};
 use crate::provenance::plural as resource_for;
 
@@ -60,6 +68,65 @@ struct Case {
     review: Option<PathBuf>,
     #[serde(default)]
     message: Option<String>,
+    #[serde(default)]
+    authorizer: Option<Vec<AuthorizerAnswer>>,
+}
+
+/// One stubbed `authorizer` answer: the fields set must equal the
+/// check's; `user` is the checked user (the request's, or
+/// `system:serviceaccount:<ns>:<name>` after `serviceAccount(ns, name)`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthorizerAnswer {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    subresource: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    verb: Option<String>,
+    allowed: bool,
+    #[serde(default)]
+    reason: String,
+    /// Makes the answer errored (`errored()`, `error()`).
+    #[serde(default)]
+    error: Option<String>,
+}
+
+impl AuthorizerAnswer {
+    fn stub(&self) -> (authz::StubRule, authz::Answer) {
+        let rule = authz::StubRule {
+            user: self.user.clone(),
+            path: self.path.clone(),
+            group: self.group.clone(),
+            resource: self.resource.clone(),
+            subresource: self.subresource.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            verb: self.verb.clone(),
+        };
+        let allowed = self.allowed && self.error.is_none();
+        (rule, authz::Answer { allowed, reason: self.reason.clone(), error: self.error.clone() })
+    }
+}
+
+/// What a case without `authorizer:` answers: nothing, so each check it
+/// asks is left pending and reported.
+struct NoAnswers;
+
+impl authz::Answers for NoAnswers {
+    fn get(&self, _: &authz::Check) -> Option<authz::Answer> {
+        None
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,7 +308,22 @@ fn run_case(set: &PolicySet, file: &str, policy: &str, case: &Case, base: &Path)
         return result;
     }
     let mut decision = Decision::default();
-    set.evaluate_where(&req, &namespaces, &git, &mut decision, &|name| policy.is_empty() || name == policy);
+    let answers: Arc<dyn authz::Answers> = match &case.authorizer {
+        Some(list) => Arc::new(authz::StubAnswers(list.iter().map(AuthorizerAnswer::stub).collect())),
+        None => Arc::new(NoAnswers),
+    };
+    let session = Arc::new(authz::Session::new(answers));
+    let only = |name: &str| policy.is_empty() || name == policy;
+    set.evaluate_authorized(&req, &namespaces, &git, &mut decision, &only, Ok(session.clone()));
+    let pending = session.pending();
+    if !pending.is_empty() {
+        let checks: Vec<String> = pending.iter().map(ToString::to_string).collect();
+        result.detail = format!(
+            "the policy reads `authorizer` and the case gives no `authorizer:` answers (gitgate policy test sends no SubjectAccessReview); it asks: {}",
+            checks.join("; ")
+        );
+        return result;
+    }
     let (got, text) = match (&decision.denial, decision.warnings.is_empty()) {
         (Some(d), _) => (Expect::Deny, d.message.clone()),
         (None, false) => (Expect::Warn, decision.warnings.join("; ")),

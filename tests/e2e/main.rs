@@ -11,6 +11,7 @@ mod support;
 #[path = "../vault/mod.rs"]
 mod vault;
 
+mod authz;
 mod chaos;
 mod chart;
 mod differential;
