@@ -684,3 +684,58 @@ pub async fn start_plain(addr: SocketAddr, router: Router) -> Result<Running, Se
     });
     Ok(Running { addr: local, handle, task })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Log lines written into memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn run_on(rt: &OpenRuntime) -> String {
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.handle.spawn(async move {
+            let _ = tx.send(std::thread::current().name().unwrap_or_default().to_string());
+        });
+        rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    }
+
+    #[test]
+    fn a_worker_that_cannot_lower_its_priority_logs_it_and_serves_anyway() {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        let rt = tracing::subscriber::with_default(subscriber, || {
+            OpenRuntime::start(1, OPEN_NICE, |_| Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied)))
+        })
+        .expect("a failure to lower the priority is not fatal");
+        assert_eq!(run_on(&rt), OPEN_THREAD, "the runtime serves");
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("WARN"), "{text}");
+        assert!(text.contains("failed to lower the CPU priority"), "{text}");
+    }
+
+    #[test]
+    fn open_pool_workers_run_at_a_lower_priority() {
+        let rt = OpenRuntime::start(1, OPEN_NICE, lower_priority).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.handle.spawn(async move {
+            let _ = tx.send(rustix::process::getpriority_process(Some(rustix::thread::gettid())));
+        });
+        let worker = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        let here = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        assert_eq!(worker, (here + OPEN_NICE).min(19), "the worker lowered its own priority, nobody else's");
+    }
+}
