@@ -329,9 +329,12 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, shared: Arc<Shared>, ali
     let (mut slot, _) = shared.connections.handshake();
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.get_inner());
     let handshake = tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(tcp));
+    let mut hard = shared.hard.clone();
     let result = tokio::select! {
         r = handshake => r.unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))),
         _ = &mut slot.evicted => Err(std::io::Error::other(Evicted)),
+        // the drain time is up: a pending handshake does not hold up the exit
+        _ = async { drop(hard.wait_for(|h| *h).await) } => return,
     };
     drop(slot);
     let tls = match result {
