@@ -741,6 +741,7 @@ async fn serve(
         max_connections: config.overload.max_connections,
         http2_max_streams: config.overload.http2_max_streams,
         reserved_names: callers.names.clone(),
+        low_priority_open: callers.client_ca.is_some(),
     };
     let counters = server::ServerCounters {
         handshake_failures: state.metrics().handshake_failures.clone(),

@@ -237,3 +237,69 @@ fn a_certificates_names_are_its_common_name_and_dns_names() {
         vec!["kube-apiserver-webhook-client".to_string(), "webhook.example".to_string()]
     );
 }
+
+/// Which thread served `GET /thread` on a connection presenting `identity`.
+async fn served_by(addr: std::net::SocketAddr, serving_ca: &[u8], identity: Option<&str>) -> String {
+    let mut b = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(serving_ca).unwrap()])
+        .resolve("localhost", addr);
+    if let Some(pem) = identity {
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    let client = b.build().unwrap();
+    let resp = client.get(format!("https://localhost:{}/thread", addr.port())).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap()
+}
+
+/// A flood of hostile connections (no certificate, or not the apiserver's)
+/// must compete for the CPU below the apiserver: with a client CA, only the
+/// apiserver's connections are served on the main runtime, every other
+/// connection on the open pool's low-priority runtime; without one,
+/// nobody can be told apart and everything stays on the main runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_apiservers_connections_are_served_on_the_main_runtime() {
+    common::install_crypto();
+    let client_ca = ca("client-ca");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tls::generate(dir.path(), &["localhost".into()], 30).unwrap();
+    let ca_file = dir.path().join("client-ca.crt");
+    std::fs::write(&ca_file, &client_ca.pem).unwrap();
+    let serving_ca = std::fs::read(&certs.ca_cert).unwrap();
+    let router = || {
+        axum::Router::new().route(
+            "/thread",
+            axum::routing::get(|| async { std::thread::current().name().unwrap_or_default().to_string() }),
+        )
+    };
+    let apiserver = client_cert(&client_ca, "kube-apiserver", -1, 30);
+    let other_name = client_cert(&client_ca, "some-pod", -1, 30);
+
+    for split in [true, false] {
+        let files = tls::Files {
+            cert: certs.serving_cert.clone(),
+            key: certs.serving_key.clone(),
+            client_ca: Some(ca_file.clone()),
+        };
+        let (config, _reloader) = tls::Reloader::load_files(files).unwrap();
+        let limits = ConnLimits {
+            reserved_names: vec!["kube-apiserver".into()],
+            low_priority_open: split,
+            ..ConnLimits::default()
+        };
+        let running = server::start("127.0.0.1:0".parse().unwrap(), config, router(), limits).await.unwrap();
+        let addr = running.addr;
+        let by_apiserver = served_by(addr, &serving_ca, Some(&apiserver)).await;
+        let by_anonymous = served_by(addr, &serving_ca, None).await;
+        let by_other_name = served_by(addr, &serving_ca, Some(&other_name)).await;
+        assert_ne!(by_apiserver, server::OPEN_THREAD, "split {split}: the apiserver is served on the main runtime");
+        if split {
+            assert_eq!(by_anonymous, server::OPEN_THREAD, "no certificate: the low-priority runtime");
+            assert_eq!(by_other_name, server::OPEN_THREAD, "not a --client-name: the low-priority runtime");
+        } else {
+            assert_ne!(by_anonymous, server::OPEN_THREAD, "without the split everything stays on the main runtime");
+            assert_ne!(by_other_name, server::OPEN_THREAD);
+        }
+        running.shutdown(Duration::from_secs(2)).await.unwrap();
+    }
+}
