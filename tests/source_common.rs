@@ -120,31 +120,8 @@ impl Daemon {
                 let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
                 l.local_addr().unwrap().port()
             };
-            // Run git-daemon itself (not `git daemon`, whose child would
-            // outlive a kill of the wrapper).
-            let exec_path = git(base, &["--exec-path"]);
-            let child = reap::spawn(
-                Command::new(Path::new(&exec_path).join("git-daemon"))
-                    .args([
-                        "--export-all",
-                        "--reuseaddr",
-                        "--listen=127.0.0.1",
-                        &format!("--port={port}"),
-                        &format!("--base-path={}", base.display()),
-                        &base.display().to_string(),
-                    ])
-                    .stderr(std::process::Stdio::null()),
-            )
-            .expect("git daemon starts");
-            let mut d = Daemon { child, port };
-            for _ in 0..100 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return d;
-                }
-                if let Ok(Some(_)) = d.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
+            if let Some(d) = Daemon::listen(base, port) {
+                return d;
             }
         }
         panic!("git daemon did not start");
@@ -153,6 +130,13 @@ impl Daemon {
     /// A `git daemon` serving `base` on `port`, which it may have served
     /// before (a restarted server).
     pub fn start_on(base: &Path, port: u16) -> Daemon {
+        Daemon::listen(base, port).unwrap_or_else(|| panic!("git daemon did not listen on {port}"))
+    }
+
+    /// Runs git-daemon itself (not `git daemon`, whose child would outlive
+    /// a kill of the wrapper) on `port`; `None` when it exits or does not
+    /// listen within 5 s (the port was taken meanwhile).
+    fn listen(base: &Path, port: u16) -> Option<Daemon> {
         let exec_path = git(base, &["--exec-path"]);
         let child = reap::spawn(
             Command::new(Path::new(&exec_path).join("git-daemon"))
@@ -167,13 +151,17 @@ impl Daemon {
                 .stderr(std::process::Stdio::null()),
         )
         .expect("git daemon starts");
-        for _ in 0..200 {
+        let mut d = Daemon { child, port };
+        for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Daemon { child, port };
+                return Some(d);
             }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            if let Ok(Some(_)) = d.child.try_wait() {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("git daemon did not listen on {port}");
+        None
     }
 }
 

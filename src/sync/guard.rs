@@ -360,6 +360,20 @@ pub fn tampered(desired: &Value, live: &Value) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// A guard for gitgate in namespace `gitgate`, failing closed.
+    fn config(endpoint: &str, ca_pem: &[u8]) -> GuardConfig {
+        GuardConfig {
+            endpoint: Endpoint::parse(endpoint).unwrap(),
+            ca_pem: ca_pem.to_vec(),
+            ca_file: None,
+            namespace: "gitgate".into(),
+            failure_policy: "Fail".into(),
+            timeout_seconds: 5,
+            enforce_label: None,
+            vap: Some(("system:serviceaccount:gitgate:gitgate".into(), vec![])),
+        }
+    }
+
     #[test]
     fn endpoints_parse_and_configurations_exclude_system_namespaces() {
         assert!(
@@ -367,16 +381,7 @@ mod tests {
         );
         assert!(matches!(Endpoint::parse("gitgate/gitgate:8443").unwrap(), Endpoint::Service { port: 8443, .. }));
         assert!(Endpoint::parse("nonsense").is_err());
-        let c = GuardConfig {
-            endpoint: Endpoint::parse("gitgate/gitgate").unwrap(),
-            ca_pem: b"-----BEGIN CERTIFICATE-----".to_vec(),
-            ca_file: None,
-            namespace: "gitgate".into(),
-            failure_policy: "Fail".into(),
-            timeout_seconds: 5,
-            enforce_label: None,
-            vap: Some(("system:serviceaccount:gitgate:gitgate".into(), vec![])),
-        };
+        let c = config("gitgate/gitgate", b"-----BEGIN CERTIFICATE-----");
         let objs = objects(&c);
         assert_eq!(objs.len(), 4);
         let v = &objs[0].1["webhooks"][0];
@@ -402,16 +407,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = crate::tls::generate(dir.path(), &["localhost".into()], 30).unwrap();
         let old = std::fs::read(&first.ca_cert).unwrap();
-        let c = GuardConfig {
-            endpoint: Endpoint::parse("https://127.0.0.1:8443").unwrap(),
-            ca_pem: old.clone(),
-            ca_file: Some(first.ca_cert.clone()),
-            namespace: "gitgate".into(),
-            failure_policy: "Fail".into(),
-            timeout_seconds: 5,
-            enforce_label: None,
-            vap: None,
-        };
+        let c =
+            GuardConfig { ca_file: Some(first.ca_cert.clone()), vap: None, ..config("https://127.0.0.1:8443", &old) };
         assert!(matches!(c.current(), std::borrow::Cow::Borrowed(_)), "unchanged: no copy");
         // A new CA (and serving pair) in the directory.
         std::fs::remove_file(dir.path().join(crate::tls::CA_KEY)).unwrap();
@@ -440,16 +437,7 @@ mod tests {
     /// refuses: it stayed pointed at the Service for good.
     #[test]
     fn an_edited_configuration_is_replaced_not_merged() {
-        let c = GuardConfig {
-            endpoint: Endpoint::parse("https://127.0.0.1:8443").unwrap(),
-            ca_pem: b"ca".to_vec(),
-            ca_file: None,
-            namespace: "gitgate".into(),
-            failure_policy: "Fail".into(),
-            timeout_seconds: 5,
-            enforce_label: None,
-            vap: Some(("system:serviceaccount:gitgate:gitgate".into(), vec![])),
-        };
+        let c = config("https://127.0.0.1:8443", b"ca");
         let objs = objects(&c);
         let desired = &objs[0].1;
         let mut live = desired.clone();
