@@ -264,15 +264,8 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
         return facts;
     };
 
-    let app = d.app_of(obj).map(|a| a.name.clone()).unwrap_or_default();
     let glass = break_glass(req, who);
-    let info = snap.info(obj.commit);
-    facts.commit = obj.commit.to_string();
-    facts.signed = snap.is_signed(obj.commit);
-    facts.app = app.clone();
-    facts.path = obj.source.to_string();
-    facts.author = info.author.clone();
-    facts.subject = info.subject.clone();
+    let (app, info) = git_facts(snap, obj, &mut facts);
     let owner = format!(
         "{id} is managed by app {app} from {path} at {short} '{subject}'",
         path = obj.source,
@@ -340,6 +333,21 @@ fn hook_of<'d>(
     git.pointer("/metadata/name").is_none().then_some(hook)
 }
 
+/// What every decision about one of Git's objects reports: the commit that
+/// introduced it (and whether it is signed), its app, file, author and
+/// subject; the app's name and the commit's summary for the message.
+fn git_facts(snap: &Snapshot, object: &DesiredObject, facts: &mut Facts) -> (String, CommitInfo) {
+    let app = snap.desired.app_of(object).map(|a| a.name.clone()).unwrap_or_default();
+    let info = snap.info(object.commit);
+    facts.commit = object.commit.to_string();
+    facts.signed = snap.is_signed(object.commit);
+    facts.app = app.clone();
+    facts.path = object.source.to_string();
+    facts.author = info.author.clone();
+    facts.subject = info.subject.clone();
+    (app, info)
+}
+
 /// A sync hook: Git's when the reconciler creates it with the content of
 /// the hook's manifest in the commit in force (its name aside, for
 /// `generateName`) and its stamps; the reconciler deletes it (its delete
@@ -352,17 +360,9 @@ fn verify_hook(
     id: &str,
     mut facts: Facts,
 ) -> Facts {
-    let d = &snap.desired;
-    let app = d.app_of(hook).map(|a| a.name.clone()).unwrap_or_default();
-    let info = snap.info(hook.commit);
     facts.managed = true;
     facts.enforced = true;
-    facts.commit = hook.commit.to_string();
-    facts.signed = snap.is_signed(hook.commit);
-    facts.app = app.clone();
-    facts.path = hook.source.to_string();
-    facts.author = info.author.clone();
-    facts.subject = info.subject.clone();
+    let (app, info) = git_facts(snap, hook, &mut facts);
     let from_reconciler = req.user_info.username == who.reconciler;
     let owner = format!(
         "{id} is a sync hook of app {app} from {path} at {short} '{subject}'",
