@@ -63,6 +63,12 @@ pub enum Command {
     Status(crate::sync::cli::StatusArgs),
     /// Create the commit that rolls an app back to an earlier commit (for a pull request).
     Rollback(crate::sync::rollback::RollbackArgs),
+    /// Approve a commit for an app whose syncPolicy requires approval.
+    Approve(crate::promotion::cli::ApproveArgs),
+    /// Pause an app for a while: new commits wait and self-heal stops.
+    Pause(crate::promotion::cli::PauseArgs),
+    /// End an app's pause.
+    Resume(crate::promotion::cli::ResumeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -269,6 +275,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reseal(args) => crate::secrets::cli::reseal(args),
         Command::Recipients(args) => crate::secrets::cli::recipients_cmd(args),
         Command::Status(args) => crate::sync::cli::status(args),
+        Command::Approve(args) => crate::promotion::cli::approve(args),
+        Command::Pause(args) => crate::promotion::cli::pause(args),
+        Command::Resume(args) => crate::promotion::cli::resume(args),
         Command::Rollback(args) => {
             crate::sync::rollback::run(args)?;
             Ok(ExitCode::SUCCESS)
@@ -506,11 +515,11 @@ fn track(
 /// swapped in whole.
 fn follow(
     tracker: Arc<crate::source::poll::Tracker>,
+    mut updates: tokio::sync::watch::Receiver<Option<Arc<crate::render::DesiredSet>>>,
     source: Arc<crate::source::fetch::GitSource>,
     slot: Arc<arc_swap::ArcSwapOption<crate::provenance::Snapshot>>,
     on_first: impl FnOnce() + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    let mut updates = tracker.subscribe();
     let mut on_first = Some(on_first);
     tokio::spawn(async move {
         loop {
@@ -699,7 +708,7 @@ async fn serve(
     let decider = Arc::new(decider);
     let ready_state = state.clone();
     let dashboard_source = source.clone();
-    let following = follow(tracker.clone(), source, snapshot.clone(), move || {
+    let following = follow(tracker.clone(), sync.desired.clone(), source, snapshot.clone(), move || {
         ready_state.publish(decider);
         tracing::info!("ready: deciding from the commit in force");
     });
@@ -715,8 +724,19 @@ async fn serve(
     let gate = crate::dashboard::Gate::start(&dashboard_args, sync.client.clone(), config.listen, snapshot.clone())
         .await
         .context("failed to set up the dashboard's login")?;
-    let mut router =
-        admission::routes(state.clone()).merge(crate::dashboard::router(Arc::new(dashboard), Arc::new(gate)));
+    let actions = match &sync.promoter {
+        Some(p) => crate::promotion::api::router(Arc::new(crate::promotion::api::Actions {
+            promoter: p.clone(),
+            audit: Some(audit_log.clone()),
+            max_pause: sync.max_pause,
+        })),
+        None => axum::Router::new(),
+    };
+    let mut router = admission::routes(state.clone()).merge(crate::dashboard::router_with(
+        Arc::new(dashboard),
+        Arc::new(gate),
+        actions,
+    ));
     let metrics_server = match dashboard_args.metrics_listen {
         Some(addr) => Some(server::start_plain(addr, admission::metrics_router(state.clone())).await?),
         None => {

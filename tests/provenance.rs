@@ -39,6 +39,7 @@ fn manifest(image: &str) -> String {
 struct World {
     _repo: Repo,
     _cache: tempfile::TempDir,
+    src: GitSource,
     snapshots: Vec<Arc<Snapshot>>,
     commits: Vec<String>,
 }
@@ -60,7 +61,7 @@ fn world() -> World {
         .iter()
         .map(|c| Arc::new(Snapshot::build(r.desired(&src.repo(), oid(c)).unwrap(), &src.repo())))
         .collect();
-    World { _repo: repo, _cache: t, snapshots, commits: vec![c1, c2] }
+    World { _repo: repo, _cache: t, src, snapshots, commits: vec![c1, c2] }
 }
 
 fn request(fixture: &str) -> AdmissionRequest {
@@ -152,6 +153,37 @@ fn hand_edits_copied_stamps_and_replays_are_refused_with_the_owner() {
     let f = verify(head, &request("validate-update-deployment-kubectl-edit-like.json"));
     assert!(!f.verdict.allowed);
     assert!(f.verdict.message.starts_with(&owner), "{}", f.verdict.message);
+}
+
+/// Issue 17: the gate enforces the commit in force, not the one waiting
+/// for approval. The waiting commit's content, even sent by the reconciler
+/// with its valid stamps, is refused until the commit is approved; what is
+/// in force passes.
+#[test]
+fn a_commit_waiting_for_approval_is_not_enforced_the_one_in_force_is() {
+    use gitgate::render::DesiredSet;
+    use gitgate::render::desired::{AppGate, Held, HeldKind};
+    let w = world();
+    let (old, head) = (&w.snapshots[0], &w.snapshots[1]);
+    let gate = AppGate {
+        in_force: Some(old.desired.commit()),
+        config: old.desired.config_arc().clone(),
+        held: Some(Held { kind: HeldKind::WaitingApproval, waiting: head.desired.commit(), message: "waits".into() }),
+        self_heal: true,
+    };
+    let composed = DesiredSet::compose(&head.desired, vec![("demo".into(), Some(old.desired.clone()), gate)]);
+    assert_eq!(composed.commit(), head.desired.commit(), "the head is still the head");
+    assert_eq!(composed.app_commit("demo"), Some(old.desired.commit()));
+    let snap = Snapshot::build(Arc::new(composed), &w.src.repo());
+
+    let waiting = stamped(head, request("validate-create-deployment.json"));
+    let f = verify(&snap, &waiting);
+    assert!(!f.verdict.allowed, "the waiting commit's content passed: {:?}", f.verdict);
+    assert!(f.verdict.message.contains("/spec/template/spec/containers/0/image differs"), "{}", f.verdict.message);
+    let in_force = stamped(old, request("validate-create-deployment.json"));
+    let f = verify(&snap, &in_force);
+    assert!(f.verdict.allowed, "{:?}", f.verdict);
+    assert_eq!(f.commit, w.commits[0], "the object is traced to the commit in force");
 }
 
 #[test]

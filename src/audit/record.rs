@@ -31,10 +31,19 @@ pub enum EventKind {
     SyncFailed,
     /// The log found and set aside a torn or lost tail when it opened.
     LogRecovered,
+    /// A commit started waiting at a promotion gate (approval, pause,
+    /// sync window).
+    PromotionWaiting,
+    /// An approver approved a commit for an app.
+    Approved,
+    /// An app was paused.
+    Paused,
+    /// An app's pause was ended by hand.
+    Resumed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::Admission,
         EventKind::Apply,
         EventKind::Prune,
@@ -45,6 +54,10 @@ impl EventKind {
         EventKind::WebhookConfigRestored,
         EventKind::SyncFailed,
         EventKind::LogRecovered,
+        EventKind::PromotionWaiting,
+        EventKind::Approved,
+        EventKind::Paused,
+        EventKind::Resumed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +72,10 @@ impl EventKind {
             EventKind::WebhookConfigRestored => "webhookConfigRestored",
             EventKind::SyncFailed => "syncFailed",
             EventKind::LogRecovered => "logRecovered",
+            EventKind::PromotionWaiting => "promotionWaiting",
+            EventKind::Approved => "approved",
+            EventKind::Paused => "paused",
+            EventKind::Resumed => "resumed",
         }
     }
 

@@ -89,6 +89,7 @@ mod tests {
             cluster_kinds: Vec::new(),
             vault: Default::default(),
             roles,
+            approval: Default::default(),
         }
     }
 

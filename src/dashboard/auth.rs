@@ -259,7 +259,15 @@ impl Gate {
     /// Who is asking, and what they may read.
     pub async fn viewer(&self, headers: &HeaderMap) -> Result<Viewer, Refusal> {
         let reviewer = match &self.mode {
-            Mode::Open(why) => return Ok(Viewer { user: (*why).to_string(), scope: Scope::All, login: false }),
+            Mode::Open(why) => {
+                return Ok(Viewer {
+                    user: (*why).to_string(),
+                    groups: Vec::new(),
+                    admin: false,
+                    scope: Scope::All,
+                    login: false,
+                });
+            }
             Mode::Off(why) => return Err(Refusal::Off(why)),
             Mode::Review(r) => r,
         };
@@ -277,7 +285,8 @@ impl Gate {
 
     /// The scope of a reviewed user under the config in force.
     pub fn scope_of(&self, user: User) -> Result<Viewer, Refusal> {
-        let scope = if user.groups.iter().any(|g| self.admin_groups.contains(g)) {
+        let admin = user.groups.iter().any(|g| self.admin_groups.contains(g));
+        let scope = if admin {
             Scope::All
         } else {
             let Some(snap) = self.snapshot.load_full() else { return Err(Refusal::Starting) };
@@ -286,7 +295,7 @@ impl Gate {
         if scope.is_empty() {
             return Err(Refusal::NoRole(user));
         }
-        Ok(Viewer { user: user.name, scope, login: true })
+        Ok(Viewer { user: user.name, groups: user.groups, admin, scope, login: true })
     }
 
     pub fn reviewer(&self) -> Option<&TokenReviewer> {
@@ -301,6 +310,10 @@ impl Gate {
 #[derive(Clone, Debug)]
 pub struct Viewer {
     pub user: String,
+    /// The groups the apiserver gave the token (empty without a login).
+    pub groups: Vec<String>,
+    /// A member of an `--admin-group`.
+    pub admin: bool,
     pub scope: Scope,
     /// Signed in with a token (a sign-out button makes sense).
     pub login: bool,

@@ -97,6 +97,12 @@ impl DashboardState {
 /// `/ui` and its pages, `/api/v1/apps`, behind `gate`; the login page,
 /// the static assets and `/` (a redirect) are open.
 pub fn router(state: Arc<DashboardState>, gate: Arc<Gate>) -> Router {
+    router_with(state, gate, Router::new())
+}
+
+/// [`router`] with more `/api/v1` routes behind the same login (the
+/// promotion actions).
+pub fn router_with(state: Arc<DashboardState>, gate: Arc<Gate>, api: Router) -> Router {
     let gated = Router::new()
         .route("/ui", get(overview))
         .route("/ui/apps/{name}", get(app))
@@ -105,6 +111,7 @@ pub fn router(state: Arc<DashboardState>, gate: Arc<Gate>) -> Router {
         .route("/ui/files/{*path}", get(file))
         .with_state(state.clone())
         .merge(crate::sync::status::router(state.status.clone()))
+        .merge(api)
         .layer(middleware::from_fn_with_state(gate.clone(), auth::require));
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui") }))

@@ -92,6 +92,9 @@ struct RawProject {
     vault: Option<RawVaultAccess>,
     #[serde(default)]
     roles: Vec<Spanned<RawRole>>,
+    /// `required`: every app of the project waits for an approver.
+    #[serde(default)]
+    approval: Approval,
 }
 
 #[derive(Deserialize)]
@@ -230,6 +233,21 @@ pub struct SyncPolicy {
     pub self_heal: bool,
     #[serde(default)]
     pub detect_only: bool,
+    /// `required`: each commit that changes the app waits for an approver
+    /// (`gitgate approve`) before it is synced or enforced.
+    #[serde(default)]
+    pub approval: Approval,
+}
+
+/// Whether a commit needs an approver before it is put in force.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum Approval {
+    /// Every commit is synced as it arrives.
+    #[default]
+    Automatic,
+    /// A commit that changes the app waits for an approver.
+    Required,
 }
 
 /// Where an app's objects go.
@@ -343,6 +361,8 @@ pub struct Project {
     pub vault: VaultAccess,
     /// Who may do what with the project's apps (groups → permissions).
     pub roles: Vec<Role>,
+    /// `required`: every app of the project waits for an approver.
+    pub approval: Approval,
 }
 
 /// Which Vault paths a project's Secrets may reference (`<mount>/<path>`
@@ -377,7 +397,7 @@ pub struct Role {
 pub enum Permission {
     /// See the project's apps, their files and their audit records.
     Read,
-    /// Reserved for promotion gates (parsed and kept; grants nothing yet).
+    /// Approve a waiting commit, pause and resume the project's apps.
     Sync,
 }
 
@@ -400,6 +420,7 @@ impl Project {
             cluster_kinds: Vec::new(),
             vault: VaultAccess::default(),
             roles: Vec::new(),
+            approval: Approval::Automatic,
         }
     }
 
@@ -442,6 +463,19 @@ impl Config {
 
     pub fn project(&self, name: &str) -> Option<&Project> {
         self.projects.get(name)
+    }
+
+    /// Whether a promotion gate may keep `app` off the head (approval or
+    /// sync windows): its commit in force is recorded with every commit.
+    pub fn gated(&self, app: &App) -> bool {
+        self.approval_required(app)
+    }
+
+    /// Whether a commit that changes `app` waits for an approver: the
+    /// app's `syncPolicy.approval` or its project's `approval`.
+    pub fn approval_required(&self, app: &App) -> bool {
+        app.sync_policy.approval == Approval::Required
+            || self.project(&app.project).is_some_and(|p| p.approval == Approval::Required)
     }
 }
 
@@ -524,7 +558,8 @@ fn validate(file: &str, raw: RawConfig, tree: &TreeReader) -> Result<Config, Ren
             }
         };
         let roles = roles(file, &p.name, p.roles)?;
-        let project = Project { name: p.name.clone(), destinations, kinds, cluster_kinds, vault, roles };
+        let project =
+            Project { name: p.name.clone(), destinations, kinds, cluster_kinds, vault, roles, approval: p.approval };
         if p.name != DEFAULT_PROJECT && projects.contains_key(&p.name) {
             return Err(config_error(file, line, format!("project {:?} is declared twice", p.name)));
         }

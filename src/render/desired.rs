@@ -103,6 +103,44 @@ pub struct DesiredSet {
     /// The sync hooks: run by a sync, never in an inventory, pruned or
     /// healed; looked up only by the provenance check and the sync.
     hooks: HashMap<PackedKey, DesiredObject>,
+    /// The apps a promotion gate keeps off the head (a set made by
+    /// [`DesiredSet::compose`]); empty for a rendered commit.
+    gates: HashMap<String, AppGate>,
+}
+
+/// Why an app's newest commit is not in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum HeldKind {
+    /// `approval: required` and nobody approved the commit yet.
+    WaitingApproval,
+    /// `gitgate pause`: new commits wait and self-heal stops until it ends.
+    Paused,
+    /// A sync window is closed (outside an allow window or inside a deny one).
+    OutsideWindow,
+}
+
+/// A newer commit waiting at a gate.
+#[derive(Clone, Debug)]
+pub struct Held {
+    pub kind: HeldKind,
+    /// The tracked head, which changes the app and waits.
+    pub waiting: ObjectId,
+    /// What waits and why, for the status, e.g. "waiting for approval of
+    /// 1a2b3c4 (`gitgate approve web`)".
+    pub message: String,
+}
+
+/// How a gate keeps one app of a composed set.
+#[derive(Clone, Debug)]
+pub struct AppGate {
+    /// The commit whose content is in force for the app (`None`: no commit
+    /// was ever approved: none of its objects are).
+    pub in_force: Option<ObjectId>,
+    /// The config of that commit (its project's roles say who approves).
+    pub config: Arc<Config>,
+    pub held: Option<Held>,
+    /// Whether self-heal goes on (at the commit in force).
+    pub self_heal: bool,
 }
 
 impl std::fmt::Debug for DesiredSet {
@@ -119,7 +157,15 @@ impl std::fmt::Debug for DesiredSet {
 impl DesiredSet {
     pub(crate) fn builder(commit: ObjectId, tree: ObjectId, config: Arc<Config>) -> DesiredSetBuilder {
         DesiredSetBuilder {
-            set: DesiredSet { commit, tree, config, apps: Vec::new(), objects: HashMap::new(), hooks: HashMap::new() },
+            set: DesiredSet {
+                commit,
+                tree,
+                config,
+                apps: Vec::new(),
+                objects: HashMap::new(),
+                hooks: HashMap::new(),
+                gates: HashMap::new(),
+            },
         }
     }
 
@@ -133,6 +179,106 @@ impl DesiredSet {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The config shared (a composed set keeps the head's).
+    pub fn config_arc(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// How a promotion gate keeps `app` (None: it is at the head).
+    pub fn gate(&self, app: &str) -> Option<&AppGate> {
+        self.gates.get(app)
+    }
+
+    /// The apps kept by a gate.
+    pub fn gates(&self) -> &HashMap<String, AppGate> {
+        &self.gates
+    }
+
+    /// The newer commit waiting for `app`, if one does.
+    pub fn held(&self, app: &str) -> Option<&Held> {
+        self.gates.get(app).and_then(|g| g.held.as_ref())
+    }
+
+    /// The commit whose content is in force for `app` (the head unless a
+    /// gate keeps it; `None` when nothing was ever approved).
+    pub fn app_commit(&self, app: &str) -> Option<ObjectId> {
+        match self.gates.get(app) {
+            Some(g) => g.in_force,
+            None => Some(self.commit),
+        }
+    }
+
+    /// Whether self-heal goes on for `app` (a pause or a closed window
+    /// stops it).
+    pub fn self_heals(&self, app: &str) -> bool {
+        self.gates.get(app).is_none_or(|g| g.self_heal)
+    }
+
+    /// What the app is in Git, as one digest: its definition, and each
+    /// object's and hook's identity and content. Two commits that give an
+    /// app the same content digest alike (nothing to approve between them).
+    pub fn app_digest(&self, app: &str) -> Option<[u8; 32]> {
+        use sha2::Digest as _;
+        let a = self.app(app)?;
+        let mut h = sha2::Sha256::new();
+        h.update(a.fingerprint().as_bytes());
+        for (tag, list) in [("o", self.app_objects(app)), ("h", self.app_hooks(app))] {
+            for (k, o) in list {
+                h.update(format!("\n{tag}|{}|{}|{}|{}|", k.group, k.kind, k.namespace, k.name).as_bytes());
+                h.update(o.digest);
+            }
+        }
+        Some(h.finalize().into())
+    }
+
+    /// A set of the head's config and commit in which each gated app keeps
+    /// the objects and hooks of the set in force for it (`None`: none),
+    /// and every other app the head's. An identity two apps claim goes to
+    /// the gated app (what is in force wins); the other copy is dropped.
+    pub fn compose(head: &DesiredSet, gated: Vec<(String, Option<Arc<DesiredSet>>, AppGate)>) -> DesiredSet {
+        let mut b = DesiredSet::builder(head.commit, head.tree, head.config.clone());
+        b.reserve(head.objects.len());
+        let by_name: HashMap<&str, (Option<&DesiredSet>, &AppGate)> =
+            gated.iter().map(|(n, from, g)| (n.as_str(), (from.as_deref(), g))).collect();
+        // The head's order, then the gated apps the head no longer has.
+        let mut order: Vec<&str> = head.apps.iter().map(|a| a.name.as_str()).collect();
+        order.extend(gated.iter().map(|(n, _, _)| n.as_str()).filter(|n| head.app(n).is_none()));
+        order.dedup();
+        let mut placed: Vec<(u32, &DesiredSet, bool)> = Vec::new();
+        let mut gates = HashMap::new();
+        for name in order {
+            let (from, gated) = match by_name.get(name) {
+                Some((from, g)) => {
+                    gates.insert(name.to_string(), (*g).clone());
+                    (*from, true)
+                }
+                None => (Some(head), false),
+            };
+            let Some(app) = from.and_then(|f| f.app(name)).or_else(|| head.app(name)) else { continue };
+            let idx = b.add_app(app.clone());
+            if let Some(from) = from {
+                placed.push((idx, from, gated));
+            }
+        }
+        // What is in force wins a contested identity: gated apps first.
+        for want_gated in [true, false] {
+            for &(idx, from, _) in placed.iter().filter(|p| p.2 == want_gated) {
+                let name = &b.set.apps[idx as usize].name;
+                let Some(src_idx) = from.apps.iter().position(|a| &a.name == name) else { continue };
+                for (k, o) in from.objects.iter().chain(from.hooks.iter()) {
+                    if o.app as usize != src_idx {
+                        continue;
+                    }
+                    let map = if o.hook { &mut b.set.hooks } else { &mut b.set.objects };
+                    map.entry(k.clone()).or_insert_with(|| DesiredObject { app: idx, ..o.clone() });
+                }
+            }
+        }
+        let mut set = b.finish();
+        set.gates = gates;
+        set
     }
 
     pub fn apps(&self) -> &[Arc<App>] {

@@ -324,6 +324,7 @@ impl Project {
             }],
             vault: config::VaultAccess::default(),
             roles: Vec::new(),
+            approval: super::config::Approval::Automatic,
         }
     }
 }

@@ -488,6 +488,50 @@ impl Tracker {
         }
     }
 
+    /// The commit `id` names — a full id or a unique prefix of at least 7
+    /// hex digits, nothing else (no ref names, no revision syntax) — when
+    /// it is the tracked head or in its history; otherwise why not.
+    pub fn on_branch(&self, id: &str) -> Result<ObjectId, String> {
+        let id = id.trim();
+        if id.len() < 7 || id.len() > 40 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "{:?} is not a commit id: give 7 to 40 hex digits",
+                id.chars().take(64).collect::<String>()
+            ));
+        }
+        let head = self.current().map(|c| c.commit()).ok_or("no commit is rendered yet")?;
+        let repo = self.source.repo();
+        let commit = repo
+            .rev_parse_single(id.to_ascii_lowercase().as_str())
+            .map_err(|_| format!("commit {id} is unknown (or its prefix is ambiguous) in the tracked repository"))?
+            .object()
+            .ok()
+            .and_then(|o| o.try_into_commit().ok())
+            .map(|c| c.id)
+            .ok_or_else(|| format!("{id} is not a commit"))?;
+        let outside = repo.rev_walk([commit]).with_hidden([head]).all().map_or(true, |mut w| w.next().is_some());
+        if outside {
+            return Err(format!(
+                "commit {id} is not on the tracked branch {} (head {})",
+                self.rev,
+                head.to_hex_with_len(7)
+            ));
+        }
+        Ok(commit)
+    }
+
+    /// Whether `older` is in `newer`'s history and not `newer` itself.
+    pub fn is_strict_ancestor(&self, older: ObjectId, newer: ObjectId) -> bool {
+        older != newer
+            && self.source.repo().rev_walk([older]).with_hidden([newer]).all().is_ok_and(|mut w| w.next().is_none())
+    }
+
+    /// Renders any commit of the repository (an approved one, the one in
+    /// force at a restart), with the tracker's renderer and cache.
+    pub async fn render_commit(&self, commit: ObjectId) -> Result<Arc<DesiredSet>, SyncError> {
+        self.render(commit).await?.map_err(|source| SyncError::Render { commit: commit.to_string(), source })
+    }
+
     async fn render(&self, commit: ObjectId) -> Result<Result<Arc<DesiredSet>, RenderError>, SyncError> {
         let source = self.source.clone();
         let renderer = self.renderer.clone();

@@ -94,6 +94,9 @@ pub struct ServeSyncArgs {
     /// Also install and guard the ValidatingAdmissionPolicy of `gitgate vap`.
     #[arg(long)]
     pub install_vap: bool,
+    /// Longest pause `gitgate pause --for` may ask for.
+    #[arg(long, default_value = "24h")]
+    pub max_pause: String,
 }
 
 /// `KEY=VALUE`, a label selector's one requirement.
@@ -121,6 +124,13 @@ pub struct Running {
     /// Whether this replica leads the sync loop: true while it does (None
     /// in plan mode and with `--sync=off`).
     pub leading: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The set in force (the promotion gates applied), for the admission
+    /// gate's provenance snapshot.
+    pub desired: tokio::sync::watch::Receiver<Option<Arc<crate::render::DesiredSet>>>,
+    /// The promotion gates (with a cluster only).
+    pub promoter: Option<Arc<crate::promotion::Promoter>>,
+    /// `--max-pause`.
+    pub max_pause: Duration,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     leader: Option<LeaderHandle>,
 }
@@ -141,7 +151,7 @@ impl Running {
 
 /// What the sync loop needs from `serve`.
 pub struct Wiring<'a> {
-    pub tracker: &'a Tracker,
+    pub tracker: &'a Arc<Tracker>,
     pub source: Arc<GitSource>,
     pub registry: &'a mut prometheus_client::registry::Registry,
     pub audit: Option<Arc<dyn SyncRecorder>>,
@@ -188,6 +198,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
         // Admission still uses the cluster when it runs in one (or is
         // given --kubeconfig): the secrets bridge's cluster keys and the
         // audit log's checkpoints. The Helm chart's webhook pods are this.
+        let max_pause = max_pause(args)?;
         let client = if args.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
             match connect(args).await {
                 Ok((client, _, name)) => {
@@ -202,13 +213,24 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
         } else {
             None
         };
+        // The admission-only replicas compose the set in force alike.
+        let (desired, promoter, tasks) = match &client {
+            Some(c) => {
+                let (p, t) = promote(c, &args.namespace, w.tracker, None, Arc::new(|| false)).await;
+                (p.subscribe(), Some(p), vec![t])
+            }
+            None => (crate::promotion::promoter::passthrough(w.tracker), None, Vec::new()),
+        };
         return Ok(Running {
             status,
             reconciler: fallback(w.reconciler),
             client,
             sealed_values: None,
             leading: None,
-            tasks: Vec::new(),
+            desired,
+            promoter,
+            max_pause,
+            tasks,
             leader: None,
         });
     }
@@ -227,6 +249,9 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
                 client: None,
                 sealed_values: None,
                 leading: None,
+                desired: crate::promotion::promoter::passthrough(w.tracker),
+                promoter: None,
+                max_pause: max_pause(args)?,
                 tasks: vec![task],
                 leader: None,
             });
@@ -286,7 +311,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
     ensure_namespace(&client, &args.namespace).await;
     let target = Arc::new(Target::new(name.clone(), client.clone(), args.kube_qps, args.kube_burst));
     let targets = Targets::new(target, kubeconfig, args.kube_qps, args.kube_burst);
-    let reconciler = Arc::new(Reconciler::new(config, targets, w.source, status.clone(), w.audit, guard));
+    let reconciler = Arc::new(Reconciler::new(config, targets, w.source, status.clone(), w.audit.clone(), guard));
     let sealed_values = reconciler.sealed_values();
 
     let mut lease = LeaseConfig::new(args.namespace.clone(), "gitgate-leader", replica.clone());
@@ -294,16 +319,59 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
     lease.renew_interval = (lease_duration / 5).max(Duration::from_millis(500));
     let (leading, handle) = Elector::new(client.clone(), lease).spawn();
     tracing::info!(cluster = %name, replica = %replica, namespace = %args.namespace, "sync loop started; waiting for the lead");
-    let task = tokio::spawn(reconciler.run(w.tracker.subscribe(), leading.clone()));
+    let records = {
+        let leading = leading.clone();
+        Arc::new(move || *leading.borrow())
+    };
+    let (promoter, promoting) = promote(&client, &args.namespace, w.tracker, w.audit.clone(), records).await;
+    let task = tokio::spawn(reconciler.run(promoter.subscribe(), leading.clone()));
     Ok(Running {
         status,
         reconciler: reconciler_name,
         client: Some(client),
         sealed_values: Some(sealed_values),
         leading: Some(leading),
-        tasks: vec![task],
+        desired: promoter.subscribe(),
+        promoter: Some(promoter),
+        max_pause: max_pause(args)?,
+        tasks: vec![task, promoting],
         leader: Some(handle),
     })
+}
+
+/// `--max-pause`: 1 minute to 30 days.
+fn max_pause(args: &ServeSyncArgs) -> anyhow::Result<Duration> {
+    let max = Duration::from_secs(30 * 24 * 3600);
+    Ok(in_range("--max-pause", parse_duration(&args.max_pause)?, Duration::from_secs(60), max)?)
+}
+
+/// Starts the promotion gates: the commit in force of each app at start is
+/// its inventory's (none when they cannot be read: then a gated app keeps
+/// nothing new in force until it is approved again).
+async fn promote(
+    client: &kube::Client,
+    namespace: &str,
+    tracker: &Arc<Tracker>,
+    audit: Option<Arc<dyn SyncRecorder>>,
+    records: Arc<dyn Fn() -> bool + Send + Sync>,
+) -> (Arc<crate::promotion::Promoter>, tokio::task::JoinHandle<()>) {
+    let inventories = match super::inventory::read_all(client, namespace).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "failed to read the inventories: gated apps start with nothing in force");
+            Default::default()
+        }
+    };
+    let store = crate::promotion::state::StateStore::new(client.clone(), namespace);
+    let promoter = crate::promotion::Promoter::new(
+        tracker.clone(),
+        store,
+        crate::promotion::promoter::start_commits(&inventories),
+        audit,
+        records,
+    );
+    let task = tokio::spawn(promoter.clone().run());
+    (promoter, task)
 }
 
 fn fallback(reconciler: Option<String>) -> String {
@@ -403,15 +471,24 @@ pub struct StatusArgs {
 /// The token `gitgate status` sends: --token, --token-file, else the
 /// current kubeconfig user's `token`/`tokenFile`.
 fn status_token(args: &StatusArgs) -> anyhow::Result<Option<secrecy::SecretString>> {
+    bearer_token(args.token.as_ref(), args.token_file.as_deref())
+}
+
+/// The bearer token a client command sends to gitgate's API: `token`,
+/// `token_file`, else the current kubeconfig user's `token`/`tokenFile`.
+pub fn bearer_token(
+    token: Option<&secrecy::SecretString>,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<secrecy::SecretString>> {
     use secrecy::ExposeSecret as _;
-    if let Some(t) = &args.token {
+    if let Some(t) = token {
         return Ok(Some(secrecy::SecretString::from(t.expose_secret().trim().to_string())));
     }
     let from_file = |p: &std::path::Path| -> anyhow::Result<secrecy::SecretString> {
         let t = std::fs::read_to_string(p).with_context(|| format!("failed to read the token file {}", p.display()))?;
         Ok(secrecy::SecretString::from(t.trim().to_string()))
     };
-    if let Some(p) = &args.token_file {
+    if let Some(p) = token_file {
         return from_file(p).map(Some);
     }
     let Ok(kc) = kube::config::Kubeconfig::read() else { return Ok(None) };

@@ -31,7 +31,8 @@ use crate::source::fetch::GitSource;
 
 /// What an app's inventory holds now: its entries encoded (one string, not
 /// 10,000 entries), its cluster and its base.
-type Recorded = (String, String, Option<usize>);
+/// An inventory as written: entries (encoded), cluster, base, commit.
+type Recorded = (String, String, Option<usize>, String);
 
 /// Where audit records of sync actions go.
 pub trait SyncRecorder: Send + Sync {
@@ -172,8 +173,20 @@ impl Reconciler {
         };
         let mut finished = true;
         for app in desired.apps() {
-            let (status, ok) = self.sync_app_checked(desired, app, inventories.get(&app.name), &message).await;
+            // A promotion gate that freezes the app (a pause, a closed
+            // window, nothing approved yet): nothing is read or written.
+            if let Some(gate) = desired.gate(&app.name).filter(|g| g.in_force.is_none() || !g.self_heal) {
+                self.status.put(self.frozen_status(desired, app, gate));
+                continue;
+            }
+            let (mut status, ok) = self.sync_app_checked(desired, app, inventories.get(&app.name), &message).await;
             finished &= ok;
+            if let Some(held) = desired.held(&app.name)
+                && status.sync == SyncStatus::Synced
+            {
+                status.sync = SyncStatus::held(held.kind);
+                status.message = held.message.clone();
+            }
             self.status.put(status);
         }
         for (name, inv) in &inventories {
@@ -184,6 +197,30 @@ impl Reconciler {
         let names: HashSet<String> = desired.apps().iter().map(|a| a.name.clone()).collect();
         self.status.retain(|n| names.contains(n));
         finished
+    }
+
+    /// The status of an app a promotion gate freezes: the last one seen,
+    /// with the gate's word.
+    fn frozen_status(&self, desired: &DesiredSet, app: &App, gate: &crate::render::desired::AppGate) -> AppStatus {
+        let mut status = self.status.app(&app.name).unwrap_or_else(|| {
+            app_status(
+                app,
+                desired,
+                health_str(Health::Missing),
+                crate::audit::record::format_rfc3339_micros(crate::audit::record::now_micros()),
+            )
+        });
+        status.target_commit =
+            desired.held(&app.name).map_or_else(|| commit_of(desired, &app.name), |h| h.waiting.to_string());
+        status.synced_commit = commit_of(desired, &app.name);
+        match &gate.held {
+            Some(h) => {
+                status.sync = SyncStatus::held(h.kind);
+                status.message = h.message.clone();
+            }
+            None => status.message = "self-heal is off: a sync window is closed".to_string(),
+        }
+        status
     }
 
     async fn commit_message(&self, id: gix::ObjectId) -> String {
@@ -238,18 +275,18 @@ impl Reconciler {
             // notification, each; a held commit was reported (and notified)
             // when its hook failed.
             let held = matches!(e, SyncError::HookHeld { .. });
-            let failure = (desired.commit().to_string(), status.message.clone());
+            let failure = (commit_of(desired, &app.name), status.message.clone());
             let repeated = self
                 .failures
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(app.name.clone(), failure)
-                .is_some_and(|old| old == (desired.commit().to_string(), status.message.clone()));
+                .is_some_and(|old| old == (commit_of(desired, &app.name), status.message.clone()));
             if !held && !repeated {
                 self.audit(AuditEntry {
                     event: EventKind::SyncFailed,
                     app: app.name.clone(),
-                    commit: Some(CommitRef { id: desired.commit().to_string(), ..CommitRef::default() }),
+                    commit: Some(CommitRef { id: commit_of(desired, &app.name), ..CommitRef::default() }),
                     decision: Outcome::Failed,
                     reasons: vec![status.message.clone()],
                     ..AuditEntry::default()
@@ -304,7 +341,7 @@ impl Reconciler {
         let mut applied = 0usize;
         // What the inventory holds now, encoded (one string, not 10,000 entries).
         let mut recorded: Option<Recorded> =
-            inventory.map(|i| (inventory::encode(&i.entries), i.cluster.clone(), i.base));
+            inventory.map(|i| (inventory::encode(&i.entries), i.cluster.clone(), i.base, i.commit.clone()));
         // The app's size as of its last completed prune: the mass-prune
         // guard's measure, carried until a sync completes its prune (a new
         // app starts from nothing).
@@ -317,7 +354,7 @@ impl Reconciler {
             // Hooks run when the sync changes something (as Argo CD's
             // automated sync starts an operation only when out of sync).
             let hooks = if to_apply.is_empty() { Vec::new() } else { plan::plan_hooks(desired, &app.name)? };
-            let commit = desired.commit().to_string();
+            let commit = commit_of(desired, &app.name);
             if !hooks.is_empty()
                 && let Some(detail) = self
                     .hook_failures
@@ -487,7 +524,7 @@ impl Reconciler {
             self.audit(AuditEntry {
                 event: EventKind::Prune,
                 app: app.name.clone(),
-                commit: Some(CommitRef { id: desired.commit().to_string(), ..CommitRef::default() }),
+                commit: Some(CommitRef { id: commit_of(desired, &app.name), ..CommitRef::default() }),
                 decision: Outcome::Refused,
                 reasons: vec![why.clone()],
                 ..AuditEntry::default()
@@ -540,11 +577,11 @@ impl Reconciler {
             SyncStatus::Synced
         };
         if !detect_only && !failed_prune {
-            status.synced_commit = desired.commit().to_string();
+            status.synced_commit = commit_of(desired, &app.name);
         }
         status.message = prune_note.unwrap_or_default();
         tracing::info!(
-            app = %app.name, commit = %desired.commit(), applied, sync = status.sync.as_str(), health = %status.health,
+            app = %app.name, commit = %commit_of(desired, &app.name), applied, sync = status.sync.as_str(), health = %status.health,
             "synced"
         );
         Ok(())
@@ -563,7 +600,7 @@ impl Reconciler {
     /// The status lines of an app's hooks: this sync's runs (kept), or
     /// the runs of the last sync at this commit that ran hooks.
     fn hook_statuses(&self, app: &str, desired: &DesiredSet, runs: &[HookRun]) -> Vec<ObjectStatus> {
-        let commit = desired.commit().to_string();
+        let commit = commit_of(desired, app);
         let mut last = self.last_hooks.lock().unwrap_or_else(|e| e.into_inner());
         if !runs.is_empty() {
             let lines: Vec<ObjectStatus> = runs.iter().map(HookRun::status).collect();
@@ -820,7 +857,7 @@ impl Reconciler {
             self.hook_failures
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(run.app.name.clone(), (run.desired.commit().to_string(), crate::error_chain(&e)));
+                .insert(run.app.name.clone(), (commit_of(run.desired, &run.app.name), crate::error_chain(&e)));
         }
         for step in plan::fail_steps(run.hooks) {
             let started = runs.len();
@@ -1012,7 +1049,7 @@ impl Reconciler {
                             namespace: e.namespace.clone(),
                             name: e.name.clone(),
                             app: app.to_string(),
-                            commit: Some(CommitRef { id: desired.commit().to_string(), ..CommitRef::default() }),
+                            commit: Some(CommitRef { id: commit_of(desired, app), ..CommitRef::default() }),
                             decision: Outcome::Done,
                             ..AuditEntry::default()
                         });
@@ -1048,12 +1085,17 @@ impl Reconciler {
         let text = inventory::encode(&entries);
         let cluster = app.destination.cluster.clone();
         let base = Some(base.unwrap_or(entries.len()));
-        if previous.is_some_and(|(t, c, b)| *t == text && *c == cluster && *b == base) {
-            return Ok((text, cluster, base));
+        let commit = commit_of(desired, &app.name);
+        // A gated app's commit is what a restart puts back in force: it is
+        // kept current (one write per commit that reaches it); the others'
+        // is written with their objects only.
+        let gated = desired.gate(&app.name).is_some() || desired.config().gated(app);
+        if previous.is_some_and(|(t, c, b, k)| *t == text && *c == cluster && *b == base && (!gated || *k == commit)) {
+            return Ok((text, cluster, base, commit));
         }
-        let inv = Inventory { entries, commit: desired.commit().to_string(), cluster, base };
+        let inv = Inventory { entries, commit, cluster, base };
         inventory::write(self.targets.default.client(), &self.config.namespace, &app.name, &inv).await?;
-        Ok((text, inv.cluster, base))
+        Ok((text, inv.cluster, base, inv.commit))
     }
 
     /// An app that left `gitgate.yaml`: its objects are pruned (under the
@@ -1209,6 +1251,10 @@ impl Reconciler {
         let Some(desired) = desired else { return };
         let Some(obj) = desired.get_key(key) else { return };
         let Some(app) = desired.app_of(obj) else { return };
+        if !desired.self_heals(&app.name) {
+            // Paused, or a closed sync window: Git is frozen for the app.
+            return;
+        }
         let Ok(planned) = plan::plan_object(&app.name, key, obj) else { return };
         let drift = self.sealed_drift(&planned, live, plan::drift(&planned, live));
         let Drift::Changed(field) = &drift else {
@@ -1771,12 +1817,18 @@ async fn prune_job(target: Arc<Target>, e: Entry, app: String) -> Result<(Entry,
 }
 
 /// An app's status before anything is known of its objects.
+/// The commit in force for an app (the head unless a promotion gate keeps
+/// it; "" when nothing of it was ever approved).
+fn commit_of(desired: &DesiredSet, app: &str) -> String {
+    desired.app_commit(app).map(|c| c.to_string()).unwrap_or_default()
+}
+
 fn app_status(app: &App, desired: &DesiredSet, health: String, last_sync: String) -> AppStatus {
     AppStatus {
         name: app.name.clone(),
         sync: SyncStatus::Unknown,
         health,
-        target_commit: desired.commit().to_string(),
+        target_commit: desired.held(&app.name).map_or_else(|| commit_of(desired, &app.name), |h| h.waiting.to_string()),
         synced_commit: String::new(),
         last_sync,
         message: String::new(),

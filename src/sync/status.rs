@@ -29,6 +29,12 @@ pub enum SyncStatus {
     OutOfSync,
     Failed,
     Unknown,
+    /// A newer commit waits for an approver (`gitgate approve`).
+    WaitingApproval,
+    /// Paused (`gitgate pause`): new commits wait, self-heal is off.
+    Paused,
+    /// A sync window is closed: new commits wait.
+    OutsideWindow,
 }
 
 impl SyncStatus {
@@ -38,6 +44,19 @@ impl SyncStatus {
             SyncStatus::OutOfSync => "OutOfSync",
             SyncStatus::Failed => "Failed",
             SyncStatus::Unknown => "Unknown",
+            SyncStatus::WaitingApproval => "WaitingApproval",
+            SyncStatus::Paused => "Paused",
+            SyncStatus::OutsideWindow => "OutsideWindow",
+        }
+    }
+
+    /// The status of an app a promotion gate holds.
+    pub fn held(kind: crate::render::desired::HeldKind) -> SyncStatus {
+        use crate::render::desired::HeldKind;
+        match kind {
+            HeldKind::WaitingApproval => SyncStatus::WaitingApproval,
+            HeldKind::Paused => SyncStatus::Paused,
+            HeldKind::OutsideWindow => SyncStatus::OutsideWindow,
         }
     }
 }

@@ -19,6 +19,7 @@ mod faults;
 mod harness;
 mod hooks;
 mod keys;
+mod promotion;
 mod provenance;
 mod secrets;
 mod signed;

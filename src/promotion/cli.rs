@@ -1,0 +1,125 @@
+//! `gitgate approve`, `gitgate pause`, `gitgate resume`: clients of the
+//! promotion actions ([`super::api`]), signed in with a Kubernetes bearer
+//! token as `gitgate status` is.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::api::{ActionResponse, ApproveRequest, PauseRequest, ResumeRequest};
+
+/// Where gitgate is and who asks.
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    /// gitgate's HTTPS address.
+    #[arg(long, env = "GITGATE_SERVER", default_value = "https://127.0.0.1:8443")]
+    pub server: String,
+    /// CA certificate to trust (default: certs/ca.crt when it exists).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Kubernetes bearer token of the approver (`kubectl create token …`,
+    /// or an OIDC id token). Default: --token-file, else the kubeconfig
+    /// user's token.
+    #[arg(long, env = "GITGATE_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    pub token: Option<secrecy::SecretString>,
+    /// File holding the bearer token.
+    #[arg(long, env = "GITGATE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `gitgate approve APP [--commit C]`.
+#[derive(Args, Debug)]
+pub struct ApproveArgs {
+    pub app: String,
+    /// The commit to approve (full ID or a prefix of at least 7; default:
+    /// the one waiting). An older one than in force rolls the app back.
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// Let the commit through a closed sync window (admins only; recorded).
+    #[arg(long)]
+    pub override_window: bool,
+    #[command(flatten)]
+    pub conn: Connection,
+}
+
+/// `gitgate pause APP --for 30m --reason "…"`.
+#[derive(Args, Debug)]
+pub struct PauseArgs {
+    pub app: String,
+    /// How long (`30m`, `2h`; at most the server's --max-pause).
+    #[arg(long = "for")]
+    pub duration: String,
+    /// Why: shown on the status and the dashboard, kept in the audit log.
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub conn: Connection,
+}
+
+/// `gitgate resume APP`.
+#[derive(Args, Debug)]
+pub struct ResumeArgs {
+    pub app: String,
+    #[command(flatten)]
+    pub conn: Connection,
+}
+
+/// `gitgate approve`.
+pub fn approve(args: ApproveArgs) -> anyhow::Result<ExitCode> {
+    let body = ApproveRequest { commit: args.commit, override_window: args.override_window };
+    act(&args.conn, &args.app, "approve", &body)
+}
+
+/// `gitgate pause`.
+pub fn pause(args: PauseArgs) -> anyhow::Result<ExitCode> {
+    let body = PauseRequest { duration: args.duration, reason: args.reason };
+    act(&args.conn, &args.app, "pause", &body)
+}
+
+/// `gitgate resume`.
+pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
+    act(&args.conn, &args.app, "resume", &ResumeRequest {})
+}
+
+/// POSTs one action and prints gitgate's answer; a refusal is exit code 1
+/// with gitgate's reason.
+fn act(conn: &Connection, app: &str, action: &str, body: &impl serde::Serialize) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let url = format!("{}/api/v1/apps/{app}/{action}", conn.server.trim_end_matches('/'));
+    let token = crate::sync::cli::bearer_token(conn.token.as_ref(), conn.token_file.as_deref())?;
+    rt.block_on(async {
+        let ca = conn.ca.clone().or_else(|| Some(PathBuf::from("certs/ca.crt")).filter(|p| p.exists()));
+        let mut b = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(ca) = &ca {
+            let pem = std::fs::read(ca).with_context(|| format!("failed to read {}", ca.display()))?;
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        let mut req = b.build()?.post(&url).json(body);
+        if let Some(t) = &token {
+            use secrecy::ExposeSecret as _;
+            req = req.bearer_auth(t.expose_secret());
+        }
+        let resp = req.send().await.with_context(|| format!("failed to reach {url}"))?;
+        let code = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !code.is_success() {
+            let why = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| text.chars().take(500).collect());
+            let hint = if token.is_none() && code == reqwest::StatusCode::UNAUTHORIZED {
+                " (give --token, --token-file or GITGATE_TOKEN)"
+            } else {
+                ""
+            };
+            eprintln!("gitgate {action} {app}: refused ({code}): {why}{hint}");
+            return Ok(ExitCode::from(1));
+        }
+        let answer: ActionResponse = serde_json::from_str(&text).context("failed to read gitgate's answer")?;
+        println!("{}", answer.message);
+        Ok(ExitCode::SUCCESS)
+    })
+}

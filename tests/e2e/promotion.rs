@@ -1,0 +1,206 @@
+//! Promotion gates against the real apiserver (issue 17): a production app
+//! waits for an approver of the right group, a pause freezes an app and
+//! ends on time across a failover.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cluster::{self, Cluster};
+use crate::common::ServeProcess;
+use crate::support::Repo;
+use crate::sync::{BIN, app, audit_events, cm, get, sa_token, serve, status, wait_synced, wait_until};
+
+const APPROVERS_NS: &str = "gitgate-e2e-approvers";
+const OTHERS_NS: &str = "gitgate-e2e-readers";
+
+/// A project whose `release` role (the approvers' ServiceAccounts) may
+/// sync, and whose `readers` may only read.
+fn project(ns: &str) -> String {
+    format!(
+        "projects:\n  - name: prod\n    destinations: [{{cluster: \"*\", namespace: \"{ns}\"}}]\n    clusterKinds: [Namespace]\n    roles:\n      - {{name: release, groups: [\"system:serviceaccounts:{APPROVERS_NS}\"], permissions: [read, sync]}}\n      - {{name: readers, groups: [\"system:serviceaccounts:{OTHERS_NS}\"], permissions: [read]}}\n"
+    )
+}
+
+/// `gitgate ACTION APP ARGS…` signed in with `token`: (exit code, stdout + stderr).
+fn gitgate(s: &ServeProcess, token: &str, action: &str, app: &str, args: &[&str]) -> (i32, String) {
+    let server = format!("https://127.0.0.1:{}", s.addr.port());
+    let out = std::process::Command::new(BIN)
+        .args([action, app, "--server", &server, "--token", token, "--ca"])
+        .arg(&s.ca)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn value_of(c: &Cluster, ns: &str, name: &str) -> Option<String> {
+    get(c, &["configmap", name, "-n", ns]).and_then(|v| v["data"]["value"].as_str().map(str::to_string))
+}
+
+fn wait_sync_status(s: &ServeProcess, name: &str, sync: &str) -> Value {
+    wait_until(&format!("app {name} {sync}"), Duration::from_secs(60), || {
+        let st = status(s);
+        let a = app(&st, name)?;
+        (a["sync"] == sync).then(|| a.clone())
+    })
+}
+
+/// Item 1 and "Done when": nothing syncs before an approval; a reader is
+/// refused; an approver approves a specific commit, which syncs and is in
+/// the audit log with the approver; a newer commit waits again; approving
+/// an older one is a rollback and says so.
+#[test]
+fn a_production_app_waits_for_approval_and_an_approver_lets_it_in() {
+    let Some(c) = cluster::cluster("a_production_app_waits_for_approval_and_an_approver_lets_it_in") else { return };
+    let ns = "e2e-approval";
+    let approver = sa_token(c, APPROVERS_NS, "release-manager");
+    let reader = sa_token(c, OTHERS_NS, "dev");
+    let repo = Repo::new();
+    repo.write(
+        "gitgate.yaml",
+        &format!(
+            "{}apps:\n  - {{name: shop, project: prod, path: app, destination: {{namespace: {ns}}}, syncPolicy: {{prune: true, selfHeal: true, approval: required}}}}\n",
+            project(ns)
+        ),
+    );
+    repo.write("app/ns.yaml", &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"));
+    repo.write("app/settings.yaml", &cm("settings", 0, "1"));
+    let c1 = repo.commit("shop v1");
+    let work = tempfile::tempdir().unwrap();
+    let s = serve(c, work.path(), &repo, "gitgate-e2e-approval", &[]);
+
+    // Nothing is approved: the app waits and nothing is applied.
+    let waiting = wait_sync_status(&s, "shop", "WaitingApproval");
+    assert_eq!(waiting["targetCommit"], c1.as_str(), "{waiting:#}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(value_of(c, ns, "settings"), None, "nothing syncs without approval");
+
+    // A reader may not approve; the refusal says who may.
+    let (code, out) = gitgate(&s, &reader, "approve", "shop", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("may not approve") && out.contains(APPROVERS_NS), "{out}");
+    // Nor a commit that is not on the branch, nor a made-up one.
+    let (code, out) = gitgate(&s, &approver, "approve", "shop", &["--commit", "HEAD~1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not a commit id"), "{out}");
+    let (code, out) = gitgate(&s, &approver, "approve", "shop", &["--commit", "0123456789abcdef"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("unknown"), "{out}");
+    assert_eq!(value_of(c, ns, "settings"), None);
+
+    // The approver approves the waiting commit: it syncs.
+    let t = Instant::now();
+    let (code, out) = gitgate(&s, &approver, "approve", "shop", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&c1[..7]), "{out}");
+    wait_synced(&s, "shop", &c1);
+    eprintln!("approval → applied in {:?}", t.elapsed());
+    assert_eq!(value_of(c, ns, "settings").as_deref(), Some("1"));
+    let approved = wait_until("the approval in the audit log", Duration::from_secs(10), || {
+        audit_events(work.path()).into_iter().find(|e| e["event"] == "approved")
+    });
+    assert_eq!(approved["user"], format!("system:serviceaccount:{APPROVERS_NS}:release-manager"), "{approved:#}");
+    assert_eq!(approved["commit"]["id"], c1.as_str(), "{approved:#}");
+    assert!(approved["reasons"].to_string().contains("change sha256:"), "{approved:#}");
+
+    // A new commit waits; what is in force stays.
+    repo.write("app/settings.yaml", &cm("settings", 0, "2"));
+    let c2 = repo.commit("shop v2");
+    let waiting = wait_until("c2 waiting", Duration::from_secs(30), || {
+        let st = status(&s);
+        let a = app(&st, "shop")?;
+        (a["sync"] == "WaitingApproval" && a["targetCommit"] == c2.as_str()).then(|| a.clone())
+    });
+    assert_eq!(waiting["syncedCommit"], c1.as_str(), "{waiting:#}");
+    assert!(waiting["message"].as_str().unwrap_or_default().contains("waits for approval"), "{waiting:#}");
+    assert_eq!(value_of(c, ns, "settings").as_deref(), Some("1"), "the waiting commit is not applied");
+    // Self-heal goes on at the commit in force.
+    c.kubectl_ok(&["-n", ns, "patch", "configmap", "settings", "--type=merge", "-p", r#"{"data":{"value":"hand"}}"#]);
+    wait_until("self-heal at the commit in force", Duration::from_secs(20), || {
+        (value_of(c, ns, "settings").as_deref() == Some("1")).then_some(())
+    });
+
+    let (code, out) = gitgate(&s, &approver, "approve", "shop", &["--commit", &c2[..10]]);
+    assert_eq!(code, 0, "{out}");
+    wait_synced(&s, "shop", &c2);
+    assert_eq!(value_of(c, ns, "settings").as_deref(), Some("2"));
+
+    // Approving the older commit rolls back, and says so.
+    let (code, out) = gitgate(&s, &approver, "approve", "shop", &["--commit", &c1]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("rollback"), "{out}");
+    wait_until("rolled back to c1", Duration::from_secs(30), || {
+        (value_of(c, ns, "settings").as_deref() == Some("1")).then_some(())
+    });
+    let st = wait_sync_status(&s, "shop", "WaitingApproval");
+    assert_eq!(st["syncedCommit"], c1.as_str(), "c2 waits again after the rollback: {st:#}");
+    s.terminate(Duration::from_secs(20));
+}
+
+/// Item 2 and "Done when": a pause holds a new commit and stops self-heal,
+/// shows who and why, and ends by itself at its deadline — neither earlier
+/// nor later when the leader dies during it. A pause longer than
+/// `--max-pause` is refused.
+#[test]
+fn a_pause_holds_commits_and_self_heal_and_ends_on_time_across_a_failover() {
+    let Some(c) = cluster::cluster("a_pause_holds_commits_and_self_heal_and_ends_on_time_across_a_failover") else {
+        return;
+    };
+    let _serial = cluster::cluster_wide();
+    let ns = "e2e-pause";
+    let approver = sa_token(c, APPROVERS_NS, "oncall");
+    let repo = Repo::new();
+    repo.write(
+        "gitgate.yaml",
+        &format!(
+            "{}apps:\n  - {{name: api, project: prod, path: app, destination: {{namespace: {ns}}}, syncPolicy: {{prune: true, selfHeal: true}}}}\n",
+            project(ns)
+        ),
+    );
+    repo.write("app/ns.yaml", &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"));
+    repo.write("app/settings.yaml", &cm("settings", 0, "1"));
+    let c1 = repo.commit("api v1");
+    let (wa, wb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = serve(c, wa.path(), &repo, "gitgate-e2e-pause", &["--replica", "a", "--max-pause", "1h"]);
+    wait_synced(&a, "api", &c1);
+    let b = serve(c, wb.path(), &repo, "gitgate-e2e-pause", &["--replica", "b", "--max-pause", "1h"]);
+    wait_until("b to stand by", Duration::from_secs(10), || (status(&b)["role"] == "follower").then_some(()));
+
+    let (code, out) = gitgate(&a, &approver, "pause", "api", &["--for", "2h", "--reason", "too long"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("at most 1h"), "{out}");
+    let (code, out) = gitgate(&a, &approver, "pause", "api", &["--for", "20s", "--reason", "incident 4711"]);
+    assert_eq!(code, 0, "{out}");
+    let paused_at = Instant::now();
+    let st = wait_sync_status(&a, "api", "Paused");
+    let message = st["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("oncall") && message.contains("incident 4711") && message.contains("until"), "{st:#}");
+
+    // A new commit waits, a hand change stays (self-heal is off).
+    repo.write("app/settings.yaml", &cm("settings", 0, "2"));
+    let c2 = repo.commit("api v2");
+    c.kubectl_ok(&["-n", ns, "patch", "configmap", "settings", "--type=merge", "-p", r#"{"data":{"value":"hand"}}"#]);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(value_of(c, ns, "settings").as_deref(), Some("hand"), "no self-heal while paused");
+
+    // The leader dies mid-pause; the standby keeps the pause to its end.
+    let mut a = a;
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    wait_until("b to lead", Duration::from_secs(15), || (status(&b)["role"] == "leader").then_some(()));
+    let st = wait_sync_status(&b, "api", "Paused");
+    assert_eq!(st["syncedCommit"], c1.as_str(), "{st:#}");
+    let deadline = Duration::from_secs(20);
+    if paused_at.elapsed() + Duration::from_secs(2) < deadline {
+        assert_eq!(value_of(c, ns, "settings").as_deref(), Some("hand"), "the failover did not end the pause early");
+    }
+    wait_synced(&b, "api", &c2);
+    let ended = paused_at.elapsed();
+    eprintln!("pause of 20s ended after {ended:?} (failover included)");
+    assert!(ended >= deadline - Duration::from_secs(1), "ended early: {ended:?}");
+    assert!(ended <= deadline + Duration::from_secs(10), "ended late: {ended:?}");
+    assert_eq!(value_of(c, ns, "settings").as_deref(), Some("2"));
+    b.terminate(Duration::from_secs(20));
+}
