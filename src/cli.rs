@@ -720,7 +720,8 @@ async fn serve(
         denials,
         dashboard_source,
         Some(audit_log.path().to_path_buf()),
-    );
+    )
+    .with_live_tree(sync.client.clone());
     let gate = crate::dashboard::Gate::start(&dashboard_args, sync.client.clone(), config.listen, snapshot.clone())
         .await
         .context("failed to set up the dashboard's login")?;

@@ -1,6 +1,8 @@
 //! Notifications: Slack-compatible webhook POSTs (`{"text": …}`) on a denied
-//! change to a managed object, break-glass, a failed sync, a reverted drift
-//! and a refused unsigned commit. One URL per trigger (or one for all).
+//! change to a managed object, break-glass, a failed sync, a reverted drift,
+//! a refused unsigned commit, and a promotion gate (a commit waiting for
+//! approval or a window, an approval, a pause, a resume). One URL per
+//! trigger (or one for all).
 //!
 //! Never blocks admission: [`Notifier::notify`] only tries to put a message
 //! on a bounded queue (a full queue drops it and counts it); a background
@@ -26,11 +28,19 @@ pub enum Trigger {
     SyncFailed,
     DriftReverted,
     UnsignedCommit,
+    /// A commit waits at a promotion gate; an approval, a pause, a resume.
+    Promotion,
 }
 
 impl Trigger {
-    pub const ALL: [Trigger; 5] =
-        [Trigger::Deny, Trigger::BreakGlass, Trigger::SyncFailed, Trigger::DriftReverted, Trigger::UnsignedCommit];
+    pub const ALL: [Trigger; 6] = [
+        Trigger::Deny,
+        Trigger::BreakGlass,
+        Trigger::SyncFailed,
+        Trigger::DriftReverted,
+        Trigger::UnsignedCommit,
+        Trigger::Promotion,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -39,6 +49,7 @@ impl Trigger {
             Trigger::SyncFailed => "sync-failed",
             Trigger::DriftReverted => "drift-reverted",
             Trigger::UnsignedCommit => "unsigned-commit",
+            Trigger::Promotion => "promotion",
         }
     }
 
@@ -56,6 +67,9 @@ impl Trigger {
             EventKind::SyncFailed => Some(Trigger::SyncFailed),
             EventKind::DriftReverted => Some(Trigger::DriftReverted),
             EventKind::UnsignedCommitRefused => Some(Trigger::UnsignedCommit),
+            EventKind::PromotionWaiting | EventKind::Approved | EventKind::Paused | EventKind::Resumed => {
+                Some(Trigger::Promotion)
+            }
             _ => None,
         }
     }
@@ -129,6 +143,9 @@ pub fn text(e: &Entry, seq: u64) -> String {
         EventKind::SyncFailed => "sync failed".to_owned(),
         EventKind::DriftReverted => format!("drift reverted on{object}"),
         EventKind::UnsignedCommitRefused => "unsigned commit refused".to_owned(),
+        EventKind::PromotionWaiting | EventKind::Approved | EventKind::Paused | EventKind::Resumed => {
+            e.reasons.first().cloned().unwrap_or_else(|| e.event.as_str().to_owned())
+        }
         other => other.as_str().to_owned(),
     };
     let mut out = format!("gitgate: {what}");

@@ -245,6 +245,16 @@ pub fn denials_section(denials: &[Denial]) -> String {
 /// One app: its facts, then its resource tree (namespace → kind → object,
 /// in wave order), each object with its status, commit and file.
 pub fn app_page(a: &AppStatus) -> String {
+    app_page_with(a, None)
+}
+
+/// The live children of the app's workloads ([`super::tree`]), and whether
+/// a list failed (the tree is then partial).
+pub type LiveView<'a> = (&'a std::collections::BTreeMap<String, super::tree::Branch>, bool);
+
+/// [`app_page`], with the live tree under each workload, and the promotion
+/// actions the app's state offers (Approve a waiting commit, Resume a pause).
+pub fn app_page_with(a: &AppStatus, live: Option<LiveView<'_>>) -> String {
     let mut b = String::new();
     let _ = write!(
         b,
@@ -264,6 +274,7 @@ pub fn app_page(a: &AppStatus) -> String {
     if !a.message.is_empty() {
         let _ = write!(b, "<p class=\"message\">{}</p>", esc(&a.message));
     }
+    promotion_actions(&mut b, a);
     b.push_str("</section>");
     let _ = write!(
         b,
@@ -296,7 +307,17 @@ pub fn app_page(a: &AppStatus) -> String {
                 file = file_link(&o.commit, &o.source),
                 msg = esc(&o.message),
             );
+            if let Some((branches, _)) = live
+                && let Some(branch) = branches.get(&format!("{}/{}/{}", o.namespace, o.kind, o.name))
+            {
+                live_rows(&mut b, &object_id(o), branch);
+            }
         }
+    }
+    if live.is_some_and(|(_, partial)| partial) {
+        b.push_str(
+            "<tr><td colspan=\"7\" class=\"empty\">The live tree is partial: a list of the cluster failed.</td></tr>",
+        );
     }
     if a.objects.is_empty() {
         b.push_str("<tr><td colspan=\"7\" class=\"empty\">No resources.</td></tr>");
@@ -307,6 +328,63 @@ pub fn app_page(a: &AppStatus) -> String {
         enc(&a.name)
     );
     b
+}
+
+/// Approve (a waiting commit) and Resume (a pause): buttons the page's
+/// script sends as JSON to `/api/v1/apps/{app}/…` (same origin; a
+/// cross-site form cannot). The server decides who may.
+fn promotion_actions(b: &mut String, a: &AppStatus) {
+    use crate::sync::status::SyncStatus;
+    match a.sync {
+        SyncStatus::WaitingApproval | SyncStatus::OutsideWindow => {
+            let _ = write!(
+                b,
+                "<div class=\"actions\"><button type=\"button\" class=\"promote\" data-action=\"approve\" data-app=\"{app}\" data-commit=\"{commit}\">Approve {short}</button> \
+<button type=\"button\" class=\"diff\" data-app=\"{app}\" data-commit=\"{commit}\">Show diff</button>\
+<pre class=\"diff-out\" hidden></pre><p class=\"action-result\" role=\"status\"></p></div>",
+                app = esc(&a.name),
+                commit = esc(&a.target_commit),
+                short = esc(short(&a.target_commit)),
+            );
+        }
+        SyncStatus::Paused => {
+            let _ = write!(
+                b,
+                "<div class=\"actions\"><button type=\"button\" class=\"promote\" data-action=\"resume\" data-app=\"{app}\">Resume</button>\
+<p class=\"action-result\" role=\"status\"></p></div>",
+                app = esc(&a.name),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// The live children of one workload (indented rows) and its last events.
+fn live_rows(b: &mut String, parent: &str, branch: &super::tree::Branch) {
+    fn rows(b: &mut String, parent: &str, children: &[super::tree::Child], depth: usize) {
+        for c in children {
+            let _ = write!(
+                b,
+                "<tr class=\"live\" data-parent=\"{parent}\" data-kind=\"{kind}\"><td style=\"padding-left:{pad}em\">└ {kind}/{name}</td><td></td><td></td><td>{health}</td><td></td><td></td><td class=\"message\">{detail}</td></tr>",
+                parent = esc(parent),
+                pad = 1 + depth,
+                kind = esc(&c.kind),
+                name = esc(&c.name),
+                health = badge("health", &c.health),
+                detail = esc(&c.detail),
+            );
+            rows(b, parent, &c.children, depth + 1);
+        }
+    }
+    rows(b, parent, &branch.children, 1);
+    for e in &branch.events {
+        let _ = write!(
+            b,
+            "<tr class=\"event\" data-parent=\"{}\"><td colspan=\"7\" class=\"message\">event: {}</td></tr>",
+            esc(parent),
+            esc(e)
+        );
+    }
 }
 
 /// The audit filter as the form shows it.
@@ -330,7 +408,7 @@ pub struct AuditForm {
     pub limit: Option<usize>,
 }
 
-const EVENTS: [&str; 10] = [
+const EVENTS: [&str; 14] = [
     "admission",
     "apply",
     "prune",
@@ -341,6 +419,10 @@ const EVENTS: [&str; 10] = [
     "webhookConfigRestored",
     "syncFailed",
     "logRecovered",
+    "promotionWaiting",
+    "approved",
+    "paused",
+    "resumed",
 ];
 
 /// The audit page: the filter form, then the matching records, newest first.

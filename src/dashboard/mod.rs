@@ -17,6 +17,7 @@ pub mod auth;
 pub mod html;
 pub mod links;
 pub mod recent;
+pub mod tree;
 pub mod withheld;
 
 use std::path::PathBuf;
@@ -76,6 +77,8 @@ pub struct DashboardState {
     pub audit_log: Option<PathBuf>,
     /// The generator inputs of the tracked revision, found once per commit.
     inputs: Mutex<Option<(gix::ObjectId, Arc<GeneratorInputs>)>>,
+    /// Reads the live children of workloads (with a cluster only).
+    tree: Option<tree::LiveTree>,
 }
 
 impl DashboardState {
@@ -86,7 +89,13 @@ impl DashboardState {
         source: Arc<GitSource>,
         audit_log: Option<PathBuf>,
     ) -> Self {
-        DashboardState { status, snapshot, denials, source, audit_log, inputs: Mutex::new(None) }
+        DashboardState { status, snapshot, denials, source, audit_log, inputs: Mutex::new(None), tree: None }
+    }
+
+    /// Shows the live children of workloads, read with `client`.
+    pub fn with_live_tree(mut self, client: Option<kube::Client>) -> Self {
+        self.tree = client.map(tree::LiveTree::new);
+        self
     }
 
     fn forge(&self) -> Option<Forge> {
@@ -311,7 +320,14 @@ async fn app(
     let snap = s.snapshot.load_full();
     let found = overview_of(&s, snap.as_deref()).apps.into_iter().find(|a| a.name == name && v.scope.sees_app(&a.name));
     match found {
-        Some(a) => html_page(StatusCode::OK, html::page(&a.name, "Apps", true, Some(&who(&v)), &html::app_page(&a))),
+        Some(a) => {
+            let live = match &s.tree {
+                Some(t) => Some(t.branches(&a.objects).await),
+                None => None,
+            };
+            let body = html::app_page_with(&a, live.as_ref().map(|(b, partial)| (b, *partial)));
+            html_page(StatusCode::OK, html::page(&a.name, "Apps", true, Some(&who(&v)), &body))
+        }
         // The same answer for an app that exists elsewhere: no probing.
         None => not_found(&v, &format!("no app named {name:?} among yours")),
     }

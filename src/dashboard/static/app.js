@@ -26,9 +26,48 @@
     });
   }
 
+  // Promotion actions: JSON POSTs to this origin (the login cookie is
+  // SameSite=Strict; a cross-site form cannot send JSON). The server
+  // decides who may; its answer is shown as it is.
+  var holding = false; // a diff on screen: the live refresh waits
+  document.addEventListener("click", function (ev) {
+    var btn = ev.target.closest("button.promote, button.diff");
+    if (!btn) return;
+    var box = btn.closest(".actions");
+    var out = box && box.querySelector(".action-result");
+    var app = encodeURIComponent(btn.dataset.app);
+    if (btn.classList.contains("diff")) {
+      var pre = box.querySelector("pre.diff-out");
+      fetch("/api/v1/apps/" + app + "/diff?commit=" + encodeURIComponent(btn.dataset.commit), { cache: "no-store" })
+        .then(function (r) { return r.json().then(function (j) { return { ok: r.ok, j: j }; }); })
+        .then(function (x) {
+          holding = true;
+          pre.hidden = false;
+          pre.textContent = x.ok ? (x.j.text || JSON.stringify(x.j, null, 2)) : ("refused: " + (x.j.error || ""));
+        })
+        .catch(function (e) { pre.hidden = false; pre.textContent = "failed: " + e; });
+      return;
+    }
+    var body = btn.dataset.action === "approve" ? { commit: btn.dataset.commit } : {};
+    btn.disabled = true;
+    fetch("/api/v1/apps/" + app + "/" + btn.dataset.action, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    })
+      .then(function (r) { return r.json().then(function (j) { return { ok: r.ok, j: j }; }); })
+      .then(function (x) {
+        if (out) out.textContent = x.ok ? x.j.message : ("refused: " + (x.j.error || ""));
+        document.body.dataset.action = x.ok ? "done" : "refused";
+        holding = false;
+      })
+      .catch(function (e) { if (out) out.textContent = "failed: " + e; })
+      .finally(function () { btn.disabled = false; });
+  });
+
   var busy = false;
   function refresh() {
-    if (!live || !live.checked || busy || document.hidden) return;
+    if (!live || !live.checked || busy || document.hidden || holding) return;
     var focused = document.activeElement;
     if (focused && focused.matches("input, select, textarea")) return; // don't pull the page from under a user typing
     busy = true;
