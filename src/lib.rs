@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod metrics;
 pub mod overload;
 pub mod policy;
+pub mod promotion;
 pub mod provenance;
 pub mod render;
 pub mod secrets;
