@@ -90,6 +90,7 @@ mod tests {
             vault: Default::default(),
             roles,
             approval: Default::default(),
+            sync_windows: Vec::new(),
         }
     }
 

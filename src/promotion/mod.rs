@@ -30,7 +30,6 @@ pub mod api;
 pub mod cli;
 pub mod promoter;
 pub mod state;
-pub mod window;
 
 use gix::ObjectId;
 

@@ -43,6 +43,9 @@ pub struct Promoter {
     audit: Option<Arc<dyn SyncRecorder>>,
     /// Whether this replica records (the leader does).
     records: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// The next instant a sync window opens or closes (µs), found by the
+    /// round in progress.
+    window_due: Mutex<Option<i64>>,
 }
 
 /// Publishes the tracker's sets as they are (no cluster: no gates).
@@ -69,6 +72,7 @@ impl Promoter {
             start: Mutex::new(Some(start_commits)),
             audit,
             records,
+            window_due: Mutex::new(None),
         })
     }
 
@@ -133,6 +137,7 @@ impl Promoter {
             names.extend(p.apps().iter().map(|a| a.name.clone()).filter(|n| head.app(n).is_none()));
         }
         let start = self.start.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        *self.window_due.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let mut gated = Vec::new();
         for name in &names {
             match self.app_round(name, head, prev.as_ref(), start.as_ref(), state, now).await {
@@ -164,7 +169,8 @@ impl Promoter {
             self.out.send_replace(Some(composed));
         }
         *self.start.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        state.next_pause_end(now)
+        let window = *self.window_due.lock().unwrap_or_else(|e| e.into_inner());
+        [state.next_pause_end(now), window].into_iter().flatten().min()
     }
 
     /// One app: its facts, the decision, and what to compose it from
@@ -200,7 +206,29 @@ impl Promoter {
         let approval_required = head_app.is_some_and(|a| head.config().approval_required(a))
             || force_app.zip(force_config.as_ref()).is_some_and(|(a, c)| c.approval_required(a));
         let paused = state.active_pause(name, now);
-        let window = WindowState::open();
+        // The windows of the config in force and of the head's: a commit
+        // that drops a deny window still waits for it.
+        let mut windows = head_app.map(|a| head.config().windows_for(a)).unwrap_or_default();
+        if let Some((a, c)) = force_app.zip(force_config.as_ref()) {
+            windows.extend(c.windows_for(a));
+        }
+        let window = if windows.is_empty() {
+            WindowState::open()
+        } else {
+            let at = jiff::Timestamp::from_microsecond(now).unwrap_or_else(|_| jiff::Timestamp::now());
+            let v = crate::render::window::evaluate(&windows, name, at);
+            if let Some(change) = v.next_change {
+                let micros = change.as_microsecond();
+                let mut due = self.window_due.lock().unwrap_or_else(|e| e.into_inner());
+                *due = Some(due.map_or(micros, |d: i64| d.min(micros)));
+            }
+            WindowState {
+                sync_open: v.sync_open,
+                self_heal_open: v.self_heal_open,
+                manual_allowed: v.manual_allowed,
+                reason: v.reason,
+            }
+        };
         if !approval_required && paused.is_none() && window == WindowState::open() {
             return Ok(None);
         }

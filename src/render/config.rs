@@ -95,6 +95,9 @@ struct RawProject {
     /// `required`: every app of the project waits for an approver.
     #[serde(default)]
     approval: Approval,
+    /// When the project's apps may sync (Argo CD's sync windows).
+    #[serde(default)]
+    sync_windows: Vec<super::window::RawSyncWindow>,
 }
 
 #[derive(Deserialize)]
@@ -363,6 +366,9 @@ pub struct Project {
     pub roles: Vec<Role>,
     /// `required`: every app of the project waits for an approver.
     pub approval: Approval,
+    /// When the project's apps may sync.
+    #[serde(skip)]
+    pub sync_windows: Vec<super::window::SyncWindow>,
 }
 
 /// Which Vault paths a project's Secrets may reference (`<mount>/<path>`
@@ -421,6 +427,7 @@ impl Project {
             vault: VaultAccess::default(),
             roles: Vec::new(),
             approval: Approval::Automatic,
+            sync_windows: Vec::new(),
         }
     }
 
@@ -468,7 +475,14 @@ impl Config {
     /// Whether a promotion gate may keep `app` off the head (approval or
     /// sync windows): its commit in force is recorded with every commit.
     pub fn gated(&self, app: &App) -> bool {
-        self.approval_required(app)
+        self.approval_required(app) || !self.windows_for(app).is_empty()
+    }
+
+    /// The sync windows of `app`'s project that apply to it.
+    pub fn windows_for(&self, app: &App) -> Vec<super::window::SyncWindow> {
+        self.project(&app.project)
+            .map(|p| p.sync_windows.iter().filter(|w| w.applies_to(&app.name)).cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Whether a commit that changes `app` waits for an approver: the
@@ -558,8 +572,22 @@ fn validate(file: &str, raw: RawConfig, tree: &TreeReader) -> Result<Config, Ren
             }
         };
         let roles = roles(file, &p.name, p.roles)?;
-        let project =
-            Project { name: p.name.clone(), destinations, kinds, cluster_kinds, vault, roles, approval: p.approval };
+        let mut sync_windows = Vec::with_capacity(p.sync_windows.len());
+        for (i, w) in p.sync_windows.into_iter().enumerate() {
+            let w = super::window::SyncWindow::parse(w)
+                .map_err(|m| config_error(file, line, format!("project {:?}: syncWindows[{i}]: {m}", p.name)))?;
+            sync_windows.push(w);
+        }
+        let project = Project {
+            name: p.name.clone(),
+            destinations,
+            kinds,
+            cluster_kinds,
+            vault,
+            roles,
+            approval: p.approval,
+            sync_windows,
+        };
         if p.name != DEFAULT_PROJECT && projects.contains_key(&p.name) {
             return Err(config_error(file, line, format!("project {:?} is declared twice", p.name)));
         }

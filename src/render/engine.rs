@@ -325,6 +325,7 @@ impl Project {
             vault: config::VaultAccess::default(),
             roles: Vec::new(),
             approval: super::config::Approval::Automatic,
+            sync_windows: Vec::new(),
         }
     }
 }

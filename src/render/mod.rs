@@ -20,6 +20,7 @@ pub mod helm;
 pub mod hook;
 pub mod kustomize;
 pub mod object;
+pub mod window;
 pub mod yaml;
 
 pub use config::{App, Config, Project};

@@ -204,3 +204,145 @@ fn a_pause_holds_commits_and_self_heal_and_ends_on_time_across_a_failover() {
     assert_eq!(value_of(c, ns, "settings").as_deref(), Some("2"));
     b.terminate(Duration::from_secs(20));
 }
+
+/// Item 3 and "Done when": a deny window holds a commit (the one that adds
+/// the window included) until it closes; the status says until when.
+#[test]
+fn a_deny_window_holds_a_commit_until_it_ends() {
+    let Some(c) = cluster::cluster("a_deny_window_holds_a_commit_until_it_ends") else { return };
+    let ns = "e2e-window";
+    let repo = Repo::new();
+    let config = |windows: &str| {
+        format!(
+            "{}{windows}apps:\n  - {{name: batch, project: prod, path: app, destination: {{namespace: {ns}}}, syncPolicy: {{prune: true, selfHeal: true}}}}\n",
+            project(ns)
+        )
+    };
+    repo.write("gitgate.yaml", &config(""));
+    repo.write("app/ns.yaml", &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"));
+    repo.write("app/settings.yaml", &cm("settings", 0, "1"));
+    let c1 = repo.commit("batch v1");
+    let work = tempfile::tempdir().unwrap();
+    let s = serve(c, work.path(), &repo, "gitgate-e2e-window", &[]);
+    wait_synced(&s, "batch", &c1);
+
+    // A deny window that started this minute (UTC) and ends 15 s into the next.
+    let mut now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    if now % 60 > 40 {
+        std::thread::sleep(Duration::from_secs(61 - now % 60));
+        now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    }
+    let (hour, minute, second) = ((now / 3600) % 24, (now / 60) % 60, now % 60);
+    // It started at second 0 of this minute: it ends 75 s after that.
+    let duration = 75;
+    let ends = Instant::now() + Duration::from_secs(duration - second);
+    let window = format!(
+        "    syncWindows:\n      - {{kind: deny, schedule: \"{minute} {hour} * * *\", duration: {duration}s, timeZone: UTC, apps: [\"batch\"]}}\n"
+    );
+    // Under the project (its last lines are the roles).
+    repo.write("gitgate.yaml", &config(&window));
+    repo.write("app/settings.yaml", &cm("settings", 0, "2"));
+    let c2 = repo.commit("batch v2 under a deny window");
+    let held = wait_until("c2 held by the window", Duration::from_secs(30), || {
+        let st = status(&s);
+        let a = app(&st, "batch")?;
+        (a["sync"] == "OutsideWindow" && a["targetCommit"] == c2.as_str()).then(|| a.clone())
+    });
+    let message = held["message"].as_str().unwrap_or_default();
+    assert!(message.contains("inside the deny window") && message.contains("until"), "{held:#}");
+    assert_eq!(value_of(c, ns, "settings").as_deref(), Some("1"));
+    wait_until("the window to end", Duration::from_secs(120), || {
+        (Instant::now() >= ends || value_of(c, ns, "settings").as_deref() == Some("2")).then_some(())
+    });
+    if Instant::now() + Duration::from_secs(1) < ends {
+        panic!("c2 was applied before the deny window ended");
+    }
+    wait_synced(&s, "batch", &c2);
+    eprintln!("c2 synced {:?} after the window ended", ends.elapsed());
+    assert_eq!(value_of(c, ns, "settings").as_deref(), Some("2"));
+    s.terminate(Duration::from_secs(20));
+}
+
+fn chromium() -> Option<std::path::PathBuf> {
+    let bin = std::env::var_os("CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/usr/bin/chromium"));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let node = std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !bin.is_file() || !node || !dir.join("node_modules/playwright-core").is_dir() {
+        eprintln!("SKIPPED: needs Debian's chromium, node and `npm ci` in tests/browser (.ci/run installs them)");
+        return None;
+    }
+    Some(bin)
+}
+
+/// Items 1 and 6 in Chromium: a reader's Approve is refused; the approver
+/// sees the Deployment's live ReplicaSet and Pods (made by the real
+/// controller-manager) and the last events on the app page, approves, and
+/// the open page turns Synced.
+#[test]
+fn in_chromium_an_approver_sees_the_live_tree_and_approves() {
+    let Some(c) = cluster::cluster("in_chromium_an_approver_sees_the_live_tree_and_approves") else { return };
+    let Some(chromium) = chromium() else { return };
+    let ns = "e2e-approve-ui";
+    let approver = sa_token(c, APPROVERS_NS, "release-ui");
+    let reader = sa_token(c, OTHERS_NS, "dev-ui");
+    let repo = Repo::new();
+    repo.write(
+        "gitgate.yaml",
+        &format!(
+            "{}apps:\n  - {{name: shop-ui, project: prod, path: app, destination: {{namespace: {ns}}}, syncPolicy: {{prune: true, selfHeal: true, approval: required}}}}\n",
+            project(ns)
+        ),
+    );
+    repo.write("app/ns.yaml", &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"));
+    let deployment = |image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n        - name: web\n          image: {image}\n"
+        )
+    };
+    repo.write("app/web.yaml", &deployment("registry.example.invalid/web:1"));
+    let c1 = repo.commit("web 1");
+    let work = tempfile::tempdir().unwrap();
+    let s = serve(c, work.path(), &repo, "gitgate-e2e-approve-ui", &[]);
+    wait_sync_status(&s, "shop-ui", "WaitingApproval");
+    let (code, out) = gitgate(&s, &approver, "approve", "shop-ui", &["--commit", &c1]);
+    assert_eq!(code, 0, "{out}");
+    // Synced, not healthy: no kubelet runs the Pod.
+    wait_until("shop-ui synced at c1", Duration::from_secs(60), || {
+        let st = status(&s);
+        (app(&st, "shop-ui")?["syncedCommit"] == c1.as_str()).then_some(())
+    });
+    repo.write("app/web.yaml", &deployment("registry.example.invalid/web:2"));
+    let c2 = repo.commit("web 2");
+    wait_until("c2 waiting", Duration::from_secs(30), || {
+        let st = status(&s);
+        let a = app(&st, "shop-ui")?;
+        (a["sync"] == "WaitingApproval" && a["targetCommit"] == c2.as_str()).then_some(())
+    });
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/promotion.mjs");
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg(&script)
+        .env("GITGATE_URL", format!("https://127.0.0.1:{}", s.addr.port()))
+        .env("NODE_EXTRA_CA_CERTS", &s.ca)
+        .env("CHROMIUM", &chromium)
+        .env("EXPECT_APP", "shop-ui")
+        .env("EXPECT_COMMIT", &c2)
+        .env("LIVE_WORKLOAD", format!("{ns}/Deployment/web"))
+        .env("APPROVER_TOKEN", &approver)
+        .env("READER_TOKEN", &reader);
+    if let Some(dir) = std::env::var_os("GITGATE_SCREENSHOTS") {
+        cmd.env("SCREENSHOT_DIR", dir);
+    }
+    let out = crate::common::reap::output(&mut cmd).expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or_else(|| {
+        panic!("the browser script printed no report:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr))
+    });
+    assert_eq!(report["ok"], true, "{report:#}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    let image =
+        get(c, &["deployment", "web", "-n", ns]).unwrap()["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    assert_eq!(image, "registry.example.invalid/web:2", "the approval in the browser applied c2");
+    s.terminate(Duration::from_secs(20));
+}
