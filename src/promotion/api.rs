@@ -25,8 +25,8 @@ use axum::{Json, Router};
 use gix::ObjectId;
 use serde::{Deserialize, Serialize};
 
-use super::Promoter;
 use super::state::{Approval, Pause};
+use super::{Promoter, change_digest};
 use crate::audit::record::{CommitRef, Entry as AuditEntry, EventKind, Outcome, format_rfc3339_micros, now_micros};
 use crate::dashboard::auth::Viewer;
 use crate::render::DesiredSet;
@@ -161,15 +161,6 @@ fn record(a: &Actions, v: &Viewer, event: EventKind, app: &str, commit: Option<S
             ..AuditEntry::default()
         });
     }
-}
-
-/// `sha256:` of a change: the app's content in force and approved.
-fn change_digest(from: Option<[u8; 32]>, to: Option<[u8; 32]>) -> String {
-    use sha2::Digest as _;
-    let mut h = sha2::Sha256::new();
-    h.update(from.unwrap_or([0; 32]));
-    h.update(to.unwrap_or([0; 32]));
-    crate::render::object::digest_string(&h.finalize().into())
 }
 
 async fn approve(

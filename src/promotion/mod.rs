@@ -15,6 +15,11 @@
 //!   outside an allow window or inside a deny window commits wait (and
 //!   self-heal, unless `selfHealOutsideWindow`).
 //!
+//! Where a team prefers approvals in Git, a tag
+//! `gitgate/approve/<app>/<full commit id>` signed by a key in the
+//! approvers' `allowed_signers` (`--approval-signers`) approves the same
+//! way (the leader checks for one while a commit waits).
+//!
 //! The admission gate enforces the composed set, so a hand edit that copies
 //! a waiting commit's content is refused like any other: approving is the
 //! only way in. Approvals and pauses live in the cluster ([`state`]), so
@@ -54,6 +59,22 @@ pub enum PromotionError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// `sha256:` of a change approved: the app's content in force, then the
+/// content approved (what an approval record names).
+pub fn change_digest(from: Option<[u8; 32]>, to: Option<[u8; 32]>) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(from.unwrap_or([0; 32]));
+    h.update(to.unwrap_or([0; 32]));
+    crate::render::object::digest_string(&h.finalize().into())
+}
+
+/// The tag that approves `commit` for `app` when signed by an approver's
+/// key (`--approval-signers`).
+pub fn approval_tag(app: &str, commit: &ObjectId) -> String {
+    format!("refs/tags/gitgate/approve/{app}/{commit}")
 }
 
 /// Whether sync windows let a change in now, for one app.

@@ -46,6 +46,10 @@ pub struct Promoter {
     /// The next instant a sync window opens or closes (µs), found by the
     /// round in progress.
     window_due: Mutex<Option<i64>>,
+    /// The approvers' `allowed_signers` for approval tags.
+    tag_signers: Option<crate::source::signature::Signers>,
+    /// Approval tags already refused (logged once each).
+    refused_tags: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Publishes the tracker's sets as they are (no cluster: no gates).
@@ -73,7 +77,21 @@ impl Promoter {
             audit,
             records,
             window_due: Mutex::new(None),
+            tag_signers: None,
+            refused_tags: Mutex::new(Default::default()),
         })
+    }
+
+    /// Approves a waiting commit when a tag `gitgate/approve/<app>/<commit>`
+    /// signed by one of these signers appears.
+    pub fn with_approval_signers(self: Arc<Self>, signers: crate::source::signature::Signers) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut p) => {
+                p.tag_signers = Some(signers);
+                Arc::new(p)
+            }
+            Err(p) => p,
+        }
     }
 
     /// The set in force, as it changes.
@@ -98,7 +116,7 @@ impl Promoter {
     /// window ends. Publishes nothing until the state was read once: a
     /// pause or an approval must never be missed at a restart.
     pub async fn run(self: Arc<Self>) {
-        let follow = self.store.follow();
+        let _follow = AbortOnDrop(self.store.follow());
         let mut wait = Duration::from_millis(200);
         while let Err(e) = self.store.load().await {
             tracing::warn!(error = %crate::error_chain(&e), retry_in = ?wait, "failed to read the promotion state; nothing is put in force until it is read");
@@ -107,6 +125,8 @@ impl Promoter {
         }
         let mut heads = self.tracker.subscribe();
         let mut states = self.store.subscribe();
+        let mut tags = tokio::time::interval(Duration::from_secs(1));
+        tags.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let head = heads.borrow_and_update().clone();
             let state = states.borrow_and_update().clone();
@@ -118,13 +138,16 @@ impl Promoter {
                 Duration::from_micros(u64::try_from(at.saturating_sub(now_micros())).unwrap_or(0))
                     + Duration::from_millis(5)
             });
-            tokio::select! {
-                r = heads.changed() => if r.is_err() { break },
-                r = states.changed() => if r.is_err() { break },
-                _ = tokio::time::sleep(sleep) => {}
+            let deadline = tokio::time::Instant::now() + sleep;
+            loop {
+                tokio::select! {
+                    r = heads.changed() => if r.is_err() { return } else { break },
+                    r = states.changed() => if r.is_err() { return } else { break },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = tags.tick(), if self.tag_signers.is_some() => self.check_tags().await,
+                }
             }
         }
-        follow.abort();
     }
 
     /// One round: compose and publish. Returns when the next round is due
@@ -316,6 +339,103 @@ impl Promoter {
                     commit: Some(CommitRef { id: held.waiting.to_string(), ..CommitRef::default() }),
                     decision: Outcome::Done,
                     reasons: vec![held.message.clone()],
+                    ..AuditEntry::default()
+                });
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Promoter {
+    /// On the leader: each commit waiting for approval whose approval tag
+    /// is signed by an approver is approved, as `gitgate approve` would.
+    async fn check_tags(&self) {
+        let Some(signers) = self.tag_signers.clone() else { return };
+        if !(self.records)() {
+            return;
+        }
+        let Some(now) = self.current() else { return };
+        let state = self.store.current();
+        let waiting: Vec<(String, ObjectId)> = now
+            .gates()
+            .iter()
+            .filter_map(|(app, g)| {
+                let h = g.held.as_ref()?;
+                (h.kind == super::HeldKind::WaitingApproval && Some(h.waiting) != g.in_force)
+                    .then(|| (app.clone(), h.waiting))
+            })
+            .filter(|(app, c)| state.approvals.get(app).is_none_or(|a| a.commit != c.to_string()))
+            .collect();
+        for (app, commit) in waiting {
+            let name = super::approval_tag(&app, &commit);
+            let repo = self.tracker.source().repo();
+            let (signers, tag) = (signers.clone(), name.clone());
+            // Which tag object the name points at: a refused one is not
+            // checked (or logged) again, a new one under the name is.
+            let found = tokio::task::spawn_blocking(move || {
+                let r = repo.try_find_reference(tag.as_str()).ok().flatten()?;
+                let key = format!("{tag}@{}", r.target().try_id().map(|i| i.to_string()).unwrap_or_default());
+                Some((key, tag))
+            })
+            .await
+            .ok()
+            .flatten();
+            let Some((key, tag)) = found else { continue };
+            if self.refused_tags.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
+                continue;
+            }
+            let repo = self.tracker.source().repo();
+            let verified =
+                tokio::task::spawn_blocking(move || crate::source::signature::verify_tag(&repo, &tag, &signers)).await;
+            let (target, v) = match verified {
+                Ok(Ok(ok)) => ok,
+                Ok(Err(e)) => {
+                    tracing::warn!(tag = %name, error = %e, "an approval tag does not verify; it approves nothing");
+                    self.refused_tags.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            if target != commit {
+                tracing::warn!(tag = %name, points_at = %target, "an approval tag points at another commit; it approves nothing");
+                self.refused_tags.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
+                continue;
+            }
+            let in_force = now.app_commit(&app).and_then(|_| now.app_digest(&app));
+            let head = self.tracker.current();
+            let to = head.as_ref().filter(|h| h.commit() == commit).and_then(|h| h.app_digest(&app));
+            let by = format!("{} (signed tag gitgate/approve/{app}/{})", v.signer, commit.to_hex_with_len(7));
+            let approval = super::state::Approval {
+                commit: commit.to_string(),
+                by: by.clone(),
+                at: crate::audit::record::format_rfc3339_micros(now_micros()),
+                change: super::change_digest(in_force, to),
+                override_window: false,
+            };
+            if let Err(e) = self.store.put_approval(&app, &approval).await {
+                tracing::warn!(app = %app, error = %crate::error_chain(&e), "failed to record a tag's approval; retrying");
+                continue;
+            }
+            tracing::info!(app = %app, commit = %commit, signer = %v.signer, "approved by a signed tag");
+            if let Some(audit) = &self.audit {
+                audit.record(&AuditEntry {
+                    event: EventKind::Approved,
+                    user: v.signer.clone(),
+                    app: app.clone(),
+                    commit: Some(CommitRef { id: commit.to_string(), ..CommitRef::default() }),
+                    decision: Outcome::Done,
+                    reasons: vec![
+                        format!("{by} approved {} for app {app}", commit.to_hex_with_len(7)),
+                        format!("change {}", approval.change),
+                    ],
                     ..AuditEntry::default()
                 });
             }

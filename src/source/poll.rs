@@ -488,6 +488,11 @@ impl Tracker {
         }
     }
 
+    /// The Git source the tracker reads.
+    pub fn source(&self) -> &Arc<GitSource> {
+        &self.source
+    }
+
     /// The commit `id` names — a full id or a unique prefix of at least 7
     /// hex digits, nothing else (no ref names, no revision syntax) — when
     /// it is the tracked head or in its history; otherwise why not.

@@ -189,6 +189,39 @@ pub fn verify_loaded(
     }
 }
 
+/// Verifies an annotated tag's signature, appended to its message as `git
+/// tag -s` writes it (SSH or OpenPGP; the payload is the tag object up to
+/// the signature, as `git verify-tag` reads it). Returns the object the tag
+/// points at and who signed. A lightweight tag is unsigned.
+pub fn verify_tag(
+    repo: &gix::Repository,
+    name: &str,
+    signers: &Signers,
+) -> Result<(ObjectId, Verified), SignatureError> {
+    let git = |e: Box<dyn std::error::Error + Send + Sync>| SignatureError::Git { commit: name.to_string(), source: e };
+    let mut r = repo.find_reference(name).map_err(|e| git(Box::new(e)))?;
+    let direct = r.target().try_id().map(|i| i.to_owned());
+    let id = r.peel_to_id().map_err(|e| git(Box::new(e)))?.detach();
+    let direct = direct.unwrap_or(id);
+    let obj = repo.find_object(direct).map_err(|e| git(Box::new(e)))?;
+    if obj.kind != gix::object::Kind::Tag {
+        return Err(SignatureError::Unsigned { commit: name.to_string() });
+    }
+    let data = obj.data.clone();
+    let at = [&b"-----BEGIN SSH SIGNATURE-----"[..], &b"-----BEGIN PGP SIGNATURE-----"[..]]
+        .iter()
+        .filter_map(|m| data.windows(m.len()).position(|w| w == *m).filter(|&p| p > 0 && data[p - 1] == b'\n'))
+        .min()
+        .ok_or_else(|| SignatureError::Unsigned { commit: name.to_string() })?;
+    let (payload, sig) = data.split_at(at);
+    let verified = if sig.starts_with(b"-----BEGIN SSH SIGNATURE-----") {
+        verify_ssh(direct, sig, payload, &Allowed::load(signers))?
+    } else {
+        verify_gpg(direct, sig, payload, signers)?
+    };
+    Ok((id, verified))
+}
+
 /// Verifies every commit reachable from `to` and not from `from` (all of
 /// `to`'s history when `from` is None), newest first, at most `limit`.
 pub fn verify_range(

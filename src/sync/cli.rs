@@ -97,6 +97,11 @@ pub struct ServeSyncArgs {
     /// Longest pause `gitgate pause --for` may ask for.
     #[arg(long, default_value = "24h")]
     pub max_pause: String,
+    /// The approvers' OpenSSH allowed_signers file: a tag
+    /// `gitgate/approve/APP/<commit>` signed by one of them approves the
+    /// commit, as `gitgate approve` does.
+    #[arg(long, env = "GITGATE_APPROVAL_SIGNERS")]
+    pub approval_signers: Option<PathBuf>,
 }
 
 /// `KEY=VALUE`, a label selector's one requirement.
@@ -216,7 +221,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
         // The admission-only replicas compose the set in force alike.
         let (desired, promoter, tasks) = match &client {
             Some(c) => {
-                let (p, t) = promote(c, &args.namespace, w.tracker, None, Arc::new(|| false)).await;
+                let (p, t) = promote(c, args, w.tracker, None, Arc::new(|| false)).await?;
                 (p.subscribe(), Some(p), vec![t])
             }
             None => (crate::promotion::promoter::passthrough(w.tracker), None, Vec::new()),
@@ -323,7 +328,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
         let leading = leading.clone();
         Arc::new(move || *leading.borrow())
     };
-    let (promoter, promoting) = promote(&client, &args.namespace, w.tracker, w.audit.clone(), records).await;
+    let (promoter, promoting) = promote(&client, args, w.tracker, w.audit.clone(), records).await?;
     let task = tokio::spawn(reconciler.run(promoter.subscribe(), leading.clone()));
     Ok(Running {
         status,
@@ -350,11 +355,12 @@ fn max_pause(args: &ServeSyncArgs) -> anyhow::Result<Duration> {
 /// nothing new in force until it is approved again).
 async fn promote(
     client: &kube::Client,
-    namespace: &str,
+    args: &ServeSyncArgs,
     tracker: &Arc<Tracker>,
     audit: Option<Arc<dyn SyncRecorder>>,
     records: Arc<dyn Fn() -> bool + Send + Sync>,
-) -> (Arc<crate::promotion::Promoter>, tokio::task::JoinHandle<()>) {
+) -> anyhow::Result<(Arc<crate::promotion::Promoter>, tokio::task::JoinHandle<()>)> {
+    let namespace = args.namespace.as_str();
     let inventories = match super::inventory::read_all(client, namespace).await {
         Ok(i) => i,
         Err(e) => {
@@ -370,8 +376,18 @@ async fn promote(
         audit,
         records,
     );
+    let promoter = match &args.approval_signers {
+        Some(file) => {
+            anyhow::ensure!(file.is_file(), "--approval-signers {}: no such file", file.display());
+            promoter.with_approval_signers(crate::source::signature::Signers {
+                ssh_allowed_signers: Some(file.clone()),
+                ..Default::default()
+            })
+        }
+        None => promoter,
+    };
     let task = tokio::spawn(promoter.clone().run());
-    (promoter, task)
+    Ok((promoter, task))
 }
 
 fn fallback(reconciler: Option<String>) -> String {

@@ -346,3 +346,74 @@ fn in_chromium_an_approver_sees_the_live_tree_and_approves() {
     assert_eq!(image, "registry.example.invalid/web:2", "the approval in the browser applied c2");
     s.terminate(Duration::from_secs(20));
 }
+
+fn keygen(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let key = dir.join(name);
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    (key.clone(), std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_string())
+}
+
+/// Item 1, approvals in Git: a tag `gitgate/approve/APP/<commit>` signed
+/// by a key in `--approval-signers` approves the commit; one signed by
+/// another key, or pointing at another commit, approves nothing.
+#[test]
+fn a_signed_approval_tag_approves_and_a_forged_one_does_not() {
+    let Some(c) = cluster::cluster("a_signed_approval_tag_approves_and_a_forged_one_does_not") else { return };
+    let ns = "e2e-approval-tag";
+    let keys = tempfile::tempdir().unwrap();
+    let (alice, alice_pub) = keygen(keys.path(), "alice");
+    let (mallory, _) = keygen(keys.path(), "mallory");
+    let signers = keys.path().join("approvers");
+    std::fs::write(&signers, format!("alice@example.com namespaces=\"git\" {alice_pub}\n")).unwrap();
+    let repo = Repo::new();
+    repo.write(
+        "gitgate.yaml",
+        &format!(
+            "{}apps:\n  - {{name: tagged, project: prod, path: app, destination: {{namespace: {ns}}}, syncPolicy: {{prune: true, approval: required}}}}\n",
+            project(ns)
+        ),
+    );
+    repo.write("app/ns.yaml", &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"));
+    repo.write("app/settings.yaml", &cm("settings", 0, "1"));
+    let c1 = repo.commit("tagged v1");
+    let work = tempfile::tempdir().unwrap();
+    let s =
+        serve(c, work.path(), &repo, "gitgate-e2e-approval-tag", &["--approval-signers", signers.to_str().unwrap()]);
+    wait_sync_status(&s, "tagged", "WaitingApproval");
+    let tag = |key: &std::path::Path, name: &str, target: &str| {
+        crate::support::git(
+            repo.path(),
+            &[
+                "-c",
+                "gpg.format=ssh",
+                "-c",
+                &format!("user.signingkey={}", key.display()),
+                "tag",
+                "-s",
+                "-m",
+                "approve",
+                name,
+                target,
+            ],
+        );
+    };
+    // Mallory's key is not an approver's.
+    tag(&mallory, &format!("gitgate/approve/tagged/{c1}"), &c1);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(app(&status(&s), "tagged").unwrap()["sync"], "WaitingApproval");
+    assert_eq!(value_of(c, ns, "settings"), None, "a tag signed by another key approves nothing");
+    crate::support::git(repo.path(), &["tag", "-d", &format!("gitgate/approve/tagged/{c1}")]);
+    // Alice's tag approves; a Git fetch brings it.
+    tag(&alice, &format!("gitgate/approve/tagged/{c1}"), &c1);
+    wait_synced(&s, "tagged", &c1);
+    let approved = wait_until("the tag's approval in the audit log", Duration::from_secs(10), || {
+        audit_events(work.path()).into_iter().find(|e| e["event"] == "approved")
+    });
+    assert_eq!(approved["user"], "alice@example.com", "{approved:#}");
+    s.terminate(Duration::from_secs(20));
+}
