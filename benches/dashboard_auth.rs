@@ -44,6 +44,8 @@ fn config(projects: usize, apps: usize) -> Config {
                     groups: vec![format!("group-{i}")],
                     permissions: vec![Permission::Read],
                 }],
+                approval: Default::default(),
+                sync_windows: Vec::new(),
             };
             (name, p)
         })

@@ -122,6 +122,18 @@ fn a_production_app_waits_for_approval_and_an_approver_lets_it_in() {
         (value_of(c, ns, "settings").as_deref() == Some("1")).then_some(())
     });
 
+    // A restart changes nothing: c1 (approved) stays in force, c2 waits.
+    s.terminate(Duration::from_secs(20));
+    let s = serve(c, work.path(), &repo, "gitgate-e2e-approval", &[]);
+    let st = wait_until("c2 still waiting after a restart", Duration::from_secs(60), || {
+        let st = status(&s);
+        let a = app(&st, "shop")?;
+        (a["sync"] == "WaitingApproval" && a["targetCommit"] == c2.as_str()).then(|| a.clone())
+    });
+    assert_eq!(st["syncedCommit"], c1.as_str(), "{st:#}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(value_of(c, ns, "settings").as_deref(), Some("1"), "nothing syncs without approval after a restart");
+
     let (code, out) = gitgate(&s, &approver, "approve", "shop", &["--commit", &c2[..10]]);
     assert_eq!(code, 0, "{out}");
     wait_synced(&s, "shop", &c2);
