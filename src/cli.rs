@@ -61,6 +61,8 @@ pub enum Command {
     Recipients(crate::secrets::cli::RecipientsArgs),
     /// Print the apps gitgate syncs: sync status, health, commit.
     Status(crate::sync::cli::StatusArgs),
+    /// Show what a sync of an app would change (exit 0: nothing, 1: changes, 2: trouble).
+    Diff(crate::sync::cli::DiffArgs),
     /// Create the commit that rolls an app back to an earlier commit (for a pull request).
     Rollback(crate::sync::rollback::RollbackArgs),
     /// Approve a commit for an app whose syncPolicy requires approval.
@@ -278,6 +280,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approve(args) => crate::promotion::cli::approve(args),
         Command::Pause(args) => crate::promotion::cli::pause(args),
         Command::Resume(args) => crate::promotion::cli::resume(args),
+        Command::Diff(args) => crate::sync::cli::diff(args),
         Command::Rollback(args) => {
             crate::sync::rollback::run(args)?;
             Ok(ExitCode::SUCCESS)
@@ -725,6 +728,8 @@ async fn serve(
     let gate = crate::dashboard::Gate::start(&dashboard_args, sync.client.clone(), config.listen, snapshot.clone())
         .await
         .context("failed to set up the dashboard's login")?;
+    // `GET /api/v1/apps/{name}/diff` behind the same login as `/api/v1/apps`.
+    let diffs = crate::sync::diff::router(sync.diffs.clone());
     let actions = match &sync.promoter {
         Some(p) => crate::promotion::api::router(Arc::new(crate::promotion::api::Actions {
             promoter: p.clone(),
@@ -736,7 +741,7 @@ async fn serve(
     let mut router = admission::routes(state.clone()).merge(crate::dashboard::router_with(
         Arc::new(dashboard),
         Arc::new(gate),
-        actions,
+        actions.merge(diffs),
     ));
     let metrics_server = match dashboard_args.metrics_listen {
         Some(addr) => Some(server::start_plain(addr, admission::metrics_router(state.clone())).await?),

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
 use super::SyncConfig;
+use super::diff::DiffState;
 use super::guard::{Endpoint, GuardConfig};
 use super::leader::{Elector, LeaderHandle, LeaseConfig};
 use super::plan::PruneGuard;
@@ -136,6 +137,8 @@ pub struct Running {
     pub promoter: Option<Arc<crate::promotion::Promoter>>,
     /// `--max-pause`.
     pub max_pause: Duration,
+    /// What `GET /api/v1/apps/{name}/diff` reads ([`super::diff::router`]).
+    pub diffs: Arc<DiffState>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     leader: Option<LeaderHandle>,
 }
@@ -195,6 +198,20 @@ pub fn break_glass_ttl(args: &ServeSyncArgs) -> anyhow::Result<Duration> {
 
 pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Running> {
     let metrics = SyncMetrics::register(w.registry);
+    // Diffs are computed on their own clients (and rate limits), as the
+    // reconciler: the same credentials and field manager.
+    let diffs = |targets: Option<Arc<Targets>>| {
+        Arc::new(DiffState {
+            source: w.tracker.clone(),
+            targets,
+            namespace: args.namespace.clone(),
+            concurrency: args.sync_concurrency.clamp(1, 256),
+        })
+    };
+    let diff_targets = |client: &kube::Client, kubeconfig: Option<kube::config::Kubeconfig>, name: &str| {
+        let target = Arc::new(Target::new(name, client.clone(), args.kube_qps, args.kube_burst));
+        Some(Arc::new(Targets::new(target, kubeconfig, args.kube_qps, args.kube_burst)))
+    };
     let status = Arc::new(
         StatusStore::new(Some(metrics)).with_refusals(w.tracker.refusals()).with_source_faults(w.tracker.faults()),
     );
@@ -204,19 +221,20 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
         // given --kubeconfig): the secrets bridge's cluster keys and the
         // audit log's checkpoints. The Helm chart's webhook pods are this.
         let max_pause = max_pause(args)?;
-        let client = if args.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        let (client, targets) = if args.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
             match connect(args).await {
-                Ok((client, _, name)) => {
+                Ok((client, kubeconfig, name)) => {
                     tracing::info!(cluster = %name, "--sync=off: connected for cluster keys and audit checkpoints");
-                    Some(client)
+                    let targets = diff_targets(&client, kubeconfig, &name);
+                    (Some(client), targets)
                 }
                 Err(e) => {
                     tracing::warn!(error = %crate::error_chain(e.as_ref()), "--sync=off: no cluster reachable");
-                    None
+                    (None, None)
                 }
             }
         } else {
-            None
+            (None, None)
         };
         // The admission-only replicas compose the set in force alike.
         let (desired, promoter, tasks) = match &client {
@@ -235,6 +253,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
             desired,
             promoter,
             max_pause,
+            diffs: diffs(targets),
             tasks,
             leader: None,
         });
@@ -257,6 +276,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
                 desired: crate::promotion::promoter::passthrough(w.tracker),
                 promoter: None,
                 max_pause: max_pause(args)?,
+                diffs: diffs(None),
                 tasks: vec![task],
                 leader: None,
             });
@@ -314,6 +334,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
         (None, _) => None,
     };
     ensure_namespace(&client, &args.namespace).await;
+    let diff_state = diffs(diff_targets(&client, kubeconfig.clone(), &name));
     let target = Arc::new(Target::new(name.clone(), client.clone(), args.kube_qps, args.kube_burst));
     let targets = Targets::new(target, kubeconfig, args.kube_qps, args.kube_burst);
     let reconciler = Arc::new(Reconciler::new(config, targets, w.source, status.clone(), w.audit.clone(), guard));
@@ -339,6 +360,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
         desired: promoter.subscribe(),
         promoter: Some(promoter),
         max_pause: max_pause(args)?,
+        diffs: diff_state,
         tasks: vec![task, promoting],
         leader: Some(handle),
     })
@@ -450,14 +472,30 @@ async fn plan_mode(
     }
 }
 
+/// How `gitgate status` and `gitgate diff` reach a running gitgate: its
+/// address, the CA to trust, and the bearer token to sign in with.
 #[derive(Args, Debug)]
-pub struct StatusArgs {
+pub struct ServerArgs {
     /// gitgate's HTTPS address.
     #[arg(long, env = "GITGATE_SERVER", default_value = "https://127.0.0.1:8443")]
     pub server: String,
     /// CA certificate to trust (default: certs/ca.crt when it exists).
     #[arg(long)]
     pub ca: Option<PathBuf>,
+    /// Kubernetes bearer token to sign in with (`kubectl create token …`, or
+    /// an OIDC id token). Default: --token-file, else the kubeconfig user's
+    /// token, else none (a gitgate without a cluster asks for none).
+    #[arg(long, env = "GITGATE_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    pub token: Option<secrecy::SecretString>,
+    /// File holding the bearer token (a projected ServiceAccount token).
+    #[arg(long, env = "GITGATE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub conn: ServerArgs,
     /// Also list every object.
     #[arg(long, short)]
     pub wide: bool,
@@ -474,20 +512,63 @@ pub struct StatusArgs {
     /// synced at.
     #[arg(long, requires = "wait")]
     pub commit: Option<String>,
-    /// Kubernetes bearer token to sign in with (`kubectl create token …`, or
-    /// an OIDC id token). Default: --token-file, else the kubeconfig user's
-    /// token, else none (a gitgate without a cluster asks for none).
-    #[arg(long, env = "GITGATE_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
-    pub token: Option<secrecy::SecretString>,
-    /// File holding the bearer token (a projected ServiceAccount token).
-    #[arg(long, env = "GITGATE_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
 }
 
-/// The token `gitgate status` sends: --token, --token-file, else the
-/// current kubeconfig user's `token`/`tokenFile`.
-fn status_token(args: &StatusArgs) -> anyhow::Result<Option<secrecy::SecretString>> {
-    bearer_token(args.token.as_ref(), args.token_file.as_deref())
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The app.
+    pub app: String,
+    /// Compare this commit (a full or short ID of the tracked branch's
+    /// head or an ancestor) instead of the one the sync loop syncs to.
+    #[arg(long)]
+    pub commit: Option<String>,
+    #[command(flatten)]
+    pub conn: ServerArgs,
+    /// Print the JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ServerArgs {
+    /// The token sent ([`bearer_token`]).
+    fn bearer(&self) -> anyhow::Result<Option<secrecy::SecretString>> {
+        bearer_token(self.token.as_ref(), self.token_file.as_deref())
+    }
+
+    /// `GET {server}{path}` with the token; a 401 or 403 is a [`Refused`]
+    /// naming why (and how to sign in when no token was given); any other
+    /// answer is the caller's to read.
+    async fn get(
+        &self,
+        path: &str,
+        token: Option<&secrecy::SecretString>,
+        timeout: Duration,
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{path}", self.server.trim_end_matches('/'));
+        // Looked up on each try: a `serve` started a moment ago may be
+        // writing its development CA right now.
+        let ca = self.ca.clone().or_else(|| Some(PathBuf::from("certs/ca.crt")).filter(|p| p.exists()));
+        let mut b = reqwest::Client::builder().timeout(timeout);
+        if let Some(ca) = &ca {
+            let pem = std::fs::read(ca).with_context(|| format!("failed to read {}", ca.display()))?;
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        let client = b.build()?;
+        let mut req = client.get(&url);
+        if let Some(t) = token {
+            use secrecy::ExposeSecret as _;
+            req = req.bearer_auth(t.expose_secret());
+        }
+        let resp = req.send().await.with_context(|| format!("failed to reach {url}"))?;
+        let code = resp.status();
+        if code == reqwest::StatusCode::UNAUTHORIZED || code == reqwest::StatusCode::FORBIDDEN {
+            let why = resp.json::<serde_json::Value>().await.ok();
+            let why = why.as_ref().and_then(|v| v["error"].as_str()).unwrap_or_default();
+            let hint = if token.is_none() { " (give --token, --token-file or GITGATE_TOKEN)" } else { "" };
+            return Err(anyhow::Error::new(Refused(format!("{url} answered {code}: {why}{hint}"))));
+        }
+        Ok(resp)
+    }
 }
 
 /// The bearer token a client command sends to gitgate's API: `token`,
@@ -546,32 +627,12 @@ fn done(o: &super::status::Overview, commit: Option<&str>) -> bool {
 pub fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
     let wait = args.wait.as_deref().map(parse_duration).transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let url = format!("{}/api/v1/apps", args.server.trim_end_matches('/'));
-    let token = status_token(&args)?;
+    let url = format!("{}/api/v1/apps", args.conn.server.trim_end_matches('/'));
+    let token = args.conn.bearer()?;
     let fetch = || {
         rt.block_on(async {
-            // Looked up on each try: a `serve` started a moment ago may be
-            // writing its development CA right now.
-            let ca = args.ca.clone().or_else(|| Some(PathBuf::from("certs/ca.crt")).filter(|p| p.exists()));
-            let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
-            if let Some(ca) = &ca {
-                let pem = std::fs::read(ca).with_context(|| format!("failed to read {}", ca.display()))?;
-                b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-            }
-            let client = b.build()?;
-            let mut req = client.get(&url);
-            if let Some(t) = &token {
-                use secrecy::ExposeSecret as _;
-                req = req.bearer_auth(t.expose_secret());
-            }
-            let resp = req.send().await.with_context(|| format!("failed to reach {url}"))?;
+            let resp = args.conn.get("/api/v1/apps", token.as_ref(), Duration::from_secs(10)).await?;
             let code = resp.status();
-            if code == reqwest::StatusCode::UNAUTHORIZED || code == reqwest::StatusCode::FORBIDDEN {
-                let why = resp.json::<serde_json::Value>().await.ok();
-                let why = why.as_ref().and_then(|v| v["error"].as_str()).unwrap_or_default();
-                let hint = if token.is_none() { " (give --token, --token-file or GITGATE_TOKEN)" } else { "" };
-                return Err(anyhow::Error::new(Refused(format!("{url} answered {code}: {why}{hint}"))));
-            }
             anyhow::ensure!(code.is_success(), "{url} answered {code}");
             let body = resp.text().await?;
             let mut overview: super::status::Overview =
@@ -609,4 +670,58 @@ pub fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     let healthy = overview.apps.iter().all(|a| a.sync == super::status::SyncStatus::Synced);
     Ok(if healthy { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(3) })
+}
+
+/// `gitgate diff`: exits 0 when a sync of the app would change nothing, 1
+/// when it would, 2 on trouble (printed to stderr), as diff(1) does.
+pub fn diff(args: DiffArgs) -> anyhow::Result<std::process::ExitCode> {
+    match fetch_diff(&args) {
+        Ok(d) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print!("{}", super::diff::render_text(&d));
+            }
+            Ok(std::process::ExitCode::from(u8::from(d.differs())))
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(std::process::ExitCode::from(2))
+        }
+    }
+}
+
+fn fetch_diff(args: &DiffArgs) -> anyhow::Result<super::diff::AppDiff> {
+    let token = args.conn.bearer()?;
+    let mut path = format!("/api/v1/apps/{}/diff", encode_component(&args.app));
+    if let Some(c) = &args.commit {
+        path.push_str(&format!("?commit={}", encode_component(c)));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let resp = args.conn.get(&path, token.as_ref(), Duration::from_secs(120)).await?;
+        let code = resp.status();
+        let body = resp.text().await?;
+        if !code.is_success() {
+            let why = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("answered {code}"));
+            anyhow::bail!("{why}");
+        }
+        serde_json::from_str(&body).context("failed to read the diff")
+    })
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

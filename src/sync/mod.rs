@@ -8,8 +8,10 @@
 //! - [`guard`]: gitgate's own webhook configurations, kept in place.
 //! - [`target`], [`inventory`]: the cluster edge.
 //! - [`health`], [`leader`], [`status`], [`rollback`].
+//! - [`diff`]: `gitgate diff`, what a sync of an app would change.
 
 pub mod cli;
+pub mod diff;
 pub mod foreign;
 pub mod guard;
 pub mod heal;
@@ -83,6 +85,10 @@ pub enum SyncError {
     HookHeld { detail: String },
     #[error("{object} was not gone within {timeout:?} of its deletion")]
     Gone { object: String, timeout: Duration },
+    /// A failure about a Secret: `detail` is scrubbed of its values (or
+    /// withheld) before it is made.
+    #[error("failed to {action}: {detail}")]
+    Secret { action: String, detail: String },
 }
 
 impl SyncError {

@@ -198,6 +198,26 @@ impl Target {
         Ok(())
     }
 
+    /// [`Target::apply_dry_run`] answering the whole object as the
+    /// apiserver would store it (`managedFields` dropped as [`slim`]
+    /// drops them): what `gitgate diff` compares with the live object.
+    pub async fn apply_dry_run_object(
+        &self,
+        r: &Resource,
+        namespace: &str,
+        name: &str,
+        object: &Value,
+    ) -> Result<Value, SyncError> {
+        self.limit.acquire().await;
+        let action = || format!("apply {} (dry run)", display(&r.api.kind, namespace, name));
+        let params = PatchParams::apply(FIELD_MANAGER).force().validation_ignore().dry_run();
+        let req = kube::core::Request::new(self.api(r, namespace).resource_url())
+            .patch(name, &params, &Patch::Apply(object))
+            .map_err(|e| SyncError::kube(action(), kube::Error::BuildRequest(e)))?;
+        let out: Value = self.client.request(req).await.map_err(|e| SyncError::kube(action(), e))?;
+        Ok(slim(out))
+    }
+
     /// Creates an object (a hook run: `generateName` lets the apiserver
     /// name it) under gitgate's field manager; the object as stored, or
     /// `None` when one of that name exists already.

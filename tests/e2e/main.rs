@@ -14,6 +14,7 @@ mod vault;
 mod authz;
 mod chaos;
 mod chart;
+mod diff;
 mod differential;
 mod faults;
 mod harness;
