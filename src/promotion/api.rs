@@ -88,6 +88,9 @@ pub struct ActionResponse {
     pub message: String,
 }
 
+/// Why an action is refused: the answer's status and message.
+type Refusal = (StatusCode, String);
+
 fn refuse(code: StatusCode, message: impl Into<String>) -> Response {
     (code, Json(serde_json::json!({"error": message.into()}))).into_response()
 }
@@ -97,26 +100,30 @@ fn short(id: &ObjectId) -> String {
 }
 
 /// The set in force and the head, or why not yet.
-fn sets(a: &Actions) -> Result<(Arc<DesiredSet>, Arc<DesiredSet>), Response> {
+fn sets(a: &Actions) -> Result<(Arc<DesiredSet>, Arc<DesiredSet>), Refusal> {
     match (a.promoter.current(), a.promoter.tracker().current()) {
         (Some(now), Some(head)) => Ok((now, head)),
-        _ => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "gitgate has not rendered Git yet; try again in a moment")),
+        _ => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gitgate has not rendered Git yet; try again in a moment".to_string(),
+        )),
     }
 }
 
 /// Checks that `v` may act on `app` (sync in the config in force and in
 /// the head's); returns the app's project.
-fn may_sync(v: &Viewer, app: &str, now: &DesiredSet, head: &DesiredSet) -> Result<String, Response> {
+fn may_sync(v: &Viewer, app: &str, now: &DesiredSet, head: &DesiredSet) -> Result<String, Refusal> {
     if !v.login {
-        return Err(refuse(
+        return Err((
             StatusCode::FORBIDDEN,
-            "promotion actions need a signed-in user (a Kubernetes bearer token); this gitgate serves without login",
+            "promotion actions need a signed-in user (a Kubernetes bearer token); this gitgate serves without login"
+                .to_string(),
         ));
     }
     let in_force = now.gate(app).map_or_else(|| now.config_arc().clone(), |g| g.config.clone());
     let project_of = |c: &crate::render::Config| c.app(app).map(|a| a.project.clone());
     let Some(project) = project_of(&in_force).or_else(|| project_of(head.config())) else {
-        return Err(refuse(StatusCode::NOT_FOUND, format!("no app named {app}")));
+        return Err((StatusCode::NOT_FOUND, format!("no app named {app}")));
     };
     if v.admin {
         return Ok(project);
@@ -138,7 +145,7 @@ fn may_sync(v: &Viewer, app: &str, now: &DesiredSet, head: &DesiredSet) -> Resul
                 .collect()
         })
         .unwrap_or_default();
-    Err(refuse(
+    Err((
         StatusCode::FORBIDDEN,
         format!(
             "{} may not approve, pause or resume app {app}: project {project} gives sync to the groups {holders:?} \
@@ -171,10 +178,10 @@ async fn approve(
 ) -> Response {
     let (now, head) = match sets(&a) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err((code, why)) => return refuse(code, why),
     };
-    if let Err(r) = may_sync(&v, &app, &now, &head) {
-        return r;
+    if let Err((code, why)) = may_sync(&v, &app, &now, &head) {
+        return refuse(code, why);
     }
     if req.override_window && !v.admin {
         return refuse(StatusCode::FORBIDDEN, "only an --admin-group member may override a sync window");
@@ -249,10 +256,10 @@ async fn pause(
 ) -> Response {
     let (now, head) = match sets(&a) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err((code, why)) => return refuse(code, why),
     };
-    if let Err(r) = may_sync(&v, &app, &now, &head) {
-        return r;
+    if let Err((code, why)) = may_sync(&v, &app, &now, &head) {
+        return refuse(code, why);
     }
     let max = humantime_short(a.max_pause);
     let duration = match crate::config::parse_duration(&req.duration) {
@@ -306,10 +313,10 @@ async fn resume(
 ) -> Response {
     let (now, head) = match sets(&a) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err((code, why)) => return refuse(code, why),
     };
-    if let Err(r) = may_sync(&v, &app, &now, &head) {
-        return r;
+    if let Err((code, why)) = may_sync(&v, &app, &now, &head) {
+        return refuse(code, why);
     }
     if a.promoter.store().current().active_pause(&app, now_micros()).is_none() {
         return refuse(StatusCode::CONFLICT, format!("app {app} is not paused"));
@@ -326,9 +333,9 @@ async fn resume(
 /// `24h`, `30m`, `90s`.
 fn humantime_short(d: Duration) -> String {
     let s = d.as_secs();
-    if s % 3600 == 0 {
+    if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")

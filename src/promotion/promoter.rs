@@ -372,7 +372,9 @@ impl Promoter {
                 (h.kind == super::HeldKind::WaitingApproval && Some(h.waiting) != g.in_force)
                     .then(|| (app.clone(), h.waiting))
             })
-            .filter(|(app, c)| state.approvals.get(app).is_none_or(|a| a.commit != c.to_string()))
+            .filter(|(app, c)| {
+                state.approvals.get(app).is_none_or(|a| ObjectId::from_hex(a.commit.as_bytes()).ok() != Some(*c))
+            })
             .collect();
         for (app, commit) in waiting {
             let name = super::approval_tag(&app, &commit);
@@ -443,10 +445,11 @@ impl Promoter {
     }
 }
 
+/// One gate as readers see it: in force, what waits and why, self-heal.
+type GateSummary = (Option<ObjectId>, Option<(super::HeldKind, ObjectId)>, bool);
+
 /// What readers of the set care about: the head and each gate.
-fn summary(
-    set: &DesiredSet,
-) -> (ObjectId, BTreeMap<String, (Option<ObjectId>, Option<(super::HeldKind, ObjectId)>, bool)>) {
+fn summary(set: &DesiredSet) -> (ObjectId, BTreeMap<String, GateSummary>) {
     let gates = set
         .gates()
         .iter()

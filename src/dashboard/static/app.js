@@ -30,6 +30,15 @@
   // SameSite=Strict; a cross-site form cannot send JSON). The server
   // decides who may; its answer is shown as it is.
   var holding = false; // a diff on screen: the live refresh waits
+  function diffText(d) {
+    var lines = ["diff of app " + d.app + " at " + d.commit + ": " + d.objects.length + " to change, " + d.unchanged + " unchanged"];
+    d.objects.forEach(function (o) {
+      lines.push("");
+      lines.push(o.change + " " + o.id + (o.file ? " (" + o.file + ")" : "") + (o.secret ? " [Secret: values not shown]" : ""));
+      if (o.diff) lines.push(o.diff);
+    });
+    return lines.join("\n");
+  }
   document.addEventListener("click", function (ev) {
     var btn = ev.target.closest("button.promote, button.diff");
     if (!btn) return;
@@ -43,7 +52,7 @@
         .then(function (x) {
           holding = true;
           pre.hidden = false;
-          pre.textContent = x.ok ? (x.j.text || JSON.stringify(x.j, null, 2)) : ("refused: " + (x.j.error || ""));
+          pre.textContent = x.ok ? diffText(x.j) : ("refused: " + (x.j.error || ""));
         })
         .catch(function (e) { pre.hidden = false; pre.textContent = "failed: " + e; });
       return;
