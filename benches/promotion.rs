@@ -17,7 +17,6 @@
 
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
-#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "../tests/source_common.rs"]
