@@ -184,6 +184,16 @@ fn a_commit_waiting_for_approval_is_not_enforced_the_one_in_force_is() {
     let f = verify(&snap, &in_force);
     assert!(f.verdict.allowed, "{:?}", f.verdict);
     assert_eq!(f.commit, w.commits[0], "the object is traced to the commit in force");
+
+    // `gitgate diff` previews the waiting commit with a server-side dry
+    // run as the reconciler: a dry run changes nothing and passes; the same
+    // request by anyone else, or not dry, does not.
+    let mut preview = stamped(head, request("validate-create-deployment.json"));
+    preview.dry_run = true;
+    let f = verify(&snap, &preview);
+    assert!(f.verdict.allowed && f.verdict.reason == Reason::Preview, "{:?}", f.verdict);
+    preview.user_info.username = "kubernetes-admin".into();
+    assert!(!verify(&snap, &preview).verdict.allowed, "only the reconciler previews");
 }
 
 #[test]

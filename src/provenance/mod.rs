@@ -175,6 +175,11 @@ pub enum Reason {
     /// its manifest allows it (`gitgate.dev/sync-options: Replace=true`, or
     /// Argo CD's `Replace=true,Force=true`) when a field is immutable.
     Recreate,
+    /// A dry run by the reconciler: it changes nothing. `gitgate diff`
+    /// previews a commit that is not in force yet (one waiting for
+    /// approval) this way, and the sync's pre-flight checks immutable
+    /// fields; what a sync then writes is checked as always.
+    Preview,
 }
 
 /// The provenance verdict (`git.provenance`).
@@ -243,6 +248,14 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
         && let Some(hook) = hook_of(d, req, &group, &kind, namespace, name)
     {
         return verify_hook(snap, req, who, hook, &id, facts);
+    }
+
+    if req.dry_run && from_reconciler && req.operation != Operation::Delete {
+        if let Some(obj) = declared {
+            git_facts(snap, obj, &mut facts);
+        }
+        facts.verdict = Verdict { allowed: true, reason: Reason::Preview, message: String::new() };
+        return facts;
     }
 
     let Some(obj) = declared else {

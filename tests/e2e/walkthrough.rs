@@ -121,9 +121,10 @@ fn the_readme_walkthrough_runs_as_written() {
     assert!(finished, "the walk-through did not finish in 5 minutes:\n{out}\n--- gitgate.log\n{log}");
 
     let demo = work.path().join("demo");
-    let three = git(&demo, &["rev-parse", "HEAD~2"]);
-    let sealed = git(&demo, &["rev-parse", "HEAD~1"]);
-    let bump = git(&demo, &["rev-parse", "HEAD"]);
+    let three = git(&demo, &["rev-parse", "HEAD~3"]);
+    let sealed = git(&demo, &["rev-parse", "HEAD~2"]);
+    let bump = git(&demo, &["rev-parse", "HEAD~1"]);
+    let approved = git(&demo, &["rev-parse", "HEAD"]);
     let context = format!("--- output\n{out}\n--- gitgate.log\n{log}");
     // 3. synced at the new commit
     assert!(out.contains("replicas: 3"), "{context}");
@@ -148,6 +149,15 @@ fn the_readme_walkthrough_runs_as_written() {
     let row = |what: &str| bumped.iter().position(|l| l.contains(what) && l.contains(&bump[..12]));
     let (job, deploy) = (row("demo/Job/web-migrate-"), row("demo/Deployment/web"));
     assert!(job.is_some() && deploy.is_some() && job < deploy, "the migration first:\n{context}");
-    // 8. gitgate stopped cleanly (exit 0 after draining)
+    // 8. the commit waited for approval; the hand edit to its content was
+    //    denied meanwhile; the diff showed the change; the approval synced it
+    assert!(out.contains("WaitingApproval"), "{context}");
+    let waiting_edit =
+        format!("demo/Deployment/web is managed by app web from apps/web/deployment.yaml at {}", &bump[..7]);
+    assert!(out.contains(&waiting_edit), "the waiting commit is not enforced:\n{context}");
+    assert!(out.contains("-  replicas: 3") && out.contains("+  replicas: 4"), "{context}");
+    assert!(out.contains(&format!("approved {} for app web", &approved[..7])), "{context}");
+    assert!(out.contains("approved replicas: 4"), "{context}");
+    // 9. gitgate stopped cleanly (exit 0 after draining)
     assert!(log.contains("shutting down"), "{context}");
 }
