@@ -130,7 +130,7 @@ pub struct ServeAuditArgs {
     #[arg(long, env = "GITGATE_NOTIFY_URL")]
     pub notify_url: Option<String>,
     /// TRIGGER=URL for one trigger (deny, break-glass, sync-failed,
-    /// drift-reverted, unsigned-commit); repeatable.
+    /// drift-reverted, unsigned-commit, promotion); repeatable.
     #[arg(long = "notify")]
     pub notify: Vec<String>,
 }

@@ -148,6 +148,50 @@ fn a_production_app_waits_for_approval_and_an_approver_lets_it_in() {
     });
     let st = wait_sync_status(&s, "shop", "WaitingApproval");
     assert_eq!(st["syncedCommit"], c1.as_str(), "c2 waits again after the rollback: {st:#}");
+
+    // The attacker is a Git author (Flux CVE-2021-41254 class: escalation
+    // through what Git holds): a commit that grants the readers `sync` and
+    // drops `approval: required` still waits, and its author's group may
+    // not approve it, since the config in force does not grant them sync.
+    let escalated = project(ns).replace("permissions: [read]}", "permissions: [read, sync]}");
+    repo.write(
+        "gitgate.yaml",
+        &format!(
+            "{escalated}apps:\n  - {{name: shop, project: prod, path: app, destination: {{namespace: {ns}}}, syncPolicy: {{prune: true, selfHeal: true}}}}\n"
+        ),
+    );
+    repo.write("app/settings.yaml", &cm("settings", 0, "3"));
+    let c3 = repo.commit("readers may sync; no approval needed");
+    wait_until("c3 waiting", Duration::from_secs(30), || {
+        let st = status(&s);
+        let a = app(&st, "shop")?;
+        (a["sync"] == "WaitingApproval" && a["targetCommit"] == c3.as_str()).then_some(())
+    });
+    let (code, out) = gitgate(&s, &reader, "approve", "shop", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("may not approve"), "{out}");
+    // A cross-site form cannot approve (Argo CD CVE-2024-22424 class): the
+    // actions take JSON only, which a form cannot send without CORS.
+    let form = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/x-www-form-urlencoded",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {approver}"), "--data", "commit=", "--cacert"])
+        .arg(&s.ca)
+        .arg(format!("https://127.0.0.1:{}/api/v1/apps/shop/approve", s.addr.port()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&form.stdout), "415", "a form POST is refused");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(value_of(c, ns, "settings").as_deref(), Some("1"), "nothing of c3 was applied");
     s.terminate(Duration::from_secs(20));
 }
 
