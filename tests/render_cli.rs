@@ -46,6 +46,9 @@ fn render_prints_the_example_desired_set_with_manifests_in_json() {
     assert_eq!(apps, ["guestbook-production", "guestbook-staging", "platform", "redis-production", "redis-staging"]);
     let prod = &doc["apps"][0];
     assert_eq!(prod["destination"]["namespace"], "shop-production");
+    // The generator sets approval per environment: production waits for an approver.
+    assert_eq!(prod["syncPolicy"]["approval"], "required", "{prod:#}");
+    assert_eq!(doc["apps"][1]["syncPolicy"]["approval"], "automatic");
     let deploy = prod["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "Deployment").unwrap();
     assert_eq!(deploy["manifest"]["spec"]["replicas"], 3);
     assert_eq!(

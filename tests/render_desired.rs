@@ -241,6 +241,41 @@ fn a_bad_config_is_reported_with_file_and_line() {
     assert!(msg.starts_with("gitgate.yaml:2:") && msg.contains("nope"), "{msg}");
 }
 
+/// Issue 17, bad input: a sync window with a bad cron, time zone, kind or
+/// duration, and an unknown approval mode, fail the render naming the
+/// file, the line and what is allowed.
+#[test]
+fn bad_promotion_settings_are_reported_with_file_line_and_what_is_allowed() {
+    let f = Fixture::new();
+    let r = Renderer::new(RenderOptions::default());
+    let window = |w: &str| {
+        format!(
+            "projects:\n  - name: p\n    syncWindows:\n      - {w}\napps:\n  - {{name: web, project: p, path: a, destination: {{namespace: web}}}}\n"
+        )
+    };
+    for (w, says) in [
+        ("{kind: allow, schedule: \"61 * * * *\", duration: 1h}", "minute 61 is out of range 0-59"),
+        ("{kind: allow, schedule: \"0 22 * * *\", duration: 1h, timeZone: Mars/Base}", "unknown time zone"),
+        ("{kind: maybe, schedule: \"0 22 * * *\", duration: 1h}", "must be allow or deny"),
+        ("{kind: deny, schedule: \"0 22 * * *\", duration: 0s}", "duration"),
+    ] {
+        f.repo.write("gitgate.yaml", &window(w));
+        let c = f.commit("a bad window");
+        let msg = f.render(&r, c).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("gitgate.yaml:2:") && msg.contains("syncWindows[0]") && msg.contains(says),
+            "{w}: {msg}"
+        );
+    }
+    f.repo.write(
+        "gitgate.yaml",
+        "apps:\n  - {name: web, path: a, destination: {namespace: web}, syncPolicy: {approval: sometimes}}\n",
+    );
+    let c = f.commit("a bad approval");
+    let msg = f.render(&r, c).unwrap_err().to_string();
+    assert!(msg.starts_with("gitgate.yaml:2:") && msg.contains("required"), "{msg}");
+}
+
 #[test]
 fn generators_list_git_directories_clusters_and_matrix() {
     let f = Fixture::new();

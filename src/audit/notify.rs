@@ -254,3 +254,24 @@ async fn send_loop(
         metrics.get_or_create(&NotifyLabels { result }).inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promotion_events_notify_with_their_message() {
+        for event in [EventKind::PromotionWaiting, EventKind::Approved, EventKind::Paused, EventKind::Resumed] {
+            let e = Entry {
+                event,
+                app: "shop".into(),
+                decision: Outcome::Done,
+                reasons: vec!["1a2b3c4 waits for approval".into()],
+                ..Entry::default()
+            };
+            assert_eq!(Trigger::of(&e), Some(Trigger::Promotion));
+            assert!(text(&e, 1).contains("1a2b3c4 waits for approval (app shop)"), "{}", text(&e, 1));
+        }
+        assert_eq!(Trigger::parse("promotion"), Some(Trigger::Promotion));
+    }
+}
