@@ -2,7 +2,6 @@
 //! promotion actions ([`super::api`]), signed in with a Kubernetes bearer
 //! token as `gitgate status` is.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,25 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::api::{ActionResponse, ApproveRequest, PauseRequest, ResumeRequest};
-
-/// Where gitgate is and who asks.
-#[derive(Args, Debug, Clone)]
-pub struct Connection {
-    /// gitgate's HTTPS address.
-    #[arg(long, env = "GITGATE_SERVER", default_value = "https://127.0.0.1:8443")]
-    pub server: String,
-    /// CA certificate to trust (default: certs/ca.crt when it exists).
-    #[arg(long)]
-    pub ca: Option<PathBuf>,
-    /// Kubernetes bearer token of the approver (`kubectl create token …`,
-    /// or an OIDC id token). Default: --token-file, else the kubeconfig
-    /// user's token.
-    #[arg(long, env = "GITGATE_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
-    pub token: Option<secrecy::SecretString>,
-    /// File holding the bearer token.
-    #[arg(long, env = "GITGATE_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
-}
+use crate::sync::cli::ServerArgs;
 
 /// `gitgate approve APP [--commit C]`.
 #[derive(Args, Debug)]
@@ -42,7 +23,7 @@ pub struct ApproveArgs {
     #[arg(long)]
     pub override_window: bool,
     #[command(flatten)]
-    pub conn: Connection,
+    pub conn: ServerArgs,
 }
 
 /// `gitgate pause APP --for 30m --reason "…"`.
@@ -56,7 +37,7 @@ pub struct PauseArgs {
     #[arg(long)]
     pub reason: String,
     #[command(flatten)]
-    pub conn: Connection,
+    pub conn: ServerArgs,
 }
 
 /// `gitgate resume APP`.
@@ -64,7 +45,7 @@ pub struct PauseArgs {
 pub struct ResumeArgs {
     pub app: String,
     #[command(flatten)]
-    pub conn: Connection,
+    pub conn: ServerArgs,
 }
 
 /// `gitgate approve`.
@@ -86,18 +67,12 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
 
 /// POSTs one action and prints gitgate's answer; a refusal is exit code 1
 /// with gitgate's reason.
-fn act(conn: &Connection, app: &str, action: &str, body: &impl serde::Serialize) -> anyhow::Result<ExitCode> {
+fn act(conn: &ServerArgs, app: &str, action: &str, body: &impl serde::Serialize) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let url = format!("{}/api/v1/apps/{app}/{action}", conn.server.trim_end_matches('/'));
-    let token = crate::sync::cli::bearer_token(conn.token.as_ref(), conn.token_file.as_deref())?;
+    let token = conn.bearer()?;
     rt.block_on(async {
-        let ca = conn.ca.clone().or_else(|| Some(PathBuf::from("certs/ca.crt")).filter(|p| p.exists()));
-        let mut b = reqwest::Client::builder().timeout(Duration::from_secs(30));
-        if let Some(ca) = &ca {
-            let pem = std::fs::read(ca).with_context(|| format!("failed to read {}", ca.display()))?;
-            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-        }
-        let mut req = b.build()?.post(&url).json(body);
+        let mut req = conn.client(Duration::from_secs(30))?.post(&url).json(body);
         if let Some(t) = &token {
             use secrecy::ExposeSecret as _;
             req = req.bearer_auth(t.expose_secret());

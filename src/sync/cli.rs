@@ -531,8 +531,21 @@ pub struct DiffArgs {
 
 impl ServerArgs {
     /// The token sent ([`bearer_token`]).
-    fn bearer(&self) -> anyhow::Result<Option<secrecy::SecretString>> {
+    pub fn bearer(&self) -> anyhow::Result<Option<secrecy::SecretString>> {
         bearer_token(self.token.as_ref(), self.token_file.as_deref())
+    }
+
+    /// An HTTPS client that trusts `--ca` (default: certs/ca.crt when it
+    /// exists; looked up on each call: a `serve` started a moment ago may
+    /// be writing its development CA right now).
+    pub fn client(&self, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+        let ca = self.ca.clone().or_else(|| Some(PathBuf::from("certs/ca.crt")).filter(|p| p.exists()));
+        let mut b = reqwest::Client::builder().timeout(timeout);
+        if let Some(ca) = &ca {
+            let pem = std::fs::read(ca).with_context(|| format!("failed to read {}", ca.display()))?;
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        Ok(b.build()?)
     }
 
     /// `GET {server}{path}` with the token; a 401 or 403 is a [`Refused`]
@@ -545,16 +558,7 @@ impl ServerArgs {
         timeout: Duration,
     ) -> anyhow::Result<reqwest::Response> {
         let url = format!("{}{path}", self.server.trim_end_matches('/'));
-        // Looked up on each try: a `serve` started a moment ago may be
-        // writing its development CA right now.
-        let ca = self.ca.clone().or_else(|| Some(PathBuf::from("certs/ca.crt")).filter(|p| p.exists()));
-        let mut b = reqwest::Client::builder().timeout(timeout);
-        if let Some(ca) = &ca {
-            let pem = std::fs::read(ca).with_context(|| format!("failed to read {}", ca.display()))?;
-            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-        }
-        let client = b.build()?;
-        let mut req = client.get(&url);
+        let mut req = self.client(timeout)?.get(&url);
         if let Some(t) = token {
             use secrecy::ExposeSecret as _;
             req = req.bearer_auth(t.expose_secret());
