@@ -171,25 +171,28 @@ fn a_production_app_waits_for_approval_and_an_approver_lets_it_in() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("may not approve"), "{out}");
     // A cross-site form cannot approve (Argo CD CVE-2024-22424 class): the
-    // actions take JSON only, which a form cannot send without CORS.
-    let form = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/x-www-form-urlencoded",
-        ])
-        .args(["-H", &format!("Authorization: Bearer {approver}"), "--data", "commit=", "--cacert"])
-        .arg(&s.ca)
-        .arg(format!("https://127.0.0.1:{}/api/v1/apps/shop/approve", s.addr.port()))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&form.stdout), "415", "a form POST is refused");
+    // actions take JSON only, which a form cannot send without CORS. (Over
+    // h2, curl sometimes reports a stream error after gitgate's early 415
+    // instead of the status: a known transport quirk, retried here; what
+    // matters is that no form POST is ever taken.)
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        let form = std::process::Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+            .args(["-H", "Content-Type: application/x-www-form-urlencoded"])
+            .args(["-H", &format!("Authorization: Bearer {approver}"), "--data", "commit=", "--cacert"])
+            .arg(&s.ca)
+            .arg(format!("https://127.0.0.1:{}/api/v1/apps/shop/approve", s.addr.port()))
+            .output()
+            .unwrap();
+        let code = String::from_utf8_lossy(&form.stdout).to_string();
+        assert!(code == "415" || code == "000", "a form POST is refused, got {code}");
+        codes.push(code);
+        if codes.last().is_some_and(|c| c == "415") {
+            break;
+        }
+    }
+    assert!(codes.iter().any(|c| c == "415"), "a form POST answers 415: {codes:?}");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(value_of(c, ns, "settings").as_deref(), Some("1"), "nothing of c3 was applied");
     s.terminate(Duration::from_secs(20));
