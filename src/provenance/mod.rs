@@ -476,7 +476,45 @@ fn check_content(
 /// hot path parses no tree (a `null` in Git matches a missing field).
 ///
 /// `skip` lists JSON pointers Git leaves to others (`gitgate.dev/ignore-fields`).
+///
+/// A core Secret's `stringData` is compared as the apiserver stores it:
+/// folded into `data`, base64-encoded (the apiserver never returns
+/// `stringData`, so comparing it as written would find every such Secret
+/// changed). Sealed Secrets skip both fields and are not folded.
 pub fn first_difference(desired: &str, actual: &Value, skip: &[String]) -> Result<Option<String>, serde_json::Error> {
+    if actual.get("kind").and_then(Value::as_str) == Some("Secret")
+        && actual.get("stringData").is_none()
+        && !skip.iter().any(|p| p == "/stringData")
+        && desired.contains("\"stringData\"")
+        && let Some(folded) = fold_string_data(desired)
+    {
+        return compare(&folded, actual, skip);
+    }
+    compare(desired, actual, skip)
+}
+
+/// A v1 Secret manifest with its `stringData` folded into `data`
+/// (`stringData` wins, as in the apiserver); `None` when there is nothing
+/// to fold or the text is not such a Secret.
+fn fold_string_data(desired: &str) -> Option<String> {
+    use base64::Engine as _;
+    let mut doc: Value = serde_json::from_str(desired).ok()?;
+    if doc.get("apiVersion").and_then(Value::as_str) != Some("v1")
+        || doc.get("kind").and_then(Value::as_str) != Some("Secret")
+    {
+        return None;
+    }
+    let obj = doc.as_object_mut()?;
+    let Some(Value::Object(strings)) = obj.remove("stringData") else { return None };
+    let data = obj.entry("data").or_insert_with(|| Value::Object(Default::default())).as_object_mut()?;
+    for (k, v) in strings {
+        let s = v.as_str()?;
+        data.insert(k, Value::String(base64::engine::general_purpose::STANDARD.encode(s.as_bytes())));
+    }
+    serde_json::to_string(&doc).ok()
+}
+
+fn compare(desired: &str, actual: &Value, skip: &[String]) -> Result<Option<String>, serde_json::Error> {
     use serde::de::DeserializeSeed as _;
     let mut path = String::new();
     let mut de = serde_json::Deserializer::from_str(desired);
@@ -671,6 +709,23 @@ fn not_declared(snap: &Snapshot, id: &str, namespace: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Regression (found by the diff e2e): a plain Secret written with
+    /// `stringData` equals the live Secret, which holds it as `data`;
+    /// before, it was drift on every sync and never Synced.
+    #[test]
+    fn a_secrets_string_data_compares_as_the_apiserver_stores_it() {
+        let git = r#"{"apiVersion":"v1","data":{"a":"eA=="},"kind":"Secret","metadata":{"name":"s"},"stringData":{"password":"hunter2"}}"#;
+        let live = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "data": {"a": "eA==", "password": "aHVudGVyMg=="}});
+        assert_eq!(first_difference(git, &live, &[]).unwrap(), None);
+        let changed = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "data": {"a": "eA==", "password": "b3RoZXI="}});
+        assert_eq!(first_difference(git, &changed, &[]).unwrap().as_deref(), Some("/data/password"));
+        // Sealed Secrets skip both fields: nothing is folded.
+        let sealed = ["/data".to_string(), "/stringData".to_string()];
+        assert_eq!(first_difference(git, &changed, &sealed).unwrap(), None);
+    }
+
     use super::*;
     use serde_json::json;
 
