@@ -224,3 +224,17 @@ pub fn gitops_demo_repo() -> (Repo, String) {
     let commit = repo.commit("web: two replicas of nginx 1.27");
     (repo, commit)
 }
+
+/// An ed25519 SSH key made by `ssh-keygen` in `dir`: its private key file
+/// and its public line (for an `allowed_signers` file).
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    (key, public.trim().to_string())
+}

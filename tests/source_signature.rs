@@ -11,18 +11,6 @@ use gitgate::source::GitSource;
 use gitgate::source::signature::{SignatureError, Signers, verify_commit, verify_range};
 use support::*;
 
-fn keygen(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
-    let key = dir.join(name);
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    (key, public.trim().to_string())
-}
-
 fn signed_commit(repo: &Repo, key: &Path, msg: &str) -> String {
     git(repo.path(), &["add", "-A"]);
     git(

@@ -110,6 +110,13 @@ fn sets(a: &Actions) -> Result<(Arc<DesiredSet>, Arc<DesiredSet>), Refusal> {
     }
 }
 
+/// The set in force and the head, once `v` may act on `app`.
+fn authorized(a: &Actions, v: &Viewer, app: &str) -> Result<(Arc<DesiredSet>, Arc<DesiredSet>), Refusal> {
+    let (now, head) = sets(a)?;
+    may_sync(v, app, &now, &head)?;
+    Ok((now, head))
+}
+
 /// Checks that `v` may act on `app` (sync in the config in force and in
 /// the head's); returns the app's project.
 fn may_sync(v: &Viewer, app: &str, now: &DesiredSet, head: &DesiredSet) -> Result<String, Refusal> {
@@ -176,13 +183,10 @@ async fn approve(
     Path(app): Path<String>,
     Json(req): Json<ApproveRequest>,
 ) -> Response {
-    let (now, head) = match sets(&a) {
+    let (now, head) = match authorized(&a, &v, &app) {
         Ok(s) => s,
         Err((code, why)) => return refuse(code, why),
     };
-    if let Err((code, why)) = may_sync(&v, &app, &now, &head) {
-        return refuse(code, why);
-    }
     if req.override_window && !v.admin {
         return refuse(StatusCode::FORBIDDEN, "only an --admin-group member may override a sync window");
     }
@@ -254,13 +258,10 @@ async fn pause(
     Path(app): Path<String>,
     Json(req): Json<PauseRequest>,
 ) -> Response {
-    let (now, head) = match sets(&a) {
+    let (now, _) = match authorized(&a, &v, &app) {
         Ok(s) => s,
         Err((code, why)) => return refuse(code, why),
     };
-    if let Err((code, why)) = may_sync(&v, &app, &now, &head) {
-        return refuse(code, why);
-    }
     let max = humantime_short(a.max_pause);
     let duration = match crate::config::parse_duration(&req.duration) {
         Ok(d) if d.is_zero() => {
@@ -311,11 +312,7 @@ async fn resume(
     Path(app): Path<String>,
     Json(_): Json<ResumeRequest>,
 ) -> Response {
-    let (now, head) = match sets(&a) {
-        Ok(s) => s,
-        Err((code, why)) => return refuse(code, why),
-    };
-    if let Err((code, why)) = may_sync(&v, &app, &now, &head) {
+    if let Err((code, why)) = authorized(&a, &v, &app) {
         return refuse(code, why);
     }
     if a.promoter.store().current().active_pause(&app, now_micros()).is_none() {

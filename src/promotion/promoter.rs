@@ -59,13 +59,15 @@ pub fn passthrough(tracker: &Tracker) -> watch::Receiver<Option<Arc<DesiredSet>>
 
 impl Promoter {
     /// `start_commits`: each app's commit in force when gitgate starts (its
-    /// inventory's), read once.
+    /// inventory's), read once. `tag_signers`: the approvers' keys, when a
+    /// signed tag `gitgate/approve/<app>/<commit>` may approve.
     pub fn new(
         tracker: Arc<Tracker>,
         store: StateStore,
         start_commits: BTreeMap<String, String>,
         audit: Option<Arc<dyn SyncRecorder>>,
         records: Arc<dyn Fn() -> bool + Send + Sync>,
+        tag_signers: Option<crate::source::signature::Signers>,
     ) -> Arc<Promoter> {
         let (out, _) = watch::channel(None);
         Arc::new(Promoter {
@@ -77,21 +79,9 @@ impl Promoter {
             audit,
             records,
             window_due: Mutex::new(None),
-            tag_signers: None,
+            tag_signers,
             refused_tags: Mutex::new(Default::default()),
         })
-    }
-
-    /// Approves a waiting commit when a tag `gitgate/approve/<app>/<commit>`
-    /// signed by one of these signers appears.
-    pub fn with_approval_signers(self: Arc<Self>, signers: crate::source::signature::Signers) -> Arc<Self> {
-        match Arc::try_unwrap(self) {
-            Ok(mut p) => {
-                p.tag_signers = Some(signers);
-                Arc::new(p)
-            }
-            Err(p) => p,
-        }
     }
 
     /// The set in force, as it changes.

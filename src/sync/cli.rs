@@ -390,6 +390,13 @@ async fn promote(
             Default::default()
         }
     };
+    let tag_signers = match &args.approval_signers {
+        Some(file) => {
+            anyhow::ensure!(file.is_file(), "--approval-signers {}: no such file", file.display());
+            Some(crate::source::signature::Signers { ssh_allowed_signers: Some(file.clone()), ..Default::default() })
+        }
+        None => None,
+    };
     let store = crate::promotion::state::StateStore::new(client.clone(), namespace);
     let promoter = crate::promotion::Promoter::new(
         tracker.clone(),
@@ -397,17 +404,8 @@ async fn promote(
         crate::promotion::promoter::start_commits(&inventories),
         audit,
         records,
+        tag_signers,
     );
-    let promoter = match &args.approval_signers {
-        Some(file) => {
-            anyhow::ensure!(file.is_file(), "--approval-signers {}: no such file", file.display());
-            promoter.with_approval_signers(crate::source::signature::Signers {
-                ssh_allowed_signers: Some(file.clone()),
-                ..Default::default()
-            })
-        }
-        None => promoter,
-    };
     let task = tokio::spawn(promoter.clone().run());
     Ok((promoter, task))
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::cluster::{self, Cluster};
 use crate::common::ServeProcess;
-use crate::support::Repo;
+use crate::support::{Repo, keygen};
 use crate::sync::{BIN, app, audit_events, cm, get, sa_token, serve, status, wait_synced, wait_until};
 
 const APPROVERS_NS: &str = "gitgate-e2e-approvers";
@@ -404,17 +404,6 @@ fn in_chromium_an_approver_sees_the_live_tree_and_approves() {
         get(c, &["deployment", "web", "-n", ns]).unwrap()["spec"]["template"]["spec"]["containers"][0]["image"].clone();
     assert_eq!(image, "registry.example.invalid/web:2", "the approval in the browser applied c2");
     s.terminate(Duration::from_secs(20));
-}
-
-fn keygen(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
-    let key = dir.join(name);
-    let st = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    (key.clone(), std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_string())
 }
 
 /// Item 1, approvals in Git: a tag `gitgate/approve/APP/<commit>` signed
