@@ -10,6 +10,7 @@ pub mod admission;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod dashboard;
 #[doc(hidden)]
 pub mod fuzzing;

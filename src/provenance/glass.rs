@@ -20,9 +20,7 @@ use super::BREAK_GLASS_ANNOTATION;
 use crate::admission::{AdmissionRequest, Decision, Flow, Operation, Stage};
 use crate::audit::record::{format_rfc3339_micros, parse_rfc3339_micros};
 
-/// Stamped by gitgate's mutating webhook: when the break-glass window of
-/// the object ends (RFC 3339, UTC).
-pub const UNTIL_ANNOTATION: &str = "gitgate.dev/break-glass-until";
+pub use crate::contract::UNTIL_ANNOTATION;
 
 /// Grace for clocks: a stamp up to this far past `now + ttl` (the webhook
 /// replica that stamped may be a little ahead) is still the TTL's.

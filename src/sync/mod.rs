@@ -12,7 +12,6 @@
 
 pub mod cli;
 pub mod diff;
-pub mod foreign;
 pub mod guard;
 pub mod heal;
 pub mod health;
@@ -27,19 +26,10 @@ pub mod target;
 
 use std::time::Duration;
 
-/// The one field manager of every apply gitgate makes.
-pub const FIELD_MANAGER: &str = "gitgate";
-/// Apply order, in Git.
-pub const SYNC_WAVE: &str = "gitgate.dev/sync-wave";
-/// Argo CD's apply order annotation, honoured too.
-pub const ARGO_SYNC_WAVE: &str = "argocd.argoproj.io/sync-wave";
-/// `gitgate.dev/prune: disabled` keeps an object when it leaves Git.
-pub const PRUNE_ANNOTATION: &str = "gitgate.dev/prune";
-/// Per object: `Replace=true` re-creates it when an apply fails on an
-/// immutable field.
-pub const SYNC_OPTIONS: &str = "gitgate.dev/sync-options";
-/// Argo CD's sync options, read as written (`Replace=true,Force=true`).
-pub const ARGO_SYNC_OPTIONS: &str = "argocd.argoproj.io/sync-options";
+pub use crate::contract::foreign;
+pub use crate::contract::{
+    ARGO_SYNC_OPTIONS, ARGO_SYNC_WAVE, FIELD_MANAGER, PRUNE_ANNOTATION, SYNC_OPTIONS, SYNC_WAVE,
+};
 
 /// The sync loop's clients do not retry 429/503/504 inside a request
 /// (kube's default: up to 15 times, minutes in all). A webhook's 503 is a

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::inventory::Entry;
 use super::{ARGO_SYNC_OPTIONS, ARGO_SYNC_WAVE, PRUNE_ANNOTATION, SYNC_OPTIONS, SYNC_WAVE, SyncError};
-use crate::provenance::{APP_LABEL, COMMIT_ANNOTATION, DIGEST_ANNOTATION, SOURCE_ANNOTATION};
+use crate::contract::{self, Difference, Expected, Foreigners};
 use crate::render::DesiredSet;
 use crate::render::desired::DesiredObject;
 use crate::render::hook::{self, Hook, Phase};
@@ -96,30 +96,26 @@ impl Planned {
     pub fn stamped(&self) -> Result<Value, SyncError> {
         let bad = |reason: String| SyncError::Manifest { object: self.id(), file: self.file().to_string(), reason };
         let mut object: Value = serde_json::from_str(&self.manifest).map_err(|e| bad(e.to_string()))?;
-        let app = self.source.split(':').next().unwrap_or_default();
-        let meta = object.as_object_mut().and_then(|o| {
-            o.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
-            o.get_mut("metadata").and_then(Value::as_object_mut)
-        });
-        let Some(meta) = meta else { return Err(bad("metadata is not a map".into())) };
-        if !self.key.namespace.is_empty() {
-            meta.insert("namespace".into(), Value::String(self.key.namespace.clone()));
-        }
-        for (field, k, v) in [
-            ("annotations", COMMIT_ANNOTATION, self.commit.as_str()),
-            ("annotations", SOURCE_ANNOTATION, self.source.as_str()),
-            ("annotations", DIGEST_ANNOTATION, self.digest.as_str()),
-            ("labels", APP_LABEL, app),
-        ] {
-            let map = meta.entry(field).or_insert_with(|| Value::Object(Map::new()));
-            if !map.is_object() {
-                *map = Value::Object(Map::new());
-            }
-            if let Some(map) = map.as_object_mut() {
-                map.insert(k.into(), Value::String(v.into()));
-            }
-        }
+        let s = contract::stamp::Stamp {
+            namespace: &self.key.namespace,
+            commit: &self.commit,
+            source: &self.source,
+            digest: &self.digest,
+        };
+        contract::stamp::stamp(&mut object, &s).map_err(|e| bad(e.into()))?;
         Ok(object)
+    }
+
+    /// What Git declares of it, as [`contract::matches_git`] compares it.
+    pub fn expected(&self) -> Expected<'_> {
+        Expected {
+            manifest: &self.manifest,
+            digest: &self.digest,
+            commit: &self.commit,
+            source: &self.source,
+            ignore: &self.ignore,
+            sealed_digest: self.sealed_digest.as_deref(),
+        }
     }
 
     /// The file in the repository that declared it.
@@ -418,54 +414,27 @@ pub fn drift(planned: &Planned, live: Option<&Value>) -> Drift {
 }
 
 /// [`drift`], given the foreign fields when the caller has them already
-/// (`None`: found here, and only once Git's own fields hold).
-fn stands(planned: &Planned, live: Option<&Value>, foreign: Option<&[super::foreign::Foreign]>) -> Drift {
+/// (`None`: found here, and only once Git's own fields hold). The answer is
+/// [`contract::matches_git`]'s, the admission gate's too.
+fn stands(planned: &Planned, live: Option<&Value>, foreign: Option<&[contract::Foreign]>) -> Drift {
     let Some(live) = live else { return Drift::Missing };
-    let annotation = |k: &str| live.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str);
-    let label = live.pointer("/metadata/labels").and_then(|l| l.get(APP_LABEL)).and_then(Value::as_str);
-    let app = planned.source.split(':').next().unwrap_or_default();
-    if annotation(DIGEST_ANNOTATION) != Some(planned.digest.as_str())
-        || annotation(COMMIT_ANNOTATION) != Some(planned.commit.as_str())
-        || annotation(SOURCE_ANNOTATION) != Some(planned.source.as_str())
-        || label != Some(app)
-    {
+    let foreigners = foreign.map_or(Foreigners::Find, Foreigners::Given);
+    let m = contract::matches_git(&planned.expected(), live, foreigners);
+    if m.stale.is_some() {
         return Drift::Stale;
     }
-    if let Some(d) = &planned.sealed_digest
-        && annotation(crate::secrets::SEALED_DIGEST) != Some(d.as_str())
-    {
-        return Drift::Changed("/metadata/annotations/gitgate.dev~1sealed-digest".into());
-    }
-    match crate::provenance::first_difference(&planned.manifest, live, &planned.ignore) {
-        // Git's fields hold: what another manager added is drift too.
-        Ok(None) => {
-            let found;
-            let foreign = match foreign {
-                Some(f) => f,
-                None => {
-                    found = foreign_fields(planned, live);
-                    &found
-                }
-            };
-            match foreign.first() {
-                Some(f) => Drift::Changed(format!("{} (set by {})", f.pointer, f.manager)),
-                None => Drift::InSync,
-            }
-        }
-        Ok(Some(field)) => Drift::Changed(field),
-        Err(_) => Drift::Changed("/".into()),
+    match m.difference {
+        None => Drift::InSync,
+        Some(Difference::SealedValues) => Drift::Changed("/metadata/annotations/gitgate.dev~1sealed-digest".into()),
+        Some(Difference::Field(field)) => Drift::Changed(field),
+        Some(Difference::Unreadable) => Drift::Changed("/".into()),
+        Some(Difference::Foreign(f)) => Drift::Changed(format!("{} (set by {})", f.pointer, f.manager)),
     }
 }
 
-/// The fields of `live` another manager added ([`super::foreign`]): Git's
-/// manifest is read only when the live object kept its `managedFields`
-/// (it does only when such a manager wrote to it).
-pub fn foreign_fields(planned: &Planned, live: &Value) -> Vec<super::foreign::Foreign> {
-    if live.pointer("/metadata/managedFields").is_none() {
-        return Vec::new();
-    }
-    let git: Option<Value> = serde_json::from_str(&planned.manifest).ok();
-    super::foreign::fields(live, git.as_ref(), &planned.ignore)
+/// The fields of `live` another manager added ([`contract::foreign`]).
+pub fn foreign_fields(planned: &Planned, live: &Value) -> Vec<contract::Foreign> {
+    contract::foreign_fields(&planned.expected(), live)
 }
 
 /// What the sync keeps of a live object instead of the object: how it
@@ -481,7 +450,7 @@ pub struct Observed {
     /// `gitgate.dev/break-glass` on the live object, with its window.
     pub break_glass: Option<Glass>,
     /// The JSON patch that removes the fields other managers added
-    /// ([`super::foreign`]); `None` when there are none.
+    /// ([`contract::foreign`]); `None` when there are none.
     pub foreign: Option<Value>,
 }
 
@@ -503,7 +472,7 @@ pub fn observe(planned: &Planned, live: Option<&Value>) -> Observed {
         health: crate::sync::health::assess(&planned.key.group, &planned.key.kind, live),
         ignored: live.map(|l| sparse(l, &planned.ignore)),
         break_glass: live.and_then(break_glass),
-        foreign: live.filter(|_| !foreign.is_empty()).map(|l| super::foreign::removal(l, &foreign)),
+        foreign: live.filter(|_| !foreign.is_empty()).map(|l| contract::foreign::removal(l, &foreign)),
     }
 }
 
