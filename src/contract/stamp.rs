@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{APP_LABEL, COMMIT_ANNOTATION, DIGEST_ANNOTATION, SOURCE_ANNOTATION};
+use super::{APP_LABEL, BREAK_GLASS_ANNOTATION, COMMIT_ANNOTATION, DIGEST_ANNOTATION, SOURCE_ANNOTATION};
 
 /// An annotation of `object`, when it is a string.
 pub fn annotation<'v>(object: &'v Value, key: &str) -> Option<&'v str> {
@@ -73,4 +73,12 @@ pub fn stamp(object: &mut Value, s: &Stamp<'_>) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// `gitgate.dev/break-glass: "<reason>"` of an object: trimmed, at most
+/// 256 characters; `None` when absent or empty. The gate reads it from a
+/// request, the loop from the live object.
+pub fn break_glass_reason(object: &Value) -> Option<String> {
+    let reason = annotation(object, BREAK_GLASS_ANNOTATION)?.trim();
+    (!reason.is_empty()).then(|| reason.chars().take(256).collect())
 }

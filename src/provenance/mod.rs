@@ -433,8 +433,7 @@ fn break_glass(req: &AdmissionRequest, who: &Identity) -> Option<String> {
         return None;
     }
     let obj = if req.operation == Operation::Delete { req.old_object.as_ref() } else { req.object.as_ref() };
-    let reason = obj?.pointer("/metadata/annotations")?.get(BREAK_GLASS_ANNOTATION)?.as_str()?.trim();
-    (!reason.is_empty()).then(|| reason.chars().take(256).collect())
+    contract::stamp::break_glass_reason(obj?)
 }
 
 /// Git's content, through [`contract::matches_git`] (the sync loop's

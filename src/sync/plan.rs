@@ -493,11 +493,7 @@ pub fn applied(planned: &Planned, stored: &Value) -> Observed {
 /// with the window stamped on it.
 pub fn break_glass(live: &Value) -> Option<Glass> {
     use crate::provenance::glass::{Until, until_of};
-    let reason = live.pointer("/metadata/annotations")?.get(crate::provenance::BREAK_GLASS_ANNOTATION)?.as_str()?;
-    let reason = reason.trim();
-    if reason.is_empty() {
-        return None;
-    }
+    let reason = contract::stamp::break_glass_reason(live)?;
     // An unreadable stamp ends the window at once: admission never lets
     // one through, so it was not gitgate's.
     let until = match until_of(Some(live)) {
@@ -505,7 +501,7 @@ pub fn break_glass(live: &Value) -> Option<Glass> {
         Until::Invalid => Some(i64::MIN),
         Until::Absent => None,
     };
-    Some(Glass { reason: reason.chars().take(256).collect(), until })
+    Some(Glass { reason, until })
 }
 
 /// Only the values at `pointers`, in an otherwise empty object.
