@@ -15,6 +15,7 @@
 pub mod compare;
 pub mod foreign;
 pub mod names;
+pub mod options;
 pub mod sealed;
 pub mod stamp;
 

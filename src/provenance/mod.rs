@@ -343,7 +343,7 @@ fn may_recreate(obj: &DesiredObject) -> bool {
         return false;
     }
     serde_json::from_str::<Value>(&obj.manifest)
-        .is_ok_and(|v| crate::sync::plan::recreate_of(&v) == crate::sync::plan::Recreate::Yes)
+        .is_ok_and(|v| contract::options::recreate_of(&v) == contract::options::Recreate::Yes)
 }
 
 /// The sync hook a request is about: by name, or — for a run the

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use super::inventory::Entry;
-use super::{ARGO_SYNC_OPTIONS, ARGO_SYNC_WAVE, PRUNE_ANNOTATION, SYNC_OPTIONS, SYNC_WAVE, SyncError};
+use super::{ARGO_SYNC_WAVE, PRUNE_ANNOTATION, SYNC_WAVE, SyncError};
 use crate::contract::{self, Difference, Expected, Foreigners};
 use crate::render::DesiredSet;
 use crate::render::desired::DesiredObject;
@@ -52,42 +52,7 @@ pub struct Planned {
     pub recreate: Recreate,
 }
 
-/// What an apply that fails on an immutable field may do, by the object's
-/// sync options.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Recreate {
-    /// Nothing: the sync fails naming the field.
-    #[default]
-    No,
-    /// Argo CD's `Replace=true` without `Force=true` (Argo CD would
-    /// `kubectl replace`, which fails the same way): reported.
-    ReplaceWithoutForce,
-    /// `gitgate.dev/sync-options: Replace=true`, or Argo CD's
-    /// `Replace=true,Force=true`: deleted and created again.
-    Yes,
-}
-
-/// The [`Recreate`] of a manifest's sync options.
-pub fn recreate_of(manifest: &Value) -> Recreate {
-    let options = |key: &str| -> Vec<(String, String)> {
-        let raw = manifest.pointer("/metadata/annotations").and_then(|a| a.get(key)).and_then(Value::as_str);
-        raw.unwrap_or_default()
-            .split(',')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase()))
-            .collect()
-    };
-    let on = |opts: &[(String, String)], k: &str| opts.iter().any(|(key, v)| key == k && v == "true");
-    let ours = options(SYNC_OPTIONS);
-    let argo = options(ARGO_SYNC_OPTIONS);
-    if on(&ours, "replace") || (on(&argo, "replace") && on(&argo, "force")) {
-        Recreate::Yes
-    } else if on(&argo, "replace") {
-        Recreate::ReplaceWithoutForce
-    } else {
-        Recreate::No
-    }
-}
+pub use crate::contract::options::{Recreate, recreate_of};
 
 impl Planned {
     /// The manifest with the stamps (commit, source, digest, app label):
