@@ -841,18 +841,6 @@ mod tests {
     }
 
     #[test]
-    fn sync_options_read_gitgates_replace_and_argo_cds_as_written() {
-        let with = |k: &str, v: &str| json!({"metadata": {"annotations": {k: v}}});
-        assert_eq!(recreate_of(&json!({})), Recreate::No);
-        assert_eq!(recreate_of(&with(SYNC_OPTIONS, "Replace=true")), Recreate::Yes);
-        assert_eq!(recreate_of(&with(ARGO_SYNC_OPTIONS, "Replace=true,Force=true")), Recreate::Yes);
-        assert_eq!(recreate_of(&with(ARGO_SYNC_OPTIONS, "Force=true, Replace=true")), Recreate::Yes);
-        assert_eq!(recreate_of(&with(ARGO_SYNC_OPTIONS, "Replace=true")), Recreate::ReplaceWithoutForce);
-        assert_eq!(recreate_of(&with(ARGO_SYNC_OPTIONS, "Force=true")), Recreate::No);
-        assert_eq!(recreate_of(&with(SYNC_OPTIONS, "Replace=false")), Recreate::No);
-    }
-
-    #[test]
     fn helm_hook_weight_orders_hooks_unless_a_sync_wave_is_given() {
         let ann = |a: Value| json!({"metadata": {"annotations": a}});
         assert_eq!(wave_of("batch", "Job", &ann(json!({hook::HELM_WEIGHT: "-5"}))).unwrap().wave, -5);
