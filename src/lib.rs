@@ -8,7 +8,7 @@
 
 pub mod admission;
 pub mod audit;
-pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod contract;
 pub mod dashboard;

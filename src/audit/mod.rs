@@ -9,18 +9,18 @@
 //! - [`cluster`]: the same checkpoints in a ConfigMap (+ an Event) when a
 //!   cluster is connected, read back by `audit verify --checkpoints-from-cluster`.
 //! - [`recorder`]: the admission server's [`crate::admission::Recorder`].
-//! - [`query`]: `gitgate audit query`; [`command`]: the CLI.
+//! - [`query`]: `gitgate audit query`; [`verify`]: `gitgate audit verify` (the command is in `cmd::audit`).
 //! - [`notify`]: Slack-compatible webhook notifications.
 
 pub mod chain;
 pub mod checkpoint;
 pub mod cluster;
-pub mod command;
 pub mod log;
 pub mod notify;
 pub mod query;
 pub mod record;
 pub mod recorder;
+pub mod verify;
 
 use std::path::PathBuf;
 

@@ -32,7 +32,6 @@
 //! publishes, not the other way round).
 
 pub mod api;
-pub mod cli;
 pub mod promoter;
 pub mod state;
 

@@ -10,7 +10,6 @@
 //! An error anywhere fails the whole commit: the caller keeps the last good
 //! desired set (see [`crate::source::poll`]).
 
-pub mod command;
 pub mod config;
 pub mod confine;
 pub mod desired;

@@ -15,9 +15,8 @@
 //!   JSONPatch;
 //! - [`cluster`]: the cluster's identities in Secrets (load, bootstrap,
 //!   follow rotations) and `GET /api/v1/recipients`;
-//! - [`cli`]: `gitgate keygen | seal | reseal | recipients`.
+//! (`gitgate keygen | seal | reseal | recipients` is in `cmd::secrets`.)
 
-pub mod cli;
 pub mod cluster;
 pub mod keys;
 pub mod manifest;

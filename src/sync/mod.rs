@@ -10,7 +10,6 @@
 //! - [`health`], [`leader`], [`status`], [`rollback`].
 //! - [`diff`]: `gitgate diff`, what a sync of an app would change.
 
-pub mod cli;
 pub mod diff;
 pub mod guard;
 pub mod heal;

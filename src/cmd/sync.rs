@@ -8,17 +8,17 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
-use super::SyncConfig;
-use super::diff::DiffState;
-use super::guard::{Endpoint, GuardConfig};
-use super::leader::{Elector, LeaderHandle, LeaseConfig};
-use super::plan::PruneGuard;
-use super::reconcile::{Reconciler, SyncRecorder, Targets};
-use super::status::{StatusStore, SyncMetrics};
-use super::target::Target;
 use crate::config::{in_range, parse_duration};
 use crate::source::fetch::GitSource;
 use crate::source::poll::Tracker;
+use crate::sync::SyncConfig;
+use crate::sync::diff::DiffState;
+use crate::sync::guard::{Endpoint, GuardConfig};
+use crate::sync::leader::{Elector, LeaderHandle, LeaseConfig};
+use crate::sync::plan::PruneGuard;
+use crate::sync::reconcile::{Reconciler, SyncRecorder, Targets};
+use crate::sync::status::{StatusStore, SyncMetrics};
+use crate::sync::target::Target;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SyncMode {
@@ -119,7 +119,7 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 pub struct Running {
     pub status: Arc<StatusStore>,
     /// The reconciler's username: `--reconciler`, else gitgate's own
-    /// identity on the cluster, else [`crate::cli::DEFAULT_RECONCILER`].
+    /// identity on the cluster, else [`crate::cmd::DEFAULT_RECONCILER`].
     pub reconciler: String,
     /// The default cluster's client, when one is connected (not in plan
     /// mode; with `--sync=off` only inside a cluster or with `--kubeconfig`).
@@ -137,7 +137,7 @@ pub struct Running {
     pub promoter: Option<Arc<crate::promotion::Promoter>>,
     /// `--max-pause`.
     pub max_pause: Duration,
-    /// What `GET /api/v1/apps/{name}/diff` reads ([`super::diff::router`]).
+    /// What `GET /api/v1/apps/{name}/diff` reads ([`crate::sync::diff::router`]).
     pub diffs: Arc<DiffState>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     leader: Option<LeaderHandle>,
@@ -181,7 +181,7 @@ async fn connect(args: &ServeSyncArgs) -> anyhow::Result<(kube::Client, Option<k
         None => (kube::Config::infer().await?, kube::config::Kubeconfig::read().ok()),
     };
     let name = kc.as_ref().and_then(|k| k.current_context.clone()).unwrap_or_else(|| "in-cluster".into());
-    let client = kube::Client::try_from(super::without_request_retries(config))?;
+    let client = kube::Client::try_from(crate::sync::without_request_retries(config))?;
     tokio::time::timeout(Duration::from_secs(5), client.apiserver_version())
         .await
         .map_err(|_| anyhow::anyhow!("the apiserver did not answer within 5s"))??;
@@ -299,13 +299,13 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
                 me
             }
             Err(e) => {
-                let r = crate::cli::DEFAULT_RECONCILER.to_string();
+                let r = crate::cmd::DEFAULT_RECONCILER.to_string();
                 tracing::warn!(error = %format!("{e:#}"), reconciler = %r, "failed to ask the apiserver who gitgate is; assuming");
                 r
             }
         },
     };
-    let replica = args.replica.clone().unwrap_or_else(super::leader::default_identity);
+    let replica = args.replica.clone().unwrap_or_else(crate::sync::leader::default_identity);
     let config = SyncConfig {
         namespace: args.namespace.clone(),
         concurrency: args.sync_concurrency.clamp(1, 256),
@@ -383,7 +383,7 @@ async fn promote(
     records: Arc<dyn Fn() -> bool + Send + Sync>,
 ) -> anyhow::Result<(Arc<crate::promotion::Promoter>, tokio::task::JoinHandle<()>)> {
     let namespace = args.namespace.as_str();
-    let inventories = match super::inventory::read_all(client, namespace).await {
+    let inventories = match crate::sync::inventory::read_all(client, namespace).await {
         Ok(i) => i,
         Err(e) => {
             tracing::warn!(error = %crate::error_chain(&e), "failed to read the inventories: gated apps start with nothing in force");
@@ -411,7 +411,7 @@ async fn promote(
 }
 
 fn fallback(reconciler: Option<String>) -> String {
-    reconciler.unwrap_or_else(|| crate::cli::DEFAULT_RECONCILER.to_string())
+    reconciler.unwrap_or_else(|| crate::cmd::DEFAULT_RECONCILER.to_string())
 }
 
 /// Who the apiserver says gitgate is (a SelfSubjectReview): the username
@@ -439,7 +439,7 @@ async fn ensure_namespace(client: &kube::Client, ns: &str) {
     let api: kube::Api<Namespace> = kube::Api::all(client.clone());
     if let Ok(None) = api.get_opt(ns).await {
         let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        let params = kube::api::PatchParams::apply(super::FIELD_MANAGER);
+        let params = kube::api::PatchParams::apply(crate::sync::FIELD_MANAGER);
         if let Err(e) = api.patch(ns, &params, &kube::api::Patch::Apply(&obj)).await {
             tracing::warn!(namespace = ns, error = %e, "failed to create gitgate's namespace");
         }
@@ -619,10 +619,10 @@ impl std::fmt::Display for Refused {
 impl std::error::Error for Refused {}
 
 /// Every app is Synced (at `commit`, when given).
-fn done(o: &super::status::Overview, commit: Option<&str>) -> bool {
-    o.apps
-        .iter()
-        .all(|a| a.sync == super::status::SyncStatus::Synced && commit.is_none_or(|c| a.synced_commit.starts_with(c)))
+fn done(o: &crate::sync::status::Overview, commit: Option<&str>) -> bool {
+    o.apps.iter().all(|a| {
+        a.sync == crate::sync::status::SyncStatus::Synced && commit.is_none_or(|c| a.synced_commit.starts_with(c))
+    })
 }
 
 /// `gitgate status`.
@@ -637,7 +637,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
             let code = resp.status();
             anyhow::ensure!(code.is_success(), "{url} answered {code}");
             let body = resp.text().await?;
-            let mut overview: super::status::Overview =
+            let mut overview: crate::sync::status::Overview =
                 serde_json::from_str(&body).context("failed to read the status")?;
             if let Some(app) = &args.app {
                 overview.apps.retain(|a| &a.name == app);
@@ -661,7 +661,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&overview)?);
     } else {
-        print!("{}", super::status::table(&overview, args.wide));
+        print!("{}", crate::sync::status::table(&overview, args.wide));
     }
     if deadline.is_some() {
         return Ok(if done(&overview, args.commit.as_deref()) {
@@ -670,7 +670,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
             std::process::ExitCode::from(3)
         });
     }
-    let healthy = overview.apps.iter().all(|a| a.sync == super::status::SyncStatus::Synced);
+    let healthy = overview.apps.iter().all(|a| a.sync == crate::sync::status::SyncStatus::Synced);
     Ok(if healthy { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(3) })
 }
 
@@ -682,7 +682,7 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<std::process::ExitCode> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&d)?);
             } else {
-                print!("{}", super::diff::render_text(&d));
+                print!("{}", crate::sync::diff::render_text(&d));
             }
             Ok(std::process::ExitCode::from(u8::from(d.differs())))
         }
@@ -693,7 +693,7 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
-fn fetch_diff(args: &DiffArgs) -> anyhow::Result<super::diff::AppDiff> {
+fn fetch_diff(args: &DiffArgs) -> anyhow::Result<crate::sync::diff::AppDiff> {
     let token = args.conn.bearer()?;
     let mut path = format!("/api/v1/apps/{}/diff", encode_component(&args.app));
     if let Some(c) = &args.commit {

@@ -1,6 +1,12 @@
 //! The command line: parse, validate once, dispatch. `anyhow` lives here
 //! and nowhere else.
 
+pub mod audit;
+pub mod promotion;
+pub mod render;
+pub mod secrets;
+pub mod sync;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +16,6 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::admission::{self, AdmissionState, Decider, Limits, LogRecorder};
-use crate::audit;
 use crate::config::{RawServe, ServeConfig};
 use crate::policy::{PolicySet, PolicyStage};
 use crate::server::{self, ConnLimits};
@@ -46,31 +51,31 @@ pub enum Command {
     /// webhook is down).
     Vap(VapArgs),
     /// Verify and query the audit log.
-    Audit(audit::command::AuditArgs),
+    Audit(self::audit::AuditArgs),
     /// Render a repository revision and print its desired set.
-    Render(crate::render::command::RenderArgs),
+    Render(self::render::RenderArgs),
     /// Print the version.
     Version,
     /// Generate an age X25519 identity for sealing Secrets.
-    Keygen(crate::secrets::cli::KeygenArgs),
+    Keygen(self::secrets::KeygenArgs),
     /// Seal a Secret manifest's values for age recipients (or --check a sealed one).
-    Seal(crate::secrets::cli::SealArgs),
+    Seal(self::secrets::SealArgs),
     /// Re-encrypt a sealed Secret for new recipients with an offline key file.
-    Reseal(crate::secrets::cli::ResealArgs),
+    Reseal(self::secrets::ResealArgs),
     /// Print the age recipient a running gitgate decrypts for (seal to it).
-    Recipients(crate::secrets::cli::RecipientsArgs),
+    Recipients(self::secrets::RecipientsArgs),
     /// Print the apps gitgate syncs: sync status, health, commit.
-    Status(crate::sync::cli::StatusArgs),
+    Status(self::sync::StatusArgs),
     /// Show what a sync of an app would change (exit 0: nothing, 1: changes, 2: trouble).
-    Diff(crate::sync::cli::DiffArgs),
+    Diff(self::sync::DiffArgs),
     /// Create the commit that rolls an app back to an earlier commit (for a pull request).
     Rollback(crate::sync::rollback::RollbackArgs),
     /// Approve a commit for an app whose syncPolicy requires approval.
-    Approve(crate::promotion::cli::ApproveArgs),
+    Approve(self::promotion::ApproveArgs),
     /// Pause an app for a while: new commits wait and self-heal stops.
-    Pause(crate::promotion::cli::PauseArgs),
+    Pause(self::promotion::PauseArgs),
     /// End an app's pause.
-    Resume(crate::promotion::cli::ResumeArgs),
+    Resume(self::promotion::ResumeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -184,11 +189,11 @@ pub struct ServeArgs {
     #[arg(long, env = "GITGATE_REQUIRE_SIGNED")]
     pub require_signed: bool,
     #[command(flatten)]
-    pub secrets: Box<crate::secrets::cli::ServeSecretsArgs>,
+    pub secrets: Box<self::secrets::ServeSecretsArgs>,
     #[command(flatten)]
-    pub audit: audit::command::ServeAuditArgs,
+    pub audit: self::audit::ServeAuditArgs,
     #[command(flatten)]
-    pub sync: Box<crate::sync::cli::ServeSyncArgs>,
+    pub sync: Box<self::sync::ServeSyncArgs>,
     #[command(flatten)]
     pub dashboard: crate::dashboard::DashboardArgs,
 }
@@ -272,22 +277,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", crate::policy::vap::to_yaml(&args.reconciler, &args.break_glass_groups)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keygen(args) => crate::secrets::cli::keygen(args),
-        Command::Seal(args) => crate::secrets::cli::seal(args),
-        Command::Reseal(args) => crate::secrets::cli::reseal(args),
-        Command::Recipients(args) => crate::secrets::cli::recipients_cmd(args),
-        Command::Status(args) => crate::sync::cli::status(args),
-        Command::Approve(args) => crate::promotion::cli::approve(args),
-        Command::Pause(args) => crate::promotion::cli::pause(args),
-        Command::Resume(args) => crate::promotion::cli::resume(args),
-        Command::Diff(args) => crate::sync::cli::diff(args),
+        Command::Keygen(args) => self::secrets::keygen(args),
+        Command::Seal(args) => self::secrets::seal(args),
+        Command::Reseal(args) => self::secrets::reseal(args),
+        Command::Recipients(args) => self::secrets::recipients_cmd(args),
+        Command::Status(args) => self::sync::status(args),
+        Command::Approve(args) => self::promotion::approve(args),
+        Command::Pause(args) => self::promotion::pause(args),
+        Command::Resume(args) => self::promotion::resume(args),
+        Command::Diff(args) => self::sync::diff(args),
         Command::Rollback(args) => {
             crate::sync::rollback::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit(args) => Ok(audit::command::run(args)?),
+        Command::Audit(args) => Ok(self::audit::run(args)?),
         Command::Render(args) => {
-            crate::render::command::run(args)?;
+            self::render::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
@@ -481,7 +486,7 @@ fn track(
     registry: &mut prometheus_client::registry::Registry,
     audit: Arc<dyn crate::sync::reconcile::SyncRecorder>,
 ) -> anyhow::Result<(Arc<crate::source::poll::Tracker>, Arc<crate::source::fetch::GitSource>)> {
-    use crate::render::command::write_example;
+    use self::render::write_example;
     use crate::render::engine::{RenderOptions, Renderer};
     use crate::source::{fetch::GitSource, local};
     let work = PathBuf::from("gitgate-data");
@@ -568,9 +573,9 @@ async fn serve(
     policies: PolicySet,
     reconciler: Option<String>,
     repo: RepoArgs,
-    secrets: Box<crate::secrets::cli::ServeSecretsArgs>,
-    audit_args: audit::command::ServeAuditArgs,
-    sync_args: Box<crate::sync::cli::ServeSyncArgs>,
+    secrets: Box<self::secrets::ServeSecretsArgs>,
+    audit_args: self::audit::ServeAuditArgs,
+    sync_args: Box<self::sync::ServeSyncArgs>,
     dashboard_args: crate::dashboard::DashboardArgs,
 ) -> anyhow::Result<()> {
     // The development pair: generated when missing, renewed when expiring
@@ -620,11 +625,11 @@ async fn serve(
     let mut registry = prometheus_client::registry::Registry::default();
     let audit_log = audit_args.open(&mut registry)?;
     let denials = Arc::new(crate::dashboard::recent::RecentDenials::new(100));
-    let recorder = audit::Tee(vec![audit_log.clone(), Arc::new(LogRecorder), denials.clone()]);
+    let recorder = crate::audit::Tee(vec![audit_log.clone(), Arc::new(LogRecorder), denials.clone()]);
     let (tracker, source) = track(&repo, &mut registry, audit_log.clone())?;
-    let sync = crate::sync::cli::start(
+    let sync = self::sync::start(
         &sync_args,
-        crate::sync::cli::Wiring {
+        self::sync::Wiring {
             tracker: &tracker,
             source: source.clone(),
             registry: &mut registry,
@@ -644,14 +649,14 @@ async fn serve(
             let leading = leading.clone();
             Arc::new(move || *leading.borrow())
         }
-        (None, crate::sync::cli::SyncMode::Off) => Arc::new(|| false),
+        (None, self::sync::SyncMode::Off) => Arc::new(|| false),
         (None, _) => Arc::new(|| true),
     };
     tracker.record_only_when(recording);
     let state = AdmissionState::new(registry, limits, Arc::new(recorder)).with_callers(caller_policy);
     let state = Arc::new(if audit_args.audit_fail_open { state.fail_open_on_record_error() } else { state });
     let snapshot = Arc::new(arc_swap::ArcSwapOption::empty());
-    let break_glass_ttl = crate::sync::cli::break_glass_ttl(&sync_args)?;
+    let break_glass_ttl = self::sync::break_glass_ttl(&sync_args)?;
     // namespaceObject and namespace selectors: a snapshot of the cluster's
     // Namespaces, kept by a watch (empty without a cluster).
     let namespaces = crate::sync::namespaces::NamespaceCache::new();
@@ -688,19 +693,18 @@ async fn serve(
         ttl: break_glass_ttl,
     }));
     let cluster = sync.client.clone().map(|c| (c, sync_args.namespace.clone()));
-    let audit_sink = cluster.clone().map(|(c, ns)| audit::cluster::attach(&audit_log, c, &ns));
-    let crate::secrets::cli::SecretsWiring { decider, keyring, tasks: secrets_tasks } =
-        crate::secrets::cli::with_secrets_stage(
-            decider,
-            &secrets,
-            cluster,
-            crate::secrets::cli::UnsealWiring {
-                reconciler: sync.reconciler.clone(),
-                commit: snapshot.clone(),
-                client_auth: callers.client_ca.is_some(),
-            },
-        )
-        .await?;
+    let audit_sink = cluster.clone().map(|(c, ns)| crate::audit::cluster::attach(&audit_log, c, &ns));
+    let self::secrets::SecretsWiring { decider, keyring, tasks: secrets_tasks } = self::secrets::with_secrets_stage(
+        decider,
+        &secrets,
+        cluster,
+        self::secrets::UnsealWiring {
+            reconciler: sync.reconciler.clone(),
+            commit: snapshot.clone(),
+            client_auth: callers.client_ca.is_some(),
+        },
+    )
+    .await?;
     // The sync loop checks sealed Secrets' values with the same identities
     // (a reconciler that holds none, as the chart's, does not).
     if let (Some(slot), Some(keyring)) = (&sync.sealed_values, &keyring) {

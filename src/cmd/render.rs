@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use super::{DesiredSet, RenderError, RenderOptions, Renderer, example};
+use crate::render::{DesiredSet, RenderError, RenderOptions, Renderer, example};
 use crate::source::scratch::ScratchDir;
 use crate::source::{GitSource, RepoPath, SourceError, local};
 
@@ -129,8 +129,8 @@ pub struct AppOutput {
     pub name: String,
     pub project: String,
     pub path: String,
-    pub destination: super::config::Destination,
-    pub sync_policy: super::config::SyncPolicy,
+    pub destination: crate::render::config::Destination,
+    pub sync_policy: crate::render::config::SyncPolicy,
     pub require_signed: bool,
     pub objects: Vec<ObjectOutput>,
     /// The sync hooks (`argocd.argoproj.io/hook`, `helm.sh/hook`); a hook
@@ -173,7 +173,7 @@ pub fn to_document(set: &DesiredSet, only_app: Option<&str>, with_manifests: boo
     RenderOutput { commit: set.commit().to_string(), tree: set.tree().to_string(), apps }
 }
 
-fn output(key: super::ObjectKey, o: &super::DesiredObject, with_manifests: bool) -> ObjectOutput {
+fn output(key: crate::render::ObjectKey, o: &crate::render::DesiredObject, with_manifests: bool) -> ObjectOutput {
     ObjectOutput {
         group: key.group,
         kind: key.kind,
