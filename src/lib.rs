@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod config;
 pub mod contract;
 pub mod dashboard;
+pub mod desired;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;

@@ -15,9 +15,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gitgate::desired::tracker::Tracker;
 use gitgate::render::{RenderOptions, Renderer};
 use gitgate::source::GitSource;
-use gitgate::source::poll::Tracker;
 use gitgate::sync::status::StatusStore;
 use serde_json::Value;
 use support::*;

@@ -8,9 +8,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gitgate::desired::tracker::{Synced, Tracker};
 use gitgate::render::{RenderOptions, Renderer};
 use gitgate::source::GitSource;
-use gitgate::source::poll::{Synced, Tracker};
 use support::*;
 
 fn tracker(repo: &Repo) -> (tempfile::TempDir, Arc<Tracker>) {

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use gitgate::dashboard::access::Scope;
+use gitgate::desired::tracker::Tracker;
 use gitgate::render::{RenderOptions, Renderer};
 use gitgate::source::GitSource;
-use gitgate::source::poll::Tracker;
 use gitgate::sync::diff::{self, AppDiff, Change, DiffError, DiffSource, DiffState};
 use gitgate::sync::inventory::{self, Inventory};
 use gitgate::sync::plan;

@@ -35,6 +35,19 @@ pub use notify::{Notifier, NotifyConfig};
 pub use record::{CommitRef, Entry, EventKind, Outcome, Record};
 pub use recorder::Tee;
 
+/// Where audit records of sync actions go.
+pub trait SyncRecorder: Send + Sync {
+    fn record(&self, entry: &Entry);
+}
+
+impl SyncRecorder for AuditLog {
+    fn record(&self, entry: &Entry) {
+        if let Err(e) = self.append(entry) {
+            tracing::error!(error = %crate::error_chain(&e), "failed to record a sync action in the audit log");
+        }
+    }
+}
+
 /// Default log path, relative to the working directory.
 pub const DEFAULT_LOG_PATH: &str = "gitgate-data/audit/audit.jsonl";
 

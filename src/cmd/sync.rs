@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
 use crate::config::{in_range, parse_duration};
+use crate::desired::tracker::Tracker;
 use crate::source::fetch::GitSource;
-use crate::source::poll::Tracker;
 use crate::sync::SyncConfig;
 use crate::sync::diff::DiffState;
 use crate::sync::guard::{Endpoint, GuardConfig};

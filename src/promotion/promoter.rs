@@ -19,11 +19,11 @@ use tokio::sync::watch;
 
 use super::state::{GateState, StateStore};
 use super::{AppFacts, Approved, Decision, PromotionError, Take, WindowState, decide};
+use crate::audit::SyncRecorder;
 use crate::audit::record::{CommitRef, Entry as AuditEntry, EventKind, Outcome, now_micros};
+use crate::desired::tracker::Tracker;
 use crate::render::DesiredSet;
 use crate::render::desired::{AppGate, Held};
-use crate::source::poll::Tracker;
-use crate::sync::reconcile::SyncRecorder;
 
 /// How many rendered commits (approved ones, the one in force at a
 /// restart) are kept.

@@ -15,7 +15,8 @@
 //!   JSONPatch;
 //! - [`cluster`]: the cluster's identities in Secrets (load, bootstrap,
 //!   follow rotations) and `GET /api/v1/recipients`;
-//! (`gitgate keygen | seal | reseal | recipients` is in `cmd::secrets`.)
+//!
+//! `gitgate keygen | seal | reseal | recipients` is in `cmd::secrets`.
 
 pub mod cluster;
 pub mod keys;

@@ -34,18 +34,7 @@ use crate::source::fetch::GitSource;
 /// An inventory as written: entries (encoded), cluster, base, commit.
 type Recorded = (String, String, Option<usize>, String);
 
-/// Where audit records of sync actions go.
-pub trait SyncRecorder: Send + Sync {
-    fn record(&self, entry: &AuditEntry);
-}
-
-impl SyncRecorder for crate::audit::AuditLog {
-    fn record(&self, entry: &AuditEntry) {
-        if let Err(e) = self.append(entry) {
-            tracing::error!(error = %crate::error_chain(&e), "failed to record a sync action in the audit log");
-        }
-    }
-}
+pub use crate::audit::SyncRecorder;
 
 /// The clusters apps deploy to: the default one (in-cluster, or the
 /// current kubeconfig context) and others by kubeconfig context name.

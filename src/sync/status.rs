@@ -21,7 +21,7 @@ use arc_swap::ArcSwapOption;
 
 use super::health::Health;
 use crate::dashboard::access::Scope;
-use crate::source::poll::{Refusal, SourceFault};
+use crate::desired::tracker::{Refusal, SourceFault};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncStatus {
