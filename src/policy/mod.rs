@@ -6,6 +6,22 @@
 //! Policies are loaded and compiled once into an immutable [`PolicySet`];
 //! evaluation is pure: [`PolicySet::evaluate`] reads a request and writes a
 //! [`Decision`].
+//!
+//! Owns: the policy model and its compilation (`model`, `lang`, `ast`,
+//! `cost`, `functions`, `fast`), evaluation over one request, the
+//! `authorizer` variable answered by SubjectAccessReviews (`authz`),
+//! `gitgate policy test` (`testing`) and ValidatingAdmissionPolicy
+//! generation (`vap`).
+//!
+//! Imports from outside: [`crate::admission`] (request, decision and stage
+//! types: the engine is an admission stage). It also imports
+//! [`crate::provenance`] upward — [`GitVars::from_facts`],
+//! [`AuthorizingPolicyStage`] (which runs `provenance::verify` on a
+//! `Snapshot` for break-glass) and `testing` (`provenance::plural`) — to be
+//! moved out: the `git` variable should be filled by its caller.
+//!
+//! Must never import: `sync`, `source`, `render`, `secrets`, `audit`,
+//! `promotion`, `dashboard`, `server`.
 
 pub mod ast;
 pub mod authz;

@@ -16,6 +16,22 @@
 //! - [`cluster`]: the cluster's identities in Secrets (load, bootstrap,
 //!   follow rotations) and `GET /api/v1/recipients`;
 //! - [`cli`]: `gitgate keygen | seal | reseal | recipients`.
+//!
+//! Owns: secret bytes ([`Plaintext`]), age keys and the MAC key, sealing,
+//! `vault:` references, the unsealing admission stage and the cluster's
+//! identity Secrets. Inside the folder the files import downward only:
+//! `plaintext` is the leaf, `keys` builds on it, `cluster` on `keys`.
+//!
+//! Imports from outside: [`crate::admission`] (the stage traits and request
+//! types it plugs into), `crate::render::config` (`VaultAccess`, the
+//! default project), `crate::config` (durations, CLI only) and
+//! `crate::provenance::Snapshot` (the deployed commit, in `stage` and
+//! `cli`). The last one points upward: provenance reads `SEALED*` and
+//! [`git_sealed_digest`] from here, so secrets ↔ provenance is a cycle
+//! still to be cut (a `Snapshot` handle belongs in a lower module).
+//!
+//! Must never import: `sync`, `source`, `policy`, `audit`, `promotion`,
+//! `dashboard`, `server` — they build on secrets, not the other way.
 
 pub mod cli;
 pub mod cluster;
