@@ -26,6 +26,7 @@ use serde_json::Value as Json;
 
 use super::cost::Sizes;
 use super::functions::{CelType, OPT_EQUALS, OPT_INDEX, OPT_NOT_EQUALS, OPT_SELECT, TYPE_NAMES};
+use super::value::to_cel;
 
 /// The request's variables, borrowed.
 pub(crate) struct Vars<'a> {
@@ -68,7 +69,7 @@ enum V<'a> {
 }
 
 impl<'a> V<'a> {
-    /// JSON → value, integers as `int` first, as [`super::to_cel`].
+    /// JSON → value, integers as `int` first, as [`to_cel`].
     fn from_json(v: &'a Json) -> V<'a> {
         match v {
             Json::Null => V::Null,
@@ -126,11 +127,9 @@ impl<'a> V<'a> {
             V::Double(d) => Value::Float(d),
             V::Str(s) => Value::String(std::sync::Arc::new(s.to_owned())),
             V::OwnedStr(s) => Value::String(std::sync::Arc::new(s.to_string())),
-            V::Arr(a) => {
-                Value::List(std::sync::Arc::new(a.iter().map(|j| super::to_cel(j, &mut Sizes::default())).collect()))
-            }
+            V::Arr(a) => Value::List(std::sync::Arc::new(a.iter().map(|j| to_cel(j, &mut Sizes::default())).collect())),
             V::List(l) => Value::List(std::sync::Arc::new(l.iter().cloned().map(V::into_value).collect())),
-            V::Obj(m) => super::to_cel(&Json::Object(m.clone()), &mut Sizes::default()),
+            V::Obj(m) => to_cel(&Json::Object(m.clone()), &mut Sizes::default()),
             V::EmptyMap => Value::Map(Map { map: std::sync::Arc::new(std::collections::HashMap::<Key, Value>::new()) }),
             V::Opt(o) => Value::Opaque(std::sync::Arc::new(match o {
                 Some(v) => OptionalValue::of(Rc::unwrap_or_clone(v).into_value()),

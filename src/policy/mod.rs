@@ -8,7 +8,7 @@
 //! [`Decision`].
 //!
 //! Owns: the policy model and its compilation (`model`, `lang`, `ast`,
-//! `cost`, `functions`, `fast`), evaluation over one request, the
+//! `cost`, `functions`, `value`, `fast`), evaluation over one request, the
 //! `authorizer` variable answered by SubjectAccessReviews (`authz`),
 //! `gitgate policy test` (`testing`) and ValidatingAdmissionPolicy
 //! generation (`vap`).
@@ -31,6 +31,7 @@ pub mod functions;
 pub mod lang;
 pub mod model;
 pub mod testing;
+mod value;
 pub mod vap;
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kube_cel::KubeCelExt as _;
-use kube_cel::cel::objects::{Key, Map};
+use kube_cel::cel::objects::Map;
 use kube_cel::cel::{Context, IdedExpr, Value};
 use serde_json::Value as Json;
 
@@ -48,6 +49,8 @@ use model::{
     FailurePolicy, LabelSelector, MatchResources, ResourceRule, ValidatingAdmissionPolicy,
     ValidatingAdmissionPolicyBinding, ValidationAction,
 };
+use value::measure;
+pub use value::to_cel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -1222,55 +1225,6 @@ impl<'r> RequestScope<'r> {
             ctx.add_variable_from_value("authorizer", authz::authorizer(self.req, self.session.clone()));
             ctx
         })
-    }
-}
-
-/// Records the largest collection and string of `v`, as [`to_cel`] does.
-fn measure(v: &Json, sizes: &mut Sizes) {
-    match v {
-        Json::String(s) => sizes.string = sizes.string.max(s.len() as u64),
-        Json::Array(items) => {
-            sizes.collection = sizes.collection.max(items.len() as u64);
-            items.iter().for_each(|i| measure(i, sizes));
-        }
-        Json::Object(map) => {
-            sizes.collection = sizes.collection.max(map.len() as u64);
-            map.values().for_each(|i| measure(i, sizes));
-        }
-        Json::Null | Json::Bool(_) | Json::Number(_) => {}
-    }
-}
-
-/// JSON → CEL, integers as `int` first (so `object.spec.replicas == 3`
-/// holds, as in Kubernetes), map keys unescaped; records the largest
-/// collection and string for the cost bound.
-pub fn to_cel(v: &Json, sizes: &mut Sizes) -> Value {
-    match v {
-        Json::Null => Value::Null,
-        Json::Bool(b) => Value::Bool(*b),
-        Json::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::Int(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::UInt(u)
-            } else {
-                Value::Float(n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
-        Json::String(s) => {
-            sizes.string = sizes.string.max(s.len() as u64);
-            Value::String(Arc::new(s.clone()))
-        }
-        Json::Array(items) => {
-            sizes.collection = sizes.collection.max(items.len() as u64);
-            Value::List(Arc::new(items.iter().map(|i| to_cel(i, sizes)).collect()))
-        }
-        Json::Object(map) => {
-            sizes.collection = sizes.collection.max(map.len() as u64);
-            let map: HashMap<Key, Value> =
-                map.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v, sizes))).collect();
-            Value::Map(Map { map: Arc::new(map) })
-        }
     }
 }
 
