@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use age::secrecy::ExposeSecret as _;
 use zeroize::Zeroizing;
 
+use super::hex::hex;
 use super::plaintext::{AmbiguousIfDebug, AmbiguousIfDisplay, Plaintext};
 
 /// An age X25519 recipient (public; may be committed).
@@ -212,7 +213,7 @@ impl MacKey {
             ctx.update(&(v.len() as u64).to_be_bytes());
             ctx.update(v.expose());
         }
-        format!("hmac-sha256:{}", super::hex(ctx.sign().as_ref()))
+        format!("hmac-sha256:{}", hex(ctx.sign().as_ref()))
     }
 }
 

@@ -20,7 +20,8 @@
 //! Owns: secret bytes ([`Plaintext`]), age keys and the MAC key, sealing,
 //! `vault:` references, the unsealing admission stage and the cluster's
 //! identity Secrets. Inside the folder the files import downward only:
-//! `plaintext` is the leaf, `keys` builds on it, `cluster` on `keys`.
+//! `plaintext` and `hex` are leaves, `keys` builds on them, `cluster` on
+//! `keys`.
 //!
 //! Imports from outside: [`crate::admission`] (the stage traits and request
 //! types it plugs into), `crate::render::config` (`VaultAccess`, the
@@ -35,6 +36,7 @@
 
 pub mod cli;
 pub mod cluster;
+mod hex;
 pub mod keys;
 pub mod manifest;
 pub mod plaintext;
@@ -42,6 +44,7 @@ pub mod seal;
 pub mod stage;
 pub mod vault;
 
+use hex::hex;
 pub use keys::{AgeIdentity, IdentitySet, KeyError, Keyring, MacKey};
 pub use plaintext::Plaintext;
 pub use seal::{Binding, Limits, Scope, SealError};
@@ -121,16 +124,6 @@ pub fn git_sealed_digest(manifest: &serde_json::Value) -> Option<String> {
 /// The fields of a sealed Secret Git's manifest sets that the cluster holds
 /// in another form (plaintext values, markers the webhook drops).
 pub const SEALED_FORM_FIELDS: [&str; 3] = ["/data", "/stringData", "/metadata/annotations/gitgate.dev~1sealed"];
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
-}
 
 #[cfg(test)]
 mod tests {
