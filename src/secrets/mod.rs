@@ -19,9 +19,9 @@
 //!
 //! Owns: secret bytes ([`Plaintext`]), age keys and the MAC key, sealing,
 //! `vault:` references, the unsealing admission stage and the cluster's
-//! identity Secrets. Inside the folder the files import downward only:
-//! `plaintext` and `hex` are leaves, `keys` builds on them, `cluster` on
-//! `keys`.
+//! identity Secrets. Inside the folder, `plaintext` and `hex` are leaves,
+//! `keys` builds on them and `cluster` on `keys`; the other files also read
+//! the shared annotation names and digests defined here.
 //!
 //! Imports from outside: [`crate::admission`] (the stage traits and request
 //! types it plugs into), `crate::render::config` (`VaultAccess`, the
