@@ -2,7 +2,8 @@
 //! `/validate` with the captured AdmissionReviews answer "who changed what,
 //! in which commit"; a full disk denies and loses nothing.
 
-mod common;
+mod support;
+use support::server as common;
 
 use std::path::Path;
 use std::process::Command;

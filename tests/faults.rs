@@ -5,10 +5,8 @@
 //! fault injection"). The apiserver restarted mid-sync and mid-watch, and
 //! Vault down behind the secrets webhook, are in `tests/e2e/faults.rs`.
 
-#[path = "common/mod.rs"]
-mod common;
-#[path = "source_common.rs"]
 mod support;
+use support::server as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

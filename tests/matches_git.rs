@@ -5,7 +5,6 @@
 //! fields, a Secret's `stringData`, the stamps, and fields another manager
 //! added (per `managedFields`), which the gate saw nothing of before.
 
-#[path = "source_common.rs"]
 mod support;
 
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! The CEL policy engine against ValidatingAdmissionPolicy semantics, fed
 //! with the AdmissionReviews captured from a real kube-apiserver.
 
-mod common;
+mod support;
+use support::server as common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

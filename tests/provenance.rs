@@ -4,9 +4,8 @@
 //! creates, scale and deletes are refused with the owning app, file and
 //! commit.
 
-mod common;
-#[path = "source_common.rs"]
 mod support;
+use support::server as common;
 
 use std::sync::Arc;
 

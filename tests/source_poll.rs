@@ -2,7 +2,6 @@
 //! leaves the last good desired set in force; a webhook trigger fetches at
 //! once.
 
-#[path = "source_common.rs"]
 mod support;
 
 use std::sync::Arc;

@@ -1,7 +1,6 @@
 //! Signed commits, against real SSH signatures made by `git commit -S`
 //! with `gpg.format=ssh` and verified against an `allowed_signers` file.
 
-#[path = "source_common.rs"]
 mod support;
 
 use std::path::Path;

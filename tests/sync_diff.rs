@@ -6,7 +6,6 @@
 //! with gitgate's field manager; the route answers 404 for an app the
 //! caller does not see; `--commit` takes only the tracked branch's history.
 
-#[path = "source_common.rs"]
 mod support;
 
 use std::collections::BTreeMap;

@@ -11,6 +11,16 @@
 //! - [`recorder`]: the admission server's [`crate::admission::Recorder`].
 //! - [`query`]: `gitgate audit query`; [`verify`]: `gitgate audit verify` (the command is in `cmd::audit`).
 //! - [`notify`]: Slack-compatible webhook notifications.
+//!
+//! Owns: the record format, the hash chain, the log file, signed
+//! checkpoints (file and ConfigMap), queries, notifications and the
+//! `gitgate audit` commands. Almost every other module writes records
+//! through it, so it sits low: its only imports from outside are
+//! [`crate::admission`] (in `recorder`, the `Recorder` trait it
+//! implements) and `crate::config` (durations, in `command`).
+//!
+//! Must never import: `provenance`, `policy`, `secrets`, `sync`, `source`,
+//! `render`, `promotion`, `dashboard`, `server` (they import audit).
 
 pub mod chain;
 pub mod checkpoint;

@@ -17,6 +17,21 @@
 //!   follow rotations) and `GET /api/v1/recipients`;
 //!
 //! `gitgate keygen | seal | reseal | recipients` is in `cmd::secrets`.
+//!
+//! Owns: secret bytes ([`Plaintext`]), age keys and the MAC key, sealing,
+//! `vault:` references, the unsealing admission stage and the cluster's
+//! identity Secrets. Inside the folder, `plaintext` is a leaf, `keys`
+//! builds on it and `cluster` on `keys`. The annotation names and a sealed
+//! Secret's Git digest are the contract's (`crate::contract`), shared with
+//! the gate and the loop.
+//!
+//! Imports from outside: [`crate::contract`], [`crate::admission`] (the
+//! stage traits and request types it plugs into), `crate::render::config`
+//! (`VaultAccess`, the default project) and `crate::provenance::Snapshot`
+//! (the deployed commit, in `stage`).
+//!
+//! Must never import: `sync`, `source`, `policy`, `audit`, `promotion`,
+//! `dashboard`, `server` — they build on secrets, not the other way.
 
 pub mod cluster;
 pub mod keys;
@@ -49,8 +64,6 @@ pub fn looks_sealed(value: &[u8]) -> bool {
         || trimmed.starts_with(AGE_BINARY_MAGIC.as_bytes())
         || value.starts_with(VAULT_PREFIX.as_bytes())
 }
-
-pub(crate) use crate::contract::sealed::hex;
 
 #[cfg(test)]
 mod tests {
