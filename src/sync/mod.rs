@@ -20,6 +20,7 @@ pub mod namespaces;
 pub mod plan;
 pub mod reconcile;
 pub mod rollback;
+pub mod runtime;
 pub mod status;
 pub mod target;
 
@@ -78,6 +79,21 @@ pub enum SyncError {
     /// withheld) before it is made.
     #[error("failed to {action}: {detail}")]
     Secret { action: String, detail: String },
+    #[error("failed to read the kubeconfig {path}")]
+    Kubeconfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<kube::config::KubeconfigError>,
+    },
+    #[error("failed to find a cluster (in-cluster or a kubeconfig)")]
+    InferConfig {
+        #[source]
+        source: Box<kube::config::InferConfigError>,
+    },
+    #[error("the apiserver did not answer within {timeout:?}")]
+    Silent { timeout: Duration },
+    #[error("failed to ask the apiserver who gitgate is: {reason}")]
+    WhoAmI { reason: String },
 }
 
 impl SyncError {
