@@ -291,8 +291,8 @@ struct Pipeline {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// The decider: provenance facts and the policies (the built-in
-/// provenance policy when no file is given) on /validate; on /mutate, the
+/// The decider: on /validate, the provenance facts, then the policies (the
+/// built-in provenance policy when no file is given); on /mutate, the
 /// break-glass window stamp first, then the secrets bridge.
 async fn pipeline(
     s: &Settings,
@@ -302,14 +302,20 @@ async fn pipeline(
     audit_log: &Arc<AuditLog>,
 ) -> anyhow::Result<Pipeline> {
     let uses_authorizer = s.policies.uses_authorizer();
+    let provenance = crate::provenance::ProvenanceStage {
+        snapshot: snapshot.clone(),
+        who: crate::provenance::Identity {
+            reconciler: sync.reconciler.clone(),
+            strict: true,
+            break_glass_groups: s.break_glass_groups.clone(),
+            break_glass_ttl: s.break_glass_ttl,
+        },
+    };
     let policy_stage = PolicyStage {
         policies: s.policies.clone(),
         namespaces,
         reconciler: sync.reconciler.clone(),
-        provenance: Some(snapshot.clone()),
-        strict: true,
         break_glass_groups: s.break_glass_groups.clone(),
-        break_glass_ttl: s.break_glass_ttl,
     };
     // Policies reading `authorizer` are answered by SubjectAccessReviews;
     // the others keep the pure stage.
@@ -321,9 +327,10 @@ async fn pipeline(
         }
         let reviewer = sync.client.clone().map(|c| Arc::new(crate::policy::authz::Reviewer::new(c)));
         Decider::new()
+            .with_validating(Arc::new(provenance))
             .with_async_validating(Arc::new(crate::policy::AuthorizingPolicyStage { stage: policy_stage, reviewer }))
     } else {
-        Decider::new().with_validating(Arc::new(policy_stage))
+        Decider::new().with_validating(Arc::new(provenance)).with_validating(Arc::new(policy_stage))
     };
     let decider = decider.with_mutating(Arc::new(crate::provenance::glass::StampStage {
         groups: s.break_glass_groups.clone(),

@@ -1234,15 +1234,8 @@ pub struct PolicyStage {
     pub namespaces: Arc<dyn Namespaces>,
     /// gitgate's reconciler identity (a username), for `git.reconciler`.
     pub reconciler: String,
-    /// The provenance snapshot of the commit in force, swapped whole when a
-    /// new commit is rendered; `None` until the first one is.
-    pub provenance: Option<Arc<arc_swap::ArcSwapOption<crate::provenance::Snapshot>>>,
-    /// Only the reconciler applies Git's content.
-    pub strict: bool,
-    /// Groups whose members may break glass.
+    /// Groups whose members may break glass (`git.breakGlass`).
     pub break_glass_groups: Vec<String>,
-    /// How long a break-glass window lasts (`--break-glass-ttl`).
-    pub break_glass_ttl: std::time::Duration,
 }
 
 impl Stage for PolicyStage {
@@ -1258,40 +1251,14 @@ impl Stage for PolicyStage {
 }
 
 impl PolicyStage {
-    /// The `git` variable of a request (annotating the decision with the
-    /// commit that owns the object, and a break-glass).
-    fn git_vars(&self, request: &AdmissionRequest, decision: &mut Decision) -> GitVars {
+    /// The `git` variable of a request: the provenance facts an earlier
+    /// stage ([`crate::provenance::ProvenanceStage`]) put in the decision;
+    /// without them (no commit traced yet) only who is asking.
+    fn git_vars(&self, request: &AdmissionRequest, decision: &Decision) -> GitVars {
         let reconciler = request.user_info.username == self.reconciler;
         let break_glass = request.user_info.groups.iter().any(|g| self.break_glass_groups.contains(g));
-        let snapshot = self.provenance.as_ref().and_then(|p| p.load_full());
-        match &snapshot {
-            Some(snap) => {
-                let who = crate::provenance::Identity {
-                    reconciler: self.reconciler.clone(),
-                    strict: self.strict,
-                    break_glass_groups: self.break_glass_groups.clone(),
-                    break_glass_ttl: self.break_glass_ttl,
-                };
-                let facts = crate::provenance::verify(snap, request, &who);
-                if facts.verdict.reason == crate::provenance::Reason::BreakGlass {
-                    decision.annotate("break-glass", facts.verdict.message.clone());
-                    decision.warn(
-                        "provenance",
-                        format!(
-                            "break-glass by {}: {}; this differs from Git until Git changes or the break-glass expires",
-                            request.user_info.username, facts.verdict.message
-                        ),
-                    );
-                }
-                if facts.managed {
-                    decision.annotate("commit", facts.commit.clone());
-                    decision.annotate("commit-author", facts.author.clone());
-                    decision.annotate("commit-subject", facts.subject.clone());
-                    decision.annotate("app", facts.app.clone());
-                    decision.annotate("source", facts.path.clone());
-                }
-                GitVars { break_glass, ..GitVars::from_facts(&facts, reconciler) }
-            }
+        match decision.facts.get::<crate::provenance::Facts>() {
+            Some(facts) => GitVars { break_glass, ..GitVars::from_facts(facts, reconciler) },
             None => GitVars { reconciler, break_glass, ..GitVars::default() },
         }
     }

@@ -29,6 +29,9 @@ use crate::render::DesiredSet;
 use crate::render::desired::DesiredObject;
 
 pub mod glass;
+pub mod stage;
+
+pub use stage::ProvenanceStage;
 
 pub use crate::contract::{
     APP_LABEL, BREAK_GLASS_ANNOTATION, COMMIT_ANNOTATION, DIGEST_ANNOTATION, IGNORE_FIELDS_ANNOTATION,
@@ -233,28 +236,49 @@ pub struct Facts {
     pub verdict: Verdict,
 }
 
+/// What a request is about, in the desired set's terms.
+struct Target<'r> {
+    group: String,
+    kind: String,
+    /// Empty for a Namespace and cluster-scoped kinds.
+    namespace: &'r str,
+    name: &'r str,
+    /// `namespace/Kind/name` or `Kind/name`, for messages.
+    id: String,
+    is_namespace: bool,
+    sub: &'r str,
+}
+
+impl<'r> Target<'r> {
+    /// A request on a subresource (`scale` arrives with kind `Scale`) is
+    /// about its parent's kind, found by its resource.
+    fn of(snap: &Snapshot, req: &'r AdmissionRequest) -> Target<'r> {
+        let sub = req.sub_resource.as_deref().unwrap_or("");
+        let (group, kind) = if sub.is_empty() {
+            (req.kind.group.clone(), req.kind.kind.clone())
+        } else {
+            let group = req.resource.group.clone();
+            let kind = snap.kinds.get(&(group.clone(), req.resource.resource.clone())).cloned().unwrap_or_default();
+            (group, kind)
+        };
+        let is_namespace = req.resource.group.is_empty() && req.resource.resource == "namespaces";
+        let namespace = if is_namespace { "" } else { req.namespace.as_str() };
+        let name = req.object_name();
+        let id = if namespace.is_empty() { format!("{kind}/{name}") } else { format!("{namespace}/{kind}/{name}") };
+        Target { group, kind, namespace, name, id, is_namespace, sub }
+    }
+}
+
 /// Applies the provenance rule to one request.
 pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts {
+    let t = Target::of(snap, req);
     let d = &snap.desired;
-    let sub = req.sub_resource.as_deref().unwrap_or("");
-    let (group, kind) = if sub.is_empty() {
-        (req.kind.group.clone(), req.kind.kind.clone())
-    } else {
-        let group = req.resource.group.clone();
-        let kind = snap.kinds.get(&(group.clone(), req.resource.resource.clone())).cloned().unwrap_or_default();
-        (group, kind)
-    };
-    let is_namespace = req.resource.group.is_empty() && req.resource.resource == "namespaces";
-    let namespace = if is_namespace { "" } else { req.namespace.as_str() };
-    let name = req.object_name();
     // A Namespace lies where gitgate deploys when an app deploys into it,
     // told by its own name: the request's `namespace` is not to be relied
     // on for one (an apiserver may leave it empty on CREATE).
-    let place = if is_namespace { name } else { req.namespace.as_str() };
-    let id = if namespace.is_empty() { format!("{kind}/{name}") } else { format!("{namespace}/{kind}/{name}") };
-    let declared = d.get(&group, &kind, namespace, name);
+    let place = if t.is_namespace { t.name } else { req.namespace.as_str() };
+    let declared = d.get(&t.group, &t.kind, t.namespace, t.name);
     let from_reconciler = req.user_info.username == who.reconciler;
-
     let mut facts = Facts {
         commit: String::new(),
         app: String::new(),
@@ -266,14 +290,11 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
         enforced: declared.is_some() || snap.namespaces.contains(place),
         verdict: Verdict { allowed: true, reason: Reason::FromGit, message: String::new() },
     };
-    let deny = |reason: Reason, message: String| Verdict { allowed: false, reason, message };
-
     if declared.is_none()
-        && let Some(hook) = hook_of(d, req, &group, &kind, namespace, name)
+        && let Some(hook) = hook_of(d, req, &t.group, &t.kind, t.namespace, t.name)
     {
-        return verify_hook(snap, req, who, hook, &id, facts);
+        return verify_hook(snap, req, who, hook, &t.id, facts);
     }
-
     if req.dry_run && from_reconciler && req.operation != Operation::Delete {
         if let Some(obj) = declared {
             git_facts(snap, obj, &mut facts);
@@ -281,59 +302,81 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
         facts.verdict = Verdict { allowed: true, reason: Reason::Preview, message: String::new() };
         return facts;
     }
-
-    let Some(obj) = declared else {
-        facts.verdict = match req.operation {
-            Operation::Delete if from_reconciler => {
-                Verdict { allowed: true, reason: Reason::Prune, message: String::new() }
-            }
-            Operation::Delete => deny(
-                Reason::PruneByHand,
-                format!(
-                    "{id}: nothing in Git declares it, and in namespace {ns} only gitgate's reconciler deletes objects; \
-                     if it came from Git, it is pruned once its manifest is gone",
-                    ns = req.namespace
-                ),
-            ),
-            _ if is_namespace => deny(Reason::NotDeclared, namespace_not_declared(snap, &id, name)),
-            _ => deny(Reason::NotDeclared, not_declared(snap, &id, &req.namespace)),
-        };
-        return facts;
+    facts.verdict = match declared {
+        None => undeclared(snap, req, &t, from_reconciler),
+        Some(obj) => {
+            let (app, info) = git_facts(snap, obj, &mut facts);
+            let owner = format!(
+                "{id} is managed by app {app} from {path} at {short} '{subject}'",
+                id = t.id,
+                path = obj.source,
+                short = info.short,
+                subject = info.subject
+            );
+            declared_verdict(snap, req, who, obj, &t, &owner)
+        }
     };
+    facts
+}
 
-    let glass = break_glass(req, who);
-    let (app, info) = git_facts(snap, obj, &mut facts);
-    let owner = format!(
-        "{id} is managed by app {app} from {path} at {short} '{subject}'",
-        path = obj.source,
-        short = info.short,
-        subject = info.subject
-    );
+/// An object nothing in Git declares: only the reconciler deletes (prunes)
+/// it; nobody creates or changes it where gitgate deploys.
+fn undeclared(snap: &Snapshot, req: &AdmissionRequest, t: &Target<'_>, from_reconciler: bool) -> Verdict {
+    let deny = |reason: Reason, message: String| Verdict { allowed: false, reason, message };
+    match req.operation {
+        Operation::Delete if from_reconciler => {
+            Verdict { allowed: true, reason: Reason::Prune, message: String::new() }
+        }
+        Operation::Delete => deny(
+            Reason::PruneByHand,
+            format!(
+                "{id}: nothing in Git declares it, and in namespace {ns} only gitgate's reconciler deletes objects; \
+                 if it came from Git, it is pruned once its manifest is gone",
+                id = t.id,
+                ns = req.namespace
+            ),
+        ),
+        _ if t.is_namespace => deny(Reason::NotDeclared, namespace_not_declared(snap, &t.id, t.name)),
+        _ => deny(Reason::NotDeclared, not_declared(snap, &t.id, &req.namespace)),
+    }
+}
 
-    facts.verdict = if let Some(reason) = glass {
+/// One of Git's objects: a break-glass change within its window; the
+/// reconciler's delete to re-create it; otherwise Git's content only.
+fn declared_verdict(
+    snap: &Snapshot,
+    req: &AdmissionRequest,
+    who: &Identity,
+    obj: &DesiredObject,
+    t: &Target<'_>,
+    owner: &str,
+) -> Verdict {
+    let from_reconciler = req.user_info.username == who.reconciler;
+    let deny = |reason: Reason, message: String| Verdict { allowed: false, reason, message };
+    if let Some(reason) = break_glass(req, who) {
         // The window is the object's own (stamped by the mutating webhook):
         // the same on every replica, after a failover too.
         let (old, object) = match req.operation {
             Operation::Delete => (None, req.old_object.as_ref()),
             _ => (req.old_object.as_ref(), req.object.as_ref()),
         };
-        match glass::check(old, object, who.break_glass_ttl, crate::audit::record::now_micros()) {
+        return match glass::check(old, object, who.break_glass_ttl, crate::audit::record::now_micros()) {
             Ok(_) => Verdict { allowed: true, reason: Reason::BreakGlass, message: reason },
             Err(refusal) => deny(
                 Reason::BreakGlassWindow,
                 format!("{owner}; break-glass refused: {}", refusal.message(who.break_glass_ttl)),
             ),
-        }
-    } else if req.operation == Operation::Delete && from_reconciler && may_recreate(obj) {
+        };
+    }
+    if req.operation == Operation::Delete && from_reconciler && may_recreate(obj) {
         Verdict { allowed: true, reason: Reason::Recreate, message: String::new() }
     } else if req.operation == Operation::Delete {
         deny(Reason::DeleteDeclared, format!("{owner}; remove it from Git to delete it"))
-    } else if !sub.is_empty() {
-        deny(Reason::Modified, format!("{owner}; change it there ({sub} is set in Git)"))
+    } else if !t.sub.is_empty() {
+        deny(Reason::Modified, format!("{owner}; change it there ({} is set in Git)", t.sub))
     } else {
-        check_content(snap, obj, req, who, &owner)
-    };
-    facts
+        check_content(snap, obj, req, who, owner)
+    }
 }
 
 /// Whether Git's manifest lets the reconciler delete and re-create the
