@@ -6,6 +6,7 @@
 //! `audit` (the hash-chained log), `dashboard` (the read-only web UI); `tls` and `server` (HTTPS serving),
 //! `metrics`, `config` (validated settings) and `cli`.
 
+pub mod access;
 pub mod admission;
 pub mod audit;
 pub mod cmd;

@@ -11,7 +11,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use gitgate::dashboard::access::Scope;
+use gitgate::access::Scope;
 use gitgate::desired::tracker::Tracker;
 use gitgate::render::{RenderOptions, Renderer};
 use gitgate::source::GitSource;

@@ -13,11 +13,11 @@
 //! - [`notify`]: Slack-compatible webhook notifications.
 //!
 //! Owns: the record format, the hash chain, the log file, signed
-//! checkpoints (file and ConfigMap), queries, notifications and the
-//! `gitgate audit` commands. Almost every other module writes records
-//! through it, so it sits low: its only imports from outside are
-//! [`crate::admission`] (in `recorder`, the `Recorder` trait it
-//! implements) and `crate::config` (durations, in `command`).
+//! checkpoints (file and ConfigMap), queries, notifications and what
+//! `gitgate audit` (in `cmd::audit`) reads and verifies. Almost every other
+//! module writes records through it, so it sits low: its only imports from
+//! outside are [`crate::admission`] (in `recorder`, the `Recorder` trait it
+//! implements) and [`crate::contract`] (the label and annotation names).
 //!
 //! Must never import: `provenance`, `policy`, `secrets`, `sync`, `source`,
 //! `render`, `promotion`, `dashboard`, `server` (they import audit).

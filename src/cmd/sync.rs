@@ -116,7 +116,47 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
-pub use crate::sync::runtime::Running;
+/// What `serve` keeps of the sync loop.
+pub struct Running {
+    pub status: Arc<StatusStore>,
+    /// The reconciler's username: `--reconciler`, else gitgate's own
+    /// identity on the cluster, else the chart's default.
+    pub reconciler: String,
+    /// The default cluster's client, when one is connected (not in plan
+    /// mode; with `--sync=off` only inside a cluster or with `--kubeconfig`).
+    pub client: Option<kube::Client>,
+    /// Where the sync loop reads the age identities from to check sealed
+    /// Secrets' values (`None`: no sync loop here).
+    pub sealed_values: Option<Arc<arc_swap::ArcSwapOption<crate::secrets::Keyring>>>,
+    /// Whether this replica leads the sync loop: true while it does (None
+    /// in plan mode and with `--sync=off`).
+    pub leading: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The set in force (the promotion gates applied), for the admission
+    /// gate's provenance snapshot.
+    pub desired: tokio::sync::watch::Receiver<Option<Arc<crate::render::DesiredSet>>>,
+    /// The promotion gates (with a cluster only).
+    pub promoter: Option<Arc<crate::promotion::Promoter>>,
+    /// `--max-pause`.
+    pub max_pause: Duration,
+    /// What `GET /api/v1/apps/{name}/diff` reads ([`crate::sync::diff::router`]).
+    pub diffs: Arc<DiffState>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    leader: Option<crate::sync::leader::LeaderHandle>,
+}
+
+impl Running {
+    /// Stops the loop and hands the Lease over at once.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(l) = self.leader
+            && let Err(e) = l.shutdown().await
+        {
+            tracing::warn!(error = %crate::error_chain(&e), "failed to release the leader Lease");
+        }
+    }
+}
 
 /// What the sync loop needs from `serve`.
 pub struct Wiring<'a> {
@@ -266,13 +306,13 @@ async fn admission_only(
     };
     let (desired, promoter, tasks) = match &cluster {
         Some(c) => {
-            let promotion = runtime::Promotion {
+            let promotion = crate::promotion::start::Promotion {
                 namespace: &args.namespace,
                 tag_signers: settings.tag_signers,
                 audit: None,
                 records: Arc::new(|| false),
             };
-            let (p, t) = runtime::promote(&c.client, w.tracker, promotion).await;
+            let (p, t) = crate::promotion::start::promote(&c.client, w.tracker, promotion).await;
             (p.subscribe(), Some(p), vec![t])
         }
         None => (crate::promotion::promoter::passthrough(w.tracker), None, Vec::new()),
@@ -322,13 +362,13 @@ async fn leading(
         let leading = leading.clone();
         Arc::new(move || *leading.borrow())
     };
-    let promotion = runtime::Promotion {
+    let promotion = crate::promotion::start::Promotion {
         namespace: &args.namespace,
         tag_signers: settings.tag_signers,
         audit: w.audit.clone(),
         records,
     };
-    let (promoter, promoting) = runtime::promote(&client, w.tracker, promotion).await;
+    let (promoter, promoting) = crate::promotion::start::promote(&client, w.tracker, promotion).await;
     let task = tokio::spawn(reconciler.run(promoter.subscribe(), leading.clone()));
     Ok(Running {
         status,

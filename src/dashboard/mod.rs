@@ -12,7 +12,6 @@
 //! Pages are plain server-rendered HTML (`html.rs`, pure functions); a
 //! little JS (`static/app.js`) refreshes them live and filters tables.
 
-pub mod access;
 pub mod auth;
 pub mod html;
 pub mod links;

@@ -33,6 +33,7 @@
 
 pub mod api;
 pub mod promoter;
+pub mod start;
 pub mod state;
 
 use gix::ObjectId;

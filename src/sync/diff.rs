@@ -36,7 +36,7 @@ use super::plan::{self, Drift, Planned, PruneGuard};
 use super::reconcile::Targets;
 use super::target::{Resource, Target};
 use super::{SyncError, foreign};
-use crate::dashboard::access::Scope;
+use crate::access::Scope;
 use crate::desired::tracker::Tracker;
 use crate::render::DesiredSet;
 use crate::render::config::App;

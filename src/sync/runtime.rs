@@ -1,6 +1,5 @@
 //! The sync loop as a running part of `serve`: connect to the cluster,
-//! learn who gitgate is, start the promotion gates, run the reconciler
-//! under a leader Lease; without a cluster, plan mode. The command layer
+//! learn who gitgate is, make its namespace; without a cluster, plan mode. The command layer
 //! (`cmd::sync`) picks which and passes validated settings.
 
 use std::path::Path;
@@ -8,12 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::SyncError;
-use super::leader::LeaderHandle;
 use super::reconcile::Reconciler;
 use super::status::StatusStore;
-use crate::audit::SyncRecorder;
-use crate::desired::{DesiredSet, Tracker};
-use crate::promotion::Promoter;
+use crate::desired::DesiredSet;
 
 /// A connected cluster: its client (no request retries: see
 /// [`super::without_request_retries`]), its kubeconfig when one was read,
@@ -103,80 +99,6 @@ pub async fn plan_mode(mut desired: tokio::sync::watch::Receiver<Option<Arc<Desi
         }
         if desired.changed().await.is_err() {
             return;
-        }
-    }
-}
-
-/// What the promotion gates start from.
-pub struct Promotion<'a> {
-    pub namespace: &'a str,
-    /// `--approval-signers`: who may sign approval tags.
-    pub tag_signers: Option<crate::source::signature::Signers>,
-    pub audit: Option<Arc<dyn SyncRecorder>>,
-    /// Whether this replica records (the leader).
-    pub records: Arc<dyn Fn() -> bool + Send + Sync>,
-}
-
-/// Starts the promotion gates: the commit in force of each app at start is
-/// its inventory's (none when they cannot be read: then a gated app keeps
-/// nothing new in force until it is approved again).
-pub async fn promote(
-    client: &kube::Client,
-    tracker: &Arc<Tracker>,
-    p: Promotion<'_>,
-) -> (Arc<Promoter>, tokio::task::JoinHandle<()>) {
-    let inventories = match super::inventory::read_all(client, p.namespace).await {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::warn!(error = %crate::error_chain(&e), "failed to read the inventories: gated apps start with nothing in force");
-            Default::default()
-        }
-    };
-    let store = crate::promotion::state::StateStore::new(client.clone(), p.namespace);
-    let start = crate::promotion::promoter::start_commits(&inventories);
-    let promoter = Promoter::new(tracker.clone(), store, start, p.audit, p.records, p.tag_signers);
-    let task = tokio::spawn(promoter.clone().run());
-    (promoter, task)
-}
-
-/// What `serve` keeps of the sync loop.
-pub struct Running {
-    pub status: Arc<StatusStore>,
-    /// The reconciler's username: `--reconciler`, else gitgate's own
-    /// identity on the cluster, else the chart's default.
-    pub reconciler: String,
-    /// The default cluster's client, when one is connected (not in plan
-    /// mode; with `--sync=off` only inside a cluster or with `--kubeconfig`).
-    pub client: Option<kube::Client>,
-    /// Where the sync loop reads the age identities from to check sealed
-    /// Secrets' values (`None`: no sync loop here).
-    pub sealed_values: Option<Arc<arc_swap::ArcSwapOption<crate::secrets::Keyring>>>,
-    /// Whether this replica leads the sync loop: true while it does (None
-    /// in plan mode and with `--sync=off`).
-    pub leading: Option<tokio::sync::watch::Receiver<bool>>,
-    /// The set in force (the promotion gates applied), for the admission
-    /// gate's provenance snapshot.
-    pub desired: tokio::sync::watch::Receiver<Option<Arc<DesiredSet>>>,
-    /// The promotion gates (with a cluster only).
-    pub promoter: Option<Arc<Promoter>>,
-    /// `--max-pause`.
-    pub max_pause: Duration,
-    /// What `GET /api/v1/apps/{name}/diff` reads ([`super::diff::router`]).
-    pub diffs: Arc<super::diff::DiffState>,
-    pub tasks: Vec<tokio::task::JoinHandle<()>>,
-    pub leader: Option<LeaderHandle>,
-}
-
-impl Running {
-    /// Stops the loop and hands the Lease over at once.
-    pub async fn shutdown(self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-        if let Some(l) = self.leader
-            && let Err(e) = l.shutdown().await
-        {
-            tracing::warn!(error = %crate::error_chain(&e), "failed to release the leader Lease");
         }
     }
 }
