@@ -1,5 +1,12 @@
 //! The command line: parse, validate once, dispatch. `anyhow` lives here
 //! and nowhere else.
+//!
+//! One file per command family: [`serve`] (the flags validated once into
+//! `serve::Settings`, then the process wired step by step), [`sync`]
+//! (`status`, `diff`, and the sync part of `serve`), [`secrets`], [`audit`],
+//! [`render`], [`promotion`] (`approve`, `pause`, `resume`). Library work
+//! stays in the modules; this layer parses, validates, prints and wires.
+//! Nothing imports it (but `main`).
 
 pub mod audit;
 pub mod promotion;

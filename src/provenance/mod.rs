@@ -14,6 +14,15 @@
 //! - **Prune**: the reconciler deletes an object D(H) does not declare.
 //! - Everything else is refused, with a message that names the owning app,
 //!   file and commit, or says that nothing in Git declares the object.
+//!
+//! Owns: the rule ([`verify`]), its per-commit index ([`Snapshot`]: commit
+//! facts, per-content comparison facts), its admission stage
+//! ([`ProvenanceStage`]) and break-glass windows ([`glass`]). "Equals Git"
+//! itself is `contract::matches_git`, shared with the sync loop.
+//!
+//! Must never import: `policy`, `sync`, `secrets`, `desired`, `promotion`,
+//! `dashboard` (it reads `contract`, `render`'s desired set, `admission`'s
+//! request types and `audit`'s clock).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! The provenance rule as an admission stage of its own: it never denies;
-//! it writes the request's [`Facts`] into the decision (and the commit that
+//! it writes the request's [`super::Facts`] into the decision (and the commit that
 //! owns the object into its audit annotations) for the policy stage, whose
 //! `policies/provenance.yaml` decides.
 

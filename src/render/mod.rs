@@ -8,7 +8,7 @@
 //! commit re-renders only the apps whose inputs changed.
 //!
 //! An error anywhere fails the whole commit: the caller keeps the last good
-//! desired set (see [`crate::source::poll`]).
+//! desired set (see [`crate::desired::tracker`]).
 
 pub mod config;
 pub mod confine;
