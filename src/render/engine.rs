@@ -10,7 +10,8 @@ use serde_json::Value;
 use super::config::{self, App, Config, Project};
 use super::desired::{DesiredObject, DesiredSet};
 use super::object::{ObjectKey, canonical_json, is_cluster_scoped, sha256_digest};
-use super::{RenderError, confine, helm, kustomize, yaml};
+use super::yaml::parse_bytes;
+use super::{RenderError, confine, helm, kustomize};
 use crate::source::{Dep, NodeKind, ReadLimits, RepoPath, TreeReader};
 
 /// How to render.
@@ -400,41 +401,6 @@ pub(crate) fn is_manifest(path: &RepoPath) -> bool {
 
 pub(crate) fn parse_file(reader: &TreeReader, path: &RepoPath) -> Result<Vec<(Value, RepoPath)>, RenderError> {
     parse_bytes(path, &reader.read(path)?)
-}
-
-/// The manifests in `bytes`, read from `path`.
-pub(crate) fn parse_bytes(path: &RepoPath, bytes: &[u8]) -> Result<Vec<(Value, RepoPath)>, RenderError> {
-    let docs = yaml::parse_documents(path.as_str(), bytes)?;
-    let mut out = Vec::with_capacity(docs.len());
-    for (i, d) in docs.into_iter().enumerate() {
-        expand_list(d, path, i + 1, &mut out)?;
-    }
-    Ok(out)
-}
-
-/// `kind: List` (and `*List` with `items`) expands into its items.
-fn expand_list(doc: Value, path: &RepoPath, n: usize, out: &mut Vec<(Value, RepoPath)>) -> Result<(), RenderError> {
-    let is_list = doc.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List"))
-        && doc.get("items").is_some_and(Value::is_array);
-    if is_list {
-        if let Value::Object(mut m) = doc
-            && let Some(Value::Array(items)) = m.remove("items")
-        {
-            for item in items {
-                out.push((item, path.clone()));
-            }
-        }
-        return Ok(());
-    }
-    if !doc.is_object() {
-        return Err(RenderError::InvalidObject {
-            file: path.to_string(),
-            doc: n,
-            reason: "a manifest must be a mapping".into(),
-        });
-    }
-    out.push((doc, path.clone()));
-    Ok(())
 }
 
 /// Validates, defaults the namespace, checks the project's bounds and

@@ -321,7 +321,7 @@ fn build_dir(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath, walk: &mut Wal
                     ));
                 }
                 confine::check(&path, &n.path, dir, confine::KUSTOMIZE)?;
-                for (obj, source) in super::engine::parse_bytes(&path, &tree.read(&n.path)?)? {
+                for (obj, source) in yaml::parse_bytes(&path, &tree.read(&n.path)?)? {
                     let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
                     res.push(Res { obj, source, names: vec![name], needs_hash: false });
                 }
