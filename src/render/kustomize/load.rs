@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::res::kerr;
+use super::res::{Res, kerr};
 use crate::render::{RenderError, confine, yaml};
 use crate::source::{NodeKind, RepoPath, TreeReader};
 
@@ -182,12 +182,70 @@ pub(super) struct GeneratorSpec {
     pub(super) options: Option<GeneratorOptions>,
 }
 
+/// Reads and parses the kustomization file `kfile` (inside `dir`); fields
+/// gitgate does not support are refused by name.
+pub(super) fn kustomization(tree: &TreeReader, dir: &RepoPath, kfile: &RepoPath) -> Result<Kustomization, RenderError> {
+    let bytes = confine::read(tree, kfile, dir, confine::KUSTOMIZE)?;
+    let k: Kustomization = yaml::parse_one(kfile.as_str(), &bytes)?;
+    refuse_unsupported(&k, kfile)?;
+    let _ = (&k.api_version, &k.kind, &k.metadata);
+    Ok(k)
+}
+
+/// Where resource `entry` of `kfile` is: relative to `dir`, never remote.
+pub(super) fn resource_path(dir: &RepoPath, kfile: &RepoPath, entry: &str) -> Result<RepoPath, RenderError> {
+    if is_remote(entry) {
+        return Err(kerr(kfile, format!("remote resource {entry:?} is not supported: vendor it into the repository")));
+    }
+    dir.join(entry).map_err(|e| kerr(kfile, format!("resource {entry:?}: {e}")))
+}
+
+/// The objects of resource file `entry` (at `path`, resolving to
+/// `target`). Like kustomize's load restrictor: resource files (unlike
+/// kustomization directories) must lie inside `dir`, as written and where
+/// their symlinks lead.
+pub(super) fn resource_file(
+    tree: &TreeReader,
+    dir: &RepoPath,
+    kfile: &RepoPath,
+    entry: &str,
+    path: &RepoPath,
+    target: &RepoPath,
+) -> Result<Vec<Res>, RenderError> {
+    if !path.starts_with(dir) {
+        return Err(kerr(kfile, format!("resource file {entry:?} is outside the kustomization directory {dir}")));
+    }
+    confine::check(path, target, dir, confine::KUSTOMIZE)?;
+    let mut res = Vec::new();
+    for (obj, source) in yaml::parse_bytes(path, &tree.read(target)?)? {
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+        res.push(Res { obj, source, names: vec![name], needs_hash: false });
+    }
+    Ok(res)
+}
+
+/// Resource `entry` (at `path`) is not in the tree: say so, and that
+/// gitgate fetches nothing when it reads like a remote base
+/// (`host/org/repo//dir?ref=`).
+pub(super) fn missing_resource(kfile: &RepoPath, entry: &str, path: &RepoPath) -> RenderError {
+    if looks_remote(entry) {
+        return kerr(
+            kfile,
+            format!(
+                "resource {entry:?} does not exist in the repository, and remote resources are not \
+                 supported: vendor it into the repository"
+            ),
+        );
+    }
+    kerr(kfile, format!("resource {entry:?} ({path}) does not exist"))
+}
+
 /// A resource kustomize would fetch, unmistakably: a URL (`https://`,
 /// `ssh://`, `git::https://`, `file://`), go-getter's `git::`, scp-like
 /// `git@host:org/repo`, or a `github.com/` shorthand. gitgate renders only
 /// what the commit holds (no network, no local files), so these are refused
 /// naming the entry (Argo CD's and Flux's remote-base SSRF class).
-pub(super) fn is_remote(entry: &str) -> bool {
+fn is_remote(entry: &str) -> bool {
     let lower = entry.to_ascii_lowercase();
     lower.contains("://")
         || lower.starts_with("git::")
@@ -201,7 +259,7 @@ pub(super) fn is_remote(entry: &str) -> bool {
 /// would try to fetch: a `?ref=`/`?version=` query, a `//` subdirectory
 /// separator, or a first component that looks like a host (`example.com`,
 /// `10.0.0.1:8080`, `user@host:repo`).
-pub(super) fn looks_remote(entry: &str) -> bool {
+fn looks_remote(entry: &str) -> bool {
     let first = entry.split('/').next().unwrap_or_default();
     entry.contains("?ref=")
         || entry.contains("?version=")
@@ -211,7 +269,7 @@ pub(super) fn looks_remote(entry: &str) -> bool {
         || (first.contains('.') && !first.starts_with('.') && entry.contains('/'))
 }
 
-pub(super) fn refuse_unsupported(k: &Kustomization, kfile: &RepoPath) -> Result<(), RenderError> {
+fn refuse_unsupported(k: &Kustomization, kfile: &RepoPath) -> Result<(), RenderError> {
     let fields = [
         ("components", k.components.is_some()),
         ("helmCharts", k.helm_charts.is_some()),

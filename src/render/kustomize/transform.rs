@@ -5,8 +5,55 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::load::ImageSpec;
-use crate::render::object::group_of;
+use super::load::{ImageSpec, ReplicaSpec};
+use super::res::Res;
+use crate::render::object::{group_of, is_cluster_scoped};
+
+/// `namespace`: every namespaced object moves there; Namespace objects
+/// are renamed to it, as kustomize does.
+pub(super) fn set_namespace(res: &mut [Res], ns: &str) {
+    for r in res.iter_mut() {
+        if r.group().is_empty() && r.kind() == "Namespace" && r.name() != ns {
+            r.set_name(ns.to_string());
+        }
+        if !is_cluster_scoped(r.group(), r.kind())
+            && let Some(m) = r.obj.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            m.insert("namespace".into(), Value::String(ns.to_string()));
+        }
+    }
+}
+
+/// `namePrefix`/`nameSuffix`, on everything but Namespaces, CRDs and
+/// APIServices.
+pub(super) fn add_name_affixes(res: &mut [Res], prefix: &str, suffix: &str) {
+    for r in res.iter_mut() {
+        let skip = matches!(
+            (r.group(), r.kind()),
+            ("", "Namespace")
+                | ("apiextensions.k8s.io", "CustomResourceDefinition")
+                | ("apiregistration.k8s.io", "APIService")
+        );
+        if !skip {
+            let n = format!("{prefix}{}{suffix}", r.name());
+            r.set_name(n);
+        }
+    }
+}
+
+/// `replicas`: the count of each named workload (by any name it has had).
+pub(super) fn set_replicas(res: &mut [Res], replicas: &[ReplicaSpec]) {
+    for rep in replicas {
+        for r in res.iter_mut() {
+            if r.names.contains(&rep.name)
+                && matches!(r.kind(), "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController")
+                && let Some(spec) = r.obj.get_mut("spec").and_then(Value::as_object_mut)
+            {
+                spec.insert("replicas".into(), Value::from(rep.count));
+            }
+        }
+    }
+}
 
 const TEMPLATE_KINDS: [&str; 6] =
     ["Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "Job", "ReplicationController"];
