@@ -13,6 +13,8 @@ use super::transform::{ensure_map, put_all};
 use crate::render::{RenderError, confine};
 use crate::source::{RepoPath, TreeReader};
 
+/// One generator of `kfile` → a ConfigMap (or, with `secret`, a Secret):
+/// created, or merged into or replacing the one of that name in `res`.
 pub(super) fn generate(
     tree: &TreeReader,
     dir: &RepoPath,
@@ -22,6 +24,72 @@ pub(super) fn generate(
     secret: bool,
     res: &mut Vec<Res>,
 ) -> Result<(), RenderError> {
+    let data = read_data(tree, dir, kfile, g)?;
+    let (data_map, binary_map) = encode(data, secret);
+    let opts = Options::new(g, global);
+    let kind = if secret { "Secret" } else { "ConfigMap" };
+    let behavior = g.behavior.as_deref().unwrap_or("create");
+    let existing = res.iter().position(|r| r.kind() == kind && r.names.contains(&g.name));
+    match (behavior, existing) {
+        ("create", Some(_)) => {
+            return Err(kerr(kfile, format!("{kind} {:?} already exists: use behavior merge or replace", g.name)));
+        }
+        ("merge" | "replace", None) => {
+            return Err(kerr(kfile, format!("{kind} {:?} to {behavior} does not exist", g.name)));
+        }
+        ("merge", Some(i)) => {
+            if let Some(r) = res.get_mut(i) {
+                merge_into(r, data_map, binary_map, &opts);
+            }
+            return Ok(());
+        }
+        ("create" | "replace", _) => {}
+        (other, _) => return Err(kerr(kfile, format!("unknown generator behavior {other:?}"))),
+    }
+    let obj = object(g, kind, secret, data_map, binary_map, &opts);
+    let r = Res { obj, source: kfile.clone(), names: vec![g.name.clone()], needs_hash: !opts.disable_hash };
+    match existing {
+        Some(i) if behavior == "replace" => {
+            if let Some(slot) = res.get_mut(i) {
+                let mut names = std::mem::take(&mut slot.names);
+                names.extend(r.names.iter().cloned());
+                *slot = Res { names, ..r };
+            }
+        }
+        _ => res.push(r),
+    }
+    Ok(())
+}
+
+/// A generator's options over the kustomization's `generatorOptions`.
+struct Options {
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    disable_hash: bool,
+    immutable: bool,
+}
+
+impl Options {
+    fn new(g: &GeneratorSpec, global: &GeneratorOptions) -> Self {
+        let opts = g.options.clone().unwrap_or_default();
+        let mut labels = global.labels.clone();
+        labels.extend(opts.labels.clone());
+        let mut annotations = global.annotations.clone();
+        annotations.extend(opts.annotations.clone());
+        let disable_hash = opts.disable_name_suffix_hash.or(global.disable_name_suffix_hash).unwrap_or(false);
+        let immutable = opts.immutable.or(global.immutable).unwrap_or(false);
+        Options { labels, annotations, disable_hash, immutable }
+    }
+}
+
+/// The generator's keys and values: literals, files, then env files (each
+/// read inside `dir`); a key set twice is refused.
+fn read_data(
+    tree: &TreeReader,
+    dir: &RepoPath,
+    kfile: &RepoPath,
+    g: &GeneratorSpec,
+) -> Result<Vec<(String, Vec<u8>)>, RenderError> {
     let mut data: Vec<(String, Vec<u8>)> = Vec::new();
     for lit in &g.literals {
         let (k, v) = lit.split_once('=').ok_or_else(|| kerr(kfile, format!("literal {lit:?} is not key=value")))?;
@@ -37,18 +105,7 @@ pub(super) fn generate(
     }
     for e in g.envs.iter().chain(&g.env) {
         let path = inside(dir, kfile, e)?;
-        let body = confine::read(tree, &path, dir, confine::KUSTOMIZE)?;
-        let text = String::from_utf8(body).map_err(|_| kerr(&path, "env file is not UTF-8"))?;
-        for line in text.lines() {
-            let line = line.trim_start();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            match line.split_once('=') {
-                Some((k, v)) => data.push((k.to_string(), v.as_bytes().to_vec())),
-                None => return Err(kerr(&path, format!("line {line:?} is not KEY=value"))),
-            }
-        }
+        read_env_file(tree, dir, &path, &mut data)?;
     }
     let mut seen = std::collections::HashSet::new();
     for (k, _) in &data {
@@ -56,7 +113,35 @@ pub(super) fn generate(
             return Err(kerr(kfile, format!("generator {:?}: key {k:?} is set twice", g.name)));
         }
     }
+    Ok(data)
+}
 
+/// The `KEY=value` lines of env file `path` (blank lines and `#` comments
+/// skipped), appended to `data`.
+fn read_env_file(
+    tree: &TreeReader,
+    dir: &RepoPath,
+    path: &RepoPath,
+    data: &mut Vec<(String, Vec<u8>)>,
+) -> Result<(), RenderError> {
+    let body = confine::read(tree, path, dir, confine::KUSTOMIZE)?;
+    let text = String::from_utf8(body).map_err(|_| kerr(path, "env file is not UTF-8"))?;
+    for line in text.lines() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once('=') {
+            Some((k, v)) => data.push((k.to_string(), v.as_bytes().to_vec())),
+            None => return Err(kerr(path, format!("line {line:?} is not KEY=value"))),
+        }
+    }
+    Ok(())
+}
+
+/// `data` and `binaryData`: a Secret's values base64-encoded as kustomize
+/// wraps them; a ConfigMap's as text, or in `binaryData` when not UTF-8.
+fn encode(data: Vec<(String, Vec<u8>)>, secret: bool) -> (Map<String, Value>, Map<String, Value>) {
     let mut data_map = Map::new();
     let mut binary_map = Map::new();
     for (k, v) in data {
@@ -73,62 +158,52 @@ pub(super) fn generate(
             }
         }
     }
+    (data_map, binary_map)
+}
 
-    let opts = g.options.clone().unwrap_or_default();
-    let mut labels = global.labels.clone();
-    labels.extend(opts.labels.clone());
-    let mut annotations = global.annotations.clone();
-    annotations.extend(opts.annotations.clone());
-    let disable_hash = opts.disable_name_suffix_hash.or(global.disable_name_suffix_hash).unwrap_or(false);
-    let immutable = opts.immutable.or(global.immutable).unwrap_or(false);
-
-    let kind = if secret { "Secret" } else { "ConfigMap" };
-    let behavior = g.behavior.as_deref().unwrap_or("create");
-    let existing = res.iter().position(|r| r.kind() == kind && r.names.contains(&g.name));
-    match (behavior, existing) {
-        ("create", Some(_)) => {
-            return Err(kerr(kfile, format!("{kind} {:?} already exists: use behavior merge or replace", g.name)));
-        }
-        ("merge" | "replace", None) => {
-            return Err(kerr(kfile, format!("{kind} {:?} to {behavior} does not exist", g.name)));
-        }
-        ("merge", Some(i)) => {
-            if let Some(r) = res.get_mut(i) {
-                if let Some(m) = ensure_map(&mut r.obj, &["data"], true) {
-                    m.extend(data_map);
-                }
-                if !binary_map.is_empty()
-                    && let Some(m) = ensure_map(&mut r.obj, &["binaryData"], true)
-                {
-                    m.extend(binary_map);
-                }
-                if let Some(m) = ensure_map(&mut r.obj, &["metadata", "labels"], !labels.is_empty()) {
-                    put_all(m, &labels);
-                }
-                if let Some(m) = ensure_map(&mut r.obj, &["metadata", "annotations"], !annotations.is_empty()) {
-                    put_all(m, &annotations);
-                }
-                r.needs_hash = r.needs_hash && !disable_hash;
-            }
-            return Ok(());
-        }
-        ("create" | "replace", _) => {}
-        (other, _) => return Err(kerr(kfile, format!("unknown generator behavior {other:?}"))),
+/// `behavior: merge`: the generator's data, labels and annotations over
+/// the existing object's; it keeps its hash suffix unless this generator
+/// disables it.
+fn merge_into(r: &mut Res, data_map: Map<String, Value>, binary_map: Map<String, Value>, opts: &Options) {
+    if let Some(m) = ensure_map(&mut r.obj, &["data"], true) {
+        m.extend(data_map);
     }
+    if !binary_map.is_empty()
+        && let Some(m) = ensure_map(&mut r.obj, &["binaryData"], true)
+    {
+        m.extend(binary_map);
+    }
+    if let Some(m) = ensure_map(&mut r.obj, &["metadata", "labels"], !opts.labels.is_empty()) {
+        put_all(m, &opts.labels);
+    }
+    if let Some(m) = ensure_map(&mut r.obj, &["metadata", "annotations"], !opts.annotations.is_empty()) {
+        put_all(m, &opts.annotations);
+    }
+    r.needs_hash = r.needs_hash && !opts.disable_hash;
+}
 
+/// The generated object (`apiVersion: v1`), as kustomize writes it.
+fn object(
+    g: &GeneratorSpec,
+    kind: &str,
+    secret: bool,
+    data_map: Map<String, Value>,
+    binary_map: Map<String, Value>,
+    opts: &Options,
+) -> Value {
+    let strings = |m: &BTreeMap<String, String>| {
+        Value::Object(m.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+    };
     let mut meta = Map::new();
     meta.insert("name".into(), Value::String(g.name.clone()));
     if let Some(ns) = &g.namespace {
         meta.insert("namespace".into(), Value::String(ns.clone()));
     }
-    if !labels.is_empty() {
-        meta.insert("labels".into(), Value::Object(labels.into_iter().map(|(k, v)| (k, Value::String(v))).collect()));
+    if !opts.labels.is_empty() {
+        meta.insert("labels".into(), strings(&opts.labels));
     }
-    if !annotations.is_empty() {
-        meta.insert(
-            "annotations".into(),
-            Value::Object(annotations.into_iter().map(|(k, v)| (k, Value::String(v))).collect()),
-        );
+    if !opts.annotations.is_empty() {
+        meta.insert("annotations".into(), strings(&opts.annotations));
     }
     let mut obj = Map::new();
     obj.insert("apiVersion".into(), Value::String("v1".into()));
@@ -143,22 +218,10 @@ pub(super) fn generate(
     if secret {
         obj.insert("type".into(), Value::String(g.type_.clone().unwrap_or_else(|| "Opaque".into())));
     }
-    if immutable {
+    if opts.immutable {
         obj.insert("immutable".into(), Value::Bool(true));
     }
-    let r =
-        Res { obj: Value::Object(obj), source: kfile.clone(), names: vec![g.name.clone()], needs_hash: !disable_hash };
-    match existing {
-        Some(i) if behavior == "replace" => {
-            if let Some(slot) = res.get_mut(i) {
-                let mut names = std::mem::take(&mut slot.names);
-                names.extend(r.names.iter().cloned());
-                *slot = Res { names, ..r };
-            }
-        }
-        _ => res.push(r),
-    }
-    Ok(())
+    Value::Object(obj)
 }
 
 /// Base64 as kustomize writes Secret data: when 70 characters or longer,
