@@ -8,31 +8,23 @@ use serde_json::Value;
 use super::res::Res;
 use crate::render::object::is_cluster_scoped;
 
+/// (kind, earlier name, namespace) → final name. Namespaced references
+/// resolve within the referrer's namespace ("" is "default"), as in
+/// kustomize; cluster-scoped targets (ClusterRole) match any referrer.
+type Renames = HashMap<(String, String, String), String>;
+
 /// After names changed (prefix, suffix, hash), points references at the
 /// new names: a reference equal to any earlier name of a resource of the
 /// referenced kind now carries its final name.
 pub(super) fn fix_name_references(res: &mut [Res]) {
     fix_service_account_subjects(res);
-    // (kind, earlier name, namespace) → final name. Namespaced references
-    // resolve within the referrer's namespace ("" is "default"), as in
-    // kustomize; cluster-scoped targets (ClusterRole) match any referrer.
-    let norm = |ns: &str| if ns.is_empty() { "default".to_string() } else { ns.to_string() };
-    let mut renames: HashMap<(String, String, String), String> = HashMap::new();
-    for r in res.iter() {
-        let current = r.name().to_string();
-        let ns = if is_cluster_scoped(r.group(), r.kind()) { String::new() } else { norm(r.namespace()) };
-        for old in &r.names {
-            if *old != current {
-                renames.insert((r.kind().to_string(), old.clone(), ns.clone()), current.clone());
-            }
-        }
-    }
+    let renames = renames(res);
     if renames.is_empty() {
         return;
     }
     for r in res.iter_mut() {
         let kind = r.kind().to_string();
-        let referrer_ns = norm(r.namespace());
+        let referrer_ns = default_ns(r.namespace());
         let rename = |target_kind: &str, v: &mut Value| {
             let ns = if is_cluster_scoped("rbac.authorization.k8s.io", target_kind) {
                 String::new()
@@ -45,73 +37,102 @@ pub(super) fn fix_name_references(res: &mut [Res]) {
                 *s = new.clone();
             }
         };
-        let obj = &mut r.obj;
-        let pod_spec_path: Option<&str> = match kind.as_str() {
-            "Pod" => Some("/spec"),
-            "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" | "ReplicationController" => {
-                Some("/spec/template/spec")
+        fix_references(&kind, &mut r.obj, &rename);
+    }
+}
+
+/// A namespace as references resolve it: "" is "default".
+fn default_ns(ns: &str) -> String {
+    if ns.is_empty() { "default".to_string() } else { ns.to_string() }
+}
+
+/// Every earlier name of every resource that was renamed.
+fn renames(res: &[Res]) -> Renames {
+    let mut renames = Renames::new();
+    for r in res.iter() {
+        let current = r.name().to_string();
+        let ns = if is_cluster_scoped(r.group(), r.kind()) { String::new() } else { default_ns(r.namespace()) };
+        for old in &r.names {
+            if *old != current {
+                renames.insert((r.kind().to_string(), old.clone(), ns.clone()), current.clone());
             }
-            "CronJob" => Some("/spec/jobTemplate/spec/template/spec"),
-            _ => None,
-        };
-        if let Some(p) = pod_spec_path
-            && let Some(spec) = obj.pointer_mut(p)
-        {
-            fix_pod_spec(spec, &rename);
         }
-        match kind.as_str() {
-            "StatefulSet" => {
-                if let Some(v) = obj.pointer_mut("/spec/serviceName") {
-                    rename("Service", v);
-                }
+    }
+    renames
+}
+
+/// The references an object of `kind` holds, by the kind they name: its
+/// pod spec's, and the kind's own (a Service, a Secret, a role, a scale
+/// target).
+fn fix_references(kind: &str, obj: &mut Value, rename: &dyn Fn(&str, &mut Value)) {
+    let pod_spec_path: Option<&str> = match kind {
+        "Pod" => Some("/spec"),
+        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" | "ReplicationController" => {
+            Some("/spec/template/spec")
+        }
+        "CronJob" => Some("/spec/jobTemplate/spec/template/spec"),
+        _ => None,
+    };
+    if let Some(p) = pod_spec_path
+        && let Some(spec) = obj.pointer_mut(p)
+    {
+        fix_pod_spec(spec, rename);
+    }
+    match kind {
+        "StatefulSet" => {
+            if let Some(v) = obj.pointer_mut("/spec/serviceName") {
+                rename("Service", v);
             }
-            "Ingress" => {
-                if let Some(v) = obj.pointer_mut("/spec/defaultBackend/service/name") {
-                    rename("Service", v);
-                }
-                if let Some(Value::Array(rules)) = obj.pointer_mut("/spec/rules") {
-                    for rule in rules {
-                        if let Some(Value::Array(paths)) = rule.pointer_mut("/http/paths") {
-                            for p in paths {
-                                if let Some(v) = p.pointer_mut("/backend/service/name") {
-                                    rename("Service", v);
-                                }
-                            }
-                        }
-                    }
-                }
-                if let Some(Value::Array(tls)) = obj.pointer_mut("/spec/tls") {
-                    for t in tls {
-                        if let Some(v) = t.get_mut("secretName") {
+        }
+        "Ingress" => fix_ingress(obj, rename),
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let role_kind = obj.pointer("/roleRef/kind").and_then(Value::as_str).unwrap_or("").to_string();
+            if let Some(v) = obj.pointer_mut("/roleRef/name") {
+                rename(&role_kind, v);
+            }
+        }
+        "HorizontalPodAutoscaler" => {
+            let k = obj.pointer("/spec/scaleTargetRef/kind").and_then(Value::as_str).unwrap_or("").to_string();
+            if let Some(v) = obj.pointer_mut("/spec/scaleTargetRef/name") {
+                rename(&k, v);
+            }
+        }
+        "ServiceAccount" => {
+            for field in ["secrets", "imagePullSecrets"] {
+                if let Some(Value::Array(items)) = obj.get_mut(field) {
+                    for i in items {
+                        if let Some(v) = i.get_mut("name") {
                             rename("Secret", v);
                         }
                     }
                 }
             }
-            "RoleBinding" | "ClusterRoleBinding" => {
-                let role_kind = obj.pointer("/roleRef/kind").and_then(Value::as_str).unwrap_or("").to_string();
-                if let Some(v) = obj.pointer_mut("/roleRef/name") {
-                    rename(&role_kind, v);
-                }
-            }
-            "HorizontalPodAutoscaler" => {
-                let k = obj.pointer("/spec/scaleTargetRef/kind").and_then(Value::as_str).unwrap_or("").to_string();
-                if let Some(v) = obj.pointer_mut("/spec/scaleTargetRef/name") {
-                    rename(&k, v);
-                }
-            }
-            "ServiceAccount" => {
-                for field in ["secrets", "imagePullSecrets"] {
-                    if let Some(Value::Array(items)) = obj.get_mut(field) {
-                        for i in items {
-                            if let Some(v) = i.get_mut("name") {
-                                rename("Secret", v);
-                            }
-                        }
+        }
+        _ => {}
+    }
+}
+
+/// An Ingress's backend Services and TLS Secrets.
+fn fix_ingress(obj: &mut Value, rename: &dyn Fn(&str, &mut Value)) {
+    if let Some(v) = obj.pointer_mut("/spec/defaultBackend/service/name") {
+        rename("Service", v);
+    }
+    if let Some(Value::Array(rules)) = obj.pointer_mut("/spec/rules") {
+        for rule in rules {
+            if let Some(Value::Array(paths)) = rule.pointer_mut("/http/paths") {
+                for p in paths {
+                    if let Some(v) = p.pointer_mut("/backend/service/name") {
+                        rename("Service", v);
                     }
                 }
             }
-            _ => {}
+        }
+    }
+    if let Some(Value::Array(tls)) = obj.pointer_mut("/spec/tls") {
+        for t in tls {
+            if let Some(v) = t.get_mut("secretName") {
+                rename("Secret", v);
+            }
         }
     }
 }
