@@ -1,8 +1,8 @@
 //! Parsing manifests: YAML streams (multi-document) and JSON, bounded.
-//! [`parse_bytes`] turns a file's bytes into manifests (`kind: List`
-//! expanded); plain directories (the engine) and kustomize resources
-//! both read files through it. A leaf: it imports
-//! nothing else of `render`.
+//! `parse_bytes` turns a file's bytes into manifests (`kind: List`
+//! expanded); plain directories (the engine) and kustomize resources both
+//! read files through it. A leaf: it imports nothing of `render` but
+//! [`RenderError`].
 //!
 //! Decisions:
 //! - **YAML 1.2 booleans** (`strict_booleans`): only `true`/`false` are
