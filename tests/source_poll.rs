@@ -28,12 +28,12 @@ async fn a_bad_commit_keeps_the_last_good_desired_set() {
     let good = repo.commit("good");
     let (_t, tr) = tracker(&repo);
     assert!(tr.current().is_none());
-    assert_eq!(tr.sync_once().await.unwrap(), Synced::Updated(oid(&good)));
-    assert_eq!(tr.sync_once().await.unwrap(), Synced::Unchanged(oid(&good)));
+    assert_eq!(tr.track_once().await.unwrap(), Synced::Updated(oid(&good)));
+    assert_eq!(tr.track_once().await.unwrap(), Synced::Unchanged(oid(&good)));
 
     repo.write("gitgate.yaml", "apps:\n  - {name: web, path: web, destination: {namespace: web}\n");
     let bad = repo.commit("broken yaml");
-    let err = tr.sync_once().await.unwrap_err();
+    let err = tr.track_once().await.unwrap_err();
     assert!(err.to_string().contains(&bad), "{err}");
     assert_eq!(tr.current().unwrap().commit(), oid(&good), "the last good commit stays in force");
     let why = tr.last_error().unwrap();
@@ -42,7 +42,7 @@ async fn a_bad_commit_keeps_the_last_good_desired_set() {
     repo.write("gitgate.yaml", CONFIG);
     repo.write("web/cm.yaml", &configmap("web", "2"));
     let fixed = repo.commit("fixed");
-    assert_eq!(tr.sync_once().await.unwrap(), Synced::Updated(oid(&fixed)));
+    assert_eq!(tr.track_once().await.unwrap(), Synced::Updated(oid(&fixed)));
     assert!(tr.last_error().is_none());
     let set = tr.current().unwrap();
     assert_eq!(set.get("", "ConfigMap", "web", "web").unwrap().commit, oid(&fixed));

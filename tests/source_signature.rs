@@ -107,7 +107,7 @@ fn allowed_signers_options_are_honoured_natively() {
 
 #[tokio::test]
 async fn an_app_requiring_signatures_is_not_synced_from_an_unsigned_commit() {
-    use gitgate::desired::tracker::{SyncError, Synced, Tracker};
+    use gitgate::desired::tracker::{Synced, TrackError as SyncError, Tracker};
     use gitgate::render::{RenderOptions, Renderer};
     use std::sync::Arc;
 
@@ -128,11 +128,11 @@ async fn an_app_requiring_signatures_is_not_synced_from_an_unsigned_commit() {
     let src = Arc::new(GitSource::open(&repo.url(), &cache).unwrap());
     let signers = Signers { ssh_allowed_signers: Some(allowed), ..Default::default() };
     let tr = Tracker::new(src, "main", Arc::new(Renderer::new(RenderOptions::default()))).with_signers(signers);
-    assert_eq!(tr.sync_once().await.unwrap(), Synced::Updated(oid(&signed)));
+    assert_eq!(tr.track_once().await.unwrap(), Synced::Updated(oid(&signed)));
 
     repo.write("prod/cm.yaml", &configmap("prod", "2"));
     let unsigned = repo.commit("unsigned change");
-    let err = tr.sync_once().await.unwrap_err();
+    let err = tr.track_once().await.unwrap_err();
     assert!(matches!(err, SyncError::Unsigned { .. }), "{err}");
     let chain = gitgate::error_chain(&err);
     assert!(chain.contains(&unsigned) && chain.contains("not signed") && chain.contains("\"prod\""), "{chain}");
@@ -144,7 +144,7 @@ async fn an_app_requiring_signatures_is_not_synced_from_an_unsigned_commit() {
     // A signed commit on top does not launder the unsigned one below it.
     repo.write("prod/cm.yaml", &configmap("prod", "3"));
     signed_commit(&repo, &alice, "signed on top");
-    assert!(tr.sync_once().await.is_err());
+    assert!(tr.track_once().await.is_err());
     assert_eq!(tr.current().unwrap().commit(), oid(&signed));
 }
 
@@ -216,7 +216,7 @@ fn gpg_signed_commits_verify_where_gpg_exists() {
 mod enforce {
     use super::*;
     use gitgate::audit::record::{Entry, EventKind, Outcome};
-    use gitgate::desired::tracker::{Signing, SyncError, Synced, Tracker};
+    use gitgate::desired::tracker::{Signing, Synced, TrackError as SyncError, Tracker};
     use gitgate::render::{RenderOptions, Renderer};
     use gitgate::sync::reconcile::SyncRecorder;
     use std::sync::{Arc, Mutex};
@@ -284,12 +284,12 @@ mod enforce {
         s.repo.write("gitgate.yaml", SIGNED_APP).write("prod/cm.yaml", &configmap("prod", "1"));
         let good = signed_commit(&s.repo, &s.alice, "signed");
         let (tr, audit) = s.tracker(false);
-        assert_eq!(tr.sync_once().await.unwrap(), Synced::Updated(oid(&good)));
+        assert_eq!(tr.track_once().await.unwrap(), Synced::Updated(oid(&good)));
 
         s.repo.write("prod/cm.yaml", &configmap("prod", "2"));
         let bad = s.repo.commit("unsigned change");
-        assert!(matches!(tr.sync_once().await, Err(SyncError::Unsigned { .. })));
-        assert!(matches!(tr.sync_once().await, Err(SyncError::Unsigned { .. })), "refused again on the next poll");
+        assert!(matches!(tr.track_once().await, Err(SyncError::Unsigned { .. })));
+        assert!(matches!(tr.track_once().await, Err(SyncError::Unsigned { .. })), "refused again on the next poll");
         assert_eq!(tr.current().unwrap().commit(), oid(&good), "the last good commit stays in force");
         let r = tr.refused().unwrap();
         assert_eq!(r.commit, bad);
@@ -305,7 +305,7 @@ mod enforce {
 
         // Git going back to the commit in force clears the refusal.
         git(s.repo.path(), &["reset", "-q", "--hard", &good]);
-        assert_eq!(tr.sync_once().await.unwrap(), Synced::Unchanged(oid(&good)));
+        assert_eq!(tr.track_once().await.unwrap(), Synced::Unchanged(oid(&good)));
         assert!(tr.refused().is_none());
     }
 
@@ -319,15 +319,15 @@ mod enforce {
         let leading = Arc::new(AtomicBool::new(false));
         let flag = leading.clone();
         tr.record_only_when(Arc::new(move || flag.load(Ordering::SeqCst)));
-        tr.sync_once().await.unwrap();
+        tr.track_once().await.unwrap();
         s.repo.write("prod/cm.yaml", &configmap("prod", "2"));
         s.repo.commit("unsigned change");
-        assert!(tr.sync_once().await.is_err());
+        assert!(tr.track_once().await.is_err());
         assert!(refusals(&audit).is_empty(), "a follower does not record");
         assert!(tr.refused().is_some(), "but reports it");
         leading.store(true, Ordering::SeqCst);
-        assert!(tr.sync_once().await.is_err());
-        assert!(tr.sync_once().await.is_err());
+        assert!(tr.track_once().await.is_err());
+        assert!(tr.track_once().await.is_err());
         assert_eq!(refusals(&audit).len(), 1, "recorded once it leads, once");
     }
 
@@ -339,10 +339,10 @@ mod enforce {
         s.repo.write("gitgate.yaml", SIGNED_APP).write("prod/cm.yaml", &configmap("prod", "1"));
         let good = signed_commit(&s.repo, &s.alice, "signed");
         let (tr, _audit) = s.tracker(false);
-        tr.sync_once().await.unwrap();
+        tr.track_once().await.unwrap();
         s.repo.write("prod/cm.yaml", &configmap("prod", "evil"));
         let foreign = signed_commit(&s.repo, &s.mallory, "signed by mallory");
-        let err = tr.sync_once().await.unwrap_err();
+        let err = tr.track_once().await.unwrap_err();
         let chain = gitgate::error_chain(&err);
         assert!(chain.contains(&foreign) && chain.contains("not in allowed_signers"), "{chain}");
         assert_eq!(tr.current().unwrap().commit(), oid(&good));
@@ -358,10 +358,10 @@ mod enforce {
         s.repo.write("gitgate.yaml", SIGNED_APP).write("prod/cm.yaml", &configmap("prod", "1"));
         let good = signed_commit(&s.repo, &s.alice, "signed");
         let (tr, audit) = s.tracker(false);
-        tr.sync_once().await.unwrap();
+        tr.track_once().await.unwrap();
         s.repo.write("gitgate.yaml", PLAIN_APP).write("prod/cm.yaml", &configmap("prod", "evil"));
         let bad = s.repo.commit("drop requireSigned");
-        let err = tr.sync_once().await.unwrap_err();
+        let err = tr.track_once().await.unwrap_err();
         assert!(gitgate::error_chain(&err).contains(&bad), "{}", gitgate::error_chain(&err));
         assert_eq!(tr.current().unwrap().commit(), oid(&good));
         assert_eq!(refusals(&audit).len(), 1);
@@ -370,7 +370,7 @@ mod enforce {
         // commit below the head, reads the requirement there, refuses the
         // head and puts that commit in force.
         let (fresh, _) = s.tracker(false);
-        assert!(matches!(fresh.sync_once().await, Err(SyncError::Unsigned { .. })));
+        assert!(matches!(fresh.track_once().await, Err(SyncError::Unsigned { .. })));
         assert_eq!(fresh.current().map(|c| c.commit()), Some(oid(&good)));
         assert_eq!(fresh.refused().unwrap().in_force, good);
     }
@@ -383,7 +383,7 @@ mod enforce {
         s.repo.write("prod/cm.yaml", &configmap("prod", "2"));
         let synced = signed_commit(&s.repo, &s.alice, "second");
         let (tr, _) = s.tracker(false);
-        assert_eq!(tr.sync_once().await.unwrap(), Synced::Updated(oid(&synced)));
+        assert_eq!(tr.track_once().await.unwrap(), Synced::Updated(oid(&synced)));
 
         // Rewrite: back to base, an unsigned commit, then a signed one on top.
         git(s.repo.path(), &["reset", "-q", "--hard", &base]);
@@ -391,7 +391,7 @@ mod enforce {
         let unsigned = s.repo.commit("rewritten, unsigned");
         s.repo.write("prod/cm.yaml", &configmap("prod", "evil2"));
         signed_commit(&s.repo, &s.alice, "signed on top of the rewrite");
-        let err = tr.sync_once().await.unwrap_err();
+        let err = tr.track_once().await.unwrap_err();
         let chain = gitgate::error_chain(&err);
         assert!(chain.contains(&unsigned), "{chain}");
         let r = tr.refused().unwrap();
@@ -402,7 +402,7 @@ mod enforce {
         git(s.repo.path(), &["reset", "-q", "--hard", &base]);
         s.repo.write("prod/cm.yaml", &configmap("prod", "3"));
         let rewritten = signed_commit(&s.repo, &s.alice, "rewritten, signed");
-        assert_eq!(tr.sync_once().await.unwrap(), Synced::Updated(oid(&rewritten)));
+        assert_eq!(tr.track_once().await.unwrap(), Synced::Updated(oid(&rewritten)));
 
         // An orphan history (nothing shared) must verify to its root.
         git(s.repo.path(), &["checkout", "-q", "--orphan", "other"]);
@@ -411,7 +411,7 @@ mod enforce {
         let top = signed_commit(&s.repo, &s.alice, "orphan top, signed");
         git(s.repo.path(), &["branch", "-q", "-f", "main", &top]);
         git(s.repo.path(), &["checkout", "-q", "main"]);
-        assert!(tr.sync_once().await.is_err());
+        assert!(tr.track_once().await.is_err());
         assert_eq!(tr.current().unwrap().commit(), oid(&rewritten));
     }
 
@@ -421,7 +421,7 @@ mod enforce {
         s.repo.write("gitgate.yaml", SIGNED_APP).write("prod/cm.yaml", &configmap("prod", "1"));
         let good = signed_commit(&s.repo, &s.alice, "signed");
         let (tr, _) = s.tracker(false);
-        tr.sync_once().await.unwrap();
+        tr.track_once().await.unwrap();
         git(s.repo.path(), &["checkout", "-q", "-b", "feature"]);
         s.repo.write("prod/extra.yaml", &configmap("extra", "x"));
         let side = s.repo.commit("unsigned side commit");
@@ -430,7 +430,7 @@ mod enforce {
         signed_commit(&s.repo, &s.alice, "signed on main");
         let merge = s.signed_git(&s.alice, &["merge", "-q", "--no-ff", "-S", "-m", "signed merge", "feature"]);
         assert_eq!(git(s.repo.path(), &["rev-list", "--parents", "-n1", "HEAD"]).split(' ').count(), 3);
-        let err = tr.sync_once().await.unwrap_err();
+        let err = tr.track_once().await.unwrap_err();
         let chain = gitgate::error_chain(&err);
         assert!(chain.contains(&side) && chain.contains(&merge), "{chain}");
         assert_eq!(tr.current().unwrap().commit(), oid(&good));
@@ -443,7 +443,7 @@ mod enforce {
         signed_commit(&s.repo, &s.alice, "signed side commit");
         git(s.repo.path(), &["checkout", "-q", "main"]);
         let merge = s.signed_git(&s.alice, &["merge", "-q", "--no-ff", "-S", "-m", "signed merge", "feature2"]);
-        assert_eq!(tr.sync_once().await.unwrap(), Synced::Updated(oid(&merge)));
+        assert_eq!(tr.track_once().await.unwrap(), Synced::Updated(oid(&merge)));
     }
 
     #[tokio::test]
@@ -453,9 +453,9 @@ mod enforce {
         s.repo.commit("unsigned history before signing began");
         // Without --require-signed an unsigned head syncs.
         let (plain, _) = s.tracker(false);
-        plain.sync_once().await.unwrap();
+        plain.track_once().await.unwrap();
         let (strict, _) = s.tracker(true);
-        let err = strict.sync_once().await.unwrap_err();
+        let err = strict.track_once().await.unwrap_err();
         assert!(gitgate::error_chain(&err).contains("--require-signed"), "{}", gitgate::error_chain(&err));
         assert!(strict.current().is_none(), "nothing verifies: nothing is in force");
 
@@ -465,7 +465,7 @@ mod enforce {
         let signed = signed_commit(&s.repo, &s.alice, "b, signed");
         s.repo.write("prod/c.yaml", &configmap("c", "1"));
         let foreign = signed_commit(&s.repo, &s.mallory, "c, signed by mallory");
-        plain.sync_once().await.unwrap();
+        plain.track_once().await.unwrap();
         let set = plain.current().unwrap();
         let marked = plain.signed_commits(&set);
         assert!(marked.contains(&oid(&signed)));

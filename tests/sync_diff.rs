@@ -378,7 +378,7 @@ async fn a_commit_is_taken_only_from_the_tracked_branch() {
     w.src.fetch().unwrap();
     let tracker = Arc::new(Tracker::new(w.src.clone(), "main", Arc::new(Renderer::new(RenderOptions::default()))));
     assert!(matches!(tracker.desired_for("shop", None).await, Err(DiffError::NotReady)));
-    tracker.sync_once().await.unwrap();
+    tracker.track_once().await.unwrap();
     let head = tracker.desired_for("shop", None).await.unwrap();
     assert_eq!(head.commit().to_string(), w.c2);
     let at = tracker.desired_for("shop", Some(&w.c1)).await.unwrap();

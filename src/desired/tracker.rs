@@ -22,7 +22,7 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What one sync attempt can fail at.
 #[derive(Debug, thiserror::Error)]
-pub enum SyncError {
+pub enum TrackError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error("commit {commit} does not render; keeping the last good commit")]
@@ -407,8 +407,8 @@ impl Tracker {
 
     /// Fetch, resolve, render, publish. On a render error the current set
     /// is kept and the error returned.
-    pub async fn sync_once(&self) -> Result<Synced, SyncError> {
-        let result = self.sync_round().await;
+    pub async fn track_once(&self) -> Result<Synced, TrackError> {
+        let result = self.track_round().await;
         self.note(&result);
         result
     }
@@ -417,12 +417,12 @@ impl Tracker {
     /// metrics. A round that fetched and rendered (or found the head
     /// unchanged) clears the fault; an unsigned head is reported as a
     /// refusal instead.
-    fn note(&self, result: &Result<Synced, SyncError>) {
+    fn note(&self, result: &Result<Synced, TrackError>) {
         let stage = match result {
             Ok(_) => None,
-            Err(SyncError::Source(_) | SyncError::Join(_)) => Some("fetch"),
-            Err(SyncError::Render { .. }) => Some("render"),
-            Err(SyncError::Unsigned { .. }) => None,
+            Err(TrackError::Source(_) | TrackError::Join(_)) => Some("fetch"),
+            Err(TrackError::Render { .. }) => Some("render"),
+            Err(TrackError::Unsigned { .. }) => None,
         };
         if let Some(m) = &self.source_metrics {
             if let Some(stage) = stage {
@@ -456,7 +456,7 @@ impl Tracker {
         }
     }
 
-    async fn sync_round(&self) -> Result<Synced, SyncError> {
+    async fn track_round(&self) -> Result<Synced, TrackError> {
         self.source.fetch_async().await?;
         let source = self.source.clone();
         let rev = self.rev.clone();
@@ -468,7 +468,7 @@ impl Tracker {
         let rendered = self.render(head).await?;
         let rendered = match rendered {
             Ok(set) => self.check_signatures(set).await,
-            Err(e) => Err(SyncError::Render { commit: head.to_string(), source: e }),
+            Err(e) => Err(TrackError::Render { commit: head.to_string(), source: e }),
         };
         match rendered {
             Ok(set) => {
@@ -477,7 +477,7 @@ impl Tracker {
                 Ok(Synced::Updated(head))
             }
             Err(err) => {
-                if let SyncError::Unsigned { source, required_by, .. } = &err {
+                if let TrackError::Unsigned { source, required_by, .. } = &err {
                     self.refuse(head, source, required_by).await;
                     if self.current().is_none() {
                         self.fall_back(head).await;
@@ -533,11 +533,11 @@ impl Tracker {
 
     /// Renders any commit of the repository (an approved one, the one in
     /// force at a restart), with the tracker's renderer and cache.
-    pub async fn render_commit(&self, commit: ObjectId) -> Result<Arc<DesiredSet>, SyncError> {
-        self.render(commit).await?.map_err(|source| SyncError::Render { commit: commit.to_string(), source })
+    pub async fn render_commit(&self, commit: ObjectId) -> Result<Arc<DesiredSet>, TrackError> {
+        self.render(commit).await?.map_err(|source| TrackError::Render { commit: commit.to_string(), source })
     }
 
-    async fn render(&self, commit: ObjectId) -> Result<Result<Arc<DesiredSet>, RenderError>, SyncError> {
+    async fn render(&self, commit: ObjectId) -> Result<Result<Arc<DesiredSet>, RenderError>, TrackError> {
         let source = self.source.clone();
         let renderer = self.renderer.clone();
         Ok(tokio::task::spawn_blocking(move || renderer.desired(&source.repo(), commit)).await?)
@@ -655,7 +655,7 @@ impl Tracker {
     /// When signatures are required (see [`Gate::required_by`]), every
     /// commit since the set in force (all of history for the first) must
     /// carry an allowed signature.
-    async fn check_signatures(&self, set: Arc<DesiredSet>) -> Result<Arc<DesiredSet>, SyncError> {
+    async fn check_signatures(&self, set: Arc<DesiredSet>) -> Result<Arc<DesiredSet>, TrackError> {
         let current = self.current();
         let gate = self.gate();
         let new = set.clone();
@@ -671,7 +671,7 @@ impl Tracker {
         match checked {
             Ok(()) => Ok(set),
             Err((required_by, e)) => {
-                Err(SyncError::Unsigned { commit: set.commit().to_string(), required_by, source: e })
+                Err(TrackError::Unsigned { commit: set.commit().to_string(), required_by, source: e })
             }
         }
     }
@@ -680,7 +680,7 @@ impl Tracker {
     /// task is dropped.
     pub async fn run(self: Arc<Self>, interval: Duration) {
         loop {
-            match self.sync_once().await {
+            match self.track_once().await {
                 Ok(Synced::Updated(c)) => tracing::info!(commit = %c, "desired set updated"),
                 Ok(Synced::Unchanged(_)) => {}
                 Err(e) => {

@@ -719,7 +719,7 @@ impl DiffSource for Tracker {
                 return Ok(current);
             }
             self.render_commit(id).await.map_err(|e| match e {
-                crate::desired::tracker::SyncError::Render { commit, source } => {
+                crate::desired::tracker::TrackError::Render { commit, source } => {
                     DiffError::Render { commit, source: Box::new(source) }
                 }
                 other => DiffError::Git(Box::new(other)),
