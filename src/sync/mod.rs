@@ -24,6 +24,7 @@ pub mod reconcile;
 pub mod rollback;
 pub mod status;
 pub mod target;
+pub mod wave;
 
 use std::time::Duration;
 

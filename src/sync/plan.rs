@@ -7,26 +7,13 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use super::inventory::Entry;
+pub use super::wave::Wave;
 use super::{ARGO_SYNC_OPTIONS, ARGO_SYNC_WAVE, PRUNE_ANNOTATION, SYNC_OPTIONS, SYNC_WAVE, SyncError};
 use crate::provenance::{APP_LABEL, COMMIT_ANNOTATION, DIGEST_ANNOTATION, SOURCE_ANNOTATION};
 use crate::render::DesiredSet;
 use crate::render::desired::DesiredObject;
 use crate::render::hook::{self, Hook, Phase};
 use crate::render::object::ObjectKey;
-
-/// Apply order: Namespaces and CRDs first (phase 0), then the sync waves
-/// ascending; prune runs the other way.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct Wave {
-    pub phase: u8,
-    pub wave: i64,
-}
-
-impl std::fmt::Display for Wave {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.phase == 0 { write!(f, "namespaces+crds") } else { write!(f, "{}", self.wave) }
-    }
-}
 
 /// One object as the sync loop applies it.
 #[derive(Clone, Debug)]
