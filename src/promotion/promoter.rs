@@ -19,11 +19,11 @@ use tokio::sync::watch;
 
 use super::state::{GateState, StateStore};
 use super::{AppFacts, Approved, Decision, PromotionError, Take, WindowState, decide};
-use crate::audit::record::{CommitRef, Entry as AuditEntry, EventKind, Outcome, now_micros};
+use crate::audit::record::{EventKind, now_micros};
 use crate::render::DesiredSet;
 use crate::render::desired::{AppGate, Held};
 use crate::source::poll::Tracker;
-use crate::sync::reconcile::SyncRecorder;
+use crate::sync::audit::{AuditRecord, SyncRecorder};
 
 /// How many rendered commits (approved ones, the one in force at a
 /// restart) are kept.
@@ -323,14 +323,12 @@ impl Promoter {
             }
             tracing::info!(app = %app, commit = %held.waiting, kind = ?held.kind, "{}", held.message);
             if let Some(audit) = self.audit.as_ref().filter(|_| (self.records)()) {
-                audit.record(&AuditEntry {
-                    event: EventKind::PromotionWaiting,
-                    app: app.clone(),
-                    commit: Some(CommitRef { id: held.waiting.to_string(), ..CommitRef::default() }),
-                    decision: Outcome::Done,
-                    reasons: vec![held.message.clone()],
-                    ..AuditEntry::default()
-                });
+                audit.record(
+                    &AuditRecord::new(EventKind::PromotionWaiting, app)
+                        .commit(held.waiting.to_string())
+                        .reasons(vec![held.message.clone()])
+                        .entry(),
+                );
             }
         }
     }
@@ -418,18 +416,16 @@ impl Promoter {
             }
             tracing::info!(app = %app, commit = %commit, signer = %v.signer, "approved by a signed tag");
             if let Some(audit) = &self.audit {
-                audit.record(&AuditEntry {
-                    event: EventKind::Approved,
-                    user: v.signer.clone(),
-                    app: app.clone(),
-                    commit: Some(CommitRef { id: commit.to_string(), ..CommitRef::default() }),
-                    decision: Outcome::Done,
-                    reasons: vec![
-                        format!("{by} approved {} for app {app}", commit.to_hex_with_len(7)),
-                        format!("change {}", approval.change),
-                    ],
-                    ..AuditEntry::default()
-                });
+                audit.record(
+                    &AuditRecord::new(EventKind::Approved, &app)
+                        .user(&v.signer)
+                        .commit(commit.to_string())
+                        .reasons(vec![
+                            format!("{by} approved {} for app {app}", commit.to_hex_with_len(7)),
+                            format!("change {}", approval.change),
+                        ])
+                        .entry(),
+                );
             }
         }
     }

@@ -10,6 +10,7 @@
 //! - [`health`], [`leader`], [`status`], [`rollback`].
 //! - [`diff`]: `gitgate diff`, what a sync of an app would change.
 
+pub mod audit;
 pub mod cli;
 pub mod diff;
 pub mod foreign;

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use futures_util::{FutureExt as _, StreamExt as _};
 use serde_json::Value;
 
+use super::audit::AuditRecord;
+pub use super::audit::SyncRecorder;
 use super::guard::{self, GuardConfig};
 use super::heal::{HealEvent, Watches};
 use super::health::{self, Health};
@@ -17,7 +19,7 @@ use super::plan::{self, Drift, Observed, Planned, Wave};
 use super::status::{AppStatus, ObjectStatus, StatusStore, SyncStatus, health_str};
 use super::target::{Resource, Target};
 use super::{SyncConfig, SyncError};
-use crate::audit::record::{CommitRef, Entry as AuditEntry, EventKind, Outcome};
+use crate::audit::record::{EventKind, Outcome};
 use crate::provenance::{APP_LABEL, BREAK_GLASS_ANNOTATION, SOURCE_ANNOTATION};
 use crate::render::hook::{DeletePolicy, Phase};
 
@@ -33,19 +35,6 @@ use crate::source::fetch::GitSource;
 /// 10,000 entries), its cluster and its base.
 /// An inventory as written: entries (encoded), cluster, base, commit.
 type Recorded = (String, String, Option<usize>, String);
-
-/// Where audit records of sync actions go.
-pub trait SyncRecorder: Send + Sync {
-    fn record(&self, entry: &AuditEntry);
-}
-
-impl SyncRecorder for crate::audit::AuditLog {
-    fn record(&self, entry: &AuditEntry) {
-        if let Err(e) = self.append(entry) {
-            tracing::error!(error = %crate::error_chain(&e), "failed to record a sync action in the audit log");
-        }
-    }
-}
 
 /// The clusters apps deploy to: the default one (in-cluster, or the
 /// current kubeconfig context) and others by kubeconfig context name.
@@ -283,14 +272,12 @@ impl Reconciler {
                 .insert(app.name.clone(), failure)
                 .is_some_and(|old| old == (commit_of(desired, &app.name), status.message.clone()));
             if !held && !repeated {
-                self.audit(AuditEntry {
-                    event: EventKind::SyncFailed,
-                    app: app.name.clone(),
-                    commit: Some(CommitRef { id: commit_of(desired, &app.name), ..CommitRef::default() }),
-                    decision: Outcome::Failed,
-                    reasons: vec![status.message.clone()],
-                    ..AuditEntry::default()
-                });
+                self.audit(
+                    AuditRecord::new(EventKind::SyncFailed, &app.name)
+                        .commit(commit_of(desired, &app.name))
+                        .outcome(Outcome::Failed)
+                        .reasons(vec![status.message.clone()]),
+                );
             }
         } else {
             self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&app.name);
@@ -521,14 +508,12 @@ impl Reconciler {
             }
         } else if let Some(why) = &prune.guarded {
             remaining.extend(prune.delete.iter().cloned());
-            self.audit(AuditEntry {
-                event: EventKind::Prune,
-                app: app.name.clone(),
-                commit: Some(CommitRef { id: commit_of(desired, &app.name), ..CommitRef::default() }),
-                decision: Outcome::Refused,
-                reasons: vec![why.clone()],
-                ..AuditEntry::default()
-            });
+            self.audit(
+                AuditRecord::new(EventKind::Prune, &app.name)
+                    .commit(commit_of(desired, &app.name))
+                    .outcome(Outcome::Refused)
+                    .reasons(vec![why.clone()]),
+            );
             prune_note = Some(why.clone());
         } else if !app.sync_policy.prune {
             if !prune.delete.is_empty() {
@@ -884,23 +869,17 @@ impl Reconciler {
         reason: String,
     ) {
         let p = &hook.planned;
-        self.audit(AuditEntry {
-            event,
-            operation: operation.into(),
-            group: p.key.group.clone(),
-            version: r.api.version.clone(),
-            kind: p.key.kind.clone(),
-            resource: r.api.plural.clone(),
-            namespace: p.key.namespace.clone(),
-            name: name.to_string(),
-            commit: Some(CommitRef { id: p.commit.clone(), ..CommitRef::default() }),
-            app: run.app.name.clone(),
-            source: p.file().to_string(),
-            decision: Outcome::Done,
-            digest: p.digest.clone(),
-            reasons: vec![reason],
-            ..AuditEntry::default()
-        });
+        self.audit(
+            AuditRecord::new(event, &run.app.name)
+                .operation(operation)
+                .object(&p.key)
+                .name(name)
+                .resource(r)
+                .commit(p.commit.clone())
+                .source(p.file())
+                .digest(&p.digest)
+                .reasons(vec![reason]),
+        );
     }
 
     /// One list per kind (label `gitgate.dev/app=<app>`) — per namespace
@@ -1039,20 +1018,13 @@ impl Reconciler {
                     Ok((e, true, res)) => {
                         let e = &e;
                         gone.insert(e.key());
-                        self.audit(AuditEntry {
-                            event: EventKind::Prune,
-                            operation: "DELETE".into(),
-                            group: e.group.clone(),
-                            version: e.version.clone(),
-                            kind: e.kind.clone(),
-                            resource: res.api.plural.clone(),
-                            namespace: e.namespace.clone(),
-                            name: e.name.clone(),
-                            app: app.to_string(),
-                            commit: Some(CommitRef { id: commit_of(desired, app), ..CommitRef::default() }),
-                            decision: Outcome::Done,
-                            ..AuditEntry::default()
-                        });
+                        self.audit(
+                            AuditRecord::new(EventKind::Prune, app)
+                                .operation("DELETE")
+                                .object(&e.key())
+                                .resource(&res)
+                                .commit(commit_of(desired, app)),
+                        );
                     }
                     Ok((e, false, _)) => {
                         let e = &e;
@@ -1164,32 +1136,24 @@ impl Reconciler {
         status.objects = objects;
     }
 
-    fn audit(&self, entry: AuditEntry) {
+    /// Records a sync action (when an audit log is set).
+    fn audit(&self, record: AuditRecord) {
         if let Some(a) = &self.audit {
-            a.record(&entry);
+            a.record(&record.entry());
         }
     }
 
     fn audit_apply_with(&self, event: EventKind, app: &str, p: &Planned, r: &Resource, reasons: Vec<String>) {
-        let Some(a) = &self.audit else { return };
-        a.record(&AuditEntry {
-            event,
-            operation: "APPLY".into(),
-            user: String::new(),
-            group: p.key.group.clone(),
-            version: r.api.version.clone(),
-            kind: p.key.kind.clone(),
-            resource: r.api.plural.clone(),
-            namespace: p.key.namespace.clone(),
-            name: p.key.name.clone(),
-            commit: Some(CommitRef { id: p.commit.clone(), ..CommitRef::default() }),
-            app: app.to_string(),
-            source: p.source.split_once(':').map(|(_, s)| s.to_string()).unwrap_or_default(),
-            decision: Outcome::Done,
-            digest: p.digest.clone(),
-            reasons,
-            ..AuditEntry::default()
-        });
+        self.audit(
+            AuditRecord::new(event, app)
+                .operation("APPLY")
+                .object(&p.key)
+                .resource(r)
+                .commit(p.commit.clone())
+                .source(p.file())
+                .digest(&p.digest)
+                .reasons(reasons),
+        );
     }
 
     /// Applies the guard's objects that are missing or edited.
@@ -1218,18 +1182,13 @@ impl Reconciler {
                 if live.is_some() || why != "deleted" {
                     tracing::warn!(kind = %key.kind, name = %key.name, "{why}: restored");
                 }
-                self.audit(AuditEntry {
-                    event: EventKind::WebhookConfigRestored,
-                    operation: "APPLY".into(),
-                    group: key.group.clone(),
-                    version,
-                    kind: key.kind.clone(),
-                    resource: r.api.plural.clone(),
-                    name: key.name.clone(),
-                    decision: Outcome::Done,
-                    reasons: vec![why],
-                    ..AuditEntry::default()
-                });
+                self.audit(
+                    AuditRecord::new(EventKind::WebhookConfigRestored, "")
+                        .operation("APPLY")
+                        .object(&key)
+                        .resource(&r)
+                        .reasons(vec![why]),
+                );
             }
         }
         Ok(restored)
@@ -1363,17 +1322,7 @@ impl Reconciler {
             }
             _ => format!("{field} differs from Git; reverted to Git"),
         };
-        self.audit(AuditEntry {
-            event,
-            group: key.group.clone(),
-            kind: key.kind.clone(),
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
-            app: app.to_string(),
-            decision: Outcome::Done,
-            reasons: vec![reason.to_string(), detail],
-            ..AuditEntry::default()
-        });
+        self.audit(AuditRecord::new(event, app).object(key).reasons(vec![reason.to_string(), detail]));
     }
 
     /// When the next break-glass window ends.
