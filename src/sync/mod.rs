@@ -23,6 +23,7 @@ pub mod namespaces;
 pub mod plan;
 pub mod reconcile;
 pub mod rollback;
+pub mod run;
 pub mod status;
 pub mod target;
 pub mod wave;
