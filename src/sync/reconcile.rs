@@ -15,7 +15,7 @@ use super::guard::GuardConfig;
 use super::heal::GLASS_ANNOTATIONS;
 use super::health::{self, Health};
 use super::inventory::{self, Entry, Inventory};
-use super::plan::{self, Drift, Observed, Planned, Wave};
+use super::plan::{self, Drift, Observed, Planned, Wave, app_status, commit_of};
 use super::status::{AppStatus, ObjectStatus, StatusStore, SyncStatus, health_str};
 use super::target::{Resource, Target};
 use super::{SyncConfig, SyncError};
@@ -1129,6 +1129,17 @@ impl Reconciler {
         status.objects = objects;
     }
 
+    /// Plan mode (no cluster): what would be applied, by app and wave
+    /// ([`plan::plan_text`]).
+    pub fn plan_text(desired: &DesiredSet) -> String {
+        plan::plan_text(desired)
+    }
+
+    /// What plan mode knows of each app ([`plan::plan_statuses`]).
+    pub fn plan_statuses(desired: &DesiredSet) -> Vec<AppStatus> {
+        plan::plan_statuses(desired)
+    }
+
     /// Records a sync action (when an audit log is set).
     pub(super) fn audit(&self, record: AuditRecord) {
         if let Some(a) = &self.audit {
@@ -1154,94 +1165,6 @@ impl Reconciler {
                 .digest(&p.digest)
                 .reasons(reasons),
         );
-    }
-
-    /// Plan mode (no cluster): what would be applied, by app and wave.
-    pub fn plan_text(desired: &DesiredSet) -> String {
-        use std::fmt::Write as _;
-        let mut out = format!("plan for commit {} (no cluster: nothing is applied)\n", desired.commit());
-        for app in desired.apps() {
-            let _ = writeln!(
-                out,
-                "app {} → {}",
-                app.name,
-                if app.destination.namespace.is_empty() { "-" } else { &app.destination.namespace }
-            );
-            match plan::plan_app(desired, &app.name) {
-                Ok(planned) => {
-                    let mut last = None;
-                    for p in planned {
-                        if last != Some(p.wave) {
-                            let _ = writeln!(out, "  wave {}", p.wave);
-                            last = Some(p.wave);
-                        }
-                        let _ = writeln!(
-                            out,
-                            "    apply {} ({} @ {})",
-                            p.id(),
-                            p.source,
-                            &p.commit[..7.min(p.commit.len())]
-                        );
-                    }
-                }
-                Err(e) => {
-                    let _ = writeln!(out, "  error: {}", crate::error_chain(&e));
-                }
-            }
-            match plan::plan_hooks(desired, &app.name) {
-                Ok(hooks) => {
-                    for h in hooks {
-                        let phases: Vec<&str> = h.hook.phases.iter().map(|p| p.as_str()).collect();
-                        let _ = writeln!(
-                            out,
-                            "  hook {} {} ({} @ {})",
-                            phases.join(","),
-                            h.planned.id(),
-                            h.planned.source,
-                            &h.planned.commit[..7.min(h.planned.commit.len())]
-                        );
-                    }
-                }
-                Err(e) => {
-                    let _ = writeln!(out, "  error: {}", crate::error_chain(&e));
-                }
-            }
-        }
-        out
-    }
-
-    /// What plan mode knows of each app: Git's objects at the commit, their
-    /// waves, commits and files; sync and health Unknown (no cluster).
-    pub fn plan_statuses(desired: &DesiredSet) -> Vec<AppStatus> {
-        desired
-            .apps()
-            .iter()
-            .map(|app| {
-                let (objects, message) = match plan::plan_app(desired, &app.name) {
-                    Ok(planned) => (
-                        planned
-                            .iter()
-                            .map(|p| ObjectStatus {
-                                group: p.key.group.clone(),
-                                version: plan::version_of(&p.api_version).to_string(),
-                                kind: p.key.kind.clone(),
-                                namespace: p.key.namespace.clone(),
-                                name: p.key.name.clone(),
-                                wave: p.wave.to_string(),
-                                sync: SyncStatus::Unknown,
-                                health: "Unknown".into(),
-                                message: String::new(),
-                                commit: p.commit.clone(),
-                                source: p.source.split_once(':').map(|(_, s)| s.to_string()).unwrap_or_default(),
-                            })
-                            .collect(),
-                        "plan mode: no cluster is reachable, nothing is applied".to_string(),
-                    ),
-                    Err(e) => (Vec::new(), crate::error_chain(&e)),
-                };
-                AppStatus { message, objects, ..app_status(app, desired, "Unknown".into(), String::new()) }
-            })
-            .collect()
     }
 }
 
@@ -1374,31 +1297,4 @@ async fn prune_job(target: Arc<Target>, e: Entry, app: String) -> Result<(Entry,
         target.delete(&r, &e.namespace, &e.name).await?;
     }
     Ok((e, true, r))
-}
-
-/// An app's status before anything is known of its objects.
-/// The commit in force for an app (the head unless a promotion gate keeps
-/// it; "" when nothing of it was ever approved).
-fn commit_of(desired: &DesiredSet, app: &str) -> String {
-    desired.app_commit(app).map(|c| c.to_string()).unwrap_or_default()
-}
-
-fn app_status(app: &App, desired: &DesiredSet, health: String, last_sync: String) -> AppStatus {
-    AppStatus {
-        name: app.name.clone(),
-        sync: SyncStatus::Unknown,
-        health,
-        target_commit: desired.held(&app.name).map_or_else(|| commit_of(desired, &app.name), |h| h.waiting.to_string()),
-        synced_commit: String::new(),
-        last_sync,
-        message: String::new(),
-        destination: format!(
-            "{}/{}",
-            if app.destination.cluster.is_empty() { "in-cluster" } else { &app.destination.cluster },
-            app.destination.namespace
-        ),
-        path: app.path.to_string(),
-        detect_only: app.sync_policy.detect_only,
-        objects: Vec::new(),
-    }
 }
