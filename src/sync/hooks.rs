@@ -13,7 +13,7 @@ use super::SyncError;
 use super::audit::AuditRecord;
 use super::health::{self, Health};
 use super::plan::{self, commit_of};
-use super::reconcile::Reconciler;
+use super::reconcile::{AppSync, Reconciler};
 use super::status::{ObjectStatus, SyncStatus, health_str};
 use super::target::{Resource, Target};
 use crate::audit::record::EventKind;
@@ -278,6 +278,19 @@ impl Reconciler {
                 .digest(&p.digest)
                 .reasons(vec![reason]),
         );
+    }
+}
+
+impl AppSync<'_> {
+    /// What running the app's hooks needs of this sync.
+    pub(super) fn hook_run(&self) -> Run<'_> {
+        Run {
+            target: &self.target,
+            app: self.app,
+            desired: self.desired,
+            hooks: &self.hooks,
+            resources: &self.hook_resources,
+        }
     }
 }
 

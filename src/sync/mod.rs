@@ -10,6 +10,7 @@
 //! - [`health`], [`leader`], [`status`], [`rollback`].
 //! - [`diff`]: `gitgate diff`, what a sync of an app would change.
 
+mod apply;
 pub mod audit;
 pub mod cli;
 pub mod diff;
@@ -22,7 +23,9 @@ pub mod inventory;
 pub mod leader;
 pub mod namespaces;
 pub mod plan;
+mod prune;
 pub mod reconcile;
+mod record;
 pub mod rollback;
 mod run;
 pub mod status;
