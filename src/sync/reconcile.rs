@@ -21,7 +21,6 @@ use super::target::{Resource, Target};
 use super::{SyncConfig, SyncError};
 use crate::audit::record::{EventKind, Outcome};
 use crate::provenance::APP_LABEL;
-
 use crate::render::DesiredSet;
 use crate::render::config::App;
 use crate::render::object::ObjectKey;
