@@ -134,13 +134,15 @@ fn policy_state() -> AdmissionState {
         policies: set,
         namespaces: Arc::new(StaticNamespaces::default()),
         reconciler: RECONCILER.into(),
-        provenance: Some(Arc::new(arc_swap::ArcSwapOption::from(Some(snap)))),
-        strict: true,
         break_glass_groups: Vec::new(),
-        break_glass_ttl: std::time::Duration::from_secs(3600),
     };
     let state = AdmissionState::new(Default::default(), Limits::default(), Arc::new(LogRecorder));
-    state.publish(Arc::new(Decider::new().with_validating(Arc::new(stage))));
+    let provenance = gitgate::provenance::ProvenanceStage {
+        snapshot: Arc::new(arc_swap::ArcSwapOption::from(Some(snap))),
+        who: who(),
+    };
+    let decider = Decider::new().with_validating(Arc::new(provenance)).with_validating(Arc::new(stage));
+    state.publish(Arc::new(decider));
     state
 }
 

@@ -17,10 +17,10 @@
 //! Prints a table; exits early with a message when `KUBE_BIN_DIR` is not
 //! set.
 
-#[path = "../tests/support/cluster.rs"]
-mod cluster;
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::cluster;
+use support::server as common;
 #[path = "support/peers.rs"]
 mod peers;
 #[path = "support/proc.rs"]

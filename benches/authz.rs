@@ -23,7 +23,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use gitgate::admission::{AdmissionRequest, AsyncStage, Caller, Decision};
 use gitgate::policy::authz::{self, Reviewer};
@@ -72,10 +72,7 @@ fn stage(policies: Arc<PolicySet>, reviewer: Arc<Reviewer>) -> AuthorizingPolicy
             policies,
             namespaces: Arc::new(StaticNamespaces::default()),
             reconciler: "gitgate".into(),
-            provenance: None,
-            strict: true,
             break_glass_groups: Vec::new(),
-            break_glass_ttl: Duration::from_secs(600),
         },
         reviewer: Some(reviewer),
     }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use axum::http::{HeaderMap, HeaderValue, header};
 use criterion::Criterion;
-use gitgate::dashboard::access::Scope;
+use gitgate::access::Scope;
 use gitgate::dashboard::auth::{Gate, Mode, TokenReviewer, User};
 use gitgate::render::config::{App, Config, Destination, Permission, Project, Role};
 use gitgate::source::RepoPath;

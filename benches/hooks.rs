@@ -13,10 +13,9 @@
 //!
 //! `KUBE_BIN_DIR=/opt/kube/bin cargo bench --bench hooks`
 
-#[path = "../tests/support/cluster.rs"]
-mod cluster;
-#[path = "../tests/source_common.rs"]
+#[path = "../tests/support/mod.rs"]
 mod support;
+use support::cluster;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -23,9 +23,9 @@
 //! `GITGATE_BENCH_SECS` (seconds per flood round, 10), `GITGATE_SOAK_SECS`
 //! (60), `GITGATE_SOAK_RATE` (5000).
 
-#[path = "../tests/common/mod.rs"]
-#[allow(unused_imports)]
-mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::server as common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -22,12 +22,10 @@
 //!
 //! `KUBE_BIN_DIR=/opt/kube/bin cargo bench --bench promotion`
 
-#[path = "../tests/support/cluster.rs"]
-mod cluster;
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "../tests/source_common.rs"]
+#[path = "../tests/support/mod.rs"]
 mod support;
+use support::cluster;
+use support::server as common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -5,8 +5,9 @@
 //! `cargo bench --bench secrets` prints criterion's estimates and then a
 //! percentile pass over individually timed calls.
 
-#[path = "../tests/vault/mod.rs"]
-mod vault;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::vault;
 
 use std::hint::black_box;
 use std::path::PathBuf;

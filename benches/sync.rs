@@ -15,14 +15,13 @@
 //!
 //! `cargo bench --bench sync`
 
-#[path = "../tests/support/cluster.rs"]
-mod cluster;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::cluster;
 #[path = "support/peers.rs"]
 mod peers;
 #[path = "support/proc.rs"]
 mod proc;
-#[path = "../tests/source_common.rs"]
-mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -48,10 +48,7 @@ fn admission() -> &'static Admission {
             policies: Arc::new(PolicySet::builtin().expect("built-in policies compile")),
             namespaces: Arc::new(StaticNamespaces::default()),
             reconciler: "system:serviceaccount:gitgate:gitgate".into(),
-            provenance: None,
-            strict: true,
             break_glass_groups: vec!["system:masters".into()],
-            break_glass_ttl: std::time::Duration::from_secs(3600),
         };
         let state = AdmissionState::new(Default::default(), Limits::default(), Arc::new(LogRecorder));
         state.publish(Arc::new(Decider::new().with_validating(Arc::new(stage))));

@@ -1,16 +1,25 @@
 //! gitgate: Git is the only deploy path.
 //!
-//! One module per box of the data flow (see DESIGN.md): `source` (Git),
-//! `render` (manifests → the desired set of a commit), `admission` (the
-//! webhook request path), `policy` (CEL), `secrets` (the secrets bridge),
-//! `audit` (the hash-chained log), `dashboard` (the read-only web UI); `tls` and `server` (HTTPS serving),
-//! `metrics`, `config` (validated settings) and `cli`.
+//! One module per box of the data flow (see DESIGN.md), lowest first:
+//! `contract` (the `gitgate.dev/*` names and the one `matches_git`),
+//! `source` (Git), `render` (manifests → the desired set of a commit),
+//! `desired` (the tracker: which set is current, and the gate's snapshot of
+//! it), `admission` (the webhook request path), `provenance` (the rule, as
+//! a stage), `policy` (CEL), `secrets` (the secrets bridge), `audit` (the
+//! hash-chained log), `promotion` (which commit is in force per app),
+//! `sync` (the reconcile loop), `access` and `dashboard` (the read-only
+//! web UI); `tls` and `server` (HTTPS serving), `metrics`, `overload`,
+//! `config` (validated settings) and `cmd` (the command line, the only
+//! place for `anyhow`).
 
+pub mod access;
 pub mod admission;
 pub mod audit;
-pub mod cli;
+pub mod cmd;
 pub mod config;
+pub mod contract;
 pub mod dashboard;
+pub mod desired;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;

@@ -10,9 +10,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     // One crypto provider for rustls, reqwest, kube and axum-server.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = gitgate::cli::Cli::parse();
-    gitgate::cli::init_tracing(cli.log_format);
-    match gitgate::cli::run(cli) {
+    let cli = gitgate::cmd::Cli::parse();
+    gitgate::cmd::init_tracing(cli.log_format);
+    match gitgate::cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -11,7 +11,8 @@
 //! decision or leaves an audit record; probes stay open; the apiserver's
 //! certificate gets a decision recorded with `"caller": "apiserver"`.
 
-mod common;
+mod support;
+use support::server as common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

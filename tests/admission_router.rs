@@ -1,7 +1,8 @@
 //! The admission router driven with `oneshot`: every captured
 //! AdmissionReview, denial end to end, and every kind of bad input.
 
-mod common;
+mod support;
+use support::server as common;
 
 use std::sync::Arc;
 use std::time::Duration;

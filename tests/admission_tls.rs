@@ -2,7 +2,8 @@
 //! client that trusts only the generated CA, HTTP/2 and HTTP/1.1,
 //! certificate rotation on disk, slow clients and graceful drain.
 
-mod common;
+mod support;
+use support::server as common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

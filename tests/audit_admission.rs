@@ -2,7 +2,8 @@
 //! `/validate` with the captured AdmissionReviews answer "who changed what,
 //! in which commit"; a full disk denies and loses nothing.
 
-mod common;
+mod support;
+use support::server as common;
 
 use std::path::Path;
 use std::process::Command;
@@ -11,8 +12,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use gitgate::admission::{self, AdmissionRequest, AdmissionState, Decider, Decision, Flow, Limits, Stage};
-use gitgate::audit::command::verify_paths;
 use gitgate::audit::log::Options;
+use gitgate::audit::verify::verify_paths;
 use gitgate::audit::{AuditLog, CommitRef, Entry, EventKind, Outcome, Record};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gitgate::audit::chain::{Break, Problem};
-use gitgate::audit::command::verify_paths;
 use gitgate::audit::log::{Options, rotated_files};
+use gitgate::audit::verify::verify_paths;
 use gitgate::audit::{AuditLog, CommitRef, Entry, EventKind, Outcome};
 
 fn entry(i: u64) -> Entry {
@@ -217,7 +217,7 @@ fn parallel_appends_make_one_gap_free_chain() {
     let s = report.verdict.unwrap();
     assert_eq!((s.records, s.last.map(|h| h.seq)), (4000, Some(4000)));
     let found = gitgate::audit::query::run(
-        &gitgate::audit::command::expand(&[dir.path().to_owned()]).unwrap(),
+        &gitgate::audit::verify::expand(&[dir.path().to_owned()]).unwrap(),
         &Default::default(),
     )
     .unwrap();

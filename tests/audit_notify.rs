@@ -2,7 +2,8 @@
 //! per-trigger URLs, retries with backoff, and a full queue that drops
 //! instead of blocking.
 
-mod common;
+mod support;
+use support::server as common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -88,17 +88,17 @@ fn raw_args(objs: &[Value], deployment: &str) -> Vec<String> {
 }
 
 /// The webhook Deployment's arguments, parsed by gitgate's own command line.
-fn serve_args(objs: &[Value]) -> Box<gitgate::cli::ServeArgs> {
+fn serve_args(objs: &[Value]) -> Box<gitgate::cmd::ServeArgs> {
     serve_args_of(objs, WEBHOOK)
 }
 
 /// A Deployment's container arguments, parsed by gitgate's own command line.
-fn serve_args_of(objs: &[Value], deployment: &str) -> Box<gitgate::cli::ServeArgs> {
+fn serve_args_of(objs: &[Value], deployment: &str) -> Box<gitgate::cmd::ServeArgs> {
     let args = raw_args(objs, deployment);
-    let cli = gitgate::cli::Cli::try_parse_from(std::iter::once("gitgate").chain(args.iter().map(String::as_str)))
+    let cli = gitgate::cmd::Cli::try_parse_from(std::iter::once("gitgate").chain(args.iter().map(String::as_str)))
         .unwrap_or_else(|e| panic!("gitgate rejects the chart's arguments {args:?}: {e}"));
     match cli.command {
-        gitgate::cli::Command::Serve(s) => s,
+        gitgate::cmd::Command::Serve(s) => s,
         other => panic!("the container runs {other:?}, not serve"),
     }
 }
@@ -259,7 +259,7 @@ dashboard: {adminGroups: [platform-admins]}
 
     // The webhook pods decide and unseal; they never sync or guard.
     let webhook = serve_args_of(&objs, WEBHOOK);
-    assert_eq!(webhook.sync.sync, gitgate::sync::cli::SyncMode::Off);
+    assert_eq!(webhook.sync.sync, gitgate::cmd::sync::SyncMode::Off);
     assert_eq!(webhook.repo.as_deref(), Some("https://git.example.com/platform/gitops.git"), "provenance tracks Git");
     assert_eq!(webhook.sync.webhook_endpoint, None);
     assert_eq!(webhook.secrets.age_identity.as_deref(), Some(Path::new("/etc/gitgate/age/identity")));
@@ -272,7 +272,7 @@ dashboard: {adminGroups: [platform-admins]}
     // The reconciler applies, keeps the webhook configurations pointed at the
     // webhook Service, and reads no Secrets for keys.
     let reconciler = serve_args_of(&objs, RECONCILER);
-    assert_eq!(reconciler.sync.sync, gitgate::sync::cli::SyncMode::Auto);
+    assert_eq!(reconciler.sync.sync, gitgate::cmd::sync::SyncMode::Auto);
     assert!(!reconciler.secrets.cluster_keys);
     assert_eq!(reconciler.secrets.age_identity, None);
     let volumes = |p: &Value| -> Vec<String> {
@@ -320,8 +320,8 @@ audit: {signingKey: {existingSecret: my-audit-key}}
     assert_eq!(args.config_path, "clusters/prod/gitgate.yaml");
     assert_eq!(args.poll_interval, "1m");
     assert_eq!(args.break_glass_groups, ["sre", "oncall"]);
-    assert_eq!(args.sync.sync, gitgate::sync::cli::SyncMode::Off, "the webhook pods never sync");
-    assert_eq!(serve_args_of(&objs, RECONCILER).sync.sync, gitgate::sync::cli::SyncMode::Auto);
+    assert_eq!(args.sync.sync, gitgate::cmd::sync::SyncMode::Off, "the webhook pods never sync");
+    assert_eq!(serve_args_of(&objs, RECONCILER).sync.sync, gitgate::cmd::sync::SyncMode::Auto);
     assert_eq!(serve_args_of(&objs, RECONCILER).dashboard.admin_groups, ["platform"]);
     assert!(args.dashboard.admin_groups.is_empty(), "the webhook pods serve no dashboard");
     assert_eq!(args.secrets.age_identity.as_deref(), Some(Path::new("/etc/gitgate/age/identity")));
@@ -357,7 +357,7 @@ audit: {signingKey: {existingSecret: my-audit-key}}
     for name in [WEBHOOK, RECONCILER] {
         let args = serve_args_of(&objs, name);
         assert_eq!(args.repo, None);
-        assert_eq!(args.sync.sync, gitgate::sync::cli::SyncMode::Off);
+        assert_eq!(args.sync.sync, gitgate::cmd::sync::SyncMode::Off);
     }
 }
 
@@ -627,7 +627,7 @@ fn the_generated_audit_signing_key_is_one_gitgate_loads() {
 }
 
 /// The guard's configuration for what the chart tells gitgate.
-fn guard_config(args: &gitgate::cli::ServeArgs, ca_pem: Vec<u8>) -> GuardConfig {
+fn guard_config(args: &gitgate::cmd::ServeArgs, ca_pem: Vec<u8>) -> GuardConfig {
     let s = &args.sync;
     GuardConfig {
         endpoint: Endpoint::parse(s.webhook_endpoint.as_deref().expect("--webhook-endpoint")).unwrap(),

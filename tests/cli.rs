@@ -2,9 +2,8 @@
 //! its embedded default (certificates generated under the working
 //! directory) answered over TLS, then stopped with SIGTERM.
 
-mod common;
-#[path = "source_common.rs"]
 mod support;
+use support::server as common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -13,9 +13,8 @@
 //! none other. The e2e suite does the same against a real kube-apiserver
 //! with `kubectl create token` (tests/e2e/sync.rs, the README walk-through).
 
-mod common;
-#[path = "source_common.rs"]
 mod support;
+use support::server as common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -5,19 +5,17 @@
 //! fault injection"). The apiserver restarted mid-sync and mid-watch, and
 //! Vault down behind the secrets webhook, are in `tests/e2e/faults.rs`.
 
-#[path = "common/mod.rs"]
-mod common;
-#[path = "source_common.rs"]
 mod support;
+use support::server as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gitgate::desired::tracker::Tracker;
 use gitgate::render::{RenderOptions, Renderer};
 use gitgate::source::GitSource;
-use gitgate::source::poll::Tracker;
 use gitgate::sync::status::StatusStore;
 use serde_json::Value;
 use support::*;

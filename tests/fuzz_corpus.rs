@@ -4,7 +4,6 @@
 //! checks that the input formats of the structured targets mean what
 //! FUZZING.md says, so the fuzzer explores the real code paths.
 
-#[path = "source_common.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -12,7 +12,8 @@
 //! Kubernetes CVE-2019-11253 (deeply nested documents); webhook denial of
 //! service with parallel maximum-size bodies.
 
-mod common;
+mod support;
+use support::server as common;
 
 use std::path::Path;
 use std::sync::Arc;

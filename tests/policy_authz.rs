@@ -63,10 +63,7 @@ fn stage(policies: Arc<PolicySet>, reviewer: Option<Arc<Reviewer>>) -> Authorizi
             policies,
             namespaces: Arc::new(StaticNamespaces::default()),
             reconciler: "system:serviceaccount:gitgate:gitgate".into(),
-            provenance: None,
-            strict: true,
             break_glass_groups: Vec::new(),
-            break_glass_ttl: Duration::from_secs(600),
         },
         reviewer,
     }

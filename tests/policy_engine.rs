@@ -1,7 +1,8 @@
 //! The CEL policy engine against ValidatingAdmissionPolicy semantics, fed
 //! with the AdmissionReviews captured from a real kube-apiserver.
 
-mod common;
+mod support;
+use support::server as common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -286,10 +287,7 @@ async fn the_policy_stage_denies_through_the_router() {
         policies: Arc::new(PolicySet::load(&[dir]).unwrap()),
         namespaces: Arc::new(StaticNamespaces::default()),
         reconciler: "system:serviceaccount:gitgate:gitgate".into(),
-        provenance: None,
-        strict: true,
         break_glass_groups: Vec::new(),
-        break_glass_ttl: std::time::Duration::from_secs(3600),
     };
     let app = admission::router(common::state_with(Decider::new().with_validating(Arc::new(stage)), Limits::default()));
     let mut review: Value = serde_json::from_slice(&common::fixture("validate-create-deployment.json")).unwrap();

@@ -2,7 +2,8 @@
 //! that fall back to the CEL interpreter read the same to a user: the same
 //! allow/deny, the same messages, the interpreter's own error text.
 
-mod common;
+mod support;
+use support::server as common;
 
 use gitgate::admission::{AdmissionRequest, Decision, Review};
 use gitgate::policy::{GitVars, PolicySet, StaticNamespaces, parse_documents};

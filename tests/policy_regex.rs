@@ -9,7 +9,8 @@
 //! through the public policy API with request-sized inputs and hold every
 //! answer to the webhook's time budget.
 
-mod common;
+mod support;
+use support::server as common;
 
 use std::time::{Duration, Instant};
 

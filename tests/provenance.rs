@@ -4,15 +4,14 @@
 //! creates, scale and deletes are refused with the owning app, file and
 //! commit.
 
-mod common;
-#[path = "source_common.rs"]
 mod support;
+use support::server as common;
 
 use std::sync::Arc;
 
 use gitgate::admission::{self, AdmissionRequest, Decider, Limits, Review};
 use gitgate::policy::{PolicySet, PolicyStage, StaticNamespaces};
-use gitgate::provenance::{self, Facts, Identity, Reason, Snapshot, glass};
+use gitgate::provenance::{self, Facts, Identity, ProvenanceStage, Reason, Snapshot, glass};
 use gitgate::render::{RenderOptions, Renderer};
 use gitgate::source::GitSource;
 use serde_json::{Value, json};
@@ -305,12 +304,19 @@ async fn the_gate_through_the_router_with_the_built_in_exemptions() {
         policies: Arc::new(PolicySet::load(&[dir]).unwrap()),
         namespaces: Arc::new(StaticNamespaces::default()),
         reconciler: RECONCILER.into(),
-        provenance: Some(Arc::new(arc_swap::ArcSwapOption::from(Some(head.clone())))),
-        strict: true,
         break_glass_groups: Vec::new(),
-        break_glass_ttl: std::time::Duration::from_secs(3600),
     };
-    let app = admission::router(common::state_with(Decider::new().with_validating(Arc::new(stage)), Limits::default()));
+    let provenance = ProvenanceStage {
+        snapshot: Arc::new(arc_swap::ArcSwapOption::from(Some(head.clone()))),
+        who: Identity {
+            reconciler: RECONCILER.into(),
+            strict: true,
+            break_glass_groups: Vec::new(),
+            break_glass_ttl: std::time::Duration::from_secs(3600),
+        },
+    };
+    let decider = Decider::new().with_validating(Arc::new(provenance)).with_validating(Arc::new(stage));
+    let app = admission::router(common::state_with(decider, Limits::default()));
     let send = |body: Vec<u8>| {
         let app = app.clone();
         async move {
@@ -425,12 +431,19 @@ async fn every_subresource_is_decided_through_the_router() {
         policies: Arc::new(PolicySet::load(&[dir]).unwrap()),
         namespaces: Arc::new(StaticNamespaces::default()),
         reconciler: RECONCILER.into(),
-        provenance: Some(Arc::new(arc_swap::ArcSwapOption::from(Some(snap)))),
-        strict: true,
         break_glass_groups: vec!["oncall".into()],
-        break_glass_ttl: std::time::Duration::from_secs(3600),
     };
-    let app = admission::router(common::state_with(Decider::new().with_validating(Arc::new(stage)), Limits::default()));
+    let provenance = ProvenanceStage {
+        snapshot: Arc::new(arc_swap::ArcSwapOption::from(Some(snap))),
+        who: Identity {
+            reconciler: RECONCILER.into(),
+            strict: true,
+            break_glass_groups: vec!["oncall".into()],
+            break_glass_ttl: std::time::Duration::from_secs(3600),
+        },
+    };
+    let decider = Decider::new().with_validating(Arc::new(provenance)).with_validating(Arc::new(stage));
+    let app = admission::router(common::state_with(decider, Limits::default()));
     let send = |review: Value| {
         let app = app.clone();
         async move {

@@ -1,7 +1,6 @@
 //! `gitgate render` end to end: the binary, the embedded example
 //! repository, a plain directory, and errors that point at file and line.
 
-#[path = "source_common.rs"]
 mod support;
 
 use std::collections::BTreeSet;

@@ -3,7 +3,6 @@
 //! duplicates, blame (the commit that last changed each object), caching,
 //! and the YAML safety cases.
 
-#[path = "source_common.rs"]
 mod support;
 
 use gitgate::render::{RenderError, RenderOptions, Renderer};

@@ -3,7 +3,6 @@
 //! behind `tests/golden/helm/helm-shim.py`, a `helm template` command line.
 //! Skips loudly when the SDK is not installed (`pip install helm-python-sdk`).
 
-#[path = "source_common.rs"]
 mod support;
 
 use std::path::PathBuf;

@@ -5,7 +5,6 @@
 //! into a real Git repository and built from the commit's tree; objects
 //! are compared by identity, field by field.
 
-#[path = "source_common.rs"]
 mod support;
 
 use std::collections::BTreeMap;

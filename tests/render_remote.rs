@@ -7,7 +7,6 @@
 //! entry is refused naming it, and nothing is ever fetched — a listener
 //! standing in for the remote sees no connection.
 
-#[path = "source_common.rs"]
 mod support;
 
 use std::net::TcpListener;

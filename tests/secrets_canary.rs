@@ -2,8 +2,9 @@
 //! trace level, through success and every failure path, and must appear
 //! nowhere but inside the base64 JSONPatch of the successful answer.
 
-mod common;
-mod vault;
+mod support;
+use support::server as common;
+use support::vault;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

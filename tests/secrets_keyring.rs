@@ -4,7 +4,8 @@
 //! newest identity, and `GET /api/v1/recipients` publishes the new order.
 //! Driven with the real captured Secret AdmissionReview; no cluster needed.
 
-mod common;
+mod support;
+use support::server as common;
 
 use std::sync::Arc;
 

@@ -1,7 +1,8 @@
 //! The secrets stage driven through `gitgate::admission::router` with the
 //! real captured Secret AdmissionReviews, sealed values substituted in.
 
-mod common;
+mod support;
+use support::server as common;
 
 use std::sync::Arc;
 

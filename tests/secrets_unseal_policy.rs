@@ -11,10 +11,9 @@
 //! with a reason and no plaintext anywhere in the answer; the reconciler
 //! applying Git's own Secret, proven by the transport, still gets it.
 
-mod common;
-#[path = "source_common.rs"]
 mod support;
-mod vault;
+use support::server as common;
+use support::vault;
 
 use std::sync::Arc;
 

@@ -1,9 +1,10 @@
 //! The Vault client (vaultrs behind gitgate's resolver) against the
-//! loopback fake Vault in `tests/vault/`, and `vault:` values through
+//! loopback fake Vault in `tests/support/vault.rs`, and `vault:` values through
 //! `/mutate`.
 
-mod common;
-mod vault;
+mod support;
+use support::server as common;
+use support::vault;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

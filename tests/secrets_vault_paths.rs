@@ -8,8 +8,8 @@
 //! another secret. Vault injectors and CSI providers have had this class
 //! (a templated path reaching other endpoints with the injector's token).
 
-mod common;
-mod vault;
+mod support;
+use support::vault;
 
 use std::time::Duration;
 

@@ -2,7 +2,6 @@
 //! git:// (a real `git daemon` on loopback), resolve branches, tags and
 //! commits, read from a commit's tree, and refuse what would escape it.
 
-#[path = "source_common.rs"]
 mod support;
 
 use gitgate::source::{GitSource, ReadLimits, RepoPath, SourceError};

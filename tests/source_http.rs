@@ -2,7 +2,6 @@
 //! on loopback, behind a small axum CGI shim: the smart HTTP protocol that
 //! https remotes speak, without TLS.
 
-#[path = "source_common.rs"]
 mod support;
 
 use std::path::PathBuf;

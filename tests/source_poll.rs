@@ -2,15 +2,14 @@
 //! leaves the last good desired set in force; a webhook trigger fetches at
 //! once.
 
-#[path = "source_common.rs"]
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use gitgate::desired::tracker::{Synced, Tracker};
 use gitgate::render::{RenderOptions, Renderer};
 use gitgate::source::GitSource;
-use gitgate::source::poll::{Synced, Tracker};
 use support::*;
 
 fn tracker(repo: &Repo) -> (tempfile::TempDir, Arc<Tracker>) {

@@ -1,7 +1,6 @@
 //! Signed commits, against real SSH signatures made by `git commit -S`
 //! with `gpg.format=ssh` and verified against an `allowed_signers` file.
 
-#[path = "source_common.rs"]
 mod support;
 
 use std::path::Path;
@@ -108,8 +107,8 @@ fn allowed_signers_options_are_honoured_natively() {
 
 #[tokio::test]
 async fn an_app_requiring_signatures_is_not_synced_from_an_unsigned_commit() {
+    use gitgate::desired::tracker::{SyncError, Synced, Tracker};
     use gitgate::render::{RenderOptions, Renderer};
-    use gitgate::source::poll::{SyncError, Synced, Tracker};
     use std::sync::Arc;
 
     let keys = tempfile::tempdir().unwrap();
@@ -217,8 +216,8 @@ fn gpg_signed_commits_verify_where_gpg_exists() {
 mod enforce {
     use super::*;
     use gitgate::audit::record::{Entry, EventKind, Outcome};
+    use gitgate::desired::tracker::{Signing, SyncError, Synced, Tracker};
     use gitgate::render::{RenderOptions, Renderer};
-    use gitgate::source::poll::{Signing, SyncError, Synced, Tracker};
     use gitgate::sync::reconcile::SyncRecorder;
     use std::sync::{Arc, Mutex};
 

@@ -6,16 +6,15 @@
 //! with gitgate's field manager; the route answers 404 for an app the
 //! caller does not see; `--commit` takes only the tracked branch's history.
 
-#[path = "source_common.rs"]
 mod support;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use gitgate::dashboard::access::Scope;
+use gitgate::access::Scope;
+use gitgate::desired::tracker::Tracker;
 use gitgate::render::{RenderOptions, Renderer};
 use gitgate::source::GitSource;
-use gitgate::source::poll::Tracker;
 use gitgate::sync::diff::{self, AppDiff, Change, DiffError, DiffSource, DiffState};
 use gitgate::sync::inventory::{self, Inventory};
 use gitgate::sync::plan;

@@ -5,7 +5,6 @@
 //! dropping a manifest deletes exactly that object and rewrites the
 //! inventory.
 
-#[path = "source_common.rs"]
 mod support;
 
 use std::collections::BTreeMap;

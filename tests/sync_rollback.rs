@@ -1,12 +1,11 @@
 //! `gitgate rollback`: real repositories made with the `git` CLI.
 
-#[path = "source_common.rs"]
-mod common;
+mod support;
 
 use std::process::Command;
 
-use common::{Repo, configmap, git};
 use gitgate::sync::rollback::{self, Outcome, RollbackArgs, RollbackError};
+use support::repo::{Repo, configmap, git};
 
 const APPS: &str = "apps:\n  - {name: web, path: apps/web, destination: {namespace: web}}\n  - {name: web-canary, path: apps/web-canary, destination: {namespace: canary}}\n";
 

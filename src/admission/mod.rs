@@ -15,6 +15,16 @@
 //! With `--client-ca` only the apiserver's reviews take seats: anybody
 //! else is answered 401 and its body is discarded as it arrives, never
 //! buffered or parsed.
+//!
+//! Owns: the HTTP edge of the webhooks (routes, caller checks, limits),
+//! the AdmissionReview types, and the [`Decider`]: an immutable list of
+//! stages per endpoint, swapped whole. Stages (provenance, policies,
+//! break-glass windows, the secrets bridge) live in their own modules and
+//! plug in through [`Stage`]; they pass facts on through [`Decision`].
+//!
+//! Must never import: `provenance`, `policy`, `secrets`, `sync`, `desired`,
+//! `render`, `audit`, `dashboard` — they build on admission (it reads only
+//! `tls`, `metrics` and `overload`).
 
 pub mod pipeline;
 pub mod review;

@@ -60,6 +60,9 @@ pub struct Decision {
     pub patch: json_patch::Patch,
     /// Stages that had a say (denied, exempted, warned or patched).
     pub stages: Vec<&'static str>,
+    /// What an earlier stage found out for the later ones, by type (the
+    /// provenance stage's facts, read by the policy stage).
+    pub facts: axum::http::Extensions,
 }
 
 impl fmt::Debug for Decision {

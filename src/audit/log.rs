@@ -325,6 +325,32 @@ struct Checkpointer {
     last_at: Instant,
 }
 
+impl Checkpointer {
+    /// Loads (or generates) the signing key and reads the side file: the
+    /// checkpointer, and the last sequence number a valid checkpoint
+    /// covers (0 without one).
+    fn resume(c: &CheckpointOptions) -> Result<(Checkpointer, u64), AuditError> {
+        let (signer, generated) = Signer::load_or_generate(&c.key)?;
+        if generated {
+            tracing::info!(key = %c.key.display(), public_key = signer.public_key(), "generated the audit checkpoint key");
+        }
+        let (cps, bad) = checkpoint::read(&c.path)?;
+        for (line, e) in bad {
+            tracing::warn!(path = %c.path.display(), line, error = %e, "unreadable audit checkpoint line");
+        }
+        let last = cps.iter().filter(|cp| cp.verify(None).is_ok()).map(|cp| cp.seq).max().unwrap_or(0);
+        let cp = Checkpointer {
+            signer,
+            file: CheckpointFile::new(c.path.clone()),
+            every_records: c.every_records.max(1),
+            every: c.every,
+            last_seq: last,
+            last_at: Instant::now(),
+        };
+        Ok((cp, last))
+    }
+}
+
 /// Where a signed checkpoint also goes (besides the side file); called on
 /// the sync thread, so it must not block (hand the checkpoint to a task).
 pub type CheckpointSink = Box<dyn Fn(&checkpoint::Checkpoint) + Send + Sync>;
@@ -379,26 +405,11 @@ impl AuditLog {
         let mut checkpointer = None;
         let mut lost_tail = None;
         if let Some(c) = &opts.checkpoints {
-            let (signer, generated) = Signer::load_or_generate(&c.key)?;
-            if generated {
-                tracing::info!(key = %c.key.display(), public_key = signer.public_key(), "generated the audit checkpoint key");
-            }
-            let (cps, bad) = checkpoint::read(&c.path)?;
-            for (line, e) in bad {
-                tracing::warn!(path = %c.path.display(), line, error = %e, "unreadable audit checkpoint line");
-            }
-            let last = cps.iter().filter(|cp| cp.verify(None).is_ok()).map(|cp| cp.seq).max().unwrap_or(0);
+            let (cp, last) = Checkpointer::resume(c)?;
             if last > head.as_ref().map_or(0, |h| h.seq) {
                 lost_tail = Some(last);
             }
-            checkpointer = Some(Mutex::new(Checkpointer {
-                signer,
-                file: CheckpointFile::new(c.path.clone()),
-                every_records: c.every_records.max(1),
-                every: c.every,
-                last_seq: last,
-                last_at: Instant::now(),
-            }));
+            checkpointer = Some(Mutex::new(cp));
         }
         let shared = Arc::new(Shared {
             sink: Mutex::new(None),
@@ -420,19 +431,7 @@ impl AuditLog {
             log.append(&recovered_torn(&t))?;
         }
         if let Some(cp_seq) = lost_tail {
-            let have = head.as_ref().map_or(0, |h| h.seq);
-            shared.metrics.recoveries.inc();
-            tracing::error!(
-                log_ends_at = have,
-                checkpoint = cp_seq,
-                "the audit log ends before its last signed checkpoint: records are missing"
-            );
-            let mut e = Entry::new(EventKind::LogRecovered, Outcome::Failed);
-            e.reasons.push(format!(
-                "the log ended at record {have} but a signed checkpoint covers records up to {cp_seq}: records {}..={cp_seq} are missing",
-                have + 1
-            ));
-            log.append(&e)?;
+            log.record_lost_tail(head.as_ref().map_or(0, |h| h.seq), cp_seq)?;
         }
         let handle =
             std::thread::Builder::new().name("audit-sync".into()).spawn(move || syncer(&shared)).map_err(|source| {
@@ -440,6 +439,23 @@ impl AuditLog {
             })?;
         *lock(&log.syncer) = Some(handle);
         Ok(log)
+    }
+
+    /// Records that the log ends at `have`, before the last signed
+    /// checkpoint (`cp_seq`): the records between are missing.
+    fn record_lost_tail(&self, have: u64, cp_seq: u64) -> Result<(), AuditError> {
+        self.shared.metrics.recoveries.inc();
+        tracing::error!(
+            log_ends_at = have,
+            checkpoint = cp_seq,
+            "the audit log ends before its last signed checkpoint: records are missing"
+        );
+        let mut e = Entry::new(EventKind::LogRecovered, Outcome::Failed);
+        e.reasons.push(format!(
+            "the log ended at record {have} but a signed checkpoint covers records up to {cp_seq}: records {}..={cp_seq} are missing",
+            have + 1
+        ));
+        self.append(&e).map(drop)
     }
 
     pub fn path(&self) -> &Path {

@@ -9,18 +9,28 @@
 //! - [`cluster`]: the same checkpoints in a ConfigMap (+ an Event) when a
 //!   cluster is connected, read back by `audit verify --checkpoints-from-cluster`.
 //! - [`recorder`]: the admission server's [`crate::admission::Recorder`].
-//! - [`query`]: `gitgate audit query`; [`command`]: the CLI.
+//! - [`query`]: `gitgate audit query`; [`verify`]: `gitgate audit verify` (the command is in `cmd::audit`).
 //! - [`notify`]: Slack-compatible webhook notifications.
+//!
+//! Owns: the record format, the hash chain, the log file, signed
+//! checkpoints (file and ConfigMap), queries, notifications and what
+//! `gitgate audit` (in `cmd::audit`) reads and verifies. Almost every other
+//! module writes records through it, so it sits low: its only imports from
+//! outside are [`crate::admission`] (in `recorder`, the `Recorder` trait it
+//! implements) and [`crate::contract`] (the label and annotation names).
+//!
+//! Must never import: `provenance`, `policy`, `secrets`, `sync`, `source`,
+//! `render`, `promotion`, `dashboard`, `server` (they import audit).
 
 pub mod chain;
 pub mod checkpoint;
 pub mod cluster;
-pub mod command;
 pub mod log;
 pub mod notify;
 pub mod query;
 pub mod record;
 pub mod recorder;
+pub mod verify;
 
 use std::path::PathBuf;
 
@@ -34,6 +44,19 @@ pub use log::{AuditLog, Options};
 pub use notify::{Notifier, NotifyConfig};
 pub use record::{CommitRef, Entry, EventKind, Outcome, Record};
 pub use recorder::Tee;
+
+/// Where audit records of sync actions go.
+pub trait SyncRecorder: Send + Sync {
+    fn record(&self, entry: &Entry);
+}
+
+impl SyncRecorder for AuditLog {
+    fn record(&self, entry: &Entry) {
+        if let Err(e) = self.append(entry) {
+            tracing::error!(error = %crate::error_chain(&e), "failed to record a sync action in the audit log");
+        }
+    }
+}
 
 /// Default log path, relative to the working directory.
 pub const DEFAULT_LOG_PATH: &str = "gitgate-data/audit/audit.jsonl";

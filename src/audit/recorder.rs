@@ -31,8 +31,7 @@ pub const ANNOTATION_COMMIT_SUBJECT: &str = "commit-subject";
 pub const ANNOTATION_APP: &str = "app";
 pub const ANNOTATION_SOURCE: &str = "source";
 
-const LABEL_APP: &str = "gitgate.dev/app";
-const ANNOTATION_OBJECT_SOURCE: &str = "gitgate.dev/source";
+use crate::contract::{APP_LABEL as LABEL_APP, SOURCE_ANNOTATION as ANNOTATION_OBJECT_SOURCE};
 
 struct DigestWriter(ring::digest::Context);
 

@@ -31,8 +31,8 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use secrecy::{ExposeSecret as _, SecretString};
 use sha2::Digest as _;
 
-use super::access::Scope;
 use super::html;
+use crate::access::Scope;
 use crate::provenance::Snapshot;
 
 /// The login cookie's name.

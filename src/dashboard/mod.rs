@@ -7,12 +7,18 @@
 //! Read side only: it reads the sync status store, the provenance snapshot
 //! in force, the recent-denials ring and the audit files, and never writes.
 //! Who sees what: `auth.rs` (a Kubernetes token, TokenReview) and
-//! `access.rs` (project roles); files that hold or feed a Secret are never
+//! `crate::access` (project roles); files that hold or feed a Secret are never
 //! shown (`withheld.rs`), and files are read at the tracked revision only.
 //! Pages are plain server-rendered HTML (`html.rs`, pure functions); a
 //! little JS (`static/app.js`) refreshes them live and filters tables.
+//!
+//! Owns: the `/ui` pages and their login. Reads `sync::status`, the
+//! provenance snapshot, `access` (who sees what), the audit files and the
+//! tracked repository.
+//!
+//! Must never import: `promotion` or `cmd` (the promotion API plugs its
+//! routes in through [`router_with`]), and never writes to the cluster.
 
-pub mod access;
 pub mod auth;
 pub mod html;
 pub mod links;

@@ -26,6 +26,7 @@ use serde_json::Value as Json;
 
 use super::cost::Sizes;
 use super::functions::{CelType, OPT_EQUALS, OPT_INDEX, OPT_NOT_EQUALS, OPT_SELECT, TYPE_NAMES};
+use super::value::to_cel;
 
 /// The request's variables, borrowed.
 pub(crate) struct Vars<'a> {
@@ -68,7 +69,7 @@ enum V<'a> {
 }
 
 impl<'a> V<'a> {
-    /// JSON → value, integers as `int` first, as [`super::to_cel`].
+    /// JSON → value, integers as `int` first, as [`to_cel`].
     fn from_json(v: &'a Json) -> V<'a> {
         match v {
             Json::Null => V::Null,
@@ -126,11 +127,9 @@ impl<'a> V<'a> {
             V::Double(d) => Value::Float(d),
             V::Str(s) => Value::String(std::sync::Arc::new(s.to_owned())),
             V::OwnedStr(s) => Value::String(std::sync::Arc::new(s.to_string())),
-            V::Arr(a) => {
-                Value::List(std::sync::Arc::new(a.iter().map(|j| super::to_cel(j, &mut Sizes::default())).collect()))
-            }
+            V::Arr(a) => Value::List(std::sync::Arc::new(a.iter().map(|j| to_cel(j, &mut Sizes::default())).collect())),
             V::List(l) => Value::List(std::sync::Arc::new(l.iter().cloned().map(V::into_value).collect())),
-            V::Obj(m) => super::to_cel(&Json::Object(m.clone()), &mut Sizes::default()),
+            V::Obj(m) => to_cel(&Json::Object(m.clone()), &mut Sizes::default()),
             V::EmptyMap => Value::Map(Map { map: std::sync::Arc::new(std::collections::HashMap::<Key, Value>::new()) }),
             V::Opt(o) => Value::Opaque(std::sync::Arc::new(match o {
                 Some(v) => OptionalValue::of(Rc::unwrap_or_clone(v).into_value()),
@@ -332,166 +331,150 @@ impl<'a> Env<'_, 'a> {
         self.eval(&c.result)
     }
 
+    /// One function or operator call, handed to its family: logic,
+    /// comparison, containers (`in`, `+`, `[]`, `size`), strings, optionals.
     fn call(&mut self, call: &'a CallExpr) -> R<V<'a>> {
-        let args = &call.args;
-        let arg = |i: usize| args.get(i).ok_or(Bail);
         match (call.func_name.as_str(), call.target.as_deref()) {
-            (operators::CONDITIONAL, None) => {
+            (
+                operators::CONDITIONAL
+                | operators::LOGICAL_AND
+                | operators::LOGICAL_OR
+                | operators::LOGICAL_NOT
+                | operators::NOT_STRICTLY_FALSE,
+                None,
+            ) => self.logic(call),
+            (
+                operators::EQUALS
+                | operators::NOT_EQUALS
+                | operators::LESS
+                | operators::LESS_EQUALS
+                | operators::GREATER
+                | operators::GREATER_EQUALS,
+                None,
+            ) => self.comparison(call),
+            (operators::IN, None) => {
+                let (needle, hay) = self.two_args(call)?;
+                contains(&hay, &needle)
+            }
+            (operators::ADD, None) => {
+                let (l, r) = self.two_args(call)?;
+                add(l, r)
+            }
+            (operators::INDEX, None) => {
+                let (c, k) = self.two_args(call)?;
+                index(&c, &k)
+            }
+            ("size", target) => {
+                let v = match target {
+                    Some(t) => self.eval(t)?,
+                    None => self.eval(call.args.first().ok_or(Bail)?)?,
+                };
+                size(&v)
+            }
+            ("startsWith" | "endsWith" | "contains" | "matches", Some(t)) => self.string_test(call, t),
+            ("join", Some(t)) => self.join(t, call.args.first()),
+            (OPT_SELECT | OPT_INDEX | OPT_EQUALS | OPT_NOT_EQUALS, None)
+            | ("orValue" | "or" | "hasValue" | "value" | "of" | "none", Some(_)) => self.optional(call),
+            ("type", None) => Ok(V::Type(self.eval(call.args.first().ok_or(Bail)?)?.type_name())),
+            _ => Err(Bail),
+        }
+    }
+
+    /// The call's first two arguments, evaluated in order.
+    fn two_args(&mut self, call: &'a CallExpr) -> R<(V<'a>, V<'a>)> {
+        let arg = |i: usize| call.args.get(i).ok_or(Bail);
+        Ok((self.eval(arg(0)?)?, self.eval(arg(1)?)?))
+    }
+
+    /// `? :`, `&&`, `||`, `!` and the comprehensions' `@not_strictly_false`.
+    fn logic(&mut self, call: &'a CallExpr) -> R<V<'a>> {
+        let arg = |i: usize| call.args.get(i).ok_or(Bail);
+        match call.func_name.as_str() {
+            operators::CONDITIONAL => {
                 if self.bool(arg(0)?)? {
                     self.eval(arg(1)?)
                 } else {
                     self.eval(arg(2)?)
                 }
             }
-            (operators::LOGICAL_AND, None) => Ok(V::Bool(self.bool(arg(0)?)? && self.bool(arg(1)?)?)),
-            (operators::LOGICAL_OR, None) => Ok(V::Bool(self.bool(arg(0)?)? || self.bool(arg(1)?)?)),
-            (operators::LOGICAL_NOT, None) => Ok(V::Bool(!self.bool(arg(0)?)?)),
+            operators::LOGICAL_AND => Ok(V::Bool(self.bool(arg(0)?)? && self.bool(arg(1)?)?)),
+            operators::LOGICAL_OR => Ok(V::Bool(self.bool(arg(0)?)? || self.bool(arg(1)?)?)),
+            operators::LOGICAL_NOT => Ok(V::Bool(!self.bool(arg(0)?)?)),
             // the interpreter: false only for a bool false; anything else
             // (another type, an error) is true. An error here is bailed on,
             // as it may be this evaluator's rather than cel's.
-            (operators::NOT_STRICTLY_FALSE, None) => match self.eval(arg(0)?)? {
+            operators::NOT_STRICTLY_FALSE => match self.eval(arg(0)?)? {
                 V::Bool(b) => Ok(V::Bool(b)),
                 _ => Ok(V::Bool(true)),
             },
-            (operators::EQUALS, None) => {
-                let (l, r) = (self.eval(arg(0)?)?, self.eval(arg(1)?)?);
-                Ok(V::Bool(equals(&l, &r)?))
+            _ => Err(Bail),
+        }
+    }
+
+    /// `==`, `!=`, `<`, `<=`, `>`, `>=`.
+    fn comparison(&mut self, call: &'a CallExpr) -> R<V<'a>> {
+        let (l, r) = self.two_args(call)?;
+        Ok(V::Bool(match call.func_name.as_str() {
+            operators::EQUALS => equals(&l, &r)?,
+            operators::NOT_EQUALS => !equals(&l, &r)?,
+            operators::LESS => compare(&l, &r)? == Ordering::Less,
+            operators::LESS_EQUALS => compare(&l, &r)? != Ordering::Greater,
+            operators::GREATER => compare(&l, &r)? == Ordering::Greater,
+            operators::GREATER_EQUALS => compare(&l, &r)? != Ordering::Less,
+            _ => return Err(Bail),
+        }))
+    }
+
+    /// `s.startsWith(a)`, `s.endsWith(a)`, `s.contains(a)`, `s.matches(re)`.
+    fn string_test(&mut self, call: &'a CallExpr, target: &'a IdedExpr) -> R<V<'a>> {
+        let (this, a) = (self.eval(target)?, self.eval(call.args.first().ok_or(Bail)?)?);
+        let (Some(s), Some(a)) = (this.as_str(), a.as_str()) else {
+            return Err(Bail);
+        };
+        Ok(V::Bool(match call.func_name.as_str() {
+            "startsWith" => s.starts_with(a),
+            "endsWith" => s.ends_with(a),
+            "contains" => s.contains(a),
+            _ => super::functions::compiled("matches", a).map_err(|_| Bail)?.is_match(s),
+        }))
+    }
+
+    /// `list.join()` and `list.join(sep)`.
+    fn join(&mut self, target: &'a IdedExpr, sep: Option<&'a IdedExpr>) -> R<V<'a>> {
+        let list = self.eval(target)?;
+        let sep = match sep {
+            Some(a) => match self.eval(a)? {
+                v @ (V::Str(_) | V::OwnedStr(_)) => v,
+                _ => return Err(Bail),
+            },
+            None => V::Str(""),
+        };
+        let sep = sep.as_str().unwrap_or_default();
+        let n = list.list_len().ok_or(Bail)?;
+        let mut out = String::new();
+        for i in 0..n {
+            let item = list.list_get(i).ok_or(Bail)?;
+            if i > 0 {
+                out.push_str(sep);
             }
-            (operators::NOT_EQUALS, None) => {
-                let (l, r) = (self.eval(arg(0)?)?, self.eval(arg(1)?)?);
-                Ok(V::Bool(!equals(&l, &r)?))
-            }
-            (operators::LESS | operators::LESS_EQUALS | operators::GREATER | operators::GREATER_EQUALS, None) => {
-                let (l, r) = (self.eval(arg(0)?)?, self.eval(arg(1)?)?);
-                let o = compare(&l, &r)?;
-                Ok(V::Bool(match call.func_name.as_str() {
-                    operators::LESS => o == Ordering::Less,
-                    operators::LESS_EQUALS => o != Ordering::Greater,
-                    operators::GREATER => o == Ordering::Greater,
-                    _ => o != Ordering::Less,
-                }))
-            }
-            (operators::IN, None) => {
-                let (needle, hay) = (self.eval(arg(0)?)?, self.eval(arg(1)?)?);
-                match &hay {
-                    V::Arr(_) | V::List(_) => {
-                        let n = hay.list_len().unwrap_or(0);
-                        for i in 0..n {
-                            if equals(&hay.list_get(i).ok_or(Bail)?, &needle)? {
-                                return Ok(V::Bool(true));
-                            }
-                        }
-                        Ok(V::Bool(false))
-                    }
-                    V::Obj(m) => match &needle {
-                        V::Str(_) | V::OwnedStr(_) => Ok(V::Bool(m.contains_key(needle.as_str().unwrap_or_default()))),
-                        // JSON keys are strings: an int, uint or bool key is never there
-                        V::Int(_) | V::UInt(_) | V::Bool(_) => Ok(V::Bool(false)),
-                        _ => Err(Bail),
-                    },
-                    V::EmptyMap => match needle {
-                        V::Str(_) | V::OwnedStr(_) | V::Int(_) | V::UInt(_) | V::Bool(_) => Ok(V::Bool(false)),
-                        _ => Err(Bail),
-                    },
-                    _ => Err(Bail),
-                }
-            }
-            (operators::ADD, None) => {
-                let (l, r) = (self.eval(arg(0)?)?, self.eval(arg(1)?)?);
-                match (&l, &r) {
-                    (V::Int(a), V::Int(b)) => a.checked_add(*b).map(V::Int).ok_or(Bail),
-                    (V::UInt(a), V::UInt(b)) => a.checked_add(*b).map(V::UInt).ok_or(Bail),
-                    (V::Double(a), V::Double(b)) => Ok(V::Double(a + b)),
-                    _ => {
-                        if let (Some(a), Some(b)) = (l.as_str(), r.as_str()) {
-                            let mut s = String::with_capacity(a.len() + b.len());
-                            s.push_str(a);
-                            s.push_str(b);
-                            return Ok(V::OwnedStr(s.into()));
-                        }
-                        if l.is_list() && r.is_list() {
-                            let (a, b) = (l.list_len().unwrap_or(0), r.list_len().unwrap_or(0));
-                            let mut out = Vec::with_capacity(a + b);
-                            out.extend((0..a).filter_map(|i| l.list_get(i)));
-                            out.extend((0..b).filter_map(|i| r.list_get(i)));
-                            return Ok(V::List(Rc::new(out)));
-                        }
-                        Err(Bail)
-                    }
-                }
-            }
-            (operators::INDEX, None) => {
-                let (c, k) = (self.eval(arg(0)?)?, self.eval(arg(1)?)?);
-                match (&c, &k) {
-                    (V::Obj(m), _) => m.get(k.as_str().ok_or(Bail)?).map(V::from_json).ok_or(Bail),
-                    (V::Arr(_) | V::List(_), V::Int(i)) => {
-                        c.list_get(usize::try_from(*i).map_err(|_| Bail)?).ok_or(Bail)
-                    }
-                    _ => Err(Bail),
-                }
-            }
-            ("size", target) => {
-                let v = match target {
-                    Some(t) => self.eval(t)?,
-                    None => self.eval(arg(0)?)?,
-                };
-                let n = match &v {
-                    V::Arr(a) => a.len(),
-                    V::List(l) => l.len(),
-                    V::Obj(m) => m.len(),
-                    V::EmptyMap => 0,
-                    // cel 0.13 counts bytes
-                    _ => v.as_str().ok_or(Bail)?.len(),
-                };
-                i64::try_from(n).map(V::Int).map_err(|_| Bail)
-            }
-            ("startsWith" | "endsWith" | "contains" | "matches", Some(t)) => {
-                let (this, a) = (self.eval(t)?, self.eval(arg(0)?)?);
-                let (Some(s), Some(a)) = (this.as_str(), a.as_str()) else {
-                    return Err(Bail);
-                };
-                Ok(V::Bool(match call.func_name.as_str() {
-                    "startsWith" => s.starts_with(a),
-                    "endsWith" => s.ends_with(a),
-                    "contains" => s.contains(a),
-                    _ => super::functions::compiled("matches", a).map_err(|_| Bail)?.is_match(s),
-                }))
-            }
+            out.push_str(item.as_str().ok_or(Bail)?);
+        }
+        Ok(V::OwnedStr(out.into()))
+    }
+
+    /// `x.?f`, `x[?k]`, `==` on optionals, `orValue`, `or`, `hasValue`,
+    /// `value`, `optional.of`, `optional.none`.
+    fn optional(&mut self, call: &'a CallExpr) -> R<V<'a>> {
+        let arg = |i: usize| call.args.get(i).ok_or(Bail);
+        match (call.func_name.as_str(), call.target.as_deref()) {
             (OPT_SELECT, None) => {
                 let operand = self.eval(arg(0)?)?;
                 let field = self.eval(arg(1)?)?;
-                let field = field.as_str().ok_or(Bail)?;
-                match unwrap_opt(operand)? {
-                    None => Ok(V::Opt(None)),
-                    Some(V::Obj(m)) => Ok(V::Opt(m.get(field).map(|v| Rc::new(V::from_json(v))))),
-                    Some(V::EmptyMap) => Ok(V::Opt(None)),
-                    Some(_) => Err(Bail),
-                }
+                opt_select(operand, field.as_str().ok_or(Bail)?)
             }
             (OPT_INDEX, None) => {
-                let container = self.eval(arg(0)?)?;
-                let key = self.eval(arg(1)?)?;
-                let Some(c) = unwrap_opt(container)? else { return Ok(V::Opt(None)) };
-                match (&c, &key) {
-                    (V::Obj(m), _) => match &key {
-                        V::Str(_) | V::OwnedStr(_) => {
-                            Ok(V::Opt(m.get(key.as_str().unwrap_or_default()).map(|v| Rc::new(V::from_json(v)))))
-                        }
-                        // JSON keys are strings: an int, uint or bool key is never there
-                        V::Int(_) | V::UInt(_) | V::Bool(_) => Ok(V::Opt(None)),
-                        _ => Err(Bail),
-                    },
-                    (V::EmptyMap, V::Str(_) | V::OwnedStr(_) | V::Int(_) | V::UInt(_) | V::Bool(_)) => Ok(V::Opt(None)),
-                    (V::Arr(_) | V::List(_), V::Int(_) | V::UInt(_)) => {
-                        let i = match key {
-                            V::Int(i) => usize::try_from(i).ok(),
-                            V::UInt(u) => usize::try_from(u).ok(),
-                            _ => None,
-                        };
-                        Ok(V::Opt(i.and_then(|i| c.list_get(i)).map(Rc::new)))
-                    }
-                    _ => Err(Bail),
-                }
+                let (container, key) = self.two_args(call)?;
+                opt_index(container, key)
             }
             // the interpreter's `==` on values that may be optionals
             (OPT_EQUALS | OPT_NOT_EQUALS, None) => {
@@ -525,30 +508,116 @@ impl<'a> Env<'_, 'a> {
             },
             ("of", Some(_)) => Ok(V::Opt(Some(Rc::new(self.eval(arg(0)?)?)))),
             ("none", Some(_)) => Ok(V::Opt(None)),
-            ("type", None) => Ok(V::Type(self.eval(arg(0)?)?.type_name())),
-            ("join", Some(t)) => {
-                let list = self.eval(t)?;
-                let sep = match args.first() {
-                    Some(a) => match self.eval(a)? {
-                        v @ (V::Str(_) | V::OwnedStr(_)) => v,
-                        _ => return Err(Bail),
-                    },
-                    None => V::Str(""),
-                };
-                let sep = sep.as_str().unwrap_or_default();
-                let n = list.list_len().ok_or(Bail)?;
-                let mut out = String::new();
-                for i in 0..n {
-                    let item = list.list_get(i).ok_or(Bail)?;
-                    if i > 0 {
-                        out.push_str(sep);
-                    }
-                    out.push_str(item.as_str().ok_or(Bail)?);
-                }
-                Ok(V::OwnedStr(out.into()))
-            }
             _ => Err(Bail),
         }
+    }
+}
+
+/// `needle in hay`: an element of a list, a key of a map.
+fn contains<'a>(hay: &V<'a>, needle: &V<'a>) -> R<V<'a>> {
+    match hay {
+        V::Arr(_) | V::List(_) => {
+            let n = hay.list_len().unwrap_or(0);
+            for i in 0..n {
+                if equals(&hay.list_get(i).ok_or(Bail)?, needle)? {
+                    return Ok(V::Bool(true));
+                }
+            }
+            Ok(V::Bool(false))
+        }
+        V::Obj(m) => match needle {
+            V::Str(_) | V::OwnedStr(_) => Ok(V::Bool(m.contains_key(needle.as_str().unwrap_or_default()))),
+            // JSON keys are strings: an int, uint or bool key is never there
+            V::Int(_) | V::UInt(_) | V::Bool(_) => Ok(V::Bool(false)),
+            _ => Err(Bail),
+        },
+        V::EmptyMap => match needle {
+            V::Str(_) | V::OwnedStr(_) | V::Int(_) | V::UInt(_) | V::Bool(_) => Ok(V::Bool(false)),
+            _ => Err(Bail),
+        },
+        _ => Err(Bail),
+    }
+}
+
+/// `l + r` on numbers of one type, strings and lists.
+fn add<'a>(l: V<'a>, r: V<'a>) -> R<V<'a>> {
+    match (&l, &r) {
+        (V::Int(a), V::Int(b)) => a.checked_add(*b).map(V::Int).ok_or(Bail),
+        (V::UInt(a), V::UInt(b)) => a.checked_add(*b).map(V::UInt).ok_or(Bail),
+        (V::Double(a), V::Double(b)) => Ok(V::Double(a + b)),
+        _ => {
+            if let (Some(a), Some(b)) = (l.as_str(), r.as_str()) {
+                let mut s = String::with_capacity(a.len() + b.len());
+                s.push_str(a);
+                s.push_str(b);
+                return Ok(V::OwnedStr(s.into()));
+            }
+            if l.is_list() && r.is_list() {
+                let (a, b) = (l.list_len().unwrap_or(0), r.list_len().unwrap_or(0));
+                let mut out = Vec::with_capacity(a + b);
+                out.extend((0..a).filter_map(|i| l.list_get(i)));
+                out.extend((0..b).filter_map(|i| r.list_get(i)));
+                return Ok(V::List(Rc::new(out)));
+            }
+            Err(Bail)
+        }
+    }
+}
+
+/// `c[k]`: a map's key, a list's index.
+fn index<'a>(c: &V<'a>, k: &V<'a>) -> R<V<'a>> {
+    match (c, k) {
+        (V::Obj(m), _) => m.get(k.as_str().ok_or(Bail)?).map(V::from_json).ok_or(Bail),
+        (V::Arr(_) | V::List(_), V::Int(i)) => c.list_get(usize::try_from(*i).map_err(|_| Bail)?).ok_or(Bail),
+        _ => Err(Bail),
+    }
+}
+
+/// `size(v)` / `v.size()` of a list, a map or a string.
+fn size<'a>(v: &V<'a>) -> R<V<'a>> {
+    let n = match v {
+        V::Arr(a) => a.len(),
+        V::List(l) => l.len(),
+        V::Obj(m) => m.len(),
+        V::EmptyMap => 0,
+        // cel 0.13 counts bytes
+        _ => v.as_str().ok_or(Bail)?.len(),
+    };
+    i64::try_from(n).map(V::Int).map_err(|_| Bail)
+}
+
+/// `operand.?field`.
+fn opt_select<'a>(operand: V<'a>, field: &str) -> R<V<'a>> {
+    match unwrap_opt(operand)? {
+        None => Ok(V::Opt(None)),
+        Some(V::Obj(m)) => Ok(V::Opt(m.get(field).map(|v| Rc::new(V::from_json(v))))),
+        Some(V::EmptyMap) => Ok(V::Opt(None)),
+        Some(_) => Err(Bail),
+    }
+}
+
+/// `container[?key]`.
+fn opt_index<'a>(container: V<'a>, key: V<'a>) -> R<V<'a>> {
+    let Some(c) = unwrap_opt(container)? else { return Ok(V::Opt(None)) };
+    match (&c, &key) {
+        (V::Obj(m), _) => match &key {
+            V::Str(_) | V::OwnedStr(_) => {
+                Ok(V::Opt(m.get(key.as_str().unwrap_or_default()).map(|v| Rc::new(V::from_json(v)))))
+            }
+            // JSON keys are strings: an int, uint or bool key is never there
+            V::Int(_) | V::UInt(_) | V::Bool(_) => Ok(V::Opt(None)),
+            _ => Err(Bail),
+        },
+        (V::EmptyMap, V::Str(_) | V::OwnedStr(_) | V::Int(_) | V::UInt(_) | V::Bool(_)) => Ok(V::Opt(None)),
+        (V::Arr(_) | V::List(_), V::Int(_) | V::UInt(_)) => {
+            let i = match key {
+                V::Int(i) => usize::try_from(i).ok(),
+                V::UInt(u) => usize::try_from(u).ok(),
+                _ => None,
+            };
+            Ok(V::Opt(i.and_then(|i| c.list_get(i)).map(Rc::new)))
+        }
+        _ => Err(Bail),
     }
 }
 

@@ -6,6 +6,22 @@
 //! Policies are loaded and compiled once into an immutable [`PolicySet`];
 //! evaluation is pure: [`PolicySet::evaluate`] reads a request and writes a
 //! [`Decision`].
+//!
+//! Owns: the policy model and its compilation (`model`, `lang`, `ast`,
+//! `cost`, `functions`, `value`, `fast`), evaluation over one request, the
+//! `authorizer` variable answered by SubjectAccessReviews (`authz`),
+//! `gitgate policy test` (`testing`) and ValidatingAdmissionPolicy
+//! generation (`vap`).
+//!
+//! Imports from outside: [`crate::admission`] (request, decision and stage
+//! types: the engine is an admission stage). It also imports
+//! [`crate::provenance`] upward — [`GitVars::from_facts`],
+//! [`AuthorizingPolicyStage`] (which runs `provenance::verify` on a
+//! `Snapshot` for break-glass) and `testing` (`provenance::plural`) — to be
+//! moved out: the `git` variable should be filled by its caller.
+//!
+//! Must never import: `sync`, `source`, `render`, `secrets`, `audit`,
+//! `promotion`, `dashboard`, `server`.
 
 pub mod ast;
 pub mod authz;
@@ -15,6 +31,7 @@ pub mod functions;
 pub mod lang;
 pub mod model;
 pub mod testing;
+mod value;
 pub mod vap;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kube_cel::KubeCelExt as _;
-use kube_cel::cel::objects::{Key, Map};
+use kube_cel::cel::objects::Map;
 use kube_cel::cel::{Context, IdedExpr, Value};
 use serde_json::Value as Json;
 
@@ -32,6 +49,8 @@ use model::{
     FailurePolicy, LabelSelector, MatchResources, ResourceRule, ValidatingAdmissionPolicy,
     ValidatingAdmissionPolicyBinding, ValidationAction,
 };
+use value::measure;
+pub use value::to_cel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -574,103 +593,149 @@ impl PolicySet {
     }
 }
 
-/// Runs one policy over the request's variables.
+/// Runs one policy over the request's variables: its match conditions,
+/// then (if they all hold) its variables, validations and audit
+/// annotations.
 fn run_policy(p: &CompiledPolicy, scope: &RequestScope<'_>) -> Outcome {
-    {
-        let mut out = Outcome::default();
-        // variables bound eagerly (not inlined) live in a child context,
-        // and are evaluated by the interpreter alone
-        let mut local = (!p.inlined && !p.variables.is_empty()).then(|| scope.cel().new_inner_scope());
-        let mut spent: u64 = 0;
-        let poisoned: std::cell::RefCell<HashMap<String, String>> = Default::default();
-        let (sizes, secret) = (scope.sizes, scope.secret);
-        let vars = scope.fast_vars();
-        let mut eval = |local: Option<&Context<'_>>, e: &Expression| -> Result<Value, String> {
-            let bound = e.cost.bound(sizes.collection, sizes.string);
-            if bound > PER_CALL_LIMIT {
-                return Err(format!(
-                    "its estimated cost {bound} exceeds the per-expression limit of {PER_CALL_LIMIT} for an object this large"
-                ));
-            }
-            spent = spent.saturating_add(bound);
-            if spent > PER_POLICY_LIMIT {
-                return Err(format!("the policy's estimated cost exceeds the runtime budget of {PER_POLICY_LIMIT}"));
-            }
-            if local.is_none()
-                && e.fast
-                && let Ok(v) = fast::eval(&e.ast, &vars)
-            {
-                return Ok(v);
-            }
-            let ctx = local.unwrap_or_else(|| scope.cel());
-            e.execute(ctx).map_err(|err| {
-                // a variable that failed: the apiserver evaluates variables
-                // lazily, so its error is the error of the expression that
-                // reads it (which the interpreter reports as a missing
-                // reference, or a missing argument of the function it feeds)
-                let poisoned = poisoned.borrow();
-                if !poisoned.is_empty() {
-                    let mut read = std::collections::HashSet::new();
-                    ast::identifiers(&e.ast, &mut read);
-                    if let Some(m) = p.variables.iter().find_map(|(n, _)| {
-                        let id = format!("{VAR_PREFIX}{n}");
-                        if read.contains(&id) { poisoned.get(&id).cloned() } else { None }
-                    }) {
-                        return m;
-                    }
-                }
-                if secret { "evaluation failed".to_owned() } else { cel_go_error(&err) }
-            })
-        };
-        let failed = |out: &mut Outcome, index: usize, what: &str, e: &Expression, err: String| {
-            if p.failure == FailurePolicy::Fail {
-                out.violations.push(Violation {
-                    index,
-                    message: format!("{what} '{}' resulted in error: {err}", e.source),
-                    reason: "Invalid".into(),
-                });
-            }
-        };
+    let mut run = PolicyRun::new(p, scope);
+    let mut out = Outcome::default();
+    if !run.conditions_hold(&mut out) {
+        return out;
+    }
+    out.matched = true;
+    run.bind_variables();
+    run.validate(&mut out);
+    run.annotate(&mut out);
+    out
+}
 
+/// One policy's run over one request: its cost so far, the variables that
+/// failed, and the child context of its eagerly bound variables.
+struct PolicyRun<'p, 's, 'r> {
+    p: &'p CompiledPolicy,
+    scope: &'s RequestScope<'r>,
+    vars: fast::Vars<'s>,
+    /// Variables bound eagerly (not inlined) live in a child context, and
+    /// are evaluated by the interpreter alone.
+    local: Option<Context<'s>>,
+    spent: u64,
+    /// The variables that failed, by rewritten name, with their errors.
+    poisoned: HashMap<String, String>,
+}
+
+impl<'p, 's, 'r> PolicyRun<'p, 's, 'r> {
+    fn new(p: &'p CompiledPolicy, scope: &'s RequestScope<'r>) -> Self {
+        let local = (!p.inlined && !p.variables.is_empty()).then(|| scope.cel().new_inner_scope());
+        PolicyRun { p, scope, vars: scope.fast_vars(), local, spent: 0, poisoned: HashMap::new() }
+    }
+
+    /// One expression, within the cost budget: the fast path first where
+    /// it applies, else the interpreter.
+    fn eval(&mut self, e: &Expression) -> Result<Value, String> {
+        let sizes = self.scope.sizes;
+        let bound = e.cost.bound(sizes.collection, sizes.string);
+        if bound > PER_CALL_LIMIT {
+            return Err(format!(
+                "its estimated cost {bound} exceeds the per-expression limit of {PER_CALL_LIMIT} for an object this large"
+            ));
+        }
+        self.spent = self.spent.saturating_add(bound);
+        if self.spent > PER_POLICY_LIMIT {
+            return Err(format!("the policy's estimated cost exceeds the runtime budget of {PER_POLICY_LIMIT}"));
+        }
+        if self.local.is_none()
+            && e.fast
+            && let Ok(v) = fast::eval(&e.ast, &self.vars)
+        {
+            return Ok(v);
+        }
+        let ctx = self.local.as_ref().unwrap_or_else(|| self.scope.cel());
+        e.execute(ctx).map_err(|err| self.error_message(e, &err))
+    }
+
+    /// An expression's error as the apiserver reports it.
+    fn error_message(&self, e: &Expression, err: &kube_cel::cel::ExecutionError) -> String {
+        // a variable that failed: the apiserver evaluates variables
+        // lazily, so its error is the error of the expression that
+        // reads it (which the interpreter reports as a missing
+        // reference, or a missing argument of the function it feeds)
+        if !self.poisoned.is_empty() {
+            let mut read = std::collections::HashSet::new();
+            ast::identifiers(&e.ast, &mut read);
+            if let Some(m) = self.p.variables.iter().find_map(|(n, _)| {
+                let id = format!("{VAR_PREFIX}{n}");
+                if read.contains(&id) { self.poisoned.get(&id).cloned() } else { None }
+            }) {
+                return m;
+            }
+        }
+        if self.scope.secret { "evaluation failed".to_owned() } else { cel_go_error(err) }
+    }
+
+    /// An expression that failed: a violation where the policy fails
+    /// closed.
+    fn failed(&self, out: &mut Outcome, index: usize, what: &str, e: &Expression, err: String) {
+        if self.p.failure == FailurePolicy::Fail {
+            out.violations.push(Violation {
+                index,
+                message: format!("{what} '{}' resulted in error: {err}", e.source),
+                reason: "Invalid".into(),
+            });
+        }
+    }
+
+    /// Whether every match condition holds (a failed one may add a
+    /// violation).
+    fn conditions_hold(&mut self, out: &mut Outcome) -> bool {
+        let p = self.p;
         for (name, cond) in &p.conditions {
-            match eval(local.as_ref(), cond) {
+            match self.eval(cond) {
                 Ok(Value::Bool(true)) => {}
-                Ok(Value::Bool(false)) => return out,
+                Ok(Value::Bool(false)) => return false,
                 Ok(_) => {
-                    failed(&mut out, 0, &format!("matchCondition {name:?}"), cond, "it did not return a bool".into());
-                    return out;
+                    self.failed(out, 0, &format!("matchCondition {name:?}"), cond, "it did not return a bool".into());
+                    return false;
                 }
                 Err(err) => {
-                    failed(&mut out, 0, &format!("matchCondition {name:?}"), cond, err);
-                    return out;
+                    self.failed(out, 0, &format!("matchCondition {name:?}"), cond, err);
+                    return false;
                 }
             }
         }
-        out.matched = true;
+        true
+    }
 
+    /// Evaluates the variables that were not inlined into the child
+    /// context.
+    fn bind_variables(&mut self) {
+        let p = self.p;
         for (name, var) in p.variables.iter().filter(|_| !p.inlined) {
             // a variable that fails is left out of the context: only the
             // expressions that read it fail, with its error
-            match eval(local.as_ref(), var) {
+            match self.eval(var) {
                 Ok(value) => {
-                    if let Some(ctx) = local.as_mut() {
+                    if let Some(ctx) = self.local.as_mut() {
                         ctx.add_variable_from_value(format!("{VAR_PREFIX}{name}"), value);
                     }
                 }
                 Err(err) => {
-                    poisoned.borrow_mut().insert(format!("{VAR_PREFIX}{name}"), err);
+                    self.poisoned.insert(format!("{VAR_PREFIX}{name}"), err);
                 }
             }
         }
+    }
 
+    /// Each validation that does not hold is a violation.
+    fn validate(&mut self, out: &mut Outcome) {
+        let p = self.p;
         for (index, v) in p.validations.iter().enumerate() {
-            match eval(local.as_ref(), &v.expr) {
+            match self.eval(&v.expr) {
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => {
                     let message = v
                         .message_expr
                         .as_ref()
-                        .and_then(|m| match eval(local.as_ref(), m) {
+                        .and_then(|m| match self.eval(m) {
                             Ok(Value::String(s)) if !s.trim().is_empty() => Some(s.to_string()),
                             _ => None,
                         })
@@ -678,16 +743,20 @@ fn run_policy(p: &CompiledPolicy, scope: &RequestScope<'_>) -> Outcome {
                         .unwrap_or_else(|| format!("failed expression: {}", v.expr.source));
                     out.violations.push(Violation { index, message, reason: v.reason.clone() });
                 }
-                Ok(_) => failed(&mut out, index, "expression", &v.expr, "it did not return a bool".into()),
-                Err(err) => failed(&mut out, index, "expression", &v.expr, err),
+                Ok(_) => self.failed(out, index, "expression", &v.expr, "it did not return a bool".into()),
+                Err(err) => self.failed(out, index, "expression", &v.expr, err),
             }
         }
+    }
+
+    /// The audit annotations whose expressions give a string.
+    fn annotate(&mut self, out: &mut Outcome) {
+        let p = self.p;
         for (key, expr) in &p.audit {
-            if let Ok(Value::String(s)) = eval(local.as_ref(), expr) {
+            if let Ok(Value::String(s)) = self.eval(expr) {
                 out.annotations.push((key.clone(), s.to_string()));
             }
         }
-        out
     }
 }
 
@@ -1159,70 +1228,14 @@ impl<'r> RequestScope<'r> {
     }
 }
 
-/// Records the largest collection and string of `v`, as [`to_cel`] does.
-fn measure(v: &Json, sizes: &mut Sizes) {
-    match v {
-        Json::String(s) => sizes.string = sizes.string.max(s.len() as u64),
-        Json::Array(items) => {
-            sizes.collection = sizes.collection.max(items.len() as u64);
-            items.iter().for_each(|i| measure(i, sizes));
-        }
-        Json::Object(map) => {
-            sizes.collection = sizes.collection.max(map.len() as u64);
-            map.values().for_each(|i| measure(i, sizes));
-        }
-        Json::Null | Json::Bool(_) | Json::Number(_) => {}
-    }
-}
-
-/// JSON → CEL, integers as `int` first (so `object.spec.replicas == 3`
-/// holds, as in Kubernetes), map keys unescaped; records the largest
-/// collection and string for the cost bound.
-pub fn to_cel(v: &Json, sizes: &mut Sizes) -> Value {
-    match v {
-        Json::Null => Value::Null,
-        Json::Bool(b) => Value::Bool(*b),
-        Json::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::Int(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::UInt(u)
-            } else {
-                Value::Float(n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
-        Json::String(s) => {
-            sizes.string = sizes.string.max(s.len() as u64);
-            Value::String(Arc::new(s.clone()))
-        }
-        Json::Array(items) => {
-            sizes.collection = sizes.collection.max(items.len() as u64);
-            Value::List(Arc::new(items.iter().map(|i| to_cel(i, sizes)).collect()))
-        }
-        Json::Object(map) => {
-            sizes.collection = sizes.collection.max(map.len() as u64);
-            let map: HashMap<Key, Value> =
-                map.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v, sizes))).collect();
-            Value::Map(Map { map: Arc::new(map) })
-        }
-    }
-}
-
 /// The policy engine as a validating admission stage.
 pub struct PolicyStage {
     pub policies: Arc<PolicySet>,
     pub namespaces: Arc<dyn Namespaces>,
     /// gitgate's reconciler identity (a username), for `git.reconciler`.
     pub reconciler: String,
-    /// The provenance snapshot of the commit in force, swapped whole when a
-    /// new commit is rendered; `None` until the first one is.
-    pub provenance: Option<Arc<arc_swap::ArcSwapOption<crate::provenance::Snapshot>>>,
-    /// Only the reconciler applies Git's content.
-    pub strict: bool,
-    /// Groups whose members may break glass.
+    /// Groups whose members may break glass (`git.breakGlass`).
     pub break_glass_groups: Vec<String>,
-    /// How long a break-glass window lasts (`--break-glass-ttl`).
-    pub break_glass_ttl: std::time::Duration,
 }
 
 impl Stage for PolicyStage {
@@ -1238,40 +1251,14 @@ impl Stage for PolicyStage {
 }
 
 impl PolicyStage {
-    /// The `git` variable of a request (annotating the decision with the
-    /// commit that owns the object, and a break-glass).
-    fn git_vars(&self, request: &AdmissionRequest, decision: &mut Decision) -> GitVars {
+    /// The `git` variable of a request: the provenance facts an earlier
+    /// stage ([`crate::provenance::ProvenanceStage`]) put in the decision;
+    /// without them (no commit traced yet) only who is asking.
+    fn git_vars(&self, request: &AdmissionRequest, decision: &Decision) -> GitVars {
         let reconciler = request.user_info.username == self.reconciler;
         let break_glass = request.user_info.groups.iter().any(|g| self.break_glass_groups.contains(g));
-        let snapshot = self.provenance.as_ref().and_then(|p| p.load_full());
-        match &snapshot {
-            Some(snap) => {
-                let who = crate::provenance::Identity {
-                    reconciler: self.reconciler.clone(),
-                    strict: self.strict,
-                    break_glass_groups: self.break_glass_groups.clone(),
-                    break_glass_ttl: self.break_glass_ttl,
-                };
-                let facts = crate::provenance::verify(snap, request, &who);
-                if facts.verdict.reason == crate::provenance::Reason::BreakGlass {
-                    decision.annotate("break-glass", facts.verdict.message.clone());
-                    decision.warn(
-                        "provenance",
-                        format!(
-                            "break-glass by {}: {}; this differs from Git until Git changes or the break-glass expires",
-                            request.user_info.username, facts.verdict.message
-                        ),
-                    );
-                }
-                if facts.managed {
-                    decision.annotate("commit", facts.commit.clone());
-                    decision.annotate("commit-author", facts.author.clone());
-                    decision.annotate("commit-subject", facts.subject.clone());
-                    decision.annotate("app", facts.app.clone());
-                    decision.annotate("source", facts.path.clone());
-                }
-                GitVars { break_glass, ..GitVars::from_facts(&facts, reconciler) }
-            }
+        match decision.facts.get::<crate::provenance::Facts>() {
+            Some(facts) => GitVars { break_glass, ..GitVars::from_facts(facts, reconciler) },
             None => GitVars { reconciler, break_glass, ..GitVars::default() },
         }
     }

@@ -11,7 +11,7 @@ use super::model::{
 };
 
 pub const POLICY_NAME: &str = "gitgate-managed-objects";
-pub const APP_LABEL: &str = "gitgate.dev/app";
+pub use crate::contract::APP_LABEL;
 
 fn cel_string(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))

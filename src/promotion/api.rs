@@ -27,11 +27,11 @@ use serde::{Deserialize, Serialize};
 
 use super::state::{Approval, Pause};
 use super::{Promoter, change_digest};
+use crate::audit::SyncRecorder;
 use crate::audit::record::{CommitRef, Entry as AuditEntry, EventKind, Outcome, format_rfc3339_micros, now_micros};
 use crate::dashboard::auth::Viewer;
 use crate::render::DesiredSet;
 use crate::render::config::Permission;
-use crate::sync::reconcile::SyncRecorder;
 
 /// Longest reason kept with a pause.
 const MAX_REASON: usize = 512;

@@ -28,12 +28,17 @@
 //!
 //! [`decide`] is pure: one app's facts in, what is in force out.
 //!
-//! Must never import `admission` (the gate reads the set this module
-//! publishes, not the other way round).
+//! Owns: deciding the commit in force per app ([`decide`]), approvals and
+//! pauses in the cluster ([`state`]), the composing [`Promoter`], its start
+//! in `serve` ([`start`]) and its HTTP actions ([`api`]).
+//!
+//! Must never import `admission` or `provenance` (the gate reads the set
+//! this module publishes, not the other way round), nor `sync` beyond the
+//! recorded inventories (the loop reads the set it publishes too).
 
 pub mod api;
-pub mod cli;
 pub mod promoter;
+pub mod start;
 pub mod state;
 
 use gix::ObjectId;

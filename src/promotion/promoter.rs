@@ -19,11 +19,12 @@ use tokio::sync::watch;
 
 use super::state::{GateState, StateStore};
 use super::{AppFacts, Approved, Decision, PromotionError, Take, WindowState, decide};
+use crate::audit::SyncRecorder;
 use crate::audit::record::{EventKind, now_micros};
+use crate::desired::tracker::Tracker;
 use crate::render::DesiredSet;
 use crate::render::desired::{AppGate, Held};
-use crate::source::poll::Tracker;
-use crate::sync::audit::{AuditRecord, SyncRecorder};
+use crate::sync::audit::AuditRecord;
 
 /// How many rendered commits (approved ones, the one in force at a
 /// restart) are kept.

@@ -16,13 +16,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::BREAK_GLASS_ANNOTATION;
 use crate::admission::{AdmissionRequest, Decision, Flow, Operation, Stage};
 use crate::audit::record::{format_rfc3339_micros, parse_rfc3339_micros};
 
-/// Stamped by gitgate's mutating webhook: when the break-glass window of
-/// the object ends (RFC 3339, UTC).
-pub const UNTIL_ANNOTATION: &str = "gitgate.dev/break-glass-until";
+pub use crate::contract::UNTIL_ANNOTATION;
 
 /// Grace for clocks: a stamp up to this far past `now + ttl` (the webhook
 /// replica that stamped may be a little ahead) is still the TTL's.
@@ -49,11 +46,7 @@ pub fn until_of(object: Option<&Value>) -> Until {
 
 /// Whether `object` asks for break-glass (a non-empty reason).
 pub fn asks(object: Option<&Value>) -> bool {
-    object
-        .and_then(|o| o.pointer("/metadata/annotations"))
-        .and_then(|a| a.get(BREAK_GLASS_ANNOTATION))
-        .and_then(Value::as_str)
-        .is_some_and(|r| !r.trim().is_empty())
+    object.and_then(crate::contract::stamp::break_glass_reason).is_some()
 }
 
 fn ttl_micros(ttl: Duration) -> i64 {
@@ -184,6 +177,7 @@ impl Stage for StampStage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::BREAK_GLASS_ANNOTATION;
     use serde_json::json;
 
     const HOUR: Duration = Duration::from_secs(3600);

@@ -14,6 +14,15 @@
 //! - **Prune**: the reconciler deletes an object D(H) does not declare.
 //! - Everything else is refused, with a message that names the owning app,
 //!   file and commit, or says that nothing in Git declares the object.
+//!
+//! Owns: the rule ([`verify`]), its per-commit index ([`Snapshot`]: commit
+//! facts, per-content comparison facts), its admission stage
+//! ([`ProvenanceStage`]) and break-glass windows ([`glass`]). "Equals Git"
+//! itself is `contract::matches_git`, shared with the sync loop.
+//!
+//! Must never import: `policy`, `sync`, `secrets`, `desired`, `promotion`,
+//! `dashboard` (it reads `contract`, `render`'s desired set, `admission`'s
+//! request types and `audit`'s clock).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -24,24 +33,19 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::admission::{AdmissionRequest, Operation};
+use crate::contract::{self, Difference, Foreigners, Stale};
 use crate::render::DesiredSet;
 use crate::render::desired::DesiredObject;
 
 pub mod glass;
+pub mod stage;
 
-/// Stamped by the sync loop: the commit that introduced the content.
-pub const COMMIT_ANNOTATION: &str = "gitgate.dev/commit";
-/// Stamped by the sync loop: `<app>:<path>` of the manifest.
-pub const SOURCE_ANNOTATION: &str = "gitgate.dev/source";
-/// Stamped by the sync loop: `sha256:` of the canonical desired manifest.
-pub const DIGEST_ANNOTATION: &str = "gitgate.dev/digest";
-/// The inventory label: the app that owns the object.
-pub const APP_LABEL: &str = "gitgate.dev/app";
-/// In Git: JSON pointers of fields other controllers own (HPA replicas);
-/// neither the sync loop nor the provenance check compares them.
-pub const IGNORE_FIELDS_ANNOTATION: &str = "gitgate.dev/ignore-fields";
-/// Set by a human in an emergency: `gitgate.dev/break-glass: "<reason>"`.
-pub const BREAK_GLASS_ANNOTATION: &str = "gitgate.dev/break-glass";
+pub use stage::ProvenanceStage;
+
+pub use crate::contract::{
+    APP_LABEL, BREAK_GLASS_ANNOTATION, COMMIT_ANNOTATION, DIGEST_ANNOTATION, IGNORE_FIELDS_ANNOTATION,
+    SOURCE_ANNOTATION, first_difference, ignored_fields, parse_ignore_fields,
+};
 
 /// What a commit says about itself, read once per desired set.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,6 +62,10 @@ pub struct Snapshot {
     /// (group, resource) → kind, for requests on a subresource (`scale`
     /// arrives with kind `Scale`, the parent's resource and name).
     kinds: HashMap<(String, String), String>,
+    /// Per content (by digest): what the comparison needs beyond the
+    /// manifest, for the few objects that have any (ignore-fields, a sealed
+    /// Secret's Git digest), worked out once per desired set.
+    content: HashMap<[u8; 32], ContentFacts>,
     /// Namespaces gitgate deploys into: app destinations and the
     /// namespaces of declared objects.
     namespaces: HashSet<String>,
@@ -85,7 +93,8 @@ impl Snapshot {
             commits.entry(obj.commit).or_insert_with(|| commit_info(repo, obj.commit));
         }
         commits.entry(desired.commit()).or_insert_with(|| commit_info(repo, desired.commit()));
-        Snapshot { desired, commits, kinds, namespaces, signed: HashSet::new() }
+        let content = content_facts(&desired);
+        Snapshot { desired, commits, kinds, namespaces, content, signed: HashSet::new() }
     }
 
     /// The commits of the desired set whose signature verified: the
@@ -128,6 +137,33 @@ fn commit_info(repo: &gix::Repository, id: ObjectId) -> CommitInfo {
         }
     }
     info
+}
+
+/// What [`contract::matches_git`] needs of one content beyond its manifest.
+struct ContentFacts {
+    ignore: Vec<String>,
+    sealed_digest: Option<String>,
+}
+
+/// [`ContentFacts`] of every object and hook that has any.
+fn content_facts(desired: &DesiredSet) -> HashMap<[u8; 32], ContentFacts> {
+    let mut out = HashMap::new();
+    let hooks = desired.apps().iter().flat_map(|a| desired.app_hooks(&a.name));
+    for (_, obj) in desired.objects().into_iter().chain(hooks) {
+        let mut ignore = ignored_fields(&obj.manifest);
+        let sealed_digest = if obj.manifest.contains(contract::SEALED) {
+            serde_json::from_str::<Value>(&obj.manifest).ok().as_ref().and_then(contract::sealed::git_sealed_digest)
+        } else {
+            None
+        };
+        if sealed_digest.is_some() {
+            ignore.extend(contract::SEALED_FORM_FIELDS.map(String::from));
+        }
+        if !ignore.is_empty() || sealed_digest.is_some() {
+            out.insert(obj.digest, ContentFacts { ignore, sealed_digest });
+        }
+    }
+    out
 }
 
 /// Kubernetes' resource name for a kind (lowercase plural).
@@ -209,28 +245,49 @@ pub struct Facts {
     pub verdict: Verdict,
 }
 
+/// What a request is about, in the desired set's terms.
+struct Target<'r> {
+    group: String,
+    kind: String,
+    /// Empty for a Namespace and cluster-scoped kinds.
+    namespace: &'r str,
+    name: &'r str,
+    /// `namespace/Kind/name` or `Kind/name`, for messages.
+    id: String,
+    is_namespace: bool,
+    sub: &'r str,
+}
+
+impl<'r> Target<'r> {
+    /// A request on a subresource (`scale` arrives with kind `Scale`) is
+    /// about its parent's kind, found by its resource.
+    fn of(snap: &Snapshot, req: &'r AdmissionRequest) -> Target<'r> {
+        let sub = req.sub_resource.as_deref().unwrap_or("");
+        let (group, kind) = if sub.is_empty() {
+            (req.kind.group.clone(), req.kind.kind.clone())
+        } else {
+            let group = req.resource.group.clone();
+            let kind = snap.kinds.get(&(group.clone(), req.resource.resource.clone())).cloned().unwrap_or_default();
+            (group, kind)
+        };
+        let is_namespace = req.resource.group.is_empty() && req.resource.resource == "namespaces";
+        let namespace = if is_namespace { "" } else { req.namespace.as_str() };
+        let name = req.object_name();
+        let id = if namespace.is_empty() { format!("{kind}/{name}") } else { format!("{namespace}/{kind}/{name}") };
+        Target { group, kind, namespace, name, id, is_namespace, sub }
+    }
+}
+
 /// Applies the provenance rule to one request.
 pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts {
+    let t = Target::of(snap, req);
     let d = &snap.desired;
-    let sub = req.sub_resource.as_deref().unwrap_or("");
-    let (group, kind) = if sub.is_empty() {
-        (req.kind.group.clone(), req.kind.kind.clone())
-    } else {
-        let group = req.resource.group.clone();
-        let kind = snap.kinds.get(&(group.clone(), req.resource.resource.clone())).cloned().unwrap_or_default();
-        (group, kind)
-    };
-    let is_namespace = req.resource.group.is_empty() && req.resource.resource == "namespaces";
-    let namespace = if is_namespace { "" } else { req.namespace.as_str() };
-    let name = req.object_name();
     // A Namespace lies where gitgate deploys when an app deploys into it,
     // told by its own name: the request's `namespace` is not to be relied
     // on for one (an apiserver may leave it empty on CREATE).
-    let place = if is_namespace { name } else { req.namespace.as_str() };
-    let id = if namespace.is_empty() { format!("{kind}/{name}") } else { format!("{namespace}/{kind}/{name}") };
-    let declared = d.get(&group, &kind, namespace, name);
+    let place = if t.is_namespace { t.name } else { req.namespace.as_str() };
+    let declared = d.get(&t.group, &t.kind, t.namespace, t.name);
     let from_reconciler = req.user_info.username == who.reconciler;
-
     let mut facts = Facts {
         commit: String::new(),
         app: String::new(),
@@ -242,14 +299,11 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
         enforced: declared.is_some() || snap.namespaces.contains(place),
         verdict: Verdict { allowed: true, reason: Reason::FromGit, message: String::new() },
     };
-    let deny = |reason: Reason, message: String| Verdict { allowed: false, reason, message };
-
     if declared.is_none()
-        && let Some(hook) = hook_of(d, req, &group, &kind, namespace, name)
+        && let Some(hook) = hook_of(d, req, &t.group, &t.kind, t.namespace, t.name)
     {
-        return verify_hook(snap, req, who, hook, &id, facts);
+        return verify_hook(snap, req, who, hook, &t.id, facts);
     }
-
     if req.dry_run && from_reconciler && req.operation != Operation::Delete {
         if let Some(obj) = declared {
             git_facts(snap, obj, &mut facts);
@@ -257,59 +311,81 @@ pub fn verify(snap: &Snapshot, req: &AdmissionRequest, who: &Identity) -> Facts 
         facts.verdict = Verdict { allowed: true, reason: Reason::Preview, message: String::new() };
         return facts;
     }
-
-    let Some(obj) = declared else {
-        facts.verdict = match req.operation {
-            Operation::Delete if from_reconciler => {
-                Verdict { allowed: true, reason: Reason::Prune, message: String::new() }
-            }
-            Operation::Delete => deny(
-                Reason::PruneByHand,
-                format!(
-                    "{id}: nothing in Git declares it, and in namespace {ns} only gitgate's reconciler deletes objects; \
-                     if it came from Git, it is pruned once its manifest is gone",
-                    ns = req.namespace
-                ),
-            ),
-            _ if is_namespace => deny(Reason::NotDeclared, namespace_not_declared(snap, &id, name)),
-            _ => deny(Reason::NotDeclared, not_declared(snap, &id, &req.namespace)),
-        };
-        return facts;
+    facts.verdict = match declared {
+        None => undeclared(snap, req, &t, from_reconciler),
+        Some(obj) => {
+            let (app, info) = git_facts(snap, obj, &mut facts);
+            let owner = format!(
+                "{id} is managed by app {app} from {path} at {short} '{subject}'",
+                id = t.id,
+                path = obj.source,
+                short = info.short,
+                subject = info.subject
+            );
+            declared_verdict(snap, req, who, obj, &t, &owner)
+        }
     };
+    facts
+}
 
-    let glass = break_glass(req, who);
-    let (app, info) = git_facts(snap, obj, &mut facts);
-    let owner = format!(
-        "{id} is managed by app {app} from {path} at {short} '{subject}'",
-        path = obj.source,
-        short = info.short,
-        subject = info.subject
-    );
+/// An object nothing in Git declares: only the reconciler deletes (prunes)
+/// it; nobody creates or changes it where gitgate deploys.
+fn undeclared(snap: &Snapshot, req: &AdmissionRequest, t: &Target<'_>, from_reconciler: bool) -> Verdict {
+    let deny = |reason: Reason, message: String| Verdict { allowed: false, reason, message };
+    match req.operation {
+        Operation::Delete if from_reconciler => {
+            Verdict { allowed: true, reason: Reason::Prune, message: String::new() }
+        }
+        Operation::Delete => deny(
+            Reason::PruneByHand,
+            format!(
+                "{id}: nothing in Git declares it, and in namespace {ns} only gitgate's reconciler deletes objects; \
+                 if it came from Git, it is pruned once its manifest is gone",
+                id = t.id,
+                ns = req.namespace
+            ),
+        ),
+        _ if t.is_namespace => deny(Reason::NotDeclared, namespace_not_declared(snap, &t.id, t.name)),
+        _ => deny(Reason::NotDeclared, not_declared(snap, &t.id, &req.namespace)),
+    }
+}
 
-    facts.verdict = if let Some(reason) = glass {
+/// One of Git's objects: a break-glass change within its window; the
+/// reconciler's delete to re-create it; otherwise Git's content only.
+fn declared_verdict(
+    snap: &Snapshot,
+    req: &AdmissionRequest,
+    who: &Identity,
+    obj: &DesiredObject,
+    t: &Target<'_>,
+    owner: &str,
+) -> Verdict {
+    let from_reconciler = req.user_info.username == who.reconciler;
+    let deny = |reason: Reason, message: String| Verdict { allowed: false, reason, message };
+    if let Some(reason) = break_glass(req, who) {
         // The window is the object's own (stamped by the mutating webhook):
         // the same on every replica, after a failover too.
         let (old, object) = match req.operation {
             Operation::Delete => (None, req.old_object.as_ref()),
             _ => (req.old_object.as_ref(), req.object.as_ref()),
         };
-        match glass::check(old, object, who.break_glass_ttl, crate::audit::record::now_micros()) {
+        return match glass::check(old, object, who.break_glass_ttl, crate::audit::record::now_micros()) {
             Ok(_) => Verdict { allowed: true, reason: Reason::BreakGlass, message: reason },
             Err(refusal) => deny(
                 Reason::BreakGlassWindow,
                 format!("{owner}; break-glass refused: {}", refusal.message(who.break_glass_ttl)),
             ),
-        }
-    } else if req.operation == Operation::Delete && from_reconciler && may_recreate(obj) {
+        };
+    }
+    if req.operation == Operation::Delete && from_reconciler && may_recreate(obj) {
         Verdict { allowed: true, reason: Reason::Recreate, message: String::new() }
     } else if req.operation == Operation::Delete {
         deny(Reason::DeleteDeclared, format!("{owner}; remove it from Git to delete it"))
-    } else if !sub.is_empty() {
-        deny(Reason::Modified, format!("{owner}; change it there ({sub} is set in Git)"))
+    } else if !t.sub.is_empty() {
+        deny(Reason::Modified, format!("{owner}; change it there ({} is set in Git)", t.sub))
     } else {
-        check_content(obj, req, who, from_reconciler, &owner)
-    };
-    facts
+        check_content(snap, obj, req, who, owner)
+    }
 }
 
 /// Whether Git's manifest lets the reconciler delete and re-create the
@@ -319,7 +395,7 @@ fn may_recreate(obj: &DesiredObject) -> bool {
         return false;
     }
     serde_json::from_str::<Value>(&obj.manifest)
-        .is_ok_and(|v| crate::sync::plan::recreate_of(&v) == crate::sync::plan::Recreate::Yes)
+        .is_ok_and(|v| contract::options::recreate_of(&v) == contract::options::Recreate::Yes)
 }
 
 /// The sync hook a request is about: by name, or — for a run the
@@ -397,7 +473,7 @@ fn verify_hook(
             reason: Reason::Modified,
             message: format!("{owner}; only gitgate's reconciler and the cluster's controllers change it"),
         },
-        _ => check_content(hook, req, who, from_reconciler, &owner),
+        _ => check_content(snap, hook, req, who, &owner),
     };
     facts
 }
@@ -409,17 +485,16 @@ fn break_glass(req: &AdmissionRequest, who: &Identity) -> Option<String> {
         return None;
     }
     let obj = if req.operation == Operation::Delete { req.old_object.as_ref() } else { req.object.as_ref() };
-    let reason = obj?.pointer("/metadata/annotations")?.get(BREAK_GLASS_ANNOTATION)?.as_str()?.trim();
-    (!reason.is_empty()).then(|| reason.chars().take(256).collect())
+    contract::stamp::break_glass_reason(obj?)
 }
 
-fn check_content(
-    obj: &DesiredObject,
-    req: &AdmissionRequest,
-    who: &Identity,
-    from_reconciler: bool,
-    owner: &str,
-) -> Verdict {
+/// Git's content, through [`contract::matches_git`] (the sync loop's
+/// answer too): a field that differs, a sealed Secret's values, or a field
+/// another manager added (not for the reconciler, whose apply carries what
+/// another manager left until self-heal removes it); then the stamps; then,
+/// in strict mode, the writer.
+fn check_content(snap: &Snapshot, obj: &DesiredObject, req: &AdmissionRequest, who: &Identity, owner: &str) -> Verdict {
+    let from_reconciler = req.user_info.username == who.reconciler;
     let deny = |reason: Reason, detail: String| Verdict {
         allowed: false,
         reason,
@@ -428,36 +503,43 @@ fn check_content(
     let Some(object) = req.object.as_ref() else {
         return deny(Reason::Modified, "the request carries no object".into());
     };
-    let mut skip = ignored_fields(&obj.manifest);
-    // A sealed Secret reaches validation unsealed: its values are checked by
-    // the digest of Git's sealed form the mutating webhook stamped.
-    if obj.manifest.contains(crate::secrets::SEALED)
-        && let Some(sealed) =
-            serde_json::from_str::<Value>(&obj.manifest).ok().as_ref().and_then(crate::secrets::git_sealed_digest)
-    {
-        let stamped = object
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(crate::secrets::SEALED_DIGEST))
-            .and_then(Value::as_str);
-        if stamped != Some(sealed.as_str()) {
+    let (digest, commit) = (obj.digest_string(), obj.commit.to_string());
+    let app = snap.desired.app_of(obj).map(|a| a.name.as_str()).unwrap_or_default();
+    let source = format!("{app}:{}", obj.source);
+    let facts = snap.content.get(&obj.digest);
+    let expected = contract::Expected {
+        manifest: &obj.manifest,
+        digest: &digest,
+        commit: &commit,
+        source: &source,
+        ignore: facts.map_or(&[][..], |f| &f.ignore),
+        sealed_digest: facts.and_then(|f| f.sealed_digest.as_deref()),
+    };
+    let foreigners = if from_reconciler { Foreigners::Skip } else { Foreigners::Find };
+    let m = contract::matches_git(&expected, object, foreigners);
+    match m.difference {
+        None => {}
+        Some(Difference::SealedValues) => {
             return deny(Reason::Modified, "its values are not the ones sealed in Git".into());
         }
-        skip.extend(crate::secrets::SEALED_FORM_FIELDS.map(String::from));
+        Some(Difference::Field(field)) => return deny(Reason::Modified, format!("{field} differs from Git")),
+        Some(Difference::Unreadable) => return deny(Reason::Modified, "Git's manifest could not be read".into()),
+        Some(Difference::Foreign(f)) => {
+            return deny(Reason::Modified, format!("{} (set by {}) is not in Git", f.pointer, f.manager));
+        }
     }
-    match first_difference(&obj.manifest, object, &skip) {
-        Ok(None) => {}
-        Ok(Some(field)) => return deny(Reason::Modified, format!("{field} differs from Git")),
-        Err(_) => return deny(Reason::Modified, "Git's manifest could not be read".into()),
-    }
-    let annotation = |k: &str| object.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str);
-    if annotation(DIGEST_ANNOTATION) != Some(obj.digest_string().as_str()) {
-        return deny(Reason::Unstamped, format!("its {DIGEST_ANNOTATION} is not the digest of Git's manifest"));
-    }
-    if annotation(COMMIT_ANNOTATION) != Some(obj.commit.to_string().as_str()) {
-        return deny(
-            Reason::Unstamped,
-            format!("its {COMMIT_ANNOTATION} is not the commit that introduced this content"),
-        );
+    match m.stale {
+        Some(Stale::Digest) => {
+            return deny(Reason::Unstamped, format!("its {DIGEST_ANNOTATION} is not the digest of Git's manifest"));
+        }
+        Some(Stale::Commit) => {
+            return deny(
+                Reason::Unstamped,
+                format!("its {COMMIT_ANNOTATION} is not the commit that introduced this content"),
+            );
+        }
+        // Bookkeeping only (see `contract::Stale`): the loop re-stamps it.
+        Some(Stale::Source | Stale::App) | None => {}
     }
     if who.strict && !from_reconciler {
         return deny(
@@ -466,204 +548,6 @@ fn check_content(
         );
     }
     Verdict { allowed: true, reason: Reason::FromGit, message: String::new() }
-}
-
-/// The first JSON pointer where Git's manifest (its canonical JSON text)
-/// sets a value that `actual` does not have. Maps: every key the manifest
-/// sets, recursively (`actual` may have more: defaults, other controllers'
-/// fields). Lists: same length, element by element. Numbers compare by
-/// value. Streams the text against the object: nothing is built, so the
-/// hot path parses no tree (a `null` in Git matches a missing field).
-///
-/// `skip` lists JSON pointers Git leaves to others (`gitgate.dev/ignore-fields`).
-///
-/// A core Secret's `stringData` is compared as the apiserver stores it:
-/// folded into `data`, base64-encoded (the apiserver never returns
-/// `stringData`, so comparing it as written would find every such Secret
-/// changed). Sealed Secrets skip both fields and are not folded.
-pub fn first_difference(desired: &str, actual: &Value, skip: &[String]) -> Result<Option<String>, serde_json::Error> {
-    if actual.get("kind").and_then(Value::as_str) == Some("Secret")
-        && actual.get("stringData").is_none()
-        && !skip.iter().any(|p| p == "/stringData")
-        && desired.contains("\"stringData\"")
-        && let Some(folded) = fold_string_data(desired)
-    {
-        return compare(&folded, actual, skip);
-    }
-    compare(desired, actual, skip)
-}
-
-/// A v1 Secret manifest with its `stringData` folded into `data`
-/// (`stringData` wins, as in the apiserver); `None` when there is nothing
-/// to fold or the text is not such a Secret.
-fn fold_string_data(desired: &str) -> Option<String> {
-    use base64::Engine as _;
-    let mut doc: Value = serde_json::from_str(desired).ok()?;
-    if doc.get("apiVersion").and_then(Value::as_str) != Some("v1")
-        || doc.get("kind").and_then(Value::as_str) != Some("Secret")
-    {
-        return None;
-    }
-    let obj = doc.as_object_mut()?;
-    let Some(Value::Object(strings)) = obj.remove("stringData") else { return None };
-    let data = obj.entry("data").or_insert_with(|| Value::Object(Default::default())).as_object_mut()?;
-    for (k, v) in strings {
-        let s = v.as_str()?;
-        data.insert(k, Value::String(base64::engine::general_purpose::STANDARD.encode(s.as_bytes())));
-    }
-    serde_json::to_string(&doc).ok()
-}
-
-fn compare(desired: &str, actual: &Value, skip: &[String]) -> Result<Option<String>, serde_json::Error> {
-    use serde::de::DeserializeSeed as _;
-    let mut path = String::new();
-    let mut de = serde_json::Deserializer::from_str(desired);
-    let diff = Compare { actual: Some(actual), path: &mut path, skip }.deserialize(&mut de)?;
-    de.end()?;
-    Ok(diff)
-}
-
-/// The JSON pointers a manifest leaves to other controllers: its
-/// `gitgate.dev/ignore-fields` annotation, a JSON list or comma-separated
-/// pointers. Cheap for the common manifest without it.
-pub fn ignored_fields(manifest: &str) -> Vec<String> {
-    if !manifest.contains(IGNORE_FIELDS_ANNOTATION) {
-        return Vec::new();
-    }
-    let Ok(v) = serde_json::from_str::<Value>(manifest) else { return Vec::new() };
-    let Some(raw) = v.pointer("/metadata/annotations").and_then(|a| a.get(IGNORE_FIELDS_ANNOTATION)) else {
-        return Vec::new();
-    };
-    parse_ignore_fields(raw.as_str().unwrap_or_default())
-}
-
-/// Parses an ignore-fields value: `["/spec/replicas"]` or `/spec/replicas, /data/x`.
-pub fn parse_ignore_fields(raw: &str) -> Vec<String> {
-    let raw = raw.trim();
-    let list: Vec<String> = if raw.starts_with('[') {
-        serde_json::from_str(raw).unwrap_or_default()
-    } else {
-        raw.split([',', '\n']).map(|p| p.trim().to_string()).collect()
-    };
-    list.into_iter().filter(|p| p.starts_with('/') && p.len() > 1).collect()
-}
-
-struct Compare<'p> {
-    actual: Option<&'p Value>,
-    path: &'p mut String,
-    skip: &'p [String],
-}
-
-impl Compare<'_> {
-    fn here(&self) -> String {
-        if self.path.is_empty() { "/".into() } else { self.path.clone() }
-    }
-
-    fn verdict(self, same: bool) -> Option<String> {
-        (!same).then(|| self.here())
-    }
-}
-
-fn push_segment(path: &mut String, segment: &str) -> usize {
-    let len = path.len();
-    path.push('/');
-    path.push_str(&segment.replace('~', "~0").replace('/', "~1"));
-    len
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for Compare<'_> {
-    type Value = Option<String>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Compare<'_> {
-    type Value = Option<String>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        let same = self.actual.and_then(Value::as_bool) == Some(v);
-        Ok(self.verdict(same))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        let same = self.actual.and_then(Value::as_f64) == Some(v as f64);
-        Ok(self.verdict(same))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        let same = self.actual.and_then(Value::as_f64) == Some(v as f64);
-        Ok(self.verdict(same))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        let same = self.actual.and_then(Value::as_f64) == Some(v);
-        Ok(self.verdict(same))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        let same = self.actual.and_then(Value::as_str) == Some(v);
-        Ok(self.verdict(same))
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        let same = matches!(self.actual, None | Some(Value::Null));
-        Ok(self.verdict(same))
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        use serde::de::IgnoredAny;
-        let Some(Value::Object(actual)) = self.actual else {
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            return Ok(Some(self.here()));
-        };
-        let path = self.path;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let len = push_segment(path, &key);
-            if self.skip.iter().any(|p| p == path) {
-                map.next_value::<IgnoredAny>()?;
-                path.truncate(len);
-                continue;
-            }
-            let diff =
-                map.next_value_seed(Compare { actual: actual.get(key.as_ref()), path: &mut *path, skip: self.skip })?;
-            path.truncate(len);
-            if diff.is_some() {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                return Ok(diff);
-            }
-        }
-        Ok(None)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        use serde::de::IgnoredAny;
-        let Some(Value::Array(actual)) = self.actual else {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            return Ok(Some(self.here()));
-        };
-        let path = self.path;
-        let mut i = 0;
-        loop {
-            let len = push_segment(path, &i.to_string());
-            let diff = seq.next_element_seed(Compare { actual: actual.get(i), path: &mut *path, skip: self.skip })?;
-            path.truncate(len);
-            match diff {
-                None => break,
-                Some(Some(d)) => {
-                    while seq.next_element::<IgnoredAny>()?.is_some() {}
-                    return Ok(Some(d));
-                }
-                Some(None) => i += 1,
-            }
-        }
-        let here = if path.is_empty() { "/".to_string() } else { path.clone() };
-        Ok((i != actual.len()).then_some(here))
-    }
 }
 
 /// An app's destination Namespace that Git does not declare: nobody but
@@ -709,71 +593,7 @@ fn not_declared(snap: &Snapshot, id: &str, namespace: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    /// Regression (found by the diff e2e): a plain Secret written with
-    /// `stringData` equals the live Secret, which holds it as `data`;
-    /// before, it was drift on every sync and never Synced.
-    #[test]
-    fn a_secrets_string_data_compares_as_the_apiserver_stores_it() {
-        let git = r#"{"apiVersion":"v1","data":{"a":"eA=="},"kind":"Secret","metadata":{"name":"s"},"stringData":{"password":"hunter2"}}"#;
-        let live = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
-            "data": {"a": "eA==", "password": "aHVudGVyMg=="}});
-        assert_eq!(first_difference(git, &live, &[]).unwrap(), None);
-        let changed = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
-            "data": {"a": "eA==", "password": "b3RoZXI="}});
-        assert_eq!(first_difference(git, &changed, &[]).unwrap().as_deref(), Some("/data/password"));
-        // Sealed Secrets skip both fields: nothing is folded.
-        let sealed = ["/data".to_string(), "/stringData".to_string()];
-        assert_eq!(first_difference(git, &changed, &sealed).unwrap(), None);
-    }
-
     use super::*;
-    use serde_json::json;
-
-    /// The streaming comparison, fed the manifest as canonical JSON text.
-    fn diff(desired: &Value, actual: &Value, _: &mut String) -> Option<String> {
-        first_difference(&desired.to_string(), actual, &[]).unwrap()
-    }
-
-    #[test]
-    fn fields_git_sets_must_match_and_more_is_fine() {
-        let desired =
-            json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
-        let defaulted = json!({"spec": {"replicas": 3.0, "strategy": {}, "template": {"spec": {"containers": [{"name": "a", "image": "x:1", "imagePullPolicy": "IfNotPresent"}]}}}});
-        assert_eq!(diff(&desired, &defaulted, &mut String::new()), None);
-        let edited =
-            json!({"spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
-        assert_eq!(diff(&desired, &edited, &mut String::new()).as_deref(), Some("/spec/replicas"));
-        let added = json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y"}]}}}});
-        assert_eq!(diff(&desired, &added, &mut String::new()).as_deref(), Some("/spec/template/spec/containers"));
-        let escaped = json!({"metadata": {"labels": {"app.kubernetes.io/name": "web"}}});
-        assert_eq!(
-            diff(&escaped, &json!({"metadata": {"labels": {}}}), &mut String::new()).as_deref(),
-            Some("/metadata/labels/app.kubernetes.io~1name")
-        );
-        // a null in Git matches a missing field; a wrong type or length is a difference
-        assert_eq!(diff(&json!({"a": null}), &json!({}), &mut String::new()), None);
-        assert_eq!(diff(&json!({"a": {"b": 1}}), &json!({"a": [1]}), &mut String::new()).as_deref(), Some("/a"));
-        // Git's element missing from the object is named; extra elements in the object fail the list
-        assert_eq!(diff(&json!({"a": [1, 2]}), &json!({"a": [1]}), &mut String::new()).as_deref(), Some("/a/1"));
-        assert_eq!(diff(&json!({"a": [1]}), &json!({"a": [1, 2]}), &mut String::new()).as_deref(), Some("/a"));
-        assert_eq!(diff(&json!({"a": "é\"x"}), &json!({"a": "é\"x"}), &mut String::new()), None);
-        assert_eq!(
-            diff(&json!({"a": [{"b": 1}, {"c": 2}]}), &json!({"a": [{"b": 1}, {"c": 3}]}), &mut String::new())
-                .as_deref(),
-            Some("/a/1/c")
-        );
-        assert!(first_difference("{not json", &json!({}), &[]).is_err());
-        // ignore-fields: a skipped pointer never differs, its siblings still do
-        let skip = vec!["/spec/replicas".to_string()];
-        let d = json!({"spec": {"replicas": 3, "paused": false}}).to_string();
-        assert_eq!(first_difference(&d, &json!({"spec": {"replicas": 7, "paused": false}}), &skip).unwrap(), None);
-        assert_eq!(
-            first_difference(&d, &json!({"spec": {"replicas": 7, "paused": true}}), &skip).unwrap().as_deref(),
-            Some("/spec/paused")
-        );
-        assert_eq!(parse_ignore_fields("[\"/spec/replicas\"]"), vec!["/spec/replicas"]);
-        assert_eq!(parse_ignore_fields("/a, /b/c ,nope"), vec!["/a", "/b/c"]);
-    }
 
     #[test]
     fn plurals() {

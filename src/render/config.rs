@@ -512,10 +512,36 @@ fn config_error(file: &str, line: usize, message: impl Into<String>) -> RenderEr
     RenderError::Config { file: file.to_string(), line, message: message.into() }
 }
 
+/// The config, validated: clusters, projects, then apps (declared, then
+/// generated), each checked against what came before.
 fn validate(file: &str, raw: RawConfig, tree: &TreeReader) -> Result<Config, RenderError> {
+    let clusters = clusters(file, raw.clusters)?;
+    let projects = projects(file, raw.projects)?;
+    let raw_apps = raw_apps(file, raw.apps, raw.generators, &clusters, tree)?;
+    let mut apps = Vec::with_capacity(raw_apps.len());
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    for (a, (f, line)) in raw_apps {
+        if !is_dns_label(&a.name) {
+            return Err(config_error(
+                &f,
+                line,
+                format!("app name {:?} is not a DNS label (a-z, 0-9, -; at most 63)", a.name),
+            ));
+        }
+        if let Some(prev) = names.insert(a.name.clone(), line) {
+            return Err(config_error(&f, line, format!("app {:?} is declared twice (first at line {prev})", a.name)));
+        }
+        apps.push(app(a, &f, line, &projects, &clusters)?);
+    }
+    apps.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Config { file: file.to_string(), clusters, projects, apps })
+}
+
+/// `clusters`, each named once; none declared is the one gitgate runs in.
+fn clusters(file: &str, raw: Vec<Spanned<RawCluster>>) -> Result<Vec<Cluster>, RenderError> {
     let mut clusters = Vec::new();
     let mut seen = BTreeMap::new();
-    for c in raw.clusters {
+    for c in raw {
         let line = c.referenced.line() as usize;
         let c = c.value;
         if let Some(prev) = seen.insert(c.name.clone(), line) {
@@ -534,74 +560,92 @@ fn validate(file: &str, raw: RawConfig, tree: &TreeReader) -> Result<Config, Ren
             labels: BTreeMap::new(),
         });
     }
+    Ok(clusters)
+}
 
+/// `projects` by name, each declared once, with the default project.
+fn projects(file: &str, raw: Vec<Spanned<RawProject>>) -> Result<BTreeMap<String, Project>, RenderError> {
     let mut projects = BTreeMap::new();
     projects.insert(DEFAULT_PROJECT.to_string(), Project::default_project());
-    for p in raw.projects {
+    for p in raw {
         let line = p.referenced.line() as usize;
-        let p = p.value;
-        if !is_dns_label(&p.name) {
-            return Err(config_error(file, line, format!("project name {:?} is not a DNS label", p.name)));
+        let project = project(file, line, p.value)?;
+        if project.name != DEFAULT_PROJECT && projects.contains_key(&project.name) {
+            return Err(config_error(file, line, format!("project {:?} is declared twice", project.name)));
         }
-        let destinations = match p.destinations {
-            Some(d) => d.into_iter().map(|d| (Glob(d.cluster), Glob(d.namespace))).collect(),
-            None => vec![(Glob("*".into()), Glob("*".into()))],
-        };
-        let kinds = p.kinds.unwrap_or_else(|| vec!["*".to_string()]).iter().map(|k| KindPattern::parse(k)).collect();
-        let cluster_kinds = p.cluster_kinds.iter().map(|k| KindPattern::parse(k)).collect();
-        let vault = match p.vault {
-            None => VaultAccess::default(),
-            Some(v) => {
-                for path in &v.paths {
-                    let bad = path.split('/').any(|seg| seg == ".." || seg == ".");
-                    if path.trim_matches('/').is_empty() || !path.contains('/') || bad {
-                        return Err(config_error(
-                            file,
-                            line,
-                            format!(
-                                "project {:?}: vault path {path:?} must be <mount>/<path> without . or .. segments, e.g. secret/{}/*",
-                                p.name, p.name
-                            ),
-                        ));
-                    }
-                }
-                if v.role.as_deref().is_some_and(|r| r.trim().is_empty()) {
-                    return Err(config_error(file, line, format!("project {:?}: vault role is empty", p.name)));
-                }
-                VaultAccess { paths: v.paths.into_iter().map(Glob).collect(), role: v.role }
-            }
-        };
-        let roles = roles(file, &p.name, p.roles)?;
-        let mut sync_windows = Vec::with_capacity(p.sync_windows.len());
-        for (i, w) in p.sync_windows.into_iter().enumerate() {
-            let w = super::window::SyncWindow::parse(w)
-                .map_err(|m| config_error(file, line, format!("project {:?}: syncWindows[{i}]: {m}", p.name)))?;
-            sync_windows.push(w);
-        }
-        let project = Project {
-            name: p.name.clone(),
-            destinations,
-            kinds,
-            cluster_kinds,
-            vault,
-            roles,
-            approval: p.approval,
-            sync_windows,
-        };
-        if p.name != DEFAULT_PROJECT && projects.contains_key(&p.name) {
-            return Err(config_error(file, line, format!("project {:?} is declared twice", p.name)));
-        }
-        projects.insert(p.name, project);
+        projects.insert(project.name.clone(), project);
     }
+    Ok(projects)
+}
 
-    // Apps: declared ones, then generated ones.
-    let mut raw_apps: Vec<(RawApp, (String, usize))> = Vec::new();
-    for a in raw.apps {
+/// One project (declared at `line`), validated; unset bounds allow all.
+fn project(file: &str, line: usize, p: RawProject) -> Result<Project, RenderError> {
+    if !is_dns_label(&p.name) {
+        return Err(config_error(file, line, format!("project name {:?} is not a DNS label", p.name)));
+    }
+    let destinations = match p.destinations {
+        Some(d) => d.into_iter().map(|d| (Glob(d.cluster), Glob(d.namespace))).collect(),
+        None => vec![(Glob("*".into()), Glob("*".into()))],
+    };
+    let kinds = p.kinds.unwrap_or_else(|| vec!["*".to_string()]).iter().map(|k| KindPattern::parse(k)).collect();
+    let cluster_kinds = p.cluster_kinds.iter().map(|k| KindPattern::parse(k)).collect();
+    let vault = vault_access(file, line, &p.name, p.vault)?;
+    let roles = roles(file, &p.name, p.roles)?;
+    let mut sync_windows = Vec::with_capacity(p.sync_windows.len());
+    for (i, w) in p.sync_windows.into_iter().enumerate() {
+        let w = super::window::SyncWindow::parse(w)
+            .map_err(|m| config_error(file, line, format!("project {:?}: syncWindows[{i}]: {m}", p.name)))?;
+        sync_windows.push(w);
+    }
+    Ok(Project { name: p.name, destinations, kinds, cluster_kinds, vault, roles, approval: p.approval, sync_windows })
+}
+
+/// A project's `vault`: `<mount>/<path>` globs without `.` or `..`
+/// segments, and a role that is not blank.
+fn vault_access(
+    file: &str,
+    line: usize,
+    project: &str,
+    raw: Option<RawVaultAccess>,
+) -> Result<VaultAccess, RenderError> {
+    let Some(v) = raw else { return Ok(VaultAccess::default()) };
+    for path in &v.paths {
+        let bad = path.split('/').any(|seg| seg == ".." || seg == ".");
+        if path.trim_matches('/').is_empty() || !path.contains('/') || bad {
+            return Err(config_error(
+                file,
+                line,
+                format!(
+                    "project {project:?}: vault path {path:?} must be <mount>/<path> without . or .. segments, e.g. secret/{project}/*"
+                ),
+            ));
+        }
+    }
+    if v.role.as_deref().is_some_and(|r| r.trim().is_empty()) {
+        return Err(config_error(file, line, format!("project {project:?}: vault role is empty")));
+    }
+    Ok(VaultAccess { paths: v.paths.into_iter().map(Glob).collect(), role: v.role })
+}
+
+/// An app as written, with the file and line that declare it.
+type DeclaredApp = (RawApp, (String, usize));
+
+/// Apps: declared ones, then generated ones, each with where it was
+/// declared (a generated app: its generator).
+fn raw_apps(
+    file: &str,
+    declared: Vec<Spanned<RawApp>>,
+    generators: Vec<Spanned<RawGeneratorSet>>,
+    clusters: &[Cluster],
+    tree: &TreeReader,
+) -> Result<Vec<DeclaredApp>, RenderError> {
+    let mut raw_apps: Vec<DeclaredApp> = Vec::new();
+    for a in declared {
         raw_apps.push((a.value, at(file, &a.referenced)));
     }
-    for g in raw.generators {
+    for g in generators {
         let line = g.referenced.line() as usize;
-        let params = expand_set(&g.value, &clusters, tree).map_err(|m| config_error(file, line, m))?;
+        let params = expand_set(&g.value, clusters, tree).map_err(|m| config_error(file, line, m))?;
         for p in params {
             let v = substitute(&g.value.template, &p).map_err(|m| config_error(file, line, m))?;
             let app: RawApp = serde_json::from_value(v)
@@ -609,72 +653,67 @@ fn validate(file: &str, raw: RawConfig, tree: &TreeReader) -> Result<Config, Ren
             raw_apps.push((app, (file.to_string(), line)));
         }
     }
+    Ok(raw_apps)
+}
 
-    let mut apps = Vec::with_capacity(raw_apps.len());
-    let mut names: BTreeMap<String, usize> = BTreeMap::new();
-    for (a, (f, line)) in raw_apps {
-        if !is_dns_label(&a.name) {
-            return Err(config_error(
-                &f,
-                line,
-                format!("app name {:?} is not a DNS label (a-z, 0-9, -; at most 63)", a.name),
-            ));
-        }
-        if let Some(prev) = names.insert(a.name.clone(), line) {
-            return Err(config_error(&f, line, format!("app {:?} is declared twice (first at line {prev})", a.name)));
-        }
-        let path = RepoPath::parse(&a.path).map_err(|e| config_error(&f, line, format!("app {:?}: {e}", a.name)))?;
-        let project_name = a.project.clone().unwrap_or_else(|| DEFAULT_PROJECT.to_string());
-        let Some(project) = projects.get(&project_name) else {
-            return Err(config_error(
-                &f,
-                line,
-                format!("app {:?} names project {project_name:?}, which is not declared", a.name),
-            ));
-        };
-        let cluster = a.destination.cluster.clone().unwrap_or_else(|| DEFAULT_CLUSTER.to_string());
-        if !clusters.iter().any(|c| c.name == cluster) {
-            return Err(config_error(
-                &f,
-                line,
-                format!("app {:?} targets cluster {cluster:?}, which is not declared", a.name),
-            ));
-        }
-        if !project.allows_destination(&cluster, &a.destination.namespace) {
-            return Err(config_error(
-                &f,
-                line,
-                format!(
-                    "app {:?}: project {project_name:?} does not allow destination cluster {cluster:?} namespace {:?}",
-                    a.name, a.destination.namespace
-                ),
-            ));
-        }
-        if !a.destination.namespace.is_empty() && !is_dns_label(&a.destination.namespace) {
-            return Err(config_error(
-                &f,
-                line,
-                format!(
-                    "app {:?}: destination.namespace {:?} is not a DNS-1123 label (a-z, 0-9, -; at most 63)",
-                    a.name, a.destination.namespace
-                ),
-            ));
-        }
-        let helm = a.helm.clone().unwrap_or_default();
-        validate_helm(&helm, &path).map_err(|m| config_error(&f, line, format!("app {:?}: {m}", a.name)))?;
-        apps.push(App {
-            name: a.name,
-            project: project_name,
-            path,
-            destination: Destination { cluster, namespace: a.destination.namespace },
-            sync_policy: a.sync_policy,
-            require_signed: a.require_signed,
-            helm: HelmSpec { release_name: helm.release_name, value_files: helm.value_files },
-            declared_at: format!("{f}:{line}"),
-        });
+/// One app (declared at `f:line`), validated against its project and the
+/// declared clusters.
+fn app(
+    a: RawApp,
+    f: &str,
+    line: usize,
+    projects: &BTreeMap<String, Project>,
+    clusters: &[Cluster],
+) -> Result<App, RenderError> {
+    let path = RepoPath::parse(&a.path).map_err(|e| config_error(f, line, format!("app {:?}: {e}", a.name)))?;
+    let project_name = a.project.clone().unwrap_or_else(|| DEFAULT_PROJECT.to_string());
+    let Some(project) = projects.get(&project_name) else {
+        return Err(config_error(
+            f,
+            line,
+            format!("app {:?} names project {project_name:?}, which is not declared", a.name),
+        ));
+    };
+    let cluster = a.destination.cluster.clone().unwrap_or_else(|| DEFAULT_CLUSTER.to_string());
+    if !clusters.iter().any(|c| c.name == cluster) {
+        return Err(config_error(
+            f,
+            line,
+            format!("app {:?} targets cluster {cluster:?}, which is not declared", a.name),
+        ));
     }
-    apps.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Config { file: file.to_string(), clusters, projects, apps })
+    if !project.allows_destination(&cluster, &a.destination.namespace) {
+        return Err(config_error(
+            f,
+            line,
+            format!(
+                "app {:?}: project {project_name:?} does not allow destination cluster {cluster:?} namespace {:?}",
+                a.name, a.destination.namespace
+            ),
+        ));
+    }
+    if !a.destination.namespace.is_empty() && !is_dns_label(&a.destination.namespace) {
+        return Err(config_error(
+            f,
+            line,
+            format!(
+                "app {:?}: destination.namespace {:?} is not a DNS-1123 label (a-z, 0-9, -; at most 63)",
+                a.name, a.destination.namespace
+            ),
+        ));
+    }
+    let helm = a.helm.clone().unwrap_or_default();
+    validate_helm(&helm, &path).map_err(|m| config_error(f, line, format!("app {:?}: {m}", a.name)))?;
+    Ok(App {
+        name: a.name,
+        project: project_name,
+        path,
+        destination: Destination { cluster, namespace: a.destination.namespace },
+        sync_policy: a.sync_policy,
+        require_signed: a.require_signed,
+        helm: HelmSpec { release_name: helm.release_name, value_files: helm.value_files },
+        declared_at: format!("{f}:{line}"),
+    })
 }
 
 /// A project's `roles`, validated: named once each, with groups and known

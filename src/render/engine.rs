@@ -10,7 +10,8 @@ use serde_json::Value;
 use super::config::{self, App, Config, Project};
 use super::desired::{DesiredObject, DesiredSet};
 use super::object::{ObjectKey, canonical_json, is_cluster_scoped, sha256_digest};
-use super::{RenderError, confine, helm, kustomize, yaml};
+use super::yaml::parse_bytes;
+use super::{RenderError, confine, helm, kustomize};
 use crate::source::{Dep, NodeKind, ReadLimits, RepoPath, TreeReader};
 
 /// How to render.
@@ -402,41 +403,6 @@ pub(crate) fn parse_file(reader: &TreeReader, path: &RepoPath) -> Result<Vec<(Va
     parse_bytes(path, &reader.read(path)?)
 }
 
-/// The manifests in `bytes`, read from `path`.
-pub(crate) fn parse_bytes(path: &RepoPath, bytes: &[u8]) -> Result<Vec<(Value, RepoPath)>, RenderError> {
-    let docs = yaml::parse_documents(path.as_str(), bytes)?;
-    let mut out = Vec::with_capacity(docs.len());
-    for (i, d) in docs.into_iter().enumerate() {
-        expand_list(d, path, i + 1, &mut out)?;
-    }
-    Ok(out)
-}
-
-/// `kind: List` (and `*List` with `items`) expands into its items.
-fn expand_list(doc: Value, path: &RepoPath, n: usize, out: &mut Vec<(Value, RepoPath)>) -> Result<(), RenderError> {
-    let is_list = doc.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List"))
-        && doc.get("items").is_some_and(Value::is_array);
-    if is_list {
-        if let Value::Object(mut m) = doc
-            && let Some(Value::Array(items)) = m.remove("items")
-        {
-            for item in items {
-                out.push((item, path.clone()));
-            }
-        }
-        return Ok(());
-    }
-    if !doc.is_object() {
-        return Err(RenderError::InvalidObject {
-            file: path.to_string(),
-            doc: n,
-            reason: "a manifest must be a mapping".into(),
-        });
-    }
-    out.push((doc, path.clone()));
-    Ok(())
-}
-
 /// Validates, defaults the namespace, checks the project's bounds and
 /// canonicalises.
 fn finalize(app: &App, project: &Project, raw: Vec<(Value, RepoPath)>) -> Result<Vec<RenderedObject>, RenderError> {
@@ -445,81 +411,108 @@ fn finalize(app: &App, project: &Project, raw: Vec<(Value, RepoPath)>) -> Result
     for (n, (mut v, path)) in raw.into_iter().enumerate() {
         let invalid =
             |reason: &str| RenderError::InvalidObject { file: path.to_string(), doc: n + 1, reason: reason.into() };
-        let api = v.get("apiVersion").and_then(Value::as_str).ok_or_else(|| invalid("no apiVersion"))?.to_string();
-        let kind = v.get("kind").and_then(Value::as_str).ok_or_else(|| invalid("no kind"))?.to_string();
-        if !v.get("metadata").is_some_and(Value::is_object) {
-            return Err(invalid("no metadata"));
-        }
-        let hook = match super::hook::role(&v).map_err(|e| invalid(&e))? {
-            super::hook::Role::Skip => continue,
-            super::hook::Role::Object => false,
-            super::hook::Role::Hook(_) => true,
-        };
-        let meta = v.get_mut("metadata").and_then(Value::as_object_mut).ok_or_else(|| invalid("no metadata"))?;
-        let generate = meta.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty());
-        let name = match (meta.get("name").and_then(Value::as_str), generate) {
-            (Some(n), _) => n.to_string(),
-            // A hook's instances are named by the apiserver: the hook is
-            // known by its generateName.
-            (None, Some(g)) if hook => g.to_string(),
-            (None, Some(_)) => {
-                return Err(invalid(&format!(
-                    "metadata.generateName is for sync hooks only ({} or {}): give it a metadata.name",
-                    super::hook::ARGO_HOOK,
-                    super::hook::HELM_HOOK
-                )));
-            }
-            (None, None) => return Err(invalid("no metadata.name")),
-        };
-        if name.is_empty() {
-            return Err(invalid("empty metadata.name"));
-        }
-        // `kubectl create … --dry-run=client -o yaml` writes
-        // `creationTimestamp: null`; the apiserver always sets it, so Git
-        // cannot mean it: drop it (Argo CD's diff ignores it too).
-        if meta.get("creationTimestamp").is_some_and(Value::is_null) {
-            meta.remove("creationTimestamp");
-        }
-        let group = super::object::group_of(&api).to_string();
-        let cluster_scoped = is_cluster_scoped(&group, &kind);
-        let namespace = if cluster_scoped {
-            meta.remove("namespace");
-            String::new()
-        } else {
-            match meta.get("namespace").and_then(Value::as_str) {
-                Some(ns) if !ns.is_empty() => ns.to_string(),
-                _ => {
-                    if app.destination.namespace.is_empty() {
-                        return Err(invalid("no metadata.namespace, and the app has no destination namespace"));
-                    }
-                    meta.insert("namespace".into(), Value::String(app.destination.namespace.clone()));
-                    app.destination.namespace.clone()
-                }
-            }
-        };
-        let key = ObjectKey { group, kind, namespace, name };
-        let out_of_bounds = |reason: String| RenderError::OutOfBounds {
-            app: app.name.clone(),
-            project: project.name.clone(),
-            object: format!("{key} (from {path})"),
-            reason,
-        };
-        if !project.allows_kind(&key.group, &key.kind, cluster_scoped) {
-            let what = if cluster_scoped { "cluster-scoped kind" } else { "kind" };
-            return Err(out_of_bounds(format!("{what} {} is not allowed", gk(&key))));
-        }
-        if !cluster_scoped && !project.allows_destination(&app.destination.cluster, &key.namespace) {
-            return Err(out_of_bounds(format!(
-                "namespace {:?} on cluster {:?} is not an allowed destination",
-                key.namespace, app.destination.cluster
-            )));
-        }
+        let Some((key, hook)) = identify(app, &mut v, &invalid)? else { continue };
+        check_bounds(app, project, &key, &path)?;
         let manifest = canonical_json(&v);
         let digest = sha256_digest(manifest.as_bytes());
         let source = sources.entry(path.clone()).or_insert_with(|| Arc::from(path.as_str())).clone();
         out.push(RenderedObject { key, source, manifest: Arc::from(manifest), digest, hook });
     }
     Ok(out)
+}
+
+/// A manifest's key and whether it is a sync hook (`None`: a hook
+/// annotation skips it). Checks apiVersion, kind, metadata and name;
+/// drops a null creationTimestamp; a namespaced object without a namespace
+/// gets the app's, a cluster-scoped one loses any it has.
+fn identify(
+    app: &App,
+    v: &mut Value,
+    invalid: &dyn Fn(&str) -> RenderError,
+) -> Result<Option<(ObjectKey, bool)>, RenderError> {
+    let api = v.get("apiVersion").and_then(Value::as_str).ok_or_else(|| invalid("no apiVersion"))?.to_string();
+    let kind = v.get("kind").and_then(Value::as_str).ok_or_else(|| invalid("no kind"))?.to_string();
+    if !v.get("metadata").is_some_and(Value::is_object) {
+        return Err(invalid("no metadata"));
+    }
+    let hook = match super::hook::role(v).map_err(|e| invalid(&e))? {
+        super::hook::Role::Skip => return Ok(None),
+        super::hook::Role::Object => false,
+        super::hook::Role::Hook(_) => true,
+    };
+    let meta = v.get_mut("metadata").and_then(Value::as_object_mut).ok_or_else(|| invalid("no metadata"))?;
+    let name = object_name(meta, hook, invalid)?;
+    // `kubectl create … --dry-run=client -o yaml` writes
+    // `creationTimestamp: null`; the apiserver always sets it, so Git
+    // cannot mean it: drop it (Argo CD's diff ignores it too).
+    if meta.get("creationTimestamp").is_some_and(Value::is_null) {
+        meta.remove("creationTimestamp");
+    }
+    let group = super::object::group_of(&api).to_string();
+    let namespace = if is_cluster_scoped(&group, &kind) {
+        meta.remove("namespace");
+        String::new()
+    } else {
+        match meta.get("namespace").and_then(Value::as_str) {
+            Some(ns) if !ns.is_empty() => ns.to_string(),
+            _ => {
+                if app.destination.namespace.is_empty() {
+                    return Err(invalid("no metadata.namespace, and the app has no destination namespace"));
+                }
+                meta.insert("namespace".into(), Value::String(app.destination.namespace.clone()));
+                app.destination.namespace.clone()
+            }
+        }
+    };
+    Ok(Some((ObjectKey { group, kind, namespace, name }, hook)))
+}
+
+/// `metadata.name`, or for a sync hook its `generateName` (the apiserver
+/// names a hook's instances).
+fn object_name(
+    meta: &serde_json::Map<String, Value>,
+    hook: bool,
+    invalid: &dyn Fn(&str) -> RenderError,
+) -> Result<String, RenderError> {
+    let generate = meta.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty());
+    let name = match (meta.get("name").and_then(Value::as_str), generate) {
+        (Some(n), _) => n.to_string(),
+        (None, Some(g)) if hook => g.to_string(),
+        (None, Some(_)) => {
+            return Err(invalid(&format!(
+                "metadata.generateName is for sync hooks only ({} or {}): give it a metadata.name",
+                super::hook::ARGO_HOOK,
+                super::hook::HELM_HOOK
+            )));
+        }
+        (None, None) => return Err(invalid("no metadata.name")),
+    };
+    if name.is_empty() {
+        return Err(invalid("empty metadata.name"));
+    }
+    Ok(name)
+}
+
+/// The project allows the object's kind and (namespaced) its destination.
+fn check_bounds(app: &App, project: &Project, key: &ObjectKey, path: &RepoPath) -> Result<(), RenderError> {
+    let cluster_scoped = is_cluster_scoped(&key.group, &key.kind);
+    let out_of_bounds = |reason: String| RenderError::OutOfBounds {
+        app: app.name.clone(),
+        project: project.name.clone(),
+        object: format!("{key} (from {path})"),
+        reason,
+    };
+    if !project.allows_kind(&key.group, &key.kind, cluster_scoped) {
+        let what = if cluster_scoped { "cluster-scoped kind" } else { "kind" };
+        return Err(out_of_bounds(format!("{what} {} is not allowed", gk(key))));
+    }
+    if !cluster_scoped && !project.allows_destination(&app.destination.cluster, &key.namespace) {
+        return Err(out_of_bounds(format!(
+            "namespace {:?} on cluster {:?} is not an allowed destination",
+            key.namespace, app.destination.cluster
+        )));
+    }
+    Ok(())
 }
 
 fn gk(k: &ObjectKey) -> String {

@@ -39,8 +39,8 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// Renders the chart at `app.path` with the app's values files, using the
 /// helm binary `bin`.
 pub fn template(tree: &TreeReader, app: &App, bin: &Path) -> Result<Vec<(Value, RepoPath)>, RenderError> {
-    let fail = |reason: String| RenderError::Helm { app: app.name.clone(), reason };
-    let release = release_name(app).map_err(fail)?;
+    let fail = helm_error(app);
+    let release = release_name(app).map_err(&fail)?;
     let namespace = &app.destination.namespace;
     if !namespace.is_empty() && !config::is_dns_label(namespace) {
         return Err(fail(format!(
@@ -51,54 +51,9 @@ pub fn template(tree: &TreeReader, app: &App, bin: &Path) -> Result<Vec<(Value, 
     let work = ScratchDir::new("helm").map_err(|e| fail(format!("failed to create a temp dir: {e}")))?;
     // Stage the chart and its values first: a file that leads out of the
     // chart is refused before helm runs.
-    let chart_root = confine::canonical_dir(tree, &app.path)?;
-    let chart_dir = work.path().join("chart");
-    for file in tree.walk(&chart_root)? {
-        let rel = file.as_str().strip_prefix(chart_root.as_str()).unwrap_or(file.as_str()).trim_start_matches('/');
-        let bytes = confine::read(tree, &file, &chart_root, confine::CHART)?;
-        write_file(&chart_dir.join(rel), &bytes).map_err(|e| fail(format!("failed to stage {file}: {e}")))?;
-    }
-    vendored_dependencies(tree, &chart_root).map_err(fail)?;
-    let mut values = Vec::with_capacity(app.helm.value_files.len());
-    for (i, vf) in app.helm.value_files.iter().enumerate() {
-        let path = app.path.join(vf)?;
-        let (root, rule) = if path.starts_with(&app.path) {
-            (chart_root.clone(), confine::CHART)
-        } else {
-            (path.parent(), confine::VALUES)
-        };
-        let staged = work.path().join(format!("values-{i}.yaml"));
-        write_file(&staged, &confine::read(tree, &path, &root, rule)?)
-            .map_err(|e| fail(format!("failed to stage {path}: {e}")))?;
-        values.push(staged);
-    }
+    let (chart_dir, values) = stage(tree, app, work.path())?;
     let env = Sandbox::new(work.path()).map_err(|e| fail(format!("failed to prepare helm's scratch home: {e}")))?;
-
-    match env.command(bin).arg("version").arg("--short").output() {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            return Err(fail(format!(
-                "`{} version` failed: {}",
-                bin.display(),
-                String::from_utf8_lossy(&o.stderr).trim()
-            )));
-        }
-        Err(e) if bin.components().count() == 1 && e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(fail(format!(
-                "the chart at {} needs a `{}` binary, and none was found on PATH (install helm where gitgate \
-                 runs, e.g. in an image derived from gitgate's, or set GITGATE_HELM to its path)",
-                app.path,
-                bin.display()
-            )));
-        }
-        Err(e) => {
-            return Err(fail(format!(
-                "the chart at {} needs a `helm` binary, and {} could not be run: {e}",
-                app.path,
-                bin.display()
-            )));
-        }
-    }
+    check_binary(&env, bin, app).map_err(&fail)?;
 
     let mut cmd = env.command(bin);
     cmd.arg("template");
@@ -117,9 +72,64 @@ pub fn template(tree: &TreeReader, app: &App, bin: &Path) -> Result<Vec<(Value, 
     if !out.status.success() {
         return Err(fail(format!("helm template failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
     }
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    parse_output(app, &String::from_utf8_lossy(&out.stdout))
+}
+
+/// A helm error naming `app`.
+fn helm_error(app: &App) -> impl Fn(String) -> RenderError + '_ {
+    |reason: String| RenderError::Helm { app: app.name.clone(), reason }
+}
+
+/// Copies the chart (`chart/`) and the app's values files (`values-N.yaml`)
+/// into `work`, each read confined (see [`super::confine`]); checks that
+/// the chart's dependencies are vendored.
+fn stage(tree: &TreeReader, app: &App, work: &Path) -> Result<(PathBuf, Vec<PathBuf>), RenderError> {
+    let fail = helm_error(app);
+    let chart_root = confine::canonical_dir(tree, &app.path)?;
+    let chart_dir = work.join("chart");
+    for file in tree.walk(&chart_root)? {
+        let rel = file.as_str().strip_prefix(chart_root.as_str()).unwrap_or(file.as_str()).trim_start_matches('/');
+        let bytes = confine::read(tree, &file, &chart_root, confine::CHART)?;
+        write_file(&chart_dir.join(rel), &bytes).map_err(|e| fail(format!("failed to stage {file}: {e}")))?;
+    }
+    vendored_dependencies(tree, &chart_root).map_err(&fail)?;
+    let mut values = Vec::with_capacity(app.helm.value_files.len());
+    for (i, vf) in app.helm.value_files.iter().enumerate() {
+        let path = app.path.join(vf)?;
+        let (root, rule) = if path.starts_with(&app.path) {
+            (chart_root.clone(), confine::CHART)
+        } else {
+            (path.parent(), confine::VALUES)
+        };
+        let staged = work.join(format!("values-{i}.yaml"));
+        write_file(&staged, &confine::read(tree, &path, &root, rule)?)
+            .map_err(|e| fail(format!("failed to stage {path}: {e}")))?;
+        values.push(staged);
+    }
+    Ok((chart_dir, values))
+}
+
+/// `helm version` runs: else why not, naming the chart and the binary.
+fn check_binary(env: &Sandbox, bin: &Path, app: &App) -> Result<(), String> {
+    match env.command(bin).arg("version").arg("--short").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!("`{} version` failed: {}", bin.display(), String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) if bin.components().count() == 1 && e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "the chart at {} needs a `{}` binary, and none was found on PATH (install helm where gitgate \
+             runs, e.g. in an image derived from gitgate's, or set GITGATE_HELM to its path)",
+            app.path,
+            bin.display()
+        )),
+        Err(e) => {
+            Err(format!("the chart at {} needs a `helm` binary, and {} could not be run: {e}", app.path, bin.display()))
+        }
+    }
+}
+
+/// `helm template`'s output as manifests, each with the template it came
+/// from: every document is preceded by `# Source: <chart>/<template path>`.
+fn parse_output(app: &App, text: &str) -> Result<Vec<(Value, RepoPath)>, RenderError> {
     let mut objects = Vec::new();
-    // Each document is preceded by `# Source: <chart>/<template path>`.
     for chunk in text.split("\n---") {
         let source = chunk
             .lines()

@@ -94,63 +94,92 @@ fn csv(raw: &str) -> impl Iterator<Item = &str> {
 /// The role of a manifest; `Err` names the annotation and the bad value.
 pub fn role(manifest: &Value) -> Result<Role, String> {
     let phases = if let Some(raw) = annotation(manifest, ARGO_HOOK) {
-        let mut phases = Vec::new();
-        for p in csv(raw) {
-            let phase = match p {
-                "PreSync" => Phase::PreSync,
-                "Sync" => Phase::Sync,
-                "PostSync" => Phase::PostSync,
-                "SyncFail" => Phase::SyncFail,
-                "Skip" => return Ok(Role::Skip),
-                other => {
-                    return Err(format!(
-                        "unknown hook phase {other:?} in {ARGO_HOOK} (one of PreSync, Sync, PostSync, SyncFail, Skip)"
-                    ));
-                }
-            };
-            if !phases.contains(&phase) {
-                phases.push(phase);
-            }
-        }
-        if phases.is_empty() {
-            return Err(format!("{ARGO_HOOK} is empty (one of PreSync, Sync, PostSync, SyncFail, Skip)"));
-        }
+        let Some(phases) = argo_phases(raw)? else { return Ok(Role::Skip) };
         Some(phases)
     } else if let Some(raw) = annotation(manifest, HELM_HOOK) {
-        let mut phases = Vec::new();
-        let mut any = false;
-        for p in csv(raw) {
-            any = true;
-            let phase = match p {
-                "pre-install" | "pre-upgrade" | "crd-install" => Phase::PreSync,
-                "post-install" | "post-upgrade" => Phase::PostSync,
-                "pre-delete" | "post-delete" | "pre-rollback" | "post-rollback" | "test" | "test-success"
-                | "test-failure" => continue,
-                other => {
-                    return Err(format!(
-                        "unknown hook {other:?} in {HELM_HOOK} (pre-install, pre-upgrade, post-install, post-upgrade, \
-                         pre-delete, post-delete, pre-rollback, post-rollback or test)"
-                    ));
-                }
-            };
-            if !phases.contains(&phase) {
-                phases.push(phase);
-            }
-        }
-        if !any {
-            return Err(format!("{HELM_HOOK} is empty"));
-        }
-        if phases.is_empty() {
-            return Ok(Role::Skip);
-        }
+        let Some(phases) = helm_phases(raw)? else { return Ok(Role::Skip) };
         Some(phases)
     } else {
         None
     };
+    let mut delete = delete_policies(manifest, phases.is_some())?;
+    match phases {
+        None => Ok(Role::Object),
+        Some(phases) => {
+            if delete.is_empty() {
+                delete.push(DeletePolicy::BeforeHookCreation);
+            }
+            Ok(Role::Hook(Hook { phases, delete }))
+        }
+    }
+}
+
+/// The phases of an Argo CD hook annotation, each once; `None` when it
+/// says `Skip`.
+fn argo_phases(raw: &str) -> Result<Option<Vec<Phase>>, String> {
+    let mut phases = Vec::new();
+    for p in csv(raw) {
+        let phase = match p {
+            "PreSync" => Phase::PreSync,
+            "Sync" => Phase::Sync,
+            "PostSync" => Phase::PostSync,
+            "SyncFail" => Phase::SyncFail,
+            "Skip" => return Ok(None),
+            other => {
+                return Err(format!(
+                    "unknown hook phase {other:?} in {ARGO_HOOK} (one of PreSync, Sync, PostSync, SyncFail, Skip)"
+                ));
+            }
+        };
+        if !phases.contains(&phase) {
+            phases.push(phase);
+        }
+    }
+    if phases.is_empty() {
+        return Err(format!("{ARGO_HOOK} is empty (one of PreSync, Sync, PostSync, SyncFail, Skip)"));
+    }
+    Ok(Some(phases))
+}
+
+/// The phases of a Helm hook annotation, each once; `None` when every hook
+/// it names is one gitgate never runs (delete, rollback, test).
+fn helm_phases(raw: &str) -> Result<Option<Vec<Phase>>, String> {
+    let mut phases = Vec::new();
+    let mut any = false;
+    for p in csv(raw) {
+        any = true;
+        let phase = match p {
+            "pre-install" | "pre-upgrade" | "crd-install" => Phase::PreSync,
+            "post-install" | "post-upgrade" => Phase::PostSync,
+            "pre-delete" | "post-delete" | "pre-rollback" | "post-rollback" | "test" | "test-success"
+            | "test-failure" => continue,
+            other => {
+                return Err(format!(
+                    "unknown hook {other:?} in {HELM_HOOK} (pre-install, pre-upgrade, post-install, post-upgrade, \
+                     pre-delete, post-delete, pre-rollback, post-rollback or test)"
+                ));
+            }
+        };
+        if !phases.contains(&phase) {
+            phases.push(phase);
+        }
+    }
+    if !any {
+        return Err(format!("{HELM_HOOK} is empty"));
+    }
+    if phases.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(phases))
+}
+
+/// The delete policies of the Argo CD and Helm annotations, each once;
+/// refused on an object that is not a hook (`hook` false).
+fn delete_policies(manifest: &Value, hook: bool) -> Result<Vec<DeletePolicy>, String> {
     let mut delete = Vec::new();
     for (key, helm) in [(ARGO_DELETE_POLICY, false), (HELM_DELETE_POLICY, true)] {
         let Some(raw) = annotation(manifest, key) else { continue };
-        if phases.is_none() {
+        if !hook {
             return Err(format!("{key} on an object that is not a hook (it needs {ARGO_HOOK} or {HELM_HOOK})"));
         }
         for p in csv(raw) {
@@ -174,15 +203,7 @@ pub fn role(manifest: &Value) -> Result<Role, String> {
             }
         }
     }
-    match phases {
-        None => Ok(Role::Object),
-        Some(phases) => {
-            if delete.is_empty() {
-                delete.push(DeletePolicy::BeforeHookCreation);
-            }
-            Ok(Role::Hook(Hook { phases, delete }))
-        }
-    }
+    Ok(delete)
 }
 
 #[cfg(test)]

@@ -2,15 +2,31 @@
 //! app's objects (plain YAML/JSON, [`kustomize`], [`helm`]) → project
 //! bounds → the desired set D(C) ([`desired`]), with each object's blame.
 //!
+//! Owns: turning the manifests of a commit's tree into objects — the
+//! config and its projects and app generators ([`config`]), kustomize
+//! ([`kustomize`]), helm charts ([`helm`]), sync hooks ([`hook`]), sync
+//! windows ([`window`]), the bounded YAML/JSON parsing ([`yaml`]), the
+//! symlink confinement of every read ([`confine`]), and the desired set
+//! with its blame ([`engine`], [`desired`]). The `gitgate render` command
+//! is `cmd/`'s.
+//!
+//! Imports: only `crate::source` (trees, paths, scratch directories). It
+//! must never import `admission/`, `sync/`, `provenance/`, `promotion/`,
+//! `policy/`, `audit/` or `dashboard/` (nor the top-level `desired/`
+//! tracker, nor `cmd/`): they consume desired sets, never the other way
+//! round. Inside, leaves first: [`yaml`], [`object`], [`confine`], [`hook`]
+//! and [`window`] import nothing of `render` but [`RenderError`];
+//! [`config`] builds on them, [`kustomize`] and [`helm`] on those, and
+//! [`engine`] on everything.
+//!
 //! [`Renderer`] caches three things, all immutable once built: the desired
 //! set per commit, the rendered apps per tree id, and each app's render
 //! keyed by what it read (the objects it resolved paths to), so a new
 //! commit re-renders only the apps whose inputs changed.
 //!
-//! An error anywhere fails the whole commit: the caller keeps the last good
-//! desired set (see [`crate::source::poll`]).
+//! An error anywhere fails the whole commit: the caller (the desired-state
+//! tracker, [`crate::desired::tracker`]) keeps the last good desired set.
 
-pub mod command;
 pub mod config;
 pub mod confine;
 pub mod desired;

@@ -364,33 +364,15 @@ pub fn evaluate(windows: &[SyncWindow], app: &str, now: Timestamp) -> WindowVerd
         };
     }
     let horizon = now.checked_add(SignedDuration::from_hours(24 * HORIZON_DAYS)).unwrap_or(Timestamp::MAX);
-
-    struct State<'a> {
-        w: &'a SyncWindow,
-        /// The start keeping it active now.
-        start: Option<Timestamp>,
-        /// When it next starts (inactive) or its run ends (active).
-        flip: Option<Timestamp>,
-    }
-    let states: Vec<State> = matching
-        .iter()
-        .map(|w| {
-            let start = w.active_start(now);
-            let flip = match start {
-                Some(s) => w.run_end(s, horizon),
-                None => w.next_start_after(now).filter(|t| *t <= horizon),
-            };
-            State { w, start, flip }
-        })
-        .collect();
+    let states: Vec<WindowState> = matching.iter().map(|w| WindowState::at(w, now, horizon)).collect();
     let next_change = states.iter().filter_map(|s| s.flip).min();
 
-    let active_denies: Vec<&State> =
+    let active_denies: Vec<&WindowState> =
         states.iter().filter(|s| s.w.kind == WindowKind::Deny && s.start.is_some()).collect();
-    let allows: Vec<&State> = states.iter().filter(|s| s.w.kind == WindowKind::Allow).collect();
-    let active_allow = allows.iter().find(|s| s.start.is_some());
+    let allows: Vec<&WindowState> = states.iter().filter(|s| s.w.kind == WindowKind::Allow).collect();
+    let active_allow = allows.iter().find(|s| s.start.is_some()).copied();
 
-    let closers: Vec<&State> = if !active_denies.is_empty() {
+    let closers: Vec<&WindowState> = if !active_denies.is_empty() {
         active_denies.clone()
     } else if !allows.is_empty() && active_allow.is_none() {
         allows.clone()
@@ -403,32 +385,7 @@ pub fn evaluate(windows: &[SyncWindow], app: &str, now: Timestamp) -> WindowVerd
     let (next_open, open_search) =
         if sync_open { (None, OpenSearch::Done) } else { next_open(&matching, now, horizon) };
 
-    let mut reason = String::new();
-    let until = |s: &State| match s.flip {
-        Some(t) => format!(" until {}", s.w.local(t)),
-        None => " for more than a year".to_string(),
-    };
-    if let Some(first) = active_denies.first() {
-        reason.push_str(&format!("inside {}{}", first.w.describe(), until(first)));
-        if active_denies.len() > 1 {
-            reason.push_str(&format!(" (and {} more active deny windows)", active_denies.len() - 1));
-        }
-    } else if let Some(a) = active_allow {
-        reason.push_str(&format!("inside {}{}", a.w.describe(), until(a)));
-    } else if let [only] = allows.as_slice() {
-        reason.push_str(&format!("outside {}", only.w.describe()));
-    } else if !allows.is_empty() {
-        reason.push_str(&format!("outside all {} allow windows", allows.len()));
-    } else {
-        // Only inactive deny windows apply.
-        let next = states.iter().filter_map(|s| s.flip.map(|t| (t, s))).min_by_key(|(t, _)| *t);
-        match next {
-            Some((t, s)) => {
-                reason.push_str(&format!("no deny window is active; {} starts {}", s.w.describe(), s.w.local(t)))
-            }
-            None => reason.push_str("no deny window is active"),
-        }
-    }
+    let mut reason = state_reason(&states, &active_denies, active_allow, &allows);
     if !sync_open {
         // The zone of the window that opens it, else of the first closer.
         if let Some(shown) = closers.first().map(|s| s.w) {
@@ -447,6 +404,68 @@ pub fn evaluate(windows: &[SyncWindow], app: &str, now: Timestamp) -> WindowVerd
         }
     }
     WindowVerdict { sync_open, self_heal_open, manual_allowed, next_open, next_change, reason }
+}
+
+/// One window that applies, at the instant evaluated.
+struct WindowState<'a> {
+    w: &'a SyncWindow,
+    /// The start keeping it active now.
+    start: Option<Timestamp>,
+    /// When it next starts (inactive) or its run ends (active).
+    flip: Option<Timestamp>,
+}
+
+impl<'a> WindowState<'a> {
+    fn at(w: &'a SyncWindow, now: Timestamp, horizon: Timestamp) -> Self {
+        let start = w.active_start(now);
+        let flip = match start {
+            Some(s) => w.run_end(s, horizon),
+            None => w.next_start_after(now).filter(|t| *t <= horizon),
+        };
+        WindowState { w, start, flip }
+    }
+
+    /// ` until <local time>` of its flip, or that there is none in sight.
+    fn until(&self) -> String {
+        match self.flip {
+            Some(t) => format!(" until {}", self.w.local(t)),
+            None => " for more than a year".to_string(),
+        }
+    }
+}
+
+/// The first part of a verdict's reason: which window decides, and until
+/// when (an active deny, else an active allow, else the allows sync is
+/// outside of, else the next deny to start).
+fn state_reason(
+    states: &[WindowState],
+    active_denies: &[&WindowState],
+    active_allow: Option<&WindowState>,
+    allows: &[&WindowState],
+) -> String {
+    let mut reason = String::new();
+    if let Some(first) = active_denies.first() {
+        reason.push_str(&format!("inside {}{}", first.w.describe(), first.until()));
+        if active_denies.len() > 1 {
+            reason.push_str(&format!(" (and {} more active deny windows)", active_denies.len() - 1));
+        }
+    } else if let Some(a) = active_allow {
+        reason.push_str(&format!("inside {}{}", a.w.describe(), a.until()));
+    } else if let [only] = allows {
+        reason.push_str(&format!("outside {}", only.w.describe()));
+    } else if !allows.is_empty() {
+        reason.push_str(&format!("outside all {} allow windows", allows.len()));
+    } else {
+        // Only inactive deny windows apply.
+        let next = states.iter().filter_map(|s| s.flip.map(|t| (t, s))).min_by_key(|(t, _)| *t);
+        match next {
+            Some((t, s)) => {
+                reason.push_str(&format!("no deny window is active; {} starts {}", s.w.describe(), s.w.local(t)))
+            }
+            None => reason.push_str("no deny window is active"),
+        }
+    }
+    reason
 }
 
 /// Whether `next_open` searched to the end.

@@ -1,4 +1,8 @@
 //! Parsing manifests: YAML streams (multi-document) and JSON, bounded.
+//! `parse_bytes` turns a file's bytes into manifests (`kind: List`
+//! expanded); plain directories (the engine) and kustomize resources both
+//! read files through it. A leaf: it imports nothing of `render` but
+//! [`RenderError`].
 //!
 //! Decisions:
 //! - **YAML 1.2 booleans** (`strict_booleans`): only `true`/`false` are
@@ -16,6 +20,7 @@
 use serde_json::Value;
 
 use super::RenderError;
+use crate::source::RepoPath;
 
 pub const MAX_DEPTH: usize = 100;
 pub const MAX_ALIASES: usize = 1_000;
@@ -69,6 +74,41 @@ pub fn parse_documents(file: &str, bytes: &[u8]) -> Result<Vec<Value>, RenderErr
         serde_saphyr::from_multiple_with_options::<Value>(text, options()).map_err(|e| yaml_error(file, &e))?
     };
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// The manifests in `bytes`, read from `path`.
+pub(crate) fn parse_bytes(path: &RepoPath, bytes: &[u8]) -> Result<Vec<(Value, RepoPath)>, RenderError> {
+    let docs = parse_documents(path.as_str(), bytes)?;
+    let mut out = Vec::with_capacity(docs.len());
+    for (i, d) in docs.into_iter().enumerate() {
+        expand_list(d, path, i + 1, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// `kind: List` (and `*List` with `items`) expands into its items.
+fn expand_list(doc: Value, path: &RepoPath, n: usize, out: &mut Vec<(Value, RepoPath)>) -> Result<(), RenderError> {
+    let is_list = doc.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List"))
+        && doc.get("items").is_some_and(Value::is_array);
+    if is_list {
+        if let Value::Object(mut m) = doc
+            && let Some(Value::Array(items)) = m.remove("items")
+        {
+            for item in items {
+                out.push((item, path.clone()));
+            }
+        }
+        return Ok(());
+    }
+    if !doc.is_object() {
+        return Err(RenderError::InvalidObject {
+            file: path.to_string(),
+            doc: n,
+            reason: "a manifest must be a mapping".into(),
+        });
+    }
+    out.push((doc, path.clone()));
+    Ok(())
 }
 
 fn utf8<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, RenderError> {

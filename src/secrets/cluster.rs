@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroize as _;
 
 use super::keys::{AgeIdentity, IdentitySet, Keyring, Recipient, parse_identities};
+use super::plaintext::AmbiguousIfDebug;
 
 /// The label that marks an identity Secret (value `"true"`).
 pub const IDENTITY_LABEL: &str = "gitgate.dev/age-identity";
@@ -65,6 +66,9 @@ pub struct KeyEntry {
     created: Option<Timestamp>,
     identities: Vec<AgeIdentity>,
 }
+
+/// Compile-time proof that [`KeyEntry`] has no `Debug`; see [`AmbiguousIfDebug`].
+const _: fn() = || <KeyEntry as AmbiguousIfDebug<_>>::check();
 
 /// An identity Secret that could not be used, and why (never its content).
 #[derive(Clone, Debug, PartialEq, Eq)]

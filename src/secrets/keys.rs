@@ -12,7 +12,8 @@ use arc_swap::ArcSwap;
 use age::secrecy::ExposeSecret as _;
 use zeroize::Zeroizing;
 
-use super::plaintext::Plaintext;
+use super::plaintext::{AmbiguousIfDebug, AmbiguousIfDisplay, Plaintext};
+use crate::contract::sealed::hex;
 
 /// An age X25519 recipient (public; may be committed).
 pub type Recipient = age::x25519::Recipient;
@@ -212,7 +213,7 @@ impl MacKey {
             ctx.update(&(v.len() as u64).to_be_bytes());
             ctx.update(v.expose());
         }
-        format!("hmac-sha256:{}", super::hex(ctx.sign().as_ref()))
+        format!("hmac-sha256:{}", hex(ctx.sign().as_ref()))
     }
 }
 
@@ -258,6 +259,16 @@ pub fn write_identity_file(identity: &AgeIdentity, path: &Path) -> Result<(), Ke
     f.sync_all().map_err(err)?;
     Ok(())
 }
+
+/// Compile-time proof that no key type has `Debug` (nor `Display` for an
+/// identity); see [`AmbiguousIfDebug`].
+const _: fn() = || {
+    <AgeIdentity as AmbiguousIfDebug<_>>::check();
+    <AgeIdentity as AmbiguousIfDisplay<_>>::check();
+    <IdentitySet as AmbiguousIfDebug<_>>::check();
+    <MacKey as AmbiguousIfDebug<_>>::check();
+    <Keyring as AmbiguousIfDebug<_>>::check();
+};
 
 #[cfg(test)]
 mod tests {

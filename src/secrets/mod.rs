@@ -15,9 +15,24 @@
 //!   JSONPatch;
 //! - [`cluster`]: the cluster's identities in Secrets (load, bootstrap,
 //!   follow rotations) and `GET /api/v1/recipients`;
-//! - [`cli`]: `gitgate keygen | seal | reseal | recipients`.
+//!
+//! `gitgate keygen | seal | reseal | recipients` is in `cmd::secrets`.
+//!
+//! Owns: secret bytes ([`Plaintext`]), age keys and the MAC key, sealing,
+//! `vault:` references, the unsealing admission stage and the cluster's
+//! identity Secrets. Inside the folder, `plaintext` is a leaf, `keys`
+//! builds on it and `cluster` on `keys`. The annotation names and a sealed
+//! Secret's Git digest are the contract's (`crate::contract`), shared with
+//! the gate and the loop.
+//!
+//! Imports from outside: [`crate::contract`], [`crate::admission`] (the
+//! stage traits and request types it plugs into), `crate::render::config`
+//! (`VaultAccess`, the default project) and `crate::provenance::Snapshot`
+//! (the deployed commit, in `stage`).
+//!
+//! Must never import: `sync`, `source`, `policy`, `audit`, `promotion`,
+//! `dashboard`, `server` — they build on secrets, not the other way.
 
-pub mod cli;
 pub mod cluster;
 pub mod keys;
 pub mod manifest;
@@ -31,16 +46,8 @@ pub use plaintext::Plaintext;
 pub use seal::{Binding, Limits, Scope, SealError};
 pub use stage::SecretsStage;
 
-/// Marker annotation on a sealed Secret in Git; its value is [`SEALED_AGE`].
-pub const SEALED: &str = "gitgate.dev/sealed";
-/// The only marker value: every value is age ciphertext or a `vault:` reference.
-pub const SEALED_AGE: &str = "age";
-/// Scope annotation: a hint for people and `seal --check`, never trusted.
-pub const SEAL_SCOPE: &str = "gitgate.dev/seal-scope";
-/// `sha256:<hex>` of the sealed (Git) form of the Secret's values.
-pub const SEALED_DIGEST: &str = "gitgate.dev/sealed-digest";
-/// `hmac-sha256:<hex>` of the plaintext values, keyed from the cluster identity.
-pub const PLAINTEXT_MAC: &str = "gitgate.dev/plaintext-mac";
+pub use crate::contract::sealed::{git_sealed_digest, sealed_digest};
+pub use crate::contract::{PLAINTEXT_MAC, SEAL_SCOPE, SEALED, SEALED_AGE, SEALED_DIGEST, SEALED_FORM_FIELDS};
 
 /// The first line of an armored age file.
 pub const ARMOR_BEGIN: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
@@ -56,64 +63,6 @@ pub fn looks_sealed(value: &[u8]) -> bool {
     trimmed.starts_with(ARMOR_BEGIN.as_bytes())
         || trimmed.starts_with(AGE_BINARY_MAGIC.as_bytes())
         || value.starts_with(VAULT_PREFIX.as_bytes())
-}
-
-/// `sha256:<hex>` over the sealed forms, sorted by key, each framed as
-/// `len(key) key len(value) value` (u64 big-endian lengths), so neither a
-/// key nor a value can be shifted into its neighbour.
-pub fn sealed_digest<'a>(values: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
-    use sha2::Digest as _;
-    let mut sorted: Vec<(&str, &[u8])> = values.into_iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let mut h = sha2::Sha256::new();
-    h.update(b"gitgate.dev/sealed-digest/v1\n");
-    for (k, v) in sorted {
-        h.update((k.len() as u64).to_be_bytes());
-        h.update(k.as_bytes());
-        h.update((v.len() as u64).to_be_bytes());
-        h.update(v);
-    }
-    format!("sha256:{}", hex(&h.finalize()))
-}
-
-/// For a sealed Secret as Git holds it (`gitgate.dev/sealed: age`), the
-/// `gitgate.dev/sealed-digest` the mutating webhook stamps when it unseals
-/// it: the digest of the values exactly as sealed (`data` base64-decoded,
-/// `stringData` winning, as the apiserver folds them). `None` for anything
-/// else. The sync loop and the provenance check compare this instead of the
-/// values, which only the webhook ever sees in plaintext.
-pub fn git_sealed_digest(manifest: &serde_json::Value) -> Option<String> {
-    use base64::Engine as _;
-    if manifest.get("kind").and_then(serde_json::Value::as_str) != Some("Secret") {
-        return None;
-    }
-    let marker = manifest.pointer("/metadata/annotations").and_then(|a| a.get(SEALED))?;
-    if marker.as_str() != Some(SEALED_AGE) {
-        return None;
-    }
-    let mut values: std::collections::BTreeMap<String, Vec<u8>> = std::collections::BTreeMap::new();
-    for (k, v) in manifest.get("data").and_then(serde_json::Value::as_object).into_iter().flatten() {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(v.as_str()?).ok()?;
-        values.insert(k.clone(), bytes);
-    }
-    for (k, v) in manifest.get("stringData").and_then(serde_json::Value::as_object).into_iter().flatten() {
-        values.insert(k.clone(), v.as_str()?.as_bytes().to_vec());
-    }
-    Some(sealed_digest(values.iter().map(|(k, v)| (k.as_str(), v.as_slice()))))
-}
-
-/// The fields of a sealed Secret Git's manifest sets that the cluster holds
-/// in another form (plaintext values, markers the webhook drops).
-pub const SEALED_FORM_FIELDS: [&str; 3] = ["/data", "/stringData", "/metadata/annotations/gitgate.dev~1sealed"];
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -3,14 +3,17 @@
 //!
 //! `fetch` (gix, blocking: call [`GitSource::fetch_async`] from async code)
 //! → [`GitSource::resolve`] → [`TreeReader`] (read-only, refuses escapes) →
-//! the render box. [`hooks`] turns push webhooks into fetches; [`poll`]
-//! fetches on an interval; [`signature`] checks commit signatures.
+//! the render box. [`hooks`] turns push webhooks into fetches;
+//! [`signature`] checks commit signatures. Keeping a desired set current
+//! (fetch on an interval, render, publish) is `desired::tracker`'s.
+//!
+//! Must never import render/, desired/, sync/, admission/ or provenance/:
+//! Git in, bytes and commits out.
 
 pub mod fetch;
 pub mod hooks;
 pub mod local;
 pub mod path;
-pub mod poll;
 pub mod scratch;
 pub mod signature;
 pub mod tree;

@@ -1,24 +1,11 @@
-//! What the sync loop records in the audit log: where records go
-//! ([`SyncRecorder`]) and the one builder of its records ([`AuditRecord`]).
-//! A leaf: it imports nothing of sync/ but the target's [`Resource`].
+//! The one builder of the sync loop's audit records ([`AuditRecord`]);
+//! they go to a [`crate::audit::SyncRecorder`]. A leaf: it imports nothing
+//! of sync/ but the target's [`Resource`].
 
 use crate::audit::record::{CommitRef, Entry as AuditEntry, EventKind, Outcome};
 use crate::render::object::ObjectKey;
 
 use super::target::Resource;
-
-/// Where audit records of sync actions go.
-pub trait SyncRecorder: Send + Sync {
-    fn record(&self, entry: &AuditEntry);
-}
-
-impl SyncRecorder for crate::audit::AuditLog {
-    fn record(&self, entry: &AuditEntry) {
-        if let Err(e) = self.append(entry) {
-            tracing::error!(error = %crate::error_chain(&e), "failed to record a sync action in the audit log");
-        }
-    }
-}
 
 /// One audit record of a sync action, built step by step: the event and
 /// its app, done unless [`AuditRecord::outcome`] says otherwise, and what

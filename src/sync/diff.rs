@@ -36,11 +36,11 @@ use super::plan::{self, Drift, Planned, PruneGuard};
 use super::reconcile::Targets;
 use super::target::{Resource, Target};
 use super::{SyncError, foreign};
-use crate::dashboard::access::Scope;
+use crate::access::Scope;
+use crate::desired::tracker::Tracker;
 use crate::render::DesiredSet;
 use crate::render::config::App;
 use crate::render::object::ObjectKey;
-use crate::source::poll::Tracker;
 
 /// Lines of context around each change in a diff.
 pub const CONTEXT: usize = 3;
@@ -719,7 +719,7 @@ impl DiffSource for Tracker {
                 return Ok(current);
             }
             self.render_commit(id).await.map_err(|e| match e {
-                crate::source::poll::SyncError::Render { commit, source } => {
+                crate::desired::tracker::SyncError::Render { commit, source } => {
                     DiffError::Render { commit, source: Box::new(source) }
                 }
                 other => DiffError::Git(Box::new(other)),

@@ -25,9 +25,7 @@
 
 mod apply;
 pub mod audit;
-pub mod cli;
 pub mod diff;
-pub mod foreign;
 pub mod guard;
 pub mod heal;
 pub mod health;
@@ -41,25 +39,17 @@ pub mod reconcile;
 mod record;
 pub mod rollback;
 mod run;
+pub mod runtime;
 pub mod status;
 pub mod target;
 pub mod wave;
 
 use std::time::Duration;
 
-/// The one field manager of every apply gitgate makes.
-pub const FIELD_MANAGER: &str = "gitgate";
-/// Apply order, in Git.
-pub const SYNC_WAVE: &str = "gitgate.dev/sync-wave";
-/// Argo CD's apply order annotation, honoured too.
-pub const ARGO_SYNC_WAVE: &str = "argocd.argoproj.io/sync-wave";
-/// `gitgate.dev/prune: disabled` keeps an object when it leaves Git.
-pub const PRUNE_ANNOTATION: &str = "gitgate.dev/prune";
-/// Per object: `Replace=true` re-creates it when an apply fails on an
-/// immutable field.
-pub const SYNC_OPTIONS: &str = "gitgate.dev/sync-options";
-/// Argo CD's sync options, read as written (`Replace=true,Force=true`).
-pub const ARGO_SYNC_OPTIONS: &str = "argocd.argoproj.io/sync-options";
+pub use crate::contract::foreign;
+pub use crate::contract::{
+    ARGO_SYNC_OPTIONS, ARGO_SYNC_WAVE, FIELD_MANAGER, PRUNE_ANNOTATION, SYNC_OPTIONS, SYNC_WAVE,
+};
 
 /// The sync loop's clients do not retry 429/503/504 inside a request
 /// (kube's default: up to 15 times, minutes in all). A webhook's 503 is a
@@ -109,6 +99,21 @@ pub enum SyncError {
     /// withheld) before it is made.
     #[error("failed to {action}: {detail}")]
     Secret { action: String, detail: String },
+    #[error("failed to read the kubeconfig {path}")]
+    Kubeconfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<kube::config::KubeconfigError>,
+    },
+    #[error("failed to find a cluster (in-cluster or a kubeconfig)")]
+    InferConfig {
+        #[source]
+        source: Box<kube::config::InferConfigError>,
+    },
+    #[error("the apiserver did not answer within {timeout:?}")]
+    Silent { timeout: Duration },
+    #[error("failed to ask the apiserver who gitgate is: {reason}")]
+    WhoAmI { reason: String },
 }
 
 impl SyncError {

@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 use super::inventory::Entry;
 use super::status::{AppStatus, ObjectStatus, SyncStatus};
 pub use super::wave::Wave;
-use super::{ARGO_SYNC_OPTIONS, ARGO_SYNC_WAVE, PRUNE_ANNOTATION, SYNC_OPTIONS, SYNC_WAVE, SyncError};
-use crate::provenance::{APP_LABEL, COMMIT_ANNOTATION, DIGEST_ANNOTATION, SOURCE_ANNOTATION};
+use super::{ARGO_SYNC_WAVE, PRUNE_ANNOTATION, SYNC_WAVE, SyncError};
+use crate::contract::{self, Difference, Expected, Foreigners};
 use crate::render::DesiredSet;
 use crate::render::config::App;
 use crate::render::desired::DesiredObject;
@@ -41,42 +41,7 @@ pub struct Planned {
     pub recreate: Recreate,
 }
 
-/// What an apply that fails on an immutable field may do, by the object's
-/// sync options.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Recreate {
-    /// Nothing: the sync fails naming the field.
-    #[default]
-    No,
-    /// Argo CD's `Replace=true` without `Force=true` (Argo CD would
-    /// `kubectl replace`, which fails the same way): reported.
-    ReplaceWithoutForce,
-    /// `gitgate.dev/sync-options: Replace=true`, or Argo CD's
-    /// `Replace=true,Force=true`: deleted and created again.
-    Yes,
-}
-
-/// The [`Recreate`] of a manifest's sync options.
-pub fn recreate_of(manifest: &Value) -> Recreate {
-    let options = |key: &str| -> Vec<(String, String)> {
-        let raw = manifest.pointer("/metadata/annotations").and_then(|a| a.get(key)).and_then(Value::as_str);
-        raw.unwrap_or_default()
-            .split(',')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase()))
-            .collect()
-    };
-    let on = |opts: &[(String, String)], k: &str| opts.iter().any(|(key, v)| key == k && v == "true");
-    let ours = options(SYNC_OPTIONS);
-    let argo = options(ARGO_SYNC_OPTIONS);
-    if on(&ours, "replace") || (on(&argo, "replace") && on(&argo, "force")) {
-        Recreate::Yes
-    } else if on(&argo, "replace") {
-        Recreate::ReplaceWithoutForce
-    } else {
-        Recreate::No
-    }
-}
+pub use crate::contract::options::{Recreate, recreate_of};
 
 impl Planned {
     /// The manifest with the stamps (commit, source, digest, app label):
@@ -85,30 +50,26 @@ impl Planned {
     pub fn stamped(&self) -> Result<Value, SyncError> {
         let bad = |reason: String| SyncError::Manifest { object: self.id(), file: self.file().to_string(), reason };
         let mut object: Value = serde_json::from_str(&self.manifest).map_err(|e| bad(e.to_string()))?;
-        let app = self.source.split(':').next().unwrap_or_default();
-        let meta = object.as_object_mut().and_then(|o| {
-            o.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
-            o.get_mut("metadata").and_then(Value::as_object_mut)
-        });
-        let Some(meta) = meta else { return Err(bad("metadata is not a map".into())) };
-        if !self.key.namespace.is_empty() {
-            meta.insert("namespace".into(), Value::String(self.key.namespace.clone()));
-        }
-        for (field, k, v) in [
-            ("annotations", COMMIT_ANNOTATION, self.commit.as_str()),
-            ("annotations", SOURCE_ANNOTATION, self.source.as_str()),
-            ("annotations", DIGEST_ANNOTATION, self.digest.as_str()),
-            ("labels", APP_LABEL, app),
-        ] {
-            let map = meta.entry(field).or_insert_with(|| Value::Object(Map::new()));
-            if !map.is_object() {
-                *map = Value::Object(Map::new());
-            }
-            if let Some(map) = map.as_object_mut() {
-                map.insert(k.into(), Value::String(v.into()));
-            }
-        }
+        let s = contract::stamp::Stamp {
+            namespace: &self.key.namespace,
+            commit: &self.commit,
+            source: &self.source,
+            digest: &self.digest,
+        };
+        contract::stamp::stamp(&mut object, &s).map_err(|e| bad(e.into()))?;
         Ok(object)
+    }
+
+    /// What Git declares of it, as [`contract::matches_git`] compares it.
+    pub fn expected(&self) -> Expected<'_> {
+        Expected {
+            manifest: &self.manifest,
+            digest: &self.digest,
+            commit: &self.commit,
+            source: &self.source,
+            ignore: &self.ignore,
+            sealed_digest: self.sealed_digest.as_deref(),
+        }
     }
 
     /// The file in the repository that declared it.
@@ -407,54 +368,27 @@ pub fn drift(planned: &Planned, live: Option<&Value>) -> Drift {
 }
 
 /// [`drift`], given the foreign fields when the caller has them already
-/// (`None`: found here, and only once Git's own fields hold).
-fn stands(planned: &Planned, live: Option<&Value>, foreign: Option<&[super::foreign::Foreign]>) -> Drift {
+/// (`None`: found here, and only once Git's own fields hold). The answer is
+/// [`contract::matches_git`]'s, the admission gate's too.
+fn stands(planned: &Planned, live: Option<&Value>, foreign: Option<&[contract::Foreign]>) -> Drift {
     let Some(live) = live else { return Drift::Missing };
-    let annotation = |k: &str| live.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str);
-    let label = live.pointer("/metadata/labels").and_then(|l| l.get(APP_LABEL)).and_then(Value::as_str);
-    let app = planned.source.split(':').next().unwrap_or_default();
-    if annotation(DIGEST_ANNOTATION) != Some(planned.digest.as_str())
-        || annotation(COMMIT_ANNOTATION) != Some(planned.commit.as_str())
-        || annotation(SOURCE_ANNOTATION) != Some(planned.source.as_str())
-        || label != Some(app)
-    {
+    let foreigners = foreign.map_or(Foreigners::Find, Foreigners::Given);
+    let m = contract::matches_git(&planned.expected(), live, foreigners);
+    if m.stale.is_some() {
         return Drift::Stale;
     }
-    if let Some(d) = &planned.sealed_digest
-        && annotation(crate::secrets::SEALED_DIGEST) != Some(d.as_str())
-    {
-        return Drift::Changed("/metadata/annotations/gitgate.dev~1sealed-digest".into());
-    }
-    match crate::provenance::first_difference(&planned.manifest, live, &planned.ignore) {
-        // Git's fields hold: what another manager added is drift too.
-        Ok(None) => {
-            let found;
-            let foreign = match foreign {
-                Some(f) => f,
-                None => {
-                    found = foreign_fields(planned, live);
-                    &found
-                }
-            };
-            match foreign.first() {
-                Some(f) => Drift::Changed(format!("{} (set by {})", f.pointer, f.manager)),
-                None => Drift::InSync,
-            }
-        }
-        Ok(Some(field)) => Drift::Changed(field),
-        Err(_) => Drift::Changed("/".into()),
+    match m.difference {
+        None => Drift::InSync,
+        Some(Difference::SealedValues) => Drift::Changed("/metadata/annotations/gitgate.dev~1sealed-digest".into()),
+        Some(Difference::Field(field)) => Drift::Changed(field),
+        Some(Difference::Unreadable) => Drift::Changed("/".into()),
+        Some(Difference::Foreign(f)) => Drift::Changed(format!("{} (set by {})", f.pointer, f.manager)),
     }
 }
 
-/// The fields of `live` another manager added ([`super::foreign`]): Git's
-/// manifest is read only when the live object kept its `managedFields`
-/// (it does only when such a manager wrote to it).
-pub fn foreign_fields(planned: &Planned, live: &Value) -> Vec<super::foreign::Foreign> {
-    if live.pointer("/metadata/managedFields").is_none() {
-        return Vec::new();
-    }
-    let git: Option<Value> = serde_json::from_str(&planned.manifest).ok();
-    super::foreign::fields(live, git.as_ref(), &planned.ignore)
+/// The fields of `live` another manager added ([`contract::foreign`]).
+pub fn foreign_fields(planned: &Planned, live: &Value) -> Vec<contract::Foreign> {
+    contract::foreign_fields(&planned.expected(), live)
 }
 
 /// What the sync keeps of a live object instead of the object: how it
@@ -470,7 +404,7 @@ pub struct Observed {
     /// `gitgate.dev/break-glass` on the live object, with its window.
     pub break_glass: Option<Glass>,
     /// The JSON patch that removes the fields other managers added
-    /// ([`super::foreign`]); `None` when there are none.
+    /// ([`contract::foreign`]); `None` when there are none.
     pub foreign: Option<Value>,
 }
 
@@ -492,7 +426,7 @@ pub fn observe(planned: &Planned, live: Option<&Value>) -> Observed {
         health: crate::sync::health::assess(&planned.key.group, &planned.key.kind, live),
         ignored: live.map(|l| sparse(l, &planned.ignore)),
         break_glass: live.and_then(break_glass),
-        foreign: live.filter(|_| !foreign.is_empty()).map(|l| super::foreign::removal(l, &foreign)),
+        foreign: live.filter(|_| !foreign.is_empty()).map(|l| contract::foreign::removal(l, &foreign)),
     }
 }
 
@@ -513,11 +447,7 @@ pub fn applied(planned: &Planned, stored: &Value) -> Observed {
 /// with the window stamped on it.
 pub fn break_glass(live: &Value) -> Option<Glass> {
     use crate::provenance::glass::{Until, until_of};
-    let reason = live.pointer("/metadata/annotations")?.get(crate::provenance::BREAK_GLASS_ANNOTATION)?.as_str()?;
-    let reason = reason.trim();
-    if reason.is_empty() {
-        return None;
-    }
+    let reason = contract::stamp::break_glass_reason(live)?;
     // An unreadable stamp ends the window at once: admission never lets
     // one through, so it was not gitgate's.
     let until = match until_of(Some(live)) {
@@ -525,7 +455,7 @@ pub fn break_glass(live: &Value) -> Option<Glass> {
         Until::Invalid => Some(i64::MIN),
         Until::Absent => None,
     };
-    Some(Glass { reason: reason.chars().take(256).collect(), until })
+    Some(Glass { reason, until })
 }
 
 /// Only the values at `pointers`, in an otherwise empty object.
@@ -1009,18 +939,6 @@ mod tests {
         // nothing to apply: no hook runs
         let quiet = steps(&planned, &hooks, false);
         assert!(quiet.iter().all(|s| s.hooks.is_empty()) && quiet.len() == 3, "{quiet:?}");
-    }
-
-    #[test]
-    fn sync_options_read_gitgates_replace_and_argo_cds_as_written() {
-        let with = |k: &str, v: &str| json!({"metadata": {"annotations": {k: v}}});
-        assert_eq!(recreate_of(&json!({})), Recreate::No);
-        assert_eq!(recreate_of(&with(SYNC_OPTIONS, "Replace=true")), Recreate::Yes);
-        assert_eq!(recreate_of(&with(ARGO_SYNC_OPTIONS, "Replace=true,Force=true")), Recreate::Yes);
-        assert_eq!(recreate_of(&with(ARGO_SYNC_OPTIONS, "Force=true, Replace=true")), Recreate::Yes);
-        assert_eq!(recreate_of(&with(ARGO_SYNC_OPTIONS, "Replace=true")), Recreate::ReplaceWithoutForce);
-        assert_eq!(recreate_of(&with(ARGO_SYNC_OPTIONS, "Force=true")), Recreate::No);
-        assert_eq!(recreate_of(&with(SYNC_OPTIONS, "Replace=false")), Recreate::No);
     }
 
     #[test]

@@ -11,7 +11,6 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::audit::AuditRecord;
-pub use super::audit::SyncRecorder;
 use super::guard::GuardConfig;
 use super::health::Health;
 use super::inventory::{self, Entry, Inventory};
@@ -28,6 +27,8 @@ use crate::source::fetch::GitSource;
 
 /// An inventory as written: entries (encoded), cluster, base, commit.
 pub(super) type Recorded = (String, String, Option<usize>, String);
+
+pub use crate::audit::SyncRecorder;
 
 /// The clusters apps deploy to: the default one (in-cluster, or the
 /// current kubeconfig context) and others by kubeconfig context name.

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use arc_swap::ArcSwapOption;
 
 use super::health::Health;
-use crate::dashboard::access::Scope;
-use crate::source::poll::{Refusal, SourceFault};
+use crate::access::Scope;
+use crate::desired::tracker::{Refusal, SourceFault};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncStatus {

@@ -143,10 +143,7 @@ fn authorizer_checks_decide_as_the_apiservers_vap_does() {
                 policies: Arc::new(set),
                 namespaces: Arc::new(StaticNamespaces::default()),
                 reconciler: "gitgate".into(),
-                provenance: None,
-                strict: true,
                 break_glass_groups: Vec::new(),
-                break_glass_ttl: Duration::from_secs(600),
             },
             reviewer: Some(reviewer.clone()),
         };

@@ -2,14 +2,11 @@
 //! says loudly that it skipped when the binaries are not given.
 //! `cargo test --test e2e` runs them.
 
-#[path = "../support/cluster.rs"]
-mod cluster;
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../source_common.rs"]
+#[path = "../support/mod.rs"]
 mod support;
-#[path = "../vault/mod.rs"]
-mod vault;
+use support::cluster;
+use support::server as common;
+use support::vault;
 
 mod authz;
 mod chaos;

@@ -186,6 +186,20 @@ fn only_git_changes_what_gitgate_deploys() {
     // kubectl scale
     let err = denied(&c.kubectl(&["scale", "deployment", "web", "-n", NS, "--replicas=5"]));
     assert!(err.contains("(scale is set in Git)"), "{err}");
+    // a field Git does not set, added by hand: the gate reads the request's
+    // managedFields, as the sync loop does (one `matches_git`), and names
+    // the field and the manager that set it
+    let err = denied(&c.kubectl(&[
+        "patch",
+        "deployment",
+        "web",
+        "-n",
+        NS,
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/template/spec/hostNetwork","value":true}]"#,
+    ]));
+    assert!(err.contains("/spec/template/spec/hostNetwork (set by kubectl-patch) is not in Git"), "{err}");
     // relabelling the namespace to switch enforcement off
     let err = denied(&c.kubectl(&["label", "namespace", NS, "gitgate.dev/enforce-"]));
     assert!(err.contains("switch gitgate enforcement"), "{err}");

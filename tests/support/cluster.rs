@@ -10,10 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-// Also included by the other test helpers a test crate may hold beside this one.
-#[allow(clippy::duplicate_mod)]
-#[path = "reap.rs"]
-mod reap;
+use super::reap;
 
 pub struct Cluster {
     pub run_dir: PathBuf,

@@ -9,10 +9,8 @@ use gitgate::admission::{self, AdmissionState, Decider, Limits, LogRecorder};
 use gitgate::server::{self, ConnLimits, Running};
 use gitgate::tls;
 
-// Also included by the other test helpers a test crate may hold beside this one.
-#[allow(clippy::duplicate_mod)]
-#[path = "../support/reap.rs"]
-pub mod reap;
+// Re-exported: tests reach it beside the server they start.
+pub use super::reap;
 
 /// `tests/fixtures/admission/` (bodies captured from a real
 /// kube-apiserver), or `$GITGATE_FIXTURES`.

@@ -8,17 +8,18 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
-use super::SyncConfig;
-use super::diff::DiffState;
-use super::guard::{Endpoint, GuardConfig};
-use super::leader::{Elector, LeaderHandle, LeaseConfig};
-use super::plan::PruneGuard;
-use super::reconcile::{Reconciler, SyncRecorder, Targets};
-use super::status::{StatusStore, SyncMetrics};
-use super::target::Target;
 use crate::config::{in_range, parse_duration};
+use crate::desired::tracker::Tracker;
 use crate::source::fetch::GitSource;
-use crate::source::poll::Tracker;
+use crate::sync::SyncConfig;
+use crate::sync::diff::DiffState;
+use crate::sync::guard::{Endpoint, GuardConfig};
+use crate::sync::leader::{Elector, LeaseConfig};
+use crate::sync::plan::PruneGuard;
+use crate::sync::reconcile::{Reconciler, SyncRecorder, Targets};
+use crate::sync::runtime;
+use crate::sync::status::{StatusStore, SyncMetrics};
+use crate::sync::target::Target;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SyncMode {
@@ -119,7 +120,7 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 pub struct Running {
     pub status: Arc<StatusStore>,
     /// The reconciler's username: `--reconciler`, else gitgate's own
-    /// identity on the cluster, else [`crate::cli::DEFAULT_RECONCILER`].
+    /// identity on the cluster, else the chart's default.
     pub reconciler: String,
     /// The default cluster's client, when one is connected (not in plan
     /// mode; with `--sync=off` only inside a cluster or with `--kubeconfig`).
@@ -137,10 +138,10 @@ pub struct Running {
     pub promoter: Option<Arc<crate::promotion::Promoter>>,
     /// `--max-pause`.
     pub max_pause: Duration,
-    /// What `GET /api/v1/apps/{name}/diff` reads ([`super::diff::router`]).
+    /// What `GET /api/v1/apps/{name}/diff` reads ([`crate::sync::diff::router`]).
     pub diffs: Arc<DiffState>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    leader: Option<LeaderHandle>,
+    leader: Option<crate::sync::leader::LeaderHandle>,
 }
 
 impl Running {
@@ -171,24 +172,6 @@ pub struct Wiring<'a> {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
-async fn connect(args: &ServeSyncArgs) -> anyhow::Result<(kube::Client, Option<kube::config::Kubeconfig>, String)> {
-    let (config, kc) = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("failed to read the kubeconfig {}", path.display()))?;
-            (kube::Config::from_custom_kubeconfig(kc.clone(), &Default::default()).await?, Some(kc))
-        }
-        None => (kube::Config::infer().await?, kube::config::Kubeconfig::read().ok()),
-    };
-    let name = kc.as_ref().and_then(|k| k.current_context.clone()).unwrap_or_else(|| "in-cluster".into());
-    let client = kube::Client::try_from(super::without_request_retries(config))?;
-    tokio::time::timeout(Duration::from_secs(5), client.apiserver_version())
-        .await
-        .map_err(|_| anyhow::anyhow!("the apiserver did not answer within 5s"))??;
-    Ok((client, kc, name))
-}
-
-/// Starts the sync loop on a reachable cluster, plan mode without one.
 /// `--break-glass-ttl`: how long a break-glass window lasts (1 s to 7 days).
 /// The webhooks stamp and check it even with `--sync=off`.
 pub fn break_glass_ttl(args: &ServeSyncArgs) -> anyhow::Result<Duration> {
@@ -196,78 +179,74 @@ pub fn break_glass_ttl(args: &ServeSyncArgs) -> anyhow::Result<Duration> {
     Ok(in_range("--break-glass-ttl", parse_duration(&args.break_glass_ttl)?, Duration::from_secs(1), max)?)
 }
 
-pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Running> {
-    let metrics = SyncMetrics::register(w.registry);
-    // Diffs are computed on their own clients (and rate limits), as the
-    // reconciler: the same credentials and field manager.
-    let diffs = |targets: Option<Arc<Targets>>| {
-        Arc::new(DiffState {
-            source: w.tracker.clone(),
-            targets,
+/// The sync flags, validated once (whatever the mode).
+struct Settings {
+    config: SyncConfig,
+    lease_duration: Duration,
+    max_pause: Duration,
+    tag_signers: Option<crate::source::signature::Signers>,
+}
+
+impl Settings {
+    fn from_args(args: &ServeSyncArgs) -> anyhow::Result<Settings> {
+        let duration = |flag: &'static str, v: &str, min: u64, max: u64| -> anyhow::Result<Duration> {
+            Ok(in_range(flag, parse_duration(v)?, Duration::from_secs(min), Duration::from_secs(max))?)
+        };
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&args.prune_guard_share),
+            "--prune-guard-share must be between 0 and 1, not {}",
+            args.prune_guard_share
+        );
+        let tag_signers = match &args.approval_signers {
+            Some(file) => {
+                anyhow::ensure!(file.is_file(), "--approval-signers {}: no such file", file.display());
+                Some(crate::source::signature::Signers {
+                    ssh_allowed_signers: Some(file.clone()),
+                    ..Default::default()
+                })
+            }
+            None => None,
+        };
+        let config = SyncConfig {
             namespace: args.namespace.clone(),
             concurrency: args.sync_concurrency.clamp(1, 256),
+            wave_timeout: duration("--wave-timeout", &args.wave_timeout, 1, 24 * 3600)?,
+            hook_timeout: duration("--hook-timeout", &args.hook_timeout, 1, 24 * 3600)?,
+            prune_guard: PruneGuard { max_count: args.prune_guard_count, max_share: args.prune_guard_share },
+            resync_interval: duration("--resync-interval", &args.resync_interval, 1, 24 * 3600)?,
+            break_glass_ttl: break_glass_ttl(args)?,
+            replica: args.replica.clone().unwrap_or_else(crate::sync::leader::default_identity),
+        };
+        Ok(Settings {
+            config,
+            lease_duration: duration("--lease-duration", &args.lease_duration, 2, 600)?,
+            max_pause: max_pause(args)?,
+            tag_signers,
         })
-    };
-    let diff_targets = |client: &kube::Client, kubeconfig: Option<kube::config::Kubeconfig>, name: &str| {
-        let target = Arc::new(Target::new(name, client.clone(), args.kube_qps, args.kube_burst));
-        Some(Arc::new(Targets::new(target, kubeconfig, args.kube_qps, args.kube_burst)))
-    };
+    }
+}
+
+/// Starts the sync loop on a reachable cluster, plan mode without one
+/// (`--sync=auto`), or admission only (`--sync=off`).
+pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Running> {
+    let settings = Settings::from_args(args)?;
+    let metrics = SyncMetrics::register(w.registry);
     let status = Arc::new(
         StatusStore::new(Some(metrics)).with_refusals(w.tracker.refusals()).with_source_faults(w.tracker.faults()),
     );
     if args.sync == SyncMode::Off {
-        tracing::info!("--sync=off: serving admission only");
-        // Admission still uses the cluster when it runs in one (or is
-        // given --kubeconfig): the secrets bridge's cluster keys and the
-        // audit log's checkpoints. The Helm chart's webhook pods are this.
-        let max_pause = max_pause(args)?;
-        let (client, targets) = if args.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-            match connect(args).await {
-                Ok((client, kubeconfig, name)) => {
-                    tracing::info!(cluster = %name, "--sync=off: connected for cluster keys and audit checkpoints");
-                    let targets = diff_targets(&client, kubeconfig, &name);
-                    (Some(client), targets)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %crate::error_chain(e.as_ref()), "--sync=off: no cluster reachable");
-                    (None, None)
-                }
-            }
-        } else {
-            (None, None)
-        };
-        // The admission-only replicas compose the set in force alike.
-        let (desired, promoter, tasks) = match &client {
-            Some(c) => {
-                let (p, t) = promote(c, args, w.tracker, None, Arc::new(|| false)).await?;
-                (p.subscribe(), Some(p), vec![t])
-            }
-            None => (crate::promotion::promoter::passthrough(w.tracker), None, Vec::new()),
-        };
-        return Ok(Running {
-            status,
-            reconciler: fallback(w.reconciler),
-            client,
-            sealed_values: None,
-            leading: None,
-            desired,
-            promoter,
-            max_pause,
-            diffs: diffs(targets),
-            tasks,
-            leader: None,
-        });
+        return admission_only(args, w, settings, status).await;
     }
-    let (client, kubeconfig, name) = match connect(args).await {
-        Ok(c) => c,
+    match runtime::connect(args.kubeconfig.as_deref()).await {
+        Ok(cluster) => leading(args, w, settings, status, cluster).await,
         Err(e) if args.sync == SyncMode::Auto => {
             tracing::warn!(
-                error = %crate::error_chain(e.as_ref()),
+                error = %crate::error_chain(&e),
                 "no cluster reachable: the sync loop runs in plan mode and prints what it would apply"
             );
             status.set_role("plan");
-            let task = tokio::spawn(plan_mode(w.tracker.subscribe(), status.clone()));
-            return Ok(Running {
+            let task = tokio::spawn(runtime::plan_mode(w.tracker.subscribe(), status.clone()));
+            Ok(Running {
                 status,
                 reconciler: fallback(w.reconciler),
                 client: None,
@@ -275,81 +254,121 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
                 leading: None,
                 desired: crate::promotion::promoter::passthrough(w.tracker),
                 promoter: None,
-                max_pause: max_pause(args)?,
-                diffs: diffs(None),
+                max_pause: settings.max_pause,
+                diffs: diffs(args, w.tracker, None),
                 tasks: vec![task],
                 leader: None,
-            });
+            })
         }
-        Err(e) => return Err(e.context("--sync=on and no cluster is reachable")),
-    };
-    let duration = |flag: &'static str, v: &str, min: u64, max: u64| -> anyhow::Result<Duration> {
-        Ok(in_range(flag, parse_duration(v)?, Duration::from_secs(min), Duration::from_secs(max))?)
-    };
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&args.prune_guard_share),
-        "--prune-guard-share must be between 0 and 1, not {}",
-        args.prune_guard_share
-    );
-    let reconciler_name = match w.reconciler {
-        Some(r) => r,
-        None => match whoami(&client).await {
-            Ok(me) => {
-                tracing::info!(reconciler = %me, "the reconciler is who gitgate's credentials say it is");
-                me
-            }
-            Err(e) => {
-                let r = crate::cli::DEFAULT_RECONCILER.to_string();
-                tracing::warn!(error = %format!("{e:#}"), reconciler = %r, "failed to ask the apiserver who gitgate is; assuming");
-                r
-            }
-        },
-    };
-    let replica = args.replica.clone().unwrap_or_else(super::leader::default_identity);
-    let config = SyncConfig {
+        Err(e) => Err(anyhow::Error::new(e).context("--sync=on and no cluster is reachable")),
+    }
+}
+
+/// Diffs are computed on their own clients (and rate limits), as the
+/// reconciler: the same credentials and field manager.
+fn diffs(args: &ServeSyncArgs, tracker: &Arc<Tracker>, cluster: Option<&runtime::Connected>) -> Arc<DiffState> {
+    let targets = cluster.map(|c| {
+        let target = Arc::new(Target::new(&c.name, c.client.clone(), args.kube_qps, args.kube_burst));
+        Arc::new(Targets::new(target, c.kubeconfig.clone(), args.kube_qps, args.kube_burst))
+    });
+    Arc::new(DiffState {
+        source: tracker.clone(),
+        targets,
         namespace: args.namespace.clone(),
         concurrency: args.sync_concurrency.clamp(1, 256),
-        wave_timeout: duration("--wave-timeout", &args.wave_timeout, 1, 24 * 3600)?,
-        hook_timeout: duration("--hook-timeout", &args.hook_timeout, 1, 24 * 3600)?,
-        prune_guard: PruneGuard { max_count: args.prune_guard_count, max_share: args.prune_guard_share },
-        resync_interval: duration("--resync-interval", &args.resync_interval, 1, 24 * 3600)?,
-        break_glass_ttl: break_glass_ttl(args)?,
-        replica: replica.clone(),
-    };
-    let lease_duration = duration("--lease-duration", &args.lease_duration, 2, 600)?;
-    let guard = match (&args.webhook_endpoint, &w.ca_pem) {
-        (Some(e), Some(ca)) => Some(GuardConfig {
-            endpoint: Endpoint::parse(e).map_err(anyhow::Error::msg)?,
-            ca_pem: ca.clone(),
-            ca_file: w.ca_file.clone(),
-            namespace: args.namespace.clone(),
-            failure_policy: args.webhook_failure_policy.clone(),
-            timeout_seconds: args.webhook_timeout_seconds.clamp(1, 30),
-            enforce_label: args.webhook_enforce_label.clone(),
-            vap: args.install_vap.then(|| (reconciler_name.clone(), w.break_glass_groups.clone())),
-        }),
-        (Some(_), None) => {
-            anyhow::bail!("--webhook-endpoint needs the CA of the serving certificate (ca.crt in --cert-dir)")
+    })
+}
+
+/// `--sync=off`: admission only. It still uses the cluster when it runs in
+/// one (or is given --kubeconfig): the secrets bridge's cluster keys and the
+/// audit log's checkpoints. The Helm chart's webhook pods are this; they
+/// compose the set in force as the leader does.
+async fn admission_only(
+    args: &ServeSyncArgs,
+    w: Wiring<'_>,
+    settings: Settings,
+    status: Arc<StatusStore>,
+) -> anyhow::Result<Running> {
+    tracing::info!("--sync=off: serving admission only");
+    let cluster = if args.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        match runtime::connect(args.kubeconfig.as_deref()).await {
+            Ok(c) => {
+                tracing::info!(cluster = %c.name, "--sync=off: connected for cluster keys and audit checkpoints");
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "--sync=off: no cluster reachable");
+                None
+            }
         }
-        (None, _) => None,
+    } else {
+        None
     };
-    ensure_namespace(&client, &args.namespace).await;
-    let diff_state = diffs(diff_targets(&client, kubeconfig.clone(), &name));
-    let target = Arc::new(Target::new(name.clone(), client.clone(), args.kube_qps, args.kube_burst));
-    let targets = Targets::new(target, kubeconfig, args.kube_qps, args.kube_burst);
-    let reconciler = Arc::new(Reconciler::new(config, targets, w.source, status.clone(), w.audit.clone(), guard));
+    let (desired, promoter, tasks) = match &cluster {
+        Some(c) => {
+            let promotion = crate::promotion::start::Promotion {
+                namespace: &args.namespace,
+                tag_signers: settings.tag_signers,
+                audit: None,
+                records: Arc::new(|| false),
+            };
+            let (p, t) = crate::promotion::start::promote(&c.client, w.tracker, promotion).await;
+            (p.subscribe(), Some(p), vec![t])
+        }
+        None => (crate::promotion::promoter::passthrough(w.tracker), None, Vec::new()),
+    };
+    Ok(Running {
+        status,
+        reconciler: fallback(w.reconciler),
+        diffs: diffs(args, w.tracker, cluster.as_ref()),
+        client: cluster.map(|c| c.client),
+        sealed_values: None,
+        leading: None,
+        desired,
+        promoter,
+        max_pause: settings.max_pause,
+        tasks,
+        leader: None,
+    })
+}
+
+/// A cluster: the reconciler runs while this replica holds the leader
+/// Lease; the promotion gates run on every replica.
+async fn leading(
+    args: &ServeSyncArgs,
+    w: Wiring<'_>,
+    settings: Settings,
+    status: Arc<StatusStore>,
+    cluster: runtime::Connected,
+) -> anyhow::Result<Running> {
+    let client = cluster.client.clone();
+    let reconciler_name = reconciler_name(w.reconciler.clone(), &client).await;
+    let guard = guard(args, &w, &reconciler_name)?;
+    runtime::ensure_namespace(&client, &args.namespace).await;
+    let diff_state = diffs(args, w.tracker, Some(&cluster));
+    let target = Arc::new(Target::new(cluster.name.clone(), client.clone(), args.kube_qps, args.kube_burst));
+    let targets = Targets::new(target, cluster.kubeconfig, args.kube_qps, args.kube_burst);
+    let replica = settings.config.replica.clone();
+    let reconciler =
+        Arc::new(Reconciler::new(settings.config, targets, w.source, status.clone(), w.audit.clone(), guard));
     let sealed_values = reconciler.sealed_values();
 
     let mut lease = LeaseConfig::new(args.namespace.clone(), "gitgate-leader", replica.clone());
-    lease.lease_duration = lease_duration;
-    lease.renew_interval = (lease_duration / 5).max(Duration::from_millis(500));
+    lease.lease_duration = settings.lease_duration;
+    lease.renew_interval = (settings.lease_duration / 5).max(Duration::from_millis(500));
     let (leading, handle) = Elector::new(client.clone(), lease).spawn();
-    tracing::info!(cluster = %name, replica = %replica, namespace = %args.namespace, "sync loop started; waiting for the lead");
+    tracing::info!(cluster = %cluster.name, replica = %replica, namespace = %args.namespace, "sync loop started; waiting for the lead");
     let records = {
         let leading = leading.clone();
         Arc::new(move || *leading.borrow())
     };
-    let (promoter, promoting) = promote(&client, args, w.tracker, w.audit.clone(), records).await?;
+    let promotion = crate::promotion::start::Promotion {
+        namespace: &args.namespace,
+        tag_signers: settings.tag_signers,
+        audit: w.audit.clone(),
+        records,
+    };
+    let (promoter, promoting) = crate::promotion::start::promote(&client, w.tracker, promotion).await;
     let task = tokio::spawn(reconciler.run(promoter.subscribe(), leading.clone()));
     Ok(Running {
         status,
@@ -359,11 +378,51 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
         leading: Some(leading),
         desired: promoter.subscribe(),
         promoter: Some(promoter),
-        max_pause: max_pause(args)?,
+        max_pause: settings.max_pause,
         diffs: diff_state,
         tasks: vec![task, promoting],
         leader: Some(handle),
     })
+}
+
+/// `--reconciler`, else who the apiserver says gitgate is, else the
+/// chart's default.
+async fn reconciler_name(given: Option<String>, client: &kube::Client) -> String {
+    if let Some(r) = given {
+        return r;
+    }
+    match runtime::whoami(client).await {
+        Ok(me) => {
+            tracing::info!(reconciler = %me, "the reconciler is who gitgate's credentials say it is");
+            me
+        }
+        Err(e) => {
+            let r = crate::cmd::DEFAULT_RECONCILER.to_string();
+            tracing::warn!(error = %crate::error_chain(&e), reconciler = %r, "failed to ask the apiserver who gitgate is; assuming");
+            r
+        }
+    }
+}
+
+/// The webhook guard's settings (`--webhook-endpoint`): it keeps gitgate's
+/// own webhook configurations in place.
+fn guard(args: &ServeSyncArgs, w: &Wiring<'_>, reconciler: &str) -> anyhow::Result<Option<GuardConfig>> {
+    match (&args.webhook_endpoint, &w.ca_pem) {
+        (Some(e), Some(ca)) => Ok(Some(GuardConfig {
+            endpoint: Endpoint::parse(e).map_err(anyhow::Error::msg)?,
+            ca_pem: ca.clone(),
+            ca_file: w.ca_file.clone(),
+            namespace: args.namespace.clone(),
+            failure_policy: args.webhook_failure_policy.clone(),
+            timeout_seconds: args.webhook_timeout_seconds.clamp(1, 30),
+            enforce_label: args.webhook_enforce_label.clone(),
+            vap: args.install_vap.then(|| (reconciler.to_string(), w.break_glass_groups.clone())),
+        })),
+        (Some(_), None) => {
+            anyhow::bail!("--webhook-endpoint needs the CA of the serving certificate (ca.crt in --cert-dir)")
+        }
+        (None, _) => Ok(None),
+    }
 }
 
 /// `--max-pause`: 1 minute to 30 days.
@@ -372,102 +431,8 @@ fn max_pause(args: &ServeSyncArgs) -> anyhow::Result<Duration> {
     Ok(in_range("--max-pause", parse_duration(&args.max_pause)?, Duration::from_secs(60), max)?)
 }
 
-/// Starts the promotion gates: the commit in force of each app at start is
-/// its inventory's (none when they cannot be read: then a gated app keeps
-/// nothing new in force until it is approved again).
-async fn promote(
-    client: &kube::Client,
-    args: &ServeSyncArgs,
-    tracker: &Arc<Tracker>,
-    audit: Option<Arc<dyn SyncRecorder>>,
-    records: Arc<dyn Fn() -> bool + Send + Sync>,
-) -> anyhow::Result<(Arc<crate::promotion::Promoter>, tokio::task::JoinHandle<()>)> {
-    let namespace = args.namespace.as_str();
-    let inventories = match super::inventory::read_all(client, namespace).await {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::warn!(error = %crate::error_chain(&e), "failed to read the inventories: gated apps start with nothing in force");
-            Default::default()
-        }
-    };
-    let tag_signers = match &args.approval_signers {
-        Some(file) => {
-            anyhow::ensure!(file.is_file(), "--approval-signers {}: no such file", file.display());
-            Some(crate::source::signature::Signers { ssh_allowed_signers: Some(file.clone()), ..Default::default() })
-        }
-        None => None,
-    };
-    let store = crate::promotion::state::StateStore::new(client.clone(), namespace);
-    let promoter = crate::promotion::Promoter::new(
-        tracker.clone(),
-        store,
-        crate::promotion::promoter::start_commits(&inventories),
-        audit,
-        records,
-        tag_signers,
-    );
-    let task = tokio::spawn(promoter.clone().run());
-    Ok((promoter, task))
-}
-
 fn fallback(reconciler: Option<String>) -> String {
-    reconciler.unwrap_or_else(|| crate::cli::DEFAULT_RECONCILER.to_string())
-}
-
-/// Who the apiserver says gitgate is (a SelfSubjectReview): the username
-/// its writes carry, which the provenance rule must recognise as the
-/// reconciler's.
-pub async fn whoami(client: &kube::Client) -> anyhow::Result<String> {
-    use axum::http;
-    let body = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
-    let req = http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(&body)?)?;
-    let review: serde_json::Value = client.request(req).await?;
-    review
-        .pointer("/status/userInfo/username")
-        .and_then(serde_json::Value::as_str)
-        .filter(|u| !u.is_empty())
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("the SelfSubjectReview named no user"))
-}
-
-/// gitgate's namespace, made when missing (development clusters; in a
-/// real install the chart made it and this is a no-op).
-async fn ensure_namespace(client: &kube::Client, ns: &str) {
-    use k8s_openapi::api::core::v1::Namespace;
-    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
-    if let Ok(None) = api.get_opt(ns).await {
-        let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        let params = kube::api::PatchParams::apply(super::FIELD_MANAGER);
-        if let Err(e) = api.patch(ns, &params, &kube::api::Patch::Apply(&obj)).await {
-            tracing::warn!(namespace = ns, error = %e, "failed to create gitgate's namespace");
-        }
-    }
-}
-
-async fn plan_mode(
-    mut desired: tokio::sync::watch::Receiver<Option<Arc<crate::render::DesiredSet>>>,
-    status: Arc<StatusStore>,
-) {
-    let mut last = None;
-    loop {
-        let current = desired.borrow_and_update().clone();
-        if let Some(d) = current
-            && last != Some(d.commit())
-        {
-            last = Some(d.commit());
-            print!("{}", Reconciler::plan_text(&d));
-            let apps = Reconciler::plan_statuses(&d);
-            status.retain(|name| apps.iter().any(|a| a.name == name));
-            for app in apps {
-                status.put(app);
-            }
-        }
-        if desired.changed().await.is_err() {
-            return;
-        }
-    }
+    reconciler.unwrap_or_else(|| crate::cmd::DEFAULT_RECONCILER.to_string())
 }
 
 /// How `gitgate status` and `gitgate diff` reach a running gitgate: its
@@ -619,10 +584,10 @@ impl std::fmt::Display for Refused {
 impl std::error::Error for Refused {}
 
 /// Every app is Synced (at `commit`, when given).
-fn done(o: &super::status::Overview, commit: Option<&str>) -> bool {
-    o.apps
-        .iter()
-        .all(|a| a.sync == super::status::SyncStatus::Synced && commit.is_none_or(|c| a.synced_commit.starts_with(c)))
+fn done(o: &crate::sync::status::Overview, commit: Option<&str>) -> bool {
+    o.apps.iter().all(|a| {
+        a.sync == crate::sync::status::SyncStatus::Synced && commit.is_none_or(|c| a.synced_commit.starts_with(c))
+    })
 }
 
 /// `gitgate status`.
@@ -637,7 +602,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
             let code = resp.status();
             anyhow::ensure!(code.is_success(), "{url} answered {code}");
             let body = resp.text().await?;
-            let mut overview: super::status::Overview =
+            let mut overview: crate::sync::status::Overview =
                 serde_json::from_str(&body).context("failed to read the status")?;
             if let Some(app) = &args.app {
                 overview.apps.retain(|a| &a.name == app);
@@ -661,7 +626,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&overview)?);
     } else {
-        print!("{}", super::status::table(&overview, args.wide));
+        print!("{}", crate::sync::status::table(&overview, args.wide));
     }
     if deadline.is_some() {
         return Ok(if done(&overview, args.commit.as_deref()) {
@@ -670,7 +635,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
             std::process::ExitCode::from(3)
         });
     }
-    let healthy = overview.apps.iter().all(|a| a.sync == super::status::SyncStatus::Synced);
+    let healthy = overview.apps.iter().all(|a| a.sync == crate::sync::status::SyncStatus::Synced);
     Ok(if healthy { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(3) })
 }
 
@@ -682,7 +647,7 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<std::process::ExitCode> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&d)?);
             } else {
-                print!("{}", super::diff::render_text(&d));
+                print!("{}", crate::sync::diff::render_text(&d));
             }
             Ok(std::process::ExitCode::from(u8::from(d.differs())))
         }
@@ -693,7 +658,7 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
-fn fetch_diff(args: &DiffArgs) -> anyhow::Result<super::diff::AppDiff> {
+fn fetch_diff(args: &DiffArgs) -> anyhow::Result<crate::sync::diff::AppDiff> {
     let token = args.conn.bearer()?;
     let mut path = format!("/api/v1/apps/{}/diff", encode_component(&args.app));
     if let Some(c) = &args.commit {

@@ -1,14 +1,11 @@
 //! Helpers for the source/render tests: real Git repositories made with
-//! the `git` CLI in temp dirs. Included by the test files with `#[path]`.
+//! the `git` CLI in temp dirs.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-// Also included by the other test helpers a test crate may hold beside this one.
-#[allow(clippy::duplicate_mod)]
-#[path = "support/reap.rs"]
-pub mod reap;
+use super::reap;
 
 pub struct Repo {
     pub dir: tempfile::TempDir,

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use clap::{Args, Subcommand, ValueEnum};
 use prometheus_client::registry::Registry;
 
-use super::chain::{self, Verdict};
-use super::checkpoint;
-use super::log::{self, AuditLog, Options, checkpoints_path};
-use super::notify::{Notifier, NotifyConfig};
-use super::query::{self, Filter, ObjectFilter};
-use super::record::{EventKind, Outcome, now_micros};
-use super::{AuditError, AuditMetrics, DEFAULT_LOG_PATH};
+use crate::audit::checkpoint;
+use crate::audit::log::{self, AuditLog, Options};
+use crate::audit::notify::{Notifier, NotifyConfig};
+use crate::audit::query::{self, Filter, ObjectFilter};
+use crate::audit::record::{EventKind, Outcome, now_micros};
+use crate::audit::verify::{expand, verify_with};
+use crate::audit::{AuditError, AuditMetrics, DEFAULT_LOG_PATH};
 
 #[derive(Args, Debug)]
 pub struct AuditArgs {
@@ -181,107 +181,10 @@ pub fn run(args: AuditArgs) -> Result<ExitCode, AuditError> {
     }
 }
 
-/// `X.jsonl` and `X-<digits>.jsonl` share `X.checkpoints.jsonl`.
-fn checkpoints_for(file: &Path) -> PathBuf {
-    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let base = match stem.rsplit_once('-') {
-        Some((b, digits)) if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) => b.to_owned(),
-        _ => stem,
-    };
-    let ext = file.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "jsonl".into());
-    checkpoints_path(&file.with_file_name(format!("{base}.{ext}")))
-}
-
-/// Files in chain order: directories expand to their log files (sorted by
-/// name, which puts `audit-<seq>` before `audit.jsonl`); explicit files are
-/// ordered by their first record when every first record is readable.
-pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, AuditError> {
-    let mut out = Vec::new();
-    let mut explicit = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut names: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|source| AuditError::Io { op: "list", path: p.clone(), source })?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|f| {
-                    let n = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    n.ends_with(".jsonl") && !n.ends_with(".checkpoints.jsonl") && f.is_file()
-                })
-                .collect();
-            names.sort();
-            out.extend(names);
-        } else {
-            explicit.push(p.clone());
-        }
-    }
-    let seqs: Vec<Option<u64>> = explicit.iter().map(|p| chain::first_seq(p)).collect();
-    if seqs.iter().all(Option::is_some) {
-        let mut pairs: Vec<(Option<u64>, PathBuf)> = seqs.into_iter().zip(explicit).collect();
-        pairs.sort_by_key(|(s, _)| *s);
-        out.extend(pairs.into_iter().map(|(_, p)| p));
-    } else {
-        out.extend(explicit);
-    }
-    Ok(out)
-}
-
-/// What `verify` found.
-pub struct VerifyReport {
-    pub files: Vec<PathBuf>,
-    pub verdict: Verdict,
-    /// Checkpoints whose signature does not verify: (seq, why).
-    pub bad_checkpoints: Vec<(u64, String)>,
-    pub key_pinned: bool,
-}
-
-impl VerifyReport {
-    pub fn ok(&self) -> bool {
-        self.verdict.is_ok() && self.bad_checkpoints.is_empty()
-    }
-}
-
-/// Verifies the chain in `files` against the checkpoints.
-pub fn verify_paths(
-    files: &[PathBuf],
-    checkpoint_files: &[PathBuf],
-    key: Option<&Path>,
-) -> Result<VerifyReport, AuditError> {
-    verify_with(files, checkpoint_files, Vec::new(), key)
-}
-
-/// As [`verify_paths`], with `extra` checkpoints (from the cluster) too.
-pub fn verify_with(
-    files: &[PathBuf],
-    checkpoint_files: &[PathBuf],
-    extra: Vec<checkpoint::Checkpoint>,
-    key: Option<&Path>,
-) -> Result<VerifyReport, AuditError> {
-    let files = expand(files)?;
-    let cp_files: BTreeSet<PathBuf> = if checkpoint_files.is_empty() {
-        files.iter().map(|f| checkpoints_for(f)).filter(|p| p.is_file()).collect()
-    } else {
-        checkpoint_files.iter().cloned().collect()
-    };
-    let trusted = key.map(checkpoint::trusted_key).transpose()?;
-    let mut cps = extra;
-    let mut bad_checkpoints = Vec::new();
-    for f in &cp_files {
-        let (good, bad) = checkpoint::read(f)?;
-        cps.extend(good);
-        bad_checkpoints
-            .extend(bad.into_iter().map(|(line, e)| (0, format!("{}:{line}: unreadable: {e}", f.display()))));
-    }
-    let (anchors, unsigned) = checkpoint::anchors(&cps, trusted.as_deref());
-    bad_checkpoints.extend(unsigned.into_iter().map(|(seq, p)| (seq, p.to_string())));
-    let verdict = chain::verify_files(&files, anchors)?;
-    Ok(VerifyReport { files, verdict, bad_checkpoints, key_pinned: trusted.is_some() })
-}
-
 /// The checkpoints kept in the cluster for the replicas that wrote `files`.
 fn cluster_checkpoints(a: &VerifyArgs) -> Result<Vec<checkpoint::Checkpoint>, AuditError> {
     let replicas: BTreeSet<String> = if a.replicas.is_empty() {
-        super::cluster::replicas_of(&expand(&a.files)?)
+        crate::audit::cluster::replicas_of(&expand(&a.files)?)
     } else {
         a.replicas.iter().cloned().collect()
     };
@@ -291,8 +194,8 @@ fn cluster_checkpoints(a: &VerifyArgs) -> Result<Vec<checkpoint::Checkpoint>, Au
         source,
     })?;
     let (cps, bad) = rt.block_on(async {
-        let client = super::cluster::client(a.kubeconfig.as_deref()).await?;
-        super::cluster::fetch(client, &a.namespace, &replicas).await
+        let client = crate::audit::cluster::client(a.kubeconfig.as_deref()).await?;
+        crate::audit::cluster::fetch(client, &a.namespace, &replicas).await
     })?;
     for (cm, line, e) in bad {
         eprintln!("warning: ConfigMap {}/{cm} line {line} is not a checkpoint: {e}", a.namespace);

@@ -1,6 +1,6 @@
 //! Foreign fields: what another manager added to one of Git's objects.
 //!
-//! Git's fields are compared value by value ([`super::plan::drift`]); this
+//! Git's fields are compared value by value ([`super::compare`]); this
 //! finds the rest. gitgate applies Git's manifest with server-side apply
 //! under one field manager, so the apiserver's `managedFields` say which
 //! fields are Git's (gitgate's entries) and which another manager set. A

@@ -1,5 +1,5 @@
 //! `gitgate approve`, `gitgate pause`, `gitgate resume`: clients of the
-//! promotion actions ([`super::api`]), signed in with a Kubernetes bearer
+//! promotion actions ([`crate::promotion::api`]), signed in with a Kubernetes bearer
 //! token as `gitgate status` is.
 
 use std::process::ExitCode;
@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::api::{ActionResponse, ApproveRequest, PauseRequest, ResumeRequest};
-use crate::sync::cli::ServerArgs;
+use crate::cmd::sync::ServerArgs;
+use crate::promotion::api::{ActionResponse, ApproveRequest, PauseRequest, ResumeRequest};
 
 /// `gitgate approve APP [--commit C]`.
 #[derive(Args, Debug)]

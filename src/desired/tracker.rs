@@ -12,11 +12,11 @@ use arc_swap::ArcSwapOption;
 use gix::ObjectId;
 use tokio::sync::{Notify, watch};
 
-use super::signature::{self, SignatureError, Signers};
-use super::{GitSource, SourceError};
+use crate::audit::SyncRecorder;
 use crate::audit::record::{CommitRef, Entry as AuditEntry, EventKind, Outcome};
 use crate::render::{DesiredSet, RenderError, Renderer};
-use crate::sync::reconcile::SyncRecorder;
+use crate::source::signature::{self, SignatureError, Signers};
+use crate::source::{GitSource, SourceError};
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -203,7 +203,7 @@ impl Gate {
     /// does not load).
     fn requiring_at(&self, commit: ObjectId) -> Vec<String> {
         let opts = self.renderer.options();
-        let Ok(reader) = super::TreeReader::new(self.source.repo(), commit, opts.limits) else {
+        let Ok(reader) = crate::source::TreeReader::new(self.source.repo(), commit, opts.limits) else {
             return Vec::new();
         };
         match crate::render::config::load(&reader, &opts.config_path) {

@@ -1,5 +1,5 @@
 //! `gitgate keygen | seal | reseal` and the `serve` flags of the secrets
-//! bridge. Thin: parsing and I/O here, the logic in [`super::manifest`].
+//! bridge. Thin: parsing and I/O here, the logic in [`crate::secrets::manifest`].
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -10,13 +10,13 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use super::cluster;
-use super::keys::{self, AgeIdentity, IdentitySet, Keyring, Recipient};
-use super::manifest;
-use super::seal::{Limits, Scope};
-use super::stage::{Principal, SecretsStage, UnsealPolicy};
-use super::vault::{VaultAuth, VaultConfig, VaultResolver};
 use crate::admission::Decider;
+use crate::secrets::cluster;
+use crate::secrets::keys::{self, AgeIdentity, IdentitySet, Keyring, Recipient};
+use crate::secrets::manifest;
+use crate::secrets::seal::{Limits, Scope};
+use crate::secrets::stage::{Principal, SecretsStage, UnsealPolicy};
+use crate::secrets::vault::{VaultAuth, VaultConfig, VaultResolver};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ScopeArg {
@@ -113,7 +113,7 @@ pub enum VaultAuthArg {
 
 /// `gitgate serve` flags for the secrets bridge. The identities come from
 /// `--age-identity` when given, else from the cluster's identity Secrets
-/// (see [`super::cluster`]) when a cluster is connected.
+/// (see [`crate::secrets::cluster`]) when a cluster is connected.
 #[derive(Args, Debug, Default)]
 pub struct ServeSecretsArgs {
     /// age identity file (newest first) used to unseal Secrets at /mutate;
@@ -432,7 +432,7 @@ mod tests {
 
     #[test]
     fn serve_args_debug_does_not_print_vault_credentials() {
-        let cli = crate::cli::Cli::try_parse_from([
+        let cli = crate::cmd::Cli::try_parse_from([
             "gitgate",
             "serve",
             "--vault-token",

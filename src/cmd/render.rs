@@ -2,14 +2,14 @@
 //! revision and print its desired set.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use super::{DesiredSet, RenderError, RenderOptions, Renderer, example};
+use crate::render::{DesiredSet, RenderError, RenderOptions, Renderer};
 use crate::source::scratch::ScratchDir;
-use crate::source::{GitSource, RepoPath, SourceError, local};
+use crate::source::{GitSource, RepoPath, SourceError};
 
 #[derive(Args, Debug)]
 pub struct RenderArgs {
@@ -48,6 +48,8 @@ pub enum CommandError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Render(Box<RenderError>),
+    #[error(transparent)]
+    Open(#[from] crate::desired::DesiredError),
     #[error("no app named {0:?} in the desired set")]
     NoSuchApp(String),
     #[error("failed to prepare {what}")]
@@ -69,17 +71,7 @@ impl From<RenderError> for CommandError {
 /// Runs `gitgate render`.
 pub fn run(args: RenderArgs) -> Result<(), CommandError> {
     let scratch = ScratchDir::new("render").map_err(|e| CommandError::Io { what: "a temp dir".into(), source: e })?;
-    let url = match &args.repo {
-        None => {
-            let dir = scratch.path().join("example");
-            write_example(&dir)?;
-            local::init_from_dir(&dir, scratch.path())?.display().to_string()
-        }
-        Some(r) if !r.contains("://") && Path::new(r).is_dir() && !local::is_git_repo(Path::new(r)) => {
-            local::init_from_dir(Path::new(r), scratch.path())?.display().to_string()
-        }
-        Some(r) => r.clone(),
-    };
+    let url = crate::desired::open::source_url(args.repo.as_deref(), scratch.path())?;
     let cache = args.cache_dir.clone().unwrap_or_else(|| scratch.path().join("cache.git"));
     let source = GitSource::open(&url, &cache)?;
     source.fetch()?;
@@ -102,19 +94,6 @@ pub fn run(args: RenderArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// Writes the embedded example repository into `dir`.
-pub fn write_example(dir: &Path) -> Result<(), CommandError> {
-    for (rel, content) in example::FILES {
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| CommandError::Io { what: parent.display().to_string(), source: e })?;
-        }
-        std::fs::write(&path, content).map_err(|e| CommandError::Io { what: path.display().to_string(), source: e })?;
-    }
-    Ok(())
-}
-
 /// `gitgate render`'s output, in this field order.
 #[derive(serde::Serialize)]
 pub struct RenderOutput {
@@ -129,8 +108,8 @@ pub struct AppOutput {
     pub name: String,
     pub project: String,
     pub path: String,
-    pub destination: super::config::Destination,
-    pub sync_policy: super::config::SyncPolicy,
+    pub destination: crate::render::config::Destination,
+    pub sync_policy: crate::render::config::SyncPolicy,
     pub require_signed: bool,
     pub objects: Vec<ObjectOutput>,
     /// The sync hooks (`argocd.argoproj.io/hook`, `helm.sh/hook`); a hook
@@ -173,7 +152,7 @@ pub fn to_document(set: &DesiredSet, only_app: Option<&str>, with_manifests: boo
     RenderOutput { commit: set.commit().to_string(), tree: set.tree().to_string(), apps }
 }
 
-fn output(key: super::ObjectKey, o: &super::DesiredObject, with_manifests: bool) -> ObjectOutput {
+fn output(key: crate::render::ObjectKey, o: &crate::render::DesiredObject, with_manifests: bool) -> ObjectOutput {
     ObjectOutput {
         group: key.group,
         kind: key.kind,
