@@ -20,10 +20,11 @@ use tokio::sync::watch;
 use super::state::{GateState, StateStore};
 use super::{AppFacts, Approved, Decision, PromotionError, Take, WindowState, decide};
 use crate::audit::SyncRecorder;
-use crate::audit::record::{CommitRef, Entry as AuditEntry, EventKind, Outcome, now_micros};
+use crate::audit::record::{EventKind, now_micros};
 use crate::desired::tracker::Tracker;
 use crate::render::DesiredSet;
 use crate::render::desired::{AppGate, Held};
+use crate::sync::audit::AuditRecord;
 
 /// How many rendered commits (approved ones, the one in force at a
 /// restart) are kept.
@@ -198,21 +199,7 @@ impl Promoter {
         now: i64,
     ) -> Result<Option<(String, Option<Arc<DesiredSet>>, AppGate)>, PromotionError> {
         let head_app = head.app(name);
-        // The set in force for the app, and its config.
-        let (force_set, force_commit): (Option<Arc<DesiredSet>>, Option<ObjectId>) = match prev {
-            Some(p) => (p.app(name).is_some().then(|| p.clone()), p.app_commit(name)),
-            None => match start.and_then(|s| s.get(name)).and_then(|c| ObjectId::from_hex(c.as_bytes()).ok()) {
-                Some(c) if c == head.commit() => (Some(head.clone()), Some(c)),
-                Some(c) => match self.render(name, c).await {
-                    Ok(set) => (Some(set), Some(c)),
-                    Err(e) => {
-                        tracing::warn!(app = %name, commit = %c, error = %crate::error_chain(&e), "the commit in force at start does not render; nothing of the app is in force");
-                        (None, None)
-                    }
-                },
-                None => (None, None),
-            },
-        };
+        let (force_set, force_commit) = self.in_force(name, head, prev, start).await;
         let force_config =
             force_set.as_ref().map(|s| s.gate(name).map_or_else(|| s.config_arc().clone(), |g| g.config.clone()));
         let force_app = force_set.as_ref().and_then(|s| s.app(name));
@@ -225,48 +212,15 @@ impl Promoter {
         if let Some((a, c)) = force_app.zip(force_config.as_ref()) {
             windows.extend(c.windows_for(a));
         }
-        let window = if windows.is_empty() {
-            WindowState::open()
-        } else {
-            let at = jiff::Timestamp::from_microsecond(now).unwrap_or_else(|_| jiff::Timestamp::now());
-            let v = crate::render::window::evaluate(&windows, name, at);
-            if let Some(change) = v.next_change {
-                let micros = change.as_microsecond();
-                let mut due = self.window_due.lock().unwrap_or_else(|e| e.into_inner());
-                *due = Some(due.map_or(micros, |d: i64| d.min(micros)));
-            }
-            WindowState {
-                sync_open: v.sync_open,
-                self_heal_open: v.self_heal_open,
-                manual_allowed: v.manual_allowed,
-                reason: v.reason,
-            }
-        };
+        let window = self.window(&windows, name, now);
         if !approval_required && paused.is_none() && window == WindowState::open() {
             return Ok(None);
         }
         let head_digest = head.app_digest(name);
         let in_force_digest = force_set.as_ref().filter(|_| force_commit.is_some()).and_then(|s| s.app_digest(name));
-        let mut approved_set = None;
-        let approved = match state.approvals.get(name).filter(|_| approval_required) {
-            Some(a) => match ObjectId::from_hex(a.commit.as_bytes()) {
-                Ok(c) if c == head.commit() => {
-                    Some(Approved { commit: c, digest: head_digest, override_window: a.override_window })
-                }
-                Ok(c) => match self.render(name, c).await {
-                    Ok(set) => {
-                        let digest = set.app_digest(name);
-                        approved_set = Some(set);
-                        Some(Approved { commit: c, digest, override_window: a.override_window })
-                    }
-                    Err(e) => {
-                        tracing::warn!(app = %name, commit = %c, error = %crate::error_chain(&e), "the approved commit does not render; the approval is not used");
-                        None
-                    }
-                },
-                Err(_) => None,
-            },
-            None => None,
+        let (approved, approved_set) = match state.approvals.get(name).filter(|_| approval_required) {
+            Some(a) => self.approved(name, head, a).await,
+            None => (None, None),
         };
         let facts = AppFacts {
             head: head.commit(),
@@ -293,6 +247,80 @@ impl Promoter {
         let waiting = if d.waits { head.commit() } else { in_force.unwrap_or(head.commit()) };
         let held = d.held.map(|(kind, message)| Held { kind, waiting, message });
         Ok(Some((name.to_string(), from, AppGate { in_force, config, held, self_heal: d.self_heal })))
+    }
+
+    /// The set in force for an app, and its commit: the last composition's,
+    /// or at start the inventory's commit (rendered; nothing is in force
+    /// when it does not render).
+    async fn in_force(
+        &self,
+        name: &str,
+        head: &Arc<DesiredSet>,
+        prev: Option<&Arc<DesiredSet>>,
+        start: Option<&BTreeMap<String, String>>,
+    ) -> (Option<Arc<DesiredSet>>, Option<ObjectId>) {
+        if let Some(p) = prev {
+            return (p.app(name).is_some().then(|| p.clone()), p.app_commit(name));
+        }
+        match start.and_then(|s| s.get(name)).and_then(|c| ObjectId::from_hex(c.as_bytes()).ok()) {
+            Some(c) if c == head.commit() => (Some(head.clone()), Some(c)),
+            Some(c) => match self.render(name, c).await {
+                Ok(set) => (Some(set), Some(c)),
+                Err(e) => {
+                    tracing::warn!(app = %name, commit = %c, error = %crate::error_chain(&e), "the commit in force at start does not render; nothing of the app is in force");
+                    (None, None)
+                }
+            },
+            None => (None, None),
+        }
+    }
+
+    /// Whether an app's sync windows let a change in now; the next instant
+    /// one opens or closes is kept for the round.
+    fn window(&self, windows: &[crate::render::window::SyncWindow], name: &str, now: i64) -> WindowState {
+        if windows.is_empty() {
+            return WindowState::open();
+        }
+        let at = jiff::Timestamp::from_microsecond(now).unwrap_or_else(|_| jiff::Timestamp::now());
+        let v = crate::render::window::evaluate(windows, name, at);
+        if let Some(change) = v.next_change {
+            let micros = change.as_microsecond();
+            let mut due = self.window_due.lock().unwrap_or_else(|e| e.into_inner());
+            *due = Some(due.map_or(micros, |d: i64| d.min(micros)));
+        }
+        WindowState {
+            sync_open: v.sync_open,
+            self_heal_open: v.self_heal_open,
+            manual_allowed: v.manual_allowed,
+            reason: v.reason,
+        }
+    }
+
+    /// An app's approval: the approved commit and its content's digest, and
+    /// its rendered set when it is not the head (`None` when it does not
+    /// render: the approval is not used).
+    async fn approved(
+        &self,
+        name: &str,
+        head: &Arc<DesiredSet>,
+        a: &super::state::Approval,
+    ) -> (Option<Approved>, Option<Arc<DesiredSet>>) {
+        match ObjectId::from_hex(a.commit.as_bytes()) {
+            Ok(c) if c == head.commit() => {
+                (Some(Approved { commit: c, digest: head.app_digest(name), override_window: a.override_window }), None)
+            }
+            Ok(c) => match self.render(name, c).await {
+                Ok(set) => {
+                    let digest = set.app_digest(name);
+                    (Some(Approved { commit: c, digest, override_window: a.override_window }), Some(set))
+                }
+                Err(e) => {
+                    tracing::warn!(app = %name, commit = %c, error = %crate::error_chain(&e), "the approved commit does not render; the approval is not used");
+                    (None, None)
+                }
+            },
+            Err(_) => (None, None),
+        }
     }
 
     /// Renders a commit (cached).
@@ -323,14 +351,12 @@ impl Promoter {
             }
             tracing::info!(app = %app, commit = %held.waiting, kind = ?held.kind, "{}", held.message);
             if let Some(audit) = self.audit.as_ref().filter(|_| (self.records)()) {
-                audit.record(&AuditEntry {
-                    event: EventKind::PromotionWaiting,
-                    app: app.clone(),
-                    commit: Some(CommitRef { id: held.waiting.to_string(), ..CommitRef::default() }),
-                    decision: Outcome::Done,
-                    reasons: vec![held.message.clone()],
-                    ..AuditEntry::default()
-                });
+                audit.record(
+                    &AuditRecord::new(EventKind::PromotionWaiting, app)
+                        .commit(held.waiting.to_string())
+                        .reasons(vec![held.message.clone()])
+                        .entry(),
+                );
             }
         }
     }
@@ -354,85 +380,105 @@ impl Promoter {
         }
         let Some(now) = self.current() else { return };
         let state = self.store.current();
-        let waiting: Vec<(String, ObjectId)> = now
-            .gates()
-            .iter()
-            .filter_map(|(app, g)| {
-                let h = g.held.as_ref()?;
-                (h.kind == super::HeldKind::WaitingApproval && Some(h.waiting) != g.in_force)
-                    .then(|| (app.clone(), h.waiting))
-            })
-            .filter(|(app, c)| {
-                state.approvals.get(app).is_none_or(|a| ObjectId::from_hex(a.commit.as_bytes()).ok() != Some(*c))
-            })
-            .collect();
-        for (app, commit) in waiting {
+        for (app, commit) in waiting_approval(&now, &state) {
             let name = super::approval_tag(&app, &commit);
-            let repo = self.tracker.source().repo();
-            let (signers, tag) = (signers.clone(), name.clone());
-            // Which tag object the name points at: a refused one is not
-            // checked (or logged) again, a new one under the name is.
-            let found = tokio::task::spawn_blocking(move || {
-                let r = repo.try_find_reference(tag.as_str()).ok().flatten()?;
-                let key = format!("{tag}@{}", r.target().try_id().map(|i| i.to_string()).unwrap_or_default());
-                Some((key, tag))
-            })
-            .await
-            .ok()
-            .flatten();
-            let Some((key, tag)) = found else { continue };
-            if self.refused_tags.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
-                continue;
-            }
-            let repo = self.tracker.source().repo();
-            let verified =
-                tokio::task::spawn_blocking(move || crate::source::signature::verify_tag(&repo, &tag, &signers)).await;
-            let (target, v) = match verified {
-                Ok(Ok(ok)) => ok,
-                Ok(Err(e)) => {
-                    tracing::warn!(tag = %name, error = %e, "an approval tag does not verify; it approves nothing");
-                    self.refused_tags.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            if target != commit {
-                tracing::warn!(tag = %name, points_at = %target, "an approval tag points at another commit; it approves nothing");
-                self.refused_tags.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
-                continue;
-            }
-            let in_force = now.app_commit(&app).and_then(|_| now.app_digest(&app));
-            let head = self.tracker.current();
-            let to = head.as_ref().filter(|h| h.commit() == commit).and_then(|h| h.app_digest(&app));
-            let by = format!("{} (signed tag gitgate/approve/{app}/{})", v.signer, commit.to_hex_with_len(7));
-            let approval = super::state::Approval {
-                commit: commit.to_string(),
-                by: by.clone(),
-                at: crate::audit::record::format_rfc3339_micros(now_micros()),
-                change: super::change_digest(in_force, to),
-                override_window: false,
-            };
-            if let Err(e) = self.store.put_approval(&app, &approval).await {
-                tracing::warn!(app = %app, error = %crate::error_chain(&e), "failed to record a tag's approval; retrying");
-                continue;
-            }
-            tracing::info!(app = %app, commit = %commit, signer = %v.signer, "approved by a signed tag");
-            if let Some(audit) = &self.audit {
-                audit.record(&AuditEntry {
-                    event: EventKind::Approved,
-                    user: v.signer.clone(),
-                    app: app.clone(),
-                    commit: Some(CommitRef { id: commit.to_string(), ..CommitRef::default() }),
-                    decision: Outcome::Done,
-                    reasons: vec![
-                        format!("{by} approved {} for app {app}", commit.to_hex_with_len(7)),
-                        format!("change {}", approval.change),
-                    ],
-                    ..AuditEntry::default()
-                });
-            }
+            let Some(signer) = self.verified_tag(&name, commit, &signers).await else { continue };
+            self.approve_by_tag(&now, &app, commit, &signer).await;
         }
     }
+
+    /// The signer of approval tag `name` when it is signed by an approver
+    /// and points at `commit`. Which tag object the name points at is
+    /// remembered: a refused one is not checked (or logged) again, a new
+    /// one under the name is.
+    async fn verified_tag(
+        &self,
+        name: &str,
+        commit: ObjectId,
+        signers: &crate::source::signature::Signers,
+    ) -> Option<String> {
+        let repo = self.tracker.source().repo();
+        let tag = name.to_string();
+        let key = tokio::task::spawn_blocking(move || {
+            let r = repo.try_find_reference(tag.as_str()).ok().flatten()?;
+            Some(format!("{tag}@{}", r.target().try_id().map(|i| i.to_string()).unwrap_or_default()))
+        })
+        .await
+        .ok()
+        .flatten()?;
+        if self.refused_tags.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
+            return None;
+        }
+        let (repo, tag, signers) = (self.tracker.source().repo(), name.to_string(), signers.clone());
+        let verified =
+            tokio::task::spawn_blocking(move || crate::source::signature::verify_tag(&repo, &tag, &signers)).await;
+        let refuse = || {
+            self.refused_tags.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone());
+        };
+        match verified {
+            Ok(Ok((target, v))) if target == commit => Some(v.signer),
+            Ok(Ok((target, _))) => {
+                tracing::warn!(tag = %name, points_at = %target, "an approval tag points at another commit; it approves nothing");
+                refuse();
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(tag = %name, error = %e, "an approval tag does not verify; it approves nothing");
+                refuse();
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Records the approval of `commit` by a signed tag (as `gitgate
+    /// approve` would), and audits it; a failed write is retried at the
+    /// next check.
+    async fn approve_by_tag(&self, now: &DesiredSet, app: &str, commit: ObjectId, signer: &str) {
+        let in_force = now.app_commit(app).and_then(|_| now.app_digest(app));
+        let head = self.tracker.current();
+        let to = head.as_ref().filter(|h| h.commit() == commit).and_then(|h| h.app_digest(app));
+        let by = format!("{signer} (signed tag gitgate/approve/{app}/{})", commit.to_hex_with_len(7));
+        let approval = super::state::Approval {
+            commit: commit.to_string(),
+            by: by.clone(),
+            at: crate::audit::record::format_rfc3339_micros(now_micros()),
+            change: super::change_digest(in_force, to),
+            override_window: false,
+        };
+        if let Err(e) = self.store.put_approval(app, &approval).await {
+            tracing::warn!(app = %app, error = %crate::error_chain(&e), "failed to record a tag's approval; retrying");
+            return;
+        }
+        tracing::info!(app = %app, commit = %commit, signer = %signer, "approved by a signed tag");
+        if let Some(audit) = &self.audit {
+            audit.record(
+                &AuditRecord::new(EventKind::Approved, app)
+                    .user(signer)
+                    .commit(commit.to_string())
+                    .reasons(vec![
+                        format!("{by} approved {} for app {app}", commit.to_hex_with_len(7)),
+                        format!("change {}", approval.change),
+                    ])
+                    .entry(),
+            );
+        }
+    }
+}
+
+/// The commits waiting for approval, by app, that no approval names yet.
+fn waiting_approval(now: &DesiredSet, state: &GateState) -> Vec<(String, ObjectId)> {
+    now.gates()
+        .iter()
+        .filter_map(|(app, g)| {
+            let h = g.held.as_ref()?;
+            (h.kind == super::HeldKind::WaitingApproval && Some(h.waiting) != g.in_force)
+                .then(|| (app.clone(), h.waiting))
+        })
+        .filter(|(app, c)| {
+            state.approvals.get(app).is_none_or(|a| ObjectId::from_hex(a.commit.as_bytes()).ok() != Some(*c))
+        })
+        .collect()
 }
 
 /// One gate as readers see it: in force, what waits and why, self-heal.

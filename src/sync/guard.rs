@@ -149,168 +149,49 @@ const NOT_EVICTIONS: &str =
 pub const EVICTIONS_WEBHOOK: &str = "evictions.validate.gitgate.dev";
 
 /// The objects the guard owns, as applied (labelled, unstamped: they come
-/// from gitgate's configuration, not from Git).
+/// from gitgate's configuration, not from Git): the validating and the
+/// mutating webhook configuration, and the ValidatingAdmissionPolicy and
+/// its binding when one is configured.
 pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
-    use base64::Engine as _;
-    let ca = base64::engine::general_purpose::STANDARD.encode(&c.ca_pem);
-    let excluded = excluded_namespaces(&c.namespace);
-    let not_excluded = json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded});
-    let labels = json!({GUARD_LABEL: "true"});
-    // Every resource and subresource ("*/*" is both; the apiserver takes it
-    // alone), each subresource decided by gitgate-subresources; CONNECT
-    // (exec, attach, portforward) changes nothing and is not sent.
-    let all_resources = json!({"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["*/*"], "scope": "*"});
-    let evictions_rule = json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods/eviction"], "scope": "Namespaced"});
-    let secrets = |scope: &str| json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["secrets"], "scope": scope});
-    let validate = |name: &str, rules: Value, selector: Value, conditions: Value, policy: &str| {
-        json!({
-            "name": name,
-            "clientConfig": c.endpoint.client_config("/validate", &ca),
-            "rules": rules,
-            "namespaceSelector": selector,
-            "matchConditions": conditions,
-            "failurePolicy": policy,
-            "sideEffects": "NoneOnDryRun",
-            "admissionReviewVersions": ["v1"],
-            "timeoutSeconds": c.timeout_seconds,
-            "matchPolicy": "Equivalent",
-        })
+    let w = Webhooks::new(c);
+    let (validating, mut mutating) = match &c.enforce_label {
+        None => w.cluster_wide(),
+        Some((key, value)) => w.by_label(key, value),
     };
-    let mutate = |name: &str, selector: Value, conditions: Option<Value>, policy: &str| {
-        let mut w = json!({
-            "name": name,
-            "clientConfig": c.endpoint.client_config("/mutate", &ca),
-            "rules": [secrets("Namespaced")],
-            "namespaceSelector": selector,
-            "failurePolicy": policy,
-            "sideEffects": "NoneOnDryRun",
-            "admissionReviewVersions": ["v1"],
-            "timeoutSeconds": c.timeout_seconds,
-            "reinvocationPolicy": "IfNeeded",
-        });
-        if let Some(conditions) = conditions {
-            w["matchConditions"] = conditions;
-        }
-        w
-    };
-    let (validating, mutating) = match &c.enforce_label {
-        None => {
-            let selector = json!({"matchExpressions": [not_excluded]});
-            let conditions = json!([
-                {"name": "not-leases-or-events", "expression": NOT_LEASES_OR_EVENTS},
-                {"name": "not-cluster-components", "expression": NOT_CLUSTER_COMPONENTS},
-                {"name": "not-controller-status", "expression": NOT_CONTROLLER_STATUS},
-                {"name": "not-evictions", "expression": NOT_EVICTIONS},
-            ]);
-            let eviction_conditions = json!([
-                {"name": "not-cluster-components", "expression": NOT_CLUSTER_COMPONENTS},
-            ]);
-            (
-                vec![
-                    validate(
-                        "validate.gitgate.dev",
-                        json!([all_resources]),
-                        selector.clone(),
-                        conditions,
-                        &c.failure_policy,
-                    ),
-                    validate(
-                        EVICTIONS_WEBHOOK,
-                        json!([evictions_rule]),
-                        selector.clone(),
-                        eviction_conditions,
-                        "Ignore",
-                    ),
-                ],
-                vec![mutate("secrets.gitgate.dev", selector, None, &c.failure_policy)],
-            )
-        }
-        Some((key, value)) => {
-            let enforced =
-                json!({"matchExpressions": [not_excluded, {"key": key, "operator": "In", "values": [value]}]});
-            let observed =
-                json!({"matchExpressions": [not_excluded, {"key": key, "operator": "NotIn", "values": [value]}]});
-            // The namespace selector is the first line; the same exclusion
-            // by the request's namespace is the second.
-            let listed = excluded.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ");
-            let not_excluded_ns = json!({"name": "not-excluded-namespaces", "expression": format!("!(has(request.namespace) && request.namespace in [{listed}])")});
-            let conditions = json!([
-                not_excluded_ns,
-                {"name": "not-leases-or-events", "expression": NOT_LEASES_OR_EVENTS},
-                {"name": "not-cluster-components", "expression": NOT_CLUSTER_COMPONENTS},
-                {"name": "not-controller-status", "expression": NOT_CONTROLLER_STATUS},
-                {"name": "not-evictions", "expression": NOT_EVICTIONS},
-            ]);
-            let eviction_conditions = json!([
-                not_excluded_ns,
-                {"name": "not-cluster-components", "expression": NOT_CLUSTER_COMPONENTS},
-            ]);
-            // Unenforced namespaces fail open; a Namespace object is matched
-            // by its own labels, so the observe webhook also takes the
-            // Namespaces outside enforcement (e.g. one losing the label).
-            let observe_rules = json!([
-                {"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["*/*"], "scope": "Namespaced"},
-                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["namespaces/*"], "scope": "Cluster"},
-            ]);
-            (
-                vec![
-                    validate(
-                        "validate.gitgate.dev",
-                        json!([all_resources]),
-                        enforced.clone(),
-                        conditions.clone(),
-                        &c.failure_policy,
-                    ),
-                    validate("observe.validate.gitgate.dev", observe_rules, observed.clone(), conditions, "Ignore"),
-                    validate(
-                        EVICTIONS_WEBHOOK,
-                        json!([evictions_rule]),
-                        json!({"matchExpressions": [not_excluded]}),
-                        eviction_conditions,
-                        "Ignore",
-                    ),
-                ],
-                vec![
-                    mutate("secrets.gitgate.dev", enforced, Some(json!([not_excluded_ns])), &c.failure_policy),
-                    mutate("observe.secrets.gitgate.dev", observed, Some(json!([not_excluded_ns])), "Ignore"),
-                ],
-            )
-        }
-    };
-    // Break-glass windows: a change that sets the break-glass annotation
-    // gets its window stamped (provenance::glass). Only such changes are
-    // sent; it fails open, since the validating webhook refuses a
-    // break-glass change that carries no window.
-    let mut mutating = mutating;
-    mutating.push(json!({
-        "name": "breakglass.gitgate.dev",
-        "clientConfig": c.endpoint.client_config("/mutate", &ca),
-        "rules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"], "resources": ["*"], "scope": "*"}],
-        "namespaceSelector": {"matchExpressions": [not_excluded]},
-        "matchConditions": [{"name": "asks-for-break-glass", "expression": ASKS_FOR_BREAK_GLASS}],
-        "failurePolicy": "Ignore",
-        "sideEffects": "NoneOnDryRun",
-        "admissionReviewVersions": ["v1"],
-        "timeoutSeconds": c.timeout_seconds,
-        "reinvocationPolicy": "Never",
-    }));
-    let validating = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": VALIDATING_NAME, "labels": labels},
-        "webhooks": validating,
-    });
-    let mutating = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": MUTATING_NAME, "labels": labels},
-        "webhooks": mutating,
-    });
-    let key = |kind: &str, name: &str| ObjectKey::new("admissionregistration.k8s.io", kind, "", name);
+    mutating.push(w.break_glass());
     let mut out = vec![
-        (key("ValidatingWebhookConfiguration", VALIDATING_NAME), validating),
-        (key("MutatingWebhookConfiguration", MUTATING_NAME), mutating),
+        (
+            guard_key("ValidatingWebhookConfiguration", VALIDATING_NAME),
+            configuration("ValidatingWebhookConfiguration", VALIDATING_NAME, validating),
+        ),
+        (
+            guard_key("MutatingWebhookConfiguration", MUTATING_NAME),
+            configuration("MutatingWebhookConfiguration", MUTATING_NAME, mutating),
+        ),
     ];
+    out.extend(admission_policy(c));
+    out
+}
+
+/// The key of one of the guard's (cluster-scoped) objects.
+fn guard_key(kind: &str, name: &str) -> ObjectKey {
+    ObjectKey::new("admissionregistration.k8s.io", kind, "", name)
+}
+
+/// A webhook configuration of the guard, labelled.
+fn configuration(kind: &str, name: &str, webhooks: Vec<Value>) -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": kind,
+        "metadata": {"name": name, "labels": {GUARD_LABEL: "true"}},
+        "webhooks": webhooks,
+    })
+}
+
+/// The ValidatingAdmissionPolicy and its binding, labelled, when the guard
+/// has one.
+fn admission_policy(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
+    let mut out = Vec::new();
     if let Some((reconciler, groups)) = &c.vap {
         let (policy, binding) = crate::policy::vap::generate(reconciler, groups);
         for (kind, v) in [
@@ -320,10 +201,178 @@ pub fn objects(c: &GuardConfig) -> Vec<(ObjectKey, Value)> {
             let Ok(mut v) = v else { continue };
             v["metadata"]["labels"][GUARD_LABEL] = "true".into();
             let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-            out.push((key(kind, &name), v));
+            out.push((guard_key(kind, &name), v));
         }
     }
     out
+}
+
+/// What every webhook of the guard shares: its configuration, the CA
+/// bundle, and the namespaces it never sees.
+struct Webhooks<'a> {
+    c: &'a GuardConfig,
+    ca: String,
+    excluded: Vec<String>,
+    /// The namespace selector's expression that leaves out the excluded
+    /// namespaces.
+    not_excluded: Value,
+}
+
+impl<'a> Webhooks<'a> {
+    fn new(c: &'a GuardConfig) -> Self {
+        use base64::Engine as _;
+        let ca = base64::engine::general_purpose::STANDARD.encode(&c.ca_pem);
+        let excluded = excluded_namespaces(&c.namespace);
+        let not_excluded = json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded});
+        Webhooks { c, ca, excluded, not_excluded }
+    }
+
+    /// Every resource and subresource ("*/*" is both; the apiserver takes
+    /// it alone), each subresource decided by gitgate-subresources; CONNECT
+    /// (exec, attach, portforward) changes nothing and is not sent.
+    fn all_resources() -> Value {
+        json!({"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["*/*"], "scope": "*"})
+    }
+
+    fn evictions_rule() -> Value {
+        json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods/eviction"], "scope": "Namespaced"})
+    }
+
+    fn validate(&self, name: &str, rules: Value, selector: Value, conditions: Value, policy: &str) -> Value {
+        json!({
+            "name": name,
+            "clientConfig": self.c.endpoint.client_config("/validate", &self.ca),
+            "rules": rules,
+            "namespaceSelector": selector,
+            "matchConditions": conditions,
+            "failurePolicy": policy,
+            "sideEffects": "NoneOnDryRun",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": self.c.timeout_seconds,
+            "matchPolicy": "Equivalent",
+        })
+    }
+
+    /// The Secrets' mutating webhook (unseals and stamps them).
+    fn mutate(&self, name: &str, selector: Value, conditions: Option<Value>, policy: &str) -> Value {
+        let secrets = json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["secrets"], "scope": "Namespaced"});
+        let mut w = json!({
+            "name": name,
+            "clientConfig": self.c.endpoint.client_config("/mutate", &self.ca),
+            "rules": [secrets],
+            "namespaceSelector": selector,
+            "failurePolicy": policy,
+            "sideEffects": "NoneOnDryRun",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": self.c.timeout_seconds,
+            "reinvocationPolicy": "IfNeeded",
+        });
+        if let Some(conditions) = conditions {
+            w["matchConditions"] = conditions;
+        }
+        w
+    }
+
+    /// No enforce label: every namespace but the excluded is enforced.
+    /// Returns the validating and the mutating webhooks.
+    fn cluster_wide(&self) -> (Vec<Value>, Vec<Value>) {
+        let selector = json!({"matchExpressions": [self.not_excluded]});
+        let conditions = json!([
+            {"name": "not-leases-or-events", "expression": NOT_LEASES_OR_EVENTS},
+            {"name": "not-cluster-components", "expression": NOT_CLUSTER_COMPONENTS},
+            {"name": "not-controller-status", "expression": NOT_CONTROLLER_STATUS},
+            {"name": "not-evictions", "expression": NOT_EVICTIONS},
+        ]);
+        let eviction_conditions = json!([
+            {"name": "not-cluster-components", "expression": NOT_CLUSTER_COMPONENTS},
+        ]);
+        let policy = &self.c.failure_policy;
+        let validating = vec![
+            self.validate("validate.gitgate.dev", json!([Self::all_resources()]), selector.clone(), conditions, policy),
+            self.validate(
+                EVICTIONS_WEBHOOK,
+                json!([Self::evictions_rule()]),
+                selector.clone(),
+                eviction_conditions,
+                "Ignore",
+            ),
+        ];
+        (validating, vec![self.mutate("secrets.gitgate.dev", selector, None, policy)])
+    }
+
+    /// An enforce label `key=value`: the labelled namespaces are enforced,
+    /// the others observed (their webhooks fail open). Returns the
+    /// validating and the mutating webhooks.
+    fn by_label(&self, key: &str, value: &str) -> (Vec<Value>, Vec<Value>) {
+        let not_excluded = &self.not_excluded;
+        let enforced = json!({"matchExpressions": [not_excluded, {"key": key, "operator": "In", "values": [value]}]});
+        let observed =
+            json!({"matchExpressions": [not_excluded, {"key": key, "operator": "NotIn", "values": [value]}]});
+        // The namespace selector is the first line; the same exclusion
+        // by the request's namespace is the second.
+        let listed = self.excluded.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ");
+        let not_excluded_ns = json!({"name": "not-excluded-namespaces", "expression": format!("!(has(request.namespace) && request.namespace in [{listed}])")});
+        let conditions = json!([
+            not_excluded_ns,
+            {"name": "not-leases-or-events", "expression": NOT_LEASES_OR_EVENTS},
+            {"name": "not-cluster-components", "expression": NOT_CLUSTER_COMPONENTS},
+            {"name": "not-controller-status", "expression": NOT_CONTROLLER_STATUS},
+            {"name": "not-evictions", "expression": NOT_EVICTIONS},
+        ]);
+        let eviction_conditions = json!([
+            not_excluded_ns,
+            {"name": "not-cluster-components", "expression": NOT_CLUSTER_COMPONENTS},
+        ]);
+        // Unenforced namespaces fail open; a Namespace object is matched
+        // by its own labels, so the observe webhook also takes the
+        // Namespaces outside enforcement (e.g. one losing the label).
+        let observe_rules = json!([
+            {"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["*/*"], "scope": "Namespaced"},
+            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["namespaces/*"], "scope": "Cluster"},
+        ]);
+        let policy = &self.c.failure_policy;
+        let validating = vec![
+            self.validate(
+                "validate.gitgate.dev",
+                json!([Self::all_resources()]),
+                enforced.clone(),
+                conditions.clone(),
+                policy,
+            ),
+            self.validate("observe.validate.gitgate.dev", observe_rules, observed.clone(), conditions, "Ignore"),
+            self.validate(
+                EVICTIONS_WEBHOOK,
+                json!([Self::evictions_rule()]),
+                json!({"matchExpressions": [not_excluded]}),
+                eviction_conditions,
+                "Ignore",
+            ),
+        ];
+        let mutating = vec![
+            self.mutate("secrets.gitgate.dev", enforced, Some(json!([not_excluded_ns])), policy),
+            self.mutate("observe.secrets.gitgate.dev", observed, Some(json!([not_excluded_ns])), "Ignore"),
+        ];
+        (validating, mutating)
+    }
+
+    /// Break-glass windows: a change that sets the break-glass annotation
+    /// gets its window stamped (provenance::glass). Only such changes are
+    /// sent; it fails open, since the validating webhook refuses a
+    /// break-glass change that carries no window.
+    fn break_glass(&self) -> Value {
+        json!({
+            "name": "breakglass.gitgate.dev",
+            "clientConfig": self.c.endpoint.client_config("/mutate", &self.ca),
+            "rules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"], "resources": ["*"], "scope": "*"}],
+            "namespaceSelector": {"matchExpressions": [self.not_excluded]},
+            "matchConditions": [{"name": "asks-for-break-glass", "expression": ASKS_FOR_BREAK_GLASS}],
+            "failurePolicy": "Ignore",
+            "sideEffects": "NoneOnDryRun",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": self.c.timeout_seconds,
+            "reinvocationPolicy": "Never",
+        })
+    }
 }
 
 /// What the guard writes over an edited live object: the live object

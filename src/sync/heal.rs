@@ -1,9 +1,13 @@
-//! Self-heal's eyes: one watch per managed kind (label `gitgate.dev/app`)
-//! and one on gitgate's own webhook configurations (label
-//! `gitgate.dev/guard`). Events go to the reconciler, which decides.
+//! Self-heal: its eyes — one watch per managed kind (label
+//! `gitgate.dev/app`) and one on gitgate's own webhook configurations
+//! (label `gitgate.dev/guard`) — and what the reconciler does with each
+//! event ([`Reconciler::heal`]): puts Git's fields back, reports drift, or
+//! restores the guard; break-glass windows leave an object alone for a
+//! while.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use kube::api::{Api, DynamicObject};
@@ -13,9 +17,17 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::guard::GUARD_LABEL;
+use super::SyncError;
+use super::audit::AuditRecord;
+use super::guard::{self, GUARD_LABEL};
+use super::plan::{self, Drift, Observed, Planned};
+use super::reconcile::Reconciler;
+use super::status::SyncStatus;
 use super::target::{Resource, Target};
-use crate::provenance::APP_LABEL;
+use crate::audit::record::EventKind;
+use crate::provenance::{APP_LABEL, BREAK_GLASS_ANNOTATION};
+use crate::render::DesiredSet;
+use crate::render::config::App;
 use crate::render::object::ObjectKey;
 
 /// What a watch saw.
@@ -172,6 +184,304 @@ async fn watch(target: Arc<Target>, r: Resource, label: &'static str, tx: mpsc::
         if tx.send(ev).await.is_err() {
             return;
         }
+    }
+}
+
+/// The field a sealed Secret's changed values are reported as (never the
+/// values, nor which key changed).
+pub const SEALED_VALUES: &str = "/data (the values sealed in Git)";
+
+/// What a break-glass change leaves on an object, dropped when Git's
+/// content goes back: the reason and the window's end.
+pub(super) const GLASS_ANNOTATIONS: &[&str] = &[BREAK_GLASS_ANNOTATION, crate::provenance::glass::UNTIL_ANNOTATION];
+
+impl Reconciler {
+    /// Applies the guard's objects that are missing or edited.
+    pub async fn guard_once(&self) -> Result<usize, SyncError> {
+        let Some(g) = &self.guard else { return Ok(0) };
+        let g = g.current();
+        let target = &self.targets.default;
+        let mut restored = 0;
+        for (key, obj) in guard::objects(&g) {
+            let version =
+                obj.get("apiVersion").and_then(Value::as_str).map(plan::version_of).unwrap_or("v1").to_string();
+            let r = target.resolve(&key.group, &version, &key.kind).await?;
+            let live = target.get(&r, "", &key.name).await?;
+            let needs = match &live {
+                None => Some("deleted".to_string()),
+                Some(l) => guard::tampered(&obj, l).map(|f| format!("{f} edited")),
+            };
+            if let Some(why) = needs {
+                // An edit is replaced, not merged (guard::restored); then
+                // applied, so gitgate's field manager owns its fields.
+                if let Some(l) = &live {
+                    target.replace(&r, "", &key.name, &guard::restored(&obj, l)).await?;
+                }
+                target.apply(&r, "", &key.name, &obj).await?;
+                restored += 1;
+                if live.is_some() || why != "deleted" {
+                    tracing::warn!(kind = %key.kind, name = %key.name, "{why}: restored");
+                }
+                self.audit(
+                    AuditRecord::new(EventKind::WebhookConfigRestored, "")
+                        .operation("APPLY")
+                        .object(&key)
+                        .resource(&r)
+                        .reasons(vec![why]),
+                );
+            }
+        }
+        Ok(restored)
+    }
+
+    /// One watch event on a managed object: self-heal, detect-only report,
+    /// or the guard's restore.
+    pub async fn heal(&self, desired: Option<&Arc<DesiredSet>>, event: HealEvent) {
+        let (key, live) = match &event {
+            HealEvent::Changed(k, v) => (k, Some(v)),
+            HealEvent::Deleted(k) => (k, None),
+        };
+        if key.group == "admissionregistration.k8s.io" {
+            if let Err(e) = self.guard_once().await {
+                tracing::error!(error = %crate::error_chain(&e), "failed to restore gitgate's webhook configuration");
+            }
+            return;
+        }
+        let Some(desired) = desired else { return };
+        let Some(obj) = desired.get_key(key) else { return };
+        let Some(app) = desired.app_of(obj) else { return };
+        if !desired.self_heals(&app.name) {
+            // Paused, or a closed sync window: Git is frozen for the app.
+            return;
+        }
+        let Ok(planned) = plan::plan_object(&app.name, key, obj) else { return };
+        let drift = self.sealed_drift(&planned, live, plan::drift(&planned, live));
+        let Drift::Changed(field) = &drift else {
+            // Missing after a delete: put back (self-heal); stale content is
+            // the next sync's job.
+            if drift == Drift::Missing && app.sync_policy.self_heal && !app.sync_policy.detect_only {
+                self.revert(app, &planned, None, "deleted", false).await;
+            }
+            return;
+        };
+        if let Some(m) = self.status.metrics() {
+            m.drift(&app.name);
+        }
+        let glass = live.and_then(plan::break_glass);
+        if let Some(g) = &glass
+            && let Some(note) = self.glass_window(app, key, g, field)
+        {
+            self.status.update_object(&app.name, key, |o| {
+                o.sync = SyncStatus::OutOfSync;
+                o.message = note;
+            });
+            return;
+        }
+        if !app.sync_policy.self_heal || app.sync_policy.detect_only {
+            tracing::warn!(app = %app.name, object = %planned.id(), field = %field, "drift detected (not reverted: self-heal is off)");
+            self.status.update_object(&app.name, key, |o| {
+                o.sync = SyncStatus::OutOfSync;
+                o.message = format!("{field} differs from Git");
+            });
+            return;
+        }
+        self.revert(app, &planned, live, field, glass.is_some()).await;
+    }
+
+    /// Where the sealed Secrets' values are checked from: set once the
+    /// secrets bridge has its identities.
+    pub fn sealed_values(&self) -> Arc<arc_swap::ArcSwapOption<crate::secrets::Keyring>> {
+        self.sealed.clone()
+    }
+
+    /// `drift`, or [`SEALED_VALUES`] when `live` is a sealed Secret in sync
+    /// with Git's sealed form whose values changed since the unseal.
+    fn sealed_drift(&self, planned: &Planned, live: Option<&Value>, drift: Drift) -> Drift {
+        if drift != Drift::InSync || planned.sealed_digest.is_none() {
+            return drift;
+        }
+        let (Some(live), Some(keyring)) = (live, self.sealed.load_full()) else { return drift };
+        match crate::secrets::values_of(&keyring.current(), live) {
+            crate::secrets::Values::Changed => Drift::Changed(SEALED_VALUES.into()),
+            crate::secrets::Values::Intact | crate::secrets::Values::Unknown => drift,
+        }
+    }
+
+    /// [`plan::observe`], with the sealed values checked.
+    pub(super) fn observe(&self, planned: &Planned, live: Option<&Value>) -> Observed {
+        let mut seen = plan::observe(planned, live);
+        seen.drift = self.sealed_drift(planned, live, std::mem::replace(&mut seen.drift, Drift::InSync));
+        seen
+    }
+
+    /// The break-glass window of an object changed by hand under
+    /// `gitgate.dev/break-glass: "<reason>"`: opened (and audited) when
+    /// first seen, `Some(note)` while it lasts (self-heal leaves the object
+    /// alone), `None` once it has ended (audited; the object goes back to
+    /// Git). The window's end is the one gitgate's mutating webhook stamped
+    /// on the object (`gitgate.dev/break-glass-until`), so every replica,
+    /// after a failover too, ends it at the same time; an object changed
+    /// without that webhook gets `--break-glass-ttl` from when this replica
+    /// first saw it.
+    pub(super) fn glass_window(&self, app: &App, key: &ObjectKey, glass: &plan::Glass, field: &str) -> Option<String> {
+        let reason = glass.reason.as_str();
+        let deadline = |first_seen: Option<Instant>| match glass.until {
+            Some(until) => {
+                let left = until.saturating_sub(crate::audit::record::now_micros());
+                Instant::now() + Duration::from_micros(u64::try_from(left).unwrap_or(0))
+            }
+            None => first_seen.unwrap_or_else(Instant::now) + self.config.break_glass_ttl,
+        };
+        let mut open = self.break_glass.lock().unwrap_or_else(|e| e.into_inner());
+        let known = open.get(key).copied();
+        let (first_seen, _) = known.unzip();
+        let ends = deadline(first_seen);
+        if ends <= Instant::now() {
+            open.remove(key);
+            drop(open);
+            self.audit_glass(EventKind::BreakGlassExpired, &app.name, key, reason, field);
+            tracing::warn!(app = %app.name, object = %plan::id(key), "break-glass expired: back to Git");
+            return None;
+        }
+        open.insert(key.clone(), (first_seen.unwrap_or_else(Instant::now), ends));
+        drop(open);
+        if known.is_none() {
+            self.audit_glass(EventKind::BreakGlassOpened, &app.name, key, reason, field);
+            tracing::warn!(app = %app.name, object = %plan::id(key), reason, left = ?ends.saturating_duration_since(Instant::now()), "break-glass: self-heal leaves the object alone");
+        }
+        Some(format!("break-glass ({reason}): {field} differs from Git; left alone until the window ends"))
+    }
+
+    pub(super) fn audit_glass(&self, event: EventKind, app: &str, key: &ObjectKey, reason: &str, field: &str) {
+        let detail = match event {
+            EventKind::BreakGlassOpened => {
+                let ends = self.break_glass.lock().unwrap_or_else(|e| e.into_inner()).get(key).map(|(_, e)| *e);
+                let left =
+                    ends.map(|e| e.saturating_duration_since(Instant::now())).unwrap_or(self.config.break_glass_ttl);
+                format!("{field} differs from Git; self-heal resumes in {}s", left.as_secs())
+            }
+            _ => format!("{field} differs from Git; reverted to Git"),
+        };
+        self.audit(AuditRecord::new(event, app).object(key).reasons(vec![reason.to_string(), detail]));
+    }
+
+    /// When the next break-glass window ends.
+    pub fn next_glass_expiry(&self) -> Option<Instant> {
+        self.break_glass.lock().unwrap_or_else(|e| e.into_inner()).values().map(|(_, ends)| *ends).min()
+    }
+
+    /// Windows that ended with no watch event since: each object is read
+    /// again and healed (back to Git), or forgotten when it is gone or
+    /// already matches Git.
+    pub async fn expire_glass(&self, desired: Option<&Arc<DesiredSet>>) {
+        let now = Instant::now();
+        let due: Vec<ObjectKey> = self
+            .break_glass
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, (_, ends))| *ends <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            let live = match self.read_managed(desired, &key).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(object = %plan::id(&key), error = %crate::error_chain(&e), "failed to read a break-glass object");
+                    None
+                }
+            };
+            match live {
+                Some(v) => self.heal(desired, HealEvent::Changed(key.clone(), v)).await,
+                None => tracing::info!(object = %plan::id(&key), "break-glass window ended on an object that is gone"),
+            }
+            // Healed (and audited) above, or nothing left to revert.
+            self.break_glass.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        }
+    }
+
+    /// The live copy of one of Git's objects, from its app's cluster.
+    async fn read_managed(
+        &self,
+        desired: Option<&Arc<DesiredSet>>,
+        key: &ObjectKey,
+    ) -> Result<Option<Value>, SyncError> {
+        let Some(d) = desired else { return Ok(None) };
+        let Some(obj) = d.get_key(key) else { return Ok(None) };
+        let Some(app) = d.app_of(obj) else { return Ok(None) };
+        let planned = plan::plan_object(&app.name, key, obj)?;
+        let target = self.targets.get(&app.destination.cluster).await?;
+        let r = target.resolve(&key.group, plan::version_of(&planned.api_version), &key.kind).await?;
+        target.get(&r, &key.namespace, &key.name).await
+    }
+
+    /// Puts Git's content back; a break-glass object also loses its
+    /// `gitgate.dev/break-glass` annotation (another manager's field, which
+    /// an apply cannot drop), so the window is visibly closed.
+    async fn revert(&self, app: &App, planned: &Planned, live: Option<&Value>, why: &str, glass: bool) {
+        let Ok(target) = self.targets.get(&app.destination.cluster).await else { return };
+        let r = match target
+            .resolve(&planned.key.group, plan::version_of(&planned.api_version), &planned.key.kind)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return tracing::warn!(error = %crate::error_chain(&e), "self-heal could not resolve the kind"),
+        };
+        let applied = match plan::respect_ignored(planned, live) {
+            Ok(object) => target.apply(&r, &planned.key.namespace, &planned.key.name, &object).await,
+            Err(e) => Err(e),
+        };
+        // Fields other managers added: removed with a JSON patch, and
+        // named (with who set them) in the revert's audit record.
+        let foreign = live.map(|l| plan::foreign_fields(planned, l)).unwrap_or_default();
+        let applied = match (applied, live) {
+            (Ok(v), Some(l)) if !foreign.is_empty() => {
+                let patch = crate::sync::foreign::removal(l, &foreign);
+                target.json_patch(&r, &planned.key.namespace, &planned.key.name, &patch).await.map(|()| v)
+            }
+            (other, _) => other,
+        };
+        match applied {
+            Ok(_) => {
+                tracing::warn!(app = %app.name, object = %planned.id(), what = why, "drift reverted");
+                let reasons = foreign.iter().map(|f| format!("{} set by {}: removed", f.pointer, f.manager)).collect();
+                self.audit_apply_with(EventKind::DriftReverted, &app.name, planned, &r, reasons);
+
+                self.status.update_object(&app.name, &planned.key, |o| {
+                    o.sync = SyncStatus::Synced;
+                    o.message = format!("drift reverted ({why})");
+                });
+                if glass
+                    && let Err(e) = target
+                        .remove_annotations(&r, &planned.key.namespace, &planned.key.name, GLASS_ANNOTATIONS)
+                        .await
+                {
+                    tracing::warn!(object = %planned.id(), error = %crate::error_chain(&e), "failed to drop the break-glass annotation");
+                }
+            }
+            Err(e) => tracing::warn!(app = %app.name, error = %crate::error_chain(&e), "self-heal failed"),
+        }
+    }
+
+    /// The kinds to watch for self-heal: every kind the desired set holds,
+    /// per target, and the guard's.
+    pub async fn watch_set(&self, desired: &DesiredSet) -> Vec<(Arc<Target>, Resource)> {
+        let mut kinds: HashSet<(String, String, String)> = HashSet::new();
+        let mut out = Vec::new();
+        for app in desired.apps() {
+            let Ok(target) = self.targets.get(&app.destination.cluster).await else { continue };
+            // One manifest per kind is read for its version; the rest are skipped.
+            for (key, obj) in desired.app_objects(&app.name) {
+                if !kinds.insert((target.name.clone(), key.group.clone(), key.kind.clone())) {
+                    continue;
+                }
+                let Ok(p) = plan::plan_object(&app.name, &key, obj) else { continue };
+                if let Ok(r) = target.resolve(&key.group, plan::version_of(&p.api_version), &key.kind).await {
+                    out.push((target.clone(), r));
+                }
+            }
+        }
+        out
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 
-use super::plan::Wave;
+use super::wave::Wave;
 use super::{FIELD_MANAGER, SyncError};
 use crate::render::object::ObjectKey;
 

@@ -1,28 +1,48 @@
-//! The embedded sync loop: Git's desired set, server-side-applied by wave,
-//! stamped with its commit; prune from a recorded inventory; self-heal;
-//! health; leader election; status.
+//! The embedded sync loop. sync/ owns the reconcile of each app as a
+//! numbered checklist — Git's desired set planned and stamped with its
+//! commit, server-side-applied by wave with its hooks, each wave healthy
+//! before the next, what left Git pruned from the recorded inventory, the
+//! app's health and status recorded — and self-heal (with break-glass
+//! windows), gitgate's own webhook configurations kept in place, leader
+//! election, and rollback.
 //!
-//! - [`plan`]: pure — stamps, waves, drift, the prune plan and its guard.
-//! - [`reconcile`]: `sync_once`, the numbered checklist, and the loop.
+//! sync/ must never import admission/ or dashboard/: the admission webhook
+//! and the dashboard read sync's status and plan, never the other way
+//! round.
+//!
+//! - [`plan`]: pure — stamps, waves, drift, the prune plan and its guard;
+//!   plan mode. [`wave`]: apply order, a leaf.
+//! - [`reconcile`]: `sync_once` and the checklist; its steps in `apply.rs`
+//!   (preflight, apply by wave, wait healthy), `hooks.rs`, `prune.rs`
+//!   (prune, inventory) and `record.rs` (status); the leader's loop in
+//!   `run.rs`.
 //! - [`heal`]: watches the managed kinds and puts Git's fields back.
 //! - [`guard`]: gitgate's own webhook configurations, kept in place.
+//! - [`audit`]: the sync loop's audit records, one builder.
 //! - [`target`], [`inventory`]: the cluster edge.
 //! - [`health`], [`leader`], [`status`], [`rollback`].
 //! - [`diff`]: `gitgate diff`, what a sync of an app would change.
 
+mod apply;
+pub mod audit;
 pub mod diff;
 pub mod guard;
 pub mod heal;
 pub mod health;
+mod hooks;
 pub mod inventory;
 pub mod leader;
 pub mod namespaces;
 pub mod plan;
+mod prune;
 pub mod reconcile;
+mod record;
 pub mod rollback;
+mod run;
 pub mod runtime;
 pub mod status;
 pub mod target;
+pub mod wave;
 
 use std::time::Duration;
 

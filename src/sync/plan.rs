@@ -7,26 +7,15 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use super::inventory::Entry;
+use super::status::{AppStatus, ObjectStatus, SyncStatus};
+pub use super::wave::Wave;
 use super::{ARGO_SYNC_WAVE, PRUNE_ANNOTATION, SYNC_WAVE, SyncError};
 use crate::contract::{self, Difference, Expected, Foreigners};
 use crate::render::DesiredSet;
+use crate::render::config::App;
 use crate::render::desired::DesiredObject;
 use crate::render::hook::{self, Hook, Phase};
 use crate::render::object::ObjectKey;
-
-/// Apply order: Namespaces and CRDs first (phase 0), then the sync waves
-/// ascending; prune runs the other way.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct Wave {
-    pub phase: u8,
-    pub wave: i64,
-}
-
-impl std::fmt::Display for Wave {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.phase == 0 { write!(f, "namespaces+crds") } else { write!(f, "{}", self.wave) }
-    }
-}
 
 /// One object as the sync loop applies it.
 #[derive(Clone, Debug)]
@@ -617,6 +606,118 @@ pub fn prune_plan(
         ));
     }
     plan
+}
+
+// Plan mode (no cluster) and the app status a sync starts from.
+
+/// Plan mode (no cluster): what would be applied, by app and wave.
+pub fn plan_text(desired: &DesiredSet) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("plan for commit {} (no cluster: nothing is applied)\n", desired.commit());
+    for app in desired.apps() {
+        let _ = writeln!(
+            out,
+            "app {} → {}",
+            app.name,
+            if app.destination.namespace.is_empty() { "-" } else { &app.destination.namespace }
+        );
+        match plan_app(desired, &app.name) {
+            Ok(planned) => {
+                let mut last = None;
+                for p in planned {
+                    if last != Some(p.wave) {
+                        let _ = writeln!(out, "  wave {}", p.wave);
+                        last = Some(p.wave);
+                    }
+                    let _ =
+                        writeln!(out, "    apply {} ({} @ {})", p.id(), p.source, &p.commit[..7.min(p.commit.len())]);
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  error: {}", crate::error_chain(&e));
+            }
+        }
+        match plan_hooks(desired, &app.name) {
+            Ok(hooks) => {
+                for h in hooks {
+                    let phases: Vec<&str> = h.hook.phases.iter().map(|p| p.as_str()).collect();
+                    let _ = writeln!(
+                        out,
+                        "  hook {} {} ({} @ {})",
+                        phases.join(","),
+                        h.planned.id(),
+                        h.planned.source,
+                        &h.planned.commit[..7.min(h.planned.commit.len())]
+                    );
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  error: {}", crate::error_chain(&e));
+            }
+        }
+    }
+    out
+}
+
+/// What plan mode knows of each app: Git's objects at the commit, their
+/// waves, commits and files; sync and health Unknown (no cluster).
+pub fn plan_statuses(desired: &DesiredSet) -> Vec<AppStatus> {
+    desired
+        .apps()
+        .iter()
+        .map(|app| {
+            let (objects, message) = match plan_app(desired, &app.name) {
+                Ok(planned) => (
+                    planned
+                        .iter()
+                        .map(|p| ObjectStatus {
+                            group: p.key.group.clone(),
+                            version: version_of(&p.api_version).to_string(),
+                            kind: p.key.kind.clone(),
+                            namespace: p.key.namespace.clone(),
+                            name: p.key.name.clone(),
+                            wave: p.wave.to_string(),
+                            sync: SyncStatus::Unknown,
+                            health: "Unknown".into(),
+                            message: String::new(),
+                            commit: p.commit.clone(),
+                            source: p.source.split_once(':').map(|(_, s)| s.to_string()).unwrap_or_default(),
+                        })
+                        .collect(),
+                    "plan mode: no cluster is reachable, nothing is applied".to_string(),
+                ),
+                Err(e) => (Vec::new(), crate::error_chain(&e)),
+            };
+            AppStatus { message, objects, ..app_status(app, desired, "Unknown".into(), String::new()) }
+        })
+        .collect()
+}
+
+/// The commit in force for an app (the head unless a promotion gate keeps
+/// it; "" when nothing of it was ever approved).
+pub(crate) fn commit_of(desired: &DesiredSet, app: &str) -> String {
+    desired.app_commit(app).map(|c| c.to_string()).unwrap_or_default()
+}
+
+/// An app's status before anything is known of its objects.
+pub(crate) fn app_status(app: &App, desired: &DesiredSet, health: String, last_sync: String) -> AppStatus {
+    AppStatus {
+        name: app.name.clone(),
+        sync: SyncStatus::Unknown,
+        health,
+        target_commit: desired.held(&app.name).map_or_else(|| commit_of(desired, &app.name), |h| h.waiting.to_string()),
+        synced_commit: String::new(),
+        last_sync,
+        message: String::new(),
+        destination: format!(
+            "{}/{}",
+            if app.destination.cluster.is_empty() { "in-cluster" } else { &app.destination.cluster },
+            app.destination.namespace
+        ),
+        path: app.path.to_string(),
+        detect_only: app.sync_policy.detect_only,
+        objects: Vec::new(),
+    }
 }
 
 #[cfg(test)]

@@ -1,45 +1,39 @@
 //! `sync_once`: the reconcile as a numbered checklist (as Flux's
-//! kustomize-controller reads) — fetch, render, diff, apply by wave,
-//! prune, health, record — and the loop that runs it on the leader.
+//! kustomize-controller reads) — fetch and plan, preflight, apply by wave
+//! with the hooks, wait healthy, prune, health and status, record. The
+//! steps live beside it (`apply.rs`, `hooks.rs`, `prune.rs`, `record.rs`);
+//! self-heal in [`super::heal`]; the leader's loop in `run.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures_util::{FutureExt as _, StreamExt as _};
 use serde_json::Value;
 
-use super::guard::{self, GuardConfig};
-use super::heal::{HealEvent, Watches};
-use super::health::{self, Health};
+use super::audit::AuditRecord;
+use super::guard::GuardConfig;
+use super::health::Health;
 use super::inventory::{self, Entry, Inventory};
-use super::plan::{self, Drift, Observed, Planned, Wave};
+use super::plan::{self, Drift, Observed, Planned, app_status, commit_of};
 use super::status::{AppStatus, ObjectStatus, StatusStore, SyncStatus, health_str};
 use super::target::{Resource, Target};
 use super::{SyncConfig, SyncError};
-use crate::audit::record::{CommitRef, Entry as AuditEntry, EventKind, Outcome};
-use crate::provenance::{APP_LABEL, BREAK_GLASS_ANNOTATION, SOURCE_ANNOTATION};
-use crate::render::hook::{DeletePolicy, Phase};
-
-/// What a break-glass change leaves on an object, dropped when Git's
-/// content goes back: the reason and the window's end.
-const GLASS_ANNOTATIONS: &[&str] = &[BREAK_GLASS_ANNOTATION, crate::provenance::glass::UNTIL_ANNOTATION];
+use crate::audit::record::{EventKind, Outcome};
+use crate::provenance::APP_LABEL;
 use crate::render::DesiredSet;
 use crate::render::config::App;
 use crate::render::object::ObjectKey;
 use crate::source::fetch::GitSource;
 
-/// What an app's inventory holds now: its entries encoded (one string, not
-/// 10,000 entries), its cluster and its base.
 /// An inventory as written: entries (encoded), cluster, base, commit.
-type Recorded = (String, String, Option<usize>, String);
+pub(super) type Recorded = (String, String, Option<usize>, String);
 
 pub use crate::audit::SyncRecorder;
 
 /// The clusters apps deploy to: the default one (in-cluster, or the
 /// current kubeconfig context) and others by kubeconfig context name.
 pub struct Targets {
-    default: Arc<Target>,
+    pub(super) default: Arc<Target>,
     others: Mutex<HashMap<String, Arc<Target>>>,
     kubeconfig: Option<kube::config::Kubeconfig>,
     qps: f32,
@@ -83,33 +77,29 @@ impl Targets {
 /// The sync loop.
 pub struct Reconciler {
     pub config: SyncConfig,
-    targets: Targets,
+    pub(super) targets: Targets,
     source: Arc<GitSource>,
-    status: Arc<StatusStore>,
-    audit: Option<Arc<dyn SyncRecorder>>,
-    guard: Option<GuardConfig>,
+    pub(super) status: Arc<StatusStore>,
+    pub(super) audit: Option<Arc<dyn SyncRecorder>>,
+    pub(super) guard: Option<GuardConfig>,
     /// Open break-glass windows: when this replica first saw each, and when it ends.
-    break_glass: Mutex<HashMap<ObjectKey, (Instant, Instant)>>,
+    pub(super) break_glass: Mutex<HashMap<ObjectKey, (Instant, Instant)>>,
     /// The age identities, when this process unseals too: a sealed
     /// Secret whose values no longer MAC to what the unseal stamped is
     /// drift. Empty on a reconciler that holds no identity (the chart's).
-    sealed: Arc<arc_swap::ArcSwapOption<crate::secrets::Keyring>>,
+    pub(super) sealed: Arc<arc_swap::ArcSwapOption<crate::secrets::Keyring>>,
     /// Each app's last recorded sync failure (commit, message), until it
     /// syncs.
-    failures: Mutex<HashMap<String, (String, String)>>,
+    pub(super) failures: Mutex<HashMap<String, (String, String)>>,
     /// Per app, the commit whose sync hook failed and what failed: that
     /// commit's hooks are not run again (a failing migration is not
     /// retried every resync, as Argo CD's automated sync does not retry a
     /// failed commit); a new commit runs them.
-    hook_failures: Mutex<HashMap<String, (String, String)>>,
+    pub(super) hook_failures: Mutex<HashMap<String, (String, String)>>,
     /// Per app, the hook runs of its last sync that ran hooks, and its
     /// commit: on the status until a sync at another commit.
-    last_hooks: Mutex<HashMap<String, (String, Vec<ObjectStatus>)>>,
+    pub(super) last_hooks: Mutex<HashMap<String, (String, Vec<ObjectStatus>)>>,
 }
-
-/// The field a sealed Secret's changed values are reported as (never the
-/// values, nor which key changed).
-pub const SEALED_VALUES: &str = "/data (the values sealed in Git)";
 
 impl Reconciler {
     pub fn new(
@@ -151,7 +141,7 @@ impl Reconciler {
     /// Returns false when a sync could not finish (the apiserver or an
     /// admission webhook failed it: the inventories could not be read, or
     /// an app's checklist stopped on an error), so the loop retries.
-    async fn sync_all(&self, desired: &Arc<DesiredSet>) -> bool {
+    pub(super) async fn sync_all(&self, desired: &Arc<DesiredSet>) -> bool {
         let message = self.commit_message(desired.commit()).await;
         let inventories = match inventory::read_all(self.targets.default.client(), &self.config.namespace).await {
             Ok(i) => i,
@@ -272,14 +262,12 @@ impl Reconciler {
                 .insert(app.name.clone(), failure)
                 .is_some_and(|old| old == (commit_of(desired, &app.name), status.message.clone()));
             if !held && !repeated {
-                self.audit(AuditEntry {
-                    event: EventKind::SyncFailed,
-                    app: app.name.clone(),
-                    commit: Some(CommitRef { id: commit_of(desired, &app.name), ..CommitRef::default() }),
-                    decision: Outcome::Failed,
-                    reasons: vec![status.message.clone()],
-                    ..AuditEntry::default()
-                });
+                self.audit(
+                    AuditRecord::new(EventKind::SyncFailed, &app.name)
+                        .commit(commit_of(desired, &app.name))
+                        .outcome(Outcome::Failed)
+                        .reasons(vec![status.message.clone()]),
+                );
             }
         } else {
             self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&app.name);
@@ -290,6 +278,9 @@ impl Reconciler {
         (status, finished)
     }
 
+    /// One app's sync as a numbered checklist (as Flux's
+    /// kustomize-controller reads); an error stops it, `status` saying how
+    /// far it got.
     async fn checklist(
         &self,
         desired: &DesiredSet,
@@ -298,598 +289,77 @@ impl Reconciler {
         message: &str,
         status: &mut AppStatus,
     ) -> Result<(), SyncError> {
-        // 1. Fetch: the tracker fetched the commit; `desired` is its D(H).
-        // 2. Render: D(H) for this app, stamped with the commit of each
-        //    object's content, ordered by wave.
+        // 1. Fetch and plan: the tracker fetched the commit (`desired` is its
+        //    D(H)); the app's objects, stamped and ordered by wave, each
+        //    diffed against its live copy.
+        let mut sync = self.plan_sync(desired, app, inventory).await?;
+        let mut hook_runs = Vec::new();
+        if !app.sync_policy.detect_only {
+            // 2. Preflight: the hooks (a commit whose hook failed is held),
+            //    and the immutable fields Git changes, before anything is
+            //    written.
+            let recreate = self.preflight_sync(&mut sync, status).await?;
+            // 3. Apply by wave, with the hooks (the inventory first records
+            //    what is about to exist, so a crash mid-sync never orphans
+            //    an object), and 4. wait until each wave is healthy before
+            //    the next; a failure runs the SyncFail hooks.
+            self.record_ahead(&mut sync).await?;
+            if let Err(e) = self.apply_steps(&mut sync, &recreate, &mut hook_runs).await {
+                return Err(self.stopped(&sync, &mut hook_runs, status, e).await);
+            }
+        }
+        // 5. Prune what left Git, under the guard, and record the inventory
+        //    of what now exists.
+        let pruned = self.prune_app(&mut sync, message).await;
+        // 6. Health and status, per object and hook.
+        self.fill_status(status, &sync);
+        status.objects.extend(self.hook_statuses(&app.name, desired, &hook_runs));
+        pruned.recorded?;
+        // 7. Record the app's sync state (and log it).
+        self.conclude(status, &sync, pruned.note, pruned.stopped);
+        Ok(())
+    }
+
+    /// Step 1: the app's objects at the commit, stamped and ordered by wave,
+    /// and each one's live copy summarised ([`Reconciler::observe_live`]);
+    /// an object changed by hand under an open break-glass window is left
+    /// alone (a note says why).
+    async fn plan_sync<'a>(
+        &self,
+        desired: &'a DesiredSet,
+        app: &'a App,
+        inventory: Option<&'a Inventory>,
+    ) -> Result<AppSync<'a>, SyncError> {
         let planned = plan::plan_app(desired, &app.name)?;
         let target = self.targets.get(&app.destination.cluster).await?;
         let resources = resolve_all(&target, &planned).await?;
-
-        // 3. Diff against live: one list per kind, by the app label; each
-        //    live object is summarised (drift, health, ignored values) as
-        //    it is read, and dropped.
-        let mut seen = self.observe_live(&target, &planned, &resources, &app.name).await?;
-        let detect_only = app.sync_policy.detect_only;
-        let previous: &[Entry] = inventory.map(|i| i.entries.as_slice()).unwrap_or_default();
+        let seen = self.observe_live(&target, &planned, &resources, &app.name).await?;
         let mut notes: HashMap<usize, String> = HashMap::new();
         for (i, p) in planned.iter().enumerate() {
             if let (Drift::Changed(field), Some(glass)) = (&seen[i].drift, &seen[i].break_glass)
                 && app.sync_policy.self_heal
-                && !detect_only
+                && !app.sync_policy.detect_only
                 && let Some(note) = self.glass_window(app, &p.key, glass, field)
             {
                 notes.insert(i, note);
             }
         }
-
-        // 4. Apply by step (the inventory first records what is about to
-        //    exist, so a crash mid-sync never orphans an object): the
-        //    PreSync hooks, the waves with their Sync hooks, the PostSync
-        //    hooks ([`plan::steps`]); a failure runs the SyncFail hooks.
-        let mut results: HashMap<usize, Result<(), String>> = HashMap::new();
-        let mut applied = 0usize;
-        // What the inventory holds now, encoded (one string, not 10,000 entries).
-        let mut recorded: Option<Recorded> =
-            inventory.map(|i| (inventory::encode(&i.entries), i.cluster.clone(), i.base, i.commit.clone()));
-        // The app's size as of its last completed prune: the mass-prune
-        // guard's measure, carried until a sync completes its prune (a new
-        // app starts from nothing).
-        let base = inventory.map_or(0, Inventory::guard_base);
-        let mut hook_runs: Vec<HookRun> = Vec::new();
-        if !detect_only {
-            let to_apply: Vec<usize> = (0..planned.len())
-                .filter(|&i| !notes.contains_key(&i) && self.should_apply(app, &seen[i].drift))
-                .collect();
-            // Hooks run when the sync changes something (as Argo CD's
-            // automated sync starts an operation only when out of sync).
-            let hooks = if to_apply.is_empty() { Vec::new() } else { plan::plan_hooks(desired, &app.name)? };
-            let commit = commit_of(desired, &app.name);
-            if !hooks.is_empty()
-                && let Some(detail) = self
-                    .hook_failures
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&app.name)
-                    .filter(|(c, _)| *c == commit)
-                    .map(|(_, d)| d.clone())
-            {
-                self.fill_status(status, &planned, &resources, &seen, &results, &notes);
-                status.objects.extend(self.hook_statuses(&app.name, desired, &[]));
-                return Err(SyncError::HookHeld { detail });
-            }
-            let hook_planned: Vec<Planned> = hooks.iter().map(|h| h.planned.clone()).collect();
-            let hook_resources = resolve_all(&target, &hook_planned).await?;
-            // Before anything is written: an immutable field that Git
-            // changes fails the sync here, naming it, unless the object
-            // may be re-created.
-            let recreate = self.preflight(&target, &planned, &resources, &seen, &to_apply).await.inspect_err(|_| {
-                self.fill_status(status, &planned, &resources, &seen, &results, &notes);
-            })?;
-            let ahead: Vec<Entry> = previous.iter().cloned().chain(planned.iter().map(Planned::entry)).collect();
-            recorded = Some(self.write_inventory(app, ahead, recorded.as_ref(), desired, Some(base)).await?);
-            let steps = plan::steps(&planned, &hooks, !hooks.is_empty());
-            let run = Run { target: &target, app, desired, hooks: &hooks, resources: &hook_resources };
-            // A failure: the SyncFail hooks run, the status names what failed.
-            macro_rules! fail {
-                ($e:expr) => {{
-                    let e = self.sync_failed(&run, &mut hook_runs, $e).await;
-                    self.fill_status(status, &planned, &resources, &seen, &results, &notes);
-                    status.objects.extend(self.hook_statuses(&app.name, desired, &hook_runs));
-                    return Err(e);
-                }};
-            }
-            for (si, step) in steps.iter().enumerate() {
-                let started = hook_runs.len();
-                if let Err(e) = self.start_hooks(&run, step, &mut hook_runs).await {
-                    fail!(e);
-                }
-                let idx: Vec<usize> = step
-                    .objects
-                    .iter()
-                    .copied()
-                    .filter(|&i| !notes.contains_key(&i) && self.should_apply(app, &seen[i].drift))
-                    .collect();
-                let jobs = idx.into_iter().map(|i| {
-                    let (target, r, p, ignored) =
-                        (target.clone(), resources[i].clone(), &planned[i], seen[i].ignored.as_ref());
-                    // Git's content replaces a break-glass change (its window
-                    // ended, or Git moved): the annotation goes too.
-                    let glass = seen[i].break_glass.is_some();
-                    let foreign = seen[i].foreign.clone();
-                    let known_immutable = recreate.get(&i).cloned();
-                    let within = self.config.hook_timeout;
-                    async move {
-                        let object = plan::respect_ignored(p, ignored)?;
-                        let first = match known_immutable {
-                            Some(fields) => Err(fields),
-                            None => match target.apply(&r, &p.key.namespace, &p.key.name, &object).await {
-                                Ok(v) => Ok(v),
-                                Err(e) => match super::target::immutable_fields(&e) {
-                                    Some(fields) => Err(fields),
-                                    None => return Err(e),
-                                },
-                            },
-                        };
-                        let (mut stored, recreated) = match first {
-                            Ok(v) => (v, None),
-                            Err(fields) if p.recreate == plan::Recreate::Yes => {
-                                // Replace=true: deleted, then created from Git.
-                                target.delete_and_wait(&r, &p.key.namespace, &p.key.name, within).await?;
-                                let v = target.apply(&r, &p.key.namespace, &p.key.name, &object).await?;
-                                (v, Some(fields.join(", ")))
-                            }
-                            Err(fields) => return Err(immutable(p, &fields)),
-                        };
-                        // What other managers added goes too (an apply
-                        // cannot remove fields it does not own).
-                        if let Some(patch) = &foreign
-                            && recreated.is_none()
-                        {
-                            target.json_patch(&r, &p.key.namespace, &p.key.name, patch).await?;
-                            stored = target.get(&r, &p.key.namespace, &p.key.name).await?.unwrap_or(stored);
-                        }
-                        if glass && recreated.is_none() {
-                            target.remove_annotations(&r, &p.key.namespace, &p.key.name, GLASS_ANNOTATIONS).await?;
-                        }
-                        Ok::<_, SyncError>((plan::applied(p, &stored), recreated))
-                    }
-                    .map(move |r| (i, r))
-                });
-                let done = futures_util::stream::iter(jobs)
-                    .buffer_unordered(self.config.concurrency.max(1))
-                    .collect::<Vec<_>>()
-                    .await;
-                let mut first_error = None;
-                for (i, r) in done {
-                    match r {
-                        Ok((obs, recreated)) => {
-                            applied += 1;
-                            if let Some(plan::Glass { reason, .. }) = &seen[i].break_glass
-                                && self
-                                    .break_glass
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .remove(&planned[i].key)
-                                    .is_some()
-                            {
-                                self.audit_glass(EventKind::BreakGlassExpired, &app.name, &planned[i].key, reason, "/");
-                            }
-                            let reasons = recreated
-                                .map(|f| vec![format!("deleted and created again: {f} is immutable (Replace=true)")])
-                                .unwrap_or_default();
-                            self.audit_apply_with(EventKind::Apply, &app.name, &planned[i], &resources[i], reasons);
-                            seen[i] = obs;
-                            results.insert(i, Ok(()));
-                        }
-                        Err(e) => {
-                            let msg = crate::error_chain(&e);
-                            first_error.get_or_insert(e);
-                            results.insert(i, Err(msg));
-                        }
-                    }
-                }
-                if let Some(e) = first_error {
-                    fail!(e);
-                }
-                // The step's hooks finish (each within --hook-timeout) …
-                if let Err(e) = self.wait_hooks(&run, &mut hook_runs[started..]).await {
-                    fail!(e);
-                }
-                // … and a later step waits until this one's objects are healthy.
-                if si + 1 < steps.len()
-                    && !step.objects.is_empty()
-                    && let Err(e) =
-                        self.wait_healthy(&target, step.wave, &planned, &resources, &step.objects, &mut seen).await
-                {
-                    fail!(e);
-                }
-            }
-            if !hooks.is_empty() {
-                self.hook_failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&app.name);
-            }
-            if let Some(m) = self.status.metrics() {
-                m.applied(&app.name, applied as u64);
-            }
-        }
-
-        // 5. Prune what left Git, in reverse wave order, under the guard.
-        // A hook is never pruned, also when it was one of the app's objects
-        // before (its run may carry the name the inventory recorded).
-        let keys: HashSet<ObjectKey> = planned
-            .iter()
-            .map(|p| p.key.clone())
-            .chain(desired.app_hooks(&app.name).into_iter().map(|(k, _)| k))
-            .collect();
-        let prune = plan::prune_plan(previous, base, &keys, self.config.prune_guard, plan::allows_mass_prune(message));
-        let mut remaining: Vec<Entry> = planned.iter().map(Planned::entry).collect();
-        let mut prune_note = None;
-        if detect_only {
-            if !prune.delete.is_empty() {
-                prune_note = Some(format!("{} objects left Git (detect-only: not pruned)", prune.delete.len()));
-                remaining.extend(prune.delete.iter().cloned());
-            }
-        } else if let Some(why) = &prune.guarded {
-            remaining.extend(prune.delete.iter().cloned());
-            self.audit(AuditEntry {
-                event: EventKind::Prune,
-                app: app.name.clone(),
-                commit: Some(CommitRef { id: commit_of(desired, &app.name), ..CommitRef::default() }),
-                decision: Outcome::Refused,
-                reasons: vec![why.clone()],
-                ..AuditEntry::default()
-            });
-            prune_note = Some(why.clone());
-        } else if !app.sync_policy.prune {
-            if !prune.delete.is_empty() {
-                prune_note =
-                    Some(format!("{} objects left Git and wait for pruning (prune is off)", prune.delete.len()));
-                remaining.extend(prune.delete.iter().cloned());
-            }
-        } else {
-            let pruned = self.prune(&target, &app.name, &prune.delete, desired).await;
-            if let Some(m) = self.status.metrics() {
-                m.pruned(&app.name, pruned.len() as u64);
-            }
-            for e in &prune.delete {
-                if !pruned.contains(&e.key()) {
-                    remaining.push(e.clone());
-                }
-            }
-        }
-        remaining.extend(prune.kept.iter().cloned());
-        let failed_prune = prune.guarded.is_some();
-        drop((prune, keys));
-
-        // 6. Record the inventory of what now exists (before the status is
-        //    built: at 10,000 objects the sync's scratch is freed first, and
-        //    the status that stays is not scattered among it).
-        let recorded_now = if detect_only {
-            Ok(Default::default())
-        } else {
-            // A stopped prune completes nothing: the base stays; otherwise
-            // what now exists is the new base.
-            let base = failed_prune.then_some(base);
-            self.write_inventory(app, remaining, recorded.as_ref(), desired, base).await
-        };
-        drop(recorded);
-
-        // 7. Health, status, metrics.
-        self.fill_status(status, &planned, &resources, &seen, &results, &notes);
-        status.objects.extend(self.hook_statuses(&app.name, desired, &hook_runs));
-        recorded_now?;
-        let out_of_sync = status.objects.iter().any(|o| o.sync != SyncStatus::Synced) || prune_note.is_some();
-        status.sync = if failed_prune {
-            SyncStatus::Failed
-        } else if out_of_sync {
-            SyncStatus::OutOfSync
-        } else {
-            SyncStatus::Synced
-        };
-        if !detect_only && !failed_prune {
-            status.synced_commit = commit_of(desired, &app.name);
-        }
-        status.message = prune_note.unwrap_or_default();
-        tracing::info!(
-            app = %app.name, commit = %commit_of(desired, &app.name), applied, sync = status.sync.as_str(), health = %status.health,
-            "synced"
-        );
-        Ok(())
-    }
-
-    /// Whether a drift is written now: Git changed (stale or missing)
-    /// always; a hand change only with self-heal on.
-    fn should_apply(&self, app: &App, drift: &Drift) -> bool {
-        match drift {
-            Drift::InSync => false,
-            Drift::Missing | Drift::Stale => true,
-            Drift::Changed(_) => app.sync_policy.self_heal,
-        }
-    }
-
-    /// The status lines of an app's hooks: this sync's runs (kept), or
-    /// the runs of the last sync at this commit that ran hooks.
-    fn hook_statuses(&self, app: &str, desired: &DesiredSet, runs: &[HookRun]) -> Vec<ObjectStatus> {
-        let commit = commit_of(desired, app);
-        let mut last = self.last_hooks.lock().unwrap_or_else(|e| e.into_inner());
-        if !runs.is_empty() {
-            let lines: Vec<ObjectStatus> = runs.iter().map(HookRun::status).collect();
-            last.insert(app.to_string(), (commit, lines.clone()));
-            return lines;
-        }
-        match last.get(app) {
-            Some((c, lines)) if *c == commit => lines.clone(),
-            _ => {
-                last.remove(app);
-                Vec::new()
-            }
-        }
-    }
-
-    /// Applies what the sync will change as a dry run first, for the
-    /// objects an apply could refuse on an immutable field: one that may
-    /// not be re-created fails the sync before anything is written; one
-    /// that may (Replace=true) is re-created at its wave without a refused
-    /// apply first. Other refusals are left to the apply, which reports
-    /// them per object.
-    async fn preflight(
-        &self,
-        target: &Arc<Target>,
-        planned: &[Planned],
-        resources: &[Arc<Resource>],
-        seen: &[Observed],
-        to_apply: &[usize],
-    ) -> Result<HashMap<usize, Vec<String>>, SyncError> {
-        let checked: Vec<usize> = to_apply
-            .iter()
-            .copied()
-            .filter(|&i| matches!(seen[i].drift, Drift::Stale | Drift::Changed(_)) && may_be_immutable(&planned[i]))
-            .collect();
-        let jobs = checked.into_iter().map(|i| {
-            let (target, r, p, ignored) = (target.clone(), resources[i].clone(), &planned[i], seen[i].ignored.as_ref());
-            async move {
-                let object = plan::respect_ignored(p, ignored)?;
-                target.apply_dry_run(&r, &p.key.namespace, &p.key.name, &object).await
-            }
-            .map(move |r| (i, r))
-        });
-        let done =
-            futures_util::stream::iter(jobs).buffer_unordered(self.config.concurrency.max(1)).collect::<Vec<_>>().await;
-        let mut recreate = HashMap::new();
-        let mut refused: Option<(usize, Vec<String>)> = None;
-        for (i, r) in done {
-            let Err(e) = r else { continue };
-            let Some(fields) = super::target::immutable_fields(&e) else { continue };
-            if planned[i].recreate == plan::Recreate::Yes {
-                recreate.insert(i, fields);
-            } else if refused.as_ref().is_none_or(|(j, _)| i < *j) {
-                refused = Some((i, fields));
-            }
-        }
-        match refused {
-            Some((i, fields)) => Err(match immutable(&planned[i], &fields) {
-                SyncError::Immutable { object, file, fields, hint } => SyncError::Immutable {
-                    object,
-                    file,
-                    fields,
-                    hint: format!("{hint}; nothing of this commit was applied"),
-                },
-                other => other,
-            }),
-            None => Ok(recreate),
-        }
-    }
-
-    /// Starts the hooks of a step (concurrently): each created from Git,
-    /// after its earlier runs are deleted (BeforeHookCreation).
-    async fn start_hooks(&self, run: &Run<'_>, step: &plan::Step, runs: &mut Vec<HookRun>) -> Result<(), SyncError> {
-        if step.hooks.is_empty() {
-            return Ok(());
-        }
-        let jobs: Vec<_> = step.hooks.iter().map(|&h| self.start_hook(run, step.phase, h)).collect();
-        let done =
-            futures_util::stream::iter(jobs).buffer_unordered(self.config.concurrency.max(1)).collect::<Vec<_>>().await;
-        let mut first = None;
-        for r in done {
-            match r {
-                Ok(h) => runs.push(h),
-                Err(e) => {
-                    first.get_or_insert(e);
-                }
-            }
-        }
-        first.map_or(Ok(()), Err)
-    }
-
-    async fn start_hook(&self, run: &Run<'_>, phase: Phase, h: usize) -> Result<HookRun, SyncError> {
-        let hook = &run.hooks[h];
-        let (p, r) = (&hook.planned, &run.resources[h]);
-        let ns = p.key.namespace.as_str();
-        let failed = |e: SyncError| SyncError::HookFailed {
-            hook: hook.describe(phase),
-            file: p.file().to_string(),
-            detail: crate::error_chain(&e),
-        };
-        if hook.hook.deletes(DeletePolicy::BeforeHookCreation) {
-            let earlier = match &hook.generate_name {
-                None => vec![p.key.name.clone()],
-                Some(prefix) => {
-                    // Earlier runs: the app's objects of the kind with this
-                    // hook's generateName and file.
-                    let mut found = Vec::new();
-                    let selector = format!("{APP_LABEL}={}", run.app.name);
-                    run.target
-                        .list_each(r, Some(ns), &selector, |o| {
-                            let text = |ptr: &str| o.pointer(ptr).and_then(Value::as_str);
-                            let source = o
-                                .pointer("/metadata/annotations")
-                                .and_then(|a| a.get(SOURCE_ANNOTATION))
-                                .and_then(Value::as_str);
-                            if text("/metadata/generateName") == Some(prefix.as_str())
-                                && source == Some(p.source.as_str())
-                                && let Some(name) = text("/metadata/name")
-                            {
-                                found.push(name.to_string());
-                            }
-                        })
-                        .await
-                        .map_err(failed)?;
-                    found
-                }
-            };
-            for name in earlier {
-                if run.target.get(r, ns, &name).await.map_err(failed)?.is_none() {
-                    continue;
-                }
-                run.target.delete_and_wait(r, ns, &name, self.config.hook_timeout).await.map_err(failed)?;
-                self.audit_hook(
-                    run,
-                    hook,
-                    r,
-                    &name,
-                    EventKind::Prune,
-                    "DELETE",
-                    format!("{phase} hook: an earlier run deleted (BeforeHookCreation)"),
-                );
-            }
-        }
-        let object = p.stamped()?;
-        let (name, note) = match run.target.create(r, ns, &object).await.map_err(failed)? {
-            Some(stored) => {
-                let name = stored.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(&p.key.name).to_string();
-                (name, format!("{phase} hook started"))
-            }
-            // A named hook without BeforeHookCreation is created once.
-            None => (p.key.name.clone(), format!("{phase} hook exists already (created once: no BeforeHookCreation)")),
-        };
-        self.audit_hook(run, hook, r, &name, EventKind::Apply, "CREATE", note);
-        tracing::info!(app = %run.app.name, hook = %hook.describe(phase), name = %name, "hook started");
-        Ok(HookRun::new(hook, h, phase, name, r))
-    }
-
-    /// Waits until each hook run has finished (a Job complete, a Pod
-    /// succeeded, anything else healthy; failed or degraded is a failure,
-    /// and so is a run that takes longer than `--hook-timeout`), applies
-    /// the delete policies, and fails with the first failed hook — named,
-    /// with its reason and its log's last lines.
-    async fn wait_hooks(&self, run: &Run<'_>, runs: &mut [HookRun]) -> Result<(), SyncError> {
-        let timeout = self.config.hook_timeout;
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let mut pending = false;
-            for hr in runs.iter_mut().filter(|h| h.succeeded.is_none()) {
-                let p = &run.hooks[hr.hook].planned;
-                let live = match run.target.get(&run.resources[hr.hook], &p.key.namespace, &hr.status.name).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        hr.finish(false, format!("could not be read: {}", crate::error_chain(&e)));
-                        continue;
-                    }
-                };
-                let a = match &live {
-                    None => {
-                        health::Assessment { health: Health::Degraded, message: "deleted before it finished".into() }
-                    }
-                    Some(v) => health::assess(&p.key.group, &p.key.kind, Some(v)),
-                };
-                match a.health {
-                    Health::Healthy => hr.finish(true, a.message),
-                    Health::Degraded => hr.finish(false, a.message),
-                    _ if hr.started.elapsed() >= timeout => hr.finish(
-                        false,
-                        format!("did not finish within {}s (--hook-timeout): {}", timeout.as_secs(), a.message),
-                    ),
-                    _ => {
-                        hr.status.message = a.message;
-                        pending = true;
-                    }
-                }
-            }
-            if !pending {
-                break;
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(500));
-        }
-        let mut first = None;
-        for hr in runs.iter() {
-            let hook = &run.hooks[hr.hook];
-            let (p, r) = (&hook.planned, &run.resources[hr.hook]);
-            let ok = hr.succeeded == Some(true);
-            let mut detail = hr.status.message.clone();
-            if !ok && first.is_none() && p.key.group == "batch" && p.key.kind == "Job" {
-                let tail = run.target.job_log_tail(&p.key.namespace, &hr.status.name).await;
-                if !tail.is_empty() {
-                    detail = format!("{detail}; the last lines of its log:\n{tail}");
-                }
-            }
-            let (policy, word) = if ok {
-                (DeletePolicy::HookSucceeded, "HookSucceeded")
-            } else {
-                (DeletePolicy::HookFailed, "HookFailed")
-            };
-            if hook.hook.deletes(policy) {
-                match run.target.delete(r, &p.key.namespace, &hr.status.name).await {
-                    Ok(()) => self.audit_hook(
-                        run,
-                        hook,
-                        r,
-                        &hr.status.name,
-                        EventKind::Prune,
-                        "DELETE",
-                        format!("{} hook: deleted ({word})", hr.phase),
-                    ),
-                    Err(e) => {
-                        tracing::warn!(hook = %hr.status.name, error = %crate::error_chain(&e), "failed to delete a hook")
-                    }
-                }
-            }
-            if !ok && first.is_none() {
-                let id = plan::id(&ObjectKey::new(&p.key.group, &p.key.kind, &p.key.namespace, &hr.status.name));
-                first = Some(SyncError::HookFailed {
-                    hook: format!("{} hook {id}", hr.phase),
-                    file: p.file().to_string(),
-                    detail,
-                });
-            }
-        }
-        first.map_or(Ok(()), Err)
-    }
-
-    /// A sync that failed after it started: a failed hook holds its
-    /// commit, and the SyncFail hooks run (their own failures are logged:
-    /// the sync's error is the one reported).
-    async fn sync_failed(&self, run: &Run<'_>, runs: &mut Vec<HookRun>, e: SyncError) -> SyncError {
-        if run.hooks.is_empty() {
-            return e;
-        }
-        if matches!(e, SyncError::HookFailed { .. }) {
-            self.hook_failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(run.app.name.clone(), (commit_of(run.desired, &run.app.name), crate::error_chain(&e)));
-        }
-        for step in plan::fail_steps(run.hooks) {
-            let started = runs.len();
-            let r = match self.start_hooks(run, &step, runs).await {
-                Ok(()) => self.wait_hooks(run, &mut runs[started..]).await,
-                Err(e) => Err(e),
-            };
-            if let Err(fe) = r {
-                tracing::warn!(app = %run.app.name, error = %crate::error_chain(&fe), "a SyncFail hook failed");
-            }
-        }
-        e
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn audit_hook(
-        &self,
-        run: &Run<'_>,
-        hook: &plan::PlannedHook,
-        r: &Resource,
-        name: &str,
-        event: EventKind,
-        operation: &str,
-        reason: String,
-    ) {
-        let p = &hook.planned;
-        self.audit(AuditEntry {
-            event,
-            operation: operation.into(),
-            group: p.key.group.clone(),
-            version: r.api.version.clone(),
-            kind: p.key.kind.clone(),
-            resource: r.api.plural.clone(),
-            namespace: p.key.namespace.clone(),
-            name: name.to_string(),
-            commit: Some(CommitRef { id: p.commit.clone(), ..CommitRef::default() }),
-            app: run.app.name.clone(),
-            source: p.file().to_string(),
-            decision: Outcome::Done,
-            digest: p.digest.clone(),
-            reasons: vec![reason],
-            ..AuditEntry::default()
-        });
+        Ok(AppSync {
+            desired,
+            app,
+            target,
+            planned,
+            resources,
+            seen,
+            notes,
+            results: HashMap::new(),
+            hooks: Vec::new(),
+            hook_resources: Vec::new(),
+            applied: 0,
+            previous: inventory.map(|i| i.entries.as_slice()).unwrap_or_default(),
+            recorded: inventory.map(|i| (inventory::encode(&i.entries), i.cluster.clone(), i.base, i.commit.clone())),
+            base: inventory.map_or(0, Inventory::guard_base),
+        })
     }
 
     /// One list per kind (label `gitgate.dev/app=<app>`) — per namespace
@@ -944,738 +414,20 @@ impl Reconciler {
         Ok(seen.into_iter().zip(planned).map(|(o, p)| o.unwrap_or_else(|| plan::observe(p, None))).collect())
     }
 
-    /// Polls the members of a wave until each is healthy; a degraded one
-    /// or the timeout fails the sync.
-    async fn wait_healthy(
-        &self,
-        target: &Target,
-        wave: Wave,
-        planned: &[Planned],
-        resources: &[Arc<Resource>],
-        members: &[usize],
-        seen: &mut [Observed],
-    ) -> Result<(), SyncError> {
-        let deadline = Instant::now() + self.config.wave_timeout;
-        let mut pause = Duration::from_millis(100);
-        loop {
-            let mut pending = Vec::new();
-            for &i in members {
-                let p = &planned[i];
-                let a = &seen[i].health;
-                match a.health {
-                    Health::Healthy => {}
-                    Health::Degraded => {
-                        return Err(SyncError::WaveDegraded {
-                            wave: wave.to_string(),
-                            detail: format!("{}: {}", p.id(), a.message),
-                        });
-                    }
-                    _ => pending.push((i, a.message.clone())),
-                }
-            }
-            if pending.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let detail = pending
-                    .iter()
-                    .take(5)
-                    .map(|(i, m)| format!("{}: {m}", planned[*i].id()))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                return Err(SyncError::WaveTimeout {
-                    wave: wave.to_string(),
-                    timeout: self.config.wave_timeout,
-                    detail,
-                });
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(2));
-            for (i, _) in pending {
-                let p = &planned[i];
-                let live = target.get(&resources[i], &p.key.namespace, &p.key.name).await?;
-                seen[i] = self.observe(p, live.as_ref());
-            }
-        }
-    }
-
-    /// Deletes entries (reverse wave order, concurrently within a wave);
-    /// returns what is gone. An object whose live copy says
-    /// `gitgate.dev/prune: disabled` is kept.
-    async fn prune(
-        &self,
-        target: &Arc<Target>,
-        app: &str,
-        delete: &[Entry],
-        desired: &DesiredSet,
-    ) -> HashSet<ObjectKey> {
-        let mut gone = HashSet::new();
-        let mut i = 0;
-        while i < delete.len() {
-            let wave = delete[i].wave;
-            let mut j = i;
-            while j < delete.len() && delete[j].wave == wave {
-                j += 1;
-            }
-            let batch = &delete[i..j];
-            let jobs: Vec<_> = batch.iter().map(|e| prune_job(target.clone(), e.clone(), app.to_string())).collect();
-            let done = futures_util::stream::iter(jobs)
-                .buffer_unordered(self.config.concurrency.max(1))
-                .collect::<Vec<_>>()
-                .await;
-            for r in done {
-                match r {
-                    Ok((e, true, res)) => {
-                        let e = &e;
-                        gone.insert(e.key());
-                        self.audit(AuditEntry {
-                            event: EventKind::Prune,
-                            operation: "DELETE".into(),
-                            group: e.group.clone(),
-                            version: e.version.clone(),
-                            kind: e.kind.clone(),
-                            resource: res.api.plural.clone(),
-                            namespace: e.namespace.clone(),
-                            name: e.name.clone(),
-                            app: app.to_string(),
-                            commit: Some(CommitRef { id: commit_of(desired, app), ..CommitRef::default() }),
-                            decision: Outcome::Done,
-                            ..AuditEntry::default()
-                        });
-                    }
-                    Ok((e, false, _)) => {
-                        let e = &e;
-                        // kept by annotation or no longer ours: forget it
-                        gone.insert(e.key());
-                    }
-                    Err(err) => tracing::warn!(app = %app, error = %crate::error_chain(&err), "prune failed"),
-                }
-            }
-            i = j;
-        }
-        gone
-    }
-
-    /// Writes an app's inventory unless it already holds exactly these
-    /// entries; returns what it holds now (encoded, and its cluster).
-    async fn write_inventory(
-        &self,
-        app: &App,
-        mut entries: Vec<Entry>,
-        previous: Option<&Recorded>,
-        desired: &DesiredSet,
-        base: Option<usize>,
-    ) -> Result<Recorded, SyncError> {
-        fn key(e: &Entry) -> (&str, &str, &str, &str) {
-            (&e.group, &e.kind, &e.namespace, &e.name)
-        }
-        entries.sort_by(|a, b| key(a).cmp(&key(b)));
-        entries.dedup_by(|a, b| key(a) == key(b));
-        let text = inventory::encode(&entries);
-        let cluster = app.destination.cluster.clone();
-        let base = Some(base.unwrap_or(entries.len()));
-        let commit = commit_of(desired, &app.name);
-        // A gated app's commit is what a restart puts back in force: it is
-        // kept current (one write per commit that reaches it); the others'
-        // is written with their objects only.
-        let gated = desired.gate(&app.name).is_some() || desired.config().gated(app);
-        if previous.is_some_and(|(t, c, b, k)| *t == text && *c == cluster && *b == base && (!gated || *k == commit)) {
-            return Ok((text, cluster, base, commit));
-        }
-        let inv = Inventory { entries, commit, cluster, base };
-        inventory::write(self.targets.default.client(), &self.config.namespace, &app.name, &inv).await?;
-        Ok((text, inv.cluster, base, inv.commit))
-    }
-
-    /// An app that left `gitgate.yaml`: its objects are pruned (under the
-    /// guard), then its inventory.
-    async fn forget_app(&self, desired: &DesiredSet, name: &str, inv: &Inventory, message: &str) {
-        let prune = plan::prune_plan(
-            &inv.entries,
-            inv.guard_base(),
-            &HashSet::new(),
-            self.config.prune_guard,
-            plan::allows_mass_prune(message),
-        );
-        if let Some(why) = prune.guarded {
-            tracing::warn!(app = name, "{why}");
-            return;
-        }
-        let Ok(target) = self.targets.get(&inv.cluster).await else { return };
-        let gone = self.prune(&target, name, &prune.delete, desired).await;
-        if gone.len() == prune.delete.len()
-            && let Err(e) = inventory::remove(self.targets.default.client(), &self.config.namespace, name).await
-        {
-            tracing::warn!(app = name, error = %crate::error_chain(&e), "failed to remove the inventory");
-        }
-    }
-
-    fn fill_status(
-        &self,
-        status: &mut AppStatus,
-        planned: &[Planned],
-        resources: &[Arc<Resource>],
-        seen: &[Observed],
-        results: &HashMap<usize, Result<(), String>>,
-        notes: &HashMap<usize, String>,
-    ) {
-        let mut objects = Vec::with_capacity(planned.len());
-        let mut healths = Vec::with_capacity(planned.len());
-        for (i, p) in planned.iter().enumerate() {
-            let a = &seen[i].health;
-            healths.push(a.health);
-            let (sync, message) = match (results.get(&i), notes.get(&i)) {
-                (Some(Err(e)), _) => (SyncStatus::Failed, e.clone()),
-                (Some(Ok(())), _) => (SyncStatus::Synced, a.message.clone()),
-                (None, Some(note)) => (SyncStatus::OutOfSync, note.clone()),
-                (None, None) => match &seen[i].drift {
-                    Drift::InSync => (SyncStatus::Synced, a.message.clone()),
-                    Drift::Changed(f) => (SyncStatus::OutOfSync, format!("{f} differs from Git")),
-                    Drift::Stale => (SyncStatus::OutOfSync, "Git has new content".into()),
-                    Drift::Missing => (SyncStatus::OutOfSync, "missing".into()),
-                },
-            };
-            objects.push(ObjectStatus {
-                group: p.key.group.clone(),
-                version: resources.get(i).map(|r| r.api.version.clone()).unwrap_or_default(),
-                kind: p.key.kind.clone(),
-                namespace: p.key.namespace.clone(),
-                name: p.key.name.clone(),
-                wave: p.wave.to_string(),
-                sync,
-                health: health_str(a.health),
-                message,
-                commit: p.commit.clone(),
-                source: p.file().to_string(),
-            });
-        }
-        status.health = health_str(health::aggregate(healths));
-        status.objects = objects;
-    }
-
-    fn audit(&self, entry: AuditEntry) {
-        if let Some(a) = &self.audit {
-            a.record(&entry);
-        }
-    }
-
-    fn audit_apply_with(&self, event: EventKind, app: &str, p: &Planned, r: &Resource, reasons: Vec<String>) {
-        let Some(a) = &self.audit else { return };
-        a.record(&AuditEntry {
-            event,
-            operation: "APPLY".into(),
-            user: String::new(),
-            group: p.key.group.clone(),
-            version: r.api.version.clone(),
-            kind: p.key.kind.clone(),
-            resource: r.api.plural.clone(),
-            namespace: p.key.namespace.clone(),
-            name: p.key.name.clone(),
-            commit: Some(CommitRef { id: p.commit.clone(), ..CommitRef::default() }),
-            app: app.to_string(),
-            source: p.source.split_once(':').map(|(_, s)| s.to_string()).unwrap_or_default(),
-            decision: Outcome::Done,
-            digest: p.digest.clone(),
-            reasons,
-            ..AuditEntry::default()
-        });
-    }
-
-    /// Applies the guard's objects that are missing or edited.
-    pub async fn guard_once(&self) -> Result<usize, SyncError> {
-        let Some(g) = &self.guard else { return Ok(0) };
-        let g = g.current();
-        let target = &self.targets.default;
-        let mut restored = 0;
-        for (key, obj) in guard::objects(&g) {
-            let version =
-                obj.get("apiVersion").and_then(Value::as_str).map(plan::version_of).unwrap_or("v1").to_string();
-            let r = target.resolve(&key.group, &version, &key.kind).await?;
-            let live = target.get(&r, "", &key.name).await?;
-            let needs = match &live {
-                None => Some("deleted".to_string()),
-                Some(l) => guard::tampered(&obj, l).map(|f| format!("{f} edited")),
-            };
-            if let Some(why) = needs {
-                // An edit is replaced, not merged (guard::restored); then
-                // applied, so gitgate's field manager owns its fields.
-                if let Some(l) = &live {
-                    target.replace(&r, "", &key.name, &guard::restored(&obj, l)).await?;
-                }
-                target.apply(&r, "", &key.name, &obj).await?;
-                restored += 1;
-                if live.is_some() || why != "deleted" {
-                    tracing::warn!(kind = %key.kind, name = %key.name, "{why}: restored");
-                }
-                self.audit(AuditEntry {
-                    event: EventKind::WebhookConfigRestored,
-                    operation: "APPLY".into(),
-                    group: key.group.clone(),
-                    version,
-                    kind: key.kind.clone(),
-                    resource: r.api.plural.clone(),
-                    name: key.name.clone(),
-                    decision: Outcome::Done,
-                    reasons: vec![why],
-                    ..AuditEntry::default()
-                });
-            }
-        }
-        Ok(restored)
-    }
-
-    /// One watch event on a managed object: self-heal, detect-only report,
-    /// or the guard's restore.
-    pub async fn heal(&self, desired: Option<&Arc<DesiredSet>>, event: HealEvent) {
-        let (key, live) = match &event {
-            HealEvent::Changed(k, v) => (k, Some(v)),
-            HealEvent::Deleted(k) => (k, None),
-        };
-        if key.group == "admissionregistration.k8s.io" {
-            if let Err(e) = self.guard_once().await {
-                tracing::error!(error = %crate::error_chain(&e), "failed to restore gitgate's webhook configuration");
-            }
-            return;
-        }
-        let Some(desired) = desired else { return };
-        let Some(obj) = desired.get_key(key) else { return };
-        let Some(app) = desired.app_of(obj) else { return };
-        if !desired.self_heals(&app.name) {
-            // Paused, or a closed sync window: Git is frozen for the app.
-            return;
-        }
-        let Ok(planned) = plan::plan_object(&app.name, key, obj) else { return };
-        let drift = self.sealed_drift(&planned, live, plan::drift(&planned, live));
-        let Drift::Changed(field) = &drift else {
-            // Missing after a delete: put back (self-heal); stale content is
-            // the next sync's job.
-            if drift == Drift::Missing && app.sync_policy.self_heal && !app.sync_policy.detect_only {
-                self.revert(app, &planned, None, "deleted", false).await;
-            }
-            return;
-        };
-        if let Some(m) = self.status.metrics() {
-            m.drift(&app.name);
-        }
-        let glass = live.and_then(plan::break_glass);
-        if let Some(g) = &glass
-            && let Some(note) = self.glass_window(app, key, g, field)
-        {
-            self.status.update_object(&app.name, key, |o| {
-                o.sync = SyncStatus::OutOfSync;
-                o.message = note;
-            });
-            return;
-        }
-        if !app.sync_policy.self_heal || app.sync_policy.detect_only {
-            tracing::warn!(app = %app.name, object = %planned.id(), field = %field, "drift detected (not reverted: self-heal is off)");
-            self.status.update_object(&app.name, key, |o| {
-                o.sync = SyncStatus::OutOfSync;
-                o.message = format!("{field} differs from Git");
-            });
-            return;
-        }
-        self.revert(app, &planned, live, field, glass.is_some()).await;
-    }
-
-    /// Where the sealed Secrets' values are checked from: set once the
-    /// secrets bridge has its identities.
-    pub fn sealed_values(&self) -> Arc<arc_swap::ArcSwapOption<crate::secrets::Keyring>> {
-        self.sealed.clone()
-    }
-
-    /// `drift`, or [`SEALED_VALUES`] when `live` is a sealed Secret in sync
-    /// with Git's sealed form whose values changed since the unseal.
-    fn sealed_drift(&self, planned: &Planned, live: Option<&Value>, drift: Drift) -> Drift {
-        if drift != Drift::InSync || planned.sealed_digest.is_none() {
-            return drift;
-        }
-        let (Some(live), Some(keyring)) = (live, self.sealed.load_full()) else { return drift };
-        match crate::secrets::values_of(&keyring.current(), live) {
-            crate::secrets::Values::Changed => Drift::Changed(SEALED_VALUES.into()),
-            crate::secrets::Values::Intact | crate::secrets::Values::Unknown => drift,
-        }
-    }
-
-    /// [`plan::observe`], with the sealed values checked.
-    fn observe(&self, planned: &Planned, live: Option<&Value>) -> Observed {
-        let mut seen = plan::observe(planned, live);
-        seen.drift = self.sealed_drift(planned, live, std::mem::replace(&mut seen.drift, Drift::InSync));
-        seen
-    }
-
-    /// The break-glass window of an object changed by hand under
-    /// `gitgate.dev/break-glass: "<reason>"`: opened (and audited) when
-    /// first seen, `Some(note)` while it lasts (self-heal leaves the object
-    /// alone), `None` once it has ended (audited; the object goes back to
-    /// Git). The window's end is the one gitgate's mutating webhook stamped
-    /// on the object (`gitgate.dev/break-glass-until`), so every replica,
-    /// after a failover too, ends it at the same time; an object changed
-    /// without that webhook gets `--break-glass-ttl` from when this replica
-    /// first saw it.
-    fn glass_window(&self, app: &App, key: &ObjectKey, glass: &plan::Glass, field: &str) -> Option<String> {
-        let reason = glass.reason.as_str();
-        let deadline = |first_seen: Option<Instant>| match glass.until {
-            Some(until) => {
-                let left = until.saturating_sub(crate::audit::record::now_micros());
-                Instant::now() + Duration::from_micros(u64::try_from(left).unwrap_or(0))
-            }
-            None => first_seen.unwrap_or_else(Instant::now) + self.config.break_glass_ttl,
-        };
-        let mut open = self.break_glass.lock().unwrap_or_else(|e| e.into_inner());
-        let known = open.get(key).copied();
-        let (first_seen, _) = known.unzip();
-        let ends = deadline(first_seen);
-        if ends <= Instant::now() {
-            open.remove(key);
-            drop(open);
-            self.audit_glass(EventKind::BreakGlassExpired, &app.name, key, reason, field);
-            tracing::warn!(app = %app.name, object = %plan::id(key), "break-glass expired: back to Git");
-            return None;
-        }
-        open.insert(key.clone(), (first_seen.unwrap_or_else(Instant::now), ends));
-        drop(open);
-        if known.is_none() {
-            self.audit_glass(EventKind::BreakGlassOpened, &app.name, key, reason, field);
-            tracing::warn!(app = %app.name, object = %plan::id(key), reason, left = ?ends.saturating_duration_since(Instant::now()), "break-glass: self-heal leaves the object alone");
-        }
-        Some(format!("break-glass ({reason}): {field} differs from Git; left alone until the window ends"))
-    }
-
-    fn audit_glass(&self, event: EventKind, app: &str, key: &ObjectKey, reason: &str, field: &str) {
-        let detail = match event {
-            EventKind::BreakGlassOpened => {
-                let ends = self.break_glass.lock().unwrap_or_else(|e| e.into_inner()).get(key).map(|(_, e)| *e);
-                let left =
-                    ends.map(|e| e.saturating_duration_since(Instant::now())).unwrap_or(self.config.break_glass_ttl);
-                format!("{field} differs from Git; self-heal resumes in {}s", left.as_secs())
-            }
-            _ => format!("{field} differs from Git; reverted to Git"),
-        };
-        self.audit(AuditEntry {
-            event,
-            group: key.group.clone(),
-            kind: key.kind.clone(),
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
-            app: app.to_string(),
-            decision: Outcome::Done,
-            reasons: vec![reason.to_string(), detail],
-            ..AuditEntry::default()
-        });
-    }
-
-    /// When the next break-glass window ends.
-    pub fn next_glass_expiry(&self) -> Option<Instant> {
-        self.break_glass.lock().unwrap_or_else(|e| e.into_inner()).values().map(|(_, ends)| *ends).min()
-    }
-
-    /// Windows that ended with no watch event since: each object is read
-    /// again and healed (back to Git), or forgotten when it is gone or
-    /// already matches Git.
-    pub async fn expire_glass(&self, desired: Option<&Arc<DesiredSet>>) {
-        let now = Instant::now();
-        let due: Vec<ObjectKey> = self
-            .break_glass
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(_, (_, ends))| *ends <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
-            let live = match self.read_managed(desired, &key).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(object = %plan::id(&key), error = %crate::error_chain(&e), "failed to read a break-glass object");
-                    None
-                }
-            };
-            match live {
-                Some(v) => self.heal(desired, HealEvent::Changed(key.clone(), v)).await,
-                None => tracing::info!(object = %plan::id(&key), "break-glass window ended on an object that is gone"),
-            }
-            // Healed (and audited) above, or nothing left to revert.
-            self.break_glass.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
-        }
-    }
-
-    /// The live copy of one of Git's objects, from its app's cluster.
-    async fn read_managed(
-        &self,
-        desired: Option<&Arc<DesiredSet>>,
-        key: &ObjectKey,
-    ) -> Result<Option<Value>, SyncError> {
-        let Some(d) = desired else { return Ok(None) };
-        let Some(obj) = d.get_key(key) else { return Ok(None) };
-        let Some(app) = d.app_of(obj) else { return Ok(None) };
-        let planned = plan::plan_object(&app.name, key, obj)?;
-        let target = self.targets.get(&app.destination.cluster).await?;
-        let r = target.resolve(&key.group, plan::version_of(&planned.api_version), &key.kind).await?;
-        target.get(&r, &key.namespace, &key.name).await
-    }
-
-    /// Puts Git's content back; a break-glass object also loses its
-    /// `gitgate.dev/break-glass` annotation (another manager's field, which
-    /// an apply cannot drop), so the window is visibly closed.
-    async fn revert(&self, app: &App, planned: &Planned, live: Option<&Value>, why: &str, glass: bool) {
-        let Ok(target) = self.targets.get(&app.destination.cluster).await else { return };
-        let r = match target
-            .resolve(&planned.key.group, plan::version_of(&planned.api_version), &planned.key.kind)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return tracing::warn!(error = %crate::error_chain(&e), "self-heal could not resolve the kind"),
-        };
-        let applied = match plan::respect_ignored(planned, live) {
-            Ok(object) => target.apply(&r, &planned.key.namespace, &planned.key.name, &object).await,
-            Err(e) => Err(e),
-        };
-        // Fields other managers added: removed with a JSON patch, and
-        // named (with who set them) in the revert's audit record.
-        let foreign = live.map(|l| plan::foreign_fields(planned, l)).unwrap_or_default();
-        let applied = match (applied, live) {
-            (Ok(v), Some(l)) if !foreign.is_empty() => {
-                let patch = crate::sync::foreign::removal(l, &foreign);
-                target.json_patch(&r, &planned.key.namespace, &planned.key.name, &patch).await.map(|()| v)
-            }
-            (other, _) => other,
-        };
-        match applied {
-            Ok(_) => {
-                tracing::warn!(app = %app.name, object = %planned.id(), what = why, "drift reverted");
-                let reasons = foreign.iter().map(|f| format!("{} set by {}: removed", f.pointer, f.manager)).collect();
-                self.audit_apply_with(EventKind::DriftReverted, &app.name, planned, &r, reasons);
-
-                self.status.update_object(&app.name, &planned.key, |o| {
-                    o.sync = SyncStatus::Synced;
-                    o.message = format!("drift reverted ({why})");
-                });
-                if glass
-                    && let Err(e) = target
-                        .remove_annotations(&r, &planned.key.namespace, &planned.key.name, GLASS_ANNOTATIONS)
-                        .await
-                {
-                    tracing::warn!(object = %planned.id(), error = %crate::error_chain(&e), "failed to drop the break-glass annotation");
-                }
-            }
-            Err(e) => tracing::warn!(app = %app.name, error = %crate::error_chain(&e), "self-heal failed"),
-        }
-    }
-
-    /// The kinds to watch for self-heal: every kind the desired set holds,
-    /// per target, and the guard's.
-    pub async fn watch_set(&self, desired: &DesiredSet) -> Vec<(Arc<Target>, Resource)> {
-        let mut kinds: HashSet<(String, String, String)> = HashSet::new();
-        let mut out = Vec::new();
-        for app in desired.apps() {
-            let Ok(target) = self.targets.get(&app.destination.cluster).await else { continue };
-            // One manifest per kind is read for its version; the rest are skipped.
-            for (key, obj) in desired.app_objects(&app.name) {
-                if !kinds.insert((target.name.clone(), key.group.clone(), key.kind.clone())) {
-                    continue;
-                }
-                let Ok(p) = plan::plan_object(&app.name, &key, obj) else { continue };
-                if let Ok(r) = target.resolve(&key.group, plan::version_of(&p.api_version), &key.kind).await {
-                    out.push((target.clone(), r));
-                }
-            }
-        }
-        out
-    }
-
-    /// Plan mode (no cluster): what would be applied, by app and wave.
+    /// Plan mode (no cluster): what would be applied, by app and wave
+    /// ([`plan::plan_text`]).
     pub fn plan_text(desired: &DesiredSet) -> String {
-        use std::fmt::Write as _;
-        let mut out = format!("plan for commit {} (no cluster: nothing is applied)\n", desired.commit());
-        for app in desired.apps() {
-            let _ = writeln!(
-                out,
-                "app {} → {}",
-                app.name,
-                if app.destination.namespace.is_empty() { "-" } else { &app.destination.namespace }
-            );
-            match plan::plan_app(desired, &app.name) {
-                Ok(planned) => {
-                    let mut last = None;
-                    for p in planned {
-                        if last != Some(p.wave) {
-                            let _ = writeln!(out, "  wave {}", p.wave);
-                            last = Some(p.wave);
-                        }
-                        let _ = writeln!(
-                            out,
-                            "    apply {} ({} @ {})",
-                            p.id(),
-                            p.source,
-                            &p.commit[..7.min(p.commit.len())]
-                        );
-                    }
-                }
-                Err(e) => {
-                    let _ = writeln!(out, "  error: {}", crate::error_chain(&e));
-                }
-            }
-            match plan::plan_hooks(desired, &app.name) {
-                Ok(hooks) => {
-                    for h in hooks {
-                        let phases: Vec<&str> = h.hook.phases.iter().map(|p| p.as_str()).collect();
-                        let _ = writeln!(
-                            out,
-                            "  hook {} {} ({} @ {})",
-                            phases.join(","),
-                            h.planned.id(),
-                            h.planned.source,
-                            &h.planned.commit[..7.min(h.planned.commit.len())]
-                        );
-                    }
-                }
-                Err(e) => {
-                    let _ = writeln!(out, "  error: {}", crate::error_chain(&e));
-                }
-            }
-        }
-        out
+        plan::plan_text(desired)
     }
 
-    /// What plan mode knows of each app: Git's objects at the commit, their
-    /// waves, commits and files; sync and health Unknown (no cluster).
+    /// What plan mode knows of each app ([`plan::plan_statuses`]).
     pub fn plan_statuses(desired: &DesiredSet) -> Vec<AppStatus> {
-        desired
-            .apps()
-            .iter()
-            .map(|app| {
-                let (objects, message) = match plan::plan_app(desired, &app.name) {
-                    Ok(planned) => (
-                        planned
-                            .iter()
-                            .map(|p| ObjectStatus {
-                                group: p.key.group.clone(),
-                                version: plan::version_of(&p.api_version).to_string(),
-                                kind: p.key.kind.clone(),
-                                namespace: p.key.namespace.clone(),
-                                name: p.key.name.clone(),
-                                wave: p.wave.to_string(),
-                                sync: SyncStatus::Unknown,
-                                health: "Unknown".into(),
-                                message: String::new(),
-                                commit: p.commit.clone(),
-                                source: p.source.split_once(':').map(|(_, s)| s.to_string()).unwrap_or_default(),
-                            })
-                            .collect(),
-                        "plan mode: no cluster is reachable, nothing is applied".to_string(),
-                    ),
-                    Err(e) => (Vec::new(), crate::error_chain(&e)),
-                };
-                AppStatus { message, objects, ..app_status(app, desired, "Unknown".into(), String::new()) }
-            })
-            .collect()
-    }
-
-    /// The loop: a sync on every new commit, on taking the lead and every
-    /// resync interval; watch events in between. Runs only while leader.
-    pub async fn run(
-        self: Arc<Self>,
-        mut desired: tokio::sync::watch::Receiver<Option<Arc<DesiredSet>>>,
-        mut leader: tokio::sync::watch::Receiver<bool>,
-    ) {
-        // Small: a watch's initial list of 10,000 objects waits here for
-        // self-heal rather than piling up whole objects in memory.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<HealEvent>(64);
-        let mut watches = Watches::new(tx);
-        let mut resync = tokio::time::interval(self.config.resync_interval);
-        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut guard_tick = tokio::time::interval(Duration::from_secs(5));
-        // A sync that could not finish (the apiserver away, Vault down
-        // behind the secrets webhook, a wave that timed out) is retried
-        // with backoff instead of waiting for the next commit or resync.
-        let mut retry = RetryBackoff::new(self.config.resync_interval);
-        loop {
-            let is_leader = *leader.borrow();
-            self.status.set_role(if is_leader { "leader" } else { "follower" });
-            if !is_leader {
-                watches.clear();
-                tokio::select! {
-                    r = leader.changed() => if r.is_err() { return },
-                    r = desired.changed() => if r.is_err() { return },
-                }
-                continue;
-            }
-            let current = desired.borrow_and_update().clone();
-            if let Some(d) = &current {
-                if let Err(e) = self.guard_once().await {
-                    tracing::error!(error = %crate::error_chain(&e), "failed to install gitgate's webhook configurations");
-                }
-                if self.sync_all(d).await {
-                    retry.reset();
-                } else {
-                    let wait = retry.schedule();
-                    tracing::warn!(retry_in = ?wait, "the sync did not finish; retrying with backoff");
-                }
-                watches.ensure(self.watch_set(d).await, self.guard.is_some().then(|| self.targets.default.clone()));
-            } else {
-                retry.reset();
-            }
-            loop {
-                let retry_due = retry.due();
-                let next = self.next_glass_expiry();
-                let glass_due = next.is_some();
-                let glass = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-                tokio::select! {
-                    r = desired.changed() => { if r.is_err() { return } break; }
-                    r = leader.changed() => { if r.is_err() { return } break; }
-                    _ = resync.tick() => break,
-                    _ = tokio::time::sleep_until(retry_due.unwrap_or_else(Instant::now).into()), if retry_due.is_some() => break,
-                    _ = guard_tick.tick() => {
-                        if let Err(e) = self.guard_once().await {
-                            tracing::error!(error = %crate::error_chain(&e), "failed to check gitgate's webhook configurations");
-                        }
-                    }
-                    Some(ev) = rx.recv() => self.heal(current.as_ref(), ev).await,
-                    _ = tokio::time::sleep_until(glass.into()), if glass_due => self.expire_glass(current.as_ref()).await,
-                }
-            }
-        }
-    }
-}
-
-/// When to retry a sync that did not finish: 1 s, doubling, at most the
-/// resync interval (and at most 60 s).
-struct RetryBackoff {
-    next: Duration,
-    max: Duration,
-    at: Option<Instant>,
-}
-
-impl RetryBackoff {
-    const FIRST: Duration = Duration::from_secs(1);
-
-    fn new(resync: Duration) -> Self {
-        let max = resync.min(Duration::from_secs(60)).max(Self::FIRST);
-        RetryBackoff { next: Self::FIRST, max, at: None }
-    }
-
-    /// Sets the next retry and returns how far off it is.
-    fn schedule(&mut self) -> Duration {
-        let wait = self.next;
-        self.at = Some(Instant::now() + wait);
-        self.next = (self.next * 2).min(self.max);
-        wait
-    }
-
-    /// When the pending retry is due, if one is.
-    fn due(&self) -> Option<Instant> {
-        self.at
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-        self.at = None;
+        plan::plan_statuses(desired)
     }
 }
 
 /// The resource of each planned object; one shared `Resource` per kind.
-async fn resolve_all(target: &Target, planned: &[Planned]) -> Result<Vec<Arc<Resource>>, SyncError> {
+pub(super) async fn resolve_all(target: &Target, planned: &[Planned]) -> Result<Vec<Arc<Resource>>, SyncError> {
     let mut kinds: HashMap<(&str, &str, &str), Arc<Resource>> = HashMap::new();
     let mut out = Vec::with_capacity(planned.len());
     for p in planned {
@@ -1693,158 +445,36 @@ async fn resolve_all(target: &Target, planned: &[Planned]) -> Result<Vec<Arc<Res
     Ok(out)
 }
 
-/// What running an app's hooks needs of its sync.
-struct Run<'a> {
-    target: &'a Arc<Target>,
-    app: &'a App,
-    desired: &'a DesiredSet,
-    hooks: &'a [plan::PlannedHook],
-    /// The resource of each hook.
-    resources: &'a [Arc<Resource>],
-}
-
-/// One run of a hook: the object it created, and how it ended (its line
-/// in the app's status).
-struct HookRun {
-    hook: usize,
-    phase: Phase,
-    started: Instant,
-    succeeded: Option<bool>,
-    status: ObjectStatus,
-}
-
-impl HookRun {
-    fn new(hook: &plan::PlannedHook, index: usize, phase: Phase, name: String, r: &Resource) -> HookRun {
-        let p = &hook.planned;
-        let wave = if p.wave.wave == 0 { phase.to_string() } else { format!("{phase} {}", p.wave.wave) };
-        HookRun {
-            hook: index,
-            phase,
-            started: Instant::now(),
-            succeeded: None,
-            status: ObjectStatus {
-                group: p.key.group.clone(),
-                version: r.api.version.clone(),
-                kind: p.key.kind.clone(),
-                namespace: p.key.namespace.clone(),
-                name,
-                wave,
-                sync: SyncStatus::Unknown,
-                health: health_str(Health::Progressing),
-                message: String::new(),
-                commit: p.commit.clone(),
-                source: p.file().to_string(),
-            },
-        }
-    }
-
-    fn finish(&mut self, ok: bool, message: String) {
-        self.succeeded = Some(ok);
-        self.status.sync = if ok { SyncStatus::Synced } else { SyncStatus::Failed };
-        self.status.health = health_str(if ok { Health::Healthy } else { Health::Degraded });
-        self.status.message = message;
-    }
-
-    fn status(&self) -> ObjectStatus {
-        self.status.clone()
-    }
-}
-
-/// Kinds with fields an apply cannot change (or a ConfigMap or Secret
-/// marked immutable): what the pre-flight dry run checks.
-fn may_be_immutable(p: &Planned) -> bool {
-    const KINDS: &[(&str, &str)] = &[
-        ("batch", "Job"),
-        ("", "Pod"),
-        ("apps", "Deployment"),
-        ("apps", "StatefulSet"),
-        ("apps", "DaemonSet"),
-        ("apps", "ReplicaSet"),
-        ("", "Service"),
-        ("", "PersistentVolumeClaim"),
-        ("", "PersistentVolume"),
-        ("storage.k8s.io", "StorageClass"),
-        ("rbac.authorization.k8s.io", "RoleBinding"),
-        ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
-    ];
-    KINDS.iter().any(|(g, k)| p.key.group == *g && p.key.kind == *k)
-        || (p.key.group.is_empty()
-            && matches!(p.key.kind.as_str(), "ConfigMap" | "Secret")
-            && p.manifest.contains("\"immutable\":true"))
-}
-
-/// An apply refused on an immutable field, with what to do about it.
-fn immutable(p: &Planned, fields: &[String]) -> SyncError {
-    use super::{ARGO_SYNC_OPTIONS, SYNC_OPTIONS};
-    let hint = match p.recreate {
-        plan::Recreate::ReplaceWithoutForce => format!(
-            "Argo CD's {ARGO_SYNC_OPTIONS}: Replace=true without Force=true does not re-create it: \
-             add Force=true, or set {SYNC_OPTIONS}: Replace=true"
-        ),
-        _ => format!(
-            "to delete and re-create it on such a change, set {SYNC_OPTIONS}: Replace=true on it in Git \
-             (or {ARGO_SYNC_OPTIONS}: Replace=true,Force=true)"
-        ),
-    };
-    SyncError::Immutable { object: p.id(), file: p.file().to_string(), fields: fields.join(", "), hint }
-}
-
-/// Deletes one entry unless its live copy is kept by annotation or is no
-/// longer the app's; `(entry, deleted, resource)`.
-async fn prune_job(target: Arc<Target>, e: Entry, app: String) -> Result<(Entry, bool, Resource), SyncError> {
-    let r = target.resolve(&e.group, &e.version, &e.kind).await?;
-    if let Some(live) = target.get(&r, &e.namespace, &e.name).await? {
-        let keep = plan::prune_disabled(&live);
-        let ours = live.pointer("/metadata/labels").and_then(|l| l.get(APP_LABEL)).and_then(Value::as_str)
-            == Some(app.as_str());
-        if keep || !ours {
-            return Ok((e, false, r));
-        }
-        target.delete(&r, &e.namespace, &e.name).await?;
-    }
-    Ok((e, true, r))
-}
-
-/// An app's status before anything is known of its objects.
-/// The commit in force for an app (the head unless a promotion gate keeps
-/// it; "" when nothing of it was ever approved).
-fn commit_of(desired: &DesiredSet, app: &str) -> String {
-    desired.app_commit(app).map(|c| c.to_string()).unwrap_or_default()
-}
-
-fn app_status(app: &App, desired: &DesiredSet, health: String, last_sync: String) -> AppStatus {
-    AppStatus {
-        name: app.name.clone(),
-        sync: SyncStatus::Unknown,
-        health,
-        target_commit: desired.held(&app.name).map_or_else(|| commit_of(desired, &app.name), |h| h.waiting.to_string()),
-        synced_commit: String::new(),
-        last_sync,
-        message: String::new(),
-        destination: format!(
-            "{}/{}",
-            if app.destination.cluster.is_empty() { "in-cluster" } else { &app.destination.cluster },
-            app.destination.namespace
-        ),
-        path: app.path.to_string(),
-        detect_only: app.sync_policy.detect_only,
-        objects: Vec::new(),
-    }
-}
-
-#[cfg(test)]
-mod retry_tests {
-    use super::*;
-
-    #[test]
-    fn a_sync_that_did_not_finish_is_retried_with_backoff_up_to_the_resync_interval() {
-        let mut r = RetryBackoff::new(Duration::from_secs(10));
-        assert_eq!(r.due(), None, "nothing to retry before a failure");
-        let waits: Vec<u64> = (0..6).map(|_| r.schedule().as_secs()).collect();
-        assert_eq!(waits, [1, 2, 4, 8, 10, 10], "doubling, capped at the resync interval");
-        assert!(r.due().is_some_and(|at| at > Instant::now()), "the next retry is pending");
-        r.reset();
-        assert_eq!((r.due(), r.schedule().as_secs()), (None, 1), "a finished sync starts over");
-        assert_eq!(RetryBackoff::new(Duration::from_secs(3600)).max, Duration::from_secs(60), "at most a minute");
-    }
+/// One app's sync under way: Git's plan, what the cluster holds, and what
+/// this sync did so far — what each step of the checklist reads and adds
+/// to.
+pub(super) struct AppSync<'a> {
+    pub(super) desired: &'a DesiredSet,
+    pub(super) app: &'a App,
+    pub(super) target: Arc<Target>,
+    /// Git's objects, stamped and ordered by wave, and their resources.
+    pub(super) planned: Vec<Planned>,
+    pub(super) resources: Vec<Arc<Resource>>,
+    /// Each planned object's live copy, summarised (drift, health, ignored
+    /// values).
+    pub(super) seen: Vec<Observed>,
+    /// The objects left alone (an open break-glass window), and why.
+    pub(super) notes: HashMap<usize, String>,
+    /// How each object this sync applied ended.
+    pub(super) results: HashMap<usize, Result<(), String>>,
+    /// The app's hooks, planned when the sync changes something, and the
+    /// resource of each.
+    pub(super) hooks: Vec<plan::PlannedHook>,
+    pub(super) hook_resources: Vec<Arc<Resource>>,
+    /// How many objects were applied.
+    pub(super) applied: usize,
+    /// The inventory's entries before this sync.
+    pub(super) previous: &'a [Entry],
+    /// What the inventory holds now, encoded (one string, not 10,000
+    /// entries).
+    pub(super) recorded: Option<Recorded>,
+    /// The app's size as of its last completed prune: the mass-prune
+    /// guard's measure, carried until a sync completes its prune (a new app
+    /// starts from nothing).
+    pub(super) base: usize,
 }
