@@ -71,12 +71,12 @@ fn bench(c: &mut Criterion) {
     // foreign fields and build the removal patch.
     c.bench_function("foreign_fields_and_removal", |b| {
         b.iter(|| {
-            let f = gitgate::sync::foreign::fields(black_box(&dirty), None, &[]);
-            black_box(gitgate::sync::foreign::removal(&dirty, &f))
+            let f = gitgate::contract::foreign::fields(black_box(&dirty), None, &[]);
+            black_box(gitgate::contract::foreign::removal(&dirty, &f))
         })
     });
     c.bench_function("foreign_fields_clean_object", |b| {
-        b.iter(|| gitgate::sync::foreign::fields(black_box(&clean), None, &[]))
+        b.iter(|| gitgate::contract::foreign::fields(black_box(&clean), None, &[]))
     });
 }
 

@@ -107,7 +107,7 @@ pub fn sealed_envelope(data: &[u8]) {
         serde_json::json!({
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "db", "namespace": "app", "annotations": {crate::secrets::SEALED: crate::secrets::SEALED_AGE}},
+            "metadata": {"name": "db", "namespace": "app", "annotations": {crate::contract::SEALED: crate::contract::SEALED_AGE}},
             "data": values,
         })
     };

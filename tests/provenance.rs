@@ -72,8 +72,8 @@ fn stamped(snap: &Snapshot, mut req: AdmissionRequest) -> AdmissionRequest {
     let obj = snap.desired.get("apps", "Deployment", "gitops-demo", "web").unwrap();
     let o = req.object.as_mut().unwrap();
     o["metadata"]["annotations"] = json!({
-        provenance::DIGEST_ANNOTATION: obj.digest_string(),
-        provenance::COMMIT_ANNOTATION: obj.commit.to_string(),
+        gitgate::contract::DIGEST_ANNOTATION: obj.digest_string(),
+        gitgate::contract::COMMIT_ANNOTATION: obj.commit.to_string(),
     });
     o["spec"]["template"]["spec"]["containers"][0]["image"] = snap
         .desired
@@ -236,7 +236,8 @@ fn break_glass_lets_a_listed_group_through_with_a_reason() {
         let mut req = request("validate-update-deployment-kubectl-edit-like.json");
         req.user_info.groups = groups.iter().map(|g| g.to_string()).collect();
         if let Some(r) = reason {
-            req.object.as_mut().unwrap()["metadata"]["annotations"][provenance::BREAK_GLASS_ANNOTATION] = json!(r);
+            req.object.as_mut().unwrap()["metadata"]["annotations"][gitgate::contract::BREAK_GLASS_ANNOTATION] =
+                json!(r);
             let op = glass::stamp(req.old_object.as_ref(), req.object.as_ref().unwrap(), hour, now).unwrap();
             json_patch::patch(req.object.as_mut().unwrap(), &[op]).unwrap();
         }
@@ -263,12 +264,12 @@ fn break_glass_outside_its_window_is_refused() {
         let mut req = request("validate-update-deployment-kubectl-edit-like.json");
         req.user_info.groups = vec!["oncall".into()];
         let a = &mut req.object.as_mut().unwrap()["metadata"]["annotations"];
-        a[provenance::BREAK_GLASS_ANNOTATION] = json!("INC-4711");
+        a[gitgate::contract::BREAK_GLASS_ANNOTATION] = json!("INC-4711");
         if let Some(u) = object_until {
-            a[glass::UNTIL_ANNOTATION] = json!(u);
+            a[gitgate::contract::UNTIL_ANNOTATION] = json!(u);
         }
         if let Some(u) = old_until {
-            req.old_object.as_mut().unwrap()["metadata"]["annotations"][glass::UNTIL_ANNOTATION] = json!(u);
+            req.old_object.as_mut().unwrap()["metadata"]["annotations"][gitgate::contract::UNTIL_ANNOTATION] = json!(u);
         }
         verify(head, &req).verdict
     };
@@ -599,8 +600,8 @@ fn hook_run(snap: &Snapshot, image: &str) -> Value {
     let h = snap.desired.get_hook("batch", "Job", "shop", "migrate-").unwrap();
     let mut o: Value = serde_json::from_str(&h.manifest).unwrap();
     o["metadata"]["name"] = json!("migrate-x7k2p");
-    o["metadata"]["annotations"][provenance::DIGEST_ANNOTATION] = json!(h.digest_string());
-    o["metadata"]["annotations"][provenance::COMMIT_ANNOTATION] = json!(h.commit.to_string());
+    o["metadata"]["annotations"][gitgate::contract::DIGEST_ANNOTATION] = json!(h.digest_string());
+    o["metadata"]["annotations"][gitgate::contract::COMMIT_ANNOTATION] = json!(h.commit.to_string());
     o["spec"]["backoffLimit"] = json!(6);
     o["spec"]["template"]["spec"]["containers"][0]["image"] = json!(image);
     o

@@ -103,7 +103,7 @@ async fn sealed_secret_is_unsealed_into_plaintext_data() {
     let sealed_data = review["request"]["object"]["data"].as_object().unwrap();
     let forms: Vec<(String, Vec<u8>)> =
         sealed_data.iter().map(|(k, v)| (k.clone(), B64.decode(v.as_str().unwrap()).unwrap())).collect();
-    let digest = gitgate::secrets::sealed_digest(forms.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+    let digest = gitgate::contract::sealed::sealed_digest(forms.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
     assert_eq!(ann["gitgate.dev/sealed-digest"], json!(digest));
     let user = Plaintext::copy_from(b"demo-user");
     let pass = Plaintext::copy_from(b"dummy-password-not-a-secret");

@@ -215,10 +215,10 @@ fn gpg_signed_commits_verify_where_gpg_exists() {
 
 mod enforce {
     use super::*;
+    use gitgate::audit::SyncRecorder;
     use gitgate::audit::record::{Entry, EventKind, Outcome};
     use gitgate::desired::tracker::{Signing, Synced, TrackError as SyncError, Tracker};
     use gitgate::render::{RenderOptions, Renderer};
-    use gitgate::sync::reconcile::SyncRecorder;
     use std::sync::{Arc, Mutex};
 
     #[derive(Default)]

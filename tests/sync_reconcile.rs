@@ -310,7 +310,7 @@ impl Records {
     }
 }
 
-impl gitgate::sync::reconcile::SyncRecorder for Records {
+impl gitgate::audit::SyncRecorder for Records {
     fn record(&self, entry: &gitgate::audit::Entry) {
         self.0.lock().unwrap().push(entry.clone());
     }

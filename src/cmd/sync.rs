@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
+use crate::audit::SyncRecorder;
 use crate::config::{in_range, parse_duration};
 use crate::desired::tracker::Tracker;
 use crate::source::fetch::GitSource;
@@ -16,7 +17,7 @@ use crate::sync::diff::DiffState;
 use crate::sync::guard::{Endpoint, GuardConfig};
 use crate::sync::leader::{Elector, LeaseConfig};
 use crate::sync::plan::PruneGuard;
-use crate::sync::reconcile::{Reconciler, SyncRecorder, Targets};
+use crate::sync::reconcile::{Reconciler, Targets};
 use crate::sync::runtime;
 use crate::sync::status::{StatusStore, SyncMetrics};
 use crate::sync::target::Target;

@@ -58,3 +58,18 @@ pub fn hex(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_is_order_independent_and_framed() {
+        let a = sealed_digest([("a", b"xy".as_slice()), ("b", b"z".as_slice())]);
+        let b = sealed_digest([("b", b"z".as_slice()), ("a", b"xy".as_slice())]);
+        assert_eq!(a, b);
+        let shifted = sealed_digest([("a", b"x".as_slice()), ("b", b"yz".as_slice())]);
+        assert_ne!(a, shifted);
+        assert!(a.starts_with("sha256:") && a.len() == 7 + 64);
+    }
+}

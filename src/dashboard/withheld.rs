@@ -55,7 +55,7 @@ fn has_plain_secret(doc: &Value) -> bool {
 
 fn is_plain_secret(doc: &Value) -> bool {
     doc.get("kind").and_then(Value::as_str) == Some("Secret")
-        && doc.pointer(&format!("/metadata/annotations/{}", crate::secrets::SEALED.replace('/', "~1"))).is_none()
+        && doc.pointer(&format!("/metadata/annotations/{}", crate::contract::SEALED.replace('/', "~1"))).is_none()
         && (doc.get("data").is_some() || doc.get("stringData").is_some())
 }
 
@@ -125,7 +125,7 @@ mod tests {
         ));
         let sealed = format!(
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: a\n  annotations: {{{}: age}}\ndata: {{k: YWdl}}\n",
-            crate::secrets::SEALED
+            crate::contract::SEALED
         );
         assert!(!holds_plain_secret("a.yaml", &sealed));
         assert!(!holds_plain_secret("a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {k: v}\n"));

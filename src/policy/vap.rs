@@ -5,13 +5,14 @@
 
 use std::collections::BTreeMap;
 
+use crate::contract::APP_LABEL;
+
 use super::model::{
     BindingSpec, FailurePolicy, LabelRequirement, LabelSelector, MatchResources, Metadata, NamedExpression, PolicySpec,
     ResourceRule, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding, Validation, ValidationAction,
 };
 
 pub const POLICY_NAME: &str = "gitgate-managed-objects";
-pub use crate::contract::APP_LABEL;
 
 fn cel_string(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))

@@ -18,8 +18,7 @@ use serde_json::Value;
 
 use crate::admission::{AdmissionRequest, Decision, Flow, Operation, Stage};
 use crate::audit::record::{format_rfc3339_micros, parse_rfc3339_micros};
-
-pub use crate::contract::UNTIL_ANNOTATION;
+use crate::contract::UNTIL_ANNOTATION;
 
 /// Grace for clocks: a stamp up to this far past `now + ttl` (the webhook
 /// replica that stamped may be a little ahead) is still the TTL's.

@@ -33,7 +33,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::admission::{AdmissionRequest, Operation};
-use crate::contract::{self, Difference, Foreigners, Stale};
+use crate::contract::{self, COMMIT_ANNOTATION, DIGEST_ANNOTATION, Difference, Foreigners, Stale, ignored_fields};
 use crate::render::DesiredSet;
 use crate::render::desired::DesiredObject;
 
@@ -41,11 +41,6 @@ pub mod glass;
 pub mod stage;
 
 pub use stage::ProvenanceStage;
-
-pub use crate::contract::{
-    APP_LABEL, BREAK_GLASS_ANNOTATION, COMMIT_ANNOTATION, DIGEST_ANNOTATION, IGNORE_FIELDS_ANNOTATION,
-    SOURCE_ANNOTATION, first_difference, ignored_fields, parse_ignore_fields,
-};
 
 /// What a commit says about itself, read once per desired set.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -201,7 +201,7 @@ impl MacKey {
     }
 
     /// `hmac-sha256:<hex>` over the values sorted by key, framed like
-    /// [`super::sealed_digest`].
+    /// [`crate::contract::sealed::sealed_digest`].
     pub fn mac<'a>(&self, values: impl IntoIterator<Item = (&'a str, &'a Plaintext)>) -> String {
         let mut sorted: Vec<(&str, &Plaintext)> = values.into_iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(b.0));

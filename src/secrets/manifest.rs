@@ -6,11 +6,12 @@
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+use super::VAULT_PREFIX;
 use super::keys::{IdentitySet, Recipient};
 use super::plaintext::Plaintext;
 use super::seal::{self, Binding, Limits, Scope, SealError};
 use super::vault::{VaultError, VaultRef};
-use super::{SEAL_SCOPE, SEALED, SEALED_AGE, VAULT_PREFIX};
+use crate::contract::{SEAL_SCOPE, SEALED, SEALED_AGE};
 
 /// kubectl's copy of the last applied manifest: it would hold the plaintext.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";

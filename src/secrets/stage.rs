@@ -28,12 +28,13 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation};
 use serde_json::{Map, Value};
 
+use super::VAULT_PREFIX;
 use super::keys::{IdentitySet, Keyring};
 use super::plaintext::Plaintext;
 use super::seal::{self, Limits};
 use super::vault::{VaultError, VaultRef, VaultResolver};
-use super::{PLAINTEXT_MAC, SEALED, SEALED_AGE, SEALED_DIGEST, VAULT_PREFIX};
 use crate::admission::{AdmissionRequest, AsyncStage, Caller, Decision, Flow, Operation, StageFuture};
+use crate::contract::{PLAINTEXT_MAC, SEALED, SEALED_AGE, SEALED_DIGEST};
 use crate::provenance::Snapshot;
 use crate::render::config::{DEFAULT_PROJECT, VaultAccess};
 
@@ -133,7 +134,10 @@ impl UnsealPolicy {
                     "only Git's own sealed Secrets are unsealed; {target} is not in Git at {short}"
                 )));
             };
-            let git = serde_json::from_str::<Value>(&obj.manifest).ok().as_ref().and_then(super::git_sealed_digest);
+            let git = serde_json::from_str::<Value>(&obj.manifest)
+                .ok()
+                .as_ref()
+                .and_then(crate::contract::sealed::git_sealed_digest);
             if git.as_deref() != Some(plan.digest().as_str()) {
                 return Err(refuse(format!(
                     "only Git's own sealed Secrets are unsealed; the sealed values of {target} are not the ones Git holds at {short}"
@@ -367,7 +371,7 @@ fn deny(request: &AdmissionRequest, decision: &mut Decision, f: Failure) -> Flow
 impl Plan {
     /// The digest of the sealed form (`gitgate.dev/sealed-digest`).
     fn digest(&self) -> String {
-        super::sealed_digest(self.entries.iter().map(|e| (e.key.as_str(), e.sealed.as_slice())))
+        crate::contract::sealed::sealed_digest(self.entries.iter().map(|e| (e.key.as_str(), e.sealed.as_slice())))
     }
 }
 

@@ -88,7 +88,7 @@ impl Reconciler {
         for (i, r) in done {
             let Err(e) = r else { continue };
             let Some(fields) = super::target::immutable_fields(&e) else { continue };
-            if planned[i].recreate == plan::Recreate::Yes {
+            if planned[i].recreate == crate::contract::options::Recreate::Yes {
                 recreate.insert(i, fields);
             } else if refused.as_ref().is_none_or(|(j, _)| i < *j) {
                 refused = Some((i, fields));
@@ -220,7 +220,7 @@ impl Reconciler {
         };
         let (mut stored, recreated) = match first {
             Ok(v) => (v, None),
-            Err(fields) if p.recreate == plan::Recreate::Yes => {
+            Err(fields) if p.recreate == crate::contract::options::Recreate::Yes => {
                 // Replace=true: deleted, then created from Git.
                 target.delete_and_wait(r, &p.key.namespace, &p.key.name, self.config.hook_timeout).await?;
                 let v = target.apply(r, &p.key.namespace, &p.key.name, &object).await?;
@@ -355,9 +355,9 @@ fn may_be_immutable(p: &Planned) -> bool {
 
 /// An apply refused on an immutable field, with what to do about it.
 fn immutable(p: &Planned, fields: &[String]) -> SyncError {
-    use super::{ARGO_SYNC_OPTIONS, SYNC_OPTIONS};
+    use crate::contract::{ARGO_SYNC_OPTIONS, SYNC_OPTIONS};
     let hint = match p.recreate {
-        plan::Recreate::ReplaceWithoutForce => format!(
+        crate::contract::options::Recreate::ReplaceWithoutForce => format!(
             "Argo CD's {ARGO_SYNC_OPTIONS}: Replace=true without Force=true does not re-create it: \
              add Force=true, or set {SYNC_OPTIONS}: Replace=true"
         ),

@@ -31,12 +31,13 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::SyncError;
 use super::inventory::{self, Entry, Inventory};
 use super::plan::{self, Drift, Planned, PruneGuard};
 use super::reconcile::Targets;
 use super::target::{Resource, Target};
-use super::{SyncError, foreign};
 use crate::access::Scope;
+use crate::contract::foreign;
 use crate::desired::tracker::Tracker;
 use crate::render::DesiredSet;
 use crate::render::config::App;
@@ -195,7 +196,7 @@ async fn listed(
     planned: &[Planned],
     kinds: &[Kind],
 ) -> Result<HashMap<ObjectKey, Value>, SyncError> {
-    let selector = format!("{}={app}", crate::provenance::APP_LABEL);
+    let selector = format!("{}={app}", crate::contract::APP_LABEL);
     let wanted: HashSet<&ObjectKey> = planned.iter().map(|p| &p.key).collect();
     let mut scopes: Vec<(Resource, Option<String>)> = Vec::new();
     let mut seen = HashSet::new();
@@ -335,7 +336,7 @@ async fn pruned_diff(target: &Target, e: &Entry, change: Change) -> Result<Optio
     let id = plan::id(&key);
     let file = live
         .pointer("/metadata/annotations")
-        .and_then(|a| a.get(crate::provenance::SOURCE_ANNOTATION))
+        .and_then(|a| a.get(crate::contract::SOURCE_ANNOTATION))
         .and_then(Value::as_str)
         .and_then(|s| s.split_once(':'))
         .map(|(_, f)| f.to_string())

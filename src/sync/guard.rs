@@ -402,7 +402,7 @@ pub fn restored(desired: &Value, live: &Value) -> Value {
 
 /// The first field the guard sets that the live object lacks (an edit).
 pub fn tampered(desired: &Value, live: &Value) -> Option<String> {
-    crate::provenance::first_difference(&desired.to_string(), live, &[]).unwrap_or(Some("/".into()))
+    crate::contract::first_difference(&desired.to_string(), live, &[]).unwrap_or(Some("/".into()))
 }
 
 #[cfg(test)]

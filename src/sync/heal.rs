@@ -25,7 +25,7 @@ use super::reconcile::Reconciler;
 use super::status::SyncStatus;
 use super::target::{Resource, Target};
 use crate::audit::record::EventKind;
-use crate::provenance::{APP_LABEL, BREAK_GLASS_ANNOTATION};
+use crate::contract::{APP_LABEL, BREAK_GLASS_ANNOTATION};
 use crate::render::DesiredSet;
 use crate::render::config::App;
 use crate::render::object::ObjectKey;
@@ -166,7 +166,7 @@ async fn watch(target: Arc<Target>, r: Resource, label: &'static str, tx: mpsc::
             let mut obj = obj;
             let foreign = obj.metadata.managed_fields.as_ref().is_some_and(|m| {
                 m.iter().any(|e| {
-                    super::foreign::is_foreign(
+                    crate::contract::foreign::is_foreign(
                         e.manager.as_deref().unwrap_or_default(),
                         e.subresource.as_deref().unwrap_or_default(),
                     )
@@ -193,7 +193,7 @@ pub const SEALED_VALUES: &str = "/data (the values sealed in Git)";
 
 /// What a break-glass change leaves on an object, dropped when Git's
 /// content goes back: the reason and the window's end.
-pub(super) const GLASS_ANNOTATIONS: &[&str] = &[BREAK_GLASS_ANNOTATION, crate::provenance::glass::UNTIL_ANNOTATION];
+pub(super) const GLASS_ANNOTATIONS: &[&str] = &[BREAK_GLASS_ANNOTATION, crate::contract::UNTIL_ANNOTATION];
 
 impl Reconciler {
     /// Applies the guard's objects that are missing or edited.
@@ -436,7 +436,7 @@ impl Reconciler {
         let foreign = live.map(|l| plan::foreign_fields(planned, l)).unwrap_or_default();
         let applied = match (applied, live) {
             (Ok(v), Some(l)) if !foreign.is_empty() => {
-                let patch = crate::sync::foreign::removal(l, &foreign);
+                let patch = crate::contract::foreign::removal(l, &foreign);
                 target.json_patch(&r, &planned.key.namespace, &planned.key.name, &patch).await.map(|()| v)
             }
             (other, _) => other,

@@ -17,7 +17,7 @@ use super::reconcile::{AppSync, Reconciler};
 use super::status::{ObjectStatus, SyncStatus, health_str};
 use super::target::{Resource, Target};
 use crate::audit::record::EventKind;
-use crate::provenance::{APP_LABEL, SOURCE_ANNOTATION};
+use crate::contract::{APP_LABEL, SOURCE_ANNOTATION};
 use crate::render::DesiredSet;
 use crate::render::config::App;
 use crate::render::hook::{DeletePolicy, Phase};

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 
+use super::SyncError;
 use super::wave::Wave;
-use super::{FIELD_MANAGER, SyncError};
+use crate::contract::FIELD_MANAGER;
 use crate::render::object::ObjectKey;
 
 /// Marks inventory ConfigMaps; its value is the app.

@@ -46,11 +46,6 @@ pub mod wave;
 
 use std::time::Duration;
 
-pub use crate::contract::foreign;
-pub use crate::contract::{
-    ARGO_SYNC_OPTIONS, ARGO_SYNC_WAVE, FIELD_MANAGER, PRUNE_ANNOTATION, SYNC_OPTIONS, SYNC_WAVE,
-};
-
 /// The sync loop's clients do not retry 429/503/504 inside a request
 /// (kube's default: up to 15 times, minutes in all). A webhook's 503 is a
 /// decision — Vault unavailable, the audit log full — that belongs in the

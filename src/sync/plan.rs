@@ -6,11 +6,13 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
+use super::SyncError;
 use super::inventory::Entry;
 use super::status::{AppStatus, ObjectStatus, SyncStatus};
 pub use super::wave::Wave;
-use super::{ARGO_SYNC_WAVE, PRUNE_ANNOTATION, SYNC_WAVE, SyncError};
+use crate::contract::options::{Recreate, recreate_of};
 use crate::contract::{self, Difference, Expected, Foreigners};
+use crate::contract::{ARGO_SYNC_WAVE, PRUNE_ANNOTATION, SYNC_WAVE};
 use crate::render::DesiredSet;
 use crate::render::config::App;
 use crate::render::desired::DesiredObject;
@@ -40,8 +42,6 @@ pub struct Planned {
     /// What an apply that fails on an immutable field may do.
     pub recreate: Recreate,
 }
-
-pub use crate::contract::options::{Recreate, recreate_of};
 
 impl Planned {
     /// The manifest with the stamps (commit, source, digest, app label):
@@ -152,10 +152,10 @@ pub fn plan_object(app: &str, key: &ObjectKey, obj: &DesiredObject) -> Result<Pl
     }
     let wave = wave_of(&key.group, &key.kind, &object).map_err(bad)?;
     let keep = prune_disabled(&object);
-    let mut ignore = crate::provenance::ignored_fields(&obj.manifest);
-    let sealed_digest = crate::secrets::git_sealed_digest(&object);
+    let mut ignore = crate::contract::ignored_fields(&obj.manifest);
+    let sealed_digest = crate::contract::sealed::git_sealed_digest(&object);
     if sealed_digest.is_some() {
-        ignore.extend(crate::secrets::SEALED_FORM_FIELDS.map(String::from));
+        ignore.extend(crate::contract::SEALED_FORM_FIELDS.map(String::from));
     }
     Ok(Planned {
         key: key.clone(),
@@ -477,7 +477,7 @@ pub fn respect_ignored(planned: &Planned, live: Option<&Value>) -> Result<Value,
     let mut object = planned.stamped()?;
     let Some(live) = live else { return Ok(object) };
     for pointer in &planned.ignore {
-        if planned.sealed_digest.is_some() && crate::secrets::SEALED_FORM_FIELDS.contains(&pointer.as_str()) {
+        if planned.sealed_digest.is_some() && crate::contract::SEALED_FORM_FIELDS.contains(&pointer.as_str()) {
             // Git's sealed form is what gitgate applies; the webhook unseals it.
             continue;
         }

@@ -16,7 +16,7 @@ use super::plan::{self, Planned, PrunePlan, commit_of};
 use super::reconcile::{AppSync, Reconciler, Recorded};
 use super::target::{Resource, Target};
 use crate::audit::record::{EventKind, Outcome};
-use crate::provenance::APP_LABEL;
+use crate::contract::APP_LABEL;
 use crate::render::DesiredSet;
 use crate::render::config::App;
 use crate::render::object::ObjectKey;

@@ -18,8 +18,9 @@ use super::plan::{self, Drift, Observed, Planned, app_status, commit_of};
 use super::status::{AppStatus, ObjectStatus, StatusStore, SyncStatus, health_str};
 use super::target::{Resource, Target};
 use super::{SyncConfig, SyncError};
+use crate::audit::SyncRecorder;
 use crate::audit::record::{EventKind, Outcome};
-use crate::provenance::APP_LABEL;
+use crate::contract::APP_LABEL;
 use crate::render::DesiredSet;
 use crate::render::config::App;
 use crate::render::object::ObjectKey;
@@ -27,8 +28,6 @@ use crate::source::fetch::GitSource;
 
 /// An inventory as written: entries (encoded), cluster, base, commit.
 pub(super) type Recorded = (String, String, Option<usize>, String);
-
-pub use crate::audit::SyncRecorder;
 
 /// The clusters apps deploy to: the default one (in-cluster, or the
 /// current kubeconfig context) and others by kubeconfig context name.

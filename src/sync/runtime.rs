@@ -73,7 +73,7 @@ pub async fn ensure_namespace(client: &kube::Client, ns: &str) {
     let api: kube::Api<Namespace> = kube::Api::all(client.clone());
     if let Ok(None) = api.get_opt(ns).await {
         let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        let params = kube::api::PatchParams::apply(super::FIELD_MANAGER);
+        let params = kube::api::PatchParams::apply(crate::contract::FIELD_MANAGER);
         if let Err(e) = api.patch(ns, &params, &kube::api::Patch::Apply(&obj)).await {
             tracing::warn!(namespace = ns, error = %e, "failed to create gitgate's namespace");
         }

@@ -10,7 +10,8 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch
 use kube::core::GroupVersionKind;
 use serde_json::Value;
 
-use super::{FIELD_MANAGER, SyncError};
+use super::SyncError;
+use crate::contract::FIELD_MANAGER;
 
 /// A resolved kind: how to reach it and whether it is namespaced.
 #[derive(Clone, Debug)]
@@ -461,13 +462,13 @@ pub fn with_type(mut v: Value, api: &ApiResource) -> Option<Value> {
 
 /// Drops `metadata.managedFields` (most of an object's bytes), unless a
 /// manager other than gitgate and the cluster's components set fields:
-/// then [`super::foreign`] reads them.
+/// then [`crate::contract::foreign`] reads them.
 pub fn slim(mut v: Value) -> Value {
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         let foreign = meta.get("managedFields").and_then(Value::as_array).is_some_and(|entries| {
             entries.iter().any(|e| {
                 let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default();
-                super::foreign::is_foreign(field("manager"), field("subresource"))
+                crate::contract::foreign::is_foreign(field("manager"), field("subresource"))
             })
         });
         if !foreign {

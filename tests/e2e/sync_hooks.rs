@@ -511,7 +511,7 @@ fn argo_cds_example_apps_with_hooks_sync_in_argo_cds_order() {
 
     // The same objects as the manifests: every field they set, as set.
     let same = |ns: &str, manifest: &Value, live: &Value| {
-        let diff = gitgate::provenance::first_difference(&manifest.to_string(), live, &[]).unwrap();
+        let diff = gitgate::contract::first_difference(&manifest.to_string(), live, &[]).unwrap();
         assert_eq!(diff, None, "{ns}: {} differs from the manifest: {live:#}", manifest["metadata"]);
     };
     let docs = |file: &str| {
