@@ -15,6 +15,7 @@
 pub mod access;
 pub mod admission;
 pub mod audit;
+pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod contract;

@@ -575,9 +575,7 @@ impl Reloader {
 
 /// Logs what [`DevPair::ensure`] did.
 pub fn log_renewal(dir: &Path, done: Renewed) {
-    let at = |t: u64| {
-        crate::audit::record::format_rfc3339_micros(i64::try_from(t).unwrap_or(i64::MAX / 1_000_000) * 1_000_000)
-    };
+    let at = |t: u64| crate::clock::format_rfc3339_micros(i64::try_from(t).unwrap_or(i64::MAX / 1_000_000) * 1_000_000);
     match done {
         Renewed::Generated => tracing::info!(dir = %dir.display(), "generated a development certificate"),
         Renewed::Expired { until } => {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::admission::{AdmissionRequest, Decision, Flow, Operation, Stage};
-use crate::audit::record::{format_rfc3339_micros, parse_rfc3339_micros};
+use crate::clock::{format_rfc3339_micros, parse_rfc3339_micros};
 use crate::contract::UNTIL_ANNOTATION;
 
 /// Grace for clocks: a stamp up to this far past `now + ttl` (the webhook
@@ -165,7 +165,7 @@ impl Stage for StampStage {
             return Flow::Continue;
         }
         let Some(object) = request.object.as_ref() else { return Flow::Continue };
-        let now = crate::audit::record::now_micros();
+        let now = crate::clock::now_micros();
         if let Some(op) = stamp(request.old_object.as_ref(), object, self.ttl, now) {
             decision.patch("break-glass", [op]);
         }

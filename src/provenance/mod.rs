@@ -22,7 +22,7 @@
 //!
 //! Must never import: `policy`, `sync`, `secrets`, `desired`, `promotion`,
 //! `dashboard` (it reads `contract`, `render`'s desired set, `admission`'s
-//! request types and `audit`'s clock).
+//! request types and the `clock`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -364,7 +364,7 @@ fn declared_verdict(
             Operation::Delete => (None, req.old_object.as_ref()),
             _ => (req.old_object.as_ref(), req.object.as_ref()),
         };
-        return match glass::check(old, object, who.break_glass_ttl, crate::audit::record::now_micros()) {
+        return match glass::check(old, object, who.break_glass_ttl, crate::clock::now_micros()) {
             Ok(_) => Verdict { allowed: true, reason: Reason::BreakGlass, message: reason },
             Err(refusal) => deny(
                 Reason::BreakGlassWindow,
