@@ -361,6 +361,21 @@ audit: {signingKey: {existingSecret: my-audit-key}}
     }
 }
 
+/// Spoke mode is one value (issue 18): `repo.cluster` reaches both the
+/// webhook and the reconciler pods as `--cluster`, so the cluster's gate
+/// enforces exactly the apps its reconciler applies; a bad name fails lint.
+#[test]
+fn repo_cluster_makes_every_pod_a_spoke_of_that_cluster() {
+    let Some(shim) = shim() else { return };
+    let objs = render(&shim, "repo: {url: https://git.example.com/fleet.git, cluster: dr}\n");
+    for name in [WEBHOOK, RECONCILER] {
+        assert_eq!(serve_args_of(&objs, name).cluster.as_deref(), Some("dr"), "{name}");
+    }
+    let objs = render(&shim, "repo: {url: https://git.example.com/fleet.git}\n");
+    assert_eq!(serve_args_of(&objs, RECONCILER).cluster, None, "no value: every app");
+    assert!(!lint(&shim, "repo: {url: https://git.example.com/fleet.git, cluster: \"dr cluster\"}\n").status.success());
+}
+
 #[test]
 fn every_webhook_spares_system_namespaces_and_fails_closed_only_where_enforced() {
     let Some(shim) = shim() else { return };

@@ -160,6 +160,12 @@ pub struct ServeArgs {
     /// Branch, tag or commit to track.
     #[arg(long, env = "GITGATE_REV", default_value = "HEAD")]
     pub rev: String,
+    /// Spoke mode: this gitgate runs in (and gates) the cluster of this
+    /// name in `gitgate.yaml`, and renders, applies and enforces only the
+    /// apps whose destination it is. Every cluster of a fleet runs its own
+    /// gitgate on the same repository.
+    #[arg(long, env = "GITGATE_CLUSTER")]
+    pub cluster: Option<String>,
     /// Path of the apps file in the repository (`clusters/production/gitgate.yaml`:
     /// one repository, one file per cluster); app paths stay relative to the
     /// repository's root.

@@ -87,6 +87,7 @@ impl Settings {
             cache: args.git_cache,
             work: PathBuf::from("gitgate-data"),
             signing,
+            cluster: args.cluster.clone(),
         };
         Ok(Settings {
             config,
@@ -247,6 +248,7 @@ async fn start_sync(
         audit: Some(audit_log.clone()),
         reconciler: s.reconciler.clone(),
         break_glass_groups: s.break_glass_groups.clone(),
+        cluster: s.repo.cluster.clone(),
         ca_pem: std::fs::read(&ca).ok(),
         ca_file: Some(ca),
     };

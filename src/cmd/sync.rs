@@ -168,6 +168,9 @@ pub struct Wiring<'a> {
     /// `--reconciler` when given; else who gitgate's credentials say it is.
     pub reconciler: Option<String>,
     pub break_glass_groups: Vec<String>,
+    /// Spoke mode: the name of the cluster this gitgate runs in; apps
+    /// deployed to it are applied here.
+    pub cluster: Option<String>,
     pub ca_pem: Option<Vec<u8>>,
     /// The file `ca_pem` was read from: the guard reads it again.
     pub ca_file: Option<std::path::PathBuf>,
@@ -238,7 +241,7 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
     if args.sync == SyncMode::Off {
         return admission_only(args, w, settings, status).await;
     }
-    match runtime::connect(args.kubeconfig.as_deref()).await {
+    match runtime::connect(args.kubeconfig.as_deref()).await.map(|c| spoke(c, &w)) {
         Ok(cluster) => leading(args, w, settings, status, cluster).await,
         Err(e) if args.sync == SyncMode::Auto => {
             tracing::warn!(
@@ -263,6 +266,15 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
         }
         Err(e) => Err(anyhow::Error::new(e).context("--sync=on and no cluster is reachable")),
     }
+}
+
+/// In spoke mode (`--cluster NAME`) the cluster gitgate runs in is the one
+/// it serves: apps deployed to NAME are applied (and previewed) here.
+fn spoke(mut cluster: runtime::Connected, w: &Wiring<'_>) -> runtime::Connected {
+    if let Some(name) = &w.cluster {
+        cluster.name.clone_from(name);
+    }
+    cluster
 }
 
 /// Diffs are computed on their own clients (and rate limits), as the
@@ -292,7 +304,7 @@ async fn admission_only(
 ) -> anyhow::Result<Running> {
     tracing::info!("--sync=off: serving admission only");
     let cluster = if args.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-        match runtime::connect(args.kubeconfig.as_deref()).await {
+        match runtime::connect(args.kubeconfig.as_deref()).await.map(|c| spoke(c, &w)) {
             Ok(c) => {
                 tracing::info!(cluster = %c.name, "--sync=off: connected for cluster keys and audit checkpoints");
                 Some(c)

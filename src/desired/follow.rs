@@ -22,6 +22,8 @@ pub struct Repo {
     /// Where a plain directory (or the example) is committed.
     pub work: PathBuf,
     pub signing: super::tracker::Signing,
+    /// Spoke mode: only the apps deployed to this cluster.
+    pub cluster: Option<String>,
 }
 
 /// Opens the repository to track (the bundled example when none is given,
@@ -34,9 +36,13 @@ pub fn track(
 ) -> Result<(Arc<Tracker>, Arc<GitSource>), DesiredError> {
     let url = super::open::source_url(repo.repo.as_deref(), &repo.work)?;
     let source = Arc::new(GitSource::open(&url, &repo.cache)?);
-    let renderer =
-        Arc::new(Renderer::new(RenderOptions { config_path: repo.config_path.clone(), ..RenderOptions::default() }));
-    tracing::info!(repo = %source.display_url(), rev = %repo.rev, "tracking Git");
+    let opts = RenderOptions {
+        config_path: repo.config_path.clone(),
+        cluster: repo.cluster.clone(),
+        ..RenderOptions::default()
+    };
+    let renderer = Arc::new(Renderer::new(opts));
+    tracing::info!(repo = %source.display_url(), rev = %repo.rev, cluster = ?repo.cluster, "tracking Git");
     let tracker = Tracker::new(source.clone(), repo.rev.clone(), renderer)
         .with_signing(repo.signing.clone())
         .with_audit(audit)

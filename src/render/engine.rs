@@ -27,6 +27,10 @@ pub struct RenderOptions {
     pub cache_entries: usize,
     /// The `helm` binary for apps whose path is a chart.
     pub helm: std::path::PathBuf,
+    /// Spoke mode (`serve --cluster NAME`): render only the apps whose
+    /// destination is this cluster, which `gitgate.yaml` must declare.
+    /// `None`: every app.
+    pub cluster: Option<String>,
 }
 
 impl Default for RenderOptions {
@@ -37,6 +41,7 @@ impl Default for RenderOptions {
             history_depth: 200,
             cache_entries: 16,
             helm: helm::default_binary(),
+            cluster: None,
         }
     }
 }
@@ -137,8 +142,11 @@ impl Renderer {
             return Ok(t);
         }
         let config = Arc::new(config::load(reader, &self.opts.config_path)?);
+        if let Some(cluster) = &self.opts.cluster {
+            declared_cluster(&config, cluster)?;
+        }
         let mut apps = Vec::with_capacity(config.apps.len());
-        for app in &config.apps {
+        for app in config.apps.iter().filter(|a| self.deploys_here(a)) {
             let project = config.project(&app.project).ok_or_else(|| RenderError::Config {
                 file: config.file.clone(),
                 line: 0,
@@ -165,6 +173,12 @@ impl Renderer {
         let t = Arc::new(RenderedTree { config, apps });
         store(&self.trees, tree_id, t.clone(), self.opts.cache_entries);
         Ok(t)
+    }
+
+    /// Whether `app` is rendered: every app, or in spoke mode those whose
+    /// destination is this cluster.
+    fn deploys_here(&self, app: &App) -> bool {
+        self.opts.cluster.as_deref().is_none_or(|c| app.destination.cluster == c)
     }
 
     /// One app at the reader's tree: from the cache when everything it read
@@ -517,4 +531,21 @@ fn check_bounds(app: &App, project: &Project, key: &ObjectKey, path: &RepoPath) 
 
 fn gk(k: &ObjectKey) -> String {
     if k.group.is_empty() { k.kind.clone() } else { format!("{}/{}", k.group, k.kind) }
+}
+
+/// Spoke mode needs its cluster declared in `gitgate.yaml`: a typo would
+/// otherwise render nothing, and prune would follow.
+fn declared_cluster(config: &Config, cluster: &str) -> Result<(), RenderError> {
+    if config.clusters.iter().any(|c| c.name == cluster) {
+        return Ok(());
+    }
+    let declared: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+    Err(RenderError::Config {
+        file: config.file.clone(),
+        line: 0,
+        message: format!(
+            "this gitgate serves cluster {cluster:?} (--cluster), which the file does not declare (clusters: {})",
+            declared.join(", ")
+        ),
+    })
 }

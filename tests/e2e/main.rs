@@ -14,6 +14,7 @@ mod chart;
 mod diff;
 mod differential;
 mod faults;
+mod fleet;
 mod harness;
 mod hooks;
 mod keys;
