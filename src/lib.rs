@@ -21,6 +21,7 @@ pub mod config;
 pub mod contract;
 pub mod dashboard;
 pub mod desired;
+pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;

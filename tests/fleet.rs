@@ -77,3 +77,66 @@ fn a_spoke_for_an_undeclared_cluster_is_refused_naming_the_declared_ones() {
     let err = render(&repo, &c, Some("prod")).unwrap_err().to_string();
     assert!(err.contains("\"prod\" (--cluster)") && err.contains("clusters: staging, production, dr"), "{err}");
 }
+
+/// `fleet diff` (issue 18, item 3): production and dr render the same
+/// objects from Git (one overlay), so they are the same; staging and dr
+/// differ in one field, by overlay, and nothing else is reported.
+#[test]
+fn fleet_diff_reports_the_overlay_difference_and_nothing_else() {
+    let (repo, c) = fleet();
+    let set = |cluster| render(&repo, &c, Some(cluster)).unwrap();
+    let same = gitgate::fleet::compare(&set("production"), &set("dr"));
+    assert!(same.same(), "{:?}", same.differences);
+    assert_eq!(same.identical, 1);
+    let report = gitgate::fleet::compare(&set("staging"), &set("dr"));
+    assert_eq!(
+        report.differences,
+        [gitgate::fleet::Difference::Changed {
+            object: "ConfigMap shop/settings".into(),
+            field: "/data/value".into(),
+            why: "an overlay: shop/staging/cm.yaml against shop/production/cm.yaml".into(),
+            file_a: "shop/staging/cm.yaml".into(),
+            file_b: "shop/production/cm.yaml".into(),
+        }]
+    ); // An object Git gives staging alone is named with its app and file.
+    repo.write("shop/staging/debug.yaml", &configmap("debug", "on"));
+    let c2 = repo.commit("a staging-only debug switch");
+    let staging = render(&repo, &c2, Some("staging")).unwrap();
+    let report = gitgate::fleet::compare(&staging, &render(&repo, &c2, Some("dr")).unwrap());
+    assert!(report.differences.contains(&gitgate::fleet::Difference::OnlyA {
+        object: "ConfigMap shop/debug".into(),
+        app: "shop-staging".into(),
+        file: "shop/staging/debug.yaml".into(),
+    }));
+    assert_eq!(report.differences.len(), 2, "{:?}", report.differences);
+}
+
+/// The command: exit 0 when the clusters are the same, 1 when they
+/// differ (one line per difference), 2 for a cluster Git does not declare.
+#[test]
+fn gitgate_fleet_diff_exits_as_diff_does() {
+    let (repo, c) = fleet();
+    let run = |a: &str, b: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gitgate"))
+            .args(["fleet", "diff", a, b, "--repo", &repo.url(), "--rev", &c])
+            .output()
+            .unwrap()
+    };
+    let out = run("production", "dr");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("production and dr are the same in Git: 1 object(s) identical")
+    );
+    let out = run("staging", "dr");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("differs: ConfigMap shop/settings /data/value: an overlay: shop/staging/cm.yaml against shop/production/cm.yaml"), "{text}");
+    assert_eq!(text.lines().count(), 2, "one difference and the summary: {text}");
+    let out = run("staging", "qa");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("\"qa\" (--cluster)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -9,6 +9,7 @@
 //! Nothing imports it (but `main`).
 
 pub mod audit;
+pub mod fleet;
 pub mod promotion;
 pub mod render;
 pub mod secrets;
@@ -72,6 +73,9 @@ pub enum Command {
     Status(self::sync::StatusArgs),
     /// Show what a sync of an app would change (exit 0: nothing, 1: changes, 2: trouble).
     Diff(self::sync::DiffArgs),
+    /// The fleet: `fleet diff A B` compares what Git gives two clusters.
+    #[command(subcommand)]
+    Fleet(self::fleet::FleetCommand),
     /// Create the commit that rolls an app back to an earlier commit (for a pull request).
     Rollback(crate::sync::rollback::RollbackArgs),
     /// Approve a commit for an app whose syncPolicy requires approval.
@@ -296,6 +300,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(args) => self::promotion::pause(args),
         Command::Resume(args) => self::promotion::resume(args),
         Command::Diff(args) => self::sync::diff(args),
+        Command::Fleet(command) => self::fleet::run(command),
         Command::Rollback(args) => {
             crate::sync::rollback::run(args)?;
             Ok(ExitCode::SUCCESS)

@@ -11,8 +11,11 @@ use crate::source::local;
 /// into a fresh repository under `work/example-git`.
 pub fn source_url(repo: Option<&str>, work: &Path) -> Result<String, DesiredError> {
     let dir = match repo {
-        Some(r) if r.contains("://") || local::is_git_repo(Path::new(r)) => return Ok(r.to_string()),
-        Some(d) => PathBuf::from(d),
+        // A plain directory is committed; anything else (a URL, a local
+        // repository, a path that is not there) is fetched as given, and
+        // the fetch says what is wrong with it.
+        Some(d) if !d.contains("://") && Path::new(d).is_dir() && !local::is_git_repo(Path::new(d)) => PathBuf::from(d),
+        Some(r) => return Ok(r.to_string()),
         None => {
             let dir = work.join("example");
             let _ = std::fs::remove_dir_all(&dir);

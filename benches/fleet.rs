@@ -1,0 +1,103 @@
+//! Fleet figure (issue 18): `gitgate fleet diff` of two clusters × 1,000
+//! objects ≤ 2 s from desired sets alone — both clusters rendered from
+//! cold (fresh renderers, as the command does) and compared. Also the
+//! comparison alone, the sets already rendered.
+//!
+//! `cargo bench --bench fleet`
+
+use std::hint::black_box;
+use std::path::Path;
+use std::process::Command;
+
+use criterion::{BatchSize, Criterion, criterion_group};
+use gitgate::render::{RenderOptions, Renderer};
+use gitgate::source::GitSource;
+
+const APPS: usize = 10;
+const PER_APP: usize = 100;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A ConfigMap and a Deployment per pair; dr differs from staging in one
+/// value of every 50th object.
+fn object(cluster: &str, a: usize, i: usize) -> String {
+    let level = if cluster == "dr" && i.is_multiple_of(50) { "debug" } else { "info" };
+    if i.is_multiple_of(2) {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app{a}-config{i}\ndata:\n  LOG_LEVEL: {level}\n  ENDPOINT: https://api.example.com/v1/app{a}/{i}\n"
+        )
+    } else {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app{a}-deploy{i}\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: app{a}-{i}}}\n  template:\n    metadata:\n      labels: {{app: app{a}-{i}}}\n    spec:\n      containers:\n        - name: main\n          image: registry.example.com/app{a}:1.{i}.0\n"
+        )
+    }
+}
+
+fn fixture() -> (tempfile::TempDir, GitSource, gix::ObjectId) {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    let mut cfg = String::from("clusters:\n  - {name: staging}\n  - {name: dr}\napps:\n");
+    for cluster in ["staging", "dr"] {
+        for a in 0..APPS {
+            let dir = work.join(format!("{cluster}/app{a}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in 0..PER_APP / 10 {
+                let docs: Vec<String> = (f * 10..(f + 1) * 10).map(|i| object(cluster, a, i)).collect();
+                std::fs::write(dir.join(format!("f{f}.yaml")), docs.join("---\n")).unwrap();
+            }
+            cfg.push_str(&format!(
+                "  - {{name: app{a}-{cluster}, path: {cluster}/app{a}, destination: {{cluster: {cluster}, namespace: app{a}}}}}\n"
+            ));
+        }
+    }
+    std::fs::write(work.join("gitgate.yaml"), cfg).unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "a fleet of two"]);
+    let head = gix::ObjectId::from_hex(git(&work, &["rev-parse", "HEAD"]).as_bytes()).unwrap();
+    let src = GitSource::open(work.to_str().unwrap(), &tmp.path().join("cache.git")).unwrap();
+    src.fetch().unwrap();
+    (tmp, src, head)
+}
+
+fn render(src: &GitSource, head: gix::ObjectId, cluster: &str) -> std::sync::Arc<gitgate::render::DesiredSet> {
+    let opts = RenderOptions { cluster: Some(cluster.into()), ..Default::default() };
+    Renderer::new(opts).desired(&src.repo(), head).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let (_tmp, src, head) = fixture();
+    let (a, b) = (render(&src, head, "staging"), render(&src, head, "dr"));
+    assert_eq!((a.len(), b.len()), (APPS * PER_APP, APPS * PER_APP));
+    let report = gitgate::fleet::compare(&a, &b);
+    assert_eq!(report.differences.len(), APPS * PER_APP / 50, "one object in 50 differs");
+    let mut g = c.benchmark_group("fleet");
+    g.sample_size(10);
+    g.bench_function("fleet diff, 2 clusters x 1,000 objects, rendered from cold and compared", |bencher| {
+        bencher.iter(|| {
+            let (a, b) = (render(&src, head, "staging"), render(&src, head, "dr"));
+            black_box(gitgate::fleet::compare(&a, &b))
+        })
+    });
+    g.bench_function("compare alone, 2 x 1,000 objects", |bencher| {
+        bencher.iter_batched(|| (), |()| black_box(gitgate::fleet::compare(&a, &b)), BatchSize::SmallInput)
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+
+fn main() {
+    benches();
+    criterion::Criterion::default().configure_from_args().final_summary();
+}
