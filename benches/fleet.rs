@@ -5,27 +5,18 @@
 //!
 //! `cargo bench --bench fleet`
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::hint::black_box;
-use std::path::Path;
-use std::process::Command;
 
 use criterion::{BatchSize, Criterion, criterion_group};
 use gitgate::render::{RenderOptions, Renderer};
 use gitgate::source::GitSource;
+use support::{Repo, cache_dir, oid};
 
 const APPS: usize = 10;
 const PER_APP: usize = 100;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "commit.gpgsign=false"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A ConfigMap and a Deployment per pair; dr differs from staging in one
 /// value of every 50th object.
@@ -42,32 +33,26 @@ fn object(cluster: &str, a: usize, i: usize) -> String {
     }
 }
 
-fn fixture() -> (tempfile::TempDir, GitSource, gix::ObjectId) {
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    git(&work, &["init", "-q", "-b", "main"]);
+fn fixture() -> (Repo, tempfile::TempDir, GitSource, gix::ObjectId) {
+    let repo = Repo::new();
     let mut cfg = String::from("clusters:\n  - {name: staging}\n  - {name: dr}\napps:\n");
     for cluster in ["staging", "dr"] {
         for a in 0..APPS {
-            let dir = work.join(format!("{cluster}/app{a}"));
-            std::fs::create_dir_all(&dir).unwrap();
             for f in 0..PER_APP / 10 {
                 let docs: Vec<String> = (f * 10..(f + 1) * 10).map(|i| object(cluster, a, i)).collect();
-                std::fs::write(dir.join(format!("f{f}.yaml")), docs.join("---\n")).unwrap();
+                repo.write(&format!("{cluster}/app{a}/f{f}.yaml"), &docs.join("---\n"));
             }
             cfg.push_str(&format!(
                 "  - {{name: app{a}-{cluster}, path: {cluster}/app{a}, destination: {{cluster: {cluster}, namespace: app{a}}}}}\n"
             ));
         }
     }
-    std::fs::write(work.join("gitgate.yaml"), cfg).unwrap();
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "a fleet of two"]);
-    let head = gix::ObjectId::from_hex(git(&work, &["rev-parse", "HEAD"]).as_bytes()).unwrap();
-    let src = GitSource::open(work.to_str().unwrap(), &tmp.path().join("cache.git")).unwrap();
+    repo.write("gitgate.yaml", &cfg);
+    let head = oid(&repo.commit("a fleet of two"));
+    let (cache_dir, cache) = cache_dir();
+    let src = GitSource::open(&repo.url(), &cache).unwrap();
     src.fetch().unwrap();
-    (tmp, src, head)
+    (repo, cache_dir, src, head)
 }
 
 fn render(src: &GitSource, head: gix::ObjectId, cluster: &str) -> std::sync::Arc<gitgate::render::DesiredSet> {
@@ -76,7 +61,7 @@ fn render(src: &GitSource, head: gix::ObjectId, cluster: &str) -> std::sync::Arc
 }
 
 fn bench(c: &mut Criterion) {
-    let (_tmp, src, head) = fixture();
+    let (_repo, _cache, src, head) = fixture();
     let (a, b) = (render(&src, head, "staging"), render(&src, head, "dr"));
     assert_eq!((a.len(), b.len()), (APPS * PER_APP, APPS * PER_APP));
     let report = gitgate::fleet::compare(&a, &b);

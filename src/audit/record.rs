@@ -222,16 +222,7 @@ pub struct Record {
     pub hash: String,
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0x0f)] as char);
-    }
-    out
-}
+pub use crate::contract::sealed::hex;
 
 pub use crate::clock::{format_rfc3339_micros, now_micros, parse_rfc3339_micros};
 

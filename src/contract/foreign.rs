@@ -39,6 +39,17 @@ pub struct Foreign {
     pub manager: String,
 }
 
+/// Whether a manager other than gitgate and the cluster's components
+/// wrote to `live` at all (outside subresources): without one there is no
+/// foreign field, and Git's manifest need not be read.
+pub fn any_foreign_writer(live: &Value) -> bool {
+    let Some(entries) = live.pointer("/metadata/managedFields").and_then(Value::as_array) else { return false };
+    entries.iter().any(|e| {
+        let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default();
+        is_foreign(field("manager"), field("subresource"))
+    })
+}
+
 /// Every foreign field of `live`, outside the `ignore` pointers and the
 /// fields Git's manifest `git` sets (a Git field another manager changed
 /// is a value drift, which the next apply takes back; it is not removed).

@@ -34,22 +34,16 @@ pub struct Expected<'a> {
     pub digest: &'a str,
     /// The commit that introduced this content (`gitgate.dev/commit`).
     pub commit: &'a str,
-    /// `<app>:<path>` (`gitgate.dev/source`); the app is the
-    /// `gitgate.dev/app` label.
-    pub source: &'a str,
+    /// The app that owns it (the `gitgate.dev/app` label).
+    pub app: &'a str,
+    /// The file that declares it; `gitgate.dev/source` is `<app>:<file>`.
+    pub file: &'a str,
     /// JSON pointers Git leaves to others: `gitgate.dev/ignore-fields`, and
     /// for a sealed Secret the fields the cluster holds unsealed.
     pub ignore: &'a [String],
     /// A sealed Secret: the `gitgate.dev/sealed-digest` its unsealed form
     /// carries (its values are compared by that, never read).
     pub sealed_digest: Option<&'a str>,
-}
-
-impl Expected<'_> {
-    /// The app of [`Expected::source`].
-    pub fn app(&self) -> &str {
-        self.source.split(':').next().unwrap_or_default()
-    }
 }
 
 /// A stamp that is not Git's. `Digest` and `Commit` prove the content:
@@ -132,9 +126,9 @@ fn stale_stamp(git: &Expected<'_>, object: &Value) -> Option<Stale> {
         Some(Stale::Digest)
     } else if stamps.commit != Some(git.commit) {
         Some(Stale::Commit)
-    } else if stamps.source != Some(git.source) {
+    } else if stamps.source.and_then(|s| s.split_once(':')) != Some((git.app, git.file)) {
         Some(Stale::Source)
-    } else if stamps.app != Some(git.app()) {
+    } else if stamps.app != Some(git.app) {
         Some(Stale::App)
     } else {
         None
@@ -165,10 +159,10 @@ fn difference(git: &Expected<'_>, object: &Value, foreigners: Foreigners<'_>) ->
 }
 
 /// The fields of `object` another manager added ([`foreign`]): Git's
-/// manifest is read only when the object kept its `managedFields` (it
-/// does only when such a manager wrote to it).
+/// manifest is read only when such a manager wrote to the object (the
+/// common update — gitgate's apply, a controller's — parses nothing).
 pub fn foreign_fields(git: &Expected<'_>, object: &Value) -> Vec<Foreign> {
-    if object.pointer("/metadata/managedFields").is_none() {
+    if !foreign::any_foreign_writer(object) {
         return Vec::new();
     }
     let manifest: Option<Value> = serde_json::from_str(git.manifest).ok();

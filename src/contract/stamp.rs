@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{APP_LABEL, BREAK_GLASS_ANNOTATION, COMMIT_ANNOTATION, DIGEST_ANNOTATION, SOURCE_ANNOTATION};
+use super::{APP_LABEL, BREAK_GLASS_ANNOTATION, COMMIT_ANNOTATION, DIGEST_ANNOTATION, Expected, SOURCE_ANNOTATION};
 
 /// An annotation of `object`, when it is a string.
 pub fn annotation<'v>(object: &'v Value, key: &str) -> Option<&'v str> {
@@ -35,34 +35,24 @@ impl<'v> Stamps<'v> {
     }
 }
 
-/// What [`stamp`] writes: Git's commit, source and digest, and the app.
-#[derive(Clone, Copy, Debug)]
-pub struct Stamp<'a> {
-    /// The namespace of a namespaced object (empty for a cluster-scoped one).
-    pub namespace: &'a str,
-    pub commit: &'a str,
-    /// `<app>:<path>`.
-    pub source: &'a str,
-    pub digest: &'a str,
-}
-
-/// Writes the stamps (and the namespace) into a manifest: what the sync
-/// loop applies. Fails only when `metadata` is not a map.
-pub fn stamp(object: &mut Value, s: &Stamp<'_>) -> Result<(), &'static str> {
-    let app = s.source.split(':').next().unwrap_or_default();
+/// Writes the stamps of `git` (commit, source, digest, app label) and the
+/// namespace (empty for a cluster-scoped object) into a manifest: what the
+/// sync loop applies. Fails only when `metadata` is not a map.
+pub fn stamp(object: &mut Value, namespace: &str, git: &Expected<'_>) -> Result<(), &'static str> {
+    let source = format!("{}:{}", git.app, git.file);
     let meta = object.as_object_mut().and_then(|o| {
         o.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
         o.get_mut("metadata").and_then(Value::as_object_mut)
     });
     let Some(meta) = meta else { return Err("metadata is not a map") };
-    if !s.namespace.is_empty() {
-        meta.insert("namespace".into(), Value::String(s.namespace.to_string()));
+    if !namespace.is_empty() {
+        meta.insert("namespace".into(), Value::String(namespace.to_string()));
     }
     for (field, k, v) in [
-        ("annotations", COMMIT_ANNOTATION, s.commit),
-        ("annotations", SOURCE_ANNOTATION, s.source),
-        ("annotations", DIGEST_ANNOTATION, s.digest),
-        ("labels", APP_LABEL, app),
+        ("annotations", COMMIT_ANNOTATION, git.commit),
+        ("annotations", SOURCE_ANNOTATION, source.as_str()),
+        ("annotations", DIGEST_ANNOTATION, git.digest),
+        ("labels", APP_LABEL, git.app),
     ] {
         let map = meta.entry(field).or_insert_with(|| Value::Object(Map::new()));
         if !map.is_object() {

@@ -76,9 +76,8 @@ fn changed(x: &DesiredObject, y: &DesiredObject) -> Option<String> {
     if x.digest == y.digest {
         return None;
     }
-    let (xv, yv) = (x.value(), y.value());
-    let first = first_difference(&x.manifest, &yv, &[]).ok().flatten();
-    first.or_else(|| first_difference(&y.manifest, &xv, &[]).ok().flatten()).or_else(|| Some("/".into()))
+    let first = first_difference(&x.manifest, &y.value(), &[]).ok().flatten();
+    first.or_else(|| first_difference(&y.manifest, &x.value(), &[]).ok().flatten()).or_else(|| Some("/".into()))
 }
 
 fn why(x: &DesiredObject, y: &DesiredObject) -> String {

@@ -500,13 +500,13 @@ fn check_content(snap: &Snapshot, obj: &DesiredObject, req: &AdmissionRequest, w
     };
     let (digest, commit) = (obj.digest_string(), obj.commit.to_string());
     let app = snap.desired.app_of(obj).map(|a| a.name.as_str()).unwrap_or_default();
-    let source = format!("{app}:{}", obj.source);
     let facts = snap.content.get(&obj.digest);
     let expected = contract::Expected {
         manifest: &obj.manifest,
         digest: &digest,
         commit: &commit,
-        source: &source,
+        app,
+        file: &obj.source,
         ignore: facts.map_or(&[][..], |f| &f.ignore),
         sealed_digest: facts.and_then(|f| f.sealed_digest.as_deref()),
     };

@@ -50,13 +50,7 @@ impl Planned {
     pub fn stamped(&self) -> Result<Value, SyncError> {
         let bad = |reason: String| SyncError::Manifest { object: self.id(), file: self.file().to_string(), reason };
         let mut object: Value = serde_json::from_str(&self.manifest).map_err(|e| bad(e.to_string()))?;
-        let s = contract::stamp::Stamp {
-            namespace: &self.key.namespace,
-            commit: &self.commit,
-            source: &self.source,
-            digest: &self.digest,
-        };
-        contract::stamp::stamp(&mut object, &s).map_err(|e| bad(e.into()))?;
+        contract::stamp::stamp(&mut object, &self.key.namespace, &self.expected()).map_err(|e| bad(e.into()))?;
         Ok(object)
     }
 
@@ -66,7 +60,8 @@ impl Planned {
             manifest: &self.manifest,
             digest: &self.digest,
             commit: &self.commit,
-            source: &self.source,
+            app: self.source.split_once(':').map_or("", |(a, _)| a),
+            file: self.file(),
             ignore: &self.ignore,
             sealed_digest: self.sealed_digest.as_deref(),
         }
