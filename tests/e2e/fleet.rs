@@ -17,6 +17,10 @@ fn a_spoke_applies_and_gates_only_its_clusters_apps() {
     let Some(c) = cluster::cluster("a_spoke_applies_and_gates_only_its_clusters_apps") else { return };
     let _serial = cluster::cluster_wide();
     c.ensure_namespace(NS);
+    // The chart's layout: the webhooks fail closed only in namespaces
+    // labelled for enforcement, so a spoke starting up never stands in the
+    // way of other tests' namespaces.
+    c.kubectl_ok(&["label", "namespace", NS, "gitgate.dev/enforce=true", "--overwrite"]);
     let repo = Repo::new();
     repo.write(
         "gitgate.yaml",
@@ -39,7 +43,14 @@ fn a_spoke_applies_and_gates_only_its_clusters_apps() {
         &repo,
         "gitgate-e2e-fleet",
         &format!("127.0.0.1:{port}"),
-        &["--cluster", "dr", "--webhook-endpoint", &format!("https://127.0.0.1:{port}")],
+        &[
+            "--cluster",
+            "dr",
+            "--webhook-endpoint",
+            &format!("https://127.0.0.1:{port}"),
+            "--webhook-enforce-label",
+            "gitgate.dev/enforce=true",
+        ],
     );
     let cleanup = || {
         for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
