@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod fleet;
+pub mod hub;
 pub mod promotion;
 pub mod render;
 pub mod secrets;
@@ -170,6 +171,18 @@ pub struct ServeArgs {
     /// gitgate on the same repository.
     #[arg(long, env = "GITGATE_CLUSTER")]
     pub cluster: Option<String>,
+    /// The fleet file: how to reach every spoke's status API (URL, token
+    /// file, CA). Adds the fleet view (`/ui/fleet`, `/api/v1/fleet`,
+    /// `gitgate status --fleet`) to this gitgate.
+    #[arg(long, env = "GITGATE_FLEET")]
+    pub fleet: Option<PathBuf>,
+    /// Run as the fleet's hub only: no Git, no sync, no webhooks — the
+    /// fleet view of `--fleet`'s spokes, behind the dashboard's login.
+    #[arg(long, requires = "fleet")]
+    pub hub: bool,
+    /// How often the fleet's spokes are asked for their status.
+    #[arg(long, env = "GITGATE_FLEET_INTERVAL", default_value = "10s")]
+    pub fleet_interval: String,
     /// Path of the apps file in the repository (`clusters/production/gitgate.yaml`:
     /// one repository, one file per cluster); app paths stay relative to the
     /// repository's root.
@@ -308,6 +321,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(args) => Ok(self::audit::run(args)?),
         Command::Render(args) => {
             self::render::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(args) if args.hub => {
+            let settings = hub::Settings::from_args(*args)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("failed to start the runtime")?;
+            rt.block_on(hub::serve(settings))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {

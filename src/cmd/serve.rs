@@ -45,6 +45,63 @@ pub struct Settings {
     pub audit: super::audit::ServeAuditArgs,
     pub sync: Box<super::sync::ServeSyncArgs>,
     pub dashboard: DashboardArgs,
+    /// `--fleet`: the spokes whose status this gitgate shows, and how often.
+    pub fleet: Option<Fleet>,
+}
+
+/// The fleet view's settings (`--fleet`, `--fleet-interval`), checked once.
+pub struct Fleet {
+    pub file: crate::fleet::hub::FleetFile,
+    pub interval: Duration,
+}
+
+impl Fleet {
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Option<Fleet>> {
+        let Some(path) = &args.fleet else { return Ok(None) };
+        let interval = in_range(
+            "--fleet-interval",
+            parse_duration(&args.fleet_interval)?,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )?;
+        Ok(Some(Fleet { file: crate::fleet::hub::FleetFile::load(path)?, interval }))
+    }
+
+    /// The hub (its metrics in `registry`), asking the spokes every interval.
+    pub fn start(
+        self,
+        registry: &mut Registry,
+    ) -> anyhow::Result<(Arc<crate::fleet::hub::Hub>, tokio::task::JoinHandle<()>)> {
+        let metrics = crate::fleet::hub::HubMetrics::register(registry);
+        let names: Vec<&str> = self.file.spokes.iter().map(|s| s.cluster.as_str()).collect();
+        tracing::info!(spokes = ?names, every = ?self.interval, "fleet view: asking the spokes for their status");
+        let hub = Arc::new(crate::fleet::hub::Hub::new(self.file, metrics)?);
+        let task = tokio::spawn(hub.clone().run(self.interval));
+        Ok((hub, task))
+    }
+}
+
+/// `serve`'s listener flags, checked (the hub's too).
+pub fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
+    Ok(ServeConfig::from_raw(RawServe {
+        listen: args.listen,
+        cert_dir: args.cert_dir.clone(),
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        tls_reload_interval: &args.tls_reload_interval,
+        request_timeout: &args.request_timeout,
+        header_timeout: &args.header_timeout,
+        max_body_bytes: args.max_body_bytes,
+        drain_timeout: &args.drain_timeout,
+        overload: RawOverload {
+            max_in_flight: args.max_in_flight,
+            max_queue: args.max_queue,
+            queue_timeout: &args.queue_timeout,
+            max_connections: args.max_connections,
+            max_handshakes: args.max_handshakes,
+            http2_max_streams: args.http2_max_streams,
+        },
+    })?)
 }
 
 impl Settings {
@@ -52,25 +109,8 @@ impl Settings {
     /// checked, before anything starts.
     pub fn from_args(args: ServeArgs) -> anyhow::Result<Settings> {
         let signing = signing(&args)?;
-        let config = ServeConfig::from_raw(RawServe {
-            listen: args.listen,
-            cert_dir: args.cert_dir,
-            tls_cert: args.tls_cert,
-            tls_key: args.tls_key,
-            tls_reload_interval: &args.tls_reload_interval,
-            request_timeout: &args.request_timeout,
-            header_timeout: &args.header_timeout,
-            max_body_bytes: args.max_body_bytes,
-            drain_timeout: &args.drain_timeout,
-            overload: RawOverload {
-                max_in_flight: args.max_in_flight,
-                max_queue: args.max_queue,
-                queue_timeout: &args.queue_timeout,
-                max_connections: args.max_connections,
-                max_handshakes: args.max_handshakes,
-                http2_max_streams: args.http2_max_streams,
-            },
-        })?;
+        let fleet = Fleet::from_args(&args)?;
+        let config = serve_config(&args)?;
         let policies = super::load_policies(&args.policies)?;
         let poll = in_range(
             "--poll-interval",
@@ -103,6 +143,7 @@ impl Settings {
             audit: args.audit,
             sync: args.sync,
             dashboard: args.dashboard,
+            fleet,
         })
     }
 }
@@ -127,7 +168,7 @@ fn signing(args: &ServeArgs) -> anyhow::Result<Signing> {
 }
 
 /// Runs the server until SIGTERM or Ctrl-C, then drains.
-pub async fn serve(s: Settings) -> anyhow::Result<()> {
+pub async fn serve(mut s: Settings) -> anyhow::Result<()> {
     // 1. TLS: the serving pair (a development pair generated or renewed),
     //    and who may call the webhooks.
     let (rustls, reloader) = tls_files(&s.config, &s.callers)?;
@@ -135,12 +176,13 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
     // 2. The audit log, and Git: the tracker of the commit in force.
     let mut registry = Registry::default();
     let audit_log = s.audit.open(&mut registry)?;
+    let fleet = s.fleet.take().map(|f| f.start(&mut registry)).transpose()?;
     let (tracker, source) = follow::track(&s.repo, &mut registry, audit_log.clone())?;
     // 3. The sync loop (leader-elected) on the tracker's desired sets.
     let sync = start_sync(&s, &tracker, &source, &mut registry, &audit_log).await?;
     // 4. The admission pipeline: provenance and policies, break-glass
     //    windows, the secrets bridge.
-    let denials = Arc::new(crate::dashboard::recent::RecentDenials::new(100));
+    let denials = Arc::new(crate::dashboard::recent::RecentDenials::new(100).counting(sync.status.clone()));
     let state = admission_state(&s, registry, caller_policy, &audit_log, denials.clone());
     let snapshot = Arc::new(ArcSwapOption::empty());
     let namespaces = crate::sync::namespaces::NamespaceCache::new();
@@ -157,7 +199,15 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
     let tracking = tokio::spawn(tracker.clone().run(s.poll));
     // 6. Routes: the webhooks, the dashboard and its API, metrics, the
     //    recipients endpoint, push hooks.
-    let parts = RouteParts { state: &state, sync: &sync, snapshot: &snapshot, source, denials, audit_log: &audit_log };
+    let parts = RouteParts {
+        state: &state,
+        sync: &sync,
+        snapshot: &snapshot,
+        source,
+        denials,
+        audit_log: &audit_log,
+        hub: fleet.as_ref().map(|(hub, _)| hub.clone()),
+    };
     let (router, metrics_server) = routes(&s, parts, pipeline.keyring, &tracker).await?;
     // 7. Listen until a signal, then drain.
     let running = listen(&s, &state, rustls, router).await?;
@@ -167,7 +217,7 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
     }
     shutdown_signal().await;
     tracing::info!(drain = ?s.config.drain_timeout, "shutting down: draining in-flight requests");
-    for task in [reload, tracking, following] {
+    for task in [reload, tracking, following].into_iter().chain(fleet.map(|(_, task)| task)) {
         task.abort();
     }
     sync.shutdown().await;
@@ -185,7 +235,7 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
 /// The serving pair (the development pair generated when missing, renewed
 /// when expiring or expired, here and at every reload round) and its
 /// reloader.
-fn tls_files(
+pub(super) fn tls_files(
     config: &ServeConfig,
     callers: &Callers,
 ) -> anyhow::Result<(axum_server::tls_rustls::RustlsConfig, tls::Reloader)> {
@@ -363,6 +413,7 @@ struct RouteParts<'a> {
     source: Arc<GitSource>,
     denials: Arc<crate::dashboard::recent::RecentDenials>,
     audit_log: &'a Arc<AuditLog>,
+    hub: Option<Arc<crate::fleet::hub::Hub>>,
 }
 
 /// The router, and the separate metrics server when `--metrics-listen`
@@ -394,10 +445,11 @@ async fn routes(
         })),
         None => axum::Router::new(),
     };
+    let fleet = p.hub.map_or_else(axum::Router::new, crate::dashboard::fleet::routes);
     let mut router = admission::routes(p.state.clone()).merge(crate::dashboard::router_with(
         Arc::new(dashboard),
         Arc::new(gate),
-        actions.merge(diffs),
+        actions.merge(diffs).merge(fleet),
     ));
     let metrics_server = match s.dashboard.metrics_listen {
         Some(addr) => Some(server::start_plain(addr, admission::metrics_router(p.state.clone())).await?),
@@ -442,7 +494,7 @@ async fn listen(
     tracing::info!(addr = %running.addr, "gitgate admission server listening on https://{}", running.addr);
     Ok(running)
 }
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

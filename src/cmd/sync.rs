@@ -238,6 +238,19 @@ pub async fn start(args: &ServeSyncArgs, w: Wiring<'_>) -> anyhow::Result<Runnin
     let status = Arc::new(
         StatusStore::new(Some(metrics)).with_refusals(w.tracker.refusals()).with_source_faults(w.tracker.faults()),
     );
+    let naming =
+        w.cluster.clone().map(|name| tokio::spawn(runtime::name_cluster(w.tracker.subscribe(), status.clone(), name)));
+    let mut running = start_mode(args, w, settings, status).await?;
+    running.tasks.extend(naming);
+    Ok(running)
+}
+
+async fn start_mode(
+    args: &ServeSyncArgs,
+    w: Wiring<'_>,
+    settings: Settings,
+    status: Arc<StatusStore>,
+) -> anyhow::Result<Running> {
     if args.sync == SyncMode::Off {
         return admission_only(args, w, settings, status).await;
     }
@@ -480,6 +493,11 @@ pub struct StatusArgs {
     pub json: bool,
     /// Only this app.
     pub app: Option<String>,
+    /// The fleet instead (a hub, or a gitgate given `--fleet`): each
+    /// cluster's state, apps and drift, and the parity groups. Exit status
+    /// 3 when a cluster is unknown, an app not synced or a group diverged.
+    #[arg(long, conflicts_with_all = ["app", "wait"])]
+    pub fleet: bool,
     /// Wait up to this long (`90s`, `5m`) until the apps are Synced (at
     /// `--commit` when given), as `argocd app wait` does.
     #[arg(long)]
@@ -605,6 +623,9 @@ fn done(o: &crate::sync::status::Overview, commit: Option<&str>) -> bool {
 
 /// `gitgate status`.
 pub fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
+    if args.fleet {
+        return fleet_status(&args);
+    }
     let wait = args.wait.as_deref().map(parse_duration).transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let url = format!("{}/api/v1/apps", args.conn.server.trim_end_matches('/'));
@@ -650,6 +671,33 @@ pub fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     let healthy = overview.apps.iter().all(|a| a.sync == crate::sync::status::SyncStatus::Synced);
     Ok(if healthy { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(3) })
+}
+
+/// `gitgate status --fleet`: the hub's view as a table (or JSON).
+fn fleet_status(args: &StatusArgs) -> anyhow::Result<std::process::ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let token = args.conn.bearer()?;
+    let view: crate::fleet::hub::FleetView = rt.block_on(async {
+        let resp = args.conn.get("/api/v1/fleet", token.as_ref(), Duration::from_secs(10)).await?;
+        let code = resp.status();
+        anyhow::ensure!(
+            code.is_success(),
+            "{} answered {code}{}",
+            args.conn.server,
+            if code == reqwest::StatusCode::NOT_FOUND { ": it has no fleet (serve --fleet FILE)" } else { "" }
+        );
+        resp.json().await.context("failed to read the fleet's status")
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", crate::fleet::hub::table(&view, args.wide));
+    }
+    Ok(if crate::fleet::hub::all_well(&view) {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(3)
+    })
 }
 
 /// `gitgate diff`: exits 0 when a sync of the app would change nothing, 1

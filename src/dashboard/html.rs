@@ -62,7 +62,23 @@ pub fn sign_out_form() -> &'static str {
 
 /// The page frame: navigation, who is looking, a live-refresh switch, the content.
 pub fn page(title: &str, active: &str, live: bool, who: Option<&Who<'_>>, body: &str) -> String {
-    let nav = [("Apps", "/ui"), ("Denials", "/ui/audit?decision=deny"), ("Audit log", "/ui/audit")]
+    page_with_nav(NAV, title, active, live, who, body)
+}
+
+/// Every page's navigation (a hub's pages have only the fleet).
+pub const NAV: &[(&str, &str)] =
+    &[("Apps", "/ui"), ("Denials", "/ui/audit?decision=deny"), ("Audit log", "/ui/audit"), ("Fleet", "/ui/fleet")];
+
+/// [`page`] with another navigation.
+pub fn page_with_nav(
+    nav: &[(&str, &str)],
+    title: &str,
+    active: &str,
+    live: bool,
+    who: Option<&Who<'_>>,
+    body: &str,
+) -> String {
+    let nav = nav
         .iter()
         .map(|(label, href)| {
             let current = if *label == active { " aria-current=\"page\"" } else { "" };
@@ -118,11 +134,11 @@ autocomplete=\"off\" required></label><button type=\"submit\">Sign in</button></
     )
 }
 
-fn badge(kind: &str, text: &str) -> String {
+pub fn badge(kind: &str, text: &str) -> String {
     format!("<span class=\"badge {kind}-{cls}\">{t}</span>", cls = esc(&text.to_ascii_lowercase()), t = esc(text))
 }
 
-fn sync_badge(s: SyncStatus) -> String {
+pub fn sync_badge(s: SyncStatus) -> String {
     badge("sync", s.as_str())
 }
 
@@ -604,13 +620,15 @@ mod tests {
                 message: "/spec/replicas differs from Git".into(),
                 commit: "3f2a9c1d0e".into(),
                 source: "apps/web/deploy one.yaml".into(),
+                digest: String::new(),
+                sealed: false,
             }],
         }
     }
 
     #[test]
     fn the_overview_shows_each_app_with_its_commit_and_escapes_everything() {
-        let o = Overview { role: "leader".into(), apps: vec![app()], refused: None, source: None };
+        let o = Overview { role: "leader".into(), apps: vec![app()], ..Overview::default() };
         let ctx = Context { repo: "file:///srv/git", head: Some(("3f2a9c1d0e".into(), "bump <image>".into())) };
         let html = overview(&ctx, &o, &[]);
         assert!(html.contains("web&lt;script&gt;"), "{html}");

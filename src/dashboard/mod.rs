@@ -20,6 +20,7 @@
 //! routes in through [`router_with`]), and never writes to the cluster.
 
 pub mod auth;
+pub mod fleet;
 pub mod html;
 pub mod links;
 pub mod recent;
@@ -128,8 +129,15 @@ pub fn router_with(state: Arc<DashboardState>, gate: Arc<Gate>, api: Router) -> 
         .merge(crate::sync::status::router(state.status.clone()))
         .merge(api)
         .layer(middleware::from_fn_with_state(gate.clone(), auth::require));
-    Router::new()
+    open_routes(gate)
         .route("/", get(|| async { Redirect::to("/ui") }))
+        .merge(gated)
+        .layer(middleware::map_response(security_headers))
+}
+
+/// The pages without login: the login form, sign-out, the static assets.
+fn open_routes(gate: Arc<Gate>) -> Router {
+    Router::new()
         .route("/ui/", get(|| async { Redirect::to("/ui") }))
         .route("/ui/login", get(login_form).post(login))
         .route("/ui/logout", post(logout))
@@ -138,8 +146,6 @@ pub fn router_with(state: Arc<DashboardState>, gate: Arc<Gate>, api: Router) -> 
         .route("/ui/static/icon.svg", get(|| async { asset("image/svg+xml", ICON_SVG) }))
         .route("/favicon.ico", get(|| async { Redirect::permanent("/ui/static/icon.svg") }))
         .with_state(gate)
-        .merge(gated)
-        .layer(middleware::map_response(security_headers))
 }
 
 #[derive(serde::Deserialize, Default)]

@@ -19,15 +19,26 @@ pub struct Denial {
 pub struct RecentDenials {
     ring: Mutex<VecDeque<Denial>>,
     cap: usize,
+    /// Where the count of denials is published (`/api/v1/apps`' `denied`).
+    status: Option<std::sync::Arc<crate::sync::status::StatusStore>>,
 }
 
 impl RecentDenials {
     pub fn new(cap: usize) -> Self {
-        RecentDenials { ring: Mutex::new(VecDeque::with_capacity(cap.min(1024))), cap: cap.max(1) }
+        RecentDenials { ring: Mutex::new(VecDeque::with_capacity(cap.min(1024))), cap: cap.max(1), status: None }
+    }
+
+    /// Also counts every denial into `status` (what a fleet's hub reads).
+    pub fn counting(mut self, status: std::sync::Arc<crate::sync::status::StatusStore>) -> Self {
+        self.status = Some(status);
+        self
     }
 
     pub fn push(&self, entry: Entry) {
         let denial = Denial { time: format_rfc3339_micros(now_micros()), entry };
+        if let Some(status) = &self.status {
+            status.denied(denial.time.clone());
+        }
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         if ring.len() == self.cap {
             ring.pop_back();

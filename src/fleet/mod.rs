@@ -6,10 +6,17 @@
 //! objects both get, the first field that differs and why (another file:
 //! an overlay; the same file: a generated value).
 //!
-//! Reads `render` (the desired sets) and `contract` (the field
-//! comparison). Must never import `sync`, `admission`, `provenance`,
-//! `promotion` or `dashboard`.
+//! [`hub`]: every spoke's status read over its authenticated status API
+//! (`serve --fleet FILE`), unknown spokes shown as unknown with when they
+//! were last seen; [`live`]: the parity groups compared from what the
+//! spokes report (objects, Git content digests, drift).
+//!
+//! Reads `render` (the desired sets), `contract` (the field comparison)
+//! and `sync::status` (the status document a spoke serves). Must never
+//! import `admission`, `provenance`, `promotion` or `dashboard`.
 
+pub mod hub;
+pub mod live;
 pub mod parity;
 
 pub use parity::{Difference, ParityReport, compare};

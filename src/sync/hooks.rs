@@ -335,6 +335,8 @@ impl HookRun {
                 message: String::new(),
                 commit: p.commit.clone(),
                 source: p.file().to_string(),
+                digest: p.digest.clone(),
+                sealed: false,
             },
         }
     }

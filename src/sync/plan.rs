@@ -677,6 +677,8 @@ pub fn plan_statuses(desired: &DesiredSet) -> Vec<AppStatus> {
                             message: String::new(),
                             commit: p.commit.clone(),
                             source: p.source.split_once(':').map(|(_, s)| s.to_string()).unwrap_or_default(),
+                            digest: p.digest.clone(),
+                            sealed: p.sealed_digest.is_some(),
                         })
                         .collect(),
                     "plan mode: no cluster is reachable, nothing is applied".to_string(),

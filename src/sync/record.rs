@@ -44,6 +44,8 @@ impl Reconciler {
                 message,
                 commit: p.commit.clone(),
                 source: p.file().to_string(),
+                digest: p.digest.clone(),
+                sealed: p.sealed_digest.is_some(),
             });
         }
         status.health = health_str(health::aggregate(healths));

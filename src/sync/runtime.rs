@@ -102,3 +102,24 @@ pub async fn plan_mode(mut desired: tokio::sync::watch::Receiver<Option<Arc<Desi
         }
     }
 }
+
+/// Spoke mode: names the cluster in the status (what a fleet's hub reads
+/// to know whom it asked), with its labels as each commit declares them.
+pub async fn name_cluster(
+    mut desired: tokio::sync::watch::Receiver<Option<Arc<DesiredSet>>>,
+    status: Arc<StatusStore>,
+    name: String,
+) {
+    status.set_cluster(super::status::ClusterInfo { name: name.clone(), labels: Default::default() });
+    loop {
+        let current = desired.borrow_and_update().clone();
+        if let Some(d) = current {
+            let labels =
+                d.config().clusters.iter().find(|c| c.name == name).map(|c| c.labels.clone()).unwrap_or_default();
+            status.set_cluster(super::status::ClusterInfo { name: name.clone(), labels });
+        }
+        if desired.changed().await.is_err() {
+            return;
+        }
+    }
+}

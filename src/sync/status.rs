@@ -79,6 +79,14 @@ pub struct ObjectStatus {
     /// The commit that introduced its content, and the file.
     pub commit: String,
     pub source: String,
+    /// Git's content digest (`gitgate.dev/digest`): what a fleet's hub
+    /// compares across clusters that should be identical.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub digest: String,
+    /// A Secret sealed in Git (`gitgate.dev/sealed`): sealed per cluster,
+    /// so its digest differs between clusters by design.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sealed: bool,
 }
 
 /// One app.
@@ -121,6 +129,31 @@ pub struct Overview {
     /// last good commit stays in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceFault>,
+    /// The cluster this gitgate syncs and gates (`--cluster`), with its
+    /// labels in `gitgate.yaml`: how a fleet's hub knows whom it reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterInfo>,
+    /// Changes this gitgate denied since it started.
+    #[serde(default)]
+    pub denied: Denied,
+}
+
+/// A spoke's cluster, as `gitgate.yaml` declares it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Denied changes: how many since start, and when the last one was.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Denied {
+    pub count: u64,
+    /// RFC 3339; empty when none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -196,7 +229,7 @@ pub struct StatusStore {
 impl StatusStore {
     pub fn new(metrics: Option<SyncMetrics>) -> Self {
         StatusStore {
-            inner: RwLock::new(Overview { role: "off".into(), apps: Vec::new(), refused: None, source: None }),
+            inner: RwLock::new(Overview { role: "off".into(), ..Overview::default() }),
             metrics,
             refusals: None,
             faults: None,
@@ -251,6 +284,21 @@ impl StatusStore {
 
     pub fn set_role(&self, role: &str) {
         self.inner.write().unwrap_or_else(|e| e.into_inner()).role = role.into();
+    }
+
+    /// Names the cluster this gitgate syncs (spoke mode), with its labels.
+    pub fn set_cluster(&self, cluster: ClusterInfo) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if inner.cluster.as_ref() != Some(&cluster) {
+            inner.cluster = Some(cluster);
+        }
+    }
+
+    /// Counts a denied change (the admission recorder calls it).
+    pub fn denied(&self, time: String) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner.denied.count += 1;
+        inner.denied.last = time;
     }
 
     /// The overview as JSON, written under the read lock: no copy of a

@@ -103,6 +103,17 @@ impl ServeProcess {
 
     /// As [`ServeProcess::spawn`], on a given address.
     pub fn spawn_on(bin: &str, workdir: &std::path::Path, listen: &str, extra: &[&str]) -> ServeProcess {
+        Self::spawn_until(bin, workdir, listen, extra, "ready: deciding from the commit in force")
+    }
+
+    /// As [`ServeProcess::spawn_on`], ready once the log says `ready`.
+    pub fn spawn_until(
+        bin: &str,
+        workdir: &std::path::Path,
+        listen: &str,
+        extra: &[&str],
+        ready: &str,
+    ) -> ServeProcess {
         use std::io::BufRead as _;
         let mut child = reap::spawn(
             std::process::Command::new(bin)
@@ -139,7 +150,7 @@ impl ServeProcess {
         });
         let addr = addr.unwrap_or_else(|| panic!("serve prints the address it listens on: {}", log.lock().unwrap()));
         let serve = ServeProcess { child, addr, ca: workdir.join("certs/ca.crt"), log };
-        serve.wait_for_log("ready: deciding from the commit in force", std::time::Duration::from_secs(60));
+        serve.wait_for_log(ready, std::time::Duration::from_secs(60));
         serve
     }
 

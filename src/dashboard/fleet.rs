@@ -1,0 +1,208 @@
+//! The fleet page (`/ui/fleet`) and `GET /api/v1/fleet`: every spoke's
+//! apps, sync, health, commits, waiting approvals, drift and denials; the
+//! parity groups and what makes their clusters differ. Served by a hub
+//! (`serve --hub --fleet FILE`, these pages only) and by any gitgate given
+//! `--fleet FILE`. Behind the dashboard's login; apps a viewer may not
+//! read are left out (a hub has no projects of its own: only
+//! `--admin-group` members see its fleet).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Json, Router, middleware};
+
+use super::auth::{Gate, Viewer};
+use super::html::{self, badge, esc, page_with_nav, sync_badge};
+use crate::fleet::hub::{FleetView, Hub, SpokeState, SpokeView};
+use crate::fleet::live::ParityState;
+
+/// A hub's navigation: the fleet only.
+const HUB_NAV: &[(&str, &str)] = &[("Fleet", "/ui/fleet")];
+
+/// The fleet's routes, to merge behind the dashboard's login.
+pub fn routes(hub: Arc<Hub>) -> Router {
+    routes_with(hub, html::NAV)
+}
+
+fn routes_with(hub: Arc<Hub>, nav: &'static [(&'static str, &'static str)]) -> Router {
+    Router::new().route("/api/v1/fleet", get(api)).route("/ui/fleet", get(move |s, v| page(s, v, nav))).with_state(hub)
+}
+
+/// A hub's whole site: the fleet behind the login, the login page and
+/// the static assets open, `/` and `/ui` leading to the fleet.
+pub fn hub_router(hub: Arc<Hub>, gate: Arc<Gate>) -> Router {
+    let gated = routes_with(hub, HUB_NAV).layer(middleware::from_fn_with_state(gate.clone(), super::auth::require));
+    super::open_routes(gate)
+        .route("/", get(|| async { Redirect::to("/ui/fleet") }))
+        .route("/ui", get(|| async { Redirect::to("/ui/fleet") }))
+        .merge(gated)
+        .layer(middleware::map_response(super::security_headers))
+}
+
+/// The view with only the apps `v` may read.
+fn scoped(hub: &Hub, v: &Viewer) -> FleetView {
+    let mut view = (*hub.view()).clone();
+    if !v.scope.is_all() {
+        for s in &mut view.spokes {
+            s.status.apps.retain(|a| v.scope.sees_app(&a.name));
+            s.summary = crate::fleet::hub::Summary::of(&s.status);
+        }
+        // Parity names objects of every app: only for those who see all.
+        for g in &mut view.parity {
+            g.differences.clear();
+        }
+    }
+    view
+}
+
+async fn api(State(hub): State<Arc<Hub>>, Extension(v): Extension<Viewer>) -> Response {
+    Json(scoped(&hub, &v)).into_response()
+}
+
+async fn page(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Viewer>,
+    nav: &'static [(&'static str, &'static str)],
+) -> Response {
+    let body = fleet_page(&scoped(&hub, &v));
+    let who = super::who(&v);
+    super::html_page(StatusCode::OK, page_with_nav(nav, "Fleet", "Fleet", true, Some(&who), &body))
+}
+
+fn state_badge(s: &SpokeView) -> String {
+    match s.state {
+        SpokeState::Up => "<span class=\"badge health-healthy\">up</span>".to_string(),
+        SpokeState::Unknown => badge("health", "Unknown"),
+    }
+}
+
+fn parity_badge(state: ParityState) -> String {
+    match state {
+        ParityState::Identical => "<span class=\"badge sync-synced\">identical</span>".to_string(),
+        ParityState::Diverged => "<span class=\"badge sync-outofsync\">diverged</span>".to_string(),
+        ParityState::Unknown => badge("sync", "Unknown"),
+    }
+}
+
+/// The page: the clusters, the parity groups, each cluster's apps.
+pub fn fleet_page(view: &FleetView) -> String {
+    let mut b = String::new();
+    let refreshed = if view.refreshed.is_empty() {
+        "not yet asked".to_string()
+    } else {
+        format!("asked at {} ({} ms)", view.refreshed, view.took_ms)
+    };
+    let _ = write!(
+        b,
+        "<section class=\"summary\"><p>{n} cluster{s}, {refreshed}. A cluster that does not answer is unknown, \
+never healthy.</p></section>",
+        n = view.spokes.len(),
+        s = if view.spokes.len() == 1 { "" } else { "s" },
+        refreshed = esc(&refreshed)
+    );
+    clusters(&mut b, view);
+    parity(&mut b, view);
+    for s in view.spokes.iter().filter(|s| s.state == SpokeState::Up) {
+        apps(&mut b, s);
+    }
+    b
+}
+
+fn clusters(b: &mut String, view: &FleetView) {
+    b.push_str(
+        "<section><h1>Clusters</h1><table id=\"clusters\"><thead><tr><th>Cluster</th><th>State</th><th>Last seen</th>\
+<th>Apps</th><th>Synced</th><th>Out of sync</th><th>Failed</th><th>Waiting approval</th><th>Held</th>\
+<th>Drifted objects</th><th>Denied</th><th>Commit</th><th>Parity group</th><th>Detail</th></tr></thead><tbody>",
+    );
+    for s in &view.spokes {
+        let m = &s.summary;
+        let commit = m.commits.first().map_or(String::new(), |c| html::short(c).to_string());
+        let more = if m.commits.len() > 1 { format!(" (+{})", m.commits.len() - 1) } else { String::new() };
+        let detail =
+            if s.state == SpokeState::Up { format!("{} · {} ms", s.role, s.answered_ms) } else { s.reason.clone() };
+        let _ = write!(
+            b,
+            "<tr data-cluster=\"{c}\" data-state=\"{state:?}\"><td>{c}</td><td>{badge}</td><td>{seen}</td><td>{apps}</td>\
+<td>{synced}</td><td>{oos}</td><td>{failed}</td><td>{waiting}</td><td>{held}</td><td>{drift}</td><td>{denied}</td>\
+<td><code>{commit}</code>{more}</td><td>{group}</td><td>{detail}</td></tr>",
+            c = esc(&s.cluster),
+            state = s.state,
+            badge = state_badge(s),
+            seen = if s.last_seen.is_empty() { "never".to_string() } else { esc(&s.last_seen) },
+            apps = m.apps,
+            synced = m.synced,
+            oos = m.out_of_sync,
+            failed = m.failed,
+            waiting = m.waiting_approval,
+            held = m.held,
+            drift = m.drifted_objects,
+            denied = s.denied.count,
+            commit = esc(&commit),
+            group = esc(s.parity_group.as_deref().unwrap_or("")),
+            detail = esc(&detail),
+        );
+    }
+    b.push_str("</tbody></table></section>");
+}
+
+fn parity(b: &mut String, view: &FleetView) {
+    b.push_str("<section><h1>Parity</h1>");
+    if view.parity.is_empty() {
+        b.push_str(
+            "<p class=\"empty\">No parity group: clusters with the same <code>labels.env</code> (or the fleet file's \
+<code>parityGroup</code>) are compared here.</p></section>",
+        );
+        return;
+    }
+    b.push_str(
+        "<table id=\"parity\"><thead><tr><th>Group</th><th>Clusters</th><th>State</th><th>Identical objects</th>\
+<th>Allowed differences</th><th>Sealed per cluster</th><th>Differences</th></tr></thead><tbody>",
+    );
+    for g in &view.parity {
+        let mut diffs: Vec<String> = g.differences.iter().map(|d| esc(&d.describe())).collect();
+        if !g.reason.is_empty() {
+            diffs.insert(0, esc(&g.reason));
+        }
+        let _ = write!(
+            b,
+            "<tr data-group=\"{name}\" data-state=\"{state:?}\"><td>{name}</td><td>{members}</td><td>{badge}</td>\
+<td>{identical}</td><td>{allowed}</td><td>{sealed}</td><td>{diffs}</td></tr>",
+            name = esc(&g.name),
+            state = g.state,
+            members = esc(&g.members.join(", ")),
+            badge = parity_badge(g.state),
+            identical = g.identical,
+            allowed = g.allowed,
+            sealed = g.sealed,
+            diffs = diffs.join("<br>"),
+        );
+    }
+    b.push_str("</tbody></table></section>");
+}
+
+fn apps(b: &mut String, s: &SpokeView) {
+    let _ = write!(
+        b,
+        "<section><details><summary>{c}: {n} app{plural}</summary><table class=\"fleet-apps\" data-cluster=\"{c}\">\
+<thead><tr><th>App</th><th>Sync</th><th>Health</th><th>Target commit</th><th>Message</th></tr></thead><tbody>",
+        c = esc(&s.cluster),
+        n = s.status.apps.len(),
+        plural = if s.status.apps.len() == 1 { "" } else { "s" },
+    );
+    for a in &s.status.apps {
+        let _ = write!(
+            b,
+            "<tr><td>{name}</td><td>{sync}</td><td>{health}</td><td><code>{commit}</code></td><td>{msg}</td></tr>",
+            name = esc(&a.name),
+            sync = sync_badge(a.sync),
+            health = badge("health", &a.health),
+            commit = esc(html::short(&a.target_commit)),
+            msg = esc(&a.message),
+        );
+    }
+    b.push_str("</tbody></table></details></section>");
+}
