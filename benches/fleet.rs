@@ -1,7 +1,13 @@
-//! Fleet figure (issue 18): `gitgate fleet diff` of two clusters × 1,000
-//! objects ≤ 2 s from desired sets alone — both clusters rendered from
-//! cold (fresh renderers, as the command does) and compared. Also the
-//! comparison alone, the sets already rendered.
+//! Fleet figures (issue 18):
+//! - `gitgate fleet diff` of two clusters × 1,000 objects ≤ 2 s from
+//!   desired sets alone — both clusters rendered from cold (fresh
+//!   renderers, as the command does) and compared; also the comparison
+//!   alone, the sets already rendered;
+//! - the hub's refresh of 3 clusters × 50 apps ≤ 1 s: three spokes on
+//!   HTTPS behind their real login, each asked `GET /api/v1/apps` with its
+//!   token, the answers read and the parity group compared;
+//! - a spoke's status endpoint ≤ 10 ms: one `GET /api/v1/apps` of 50 apps
+//!   with the hub's token.
 //!
 //! `cargo bench --bench fleet`
 
@@ -80,7 +86,70 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// 50 apps of 20 objects each (10 Deployments, 10 ConfigMaps).
+fn apps(cluster: &str) -> Vec<gitgate::sync::status::AppStatus> {
+    (0..50)
+        .map(|a| {
+            let objects = (0..20)
+                .map(|i| {
+                    let kind = if i % 2 == 0 { "ConfigMap" } else { "Deployment" };
+                    let mut o = support::fleet::object(kind, &format!("app{a}-{i}"), &format!("sha256:{a:04}{i:04}"));
+                    o.namespace = format!("app{a}");
+                    o
+                })
+                .collect();
+            support::fleet::app(&format!("app{a}-{cluster}"), objects)
+        })
+        .collect()
+}
+
+fn hub(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, spokes) = rt.block_on(async {
+        let spokes = [
+            support::fleet::spoke("staging", "staging", "t-staging", apps("staging")).await,
+            support::fleet::spoke("production", "production", "t-production", apps("production")).await,
+            support::fleet::spoke("dr", "production", "t-dr", apps("dr")).await,
+        ];
+        let file = support::fleet::fleet_file(
+            dir.path(),
+            &[
+                ("staging", &spokes[0], "t-staging"),
+                ("production", &spokes[1], "t-production"),
+                ("dr", &spokes[2], "t-dr"),
+            ],
+            "",
+        );
+        let hub = gitgate::fleet::hub::Hub::new(file, Default::default()).unwrap();
+        let view = hub.refresh().await;
+        assert!(view.spokes.iter().all(|s| s.summary.apps == 50 && s.status.apps[0].objects.len() == 20), "{view:?}");
+        assert_eq!(view.parity[0].identical, 1000, "production and dr: the same 1,000 objects");
+        (hub, spokes)
+    });
+    let token = std::fs::read_to_string(dir.path().join("production.token")).unwrap();
+    let ca = std::fs::read(&spokes[1].ca).unwrap();
+    let client =
+        reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap()).build().unwrap();
+    let url = format!("{}/api/v1/apps", spokes[1].url);
+    let mut g = c.benchmark_group("fleet hub");
+    g.sample_size(20);
+    g.bench_function("hub refresh, 3 clusters x 50 apps (1,000 objects each)", |b| {
+        b.iter(|| rt.block_on(async { black_box(hub.refresh().await) }))
+    });
+    g.bench_function("a spoke's GET /api/v1/apps, 50 apps, with the hub's token", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let resp = client.get(&url).bearer_auth(token.trim()).send().await.unwrap();
+                assert!(resp.status().is_success());
+                black_box(resp.bytes().await.unwrap())
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, hub);
 
 fn main() {
     benches();

@@ -10,6 +10,7 @@
 //!   on loopback, and `gitgate serve` as a child process.
 //! - [`vault`]: a loopback fake of Vault's HTTP API.
 //! - [`cluster`]: a real loopback control plane (`kube-up.sh`).
+//! - [`fleet`]: in-process spokes behind their real login, for a hub.
 //! - [`reap`]: every process a test starts ends with the test.
 //!
 //! The shell scripts beside this file (`kube-up.sh`, `kube-down.sh`,
@@ -20,6 +21,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod fleet;
 pub mod reap;
 pub mod repo;
 pub mod server;
