@@ -3,8 +3,11 @@
 //! --fleet` checks each chain on its own, mixed-up logs are refused, and
 //! records written before clusters were named still verify.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use gitgate::audit::log::Options;
 use gitgate::audit::record::{now_micros, parse_rfc3339_micros};
@@ -318,4 +321,33 @@ fn bad_chain_arguments_are_clear_errors() {
             assert!(!err.contains("panicked"), "{err}");
         }
     }
+}
+
+/// `serve --cluster NAME` writes NAME into its audit records.
+#[test]
+fn a_spoke_names_its_cluster_in_every_record() {
+    support::server::install_crypto();
+    let work = tempfile::tempdir().unwrap();
+    let serve = support::server::ServeProcess::spawn(BIN, work.path(), &["--cluster", "in-cluster"]);
+    serve.wait_for_log("desired set updated", Duration::from_secs(30));
+    let fixture = support::server::fixtures_dir().join("validate-create-deployment.json");
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(&serve.ca)
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(format!("@{}", fixture.display()))
+        .arg(format!("https://127.0.0.1:{}/validate", serve.addr.port()))
+        .output()
+        .expect("curl is on PATH");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(serve.terminate(Duration::from_secs(20)).success());
+
+    let dir = work.path().join("gitgate-data/audit");
+    let written = records(&dir);
+    let sent: serde_json::Value = serde_json::from_slice(&std::fs::read(&fixture).unwrap()).unwrap();
+    assert!(written.iter().any(|r| sent["request"]["uid"] == r.entry.uid.as_str()), "the admission was recorded");
+    assert!(written.iter().all(|r| r.cluster.as_deref() == Some("in-cluster")), "{written:?}");
+    let out = gitgate(&["audit", "verify", "--fleet"], &[dir.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).starts_with(&format!("in-cluster: OK: {} records", written.len())), "{}", stdout(&out));
 }
