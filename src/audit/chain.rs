@@ -3,8 +3,11 @@
 //! A record is one JSON line whose last member is `"hash"`:
 //!
 //! ```text
-//! {"seq":7,"time":"…","replica":"…","prev":"<hash of record 6>",…entry…,"hash":"<64 hex>"}
+//! {"seq":7,"time":"…","replica":"…","cluster":"…","prev":"<hash of record 6>",…entry…,"hash":"<64 hex>"}
 //! ```
+//!
+//! `cluster` is there only in records of a log opened for a cluster (a
+//! fleet spoke); records without it hash exactly as they always did.
 //!
 //! The record's hash is the lowercase hex SHA-256 of its canonical JSON
 //! with its own `hash` member excluded, which is exactly the line with the
@@ -39,12 +42,14 @@ pub struct Head {
 }
 
 /// Writes one sealed record line (with its trailing newline) into `buf`
-/// and returns its hash.
+/// and returns its hash. `cluster` (a fleet spoke's name) is written after
+/// `replica` and covered by the hash; `None` writes no member at all.
 pub fn seal(
     buf: &mut Vec<u8>,
     seq: u64,
     time: &str,
     replica: &str,
+    cluster: Option<&str>,
     prev: &str,
     entry: &Entry,
 ) -> Result<String, serde_json::Error> {
@@ -55,6 +60,10 @@ pub fn seal(
     serde_json::to_writer(&mut *buf, time)?;
     buf.extend_from_slice(b",\"replica\":");
     serde_json::to_writer(&mut *buf, replica)?;
+    if let Some(cluster) = cluster {
+        buf.extend_from_slice(b",\"cluster\":");
+        serde_json::to_writer(&mut *buf, cluster)?;
+    }
     buf.extend_from_slice(b",\"prev\":");
     serde_json::to_writer(&mut *buf, prev)?;
     buf.push(b',');
@@ -181,6 +190,14 @@ pub enum Problem {
         checkpoint_seq: u64,
         checkpoint_time: String,
     },
+    /// The record names another cluster than its chain (fleet checks
+    /// only): `expected` is the NAME the chain was given as (`given`) or
+    /// the cluster its earlier records name.
+    WrongCluster {
+        found: String,
+        expected: String,
+        given: bool,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -199,6 +216,14 @@ impl fmt::Display for Problem {
             Problem::TailMissing { checkpoint_seq, checkpoint_time } => write!(
                 f,
                 "it is missing: the log ends before it, but a checkpoint signed at {checkpoint_time} covers records up to {checkpoint_seq} (the tail was cut)"
+            ),
+            Problem::WrongCluster { found, expected, given: true } => write!(
+                f,
+                "it names cluster {found:?}, but its chain was given as cluster {expected:?} (are the logs mixed up?)"
+            ),
+            Problem::WrongCluster { found, expected, given: false } => write!(
+                f,
+                "it names cluster {found:?}, but the records before it name cluster {expected:?} (one chain must be one cluster's)"
             ),
         }
     }
@@ -244,6 +269,64 @@ pub struct Summary {
     pub checkpoints_matched: u64,
     /// Checkpoints older than the first record given (earlier files absent).
     pub checkpoints_before: u64,
+    /// The last record's time (read only when the verifier checks clusters,
+    /// see [`Verifier::with_cluster_rule`]).
+    pub last_time: Option<String>,
+    /// The cluster the records name (only when the verifier checks
+    /// clusters; `None` when no record names one).
+    pub cluster: Option<String>,
+}
+
+/// Which cluster the records of one fleet chain must name. A record
+/// without a `cluster` member (written before spokes named themselves)
+/// always passes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterRule {
+    expected: Option<String>,
+    given: bool,
+}
+
+impl ClusterRule {
+    /// Every record that names a cluster must name `name` (the NAME the
+    /// chain was given as).
+    pub fn given(name: impl Into<String>) -> ClusterRule {
+        ClusterRule { expected: Some(name.into()), given: true }
+    }
+
+    /// Every record that names a cluster must name the same one: the
+    /// first one found.
+    pub fn consistent() -> ClusterRule {
+        ClusterRule::default()
+    }
+
+    /// Checks one record's `cluster`.
+    pub fn check(&mut self, cluster: Option<&str>) -> Result<(), Problem> {
+        let Some(found) = cluster else { return Ok(()) };
+        match &self.expected {
+            Some(expected) if expected != found => {
+                Err(Problem::WrongCluster { found: found.to_owned(), expected: expected.clone(), given: self.given })
+            }
+            Some(_) => Ok(()),
+            None => {
+                self.expected = Some(found.to_owned());
+                Ok(())
+            }
+        }
+    }
+
+    /// The cluster the chain was given as, or that its records name so far.
+    pub fn cluster(&self) -> Option<&str> {
+        self.expected.as_deref()
+    }
+}
+
+/// The members a fleet check reads besides the chain fields.
+#[derive(Deserialize)]
+struct LabelFields<'a> {
+    #[serde(default, borrow)]
+    time: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    cluster: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Walks records in order and stops at the first break.
@@ -251,11 +334,20 @@ pub struct Summary {
 pub struct Verifier {
     anchors: BTreeMap<u64, Anchor>,
     summary: Summary,
+    clusters: Option<ClusterRule>,
 }
 
 impl Verifier {
     pub fn new(anchors: BTreeMap<u64, Anchor>) -> Self {
-        Verifier { anchors, summary: Summary::default() }
+        Verifier { anchors, summary: Summary::default(), clusters: None }
+    }
+
+    /// Also checks every record's `cluster` against `rule` (a record naming
+    /// another cluster breaks the chain there) and notes the last record's
+    /// time and the cluster in the [`Summary`]: `audit verify --fleet`.
+    pub fn with_cluster_rule(mut self, rule: ClusterRule) -> Self {
+        self.clusters = Some(rule);
+        self
     }
 
     fn expected(&self) -> Option<u64> {
@@ -305,6 +397,21 @@ impl Verifier {
                 problem: Problem::CheckpointMismatch { signed: anchor.hash.clone(), found: opened.hash },
             });
         }
+        if let Some(rule) = &mut self.clusters {
+            let label: LabelFields<'_> = serde_json::from_slice(line).map_err(|e| Break {
+                seq: Some(opened.seq),
+                at: Some(at.clone()),
+                problem: Problem::Line(LineProblem::Malformed(e.to_string())),
+            })?;
+            rule.check(label.cluster.as_deref()).map_err(|problem| Break {
+                seq: Some(opened.seq),
+                at: Some(at.clone()),
+                problem,
+            })?;
+            let last_time = self.summary.last_time.get_or_insert_with(String::new);
+            last_time.clear();
+            last_time.push_str(label.time.as_deref().unwrap_or_default());
+        }
         self.summary.records += 1;
         self.summary.last = Some(Head { seq: opened.seq, hash: opened.hash });
         Ok(())
@@ -321,6 +428,7 @@ impl Verifier {
                 problem: Problem::TailMissing { checkpoint_seq: seq, checkpoint_time: anchor.time.clone() },
             });
         }
+        self.summary.cluster = self.clusters.as_ref().and_then(|r| r.cluster().map(str::to_owned));
         self.summary.checkpoints_before = self.anchors.range(..first).count() as u64;
         self.summary.checkpoints_matched = self.anchors.range(first..=last).count() as u64;
         Ok(self.summary)
@@ -343,7 +451,12 @@ pub type Verdict = Result<Summary, Break>;
 
 /// Verifies `files` as one chain, in the order given.
 pub fn verify_files(files: &[PathBuf], anchors: BTreeMap<u64, Anchor>) -> Result<Verdict, ReadError> {
-    let mut v = Verifier::new(anchors);
+    verify_files_with(files, Verifier::new(anchors))
+}
+
+/// Verifies `files` as one chain, in the order given, with `v` (e.g. one
+/// that also checks clusters).
+pub fn verify_files_with(files: &[PathBuf], mut v: Verifier) -> Result<Verdict, ReadError> {
     let mut line = Vec::with_capacity(4096);
     for path in files {
         let io = |source| ReadError::Io { path: path.clone(), source };
@@ -392,7 +505,7 @@ mod tests {
         for seq in 1..=n {
             let mut e = Entry::new(EventKind::Admission, Outcome::Allow);
             e.name = format!("obj-{seq}");
-            prev = seal(&mut buf, seq, "2026-11-21T00:00:00.000000Z", "r\"1", &prev, &e).unwrap();
+            prev = seal(&mut buf, seq, "2026-11-21T00:00:00.000000Z", "r\"1", None, &prev, &e).unwrap();
             out.extend_from_slice(&buf);
         }
         out
@@ -414,7 +527,7 @@ mod tests {
     fn a_sealed_line_is_json_whose_hash_excludes_itself() {
         let mut buf = Vec::new();
         let e = Entry::new(EventKind::Prune, Outcome::Done);
-        let hash = seal(&mut buf, 1, "t", "replica", GENESIS, &e).unwrap();
+        let hash = seal(&mut buf, 1, "t", "replica", None, GENESIS, &e).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["hash"], hash.as_str());
         assert_eq!(v["event"], "prune");
@@ -423,6 +536,54 @@ mod tests {
         let body = &buf[..buf.len() - 1 - HASH_SUFFIX_LEN];
         assert_eq!(hex(digest::digest(&digest::SHA256, &[body, b"}"].concat()).as_ref()), hash);
         assert_eq!(open_line(&buf[..buf.len() - 1]).unwrap(), Opened { seq: 1, prev: GENESIS.into(), hash });
+    }
+
+    #[test]
+    fn a_cluster_is_sealed_under_the_hash_and_checked_by_a_fleet_verifier() {
+        let mut buf = Vec::new();
+        let e = Entry::new(EventKind::Apply, Outcome::Done);
+        let mut none = Vec::new();
+        seal(&mut none, 1, "t", "r", None, GENESIS, &e).unwrap();
+        assert!(!String::from_utf8_lossy(&none).contains("cluster"));
+        seal(&mut buf, 1, "t", "r", Some("production"), GENESIS, &e).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["cluster"], "production");
+        let record: crate::audit::Record = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(record.cluster.as_deref(), Some("production"));
+        assert!(walk(&buf).is_ok());
+        // relabelling the record breaks its hash
+        let relabelled = String::from_utf8(buf.clone()).unwrap().replace("production", "staging");
+        let b = walk(relabelled.as_bytes()).unwrap_err();
+        assert!(matches!(b.problem, Problem::Line(LineProblem::HashMismatch { .. })), "{b}");
+
+        let fleet = |bytes: &[u8], rule| {
+            let mut v = Verifier::default().with_cluster_rule(rule);
+            for (n, line) in (1..).zip(bytes.split_inclusive(|b| *b == b'\n')) {
+                v.feed(line.strip_suffix(b"\n").unwrap(), true, Location { file: "mem".into(), line: n })?;
+            }
+            v.finish()
+        };
+        let s = fleet(&buf, ClusterRule::given("production")).unwrap();
+        assert_eq!((s.cluster.as_deref(), s.last_time.as_deref()), (Some("production"), Some("t")));
+        let b = fleet(&buf, ClusterRule::given("staging")).unwrap_err();
+        assert_eq!(b.seq, Some(1));
+        assert!(b.to_string().contains("\"production\"") && b.to_string().contains("\"staging\""), "{b}");
+        // records without a cluster pass any rule
+        assert!(fleet(&none, ClusterRule::given("staging")).is_ok());
+        assert_eq!(fleet(&none, ClusterRule::consistent()).unwrap().cluster, None);
+    }
+
+    #[test]
+    fn a_chain_that_changes_cluster_is_refused_by_a_consistent_rule() {
+        let mut rule = ClusterRule::consistent();
+        assert!(rule.check(None).is_ok());
+        assert!(rule.check(Some("a")).is_ok());
+        assert!(rule.check(None).is_ok());
+        let p = rule.check(Some("b")).unwrap_err();
+        assert!(
+            matches!(&p, Problem::WrongCluster { found, expected, given: false } if found == "b" && expected == "a")
+        );
+        assert_eq!(rule.cluster(), Some("a"));
     }
 
     #[test]
@@ -450,10 +611,10 @@ mod tests {
     fn a_record_at_the_largest_sequence_number_is_refused_not_a_panic() {
         let mut buf = Vec::new();
         let e = Entry::new(EventKind::Admission, Outcome::Allow);
-        seal(&mut buf, u64::MAX, "t", "r", GENESIS, &e).unwrap();
+        seal(&mut buf, u64::MAX, "t", "r", None, GENESIS, &e).unwrap();
         assert!(matches!(open_line(&buf[..buf.len() - 1]), Err(LineProblem::Malformed(_))));
         let mut two = buf.clone();
-        seal(&mut buf, 1, "t", "r", GENESIS, &e).unwrap();
+        seal(&mut buf, 1, "t", "r", None, GENESIS, &e).unwrap();
         two.extend_from_slice(&buf);
         let b = walk(&two).unwrap_err();
         assert!(matches!(b.problem, Problem::Line(LineProblem::Malformed(_))), "{b}");

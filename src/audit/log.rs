@@ -46,6 +46,9 @@ pub struct Options {
     pub path: PathBuf,
     /// This replica's name, in every record.
     pub replica: String,
+    /// The cluster this log's spoke serves (`serve --cluster`), in every
+    /// record when set; `None` writes records without a `cluster` member.
+    pub cluster: Option<String>,
     /// Rotate when the file would grow past this many bytes (0: never).
     pub rotate_bytes: u64,
     /// Group-commit period.
@@ -64,6 +67,7 @@ impl Options {
         Options {
             path: path.into(),
             replica: default_replica(),
+            cluster: None,
             rotate_bytes: 128 * 1024 * 1024,
             sync_interval: Duration::from_millis(10),
             sync_every: 512,
@@ -359,6 +363,7 @@ struct Shared {
     sink: Mutex<Option<CheckpointSink>>,
     path: PathBuf,
     replica: String,
+    cluster: Option<String>,
     rotate_bytes: u64,
     sync_interval: Duration,
     sync_every: u64,
@@ -415,6 +420,7 @@ impl AuditLog {
             sink: Mutex::new(None),
             path: opts.path,
             replica: opts.replica,
+            cluster: opts.cluster,
             rotate_bytes: opts.rotate_bytes,
             sync_interval: opts.sync_interval,
             sync_every: opts.sync_every.max(1),
@@ -464,6 +470,11 @@ impl AuditLog {
 
     pub fn replica(&self) -> &str {
         &self.shared.replica
+    }
+
+    /// The cluster named in every record, if the log was opened with one.
+    pub fn cluster(&self) -> Option<&str> {
+        self.shared.cluster.as_deref()
     }
 
     /// The log's metrics.
@@ -518,7 +529,15 @@ impl AuditLog {
         }
         let time = format_rfc3339_micros(now_micros());
         let mut buf = std::mem::take(&mut w.buf);
-        let sealed = chain::seal(&mut buf, w.next_seq, &time, &self.shared.replica, &w.prev, entry);
+        let sealed = chain::seal(
+            &mut buf,
+            w.next_seq,
+            &time,
+            &self.shared.replica,
+            self.shared.cluster.as_deref(),
+            &w.prev,
+            entry,
+        );
         let result = sealed.map_err(|source| AuditError::Encode { source }).and_then(|hash| {
             self.write_locked(w, &buf)?;
             Ok(hash)

@@ -10,6 +10,8 @@
 //!   cluster is connected, read back by `audit verify --checkpoints-from-cluster`.
 //! - [`recorder`]: the admission server's [`crate::admission::Recorder`].
 //! - [`query`]: `gitgate audit query`; [`verify`]: `gitgate audit verify` (the command is in `cmd::audit`).
+//! - [`fleet`]: `--fleet` for both: one chain per spoke cluster, merged by
+//!   time (query) or verified one by one (verify).
 //! - [`notify`]: Slack-compatible webhook notifications.
 //!
 //! Owns: the record format, the hash chain, the log file, signed
@@ -25,6 +27,7 @@
 pub mod chain;
 pub mod checkpoint;
 pub mod cluster;
+pub mod fleet;
 pub mod log;
 pub mod notify;
 pub mod query;
@@ -84,6 +87,8 @@ pub enum AuditError {
     Closed,
     #[error(transparent)]
     Read(#[from] chain::ReadError),
+    #[error(transparent)]
+    Fleet(#[from] fleet::FleetError),
     #[error("invalid {what}: {reason}")]
     Invalid { what: &'static str, reason: String },
     #[error("failed to {op} in the cluster")]

@@ -3,9 +3,10 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::AuditError;
+use super::fleet::FleetRecord;
 use super::record::{EventKind, Outcome, Record, parse_rfc3339_micros};
 
 /// `ns/kind/name` (empty namespace: cluster-scoped) or `kind/name` (any
@@ -102,14 +103,28 @@ pub struct Found {
 
 /// Reads the files in order and keeps the matching records.
 pub fn run(files: &[PathBuf], filter: &Filter) -> Result<Found, AuditError> {
+    scan(files, filter, |_, _, _| Ok(()))
+}
+
+/// As [`run`], showing `each` every record read (matching or not) with its
+/// file and 1-based line first; an error from `each` stops the scan.
+pub fn scan(
+    files: &[PathBuf],
+    filter: &Filter,
+    mut each: impl FnMut(&Record, &Path, u64) -> Result<(), AuditError>,
+) -> Result<Found, AuditError> {
     let mut found = Found::default();
     for path in files {
         let io = |source| AuditError::Io { op: "read", path: path.clone(), source };
-        for line in BufReader::new(File::open(path).map_err(io)?).split(b'\n') {
+        for (n, line) in (1u64..).zip(BufReader::new(File::open(path).map_err(io)?).split(b'\n')) {
             let line = line.map_err(io)?;
             match serde_json::from_slice::<Record>(&line) {
-                Ok(r) if filter.matches(&r) => found.records.push(r),
-                Ok(_) => {}
+                Ok(r) => {
+                    each(&r, path, n)?;
+                    if filter.matches(&r) {
+                        found.records.push(r);
+                    }
+                }
                 Err(_) => found.unreadable += 1,
             }
         }
@@ -117,53 +132,72 @@ pub fn run(files: &[PathBuf], filter: &Filter) -> Result<Found, AuditError> {
     Ok(found)
 }
 
+const COLUMNS: [&str; 10] =
+    ["TIME", "SEQ", "EVENT", "DECISION", "USER", "OPERATION", "OBJECT", "COMMIT", "APP", "DETAIL"];
+
 /// A fixed-width table: who, what, which commit.
 pub fn table(records: &[Record]) -> String {
-    let header = ["TIME", "SEQ", "EVENT", "DECISION", "USER", "OPERATION", "OBJECT", "COMMIT", "APP", "DETAIL"];
-    let rows: Vec<[String; 10]> = records
+    let rows: Vec<Vec<String>> = records.iter().map(cells).collect();
+    layout(&COLUMNS, &rows)
+}
+
+/// [`table`] for a fleet: the CLUSTER column first.
+pub fn fleet_table(records: &[FleetRecord]) -> String {
+    let header: Vec<&str> = std::iter::once("CLUSTER").chain(COLUMNS).collect();
+    let rows: Vec<Vec<String>> = records
         .iter()
-        .map(|r| {
-            let e = &r.entry;
-            let commit = e.commit.as_ref().map_or_else(String::new, |c| c.id.chars().take(12).collect());
-            let detail = match (&e.commit, e.reasons.first()) {
-                (_, Some(reason)) if e.decision == Outcome::Deny => reason.clone(),
-                (Some(c), _) if !c.subject.is_empty() => c.subject.clone(),
-                (_, Some(reason)) => reason.clone(),
-                _ => String::new(),
-            };
-            let detail: String = detail.chars().take(80).collect();
-            let mut decision = e.decision.as_str().to_owned();
-            if e.dry_run {
-                decision.push_str(" (dry run)");
-            }
-            [
-                r.time.clone(),
-                r.seq.to_string(),
-                e.event.as_str().to_owned(),
-                decision,
-                e.user.clone(),
-                e.operation.clone(),
-                if e.name.is_empty() { String::new() } else { e.object() },
-                commit,
-                e.app.clone(),
-                detail,
-            ]
+        .map(|f| {
+            let mut row = vec![f.cluster.clone()];
+            row.extend(cells(&f.record));
+            row
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
+    layout(&header, &rows)
+}
+
+fn cells(r: &Record) -> Vec<String> {
+    let e = &r.entry;
+    let commit = e.commit.as_ref().map_or_else(String::new, |c| c.id.chars().take(12).collect());
+    let detail = match (&e.commit, e.reasons.first()) {
+        (_, Some(reason)) if e.decision == Outcome::Deny => reason.clone(),
+        (Some(c), _) if !c.subject.is_empty() => c.subject.clone(),
+        (_, Some(reason)) => reason.clone(),
+        _ => String::new(),
+    };
+    let detail: String = detail.chars().take(80).collect();
+    let mut decision = e.decision.as_str().to_owned();
+    if e.dry_run {
+        decision.push_str(" (dry run)");
+    }
+    vec![
+        r.time.clone(),
+        r.seq.to_string(),
+        e.event.as_str().to_owned(),
+        decision,
+        e.user.clone(),
+        e.operation.clone(),
+        if e.name.is_empty() { String::new() } else { e.object() },
+        commit,
+        e.app.clone(),
+        detail,
+    ]
+}
+
+fn layout(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
     let mut push_row = |cells: &[&str]| {
-        let line: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = cells.iter().zip(&widths).map(|(c, &w)| format!("{c:<w$}")).collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     };
-    push_row(&header);
-    for row in &rows {
+    push_row(header);
+    for row in rows {
         push_row(&row.iter().map(String::as_str).collect::<Vec<_>>());
     }
     out

@@ -134,8 +134,8 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// The content of one record, as its producer (the admission recorder, the
-/// sync loop) fills it in. The log adds the sequence number, time, replica
-/// and chain hashes when it appends it.
+/// sync loop) fills it in. The log adds the sequence number, time, replica,
+/// cluster and chain hashes when it appends it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
@@ -215,6 +215,10 @@ pub struct Record {
     /// RFC 3339, UTC, microseconds.
     pub time: String,
     pub replica: String,
+    /// The cluster of the spoke that wrote the record (`gitgate serve
+    /// --cluster NAME`); absent in records of a log opened without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// Hash of the previous record (hex sha256), or 64 zeros for the first.
     pub prev: String,
     #[serde(flatten)]

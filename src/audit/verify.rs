@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::AuditError;
-use super::chain::{self, Verdict};
+use super::chain::{self, ClusterRule, Verdict, Verifier};
 use super::checkpoint;
 use super::log::checkpoints_path;
 
@@ -85,6 +85,28 @@ pub fn verify_with(
     extra: Vec<checkpoint::Checkpoint>,
     key: Option<&Path>,
 ) -> Result<VerifyReport, AuditError> {
+    verify_impl(files, checkpoint_files, extra, key, None)
+}
+
+/// One fleet chain (`audit verify --fleet`): as [`verify_paths`] with the
+/// checkpoints next to the files, and every record's `cluster` checked
+/// against `rule`; the summary also holds the last record's time and the
+/// cluster the records name.
+pub fn verify_fleet_chain(
+    files: &[PathBuf],
+    key: Option<&Path>,
+    rule: ClusterRule,
+) -> Result<VerifyReport, AuditError> {
+    verify_impl(files, &[], Vec::new(), key, Some(rule))
+}
+
+fn verify_impl(
+    files: &[PathBuf],
+    checkpoint_files: &[PathBuf],
+    extra: Vec<checkpoint::Checkpoint>,
+    key: Option<&Path>,
+    rule: Option<ClusterRule>,
+) -> Result<VerifyReport, AuditError> {
     let files = expand(files)?;
     let cp_files: BTreeSet<PathBuf> = if checkpoint_files.is_empty() {
         files.iter().map(|f| checkpoints_for(f)).filter(|p| p.is_file()).collect()
@@ -102,6 +124,10 @@ pub fn verify_with(
     }
     let (anchors, unsigned) = checkpoint::anchors(&cps, trusted.as_deref());
     bad_checkpoints.extend(unsigned.into_iter().map(|(seq, p)| (seq, p.to_string())));
-    let verdict = chain::verify_files(&files, anchors)?;
+    let mut verifier = Verifier::new(anchors);
+    if let Some(rule) = rule {
+        verifier = verifier.with_cluster_rule(rule);
+    }
+    let verdict = chain::verify_files_with(&files, verifier)?;
     Ok(VerifyReport { files, verdict, bad_checkpoints, key_pinned: trusted.is_some() })
 }

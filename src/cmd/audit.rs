@@ -2,6 +2,8 @@
 //! `--audit-*` / `--notify*` flags of `gitgate serve`.
 
 use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,12 +11,14 @@ use std::sync::Arc;
 use clap::{Args, Subcommand, ValueEnum};
 use prometheus_client::registry::Registry;
 
+use crate::audit::chain::ClusterRule;
 use crate::audit::checkpoint;
+use crate::audit::fleet::{self, ChainSpec, FleetError};
 use crate::audit::log::{self, AuditLog, Options};
 use crate::audit::notify::{Notifier, NotifyConfig};
 use crate::audit::query::{self, Filter, ObjectFilter};
 use crate::audit::record::{EventKind, Outcome, now_micros};
-use crate::audit::verify::{expand, verify_with};
+use crate::audit::verify::{expand, verify_fleet_chain, verify_with};
 use crate::audit::{AuditError, AuditMetrics, DEFAULT_LOG_PATH};
 
 #[derive(Args, Debug)]
@@ -34,9 +38,15 @@ pub enum AuditCommand {
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// Log files (rotated ones too) or directories holding them.
+    /// Log files (rotated ones too) or directories holding them; with
+    /// --fleet, one chain per cluster: NAME=PATH or PATH.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Each positional is one cluster's chain (NAME=PATH or PATH, a log
+    /// file or its directory): verify each on its own, one line per
+    /// cluster; exit status 1 when any is broken.
+    #[arg(long, conflicts_with_all = ["checkpoints", "checkpoints_from_cluster"])]
+    pub fleet: bool,
     /// Checkpoint files (default: `<stem>.checkpoints.jsonl` next to the logs).
     #[arg(long)]
     pub checkpoints: Vec<PathBuf>,
@@ -71,8 +81,14 @@ pub enum Output {
 
 #[derive(Args, Debug)]
 pub struct QueryArgs {
-    /// Log files or directories (default: the default log directory).
+    /// Log files or directories (default: the default log directory); with
+    /// --fleet, one chain per cluster: NAME=PATH or PATH.
     pub files: Vec<PathBuf>,
+    /// Each positional is one cluster's chain (NAME=PATH or PATH, a log
+    /// file or its directory): merge their records by time, each showing
+    /// its cluster (a CLUSTER column; "cluster" in JSON).
+    #[arg(long)]
+    pub fleet: bool,
     /// Records traced to this commit (a prefix of its ID).
     #[arg(long)]
     pub commit: Option<String>,
@@ -137,8 +153,9 @@ pub struct ServeAuditArgs {
 
 impl ServeAuditArgs {
     /// Opens the log for `serve`, registering its metrics and starting the
-    /// notifier on the current runtime.
-    pub fn open(&self, registry: &mut Registry) -> Result<Arc<AuditLog>, AuditError> {
+    /// notifier on the current runtime. `cluster` (a spoke's `--cluster`)
+    /// is written into every record.
+    pub fn open(&self, registry: &mut Registry, cluster: Option<&str>) -> Result<Arc<AuditLog>, AuditError> {
         let metrics = AuditMetrics::register(registry);
         let notifier = match NotifyConfig::from_flags(self.notify_url.as_deref(), &self.notify)? {
             Some(c) => Some(Notifier::start(c, metrics.notifications.clone())?),
@@ -155,13 +172,14 @@ impl ServeAuditArgs {
         if let Some(r) = &self.audit_replica {
             opts.replica.clone_from(r);
         }
+        opts.cluster = cluster.map(str::to_owned);
         opts.rotate_bytes = self.audit_rotate_bytes;
         opts.sync_interval = self.audit_sync_interval;
         opts.stdout = self.audit_stdout;
         opts.metrics = metrics;
         opts.notifier = notifier;
         let log = AuditLog::open(opts)?;
-        tracing::info!(path = %log.path().display(), head = ?log.head().map(|h| h.seq), fail_open = self.audit_fail_open, "audit log open");
+        tracing::info!(path = %log.path().display(), head = ?log.head().map(|h| h.seq), cluster = ?log.cluster(), fail_open = self.audit_fail_open, "audit log open");
         Ok(Arc::new(log))
     }
 }
@@ -211,6 +229,9 @@ fn cluster_checkpoints(a: &VerifyArgs) -> Result<Vec<checkpoint::Checkpoint>, Au
 }
 
 fn verify(a: VerifyArgs) -> Result<ExitCode, AuditError> {
+    if a.fleet {
+        return verify_fleet(&a);
+    }
     let extra = if a.checkpoints_from_cluster { cluster_checkpoints(&a)? } else { Vec::new() };
     let report = verify_with(&a.files, &a.checkpoints, extra, a.key.as_deref())?;
     for (seq, why) in &report.bad_checkpoints {
@@ -273,6 +294,9 @@ pub fn filter(a: &QueryArgs) -> Result<Filter, AuditError> {
 
 fn query(a: QueryArgs) -> Result<ExitCode, AuditError> {
     let filter = filter(&a)?;
+    if a.fleet {
+        return query_fleet(&a, &filter);
+    }
     let paths = if a.files.is_empty() { log::chain_files(Path::new(DEFAULT_LOG_PATH)) } else { expand(&a.files)? };
     let found = query::run(&paths, &filter)?;
     match a.output {
@@ -284,6 +308,133 @@ fn query(a: QueryArgs) -> Result<ExitCode, AuditError> {
     }
     if found.unreadable > 0 {
         eprintln!("warning: {} line(s) are not records; run `gitgate audit verify`", found.unreadable);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The chains of `--fleet`: each positional parsed, its NAME unique, its
+/// path present and holding logs, and no file in two chains.
+fn fleet_chains(args: &[PathBuf]) -> Result<Vec<(ChainSpec, Vec<PathBuf>)>, AuditError> {
+    let specs = args
+        .iter()
+        .map(|a| match a.to_str() {
+            Some(s) => ChainSpec::parse(s),
+            None => Ok(ChainSpec { name: None, path: a.clone() }),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    fleet::check_names(&specs)?;
+    let mut chains = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let name = spec.name.clone().unwrap_or_else(|| spec.path.display().to_string());
+        if !spec.path.exists() {
+            return Err(FleetError::Missing { name, path: spec.path }.into());
+        }
+        // A file brings its rotated files along: its whole chain.
+        let files =
+            if spec.path.is_dir() { expand(std::slice::from_ref(&spec.path))? } else { log::chain_files(&spec.path) };
+        if files.is_empty() {
+            return Err(FleetError::NoLogs { name, path: spec.path }.into());
+        }
+        chains.push((spec, files));
+    }
+    let named: Vec<(String, Vec<PathBuf>)> = chains
+        .iter()
+        .map(|(spec, files)| (spec.name.clone().unwrap_or_else(|| spec.path.display().to_string()), files.clone()))
+        .collect();
+    fleet::check_disjoint(&named)?;
+    Ok(chains)
+}
+
+fn rule_for(spec: &ChainSpec) -> ClusterRule {
+    spec.name.as_ref().map_or_else(ClusterRule::consistent, ClusterRule::given)
+}
+
+/// The cluster the first record of a chain's files names, if any does.
+fn first_cluster(files: &[PathBuf]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Cluster {
+        cluster: Option<String>,
+    }
+    files.iter().find_map(|f| {
+        let mut line = Vec::new();
+        BufReader::new(File::open(f).ok()?).read_until(b'\n', &mut line).ok()?;
+        serde_json::from_slice::<Cluster>(line.trim_ascii_end()).ok()?.cluster
+    })
+}
+
+fn verify_fleet(a: &VerifyArgs) -> Result<ExitCode, AuditError> {
+    let chains = fleet_chains(&a.files)?;
+    let mut all_ok = true;
+    for (spec, files) in chains {
+        let report = verify_fleet_chain(&files, a.key.as_deref(), rule_for(&spec))?;
+        let found = match &report.verdict {
+            Ok(s) => s.cluster.clone(),
+            Err(_) => first_cluster(&files),
+        };
+        let name = spec.display_name(found.as_deref());
+        for (seq, why) in &report.bad_checkpoints {
+            println!("{name}: BAD CHECKPOINT for record {seq}: {why}");
+        }
+        match &report.verdict {
+            Ok(s) => {
+                let last = match (&s.last, &s.last_time) {
+                    (Some(h), Some(t)) => format!(", last record {} at {t}", h.seq),
+                    (Some(h), None) => format!(", last record {}", h.seq),
+                    _ => String::new(),
+                };
+                println!(
+                    "{name}: {}: {} records in {} file(s){last}; {} checkpoint(s) matched{}",
+                    if report.ok() { "OK" } else { "FAILED" },
+                    s.records,
+                    report.files.len(),
+                    s.checkpoints_matched,
+                    if report.key_pinned { "" } else { " (key not pinned: pass --key)" }
+                );
+            }
+            Err(b) => println!("{name}: BROKEN: {b}"),
+        }
+        all_ok &= report.ok();
+    }
+    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn query_fleet(a: &QueryArgs, filter: &Filter) -> Result<ExitCode, AuditError> {
+    let chains = fleet_chains(&a.files)?;
+    let mut named = Vec::with_capacity(chains.len());
+    let mut unreadable = 0;
+    for (spec, files) in chains {
+        let mut rule = rule_for(&spec);
+        let label = spec.name.clone().unwrap_or_else(|| spec.path.display().to_string());
+        let found = query::scan(&files, filter, |r, path, line| {
+            rule.check(r.cluster.as_deref()).map_err(|problem| {
+                AuditError::from(FleetError::Mislabelled {
+                    chain: label.clone(),
+                    seq: r.seq,
+                    at: format!(" ({}:{line})", path.display()),
+                    why: problem.to_string(),
+                })
+            })
+        })?;
+        unreadable += found.unreadable;
+        named.push((spec.display_name(rule.cluster()), found.records));
+    }
+    let merged = fleet::merge(named)?;
+    let mut text = match a.output {
+        Output::Table => query::fleet_table(&merged),
+        Output::Json => serde_json::to_string_pretty(&merged).map_err(|source| AuditError::Encode { source })?,
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    // A reader that stops early (`| head`) is not an error.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(AuditError::Io { op: "write the records to", path: PathBuf::from("stdout"), source: e });
+        }
+        _ => {}
+    }
+    if unreadable > 0 {
+        eprintln!("warning: {unreadable} line(s) are not records; run `gitgate audit verify --fleet`");
     }
     Ok(ExitCode::SUCCESS)
 }

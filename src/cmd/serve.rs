@@ -175,7 +175,7 @@ pub async fn serve(mut s: Settings) -> anyhow::Result<()> {
     let caller_policy = caller_policy(&s.callers);
     // 2. The audit log, and Git: the tracker of the commit in force.
     let mut registry = Registry::default();
-    let audit_log = s.audit.open(&mut registry)?;
+    let audit_log = s.audit.open(&mut registry, s.repo.cluster.as_deref())?;
     let fleet = s.fleet.take().map(|f| f.start(&mut registry)).transpose()?;
     let (tracker, source) = follow::track(&s.repo, &mut registry, audit_log.clone())?;
     // 3. The sync loop (leader-elected) on the tracker's desired sets.
