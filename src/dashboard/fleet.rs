@@ -206,3 +206,101 @@ fn apps(b: &mut String, s: &SpokeView) {
     }
     b.push_str("</tbody></table></details></section>");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::Scope;
+    use crate::fleet::hub::{FleetFile, HubMetrics, SpokeView, Summary};
+    use crate::fleet::live::{LiveDifference, ParityGroup};
+    use crate::sync::status::{AppStatus, Overview, SyncStatus};
+
+    fn app(name: &str) -> AppStatus {
+        AppStatus {
+            name: name.into(),
+            sync: SyncStatus::Synced,
+            health: "Healthy".into(),
+            target_commit: "3f2a9c1d0e".into(),
+            synced_commit: String::new(),
+            last_sync: String::new(),
+            message: "<img src=x onerror=alert(1)>".into(),
+            destination: String::new(),
+            path: String::new(),
+            detect_only: false,
+            objects: Vec::new(),
+        }
+    }
+
+    fn view() -> FleetView {
+        let status =
+            Overview { role: "leader".into(), apps: vec![app("shop-dr"), app("payments-dr")], ..Overview::default() };
+        FleetView {
+            refreshed: "2026-12-05T10:00:00Z".into(),
+            took_ms: 9,
+            spokes: vec![SpokeView {
+                cluster: "dr<script>".into(),
+                url: "https://dr".into(),
+                state: SpokeState::Up,
+                reason: String::new(),
+                last_seen: "2026-12-05T10:00:00Z".into(),
+                labels: Default::default(),
+                parity_group: Some("production".into()),
+                role: "leader".into(),
+                summary: Summary::of(&status),
+                denied: Default::default(),
+                answered_ms: 1,
+                status,
+            }],
+            parity: vec![ParityGroup {
+                name: "production".into(),
+                members: vec!["production".into(), "dr".into()],
+                state: ParityState::Diverged,
+                reason: String::new(),
+                identical: 3,
+                differences: vec![LiveDifference::OnlyIn {
+                    object: "Secret payments/db".into(),
+                    clusters: vec!["dr".into()],
+                }],
+                allowed: 0,
+                sealed: 0,
+            }],
+        }
+    }
+
+    fn hub_with(view: FleetView) -> Hub {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let file =
+            FleetFile::parse("spokes:\n  - {cluster: dr, url: 'https://dr'}\n", std::path::Path::new("/")).unwrap();
+        let hub = Hub::new(file, HubMetrics::default()).unwrap();
+        hub.set_view(view);
+        hub
+    }
+
+    #[test]
+    fn a_viewer_of_one_project_sees_its_apps_only_and_no_parity_detail() {
+        let hub = hub_with(view());
+        let reader = Viewer {
+            user: "ada".into(),
+            groups: vec!["shop-team".into()],
+            admin: false,
+            scope: Scope::Apps { projects: ["shop".to_string()].into(), apps: ["shop-dr".to_string()].into() },
+            login: true,
+        };
+        let seen = scoped(&hub, &reader);
+        let apps: Vec<&str> = seen.spokes[0].status.apps.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(apps, ["shop-dr"]);
+        assert_eq!(seen.spokes[0].summary.apps, 1, "the counts are of what they see");
+        assert!(seen.parity[0].differences.is_empty(), "parity names other projects' objects");
+        let admin = Viewer { scope: Scope::All, admin: true, ..reader };
+        let all = scoped(&hub, &admin);
+        assert_eq!((all.spokes[0].status.apps.len(), all.parity[0].differences.len()), (2, 1));
+    }
+
+    #[test]
+    fn the_page_escapes_what_spokes_and_git_say() {
+        let page = fleet_page(&view());
+        assert!(page.contains("dr&lt;script&gt;") && !page.contains("dr<script>"), "{page}");
+        assert!(!page.contains("<img src=x"), "{page}");
+        assert!(page.contains("Secret payments/db: only in dr"), "{page}");
+    }
+}

@@ -317,6 +317,11 @@ impl Hub {
         self.view.load_full()
     }
 
+    /// Replaces the view (tests, and a hub restored from elsewhere).
+    pub fn set_view(&self, view: FleetView) {
+        self.view.store(Arc::new(view));
+    }
+
     /// Whether a round has ended.
     pub fn ready(&self) -> bool {
         !self.view.load().refreshed.is_empty()
