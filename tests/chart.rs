@@ -376,6 +376,55 @@ fn repo_cluster_makes_every_pod_a_spoke_of_that_cluster() {
     assert!(!lint(&shim, "repo: {url: https://git.example.com/fleet.git, cluster: \"dr cluster\"}\n").status.success());
 }
 
+/// `fleet.spokes` gives the reconciler pods (the dashboard's) the fleet
+/// view: a fleet file gitgate accepts, with each spoke's token and CA from
+/// the named Secret; the webhook pods never read other clusters.
+#[test]
+fn fleet_spokes_give_the_dashboard_pods_a_fleet_file_gitgate_accepts() {
+    let Some(shim) = shim() else { return };
+    let values = "fleet:
+  secretName: hub-tokens
+  interval: 30s
+  spokes:
+    - {cluster: staging, url: \"https://gitgate.staging.example.com\"}
+    - {cluster: dr, url: \"https://gitgate.dr.example.com:8443\", parityGroup: prod}
+  parityGroups:
+    - {name: prod, allowedDifferences: [\"ConfigMap shop/region\"]}
+";
+    let objs = render(&shim, values);
+    let reconciler = serve_args_of(&objs, RECONCILER);
+    assert_eq!(reconciler.fleet.as_deref(), Some(Path::new("/etc/gitgate/fleet/fleet.yaml")));
+    assert_eq!(reconciler.fleet_interval, "30s");
+    assert_eq!(serve_args_of(&objs, WEBHOOK).fleet, None, "the webhook pods read no other cluster");
+    let cm = find(&objs, "ConfigMap", "gitgate-fleet").expect("the fleet file's ConfigMap");
+    let file = gitgate::fleet::hub::FleetFile::parse(cm["data"]["fleet.yaml"].as_str().unwrap(), Path::new("/"))
+        .unwrap_or_else(|e| panic!("gitgate refuses the chart's fleet file: {e}"));
+    let dr = &file.spokes[1];
+    assert_eq!((dr.cluster.as_str(), dr.url.as_str()), ("dr", "https://gitgate.dr.example.com:8443"));
+    assert_eq!(dr.token_file.as_deref(), Some(Path::new("/etc/gitgate/fleet-secrets/dr.token")));
+    assert_eq!(dr.ca_file.as_deref(), Some(Path::new("/etc/gitgate/fleet-secrets/dr.ca.crt")));
+    assert_eq!((dr.parity_group.as_deref(), file.spokes[0].parity_group.as_deref()), (Some("prod"), None));
+    assert_eq!(file.allowed["prod"], ["ConfigMap shop/region"]);
+    let secret_volume = find(&objs, "Deployment", RECONCILER).unwrap()["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "fleet-secrets")
+        .cloned()
+        .expect("the tokens' volume");
+    assert_eq!(secret_volume["secret"]["secretName"], "hub-tokens");
+
+    let no_secret = helm(
+        &shim,
+        &["template", "gitgate", chart_dir().to_str().unwrap(), "--namespace", NS],
+        "fleet: {spokes: [{cluster: dr, url: \"https://dr\"}]}\n",
+    );
+    let err = String::from_utf8_lossy(&no_secret.stderr);
+    assert!(!no_secret.status.success() && err.contains("fleet.spokes needs fleet.secretName"), "{err}");
+    assert!(!lint(&shim, "fleet: {secretName: t, spokes: [{cluster: dr, url: \"http://dr\"}]}\n").status.success());
+    assert!(find(&render(&shim, "{}\n"), "ConfigMap", "gitgate-fleet").is_none(), "no spokes: no fleet file");
+}
+
 #[test]
 fn every_webhook_spares_system_namespaces_and_fails_closed_only_where_enforced() {
     let Some(shim) = shim() else { return };
