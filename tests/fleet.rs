@@ -111,6 +111,54 @@ fn fleet_diff_reports_the_overlay_difference_and_nothing_else() {
     assert_eq!(report.differences.len(), 2, "{:?}", report.differences);
 }
 
+/// A Secret sealed for each cluster's own key (real age: the same value,
+/// another recipient per cluster) differs in Git by design: `fleet diff`
+/// says so, and says its values are not compared.
+#[test]
+fn a_secret_sealed_per_cluster_differs_by_its_recipients_and_says_so() {
+    use base64::Engine as _;
+    use gitgate::secrets::keys::AgeIdentity;
+    use gitgate::secrets::seal::{self, Binding, Limits, Scope};
+    let repo = Repo::new();
+    repo.write(
+        "gitgate.yaml",
+        "clusters:
+  - {name: production, labels: {env: production}}
+  - {name: dr, labels: {env: production}}
+generators:
+  - clusters: {}
+    template:
+      name: \"shop-{{name}}\"
+      path: \"shop/{{name}}\"
+      destination: {cluster: \"{{name}}\", namespace: shop}
+",
+    );
+    for cluster in ["production", "dr"] {
+        let key = AgeIdentity::generate();
+        let binding = Binding::for_object(Scope::Strict, "shop", "db", "password").unwrap();
+        let plaintext = gitgate::secrets::Plaintext::copy_from(b"the same password");
+        let sealed = seal::seal(&plaintext, &binding, &[key.recipient()], &Limits::default()).unwrap();
+        let data = base64::engine::general_purpose::STANDARD.encode(sealed.as_bytes());
+        repo.write(
+            &format!("shop/{cluster}/secret.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  annotations:\n    gitgate.dev/sealed: age\n    gitgate.dev/seal-scope: strict\ndata:\n  password: {data}\n"
+            ),
+        );
+        repo.write(&format!("shop/{cluster}/cm.yaml"), &configmap("settings", "same"));
+    }
+    let c = repo.commit("sealed per cluster");
+    let report =
+        gitgate::fleet::compare(&render(&repo, &c, Some("production")).unwrap(), &render(&repo, &c, Some("dr")).unwrap());
+    assert_eq!(report.identical, 1, "the ConfigMap: {:?}", report.differences);
+    let [gitgate::fleet::Difference::Changed { object, field, why, .. }] = report.differences.as_slice() else {
+        panic!("{:?}", report.differences)
+    };
+    assert_eq!((object.as_str(), field.as_str()), ("Secret shop/db", "/data/password"));
+    assert!(why.starts_with("a sealed Secret, sealed for each cluster's own recipients"), "{why}");
+    assert!(why.ends_with("its values are not compared"), "{why}");
+}
+
 /// The command: exit 0 when the clusters are the same, 1 when they
 /// differ (one line per difference), 2 for a cluster Git does not declare.
 #[test]

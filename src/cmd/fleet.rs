@@ -1,7 +1,8 @@
-//! `gitgate fleet diff A B`: the parity proof, from Git alone. Renders the
-//! desired set each cluster's spoke renders (`serve --cluster`) and lists
-//! what differs and why. Exit code as diff(1): 0 the same, 1 different,
-//! 2 trouble.
+//! `gitgate fleet diff A B`: the parity proof. Renders the desired set
+//! each cluster's spoke renders (`serve --cluster`) and lists what differs
+//! and why; with `--live`, also the two clusters as the fleet's hub sees
+//! them (objects, content in force, drift). Exit code as diff(1): 0 the
+//! same, 1 different, 2 trouble (a cluster unknown live).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,21 @@ pub struct FleetDiffArgs {
     /// Output: text (one line per difference) or json.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = FleetOutput::Text)]
     pub output: FleetOutput,
+    /// Also compare the live clusters, as the fleet's hub at --server sees
+    /// them (`serve --hub --fleet FILE`): objects only one runs, other Git
+    /// content in force, drift.
+    #[arg(long)]
+    pub live: bool,
+    #[command(flatten)]
+    pub conn: super::sync::ServerArgs,
+}
+
+/// What `fleet diff --live` prints as JSON.
+#[derive(serde::Serialize)]
+struct Both<'a> {
+    git: &'a ParityReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live: Option<&'a crate::fleet::live::ParityGroup>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -76,11 +92,63 @@ fn diff(args: &FleetDiffArgs) -> anyhow::Result<ExitCode> {
     };
     let (a, b) = (render(&args.cluster_a)?, render(&args.cluster_b)?);
     let report = crate::fleet::compare(&a, &b);
+    let live = if args.live { Some(live(args)?) } else { None };
     match args.output {
-        FleetOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        FleetOutput::Text => print!("{}", text(args, &report)),
+        FleetOutput::Json => {
+            println!("{}", serde_json::to_string_pretty(&Both { git: &report, live: live.as_ref() })?)
+        }
+        FleetOutput::Text => {
+            print!("{}", text(args, &report));
+            if let Some(g) = &live {
+                print!("{}", live_text(args, g));
+            }
+        }
     }
-    Ok(if report.same() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(match live.map(|g| g.state) {
+        Some(crate::fleet::live::ParityState::Unknown) => ExitCode::from(2),
+        Some(crate::fleet::live::ParityState::Diverged) => ExitCode::from(1),
+        _ if !report.same() => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+/// The two clusters as the hub last saw them, compared.
+fn live(args: &FleetDiffArgs) -> anyhow::Result<crate::fleet::live::ParityGroup> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let token = args.conn.bearer()?;
+    let view: crate::fleet::hub::FleetView = rt.block_on(async {
+        let resp = args.conn.get("/api/v1/fleet", token.as_ref(), std::time::Duration::from_secs(10)).await?;
+        let code = resp.status();
+        anyhow::ensure!(code.is_success(), "{} answered {code}: is it a hub (serve --fleet FILE)?", args.conn.server);
+        resp.json().await.context("failed to read the fleet's status")
+    })?;
+    let spoke = |name: &str| {
+        view.spokes.iter().find(|s| s.cluster == name).with_context(|| format!("the hub reads no spoke named {name}"))
+    };
+    let members = [spoke(&args.cluster_a)?, spoke(&args.cluster_b)?];
+    let name = format!("{} and {}", args.cluster_a, args.cluster_b);
+    Ok(crate::fleet::live::compare(&name, &members, &[]))
+}
+
+fn live_text(args: &FleetDiffArgs, g: &crate::fleet::live::ParityGroup) -> String {
+    use crate::fleet::live::ParityState;
+    let mut out = String::new();
+    for d in &g.differences {
+        out.push_str(&format!("live: {}\n", d.describe()));
+    }
+    let (a, b) = (&args.cluster_a, &args.cluster_b);
+    out.push_str(&match g.state {
+        ParityState::Unknown => format!("live: {}\n", g.reason),
+        ParityState::Identical => format!(
+            "{a} and {b} are the same live: {} object(s) identical{}\n",
+            g.identical,
+            if g.sealed > 0 { format!(", {} sealed per cluster", g.sealed) } else { String::new() }
+        ),
+        ParityState::Diverged => {
+            format!("{a} and {b} are different live: {} identical, {} different\n", g.identical, g.differences.len())
+        }
+    });
+    out
 }
 
 fn text(args: &FleetDiffArgs, report: &ParityReport) -> String {

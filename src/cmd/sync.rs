@@ -545,7 +545,7 @@ impl ServerArgs {
     /// `GET {server}{path}` with the token; a 401 or 403 is a [`Refused`]
     /// naming why (and how to sign in when no token was given); any other
     /// answer is the caller's to read.
-    async fn get(
+    pub(super) async fn get(
         &self,
         path: &str,
         token: Option<&secrecy::SecretString>,

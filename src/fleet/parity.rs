@@ -81,7 +81,13 @@ fn changed(x: &DesiredObject, y: &DesiredObject) -> Option<String> {
 }
 
 fn why(x: &DesiredObject, y: &DesiredObject) -> String {
-    if x.source == y.source {
+    let sealed = |o: &DesiredObject| crate::contract::sealed::git_sealed_digest(&o.value()).is_some();
+    if sealed(x) && sealed(y) {
+        format!(
+            "a sealed Secret, sealed for each cluster's own recipients ({} against {}): its values are not compared",
+            x.source, y.source
+        )
+    } else if x.source == y.source {
         format!("the same file ({}) rendered with other values", x.source)
     } else {
         format!("an overlay: {} against {}", x.source, y.source)
