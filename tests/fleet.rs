@@ -188,3 +188,111 @@ fn gitgate_fleet_diff_exits_as_diff_does() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ------------------------------------------------ the example fleet (examples/fleet)
+
+/// A manifest of `examples/fleet`, as JSON: what the tests expect of a
+/// cluster is read from the example itself.
+fn example_manifest(rel: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(support::example_fleet_dir().join(rel)).unwrap();
+    serde_saphyr::from_str(&text).unwrap()
+}
+
+/// What an environment's overlay sets: its replicas and its title.
+fn overlay(env: &str) -> (serde_json::Value, serde_json::Value) {
+    let deploy = example_manifest(&format!("guestbook/overlays/{env}/deployment.yaml"));
+    let cm = example_manifest(&format!("guestbook/overlays/{env}/configmap.yaml"));
+    (deploy["spec"]["replicas"].clone(), cm["data"]["GUESTBOOK_TITLE"].clone())
+}
+
+/// Each spoke of the example fleet renders its own guestbook app and
+/// nothing of the others': staging its overlay, production and dr
+/// production's (dr is labelled env: production).
+#[test]
+fn the_example_fleet_renders_each_clusters_own_guestbook() {
+    let (repo, c) = support::example_fleet_repo();
+    assert_ne!(overlay("staging"), overlay("production"), "the example's overlays differ");
+    for (cluster, env) in [("staging", "staging"), ("production", "production"), ("dr", "production")] {
+        let d = render(&repo, &c, Some(cluster)).unwrap();
+        let apps: Vec<&str> = d.apps().iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(apps, [format!("guestbook-{cluster}")], "the {cluster} spoke");
+        let app = &d.apps()[0];
+        assert_eq!(app.path.to_string(), format!("guestbook/overlays/{env}"), "the {cluster} spoke");
+        let (replicas, title) = overlay(env);
+        let deploy = d.get("apps", "Deployment", "guestbook", "guestbook").expect("the Deployment").value();
+        assert_eq!(deploy["spec"]["replicas"], replicas, "the {cluster} spoke renders the {env} overlay");
+        let cm = d.get("", "ConfigMap", "guestbook", "guestbook-config").expect("the settings").value();
+        assert_eq!(cm["data"]["GUESTBOOK_TITLE"], title, "the {cluster} spoke renders the {env} overlay");
+        assert!(d.get("", "Service", "guestbook", "guestbook").is_some(), "the base's Service");
+        let ns = d.get("", "Namespace", "", "guestbook").expect("the base's Namespace").value();
+        assert_eq!(ns["metadata"]["labels"]["gitgate.dev/enforce"], "true", "enforced in the chart's layout");
+        let kinds: Vec<String> = d.objects().iter().map(|(k, _)| k.to_string()).collect();
+        assert_eq!(kinds.len(), 4, "{kinds:?}");
+    }
+    // The three clusters' identical objects: one gitgate for all of them
+    // cannot gate them, the spokes can.
+    let err = render(&repo, &c, None).unwrap_err().to_string();
+    assert!(err.contains("is declared by two apps"), "{err}");
+}
+
+/// The parity proof on the example: production and dr get the same
+/// objects; staging differs from production in exactly the two fields its
+/// overlay sets (replicas, the title), each an overlay file against the other.
+#[test]
+fn the_example_fleet_differs_only_by_the_staging_overlay() {
+    let (repo, c) = support::example_fleet_repo();
+    let set = |cluster| render(&repo, &c, Some(cluster)).unwrap();
+    let same = gitgate::fleet::compare(&set("production"), &set("dr"));
+    assert!(same.same(), "{:?}", same.differences);
+    assert_eq!(same.identical, 4);
+    let report = gitgate::fleet::compare(&set("staging"), &set("production"));
+    let file = |env: &str, f: &str| format!("guestbook/overlays/{env}/{f}");
+    let changed = |object: &str, field: &str, f: &str| gitgate::fleet::Difference::Changed {
+        object: object.into(),
+        field: field.into(),
+        why: format!("an overlay: {} against {}", file("staging", f), file("production", f)),
+        file_a: file("staging", f),
+        file_b: file("production", f),
+    };
+    assert_eq!(
+        report.differences,
+        [
+            changed("ConfigMap guestbook/guestbook-config", "/data/GUESTBOOK_TITLE", "configmap.yaml"),
+            changed("Deployment.apps guestbook/guestbook", "/spec/replicas", "deployment.yaml"),
+        ]
+    );
+    assert_eq!(report.identical, 2, "the Namespace and the Service are the base's");
+}
+
+/// `gitgate fleet diff` on the example as a plain directory (no Git
+/// repository): exit 0 for production and dr, 1 for staging and
+/// production with one line per overlay field.
+#[test]
+fn gitgate_fleet_diff_on_the_example_directory() {
+    let dir = support::example_fleet_dir();
+    let run = |a: &str, b: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gitgate"))
+            .args(["fleet", "diff", a, b, "--repo"])
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let out = run("production", "dr");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text, "production and dr are the same in Git: 4 object(s) identical, 0 different\n");
+    let out = run("staging", "production");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "differs: ConfigMap guestbook/guestbook-config /data/GUESTBOOK_TITLE: an overlay: \
+             guestbook/overlays/staging/configmap.yaml against guestbook/overlays/production/configmap.yaml",
+            "differs: Deployment.apps guestbook/guestbook /spec/replicas: an overlay: \
+             guestbook/overlays/staging/deployment.yaml against guestbook/overlays/production/deployment.yaml",
+            "staging and production are different in Git: 2 object(s) identical, 2 different",
+        ]
+    );
+}

@@ -1,14 +1,19 @@
-//! Spoke mode against the real kube-apiserver (issue 18, item 1): a
-//! gitgate started with `--cluster dr` on a fleet repository applies the
-//! dr cluster's app to the cluster it runs in, and nothing of the other
-//! clusters' apps, and its webhook refuses a hand edit there with the
-//! single-cluster message.
+//! Spoke mode against real kube-apiservers (issue 18): a gitgate started
+//! with `--cluster dr` on a fleet repository applies the dr cluster's app
+//! to the cluster it runs in, and nothing of the other clusters' apps, and
+//! its webhook refuses a hand edit there with the single-cluster message;
+//! two control planes, each with its own spoke of `examples/fleet`, are
+//! each synced and gated by their own spoke alone.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cluster;
-use crate::support::Repo;
-use crate::sync::{PROJECT, app, get, serve_on, status, wait_synced};
+use serde_json::Value;
+
+use crate::cluster::{self, Cluster};
+use crate::common::ServeProcess;
+use crate::support::{Repo, example_fleet_repo, git};
+use crate::sync::{BIN, PROJECT, app, audit_events, get, sa_token, serve_on, status, wait_synced, wait_until};
 
 const NS: &str = "e2e-fleet";
 
@@ -92,4 +97,316 @@ fn a_spoke_applies_and_gates_only_its_clusters_apps() {
     s.terminate(Duration::from_secs(20));
     cleanup();
     let _ = c.kubectl(&["delete", "namespace", NS, "--wait=false"]);
+}
+
+/// The namespace of the example fleet's app (`examples/fleet`).
+const GUESTBOOK: &str = "guestbook";
+/// The group of the ServiceAccounts a fleet hub reads the spokes' status
+/// API with: an `--admin-group` of each spoke.
+const HUB_GROUP: &str = "system:serviceaccounts:gitgate-fleet";
+
+/// One cluster of the fleet with its own spoke: `gitgate serve --cluster
+/// NAME` on its own port, cert dir, audit log and kubeconfig (all under
+/// `work`), its webhooks registered in its own cluster.
+struct Spoke {
+    /// The cluster's name in gitgate.yaml.
+    name: &'static str,
+    /// The overlay its app renders (`metadata.labels.env`).
+    env: &'static str,
+    cluster: &'static Cluster,
+    /// The spoke's working directory: `certs/` (its CA and serving pair),
+    /// `gitgate-data/audit/audit.jsonl`, `reconciler.kubeconfig`,
+    /// `hub.token`.
+    work: tempfile::TempDir,
+    /// A token of ServiceAccount `gitgate-fleet/hub` of this cluster
+    /// (`kubectl create token`, 1 h), also in `work/hub.token`.
+    token: String,
+    serve: ServeProcess,
+}
+
+impl Spoke {
+    fn app(&self) -> String {
+        format!("guestbook-{}", self.name)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.serve.addr.port())
+    }
+
+    fn token_file(&self) -> PathBuf {
+        self.work.path().join("hub.token")
+    }
+
+    /// `GET /api/v1/apps` with `token` as the bearer: the HTTP status and
+    /// the body.
+    fn apps(&self, token: &str) -> (u16, Value) {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5", "-w", "\n%{http_code}", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg("--cacert")
+            .arg(&self.serve.ca)
+            .arg(self.url("/api/v1/apps"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+}
+
+/// Starts the spoke of cluster `name` in `c`: a hub ServiceAccount token
+/// first (the spoke's status API answers it through a TokenReview), then
+/// `gitgate serve --cluster NAME` with its webhooks in the chart's layout.
+fn start_spoke(name: &'static str, env: &'static str, c: &'static Cluster, repo: &Repo) -> Spoke {
+    let work = tempfile::tempdir().unwrap();
+    let token = sa_token(c, "gitgate-fleet", "hub");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let serve = serve_on(
+        c,
+        work.path(),
+        repo,
+        "gitgate-e2e-fleet2",
+        &format!("127.0.0.1:{port}"),
+        &[
+            "--cluster",
+            name,
+            "--admin-group",
+            HUB_GROUP,
+            "--webhook-endpoint",
+            &format!("https://127.0.0.1:{port}"),
+            "--webhook-enforce-label",
+            "gitgate.dev/enforce=true",
+        ],
+    );
+    let spoke = Spoke { name, env, cluster: c, work, token, serve };
+    std::fs::write(spoke.token_file(), &spoke.token).unwrap();
+    spoke
+}
+
+/// Takes the fleet's traces out of both clusters when it drops (after
+/// the spokes, declared later, were stopped): the webhook configurations
+/// the spokes installed (failing closed on cluster-scoped objects) first,
+/// then the namespaces.
+struct FleetCleanup(Vec<&'static Cluster>);
+
+impl Drop for FleetCleanup {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
+                let _ = c.kubectl(&["delete", kind, "-l", "gitgate.dev/guard=true"]);
+            }
+            for ns in [GUESTBOOK, "gitgate-fleet", "gitgate-e2e-fleet2"] {
+                let _ = c.kubectl(&["delete", "namespace", ns, "--wait=false"]);
+            }
+        }
+    }
+}
+
+/// The message kubectl prints when a command is denied (the command must
+/// be denied).
+fn denial(c: &Cluster, args: &[&str]) -> String {
+    let out = c.kubectl(args);
+    assert!(!out.status.success(), "kubectl {args:?} was admitted: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Waits until the spoke's webhook refuses a change in its cluster (the
+/// apiserver loads webhook configurations asynchronously): a server-side
+/// dry run of an object nothing in Git declares, so nothing is created.
+fn wait_enforced(s: &Spoke) {
+    wait_until(&format!("the {} spoke's webhook in force", s.name), Duration::from_secs(30), || {
+        let out = s.cluster.kubectl(&[
+            "create",
+            "configmap",
+            "stray",
+            "-n",
+            GUESTBOOK,
+            "--from-literal=a=b",
+            "--dry-run=server",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        (!out.status.success() && err.contains(&format!("nothing in Git declares {GUESTBOOK}/ConfigMap/stray")))
+            .then_some(())
+    });
+}
+
+/// `gitgate fleet diff A B --repo REPO`: exit code and stdout.
+fn fleet_diff(repo: &Repo, a: &str, b: &str) -> (Option<i32>, String) {
+    let out = std::process::Command::new(BIN).args(["fleet", "diff", a, b, "--repo", &repo.url()]).output().unwrap();
+    assert_ne!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A manifest of the example repository, as JSON.
+fn manifest(repo: &Path, rel: &str) -> Value {
+    serde_saphyr::from_str(&std::fs::read_to_string(repo.join(rel)).unwrap()).unwrap()
+}
+
+/// Issue 18 on two real control planes: `examples/fleet` in one Git
+/// repository, the staging spoke in cluster 1 and the production spoke in
+/// cluster 2. Each syncs its own app only, denies a hand edit in its own
+/// cluster with the single-cluster message (its own app and overlay file),
+/// records its own cluster's changes only, and answers its status API to
+/// its own cluster's hub token only; `fleet diff` says staging and
+/// production differ by the overlay alone, production and dr not at all.
+#[test]
+fn two_clusters_each_gated_by_its_own_spoke() {
+    let test = "two_clusters_each_gated_by_its_own_spoke";
+    let Some(c1) = cluster::cluster(test) else { return };
+    let Some(c2) = cluster::second_cluster(test) else { return };
+    let _serial = cluster::cluster_wide();
+    let t0 = Instant::now();
+    let _cleanup = FleetCleanup(vec![c1, c2]);
+    let (repo, commit) = example_fleet_repo();
+    let subject = git(repo.path(), &["log", "-1", "--format=%s"]);
+
+    // Both spokes start at once (each waits for its first decision).
+    let (staging, production) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| start_spoke("staging", "staging", c1, &repo));
+        let b = scope.spawn(|| start_spoke("production", "production", c2, &repo));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let spokes = [&staging, &production];
+    eprintln!("{test}: both spokes ready after {:?}", t0.elapsed());
+
+    // Each spoke syncs its own app; its status API answers its own
+    // cluster's hub token (the only app listed is its own), and refuses the
+    // other cluster's.
+    for (s, other) in [(&staging, &production), (&production, &staging)] {
+        let synced = wait_until(&format!("{} synced at {commit}", s.app()), Duration::from_secs(60), || {
+            let (code, st) = s.apps(&s.token);
+            let a = app(&st, &s.app())?;
+            (code == 200 && a["sync"] == "Synced" && a["syncedCommit"] == commit).then_some(st)
+        });
+        let names: Vec<&str> = synced["apps"].as_array().unwrap().iter().filter_map(|a| a["name"].as_str()).collect();
+        assert_eq!(names, [s.app()], "the {} spoke lists its own app only: {synced:#}", s.name);
+        let (code, body) = s.apps(&other.token);
+        assert_eq!(code, 401, "the {} spoke refuses the {} cluster's token: {body}", s.name, other.name);
+    }
+    eprintln!("{test}: both apps synced after {:?}", t0.elapsed());
+
+    // What each cluster holds: its own app's objects with its overlay's
+    // values, and nothing of the other cluster's app.
+    for (s, other) in [(&staging, &production), (&production, &staging)] {
+        let c = s.cluster;
+        let overlay = |f: &str| manifest(repo.path(), &format!("guestbook/overlays/{}/{f}", s.env));
+        let deploy = get(c, &["deployment", "guestbook", "-n", GUESTBOOK]).expect("the Deployment");
+        assert_eq!(deploy["spec"]["replicas"], overlay("deployment.yaml")["spec"]["replicas"], "in {}", s.name);
+        assert_eq!(deploy["metadata"]["labels"]["gitgate.dev/app"], s.app());
+        let cm = get(c, &["configmap", "guestbook-config", "-n", GUESTBOOK]).expect("the settings");
+        assert_eq!(cm["data"], overlay("configmap.yaml")["data"], "in {}", s.name);
+        assert!(get(c, &["service", "guestbook", "-n", GUESTBOOK]).is_some());
+        let theirs = c.kubectl_ok(&[
+            "get",
+            "namespaces,deployments,services,configmaps",
+            "-A",
+            "-l",
+            &format!("gitgate.dev/app={}", other.app()),
+            "-o",
+            "name",
+        ]);
+        assert_eq!(theirs.trim(), "", "nothing of {} in the {} cluster", other.app(), s.name);
+    }
+    let (staging_replicas, production_replicas) = (
+        get(c1, &["deployment", "guestbook", "-n", GUESTBOOK]).unwrap()["spec"]["replicas"].clone(),
+        get(c2, &["deployment", "guestbook", "-n", GUESTBOOK]).unwrap()["spec"]["replicas"].clone(),
+    );
+    assert_ne!(staging_replicas, production_replicas, "the two clusters run their own overlays");
+
+    // A hand edit in each cluster is denied by that cluster's spoke, with
+    // the message of a single cluster (tests/e2e/provenance.rs): the
+    // object, its app, its file and commit, and "change it there".
+    for s in spokes {
+        let c = s.cluster;
+        wait_enforced(s);
+        let owner = |kind: &str, name: &str, file: &str| {
+            format!(
+                "{GUESTBOOK}/{kind}/{name} is managed by app {app} from guestbook/overlays/{env}/{file} at {short} '{subject}'",
+                app = s.app(),
+                env = s.env,
+                short = &commit[..7]
+            )
+        };
+        let deploy = owner("Deployment", "guestbook", "deployment.yaml");
+        let err = denial(c, &["scale", "deployment", "guestbook", "-n", GUESTBOOK, "--replicas=7"]);
+        assert!(err.contains(&format!("{deploy}; change it there (scale is set in Git)")), "{err}");
+        eprintln!("{test}: the {} cluster, kubectl scale: {}", s.name, err.trim());
+        let err = denial(
+            c,
+            &["patch", "deployment", "guestbook", "-n", GUESTBOOK, "--type=merge", "-p", r#"{"spec":{"replicas":7}}"#],
+        );
+        assert!(err.contains(&format!("{deploy}; change it there (")), "{err}");
+        assert!(err.contains("/spec/replicas differs from Git"), "{err}");
+        // What `kubectl edit` sends: a patch of the settings.
+        let err = denial(
+            c,
+            &[
+                "patch",
+                "configmap",
+                "guestbook-config",
+                "-n",
+                GUESTBOOK,
+                "--type=merge",
+                "-p",
+                r#"{"data":{"GUESTBOOK_TITLE":"edited by hand"}}"#,
+            ],
+        );
+        assert!(
+            err.contains(&format!("{}; change it there (", owner("ConfigMap", "guestbook-config", "configmap.yaml"))),
+            "{err}"
+        );
+        assert!(err.contains("/data/GUESTBOOK_TITLE differs from Git"), "{err}");
+        eprintln!("{test}: the {} cluster, kubectl edit of the settings: {}", s.name, err.trim());
+    }
+    assert_eq!(get(c1, &["deployment", "guestbook", "-n", GUESTBOOK]).unwrap()["spec"]["replicas"], staging_replicas);
+    assert_eq!(
+        get(c2, &["deployment", "guestbook", "-n", GUESTBOOK]).unwrap()["spec"]["replicas"],
+        production_replicas
+    );
+
+    // The parity proof from the same repository: the overlay's two fields,
+    // nothing else; production and its dr twin the same.
+    let (code, text) = fleet_diff(&repo, "staging", "production");
+    assert_eq!(code, Some(1), "{text}");
+    let differs: Vec<&str> = text.lines().filter(|l| l.starts_with("differs: ")).collect();
+    assert_eq!(text.lines().count(), differs.len() + 1, "differences and the summary only: {text}");
+    assert_eq!(differs.len(), 2, "{text}");
+    for (field, file) in [("/data/GUESTBOOK_TITLE", "configmap.yaml"), ("/spec/replicas", "deployment.yaml")] {
+        let why = format!(
+            "{field}: an overlay: guestbook/overlays/staging/{file} against guestbook/overlays/production/{file}"
+        );
+        assert!(differs.iter().any(|l| l.ends_with(&why)), "{why} in {text}");
+    }
+    let (code, text) = fleet_diff(&repo, "production", "dr");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("production and dr are the same in Git"), "{text}");
+
+    // Each spoke's audit log: its own app's applies and its own cluster's
+    // denials, nothing of the other's.
+    for (s, other) in [(&staging, &production), (&production, &staging)] {
+        let events = audit_events(s.work.path());
+        let applied: Vec<&str> = events
+            .iter()
+            .filter(|e| e["event"] == "apply" && e["app"] == s.app())
+            .filter_map(|e| e["kind"].as_str())
+            .collect();
+        for kind in ["Namespace", "Service", "ConfigMap", "Deployment"] {
+            assert!(applied.contains(&kind), "the {} spoke's log records the apply of its {kind}: {applied:?}", s.name);
+        }
+        assert!(
+            events.iter().any(|e| e["event"] == "admission"
+                && e["decision"] == "deny"
+                && e["name"] == "guestbook-config"
+                && e["app"] == s.app()),
+            "the {} spoke's log records the denied edit",
+            s.name
+        );
+        let foreign: Vec<&Value> = events.iter().filter(|e| e.to_string().contains(&other.app())).collect();
+        assert!(foreign.is_empty(), "nothing of {} in the {} spoke's log: {foreign:?}", other.app(), s.name);
+    }
+
+    for s in [staging, production] {
+        s.serve.terminate(Duration::from_secs(20));
+    }
+    eprintln!("{test}: done after {:?}", t0.elapsed());
 }

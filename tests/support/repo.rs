@@ -75,6 +75,25 @@ impl Repo {
         self
     }
 
+    /// Copies the directory `from` (its files and subdirectories) into
+    /// the work tree, e.g. one of the crate's `examples/`.
+    pub fn copy_dir(&self, from: &Path) -> &Self {
+        fn copy(from: &Path, to: &Path) {
+            std::fs::create_dir_all(to).unwrap();
+            for entry in std::fs::read_dir(from).unwrap() {
+                let entry = entry.unwrap();
+                let target = to.join(entry.file_name());
+                if entry.file_type().unwrap().is_dir() {
+                    copy(&entry.path(), &target);
+                } else {
+                    std::fs::copy(entry.path(), target).unwrap();
+                }
+            }
+        }
+        copy(from, self.path());
+        self
+    }
+
     /// Commits everything; returns the commit ID.
     pub fn commit(&self, msg: &str) -> String {
         git(self.path(), &["add", "-A"]);
@@ -219,6 +238,19 @@ pub fn gitops_demo_repo() -> (Repo, String) {
     repo.write("gitgate.yaml", "apps:\n  - name: web\n    path: apps/web\n    destination: {namespace: gitops-demo}\n");
     repo.write("apps/web/deploy.yaml", GITOPS_DEMO_DEPLOY);
     let commit = repo.commit("web: two replicas of nginx 1.27");
+    (repo, commit)
+}
+
+/// `examples/fleet` of this crate: the example fleet repository.
+pub fn example_fleet_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/fleet")
+}
+
+/// A real Git repository holding a copy of `examples/fleet`, committed.
+pub fn example_fleet_repo() -> (Repo, String) {
+    let repo = Repo::new();
+    repo.copy_dir(&example_fleet_dir());
+    let commit = repo.commit("the example fleet");
     (repo, commit)
 }
 
