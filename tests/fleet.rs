@@ -111,6 +111,49 @@ fn fleet_diff_reports_the_overlay_difference_and_nothing_else() {
     assert_eq!(report.differences.len(), 2, "{:?}", report.differences);
 }
 
+/// One base file, patched by each cluster's overlay (kustomize): the
+/// value differs by overlay, and `fleet diff` says which overlays.
+#[test]
+fn a_value_a_kustomize_overlay_patches_is_an_overlay_difference() {
+    let repo = Repo::new();
+    repo.write(
+        "gitgate.yaml",
+        "clusters:
+  - {name: staging, labels: {env: staging}}
+  - {name: production, labels: {env: production}}
+generators:
+  - clusters: {}
+    template:
+      name: \"shop-{{name}}\"
+      path: \"shop/overlays/{{metadata.labels.env}}\"
+      destination: {cluster: \"{{name}}\", namespace: shop}
+",
+    );
+    repo.write("shop/base/cm.yaml", &configmap("settings", "base"));
+    repo.write("shop/base/kustomization.yaml", "resources: [cm.yaml]\n");
+    for env in ["staging", "production"] {
+        repo.write(
+            &format!("shop/overlays/{env}/kustomization.yaml"),
+            &format!(
+                "resources: [../../base]\npatches:\n  - patch: |\n      apiVersion: v1\n      kind: ConfigMap\n      metadata: {{name: settings}}\n      data: {{value: {env}}}\n"
+            ),
+        );
+    }
+    let c = repo.commit("one base, two overlays");
+    let report = gitgate::fleet::compare(
+        &render(&repo, &c, Some("staging")).unwrap(),
+        &render(&repo, &c, Some("production")).unwrap(),
+    );
+    let [gitgate::fleet::Difference::Changed { field, why, .. }] = report.differences.as_slice() else {
+        panic!("{:?}", report.differences)
+    };
+    assert_eq!(field, "/data/value");
+    assert_eq!(
+        why,
+        "an overlay: shop/overlays/staging patches shop/base/cm.yaml other than shop/overlays/production does"
+    );
+}
+
 /// A Secret sealed for each cluster's own key (real age: the same value,
 /// another recipient per cluster) differs in Git by design: `fleet diff`
 /// says so, and says its values are not compared.
@@ -148,8 +191,10 @@ generators:
         repo.write(&format!("shop/{cluster}/cm.yaml"), &configmap("settings", "same"));
     }
     let c = repo.commit("sealed per cluster");
-    let report =
-        gitgate::fleet::compare(&render(&repo, &c, Some("production")).unwrap(), &render(&repo, &c, Some("dr")).unwrap());
+    let report = gitgate::fleet::compare(
+        &render(&repo, &c, Some("production")).unwrap(),
+        &render(&repo, &c, Some("dr")).unwrap(),
+    );
     assert_eq!(report.identical, 1, "the ConfigMap: {:?}", report.differences);
     let [gitgate::fleet::Difference::Changed { object, field, why, .. }] = report.differences.as_slice() else {
         panic!("{:?}", report.differences)
@@ -295,4 +340,26 @@ fn gitgate_fleet_diff_on_the_example_directory() {
             "staging and production are different in Git: 2 object(s) identical, 2 different",
         ]
     );
+}
+
+/// `gitgate render --cluster NAME` renders what that cluster's spoke
+/// renders; without it the example fleet's three apps clash.
+#[test]
+fn gitgate_render_cluster_renders_the_spokes_apps() {
+    let dir = support::example_fleet_dir();
+    let render = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gitgate"))
+            .args(["render", "-o", "json", "--repo"])
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = render(&["--cluster", "dr"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("guestbook-dr") && !text.contains("guestbook-staging"), "{text}");
+    let out = render(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is declared by two apps"));
 }

@@ -34,6 +34,10 @@ pub struct RenderArgs {
     /// Bare cache directory to fetch into (default: a temporary one).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Render as the spoke of this cluster renders (`serve --cluster`):
+    /// only the apps deployed to it.
+    #[arg(long)]
+    pub cluster: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -76,7 +80,11 @@ pub fn run(args: RenderArgs) -> Result<(), CommandError> {
     let source = GitSource::open(&url, &cache)?;
     source.fetch()?;
     let commit = source.resolve(&args.rev)?;
-    let opts = RenderOptions { config_path: RepoPath::parse(&args.config)?, ..RenderOptions::default() };
+    let opts = RenderOptions {
+        config_path: RepoPath::parse(&args.config)?,
+        cluster: args.cluster.clone(),
+        ..RenderOptions::default()
+    };
     let set = Renderer::new(opts).desired(&source.repo(), commit)?;
     if let Some(app) = &args.app
         && set.app(app).is_none()

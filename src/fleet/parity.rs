@@ -10,7 +10,7 @@ use crate::render::object::ObjectKey;
 
 /// How one object differs between cluster A and cluster B.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "difference", rename_all = "camelCase")]
+#[serde(tag = "difference", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum Difference {
     /// Git gives it to A only.
     OnlyA { object: String, app: String, file: String },
@@ -52,7 +52,7 @@ pub fn compare(a: &DesiredSet, b: &DesiredSet) -> ParityReport {
                 None => report.identical += 1,
                 Some(field) => report.differences.push(Difference::Changed {
                     object,
-                    why: why(x, y),
+                    why: why((a, x), (b, y)),
                     field,
                     file_a: x.source.to_string(),
                     file_b: y.source.to_string(),
@@ -80,17 +80,21 @@ fn changed(x: &DesiredObject, y: &DesiredObject) -> Option<String> {
     first.or_else(|| first_difference(&y.manifest, &x.value(), &[]).ok().flatten()).or_else(|| Some("/".into()))
 }
 
-fn why(x: &DesiredObject, y: &DesiredObject) -> String {
+fn why((a, x): (&DesiredSet, &DesiredObject), (b, y): (&DesiredSet, &DesiredObject)) -> String {
     let sealed = |o: &DesiredObject| crate::contract::sealed::git_sealed_digest(&o.value()).is_some();
+    let path = |set: &DesiredSet, o: &DesiredObject| set.app_of(o).map(|app| app.path.to_string()).unwrap_or_default();
     if sealed(x) && sealed(y) {
         format!(
             "a sealed Secret, sealed for each cluster's own recipients ({} against {}): its values are not compared",
             x.source, y.source
         )
-    } else if x.source == y.source {
-        format!("the same file ({}) rendered with other values", x.source)
-    } else {
+    } else if x.source != y.source {
         format!("an overlay: {} against {}", x.source, y.source)
+    } else if path(a, x) != path(b, y) {
+        // One base file, patched by each app's own kustomization.
+        format!("an overlay: {} patches {} other than {} does", path(a, x), x.source, path(b, y))
+    } else {
+        format!("the same file ({}) rendered with other values", x.source)
     }
 }
 
