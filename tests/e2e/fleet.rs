@@ -328,9 +328,15 @@ fn two_clusters_each_gated_by_its_own_spoke() {
             )
         };
         let deploy = owner("Deployment", "guestbook", "deployment.yaml");
+        let asked = Instant::now();
         let err = denial(c, &["scale", "deployment", "guestbook", "-n", GUESTBOOK, "--replicas=7"]);
+        let took = asked.elapsed();
         assert!(err.contains(&format!("{deploy}; change it there (scale is set in Git)")), "{err}");
-        eprintln!("{test}: the {} cluster, kubectl scale: {}", s.name, err.trim());
+        eprintln!(
+            "{test}: the {} cluster, kubectl scale, denied in {took:?} (kubectl round trip): {}",
+            s.name,
+            err.trim()
+        );
         let err = denial(
             c,
             &["patch", "deployment", "guestbook", "-n", GUESTBOOK, "--type=merge", "-p", r#"{"spec":{"replicas":7}}"#],
@@ -405,8 +411,113 @@ fn two_clusters_each_gated_by_its_own_spoke() {
         assert!(foreign.is_empty(), "nothing of {} in the {} spoke's log: {foreign:?}", other.app(), s.name);
     }
 
-    for s in [staging, production] {
-        s.serve.terminate(Duration::from_secs(20));
+    // The fleet audit: both spokes' chains merged by time, each record
+    // naming its cluster; each chain verifies on its own.
+    let chain = |s: &Spoke| format!("{}={}", s.name, s.work.path().join("gitgate-data/audit").display());
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "query", "--fleet", &chain(&staging), &chain(&production), "--decision", "deny", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let denied: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    for s in spokes {
+        assert!(
+            denied.iter().any(|r| r["cluster"] == s.name && r["app"] == s.app()),
+            "the fleet query shows the {} cluster's denials: {denied:#?}",
+            s.name
+        );
     }
+    let times: Vec<&str> = denied.iter().filter_map(|r| r["time"].as_str()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "merged by time: {times:?}");
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "verify", "--fleet", &chain(&staging), &chain(&production)])
+        .output()
+        .unwrap();
+    let verified = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{verified}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(verified.contains("staging: OK") && verified.contains("production: OK"), "{verified}");
+
+    // The hub: both spokes on one view, read over their status APIs with
+    // each cluster's own hub token — no kubeconfig of either cluster.
+    let hub_dir = tempfile::tempdir().unwrap();
+    let mut fleet = String::from("spokes:\n");
+    for s in spokes {
+        fleet.push_str(&format!(
+            "  - {{cluster: {}, url: '{}', tokenFile: '{}', caFile: '{}'}}\n",
+            s.name,
+            s.url(""),
+            s.token_file().display(),
+            s.serve.ca.display()
+        ));
+    }
+    std::fs::write(hub_dir.path().join("fleet.yaml"), fleet).unwrap();
+    let none = hub_dir.path().join("none.kubeconfig");
+    std::fs::write(&none, "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n").unwrap();
+    let hub = ServeProcess::spawn_until(
+        BIN,
+        hub_dir.path(),
+        "127.0.0.1:0",
+        &["--hub", "--fleet", "fleet.yaml", "--fleet-interval", "1s", "--kubeconfig", none.to_str().unwrap()],
+        "listening on https://",
+    );
+    let hub_status = || {
+        let out = std::process::Command::new(BIN)
+            .args([
+                "status",
+                "--fleet",
+                "--json",
+                "--server",
+                &format!("https://127.0.0.1:{}", hub.addr.port()),
+                "--ca",
+            ])
+            .arg(&hub.ca)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout).ok()
+    };
+    let spoke_of = |view: &Value, name: &str| {
+        view["spokes"].as_array().and_then(|a| a.iter().find(|s| s["cluster"] == name)).cloned().unwrap_or_default()
+    };
+    let view = wait_until("the hub sees both spokes", Duration::from_secs(30), || {
+        let v = hub_status()?;
+        spokes.iter().all(|s| spoke_of(&v, s.name)["summary"]["synced"] == 1).then_some(v)
+    });
+    for s in spokes {
+        let seen = spoke_of(&view, s.name);
+        assert_eq!(seen["state"], "Up", "{seen:#}");
+        assert_eq!(seen["status"]["apps"][0]["name"], s.app(), "each cluster's own app: {seen:#}");
+        assert_eq!(seen["labels"]["env"], s.env);
+        assert!(seen["denied"]["count"].as_u64().unwrap_or(0) >= 3, "its cluster's denials: {seen:#}");
+    }
+    // staging and production compared live as the hub sees them: the two
+    // objects their overlays set differ, the rest is the same.
+    let out = std::process::Command::new(BIN)
+        .args(["fleet", "diff", "staging", "production", "--repo", &repo.url(), "--live", "--server"])
+        .arg(format!("https://127.0.0.1:{}", hub.addr.port()))
+        .arg("--ca")
+        .arg(&hub.ca)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let live: Vec<&str> = text.lines().filter(|l| l.starts_with("live: ")).collect();
+    assert_eq!(live.len(), 2, "{text}");
+    assert!(live.iter().all(|l| l.contains("Git gives other content")), "{text}");
+    eprintln!("{test}: the hub's view after {:?}", t0.elapsed());
+
+    // production's spoke stops: unknown on the hub, with when it was last
+    // seen, its apps no longer shown; staging still up.
+    production.serve.terminate(Duration::from_secs(20));
+    let view = wait_until("the hub marks production unknown", Duration::from_secs(30), || {
+        let v = hub_status()?;
+        (spoke_of(&v, "production")["state"] == "Unknown").then_some(v)
+    });
+    let gone = spoke_of(&view, "production");
+    assert!(gone["reason"].as_str().unwrap_or_default().starts_with("unreachable"), "{gone:#}");
+    assert!(gone["lastSeen"].as_str().is_some_and(|t| !t.is_empty()), "when it was last seen: {gone:#}");
+    assert_eq!(gone["status"]["apps"].as_array().map_or(0, Vec::len), 0, "nothing shown as current: {gone:#}");
+    assert_eq!(spoke_of(&view, "staging")["state"], "Up");
+    hub.terminate(Duration::from_secs(20));
+    staging.serve.terminate(Duration::from_secs(20));
     eprintln!("{test}: done after {:?}", t0.elapsed());
 }
