@@ -213,8 +213,9 @@ fn serve_hub_and_status_fleet_show_two_real_spokes() {
         "clusters:
   - {name: production, labels: {env: production}}
   - {name: dr, labels: {env: production}}
+  - {name: lab, labels: {env: lab}}
 generators:
-  - clusters: {}
+  - clusters: {selector: {matchLabels: {env: production}}}
     template:
       name: \"shop-{{name}}\"
       path: \"shop\"
@@ -228,7 +229,7 @@ generators:
     let kubeconfig = work.path().join("none.kubeconfig");
     std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n").unwrap();
     let mut spokes = Vec::new();
-    for name in ["production", "dr"] {
+    for name in ["production", "dr", "lab"] {
         let dir = work.path().join(name);
         std::fs::create_dir(&dir).unwrap();
         let args = ["--repo", &url, "--cluster", name, "--kubeconfig", kubeconfig.to_str().unwrap()];
@@ -266,7 +267,7 @@ generators:
         let out = status(&["--json"]);
         let view: Option<FleetView> = serde_json::from_slice(&out.stdout).ok();
         match view {
-            Some(v) if v.spokes.iter().all(|s| s.state == SpokeState::Up && s.summary.apps == 1) => break v,
+            Some(v) if v.spokes.iter().all(|s| s.state == SpokeState::Up && s.status.cluster.is_some()) => break v,
             _ if std::time::Instant::now() > deadline => panic!("{}", String::from_utf8_lossy(&out.stderr)),
             _ => std::thread::sleep(Duration::from_millis(200)),
         }
@@ -280,6 +281,11 @@ generators:
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("parity production (production, dr): identical"), "{table}");
     assert_eq!(out.status.code(), Some(3), "plan mode syncs nothing: not all well\n{table}");
+    // A cluster no app targets: a clear word, not an empty success.
+    let lab = table.lines().find(|l| l.starts_with("lab")).unwrap_or_default();
+    assert!(lab.contains("no app of gitgate.yaml is deployed to cluster lab"), "{table}");
+    let (_, lab) = spokes.pop().unwrap();
+    lab.terminate(Duration::from_secs(20));
 
     // The page, and dr stopped: unknown on the next round.
     let (_, dr) = spokes.pop().unwrap();

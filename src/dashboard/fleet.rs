@@ -123,7 +123,7 @@ fn clusters(b: &mut String, view: &FleetView) {
         let commit = m.commits.first().map_or(String::new(), |c| html::short(c).to_string());
         let more = if m.commits.len() > 1 { format!(" (+{})", m.commits.len() - 1) } else { String::new() };
         let detail =
-            if s.state == SpokeState::Up { format!("{} · {} ms", s.role, s.answered_ms) } else { s.reason.clone() };
+            if s.state == SpokeState::Up { format!("{} · {} ms", s.detail(), s.answered_ms) } else { s.detail() };
         let _ = write!(
             b,
             "<tr data-cluster=\"{c}\" data-state=\"{state:?}\"><td>{c}</td><td>{badge}</td><td>{seen}</td><td>{apps}</td>\

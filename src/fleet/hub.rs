@@ -247,6 +247,22 @@ pub struct SpokeView {
     pub status: Overview,
 }
 
+impl SpokeView {
+    /// One line on the spoke: why it is unknown; else its role, commit and
+    /// failures, or why it runs nothing.
+    pub fn detail(&self) -> String {
+        if self.state == SpokeState::Unknown {
+            return self.reason.clone();
+        }
+        if let Some(note) = self.status.cluster.as_ref().map(|c| c.note.as_str()).filter(|n| !n.is_empty()) {
+            return note.to_string();
+        }
+        let commit: String = self.summary.commits.first().map(|c| c.chars().take(7).collect()).unwrap_or_default();
+        let failed = self.summary.failed;
+        format!("{} at {commit}{}", self.role, if failed > 0 { format!(", {failed} failed") } else { String::new() })
+    }
+}
+
 /// The whole fleet.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -489,17 +505,7 @@ pub fn table(view: &FleetView, wide: bool) -> String {
     ];
     for s in &view.spokes {
         let m = &s.summary;
-        let detail = match s.state {
-            SpokeState::Up => {
-                let commit: String = m.commits.first().map(|c| c.chars().take(7).collect()).unwrap_or_default();
-                format!(
-                    "{} at {commit}{}",
-                    s.role,
-                    if m.failed > 0 { format!(", {} failed", m.failed) } else { String::new() }
-                )
-            }
-            SpokeState::Unknown => s.reason.clone(),
-        };
+        let detail = s.detail();
         let state = match s.state {
             SpokeState::Up => "Up",
             SpokeState::Unknown => "Unknown",

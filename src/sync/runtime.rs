@@ -110,13 +110,23 @@ pub async fn name_cluster(
     status: Arc<StatusStore>,
     name: String,
 ) {
-    status.set_cluster(super::status::ClusterInfo { name: name.clone(), labels: Default::default() });
+    status.set_cluster(super::status::ClusterInfo { name: name.clone(), ..Default::default() });
+    let mut warned = None;
     loop {
         let current = desired.borrow_and_update().clone();
         if let Some(d) = current {
             let labels =
                 d.config().clusters.iter().find(|c| c.name == name).map(|c| c.labels.clone()).unwrap_or_default();
-            status.set_cluster(super::status::ClusterInfo { name: name.clone(), labels });
+            let note = if d.apps().is_empty() {
+                format!("no app of gitgate.yaml is deployed to cluster {name} at {}: nothing runs here", d.commit())
+            } else {
+                String::new()
+            };
+            if !note.is_empty() && warned != Some(d.commit()) {
+                tracing::warn!(cluster = %name, commit = %d.commit(), "no app of gitgate.yaml is deployed to this cluster");
+                warned = Some(d.commit());
+            }
+            status.set_cluster(super::status::ClusterInfo { name: name.clone(), labels, note });
         }
         if desired.changed().await.is_err() {
             return;

@@ -144,6 +144,10 @@ pub struct ClusterInfo {
     pub name: String,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Why the spoke runs nothing, when no app of the commit in force is
+    /// deployed to its cluster.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
 }
 
 /// Denied changes: how many since start, and when the last one was.

@@ -89,7 +89,11 @@ pub async fn spoke(cluster: &str, env: &str, token: &'static str, apps: Vec<AppS
     gitgate::tls::DevPair::new(dir.path()).ensure().unwrap();
     let store = Arc::new(StatusStore::new(None));
     store.set_role("leader");
-    store.set_cluster(ClusterInfo { name: cluster.into(), labels: BTreeMap::from([("env".into(), env.into())]) });
+    store.set_cluster(ClusterInfo {
+        name: cluster.into(),
+        labels: BTreeMap::from([("env".into(), env.into())]),
+        note: String::new(),
+    });
     for a in apps {
         store.put(a);
     }
