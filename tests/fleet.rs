@@ -111,6 +111,24 @@ fn fleet_diff_reports_the_overlay_difference_and_nothing_else() {
     assert_eq!(report.differences.len(), 2, "{:?}", report.differences);
 }
 
+/// A gitgate.yaml of two clusters (name, env) and one `clusters`
+/// generator whose apps take `path`.
+fn two_clusters(a: (&str, &str), b: (&str, &str), path: &str) -> String {
+    format!(
+        "clusters:
+  - {{name: {}, labels: {{env: {}}}}}
+  - {{name: {}, labels: {{env: {}}}}}
+generators:
+  - clusters: {{}}
+    template:
+      name: \"shop-{{{{name}}}}\"
+      path: \"{path}\"
+      destination: {{cluster: \"{{{{name}}}}\", namespace: shop}}
+",
+        a.0, a.1, b.0, b.1
+    )
+}
+
 /// One base file, patched by each cluster's overlay (kustomize): the
 /// value differs by overlay, and `fleet diff` says which overlays.
 #[test]
@@ -118,16 +136,7 @@ fn a_value_a_kustomize_overlay_patches_is_an_overlay_difference() {
     let repo = Repo::new();
     repo.write(
         "gitgate.yaml",
-        "clusters:
-  - {name: staging, labels: {env: staging}}
-  - {name: production, labels: {env: production}}
-generators:
-  - clusters: {}
-    template:
-      name: \"shop-{{name}}\"
-      path: \"shop/overlays/{{metadata.labels.env}}\"
-      destination: {cluster: \"{{name}}\", namespace: shop}
-",
+        &two_clusters(("staging", "staging"), ("production", "production"), "shop/overlays/{{metadata.labels.env}}"),
     );
     repo.write("shop/base/cm.yaml", &configmap("settings", "base"));
     repo.write("shop/base/kustomization.yaml", "resources: [cm.yaml]\n");
@@ -163,19 +172,7 @@ fn a_secret_sealed_per_cluster_differs_by_its_recipients_and_says_so() {
     use gitgate::secrets::keys::AgeIdentity;
     use gitgate::secrets::seal::{self, Binding, Limits, Scope};
     let repo = Repo::new();
-    repo.write(
-        "gitgate.yaml",
-        "clusters:
-  - {name: production, labels: {env: production}}
-  - {name: dr, labels: {env: production}}
-generators:
-  - clusters: {}
-    template:
-      name: \"shop-{{name}}\"
-      path: \"shop/{{name}}\"
-      destination: {cluster: \"{{name}}\", namespace: shop}
-",
-    );
+    repo.write("gitgate.yaml", &two_clusters(("production", "production"), ("dr", "production"), "shop/{{name}}"));
     for cluster in ["production", "dr"] {
         let key = AgeIdentity::generate();
         let binding = Binding::for_object(Scope::Strict, "shop", "db", "password").unwrap();

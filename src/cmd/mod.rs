@@ -325,23 +325,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve(args) if args.hub => {
             let settings = hub::Settings::from_args(*args)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("failed to start the runtime")?;
-            rt.block_on(hub::serve(settings))?;
+            server_runtime()?.block_on(hub::serve(settings))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
             let settings = serve::Settings::from_args(*args)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("failed to start the runtime")?;
-            rt.block_on(serve::serve(settings))?;
+            server_runtime()?.block_on(serve::serve(settings))?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The multi-threaded runtime a server runs on.
+fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("failed to start the runtime")
 }
 
 fn certs(args: CertsArgs) -> anyhow::Result<ExitCode> {
