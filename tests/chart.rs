@@ -397,7 +397,7 @@ fn fleet_spokes_give_the_dashboard_pods_a_fleet_file_gitgate_accepts() {
     assert_eq!(reconciler.fleet_interval, "30s");
     assert_eq!(serve_args_of(&objs, WEBHOOK).fleet, None, "the webhook pods read no other cluster");
     let cm = find(&objs, "ConfigMap", "gitgate-fleet").expect("the fleet file's ConfigMap");
-    let file = gitgate::fleet::hub::FleetFile::parse(cm["data"]["fleet.yaml"].as_str().unwrap(), Path::new("/"))
+    let file = gitgate::fleet::file::FleetFile::parse(cm["data"]["fleet.yaml"].as_str().unwrap(), Path::new("/"))
         .unwrap_or_else(|e| panic!("gitgate refuses the chart's fleet file: {e}"));
     let dr = &file.spokes[1];
     assert_eq!((dr.cluster.as_str(), dr.url.as_str()), ("dr", "https://gitgate.dr.example.com:8443"));

@@ -12,8 +12,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use gitgate::fleet::hub::{FleetFile, FleetView, Hub, HubMetrics, SpokeState, SpokeView};
+use gitgate::fleet::file::FleetFile;
+use gitgate::fleet::hub::{FleetView, Hub, HubMetrics};
 use gitgate::fleet::live::{LiveDifference, ParityState};
+use gitgate::fleet::view::{SpokeState, SpokeView};
 use gitgate::sync::status::SyncStatus;
 use support::fleet::{fleet_file, guestbook, object, spoke};
 use support::server as common;

@@ -51,7 +51,7 @@ pub struct Settings {
 
 /// The fleet view's settings (`--fleet`, `--fleet-interval`), checked once.
 pub struct Fleet {
-    pub file: crate::fleet::hub::FleetFile,
+    pub file: crate::fleet::file::FleetFile,
     pub interval: Duration,
 }
 
@@ -64,7 +64,7 @@ impl Fleet {
             Duration::from_secs(1),
             Duration::from_secs(3600),
         )?;
-        Ok(Some(Fleet { file: crate::fleet::hub::FleetFile::load(path)?, interval }))
+        Ok(Some(Fleet { file: crate::fleet::file::FleetFile::load(path)?, interval }))
     }
 
     /// The hub (its metrics in `registry`), asking the spokes every interval.

@@ -17,8 +17,9 @@ use axum::{Json, Router, middleware};
 
 use super::auth::{Gate, Viewer};
 use super::html::{self, badge, esc, page_with_nav, sync_badge};
-use crate::fleet::hub::{FleetView, Hub, SpokeState, SpokeView};
+use crate::fleet::hub::{FleetView, Hub};
 use crate::fleet::live::ParityState;
+use crate::fleet::view::{SpokeState, SpokeView};
 
 /// A hub's navigation: the fleet only.
 const HUB_NAV: &[(&str, &str)] = &[("Fleet", "/ui/fleet")];
@@ -49,7 +50,7 @@ fn scoped(hub: &Hub, v: &Viewer) -> FleetView {
     if !v.scope.is_all() {
         for s in &mut view.spokes {
             s.status.apps.retain(|a| v.scope.sees_app(&a.name));
-            s.summary = crate::fleet::hub::Summary::of(&s.status);
+            s.summary = crate::fleet::view::Summary::of(&s.status);
         }
         // Parity names objects of every app: only for those who see all.
         for g in &mut view.parity {
@@ -211,8 +212,10 @@ fn apps(b: &mut String, s: &SpokeView) {
 mod tests {
     use super::*;
     use crate::access::Scope;
-    use crate::fleet::hub::{FleetFile, HubMetrics, SpokeView, Summary};
+    use crate::fleet::file::FleetFile;
+    use crate::fleet::hub::HubMetrics;
     use crate::fleet::live::{LiveDifference, ParityGroup};
+    use crate::fleet::view::{SpokeView, Summary};
     use crate::sync::status::{AppStatus, Overview, SyncStatus};
 
     fn app(name: &str) -> AppStatus {

@@ -1,16 +1,13 @@
 //! The hub: every spoke's status on one page. The fleet file
-//! (`serve --fleet FILE`) lists how to reach each spoke — its status API's
-//! URL, a bearer token its own apiserver accepts (read again every round,
-//! so rotated ServiceAccount tokens keep working), the CA of its serving
-//! certificate. A hub never holds a kubeconfig of a spoke's cluster: it
+//! ([`super::file`]) says how to reach each spoke; the token file is read
+//! again every round, so rotated ServiceAccount tokens keep working. A hub never holds a kubeconfig of a spoke's cluster: it
 //! reads `GET /api/v1/apps`, as `gitgate status` does, and nothing else.
 //!
 //! A spoke that does not answer, refuses the token, answers as another
 //! cluster or answers garbage is shown as unknown, with why and the time it
 //! last answered — never with its last apps as if they were current.
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,246 +19,16 @@ use prometheus_client::registry::Registry;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
+use super::file::{FleetError, FleetFile, Spoke};
 use super::live::{self, ParityGroup};
+use super::view::{SpokeState, SpokeView, Summary};
 use crate::clock::{format_rfc3339_micros, now_micros};
-use crate::sync::status::{Denied, Overview, SyncStatus};
+use crate::sync::status::{Denied, Overview};
 
 /// How long one spoke may take to answer a round.
 pub const SPOKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest status document read from a spoke.
 const MAX_STATUS_BYTES: usize = 64 * 1024 * 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub enum FleetError {
-    #[error("failed to read the fleet file {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the fleet file {path} is not valid: {message}")]
-    Invalid { path: PathBuf, message: String },
-    #[error("failed to read the CA file {path} of spoke {cluster}")]
-    Ca {
-        cluster: String,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("failed to set up the HTTPS client of spoke {cluster}")]
-    Client {
-        cluster: String,
-        #[source]
-        source: reqwest::Error,
-    },
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawFleet {
-    spokes: Vec<RawSpoke>,
-    #[serde(default)]
-    parity_groups: Vec<RawGroup>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawSpoke {
-    cluster: String,
-    url: String,
-    #[serde(default)]
-    token_file: Option<PathBuf>,
-    #[serde(default)]
-    ca_file: Option<PathBuf>,
-    #[serde(default)]
-    parity_group: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawGroup {
-    name: String,
-    #[serde(default)]
-    allowed_differences: Vec<String>,
-}
-
-/// One spoke of the fleet file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Spoke {
-    /// The cluster's name in `gitgate.yaml` (the spoke's `--cluster`).
-    pub cluster: String,
-    /// Its status API, `https://…` without a trailing slash.
-    pub url: String,
-    /// A bearer token the spoke's apiserver accepts (a ServiceAccount
-    /// token), read every round.
-    pub token_file: Option<PathBuf>,
-    /// The CA of its serving certificate (default: the system's roots).
-    pub ca_file: Option<PathBuf>,
-    /// Its parity group (default: its cluster's `labels.env`).
-    pub parity_group: Option<String>,
-}
-
-/// The validated fleet file.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FleetFile {
-    pub spokes: Vec<Spoke>,
-    /// Per parity group, the objects (`Kind.group namespace/name`, as
-    /// `gitgate fleet diff` names them) its members may differ in.
-    pub allowed: BTreeMap<String, Vec<String>>,
-}
-
-impl FleetFile {
-    pub fn load(path: &Path) -> Result<FleetFile, FleetError> {
-        let text = std::fs::read_to_string(path).map_err(|source| FleetError::Read { path: path.into(), source })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, base).map_err(|message| FleetError::Invalid { path: path.into(), message })
-    }
-
-    /// Parses and checks the file; relative paths are taken from `base`
-    /// (the file's directory).
-    pub fn parse(text: &str, base: &Path) -> Result<FleetFile, String> {
-        let raw: RawFleet = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
-        if raw.spokes.is_empty() {
-            return Err("it lists no spokes".into());
-        }
-        let (mut names, mut urls) = (HashSet::new(), HashSet::new());
-        let mut spokes = Vec::with_capacity(raw.spokes.len());
-        for s in raw.spokes {
-            let cluster = s.cluster.trim().to_string();
-            if cluster.is_empty() {
-                return Err("a spoke has an empty cluster name".into());
-            }
-            if !names.insert(cluster.clone()) {
-                return Err(format!("two spokes claim cluster {cluster:?}: each cluster has one spoke"));
-            }
-            let url = s.url.trim().trim_end_matches('/').to_string();
-            if !url.starts_with("https://") || url.len() <= "https://".len() {
-                return Err(format!(
-                    "spoke {cluster:?}: url {:?} is not https:// (its token is never sent in the clear)",
-                    s.url
-                ));
-            }
-            if !urls.insert(url.clone()) {
-                return Err(format!("spoke {cluster:?}: url {url} is another spoke's too"));
-            }
-            let at = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-            spokes.push(Spoke {
-                cluster,
-                url,
-                token_file: s.token_file.map(at),
-                ca_file: s.ca_file.map(at),
-                parity_group: s.parity_group.filter(|g| !g.trim().is_empty()),
-            });
-        }
-        let mut allowed = BTreeMap::new();
-        for g in raw.parity_groups {
-            if allowed.insert(g.name.clone(), g.allowed_differences).is_some() {
-                return Err(format!("parity group {:?} is listed twice", g.name));
-            }
-        }
-        Ok(FleetFile { spokes, allowed })
-    }
-}
-
-/// Whether a spoke answered this round.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SpokeState {
-    /// It answered with its status, as the cluster the file names.
-    Up,
-    /// It did not answer, refused the token, or answered as someone else:
-    /// nothing it last said is shown as current.
-    Unknown,
-}
-
-/// Counts over a spoke's apps.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Summary {
-    pub apps: usize,
-    pub synced: usize,
-    pub out_of_sync: usize,
-    pub failed: usize,
-    pub waiting_approval: usize,
-    /// Paused, or outside a sync window.
-    pub held: usize,
-    pub healthy: usize,
-    /// Objects whose live state differs from Git.
-    pub drifted_objects: usize,
-    /// The commits the spoke's apps target (most apps first).
-    pub commits: Vec<String>,
-}
-
-impl Summary {
-    pub fn of(o: &Overview) -> Summary {
-        let mut s = Summary { apps: o.apps.len(), ..Summary::default() };
-        let mut commits: BTreeMap<&str, usize> = BTreeMap::new();
-        for a in &o.apps {
-            match a.sync {
-                SyncStatus::Synced => s.synced += 1,
-                SyncStatus::OutOfSync => s.out_of_sync += 1,
-                SyncStatus::Failed => s.failed += 1,
-                SyncStatus::WaitingApproval => s.waiting_approval += 1,
-                SyncStatus::Paused | SyncStatus::OutsideWindow => s.held += 1,
-                SyncStatus::Unknown => {}
-            }
-            s.healthy += usize::from(a.health == "Healthy");
-            s.drifted_objects += a.objects.iter().filter(|o| o.sync == SyncStatus::OutOfSync).count();
-            if !a.target_commit.is_empty() {
-                *commits.entry(&a.target_commit).or_default() += 1;
-            }
-        }
-        let mut by_use: Vec<(&str, usize)> = commits.into_iter().collect();
-        by_use.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        s.commits = by_use.into_iter().map(|(c, _)| c.to_string()).collect();
-        s
-    }
-}
-
-/// One spoke, as the hub last saw it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SpokeView {
-    pub cluster: String,
-    pub url: String,
-    pub state: SpokeState,
-    /// Why it is unknown; empty when up.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub reason: String,
-    /// RFC 3339: when it last answered well; empty when never.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub last_seen: String,
-    /// Its cluster's labels, as it last said.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    /// Its parity group: the fleet file's `parityGroup`, else `labels.env`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parity_group: Option<String>,
-    /// `leader`, `plan`, … as it says; empty when unknown.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub role: String,
-    pub summary: Summary,
-    pub denied: Denied,
-    /// How long it took to answer, in milliseconds.
-    pub answered_ms: u64,
-    /// Its status (empty when unknown).
-    pub status: Overview,
-}
-
-impl SpokeView {
-    /// One line on the spoke: why it is unknown; else its role, commit and
-    /// failures, or why it runs nothing.
-    pub fn detail(&self) -> String {
-        if self.state == SpokeState::Unknown {
-            return self.reason.clone();
-        }
-        if let Some(note) = self.status.cluster.as_ref().map(|c| c.note.as_str()).filter(|n| !n.is_empty()) {
-            return note.to_string();
-        }
-        let commit: String = self.summary.commits.first().map(|c| c.chars().take(7).collect()).unwrap_or_default();
-        let failed = self.summary.failed;
-        format!("{} at {commit}{}", self.role, if failed > 0 { format!(", {failed} failed") } else { String::new() })
-    }
-}
 
 /// The whole fleet.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -573,37 +340,4 @@ pub fn table(view: &FleetView, wide: bool) -> String {
 pub fn all_well(view: &FleetView) -> bool {
     view.spokes.iter().all(|s| s.state == SpokeState::Up && s.summary.synced == s.summary.apps)
         && view.parity.iter().all(|g| g.state == live::ParityState::Identical)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_fleet_file_is_checked_once() {
-        let ok = FleetFile::parse(
-            "spokes:\n  - {cluster: staging, url: 'https://a:8443/', tokenFile: tok, caFile: /ca}\n  - {cluster: dr, url: 'https://b', parityGroup: prod}\nparityGroups:\n  - {name: prod, allowedDifferences: ['ConfigMap shop/x']}\n",
-            Path::new("/etc/fleet"),
-        )
-        .unwrap();
-        assert_eq!(ok.spokes[0].url, "https://a:8443");
-        assert_eq!(ok.spokes[0].token_file.as_deref(), Some(Path::new("/etc/fleet/tok")));
-        assert_eq!(ok.spokes[0].ca_file.as_deref(), Some(Path::new("/ca")));
-        assert_eq!(ok.spokes[1].parity_group.as_deref(), Some("prod"));
-        assert_eq!(ok.allowed["prod"], ["ConfigMap shop/x"]);
-        for (bad, says) in [
-            ("spokes: []", "no spokes"),
-            (
-                "spokes:\n  - {cluster: a, url: 'https://a'}\n  - {cluster: a, url: 'https://b'}",
-                "two spokes claim cluster \"a\"",
-            ),
-            ("spokes:\n  - {cluster: a, url: 'http://a'}", "not https://"),
-            ("spokes:\n  - {cluster: a, url: 'https://a'}\n  - {cluster: b, url: 'https://a/'}", "another spoke's too"),
-            ("spokes:\n  - {cluster: ' ', url: 'https://a'}", "empty cluster name"),
-            ("spokes:\n  - {cluster: a, url: 'https://a', token: x}", "unknown field"),
-        ] {
-            let err = FleetFile::parse(bad, Path::new("/")).unwrap_err();
-            assert!(err.contains(says), "{bad}: {err}");
-        }
-    }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::hub::{SpokeState, SpokeView};
+use super::view::{SpokeState, SpokeView};
 use crate::render::object::ObjectKey;
 use crate::sync::status::{ObjectStatus, SyncStatus};
 

@@ -6,8 +6,9 @@
 //! objects both get, the first field that differs and why (another file:
 //! an overlay; the same file: a generated value).
 //!
-//! [`hub`]: every spoke's status read over its authenticated status API
-//! (`serve --fleet FILE`), unknown spokes shown as unknown with when they
+//! [`file`]: the fleet file, checked once; [`view`]: a spoke as the hub
+//! saw it; [`hub`]: every spoke's status read over its authenticated
+//! status API (`serve --fleet FILE`), unknown spokes shown as unknown with when they
 //! were last seen; [`live`]: the parity groups compared from what the
 //! spokes report (objects, Git content digests, drift).
 //!
@@ -15,8 +16,10 @@
 //! and `sync::status` (the status document a spoke serves). Must never
 //! import `admission`, `provenance`, `promotion` or `dashboard`.
 
+pub mod file;
 pub mod hub;
 pub mod live;
 pub mod parity;
+pub mod view;
 
 pub use parity::{Difference, ParityReport, compare};

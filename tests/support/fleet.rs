@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use gitgate::dashboard::auth::{Gate, Mode, TokenReviewer};
-use gitgate::fleet::hub::FleetFile;
+use gitgate::fleet::file::FleetFile;
 use gitgate::sync::status::{AppStatus, ClusterInfo, ObjectStatus, StatusStore, SyncStatus};
 use http::{Request, Response};
 use kube::client::Body;
