@@ -96,6 +96,7 @@ fn main() {
         Gate {
             mode: Mode::Review(Arc::new(TokenReviewer::new(accepting("ada", &["platform"])))),
             admin_groups: vec!["platform".into()],
+            reader_groups: Vec::new(),
             snapshot: Arc::new(ArcSwapOption::empty()),
         }
     });
@@ -118,8 +119,12 @@ fn main() {
     let groups = vec!["group-7".to_string(), "system:authenticated".to_string()];
     c.bench_function("scope_1000_apps", |b| b.iter(|| Scope::of(black_box(&groups), &[], &cfg)));
 
-    let open =
-        Gate { mode: Mode::Open("no login"), admin_groups: Vec::new(), snapshot: Arc::new(ArcSwapOption::empty()) };
+    let open = Gate {
+        mode: Mode::Open("no login"),
+        admin_groups: Vec::new(),
+        reader_groups: Vec::new(),
+        snapshot: Arc::new(ArcSwapOption::empty()),
+    };
     c.bench_function("gate_open", |b| b.iter(|| rt.block_on(open.viewer(black_box(&headers))).unwrap()));
 
     // Uncached: one TokenReview round trip to a real apiserver.

@@ -121,7 +121,7 @@ fn hub(c: &mut Criterion) {
             ],
             "",
         );
-        let hub = gitgate::fleet::hub::Hub::new(file, Default::default()).unwrap();
+        let hub = gitgate::fleet::hub::Hub::new(file, Default::default());
         let view = hub.refresh().await;
         assert!(view.spokes.iter().all(|s| s.summary.apps == 50 && s.status.apps[0].objects.len() == 20), "{view:?}");
         assert_eq!(view.parity[0].identical, 1000, "production and dr: the same 1,000 objects");

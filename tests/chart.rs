@@ -382,7 +382,8 @@ fn repo_cluster_makes_every_pod_a_spoke_of_that_cluster() {
 #[test]
 fn fleet_spokes_give_the_dashboard_pods_a_fleet_file_gitgate_accepts() {
     let Some(shim) = shim() else { return };
-    let values = "fleet:
+    let values = "dashboard: {readerGroups: [\"system:serviceaccounts:gitgate-fleet\"]}
+fleet:
   secretName: hub-tokens
   interval: 30s
   spokes:
@@ -395,6 +396,7 @@ fn fleet_spokes_give_the_dashboard_pods_a_fleet_file_gitgate_accepts() {
     let reconciler = serve_args_of(&objs, RECONCILER);
     assert_eq!(reconciler.fleet.as_deref(), Some(Path::new("/etc/gitgate/fleet/fleet.yaml")));
     assert_eq!(reconciler.fleet_interval, "30s");
+    assert_eq!(reconciler.dashboard.reader_groups, ["system:serviceaccounts:gitgate-fleet"], "the hub reads, no more");
     assert_eq!(serve_args_of(&objs, WEBHOOK).fleet, None, "the webhook pods read no other cluster");
     let cm = find(&objs, "ConfigMap", "gitgate-fleet").expect("the fleet file's ConfigMap");
     let file = gitgate::fleet::file::FleetFile::parse(cm["data"]["fleet.yaml"].as_str().unwrap(), Path::new("/"))

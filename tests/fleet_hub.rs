@@ -10,6 +10,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gitgate::fleet::file::FleetFile;
@@ -21,7 +22,7 @@ use support::fleet::{fleet_file, guestbook, object, spoke};
 use support::server as common;
 
 fn hub(file: FleetFile) -> Hub {
-    Hub::new(file, HubMetrics::default()).unwrap()
+    Hub::new(file, HubMetrics::default())
 }
 
 fn cluster<'a>(view: &'a FleetView, name: &str) -> &'a SpokeView {
@@ -126,6 +127,21 @@ async fn a_parity_group_is_identical_diverged_or_unknown_and_honours_allowed_dif
     let g = &view.parity[0];
     assert_eq!((g.name.as_str(), g.members.clone()), ("production", vec!["production".to_string(), "dr".to_string()]));
     assert_eq!((g.state, g.identical), (ParityState::Identical, 2), "{g:#?}");
+    assert!(g.commits.is_empty(), "one commit everywhere: {g:#?}");
+
+    // A sync hook's run (named per run) in dr only, and dr a commit ahead:
+    // still identical, and the commits are named.
+    let mut ahead = guestbook("dr");
+    let mut run = object("Job", "migrate-x7k2p", "sha256:hook");
+    run.hook = true;
+    ahead.objects.push(run);
+    ahead.target_commit = "1b2c3d4e5f1b2c3d4e5f1b2c3d4e5f1b2c3d4e5f".into();
+    dr.store.put(ahead);
+    let view = long_running.refresh().await;
+    let g = &view.parity[0];
+    assert_eq!((g.state, g.identical), (ParityState::Identical, 2), "a hook's run is not compared: {g:#?}");
+    assert_eq!(g.commits["dr"], "1b2c3d4e5f1b2c3d4e5f1b2c3d4e5f1b2c3d4e5f");
+    assert!(gitgate::fleet::hub::table(&view, false).contains("at different commits: dr 1b2c3d4, production 3f2a9c1"));
 
     // dr's ConfigMap has other Git content, and its Deployment drifted; a
     // Service only dr gets.
@@ -199,6 +215,81 @@ async fn sealed_secrets_differ_per_cluster_by_design_and_an_explicit_group_overr
     let view = hub(FleetFile::load(&dir.path().join("fleet.yaml")).unwrap()).refresh().await;
     let g = &view.parity[0];
     assert_eq!((g.name.as_str(), g.state, g.identical, g.sealed), ("prod", ParityState::Identical, 2, 1), "{g:#?}");
+}
+
+/// A hostile or broken spoke: a status that never ends, a redirect to
+/// somewhere else, a follower's answer only. Each is unknown, with why; the
+/// hub neither follows the redirect nor reads past its cap.
+#[tokio::test]
+async fn a_spoke_that_streams_without_end_redirects_or_only_follows_is_unknown() {
+    use axum::routing::get;
+    let endless = axum::Router::new().route(
+        "/api/v1/apps",
+        get(|| async {
+            // 1 MiB chunks, no Content-Length, more than the cap.
+            let chunk = bytes::Bytes::from(vec![b' '; 1 << 20]);
+            let stream = futures_util::stream::iter((0..40).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+            axum::body::Body::from_stream(stream)
+        }),
+    );
+    let reached = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = reached.clone();
+    let elsewhere = axum::Router::new().route(
+        "/elsewhere",
+        get(move || {
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            async { "{}" }
+        }),
+    );
+    let (target, _, _target_server, _target_dir) = support::fleet::serve_tls(elsewhere).await;
+    let redirect = axum::Router::new().route(
+        "/api/v1/apps",
+        get(move || {
+            let to = format!("{target}/elsewhere");
+            async move { axum::response::Redirect::temporary(&to) }
+        }),
+    );
+    let follower = axum::Router::new().route(
+        "/api/v1/apps",
+        get(|| async { axum::Json(serde_json::json!({"role": "follower", "apps": [], "cluster": {"name": "c"}})) }),
+    );
+    let mut servers = Vec::new();
+    let mut yaml = String::from("spokes:\n");
+    for (name, router) in [("a", endless), ("b", redirect), ("c", follower)] {
+        let (url, ca, running, dir) = support::fleet::serve_tls(router).await;
+        yaml.push_str(&format!("  - {{cluster: {name}, url: '{url}', caFile: '{}'}}\n", ca.display()));
+        servers.push((running, dir));
+    }
+    let file = FleetFile::parse(&yaml, std::path::Path::new("/")).unwrap();
+    let view = hub(file).refresh().await;
+    let reason = |c: &str| cluster(&view, c).reason.clone();
+    assert!(view.spokes.iter().all(|s| s.state == SpokeState::Unknown), "{view:#?}");
+    assert!(reason("a").contains("larger than 16 MiB"), "{}", reason("a"));
+    assert!(reason("b").contains("answered 307"), "{}", reason("b"));
+    assert!(!reached.load(std::sync::atomic::Ordering::SeqCst), "the redirect is not followed");
+    assert!(reason("c").contains("follower replicas"), "{}", reason("c"));
+}
+
+/// The view of a hub whose rounds stopped shows no cluster up.
+#[tokio::test]
+async fn a_hub_whose_rounds_stopped_shows_every_spoke_unknown() {
+    let staging = spoke("staging", "staging", "t", vec![guestbook("staging")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Arc::new(hub(fleet_file(dir.path(), &[("staging", &staging, "t")], "")));
+    let rounds = tokio::spawn(hub.clone().run(Duration::from_millis(100)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cluster(&hub.view(), "staging").state != SpokeState::Up {
+        assert!(std::time::Instant::now() < deadline, "{:#?}", hub.view());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(hub.ready());
+    rounds.abort();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let view = hub.view();
+    let s = cluster(&view, "staging");
+    assert_eq!(s.state, SpokeState::Unknown);
+    assert!(s.reason.contains("its rounds stopped"), "{}", s.reason);
+    assert!(!hub.ready());
 }
 
 const BIN: &str = env!("CARGO_BIN_EXE_gitgate");

@@ -75,7 +75,7 @@ impl Fleet {
         let metrics = crate::fleet::hub::HubMetrics::register(registry);
         let names: Vec<&str> = self.file.spokes.iter().map(|s| s.cluster.as_str()).collect();
         tracing::info!(spokes = ?names, every = ?self.interval, "fleet view: asking the spokes for their status");
-        let hub = Arc::new(crate::fleet::hub::Hub::new(self.file, metrics)?);
+        let hub = Arc::new(crate::fleet::hub::Hub::new(self.file, metrics));
         let task = tokio::spawn(hub.clone().run(self.interval));
         Ok((hub, task))
     }

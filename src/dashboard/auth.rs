@@ -83,6 +83,11 @@ pub struct DashboardArgs {
     /// projects whose `roles` in gitgate.yaml grant one of their groups `read`.
     #[arg(long = "admin-group", env = "GITGATE_ADMIN_GROUPS", value_delimiter = ',')]
     pub admin_groups: Vec<String>,
+    /// A group whose members read every project and may do nothing else
+    /// (repeatable): a fleet's hub (`kubectl create token` of its
+    /// ServiceAccount; its group `system:serviceaccounts:NAMESPACE`).
+    #[arg(long = "reader-group", env = "GITGATE_READER_GROUPS", value_delimiter = ',')]
+    pub reader_groups: Vec<String>,
     /// Serve /metrics here, plain HTTP without a token (for Prometheus),
     /// instead of on the HTTPS --listen address.
     #[arg(long, env = "GITGATE_METRICS_LISTEN")]
@@ -197,6 +202,8 @@ pub enum Mode {
 pub struct Gate {
     pub mode: Mode,
     pub admin_groups: Vec<String>,
+    /// Members read every project, and act on none.
+    pub reader_groups: Vec<String>,
     pub snapshot: Arc<ArcSwapOption<Snapshot>>,
 }
 
@@ -253,7 +260,7 @@ impl Gate {
                 )
             }
         };
-        Ok(Gate { mode, admin_groups: args.admin_groups.clone(), snapshot })
+        Ok(Gate { mode, admin_groups: args.admin_groups.clone(), reader_groups: args.reader_groups.clone(), snapshot })
     }
 
     /// Who is asking, and what they may read.
@@ -286,7 +293,8 @@ impl Gate {
     /// The scope of a reviewed user under the config in force.
     pub fn scope_of(&self, user: User) -> Result<Viewer, Refusal> {
         let admin = user.groups.iter().any(|g| self.admin_groups.contains(g));
-        let scope = if admin {
+        let reader = user.groups.iter().any(|g| self.reader_groups.contains(g));
+        let scope = if admin || reader {
             Scope::All
         } else {
             let Some(snap) = self.snapshot.load_full() else { return Err(Refusal::Starting) };
@@ -511,5 +519,27 @@ mod tests {
         let s = v.to_str().unwrap();
         assert!(s.contains("HttpOnly") && s.contains("Secure") && s.contains("SameSite=Strict"), "{s}");
         assert!(v.is_sensitive());
+    }
+
+    /// A fleet's hub reads every project on a spoke, and is no admin: it
+    /// may approve, pause or override nothing.
+    #[test]
+    fn a_reader_group_member_reads_everything_and_is_no_admin() {
+        let gate = Gate {
+            mode: Mode::Open("test"),
+            admin_groups: vec!["platform".into()],
+            reader_groups: vec!["system:serviceaccounts:gitgate-fleet".into()],
+            snapshot: Arc::new(ArcSwapOption::empty()),
+        };
+        let hub = User {
+            name: "system:serviceaccount:gitgate-fleet:hub".into(),
+            groups: vec!["system:serviceaccounts".into(), "system:serviceaccounts:gitgate-fleet".into()],
+        };
+        let v = gate.scope_of(hub).unwrap_or_else(|_| panic!("a reader is let in"));
+        assert!(v.scope.is_all() && !v.admin);
+        let ada = User { name: "ada".into(), groups: vec!["platform".into()] };
+        assert!(gate.scope_of(ada).unwrap_or_else(|_| panic!("an admin is let in")).admin);
+        let bob = User { name: "bob".into(), groups: vec!["system:serviceaccounts".into()] };
+        assert!(gate.scope_of(bob).is_err(), "no config in force, no role: not let in");
     }
 }

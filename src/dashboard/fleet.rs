@@ -48,9 +48,20 @@ pub fn hub_router(hub: Arc<Hub>, gate: Arc<Gate>) -> Router {
 fn scoped(hub: &Hub, v: &Viewer) -> FleetView {
     let mut view = (*hub.view()).clone();
     if !v.scope.is_all() {
+        // A spoke's app is matched by its project (its cluster may read
+        // another apps file); a spoke too old to say is matched by name.
+        let sees = |a: &crate::sync::status::AppStatus| match v.scope.projects() {
+            Some(projects) if !a.project.is_empty() => projects.contains(&a.project),
+            _ => v.scope.sees_app(&a.name),
+        };
         for s in &mut view.spokes {
-            s.status.apps.retain(|a| v.scope.sees_app(&a.name));
+            s.status.apps.retain(|a| sees(a));
             s.summary = crate::fleet::view::Summary::of(&s.status);
+            // What concerns the whole cluster, not the viewer's projects.
+            s.status.source = None;
+            s.status.refused = None;
+            s.denied = Default::default();
+            s.status.denied = Default::default();
         }
         // Parity names objects of every app: only for those who see all.
         for g in &mut view.parity {
@@ -168,6 +179,10 @@ fn parity(b: &mut String, view: &FleetView) {
         if !g.reason.is_empty() {
             diffs.insert(0, esc(&g.reason));
         }
+        if !g.commits.is_empty() {
+            let at: Vec<String> = g.commits.iter().map(|(c, id)| format!("{c} {}", html::short(id))).collect();
+            diffs.insert(0, esc(&format!("at different commits: {}", at.join(", "))));
+        }
         let _ = write!(
             b,
             "<tr data-group=\"{name}\" data-state=\"{state:?}\"><td>{name}</td><td>{members}</td><td>{badge}</td>\
@@ -221,6 +236,7 @@ mod tests {
     fn app(name: &str) -> AppStatus {
         AppStatus {
             name: name.into(),
+            project: "shop".into(),
             sync: SyncStatus::Synced,
             health: "Healthy".into(),
             target_commit: "3f2a9c1d0e".into(),
@@ -235,8 +251,17 @@ mod tests {
     }
 
     fn view() -> FleetView {
-        let status =
-            Overview { role: "leader".into(), apps: vec![app("shop-dr"), app("payments-dr")], ..Overview::default() };
+        let mut payments = app("payments-dr");
+        payments.project = "payments".into();
+        // Named like a shop app, but of project payments in that cluster's apps file.
+        let mut lookalike = app("shop-dr-db");
+        lookalike.project = "payments".into();
+        let status = Overview {
+            role: "leader".into(),
+            apps: vec![app("shop-dr"), payments, lookalike],
+            denied: crate::sync::status::Denied { count: 4, last: "2026-12-05T10:00:00Z".into() },
+            ..Overview::default()
+        };
         FleetView {
             refreshed: "2026-12-05T10:00:00Z".into(),
             took_ms: 9,
@@ -250,7 +275,7 @@ mod tests {
                 parity_group: Some("production".into()),
                 role: "leader".into(),
                 summary: Summary::of(&status),
-                denied: Default::default(),
+                denied: status.denied.clone(),
                 answered_ms: 1,
                 status,
             }],
@@ -266,6 +291,7 @@ mod tests {
                 }],
                 allowed: 0,
                 sealed: 0,
+                commits: Default::default(),
             }],
         }
     }
@@ -274,7 +300,7 @@ mod tests {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let file =
             FleetFile::parse("spokes:\n  - {cluster: dr, url: 'https://dr'}\n", std::path::Path::new("/")).unwrap();
-        let hub = Hub::new(file, HubMetrics::default()).unwrap();
+        let hub = Hub::new(file, HubMetrics::default());
         hub.set_view(view);
         hub
     }
@@ -286,17 +312,23 @@ mod tests {
             user: "ada".into(),
             groups: vec!["shop-team".into()],
             admin: false,
-            scope: Scope::Apps { projects: ["shop".to_string()].into(), apps: ["shop-dr".to_string()].into() },
+            scope: Scope::Apps {
+                projects: ["shop".to_string()].into(),
+                apps: ["shop-dr".to_string(), "shop-dr-db".to_string()].into(),
+            },
             login: true,
         };
         let seen = scoped(&hub, &reader);
         let apps: Vec<&str> = seen.spokes[0].status.apps.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(apps, ["shop-dr"]);
         assert_eq!(seen.spokes[0].summary.apps, 1, "the counts are of what they see");
+        assert_eq!(seen.spokes[0].denied.count, 0, "the cluster's denials are not theirs to see");
+        assert_eq!(seen.spokes[0].status.denied.count, 0);
         assert!(seen.parity[0].differences.is_empty(), "parity names other projects' objects");
         let admin = Viewer { scope: Scope::All, admin: true, ..reader };
         let all = scoped(&hub, &admin);
-        assert_eq!((all.spokes[0].status.apps.len(), all.parity[0].differences.len()), (2, 1));
+        assert_eq!((all.spokes[0].status.apps.len(), all.parity[0].differences.len()), (3, 1));
+        assert_eq!(all.spokes[0].denied.count, 4);
     }
 
     #[test]

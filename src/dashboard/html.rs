@@ -42,8 +42,10 @@ fn enc_path(path: &str) -> String {
     path.split('/').map(enc).collect::<Vec<_>>().join("/")
 }
 
+/// The first 7 characters of a commit ID (whole characters: a peer's
+/// status may carry anything).
 pub fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(7)]
+    commit.char_indices().nth(7).map_or(commit, |(i, _)| &commit[..i])
 }
 
 /// Who is looking, for the page header.
@@ -599,6 +601,7 @@ mod tests {
     fn app() -> AppStatus {
         AppStatus {
             name: "web<script>".into(),
+            project: "shop".into(),
             sync: SyncStatus::OutOfSync,
             health: "Progressing".into(),
             target_commit: "3f2a9c1d0e".into(),
@@ -622,8 +625,18 @@ mod tests {
                 source: "apps/web/deploy one.yaml".into(),
                 digest: String::new(),
                 sealed: false,
+                hook: false,
             }],
         }
+    }
+
+    /// A peer's status may carry any text as a commit: cut on characters.
+    #[test]
+    fn short_cuts_whole_characters() {
+        assert_eq!(short("3f2a9c1d0e"), "3f2a9c1");
+        assert_eq!(short("aaaaaaéé"), "aaaaaaé");
+        assert_eq!(short("é"), "é");
+        assert_eq!(short(""), "");
     }
 
     #[test]

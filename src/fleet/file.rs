@@ -18,19 +18,6 @@ pub enum FleetError {
     },
     #[error("the fleet file {path} is not valid: {message}")]
     Invalid { path: PathBuf, message: String },
-    #[error("failed to read the CA file {path} of spoke {cluster}")]
-    Ca {
-        cluster: String,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("failed to set up the HTTPS client of spoke {cluster}")]
-    Client {
-        cluster: String,
-        #[source]
-        source: reqwest::Error,
-    },
 }
 
 #[derive(Deserialize)]
@@ -87,6 +74,25 @@ pub struct FleetFile {
     pub allowed: BTreeMap<String, Vec<String>>,
 }
 
+/// A spoke's URL: `https://host[:port][/path]`, nothing else (no user,
+/// password, query or fragment: the URL is shown to every viewer).
+fn check_url(url: &str) -> Result<(), &'static str> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| "is not a URL")?;
+    if parsed.scheme() != "https" {
+        return Err("is not https:// (its token is never sent in the clear)");
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("names no host");
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("holds a user or password (the token file signs in)");
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("has a query or fragment");
+    }
+    Ok(())
+}
+
 impl FleetFile {
     pub fn load(path: &Path) -> Result<FleetFile, FleetError> {
         let text = std::fs::read_to_string(path).map_err(|source| FleetError::Read { path: path.into(), source })?;
@@ -112,12 +118,7 @@ impl FleetFile {
                 return Err(format!("two spokes claim cluster {cluster:?}: each cluster has one spoke"));
             }
             let url = s.url.trim().trim_end_matches('/').to_string();
-            if !url.starts_with("https://") || url.len() <= "https://".len() {
-                return Err(format!(
-                    "spoke {cluster:?}: url {:?} is not https:// (its token is never sent in the clear)",
-                    s.url
-                ));
-            }
+            check_url(&url).map_err(|why| format!("spoke {cluster:?}: url {:?} {why}", s.url))?;
             if !urls.insert(url.clone()) {
                 return Err(format!("spoke {cluster:?}: url {url} is another spoke's too"));
             }
@@ -163,6 +164,9 @@ mod tests {
                 "two spokes claim cluster \"a\"",
             ),
             ("spokes:\n  - {cluster: a, url: 'http://a'}", "not https://"),
+            ("spokes:\n  - {cluster: a, url: 'https://user:pw@a'}", "user or password"),
+            ("spokes:\n  - {cluster: a, url: 'https://a/?x=1'}", "query or fragment"),
+            ("spokes:\n  - {cluster: a, url: 'https://'}", "not a URL"),
             ("spokes:\n  - {cluster: a, url: 'https://a'}\n  - {cluster: b, url: 'https://a/'}", "another spoke's too"),
             ("spokes:\n  - {cluster: ' ', url: 'https://a'}", "empty cluster name"),
             ("spokes:\n  - {cluster: a, url: 'https://a', token: x}", "unknown field"),

@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::file::{FleetError, FleetFile, Spoke};
+use super::file::{FleetFile, Spoke};
 use super::live::{self, ParityGroup};
 use super::view::{SpokeState, SpokeView, Summary};
 use crate::clock::{format_rfc3339_micros, now_micros};
@@ -28,7 +28,7 @@ use crate::sync::status::{Denied, Overview};
 /// How long one spoke may take to answer a round.
 pub const SPOKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest status document read from a spoke.
-const MAX_STATUS_BYTES: usize = 64 * 1024 * 1024;
+const MAX_STATUS_BYTES: usize = 16 * 1024 * 1024;
 
 /// The whole fleet.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -75,29 +75,55 @@ impl HubMetrics {
 
 /// Reads the spokes, round after round, into a [`FleetView`].
 pub struct Hub {
-    spokes: Vec<(Spoke, reqwest::Client)>,
+    /// Each spoke with its client, or why it has none.
+    spokes: Vec<(Spoke, Result<reqwest::Client, String>)>,
     allowed: BTreeMap<String, Vec<String>>,
     view: ArcSwap<FleetView>,
     metrics: HubMetrics,
+    /// When the last round ended, and how old a round may grow before the
+    /// view is stale (three intervals of [`Hub::run`]).
+    rounds: std::sync::Mutex<(Option<Instant>, Option<Duration>)>,
 }
 
 impl Hub {
-    pub fn new(file: FleetFile, metrics: HubMetrics) -> Result<Hub, FleetError> {
-        let mut spokes = Vec::with_capacity(file.spokes.len());
-        for s in file.spokes {
-            let client = client(&s)?;
-            spokes.push((s, client));
-        }
+    pub fn new(file: FleetFile, metrics: HubMetrics) -> Hub {
+        let spokes: Vec<_> = file.spokes.into_iter().map(|s| (client(&s), s)).map(|(c, s)| (s, c)).collect();
         let view = FleetView {
             spokes: spokes.iter().map(|(s, _)| unknown(s, "not asked yet".into(), None)).collect(),
             ..FleetView::default()
         };
-        Ok(Hub { spokes, allowed: file.allowed, view: ArcSwap::from_pointee(view), metrics })
+        Hub {
+            spokes,
+            allowed: file.allowed,
+            view: ArcSwap::from_pointee(view),
+            metrics,
+            rounds: std::sync::Mutex::new((None, None)),
+        }
     }
 
-    /// The last round's view.
+    /// The last round's view; when rounds stopped (three intervals without
+    /// one), every spoke unknown: a frozen view never shows a cluster up.
     pub fn view(&self) -> Arc<FleetView> {
-        self.view.load_full()
+        let view = self.view.load_full();
+        let (last, interval) = *self.rounds.lock().unwrap_or_else(|p| p.into_inner());
+        match (last, interval) {
+            (Some(last), Some(interval)) if last.elapsed() > interval * 3 => {
+                let mut stale = (*view).clone();
+                let why = format!("the hub has asked no spoke for {} s: its rounds stopped", last.elapsed().as_secs());
+                for s in &mut stale.spokes {
+                    s.state = SpokeState::Unknown;
+                    s.reason.clone_from(&why);
+                    s.status = Overview::default();
+                    s.summary = Summary::default();
+                }
+                for g in &mut stale.parity {
+                    g.state = live::ParityState::Unknown;
+                    g.reason.clone_from(&why);
+                }
+                Arc::new(stale)
+            }
+            _ => view,
+        }
     }
 
     /// Replaces the view (tests, and a hub restored from elsewhere).
@@ -105,9 +131,10 @@ impl Hub {
         self.view.store(Arc::new(view));
     }
 
-    /// Whether a round has ended.
+    /// Whether a round has ended, and rounds go on.
     pub fn ready(&self) -> bool {
         !self.view.load().refreshed.is_empty()
+            && self.view().spokes.iter().all(|s| !s.reason.starts_with("the hub has"))
     }
 
     /// Asks every spoke at once, then compares the parity groups.
@@ -116,7 +143,12 @@ impl Hub {
         let before = self.view.load_full();
         let rounds = self.spokes.iter().map(|(spoke, client)| {
             let last = before.spokes.iter().find(|v| v.cluster == spoke.cluster);
-            ask(spoke, client, last)
+            async move {
+                match client {
+                    Ok(client) => ask(spoke, client, last).await,
+                    Err(why) => unknown(spoke, why.clone(), last),
+                }
+            }
         });
         let spokes = futures_util::future::join_all(rounds).await;
         let parity = live::compare_groups(&spokes, &self.allowed);
@@ -128,10 +160,14 @@ impl Hub {
         });
         self.publish(&view);
         self.view.store(view.clone());
+        self.rounds.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(Instant::now());
         view
     }
 
     fn publish(&self, view: &FleetView) {
+        // Series of groups and clusters gone from the view go too.
+        self.metrics.up.clear();
+        self.metrics.diverged.clear();
         for s in &view.spokes {
             let up = i64::from(s.state == SpokeState::Up);
             self.metrics.up.get_or_create(&ClusterLabel { cluster: s.cluster.clone() }).set(up);
@@ -148,6 +184,7 @@ impl Hub {
 
     /// Refreshes every `interval` until dropped.
     pub async fn run(self: Arc<Self>, interval: Duration) {
+        self.rounds.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(interval);
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -160,19 +197,26 @@ impl Hub {
     }
 }
 
-fn client(s: &Spoke) -> Result<reqwest::Client, FleetError> {
-    let mut b = reqwest::Client::builder().timeout(SPOKE_TIMEOUT).connect_timeout(SPOKE_TIMEOUT);
+/// The spoke's client: its CA bundle, HTTPS only, no redirect followed (a
+/// spoke never sends the hub elsewhere), a new connection per request (so
+/// a Service in front of several replicas is asked anew). A CA that cannot
+/// be read makes that spoke unknown, not the hub fail.
+fn client(s: &Spoke) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .timeout(SPOKE_TIMEOUT)
+        .connect_timeout(SPOKE_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .https_only(true)
+        .pool_max_idle_per_host(0);
     if let Some(ca) = &s.ca_file {
-        let pem = std::fs::read(ca).map_err(|source| FleetError::Ca {
-            cluster: s.cluster.clone(),
-            path: ca.clone(),
-            source,
-        })?;
-        let cert = reqwest::Certificate::from_pem(&pem)
-            .map_err(|source| FleetError::Client { cluster: s.cluster.clone(), source })?;
-        b = b.add_root_certificate(cert);
+        let pem = std::fs::read(ca).map_err(|e| format!("failed to read the CA file {}: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("the CA file {} holds no PEM certificate: {e}", ca.display()))?;
+        for cert in certs {
+            b = b.add_root_certificate(cert);
+        }
     }
-    b.build().map_err(|source| FleetError::Client { cluster: s.cluster.clone(), source })
+    b.build().map_err(|e| format!("failed to set up the HTTPS client: {}", crate::error_chain(&e)))
 }
 
 /// A spoke that did not answer well: why, and when it last did.
@@ -218,49 +262,71 @@ async fn ask(s: &Spoke, client: &reqwest::Client, last: Option<&SpokeView>) -> S
     }
 }
 
+/// How often a follower's answer is retried (each on a new connection)
+/// before the spoke counts as unknown this round.
+const FOLLOWER_RETRIES: usize = 4;
+
 /// `GET /api/v1/apps` with the spoke's token; every failure is a sentence
-/// (that never holds the token).
+/// (that never holds the token). A follower replica (no live status)
+/// behind the spoke's Service is asked again.
 async fn fetch(s: &Spoke, client: &reqwest::Client) -> Result<Overview, String> {
+    let token = match &s.token_file {
+        Some(path) => Some(
+            tokio::fs::read_to_string(path)
+                .await
+                .map(|t| SecretString::from(t.trim().to_string()))
+                .map_err(|e| format!("failed to read the token file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    for _ in 0..FOLLOWER_RETRIES {
+        let status = fetch_once(s, client, token.as_ref()).await?;
+        if status.role != "follower" {
+            return Ok(status);
+        }
+    }
+    Err(format!(
+        "{FOLLOWER_RETRIES} answers in a row came from follower replicas, which have no live status: point the url at the leader"
+    ))
+}
+
+async fn fetch_once(s: &Spoke, client: &reqwest::Client, token: Option<&SecretString>) -> Result<Overview, String> {
     let mut req = client.get(format!("{}/api/v1/apps", s.url));
-    if let Some(path) = &s.token_file {
-        let token = std::fs::read_to_string(path)
-            .map(|t| SecretString::from(t.trim().to_string()))
-            .map_err(|e| format!("failed to read the token file {}: {e}", path.display()))?;
+    if let Some(token) = token {
         req = req.bearer_auth(token.expose_secret());
     }
-    let resp = req.send().await.map_err(|e| format!("unreachable: {}", crate::error_chain(&e)))?;
+    let mut resp = req.send().await.map_err(|e| format!("unreachable: {}", crate::error_chain(&e)))?;
     let code = resp.status();
     if code == reqwest::StatusCode::UNAUTHORIZED || code == reqwest::StatusCode::FORBIDDEN {
         return Err(format!(
-            "the spoke refused the hub's token ({code}): check tokenFile and the spoke's --admin-group"
+            "the spoke refused the hub's token ({code}): check tokenFile and the spoke's --reader-group"
         ));
     }
     if !code.is_success() {
         return Err(format!("the spoke answered {code}"));
     }
-    if resp.content_length().is_some_and(|n| n > MAX_STATUS_BYTES as u64) {
-        return Err("the spoke's status is larger than 64 MiB".into());
+    // Read to the cap, chunk by chunk, whatever Content-Length says.
+    let mut body = Vec::new();
+    while let Some(chunk) =
+        resp.chunk().await.map_err(|e| format!("failed to read the answer: {}", crate::error_chain(&e)))?
+    {
+        if body.len() + chunk.len() > MAX_STATUS_BYTES {
+            return Err(format!("the spoke's status is larger than {} MiB", MAX_STATUS_BYTES >> 20));
+        }
+        body.extend_from_slice(&chunk);
     }
-    let body = resp.bytes().await.map_err(|e| format!("failed to read the answer: {}", crate::error_chain(&e)))?;
-    if body.len() > MAX_STATUS_BYTES {
-        return Err("the spoke's status is larger than 64 MiB".into());
-    }
-    let status: Overview = serde_json::from_slice(&body)
+    let status: Overview = tokio::task::spawn_blocking(move || serde_json::from_slice(&body))
+        .await
+        .map_err(|_| "failed to read the answer".to_string())?
         .map_err(|_| "the spoke answered something that is not a gitgate status".to_string())?;
     match status.cluster.as_ref().map(|c| c.name.as_str()) {
-        Some(name) if name == s.cluster => {}
-        Some(other) => {
-            return Err(format!(
-                "it answers as cluster {other:?}, not {:?}: the url points at another cluster's spoke, or two spokes claim one name",
-                s.cluster
-            ));
-        }
-        None => return Err("it names no cluster: it is not a spoke (serve --cluster NAME)".into()),
+        Some(name) if name == s.cluster => Ok(status),
+        Some(other) => Err(format!(
+            "it answers as cluster {other:?}, not {:?}: the url points at another cluster's spoke, or two spokes claim one name",
+            s.cluster
+        )),
+        None => Err("it names no cluster: it is not a spoke (serve --cluster NAME)".into()),
     }
-    if status.role == "follower" {
-        return Err("a follower replica answered, which has no live status: point the url at the leader".into());
-    }
-    Ok(status)
 }
 
 /// `gitgate status --fleet`: a line per cluster, then the parity groups
@@ -329,6 +395,11 @@ pub fn table(view: &FleetView, wide: bool) -> String {
         if !g.reason.is_empty() {
             let _ = writeln!(out, "  {}", g.reason);
         }
+        if !g.commits.is_empty() {
+            let at: Vec<String> =
+                g.commits.iter().map(|(c, id)| format!("{c} {}", id.chars().take(7).collect::<String>())).collect();
+            let _ = writeln!(out, "  at different commits: {}", at.join(", "));
+        }
         for d in &g.differences {
             let _ = writeln!(out, "  {}", d.describe());
         }
@@ -336,8 +407,7 @@ pub fn table(view: &FleetView, wide: bool) -> String {
     out
 }
 
-/// All spokes up, every app synced, no parity group diverged or unknown.
+/// Every spoke [well](SpokeView::well), no parity group diverged or unknown.
 pub fn all_well(view: &FleetView) -> bool {
-    view.spokes.iter().all(|s| s.state == SpokeState::Up && s.summary.synced == s.summary.apps)
-        && view.parity.iter().all(|g| g.state == live::ParityState::Identical)
+    view.spokes.iter().all(SpokeView::well) && view.parity.iter().all(|g| g.state == live::ParityState::Identical)
 }

@@ -76,6 +76,10 @@ pub struct ParityGroup {
     /// Sealed Secrets: sealed per cluster (each its own recipient), so
     /// their Git content differs by design; not counted.
     pub sealed: usize,
+    /// The commit each member's apps target: members at different commits
+    /// (a rollout under way, or one held back) differ for that reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub commits: BTreeMap<String, String>,
 }
 
 /// Every group of two or more members, by name.
@@ -121,6 +125,7 @@ pub fn compare(name: &str, members: &[&SpokeView], allowed: &[String]) -> Parity
         differences: Vec::new(),
         allowed: 0,
         sealed: 0,
+        commits: BTreeMap::new(),
     };
     let down: Vec<&str> = members.iter().filter(|m| m.state != SpokeState::Up).map(|m| m.cluster.as_str()).collect();
     if !down.is_empty() {
@@ -128,28 +133,37 @@ pub fn compare(name: &str, members: &[&SpokeView], allowed: &[String]) -> Parity
         group.reason = format!("{} unknown: parity cannot be shown", down.join(", "));
         return group;
     }
-    // object → per member (in member order) its status
+    let commits: BTreeMap<String, String> =
+        members.iter().map(|m| (m.cluster.clone(), m.summary.commits.first().cloned().unwrap_or_default())).collect();
+    if commits.values().collect::<std::collections::BTreeSet<_>>().len() > 1 {
+        group.commits = commits;
+    }
+    // object → per member (in member order) its status; a hook's runs are
+    // named per run and per cluster, never compared.
     let mut objects: BTreeMap<ObjectKey, Vec<Option<&ObjectStatus>>> = BTreeMap::new();
     for (i, m) in members.iter().enumerate() {
-        for o in m.status.apps.iter().flat_map(|a| &a.objects) {
+        for o in m.status.apps.iter().flat_map(|a| &a.objects).filter(|o| !o.hook) {
             let key = ObjectKey::new(&o.group, &o.kind, &o.namespace, &o.name);
             objects.entry(key).or_insert_with(|| vec![None; members.len()])[i] = Some(o);
         }
     }
     for (key, per) in objects {
         let object = key.to_string();
-        let found = differences(&object, members, &per);
-        if found.is_empty() {
+        let mut found = differences(&object, members, &per);
+        // An allowed difference is one of Git's content; drift still counts.
+        if allowed.iter().any(|a| a.trim() == object)
+            && found.iter().any(|d| !matches!(d, LiveDifference::Drift { .. }))
+        {
+            group.allowed += 1;
+            found.retain(|d| matches!(d, LiveDifference::Drift { .. }));
+        } else if found.is_empty() {
             if per.iter().flatten().any(|o| o.sealed) && !same_digest(&per) {
                 group.sealed += 1;
             } else {
                 group.identical += 1;
             }
-        } else if allowed.iter().any(|a| a.trim() == object) {
-            group.allowed += 1;
-        } else {
-            group.differences.extend(found);
         }
+        group.differences.extend(found);
     }
     if !group.differences.is_empty() {
         group.state = ParityState::Diverged;
@@ -157,10 +171,12 @@ pub fn compare(name: &str, members: &[&SpokeView], allowed: &[String]) -> Parity
     group
 }
 
+/// The same Git content everywhere; a member that reports no digest (an
+/// older gitgate) proves nothing.
 fn same_digest(per: &[Option<&ObjectStatus>]) -> bool {
     let mut digests = per.iter().flatten().map(|o| o.digest.as_str());
     let first = digests.next();
-    digests.all(|d| Some(d) == first)
+    first.is_some_and(|f| !f.is_empty()) && digests.all(|d| Some(d) == first)
 }
 
 fn differences(object: &str, members: &[&SpokeView], per: &[Option<&ObjectStatus>]) -> Vec<LiveDifference> {

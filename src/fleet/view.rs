@@ -92,6 +92,15 @@ pub struct SpokeView {
 }
 
 impl SpokeView {
+    /// Up, with apps, all of them synced, and Git read and accepted.
+    pub fn well(&self) -> bool {
+        self.state == SpokeState::Up
+            && self.summary.apps > 0
+            && self.summary.synced == self.summary.apps
+            && self.status.source.is_none()
+            && self.status.refused.is_none()
+    }
+
     /// One line on the spoke: why it is unknown; else its role, commit and
     /// failures, or why it runs nothing.
     pub fn detail(&self) -> String {
@@ -100,6 +109,12 @@ impl SpokeView {
         }
         if let Some(note) = self.status.cluster.as_ref().map(|c| c.note.as_str()).filter(|n| !n.is_empty()) {
             return note.to_string();
+        }
+        if let Some(r) = &self.status.refused {
+            return format!("Git's head refused: {}", r.message());
+        }
+        if let Some(f) = &self.status.source {
+            return format!("Git: {} (the commit in force stays)", f.message());
         }
         let commit: String = self.summary.commits.first().map(|c| c.chars().take(7).collect()).unwrap_or_default();
         let failed = self.summary.failed;

@@ -337,6 +337,7 @@ impl HookRun {
                 source: p.file().to_string(),
                 digest: p.digest.clone(),
                 sealed: false,
+                hook: true,
             },
         }
     }

@@ -679,6 +679,7 @@ pub fn plan_statuses(desired: &DesiredSet) -> Vec<AppStatus> {
                             source: p.source.split_once(':').map(|(_, s)| s.to_string()).unwrap_or_default(),
                             digest: p.digest.clone(),
                             sealed: p.sealed_digest.is_some(),
+                            hook: false,
                         })
                         .collect(),
                     "plan mode: no cluster is reachable, nothing is applied".to_string(),
@@ -700,6 +701,7 @@ pub(crate) fn commit_of(desired: &DesiredSet, app: &str) -> String {
 pub(crate) fn app_status(app: &App, desired: &DesiredSet, health: String, last_sync: String) -> AppStatus {
     AppStatus {
         name: app.name.clone(),
+        project: app.project.clone(),
         sync: SyncStatus::Unknown,
         health,
         target_commit: desired.held(&app.name).map_or_else(|| commit_of(desired, &app.name), |h| h.waiting.to_string()),

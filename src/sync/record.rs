@@ -46,6 +46,7 @@ impl Reconciler {
                 source: p.file().to_string(),
                 digest: p.digest.clone(),
                 sealed: p.sealed_digest.is_some(),
+                hook: false,
             });
         }
         status.health = health_str(health::aggregate(healths));

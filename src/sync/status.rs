@@ -87,6 +87,9 @@ pub struct ObjectStatus {
     /// so its digest differs between clusters by design.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sealed: bool,
+    /// A sync hook's run (named per run, kept apart from the app's objects).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hook: bool,
 }
 
 /// One app.
@@ -94,6 +97,9 @@ pub struct ObjectStatus {
 #[serde(rename_all = "camelCase")]
 pub struct AppStatus {
     pub name: String,
+    /// Its project in `gitgate.yaml` (who may read it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub project: String,
     pub sync: SyncStatus,
     pub health: String,
     /// The commit Git is at for this app (the desired set's).

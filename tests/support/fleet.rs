@@ -56,12 +56,14 @@ pub fn object(kind: &str, name: &str, digest: &str) -> ObjectStatus {
         source: format!("apps/guestbook/{name}.yaml"),
         digest: digest.into(),
         sealed: false,
+        hook: false,
     }
 }
 
 pub fn app(name: &str, objects: Vec<ObjectStatus>) -> AppStatus {
     AppStatus {
         name: name.into(),
+        project: "guestbook".into(),
         sync: SyncStatus::Synced,
         health: "Healthy".into(),
         target_commit: "3f2a9c1d0e3f2a9c1d0e3f2a9c1d0e3f2a9c1d0e".into(),
@@ -84,9 +86,6 @@ pub fn guestbook(cluster: &str) -> AppStatus {
 }
 
 pub async fn spoke(cluster: &str, env: &str, token: &'static str, apps: Vec<AppStatus>) -> Spoke {
-    super::server::install_crypto();
-    let dir = tempfile::tempdir().unwrap();
-    gitgate::tls::DevPair::new(dir.path()).ensure().unwrap();
     let store = Arc::new(StatusStore::new(None));
     store.set_role("leader");
     store.set_cluster(ClusterInfo {
@@ -99,24 +98,29 @@ pub async fn spoke(cluster: &str, env: &str, token: &'static str, apps: Vec<AppS
     }
     let gate = Arc::new(Gate {
         mode: Mode::Review(Arc::new(reviewer(token))),
-        admin_groups: vec!["fleet-hub".into()],
+        admin_groups: Vec::new(),
+        reader_groups: vec!["fleet-hub".into()],
         snapshot: Arc::new(ArcSwapOption::empty()),
     });
     let router = gitgate::sync::status::router(store.clone())
         .layer(axum::middleware::from_fn_with_state(gate, gitgate::dashboard::auth::require));
+    let (url, ca, running, dir) = serve_tls(router).await;
+    Spoke { url, ca, store, running, _dir: dir }
+}
+
+/// `router` on HTTPS on loopback with a development CA: its URL, the CA
+/// file, the server and the directory holding them.
+pub async fn serve_tls(router: axum::Router) -> (String, PathBuf, gitgate::server::Running, tempfile::TempDir) {
+    super::server::install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    gitgate::tls::DevPair::new(dir.path()).ensure().unwrap();
     let tls =
         axum_server::tls_rustls::RustlsConfig::from_pem_file(dir.path().join("tls.crt"), dir.path().join("tls.key"))
             .await
             .unwrap();
     let limits = gitgate::server::ConnLimits::default();
     let running = gitgate::server::start("127.0.0.1:0".parse().unwrap(), tls, router, limits).await.unwrap();
-    Spoke {
-        url: format!("https://127.0.0.1:{}", running.addr.port()),
-        ca: dir.path().join("ca.crt"),
-        store,
-        running,
-        _dir: dir,
-    }
+    (format!("https://127.0.0.1:{}", running.addr.port()), dir.path().join("ca.crt"), running, dir)
 }
 
 /// The fleet file, as an operator writes it: one token file per spoke.
