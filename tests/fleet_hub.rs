@@ -397,6 +397,9 @@ generators:
         "{table}"
     );
     assert!(table.contains("parity production (production, dr): unknown"), "{table}");
+    let log = hub.wait_for_log("fleet: parity unknown", Duration::from_secs(10));
+    let gone = log.lines().find(|l| l.contains("fleet: spoke unknown")).unwrap_or_default();
+    assert!(gone.contains("cluster=dr") || gone.contains("\"cluster\":\"dr\""), "one line when dr went: {log}");
     let page = std::process::Command::new("curl")
         .args(["-sS", "--fail", "--cacert"])
         .arg(&hub.ca)

@@ -187,12 +187,43 @@ impl Hub {
         self.rounds.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(interval);
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut before = self.view.load_full();
         loop {
             tick.tick().await;
             let view = self.refresh().await;
-            for s in view.spokes.iter().filter(|s| s.state == SpokeState::Unknown) {
-                tracing::warn!(cluster = %s.cluster, last_seen = %s.last_seen, reason = %s.reason, "fleet: spoke unknown");
+            log_changes(&before, &view);
+            before = view;
+        }
+    }
+}
+
+/// One log line per change: a spoke gone unknown or back, a parity group
+/// diverged, unknown or identical again (the metrics say it every round).
+fn log_changes(before: &FleetView, now: &FleetView) {
+    for s in &now.spokes {
+        let was = before.spokes.iter().find(|b| b.cluster == s.cluster).map(|b| b.state);
+        match (was, s.state) {
+            (Some(SpokeState::Unknown) | None, SpokeState::Up) => {
+                tracing::info!(cluster = %s.cluster, "fleet: spoke up")
             }
+            (Some(SpokeState::Up), SpokeState::Unknown) | (None, SpokeState::Unknown) => {
+                tracing::warn!(cluster = %s.cluster, last_seen = %s.last_seen, reason = %s.reason, "fleet: spoke unknown")
+            }
+            _ => {}
+        }
+    }
+    for g in &now.parity {
+        let was = before.parity.iter().find(|b| b.name == g.name).map(|b| b.state);
+        if was == Some(g.state) {
+            continue;
+        }
+        let differences: Vec<String> = g.differences.iter().take(5).map(live::LiveDifference::describe).collect();
+        match g.state {
+            live::ParityState::Identical => tracing::info!(group = %g.name, "fleet: parity group identical"),
+            live::ParityState::Diverged => {
+                tracing::warn!(group = %g.name, ?differences, "fleet: parity group diverged")
+            }
+            live::ParityState::Unknown => tracing::warn!(group = %g.name, reason = %g.reason, "fleet: parity unknown"),
         }
     }
 }
