@@ -331,14 +331,7 @@ fn a_spoke_names_its_cluster_in_every_record() {
     let serve = support::server::ServeProcess::spawn(BIN, work.path(), &["--cluster", "in-cluster"]);
     serve.wait_for_log("desired set updated", Duration::from_secs(30));
     let fixture = support::server::fixtures_dir().join("validate-create-deployment.json");
-    let out = Command::new("curl")
-        .args(["-sS", "--fail", "--cacert"])
-        .arg(&serve.ca)
-        .args(["-H", "content-type: application/json", "--data-binary"])
-        .arg(format!("@{}", fixture.display()))
-        .arg(format!("https://127.0.0.1:{}/validate", serve.addr.port()))
-        .output()
-        .expect("curl is on PATH");
+    let out = support::server::post_review(&serve.ca, serve.addr, &fixture);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(serve.terminate(Duration::from_secs(20)).success());
 

@@ -75,14 +75,7 @@ fn serve_runs_on_its_embedded_default_and_drains_on_sigterm() {
 
     // what the README tells a user to run
     let fixture = common::fixtures_dir().join("validate-create-deployment.json");
-    let out = Command::new("curl")
-        .args(["-sS", "--fail", "--cacert"])
-        .arg(&ca)
-        .args(["-H", "content-type: application/json", "--data-binary"])
-        .arg(format!("@{}", fixture.display()))
-        .arg(format!("https://127.0.0.1:{}/validate", addr.port()))
-        .output()
-        .expect("curl is on PATH");
+    let out = common::post_review(&ca, addr, &fixture);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let sent: serde_json::Value = serde_json::from_slice(&std::fs::read(&fixture).unwrap()).unwrap();
@@ -158,14 +151,7 @@ fn policy_files_without_the_provenance_gate_still_enforce_it() {
     let args = ["--repo", &url, "--policies", policies.to_str().unwrap(), "--kubeconfig", kubeconfig.to_str().unwrap()];
     let serve = common::ServeProcess::spawn(BIN, work.path(), &args);
     let fixture = common::fixtures_dir().join("validate-update-deployment-kubectl-edit-like.json");
-    let out = Command::new("curl")
-        .args(["-sS", "--fail", "--cacert"])
-        .arg(&serve.ca)
-        .args(["-H", "content-type: application/json", "--data-binary"])
-        .arg(format!("@{}", fixture.display()))
-        .arg(format!("https://127.0.0.1:{}/validate", serve.addr.port()))
-        .output()
-        .unwrap();
+    let out = common::post_review(&serve.ca, serve.addr, &fixture);
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["response"]["allowed"], false, "{answer}");
     let message = answer["response"]["status"]["message"].as_str().unwrap();
@@ -371,14 +357,7 @@ spec: {policyName: secret-readers, validationActions: [Deny]}
     });
     let body = work.path().join("review.json");
     std::fs::write(&body, review.to_string()).unwrap();
-    let out = Command::new("curl")
-        .args(["-sS", "--fail", "--cacert"])
-        .arg(&serve.ca)
-        .args(["-H", "content-type: application/json", "--data-binary"])
-        .arg(format!("@{}", body.display()))
-        .arg(format!("https://127.0.0.1:{}/validate", serve.addr.port()))
-        .output()
-        .unwrap();
+    let out = common::post_review(&serve.ca, serve.addr, &body);
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["response"]["allowed"], false, "{answer}");
     let message = answer["response"]["status"]["message"].as_str().unwrap();

@@ -200,3 +200,16 @@ impl ServeProcess {
             .unwrap_or(0)
     }
 }
+
+/// `curl --cacert CA` POSTs the AdmissionReview file `body` to
+/// `https://ADDR/validate`: curl's output.
+pub fn post_review(ca: &std::path::Path, addr: std::net::SocketAddr, body: &std::path::Path) -> std::process::Output {
+    std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(ca)
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(format!("@{}", body.display()))
+        .arg(format!("https://127.0.0.1:{}/validate", addr.port()))
+        .output()
+        .expect("curl is on PATH")
+}
