@@ -380,6 +380,15 @@ generators:
     let (_, lab) = spokes.pop().unwrap();
     lab.terminate(Duration::from_secs(20));
 
+    // A spoke without a fleet file says how to give it one.
+    let page = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(&spokes[0].1.ca)
+        .arg(format!("https://127.0.0.1:{}/ui/fleet", spokes[0].1.addr.port()))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&page.stdout).contains("This gitgate reads no fleet"), "{page:?}");
+
     // The page, and dr stopped: unknown on the next round.
     let (_, dr) = spokes.pop().unwrap();
     dr.terminate(Duration::from_secs(20));

@@ -445,7 +445,7 @@ async fn routes(
         })),
         None => axum::Router::new(),
     };
-    let fleet = p.hub.map_or_else(axum::Router::new, crate::dashboard::fleet::routes);
+    let fleet = p.hub.map_or_else(crate::dashboard::fleet::without_fleet, crate::dashboard::fleet::routes);
     let mut router = admission::routes(p.state.clone()).merge(crate::dashboard::router_with(
         Arc::new(dashboard),
         Arc::new(gate),

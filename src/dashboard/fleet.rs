@@ -29,6 +29,18 @@ pub fn routes(hub: Arc<Hub>) -> Router {
     routes_with(hub, html::NAV)
 }
 
+/// `/ui/fleet` of a gitgate without a fleet file: says how to give it one.
+pub fn without_fleet() -> Router {
+    Router::new().route(
+        "/ui/fleet",
+        get(|Extension(v): Extension<Viewer>| async move {
+            let body = "<section><h1>Fleet</h1><p class=\"empty\">This gitgate reads no fleet: give it \
+<code>--fleet FILE</code> (chart: <code>fleet.spokes</code>), or run a hub (<code>serve --hub --fleet FILE</code>).</p></section>";
+            super::html_page(StatusCode::OK, html::page("Fleet", "Fleet", false, Some(&super::who(&v)), body))
+        }),
+    )
+}
+
 fn routes_with(hub: Arc<Hub>, nav: &'static [(&'static str, &'static str)]) -> Router {
     Router::new().route("/api/v1/fleet", get(api)).route("/ui/fleet", get(move |s, v| page(s, v, nav))).with_state(hub)
 }
