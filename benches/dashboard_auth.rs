@@ -97,7 +97,7 @@ fn main() {
             mode: Mode::Review(Arc::new(TokenReviewer::new(accepting("ada", &["platform"])))),
             admin_groups: vec!["platform".into()],
             reader_groups: Vec::new(),
-            snapshot: Arc::new(ArcSwapOption::empty()),
+            snapshot: Some(Arc::new(ArcSwapOption::empty())),
         }
     });
     let headers = cookie(&token);
@@ -123,7 +123,7 @@ fn main() {
         mode: Mode::Open("no login"),
         admin_groups: Vec::new(),
         reader_groups: Vec::new(),
-        snapshot: Arc::new(ArcSwapOption::empty()),
+        snapshot: Some(Arc::new(ArcSwapOption::empty())),
     };
     c.bench_function("gate_open", |b| b.iter(|| rt.block_on(open.viewer(black_box(&headers))).unwrap()));
 

@@ -127,7 +127,12 @@ fn live(args: &FleetDiffArgs) -> anyhow::Result<crate::fleet::live::ParityGroup>
     };
     let members = [spoke(&args.cluster_a)?, spoke(&args.cluster_b)?];
     let name = format!("{} and {}", args.cluster_a, args.cluster_b);
-    Ok(crate::fleet::live::compare(&name, &members, &[]))
+    // Two members of one parity group differ as that group allows.
+    let allowed = match (&members[0].parity_group, &members[1].parity_group) {
+        (Some(a), Some(b)) if a == b => view.allowed.get(a).map_or(&[][..], Vec::as_slice),
+        _ => &[],
+    };
+    Ok(crate::fleet::live::compare(&name, &members, allowed))
 }
 
 fn live_text(args: &FleetDiffArgs, g: &crate::fleet::live::ParityGroup) -> String {

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use arc_swap::ArcSwapOption;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse as _;
 use axum::routing::get;
@@ -59,7 +58,7 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
             None
         }
     };
-    let gate = crate::dashboard::Gate::start(&s.dashboard, cluster, s.config.listen, Arc::new(ArcSwapOption::empty()))
+    let gate = crate::dashboard::Gate::start(&s.dashboard, cluster, s.config.listen, None)
         .await
         .context("failed to set up the hub's login")?;
     // 4. Routes, then listen until a signal, then drain.

@@ -432,9 +432,10 @@ async fn routes(
         Some(p.audit_log.path().to_path_buf()),
     )
     .with_live_tree(p.sync.client.clone());
-    let gate = crate::dashboard::Gate::start(&s.dashboard, p.sync.client.clone(), s.config.listen, p.snapshot.clone())
-        .await
-        .context("failed to set up the dashboard's login")?;
+    let gate =
+        crate::dashboard::Gate::start(&s.dashboard, p.sync.client.clone(), s.config.listen, Some(p.snapshot.clone()))
+            .await
+            .context("failed to set up the dashboard's login")?;
     // `GET /api/v1/apps/{name}/diff` behind the same login as `/api/v1/apps`.
     let diffs = crate::sync::diff::router(p.sync.diffs.clone());
     let actions = match &p.sync.promoter {

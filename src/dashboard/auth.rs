@@ -204,7 +204,9 @@ pub struct Gate {
     pub admin_groups: Vec<String>,
     /// Members read every project, and act on none.
     pub reader_groups: Vec<String>,
-    pub snapshot: Arc<ArcSwapOption<Snapshot>>,
+    /// The config in force, whose project roles scope other users; `None`
+    /// where there are no projects (a fleet's hub: admins and readers only).
+    pub snapshot: Option<Arc<ArcSwapOption<Snapshot>>>,
 }
 
 impl Gate {
@@ -215,7 +217,7 @@ impl Gate {
         args: &DashboardArgs,
         cluster: Option<kube::Client>,
         listen: SocketAddr,
-        snapshot: Arc<ArcSwapOption<Snapshot>>,
+        snapshot: Option<Arc<ArcSwapOption<Snapshot>>>,
     ) -> Result<Gate, AuthError> {
         let client = match &args.auth_kubeconfig {
             Some(path) => {
@@ -297,7 +299,8 @@ impl Gate {
         let scope = if admin || reader {
             Scope::All
         } else {
-            let Some(snap) = self.snapshot.load_full() else { return Err(Refusal::Starting) };
+            let Some(snapshot) = &self.snapshot else { return Err(Refusal::NoRole(user)) };
+            let Some(snap) = snapshot.load_full() else { return Err(Refusal::Starting) };
             Scope::of(&user.groups, &self.admin_groups, snap.desired.config())
         };
         if scope.is_empty() {
@@ -529,7 +532,7 @@ mod tests {
             mode: Mode::Open("test"),
             admin_groups: vec!["platform".into()],
             reader_groups: vec!["system:serviceaccounts:gitgate-fleet".into()],
-            snapshot: Arc::new(ArcSwapOption::empty()),
+            snapshot: Some(Arc::new(ArcSwapOption::empty())),
         };
         let hub = User {
             name: "system:serviceaccount:gitgate-fleet:hub".into(),
@@ -540,6 +543,9 @@ mod tests {
         let ada = User { name: "ada".into(), groups: vec!["platform".into()] };
         assert!(gate.scope_of(ada).unwrap_or_else(|_| panic!("an admin is let in")).admin);
         let bob = User { name: "bob".into(), groups: vec!["system:serviceaccounts".into()] };
-        assert!(gate.scope_of(bob).is_err(), "no config in force, no role: not let in");
+        assert!(matches!(gate.scope_of(bob.clone()), Err(Refusal::Starting)), "no config in force yet: not let in");
+        // A hub has no projects: anyone else has no role there, at once.
+        let hub_gate = Gate { snapshot: None, ..gate };
+        assert!(matches!(hub_gate.scope_of(bob), Err(Refusal::NoRole(_))));
     }
 }

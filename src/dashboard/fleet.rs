@@ -79,6 +79,7 @@ fn scoped(hub: &Hub, v: &Viewer) -> FleetView {
         for g in &mut view.parity {
             g.differences.clear();
         }
+        view.allowed.clear();
     }
     view
 }
@@ -305,6 +306,7 @@ mod tests {
                 sealed: 0,
                 commits: Default::default(),
             }],
+            allowed: [("production".to_string(), vec!["Secret payments/db".to_string()])].into(),
         }
     }
 
@@ -337,6 +339,7 @@ mod tests {
         assert_eq!(seen.spokes[0].denied.count, 0, "the cluster's denials are not theirs to see");
         assert_eq!(seen.spokes[0].status.denied.count, 0);
         assert!(seen.parity[0].differences.is_empty(), "parity names other projects' objects");
+        assert!(seen.allowed.is_empty(), "so do the allowed differences");
         let admin = Viewer { scope: Scope::All, admin: true, ..reader };
         let all = scoped(&hub, &admin);
         assert_eq!((all.spokes[0].status.apps.len(), all.parity[0].differences.len()), (3, 1));

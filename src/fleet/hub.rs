@@ -40,6 +40,9 @@ pub struct FleetView {
     pub took_ms: u64,
     pub spokes: Vec<SpokeView>,
     pub parity: Vec<ParityGroup>,
+    /// The fleet file's `allowedDifferences`, per parity group.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allowed: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -157,6 +160,7 @@ impl Hub {
             took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             spokes,
             parity,
+            allowed: self.allowed.clone(),
         });
         self.publish(&view);
         self.view.store(view.clone());

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use gitgate::dashboard::auth::{Gate, Mode, TokenReviewer};
 use gitgate::fleet::file::FleetFile;
 use gitgate::sync::status::{AppStatus, ClusterInfo, ObjectStatus, StatusStore, SyncStatus};
@@ -100,7 +99,7 @@ pub async fn spoke(cluster: &str, env: &str, token: &'static str, apps: Vec<AppS
         mode: Mode::Review(Arc::new(reviewer(token))),
         admin_groups: Vec::new(),
         reader_groups: vec!["fleet-hub".into()],
-        snapshot: Arc::new(ArcSwapOption::empty()),
+        snapshot: None,
     });
     let router = gitgate::sync::status::router(store.clone())
         .layer(axum::middleware::from_fn_with_state(gate, gitgate::dashboard::auth::require));
