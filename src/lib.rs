@@ -9,7 +9,7 @@
 //! hash-chained log), `promotion` (which commit is in force per app),
 //! `sync` (the reconcile loop), `access` and `dashboard` (the read-only
 //! web UI); `tls` and `server` (HTTPS serving), `metrics`, `overload`,
-//! `config` (validated settings) and `cmd` (the command line, the only
+//! `config` (validated settings), `table` (text tables) and `cmd` (the command line, the only
 //! place for `anyhow`).
 
 pub mod access;
@@ -34,6 +34,7 @@ pub mod secrets;
 pub mod server;
 pub mod source;
 pub mod sync;
+pub mod table;
 pub mod tls;
 
 /// An error and its sources, joined with ": " (for log fields).

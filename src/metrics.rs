@@ -177,3 +177,13 @@ pub fn encode(registry: &Registry) -> String {
     let _ = prometheus_client::encoding::text::encode(&mut out, registry);
     out
 }
+
+/// `GET /metrics`: the registry encoded, with the OpenMetrics content type.
+pub fn response(registry: &Registry) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        encode(registry),
+    )
+        .into_response()
+}

@@ -37,7 +37,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use prometheus_client::registry::Registry;
@@ -520,12 +520,7 @@ async fn readyz(State(state): State<Arc<AdmissionState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AdmissionState>>) -> Response {
-    let mut resp = crate::metrics::encode(&state.registry).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    resp
+    crate::metrics::response(&state.registry)
 }
 
 /// The admission router: `/validate`, `/mutate`, `/healthz`, `/readyz`,

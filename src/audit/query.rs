@@ -138,7 +138,7 @@ const COLUMNS: [&str; 10] =
 /// A fixed-width table: who, what, which commit.
 pub fn table(records: &[Record]) -> String {
     let rows: Vec<Vec<String>> = records.iter().map(cells).collect();
-    layout(&COLUMNS, &rows)
+    crate::table::columns(&COLUMNS, &rows)
 }
 
 /// [`table`] for a fleet: the CLUSTER column first.
@@ -152,7 +152,7 @@ pub fn fleet_table(records: &[FleetRecord]) -> String {
             row
         })
         .collect();
-    layout(&header, &rows)
+    crate::table::columns(&header, &rows)
 }
 
 fn cells(r: &Record) -> Vec<String> {
@@ -181,26 +181,6 @@ fn cells(r: &Record) -> Vec<String> {
         e.app.clone(),
         detail,
     ]
-}
-
-fn layout(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut push_row = |cells: &[&str]| {
-        let line: Vec<String> = cells.iter().zip(&widths).map(|(c, &w)| format!("{c:<w$}")).collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    };
-    push_row(header);
-    for row in rows {
-        push_row(&row.iter().map(String::as_str).collect::<Vec<_>>());
-    }
-    out
 }
 
 #[cfg(test)]

@@ -114,14 +114,7 @@ fn diff(args: &FleetDiffArgs) -> anyhow::Result<ExitCode> {
 
 /// The two clusters as the hub last saw them, compared.
 fn live(args: &FleetDiffArgs) -> anyhow::Result<crate::fleet::live::ParityGroup> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let token = args.conn.bearer()?;
-    let view: crate::fleet::hub::FleetView = rt.block_on(async {
-        let resp = args.conn.get("/api/v1/fleet", token.as_ref(), std::time::Duration::from_secs(10)).await?;
-        let code = resp.status();
-        anyhow::ensure!(code.is_success(), "{} answered {code}: is it a hub (serve --fleet FILE)?", args.conn.server);
-        resp.json().await.context("failed to read the fleet's status")
-    })?;
+    let view = args.conn.fleet()?;
     let spoke = |name: &str| {
         view.spokes.iter().find(|s| s.cluster == name).with_context(|| format!("the hub reads no spoke named {name}"))
     };

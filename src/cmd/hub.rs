@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::IntoResponse as _;
+use axum::http::StatusCode;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
@@ -103,15 +102,8 @@ fn routes(hub: Arc<Hub>, gate: Arc<crate::dashboard::Gate>, registry: Arc<Regist
         .route(
             "/metrics",
             get(move || {
-                let body = crate::metrics::encode(&registry);
-                async move {
-                    let mut resp = body.into_response();
-                    resp.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-                    );
-                    resp
-                }
+                let resp = crate::metrics::response(&registry);
+                async move { resp }
             }),
         )
 }

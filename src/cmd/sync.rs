@@ -542,10 +542,28 @@ impl ServerArgs {
         Ok(b.build()?)
     }
 
+    /// `GET /api/v1/fleet`: the fleet as the hub (or a gitgate given
+    /// `--fleet`) at `--server` sees it.
+    pub fn fleet(&self) -> anyhow::Result<crate::fleet::hub::FleetView> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let token = self.bearer()?;
+        rt.block_on(async {
+            let resp = self.get("/api/v1/fleet", token.as_ref(), Duration::from_secs(10)).await?;
+            let code = resp.status();
+            anyhow::ensure!(
+                code.is_success(),
+                "{} answered {code}{}",
+                self.server,
+                if code == reqwest::StatusCode::NOT_FOUND { ": it has no fleet (serve --fleet FILE)" } else { "" }
+            );
+            resp.json().await.context("failed to read the fleet's status")
+        })
+    }
+
     /// `GET {server}{path}` with the token; a 401 or 403 is a [`Refused`]
     /// naming why (and how to sign in when no token was given); any other
     /// answer is the caller's to read.
-    pub(super) async fn get(
+    async fn get(
         &self,
         path: &str,
         token: Option<&secrecy::SecretString>,
@@ -675,19 +693,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
 
 /// `gitgate status --fleet`: the hub's view as a table (or JSON).
 fn fleet_status(args: &StatusArgs) -> anyhow::Result<std::process::ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let token = args.conn.bearer()?;
-    let view: crate::fleet::hub::FleetView = rt.block_on(async {
-        let resp = args.conn.get("/api/v1/fleet", token.as_ref(), Duration::from_secs(10)).await?;
-        let code = resp.status();
-        anyhow::ensure!(
-            code.is_success(),
-            "{} answered {code}{}",
-            args.conn.server,
-            if code == reqwest::StatusCode::NOT_FOUND { ": it has no fleet (serve --fleet FILE)" } else { "" }
-        );
-        resp.json().await.context("failed to read the fleet's status")
-    })?;
+    let view = args.conn.fleet()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {

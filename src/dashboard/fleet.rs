@@ -57,35 +57,38 @@ pub fn hub_router(hub: Arc<Hub>, gate: Arc<Gate>) -> Router {
 }
 
 /// The view with only the apps `v` may read.
-fn scoped(hub: &Hub, v: &Viewer) -> FleetView {
-    let mut view = (*hub.view()).clone();
-    if !v.scope.is_all() {
-        // A spoke's app is matched by its project (its cluster may read
-        // another apps file); a spoke too old to say is matched by name.
-        let sees = |a: &crate::sync::status::AppStatus| match v.scope.projects() {
-            Some(projects) if !a.project.is_empty() => projects.contains(&a.project),
-            _ => v.scope.sees_app(&a.name),
-        };
-        for s in &mut view.spokes {
-            s.status.apps.retain(|a| sees(a));
-            s.summary = crate::fleet::view::Summary::of(&s.status);
-            // What concerns the whole cluster, not the viewer's projects.
-            s.status.source = None;
-            s.status.refused = None;
-            s.denied = Default::default();
-            s.status.denied = Default::default();
-        }
-        // Parity names objects of every app: only for those who see all.
-        for g in &mut view.parity {
-            g.differences.clear();
-        }
-        view.allowed.clear();
+fn scoped(hub: &Hub, v: &Viewer) -> Arc<FleetView> {
+    let shared = hub.view();
+    if v.scope.is_all() {
+        return shared;
     }
-    view
+    let mut view = (*shared).clone();
+    // A spoke's app is matched by its project (its cluster may read
+    // another apps file); a spoke too old to say is matched by name.
+    let sees = |a: &crate::sync::status::AppStatus| match v.scope.projects() {
+        Some(projects) if !a.project.is_empty() => projects.contains(&a.project),
+        _ => v.scope.sees_app(&a.name),
+    };
+    for s in &mut view.spokes {
+        s.status.apps.retain(|a| sees(a));
+        s.summary = crate::fleet::view::Summary::of(&s.status);
+        // What concerns the whole cluster, not the viewer's projects.
+        s.status.source = None;
+        s.status.refused = None;
+        s.denied = Default::default();
+        s.status.denied = Default::default();
+    }
+    // Parity names objects of every app: only for those who see all.
+    for g in &mut view.parity {
+        g.differences.clear();
+    }
+    view.allowed.clear();
+    Arc::new(view)
 }
 
 async fn api(State(hub): State<Arc<Hub>>, Extension(v): Extension<Viewer>) -> Response {
-    Json(scoped(&hub, &v)).into_response()
+    let view = scoped(&hub, &v);
+    Json(&*view).into_response()
 }
 
 async fn page(

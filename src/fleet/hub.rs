@@ -108,25 +108,27 @@ impl Hub {
     /// one), every spoke unknown: a frozen view never shows a cluster up.
     pub fn view(&self) -> Arc<FleetView> {
         let view = self.view.load_full();
-        let (last, interval) = *self.rounds.lock().unwrap_or_else(|p| p.into_inner());
-        match (last, interval) {
-            (Some(last), Some(interval)) if last.elapsed() > interval * 3 => {
-                let mut stale = (*view).clone();
-                let why = format!("the hub has asked no spoke for {} s: its rounds stopped", last.elapsed().as_secs());
-                for s in &mut stale.spokes {
-                    s.state = SpokeState::Unknown;
-                    s.reason.clone_from(&why);
-                    s.status = Overview::default();
-                    s.summary = Summary::default();
-                }
-                for g in &mut stale.parity {
-                    g.state = live::ParityState::Unknown;
-                    g.reason.clone_from(&why);
-                }
-                Arc::new(stale)
-            }
-            _ => view,
+        let Some(since) = self.stopped_for() else { return view };
+        let mut stale = (*view).clone();
+        let why = format!("the hub has asked no spoke for {} s: its rounds stopped", since.as_secs());
+        for s in &mut stale.spokes {
+            s.state = SpokeState::Unknown;
+            s.reason.clone_from(&why);
+            s.status = Overview::default();
+            s.summary = Summary::default();
         }
+        for g in &mut stale.parity {
+            g.state = live::ParityState::Unknown;
+            g.reason.clone_from(&why);
+        }
+        Arc::new(stale)
+    }
+
+    /// How long since the last round, once that is over three intervals.
+    fn stopped_for(&self) -> Option<Duration> {
+        let (last, interval) = *self.rounds.lock().unwrap_or_else(|p| p.into_inner());
+        let since = last?.elapsed();
+        (since > interval? * 3).then_some(since)
     }
 
     /// Replaces the view (tests, and a hub restored from elsewhere).
@@ -136,8 +138,7 @@ impl Hub {
 
     /// Whether a round has ended, and rounds go on.
     pub fn ready(&self) -> bool {
-        !self.view.load().refreshed.is_empty()
-            && self.view().spokes.iter().all(|s| !s.reason.starts_with("the hub has"))
+        !self.view.load().refreshed.is_empty() && self.stopped_for().is_none()
     }
 
     /// Asks every spoke at once, then compares the parity groups.
@@ -368,9 +369,7 @@ async fn fetch_once(s: &Spoke, client: &reqwest::Client, token: Option<&SecretSt
 /// (with `wide`, each cluster's apps).
 pub fn table(view: &FleetView, wide: bool) -> String {
     use std::fmt::Write as _;
-    let mut rows: Vec<[String; 9]> = vec![
-        ["CLUSTER", "STATE", "LAST SEEN", "APPS", "SYNCED", "WAITING", "DRIFTED", "DENIED", "DETAIL"].map(String::from),
-    ];
+    let mut rows: Vec<[String; 9]> = Vec::new();
     for s in &view.spokes {
         let m = &s.summary;
         let detail = s.detail();
@@ -400,18 +399,8 @@ pub fn table(view: &FleetView, wide: bool) -> String {
             }
         }
     }
-    let mut widths = [0usize; 9];
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in &rows {
-        let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    let header = ["CLUSTER", "STATE", "LAST SEEN", "APPS", "SYNCED", "WAITING", "DRIFTED", "DENIED", "DETAIL"];
+    let mut out = crate::table::columns(&header, &rows);
     for g in &view.parity {
         let state = match g.state {
             live::ParityState::Identical => "identical",

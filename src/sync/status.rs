@@ -449,8 +449,7 @@ async fn one(
 /// `gitgate status`: the overview as a table.
 pub fn table(o: &Overview, wide: bool) -> String {
     use std::fmt::Write as _;
-    let mut rows: Vec<[String; 6]> =
-        vec![["APP", "SYNC", "HEALTH", "COMMIT", "LAST SYNC", "MESSAGE"].map(String::from)];
+    let mut rows: Vec<[String; 6]> = Vec::new();
     for a in &o.apps {
         rows.push([
             a.name.clone(),
@@ -474,12 +473,6 @@ pub fn table(o: &Overview, wide: bool) -> String {
             }
         }
     }
-    let mut widths = [0usize; 6];
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
     let mut out = format!("role: {}\n", o.role);
     if let Some(r) = &o.refused {
         let _ = writeln!(out, "refused: {}", r.message());
@@ -487,17 +480,6 @@ pub fn table(o: &Overview, wide: bool) -> String {
     if let Some(f) = &o.source {
         let _ = writeln!(out, "git: {}", f.message());
     }
-    for r in &rows {
-        let mut line = String::new();
-        for (i, (w, c)) in widths.iter().zip(r).enumerate() {
-            if i == 5 {
-                line.push_str(c);
-            } else {
-                let _ = write!(line, "{c:<w$}  ");
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    out.push_str(&crate::table::columns(&["APP", "SYNC", "HEALTH", "COMMIT", "LAST SYNC", "MESSAGE"], &rows));
     out
 }
